@@ -1,0 +1,218 @@
+//! Raw command-line flags (clap definitions only).
+//!
+//! Nothing here reads the environment except through clap's `env` attributes,
+//! and nothing validates beyond syntax: [`crate::settings`] turns these raw
+//! flags into one validated `Settings`. Terraform spells long flags with one
+//! dash (`-force`, `-chdir=DIR`); [`normalize_args`] rewrites them to clap's
+//! two-dash form first, the way Go's flag package accepts both.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Terraform state in PostgreSQL as a graph: plan and apply lock and refresh
+/// only what a change touches.
+#[derive(Debug, Parser)]
+#[command(
+    name = "stategraph",
+    version,
+    about,
+    long_about = "stategraph keeps terraform state in PostgreSQL, one row per resource \
+instance, with the dependency graph as data.\n\n\
+With no database configured it starts (once) a private PostgreSQL cluster under \
+your data directory and reuses it; point every CI runner at one shared PostgreSQL \
+with --database-url or STATEGRAPH_DATABASE_URL (or the libpq PG* variables).\n\n\
+Flags may be written terraform-style with one dash (-force) or with two (--force).",
+    after_help = "Examples:\n  \
+stategraph state push terraform.tfstate     import a terraform state\n  \
+stategraph state list module.network        list instances, as terraform does\n  \
+stategraph cone aws_vpc.main                what a change to aws_vpc.main touches\n  \
+stategraph state pull > backup.tfstate      export the state again, losslessly"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// PostgreSQL connection URL (postgres://user@host:port/db?sslmode=require).
+    /// Without it, the libpq PG* variables are used if PGHOST or PGDATABASE is
+    /// set, else the embedded cluster.
+    #[arg(long, global = true, env = "STATEGRAPH_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Name of the stored state. Default: the root module's path relative to
+    /// the git top level, plus ":WORKSPACE" for a workspace other than "default".
+    #[arg(long, global = true, env = "STATEGRAPH_STATE")]
+    pub state: Option<String>,
+
+    /// Switch to DIR before doing anything else, as terraform's -chdir does.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub chdir: Option<PathBuf>,
+
+    /// Plain output: no colours, no spinners (implied when stderr is not a
+    /// terminal or CI is set).
+    #[arg(long = "no-color", global = true)]
+    pub no_color: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Read and write the stored state with terraform's state commands.
+    #[command(subcommand)]
+    State(StateCommand),
+
+    /// Show the change cone of addresses: what a change to them writes and reads.
+    ///
+    /// The write set is the given instances and every instance downstream of
+    /// them; the read set is every ancestor of the write set that is not in it.
+    /// A resource address names all its instances; a module address all
+    /// instances inside it.
+    Cone(ConeArgs),
+
+    /// Manage the embedded PostgreSQL cluster used when no database is configured.
+    #[command(subcommand)]
+    Db(DbCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Store a terraform state (v4), replacing the named state in one transaction.
+    ///
+    /// Like `terraform state push`: refuses a state of another lineage or a
+    /// lower serial unless -force is given. Nothing is written when the input
+    /// is refused.
+    Push(PushArgs),
+
+    /// Write the stored state to stdout as a terraform state (v4).
+    Pull,
+
+    /// List resource instances, as `terraform state list` does.
+    List(ListArgs),
+
+    /// Show one resource instance's attributes, as `terraform state show` does.
+    Show(ShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// Write even if lineage differs or the serial is lower than the stored one.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Path to the state file, or `-` for stdin.
+    pub path: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only instances whose `id` attribute equals ID.
+    #[arg(long)]
+    pub id: Option<String>,
+
+    /// Filter: module, resource or instance addresses.
+    pub addresses: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Instance address, e.g. module.m[0].aws_subnet.s["a"].
+    pub address: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ConeArgs {
+    /// Changed addresses (instances, resources or modules).
+    #[arg(required = true)]
+    pub addresses: Vec<String>,
+
+    /// Print {"write": [...], "read": [...], "instances": N, ...} on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Say whether the embedded cluster exists and runs, and where.
+    Status(DbArgs),
+    /// Start the embedded cluster (creating it on first use).
+    Start(DbArgs),
+    /// Stop the embedded cluster.
+    Stop(DbArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    /// Machine-readable output on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Rewrites terraform-style single-dash long flags (`-force`, `-chdir=DIR`)
+/// to the two-dash form clap parses. Single letters (`-h`), a lone `-`
+/// (stdin) and everything after `--` are left alone.
+pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut out = Vec::new();
+    let mut rest_is_positional = false;
+    for (i, arg) in args.into_iter().enumerate() {
+        if i == 0 || rest_is_positional {
+            out.push(arg);
+            continue;
+        }
+        let Some(s) = arg.to_str() else {
+            out.push(arg);
+            continue;
+        };
+        if s == "--" {
+            rest_is_positional = true;
+            out.push(arg);
+        } else if s.starts_with('-')
+            && !s.starts_with("--")
+            && s.len() > 2
+            && s[1..].starts_with(|c: char| c.is_ascii_alphabetic())
+        {
+            out.push(OsString::from(format!("-{s}")));
+        } else {
+            out.push(arg);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(args: &[&str]) -> Vec<String> {
+        normalize_args(args.iter().map(OsString::from))
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn single_dash_long_flags_become_double() {
+        assert_eq!(
+            norm(&["sg", "-chdir=infra", "state", "push", "-force", "-"]),
+            ["sg", "--chdir=infra", "state", "push", "--force", "-"]
+        );
+    }
+
+    #[test]
+    fn short_flags_numbers_and_positionals_are_kept() {
+        assert_eq!(norm(&["sg", "-h"]), ["sg", "-h"]);
+        assert_eq!(norm(&["sg", "--json", "-1x"]), ["sg", "--json", "-1x"]);
+        assert_eq!(norm(&["sg", "--", "-force"]), ["sg", "--", "-force"]);
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,23 @@
+//! One file per subcommand. Each exposes `async fn run(&Settings, &Args) -> anyhow::Result<()>`.
+
+pub mod cone;
+pub mod db;
+pub mod state;
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Command, StateCommand};
+use crate::settings::Settings;
+
+/// Resolves settings and dispatches to the subcommand.
+pub async fn run(cli: Cli) -> Result<()> {
+    let settings = Settings::resolve(&cli.global)?;
+    match &cli.command {
+        Command::State(StateCommand::Push(args)) => state::push(&settings, args).await,
+        Command::State(StateCommand::Pull) => state::pull(&settings).await,
+        Command::State(StateCommand::List(args)) => state::list(&settings, args).await,
+        Command::State(StateCommand::Show(args)) => state::show(&settings, args).await,
+        Command::Cone(args) => cone::run(&settings, args).await,
+        Command::Db(cmd) => db::run(&settings, cmd).await,
+    }
+}

@@ -1,0 +1,203 @@
+//! `stategraph state push|pull|list|show`: terraform's state commands,
+//! terraform's semantics, our storage.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Stdio;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::address;
+use crate::cli::{ListArgs, PushArgs, ShowArgs};
+use crate::db;
+use crate::error::Exit;
+use crate::settings::Settings;
+use crate::tfstate::{self, State};
+use crate::ui::thousands;
+
+/// `state push [-force] PATH|-`
+pub async fn push(settings: &Settings, args: &PushArgs) -> Result<()> {
+    let (bytes, source) = if args.path == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("cannot read the state from stdin")?;
+        (buf, "stdin".to_owned())
+    } else {
+        let path = settings.workdir.join(&args.path);
+        let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        (bytes, args.path.clone())
+    };
+    let state = tfstate::parse(&bytes).with_context(|| format!("{source} is not a state stategraph can store"))?;
+    drop(bytes);
+
+    let name = settings.state_name();
+    let store = db::open(settings).await?;
+    let step = settings.ui.step(format!(
+        "Pushing {} instances into state \"{name}\"",
+        thousands(state.object_count())
+    ));
+    let command = if args.force { "state push -force" } else { "state push" };
+    let report = match store
+        .push(&name, &state, args.force, &settings.actor, command)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            step.fail();
+            return Err(anyhow!(e)).context(format!("failed to write state \"{name}\"; nothing was written"));
+        }
+    };
+    step.done(format!(
+        "{} added, {} changed, {} removed, {} unchanged (transaction {}, serial {})",
+        thousands(report.added as usize),
+        thousands(report.changed as usize),
+        thousands(report.removed as usize),
+        thousands(report.unchanged as usize),
+        report.txn_id,
+        state.serial
+    ));
+    Ok(())
+}
+
+/// `state pull`: the stored state as tfstate v4 on stdout.
+pub async fn pull(settings: &Settings) -> Result<()> {
+    let name = settings.state_name();
+    let state = load(settings, &name).await?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    state.write_json(&mut out).and_then(|()| out.flush()).or_else(ignore_broken_pipe)?;
+    Ok(())
+}
+
+/// `state list [-id=ID] [ADDR...]`
+pub async fn list(settings: &Settings, args: &ListArgs) -> Result<()> {
+    let targets = args
+        .addresses
+        .iter()
+        .map(|a| address::parse_target(a).map_err(|e| anyhow!("{e}")))
+        .collect::<Result<Vec<_>>>()?;
+    let name = settings.state_name();
+    let store = db::open(settings).await?;
+    let Some(state) = store.pull(&name).await? else {
+        // terraform prints nothing for an empty state, and so do we.
+        return Ok(());
+    };
+    let mut found = Vec::new();
+    for r in &state.resources {
+        let raddr = r.address();
+        for i in r.instances.iter().filter(|i| i.deposed.is_none()) {
+            let text = i.address(&raddr);
+            let parsed = address::parse_instance(&text)
+                .map_err(|e| anyhow!("stored address {text} is not valid: {e}"))?;
+            if !targets.is_empty() && !targets.iter().any(|t| t.matches(&parsed)) {
+                continue;
+            }
+            if let Some(id) = &args.id {
+                let matches = i
+                    .attributes
+                    .as_ref()
+                    .and_then(|a| a.get("id"))
+                    .and_then(|v| v.as_str())
+                    .is_some_and(|v| v == id);
+                if !matches {
+                    continue;
+                }
+            }
+            found.push(parsed);
+        }
+    }
+    found.sort();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for a in &found {
+        writeln!(out, "{a}").or_else(ignore_broken_pipe)?;
+    }
+    out.flush().or_else(ignore_broken_pipe)?;
+    Ok(())
+}
+
+/// `state show ADDR`: terraform renders the instance (it knows the provider
+/// schema); we hand it a private state file holding just that resource.
+pub async fn show(settings: &Settings, args: &ShowArgs) -> Result<()> {
+    let target = address::parse_instance(&args.address).map_err(|e| anyhow!("{e}"))?;
+    let wanted = target.to_string();
+    let name = settings.state_name();
+    let mut state = load(settings, &name).await?;
+    state.resources.retain_mut(|r| {
+        let raddr = r.address();
+        r.instances.retain(|i| i.address(&raddr) == wanted);
+        !r.instances.is_empty()
+    });
+    if state.resources.is_empty() {
+        bail!(
+            "no instance found for the given address\n\n\
+             This command requires that the address references one specific instance.\n\
+             To view the available instances, use \"stategraph state list\"."
+        );
+    }
+    state.outputs.clear();
+    let terraform = settings.terraform.as_deref().ok_or_else(|| {
+        anyhow!(
+            "terraform is needed to render a resource the way terraform does, and it is not on PATH\n\n\
+             Install terraform >= 1.5 (or OpenTofu), or set STATEGRAPH_TERRAFORM to its path."
+        )
+    })?;
+    // The state holds secrets: a private directory (0700) and file (0600), removed on return.
+    let dir = tempfile::Builder::new()
+        .prefix("stategraph-")
+        .tempdir()
+        .context("cannot create a private temporary directory")?;
+    let file = dir.path().join("show.tfstate");
+    write_private(&file, &state.to_json())?;
+    let status = tokio::process::Command::new(terraform)
+        .arg("state")
+        .arg("show")
+        .arg(format!("-state={}", file.display()))
+        .arg(&wanted)
+        .current_dir(&settings.workdir)
+        .env("CHECKPOINT_DISABLE", "1")
+        .stdin(Stdio::null())
+        .status()
+        .await
+        .with_context(|| format!("cannot run {}", terraform.display()))?;
+    drop(dir);
+    match status.code() {
+        Some(0) => Ok(()),
+        Some(code) => Err(Exit(code.clamp(1, 255) as u8).into()),
+        None => Err(anyhow!("terraform was killed by a signal")),
+    }
+}
+
+/// The named state, or an error telling how to create one.
+async fn load(settings: &Settings, name: &str) -> Result<State> {
+    let store = db::open(settings).await?;
+    store.pull(name).await?.ok_or_else(|| {
+        anyhow!(
+            "no state named \"{name}\" in {}\n\n\
+             Store one with `stategraph state push terraform.tfstate`, or name another with --state.",
+            store.display()
+        )
+    })
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// `stategraph state pull | head` must not fail noisily.
+fn ignore_broken_pipe(e: std::io::Error) -> std::io::Result<()> {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}

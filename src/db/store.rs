@@ -1,0 +1,600 @@
+//! [`Store`]: every query and write of stategraph's tables, one async
+//! function each. Multi-statement writes run in one explicit transaction, so
+//! a refused or failed write leaves the stored state exactly as before.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+
+use deadpool_postgres::Pool;
+use futures_util::{pin_mut, TryStreamExt};
+use serde_json::{json, Map, Value};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+
+use crate::tfstate::{Instance, Output, Resource, State};
+
+/// Who is writing, for the transaction log.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub user: String,
+    pub host: String,
+    /// CI job id or URL when running in CI.
+    pub ci_job: Option<String>,
+}
+
+/// Failures of store operations.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("cannot get a database connection: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error(
+        "cannot import state with lineage \"{given}\" over unrelated state with lineage \"{stored}\"\n\n\
+         The state \"{name}\" holds another terraform state. Use -force to replace it anyway."
+    )]
+    Lineage {
+        name: String,
+        given: String,
+        stored: String,
+    },
+    #[error(
+        "cannot import state with serial {given} over newer state with serial {stored}\n\n\
+         The stored state \"{name}\" is newer. Pull it first (stategraph state pull), or use -force to replace it anyway."
+    )]
+    OlderSerial { name: String, given: i64, stored: i64 },
+    #[error(
+        "cannot overwrite existing state with serial {serial} with a different state that has the same serial\n\n\
+         Increase the serial of the state you push, or use -force."
+    )]
+    SameSerial { serial: i64 },
+    #[error("a stored row of state \"{name}\" is not valid: {problem}")]
+    Corrupt { name: String, problem: String },
+}
+
+/// What a push changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushReport {
+    pub txn_id: i64,
+    pub created: bool,
+    pub added: u64,
+    pub changed: u64,
+    pub removed: u64,
+    pub unchanged: u64,
+    pub outputs_changed: u64,
+}
+
+/// One node of the stored graph: a current (not deposed) instance.
+#[derive(Debug, Clone)]
+pub struct GraphRow {
+    pub address: String,
+    pub config_address: String,
+    pub dependencies: Vec<String>,
+}
+
+/// The instance-row columns written by a push, in COPY order.
+const INSTANCE_COLUMNS: &str = "address, deposed, config_address, module, mode, type, name, each, provider, \
+     index_key, status, schema_version, attributes, attributes_flat, sensitive_attributes, private, \
+     dependencies, create_before_destroy, extra, resource_extra";
+
+const INSTANCE_TYPES: &[Type] = &[
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::JSONB,
+    Type::TEXT,
+    Type::INT8,
+    Type::JSONB,
+    Type::JSONB,
+    Type::JSONB,
+    Type::TEXT,
+    Type::TEXT_ARRAY,
+    Type::BOOL,
+    Type::JSONB,
+    Type::JSONB,
+];
+
+/// The database behind one type.
+pub struct Store {
+    pool: Pool,
+    display: String,
+}
+
+fn extra_json(m: &Map<String, Value>) -> Option<Value> {
+    (!m.is_empty()).then(|| Value::Object(m.clone()))
+}
+
+impl Store {
+    pub fn new(pool: Pool, display: String) -> Store {
+        Store { pool, display }
+    }
+
+    /// `host:port/dbname`, safe to print.
+    pub fn display(&self) -> &str {
+        &self.display
+    }
+
+    /// Replaces the named state with `state` in one transaction, with
+    /// terraform's `state push` rules: another lineage or a lower serial is
+    /// refused unless `force`. Only rows that differ are written; each
+    /// replaced or removed row goes to the history first.
+    pub async fn push(
+        &self,
+        name: &str,
+        state: &State,
+        force: bool,
+        actor: &Actor,
+        command: &str,
+    ) -> Result<PushReport, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+
+        let husks: Vec<&Resource> = state.resources.iter().filter(|r| r.instances.is_empty()).collect();
+        let husks = (!husks.is_empty()).then(|| serde_json::to_value(&husks).expect("serializable"));
+        let extra = extra_json(&state.extra);
+        let serial = state.serial;
+
+        let inserted = tx
+            .query_opt(
+                "INSERT INTO states (name, lineage, serial, terraform_version, check_results, extra, husks)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (name) DO NOTHING RETURNING id",
+                &[&name, &state.lineage, &serial, &state.terraform_version, &state.check_results, &extra, &husks],
+            )
+            .await?;
+        let created = inserted.is_some();
+        let row = tx
+            .query_one(
+                "SELECT id, lineage, serial, terraform_version, check_results, extra, husks
+                 FROM states WHERE name = $1 FOR UPDATE",
+                &[&name],
+            )
+            .await?;
+        let state_id: i64 = row.get(0);
+        let stored_lineage: String = row.get(1);
+        let stored_serial: i64 = row.get(2);
+        let meta_changed = !created
+            && (stored_lineage != state.lineage
+                || stored_serial != serial
+                || row.get::<_, String>(3) != state.terraform_version
+                || row.get::<_, Option<Value>>(4) != state.check_results
+                || row.get::<_, Option<Value>>(5) != extra
+                || row.get::<_, Option<Value>>(6) != husks);
+
+        if !created && !force {
+            if stored_lineage != state.lineage {
+                return Err(StoreError::Lineage {
+                    name: name.to_owned(),
+                    given: state.lineage.clone(),
+                    stored: stored_lineage,
+                });
+            }
+            if serial < stored_serial {
+                return Err(StoreError::OlderSerial {
+                    name: name.to_owned(),
+                    given: serial,
+                    stored: stored_serial,
+                });
+            }
+        }
+
+        let txn_id: i64 = tx
+            .query_one(
+                "INSERT INTO transactions (state_id, kind, command, actor_user, actor_host, ci_job,
+                    terraform_version, status, serial_before, serial_after, lineage_before, lineage_after)
+                 VALUES ($1, 'push', $2, $3, $4, $5, $6, 'running', $7, $8, $9, $10) RETURNING id",
+                &[
+                    &state_id,
+                    &command,
+                    &actor.user,
+                    &actor.host,
+                    &actor.ci_job,
+                    &state.terraform_version,
+                    &(!created).then_some(stored_serial),
+                    &serial,
+                    &(!created).then_some(stored_lineage.as_str()),
+                    &state.lineage,
+                ],
+            )
+            .await?
+            .get(0);
+
+        let mut report = PushReport {
+            txn_id,
+            created,
+            ..PushReport::default()
+        };
+
+        let existing: i64 = tx
+            .query_one("SELECT count(*) FROM instances WHERE state_id = $1", &[&state_id])
+            .await?
+            .get(0);
+        if existing == 0 {
+            // Nothing to compare with: copy straight into the table.
+            let sink = tx
+                .copy_in(&format!(
+                    "COPY instances ({INSTANCE_COLUMNS}, state_id, version, txn_id) FROM STDIN BINARY"
+                ))
+                .await?;
+            let mut types = INSTANCE_TYPES.to_vec();
+            types.extend([Type::INT8, Type::INT8, Type::INT8]);
+            let writer = BinaryCopyInWriter::new(sink, &types);
+            pin_mut!(writer);
+            copy_rows(writer.as_mut(), state, &[&state_id, &1i64, &txn_id]).await?;
+            report.added = writer.finish().await?;
+        } else {
+            tx.batch_execute(
+                "CREATE TEMP TABLE incoming (LIKE instances INCLUDING DEFAULTS) ON COMMIT DROP;
+                 ALTER TABLE incoming DROP COLUMN id, DROP COLUMN state_id, DROP COLUMN version, DROP COLUMN txn_id;",
+            )
+            .await?;
+            let sink = tx
+                .copy_in(&format!("COPY incoming ({INSTANCE_COLUMNS}) FROM STDIN BINARY"))
+                .await?;
+            let writer = BinaryCopyInWriter::new(sink, INSTANCE_TYPES);
+            pin_mut!(writer);
+            copy_rows(writer.as_mut(), state, &[]).await?;
+            let incoming = writer.finish().await?;
+            tx.batch_execute("CREATE UNIQUE INDEX ON incoming (address, deposed); ANALYZE incoming;")
+                .await?;
+
+            let cols = INSTANCE_COLUMNS
+                .split(", ")
+                .collect::<Vec<_>>();
+            let c_cols = cols.iter().map(|c| format!("c.{c}")).collect::<Vec<_>>().join(", ");
+            let i_cols = cols.iter().map(|c| format!("i.{c}")).collect::<Vec<_>>().join(", ");
+            let differs = format!("ROW({c_cols}) IS DISTINCT FROM ROW({i_cols})");
+
+            let replaced = tx
+                .execute(
+                    &format!(
+                        "INSERT INTO instance_history
+                            (state_id, instance_id, address, deposed, version, written_by, superseded_by, removed, row)
+                         SELECT c.state_id, c.id, c.address, c.deposed, c.version, c.txn_id, $2,
+                                i.address IS NULL, to_jsonb(c)
+                         FROM instances c LEFT JOIN incoming i ON i.address = c.address AND i.deposed = c.deposed
+                         WHERE c.state_id = $1 AND (i.address IS NULL OR {differs})"
+                    ),
+                    &[&state_id, &txn_id],
+                )
+                .await?;
+            report.removed = tx
+                .execute(
+                    "DELETE FROM instances c WHERE c.state_id = $1 AND NOT EXISTS
+                        (SELECT 1 FROM incoming i WHERE i.address = c.address AND i.deposed = c.deposed)",
+                    &[&state_id],
+                )
+                .await?;
+            let set = cols
+                .iter()
+                .filter(|c| **c != "address" && **c != "deposed")
+                .map(|c| format!("{c} = i.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            report.changed = tx
+                .execute(
+                    &format!(
+                        "UPDATE instances c SET {set}, version = c.version + 1, txn_id = $2
+                         FROM incoming i
+                         WHERE c.state_id = $1 AND i.address = c.address AND i.deposed = c.deposed AND {differs}"
+                    ),
+                    &[&state_id, &txn_id],
+                )
+                .await?;
+            debug_assert_eq!(replaced, report.removed + report.changed);
+            report.added = tx
+                .execute(
+                    &format!(
+                        "INSERT INTO instances ({INSTANCE_COLUMNS}, state_id, version, txn_id)
+                         SELECT {i_cols}, $1, 1, $2 FROM incoming i
+                         WHERE NOT EXISTS (SELECT 1 FROM instances c
+                            WHERE c.state_id = $1 AND c.address = i.address AND c.deposed = i.deposed)"
+                    ),
+                    &[&state_id, &txn_id],
+                )
+                .await?;
+            report.unchanged = incoming - report.changed - report.added;
+        }
+
+        report.outputs_changed = push_outputs(&tx, state_id, txn_id, &state.outputs).await?;
+
+        let anything_changed =
+            meta_changed || report.added + report.changed + report.removed + report.outputs_changed > 0;
+        if !created && !force && serial == stored_serial && anything_changed {
+            return Err(StoreError::SameSerial { serial });
+        }
+
+        tx.execute(
+            "UPDATE states SET lineage = $2, serial = $3, terraform_version = $4, check_results = $5,
+                extra = $6, husks = $7, updated_at = now() WHERE id = $1",
+            &[&state_id, &state.lineage, &serial, &state.terraform_version, &state.check_results, &extra, &husks],
+        )
+        .await?;
+        let summary = json!({
+            "added": report.added,
+            "changed": report.changed,
+            "removed": report.removed,
+            "unchanged": report.unchanged,
+            "outputs_changed": report.outputs_changed,
+            "forced": force,
+        });
+        tx.execute(
+            "UPDATE transactions SET status = 'committed', finished_at = clock_timestamp(), summary = $2 WHERE id = $1",
+            &[&txn_id, &summary],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(report)
+    }
+
+    /// The named state, or `None` if no such state is stored.
+    pub async fn pull(&self, name: &str) -> Result<Option<State>, StoreError> {
+        let client = self.pool.get().await?;
+        let Some(head) = client
+            .query_opt(
+                "SELECT id, lineage, serial, terraform_version, check_results, extra, husks
+                 FROM states WHERE name = $1",
+                &[&name],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let state_id: i64 = head.get(0);
+        let corrupt = |problem: String| StoreError::Corrupt {
+            name: name.to_owned(),
+            problem,
+        };
+        let object = |v: Option<Value>| match v {
+            Some(Value::Object(m)) => m,
+            _ => Map::new(),
+        };
+
+        let mut resources: Vec<Resource> = Vec::new();
+        let mut by_address: HashMap<String, usize> = HashMap::new();
+        let params: [&(dyn ToSql + Sync); 1] = [&state_id];
+        let rows = client
+            .query_raw(
+                "SELECT address, deposed, config_address, module, mode, type, name, each, provider,
+                        index_key, status, schema_version, attributes, attributes_flat,
+                        sensitive_attributes, private, dependencies, create_before_destroy, extra,
+                        resource_extra
+                 FROM instances WHERE state_id = $1",
+                params,
+            )
+            .await?;
+        pin_mut!(rows);
+        while let Some(row) = rows.try_next().await? {
+            let module: String = row.get(3);
+            let mode: String = row.get(4);
+            let type_: String = row.get(5);
+            let rname: String = row.get(6);
+            let key = format!("{module}\u{0}{mode}\u{0}{type_}\u{0}{rname}");
+            let idx = match by_address.get(&key) {
+                Some(i) => *i,
+                None => {
+                    resources.push(Resource {
+                        module,
+                        mode,
+                        type_,
+                        name: rname,
+                        each: row.get(7),
+                        provider: row.get(8),
+                        instances: Vec::new(),
+                        extra: object(row.get(19)),
+                    });
+                    by_address.insert(key, resources.len() - 1);
+                    resources.len() - 1
+                }
+            };
+            let deposed: String = row.get(1);
+            resources[idx].instances.push(Instance {
+                index_key: row.get(9),
+                status: row.get(10),
+                deposed: (!deposed.is_empty()).then_some(deposed),
+                schema_version: row.get(11),
+                attributes: row.get(12),
+                attributes_flat: row.get(13),
+                sensitive_attributes: row.get(14),
+                private: row.get(15),
+                dependencies: row.get(16),
+                create_before_destroy: row.get(17),
+                extra: object(row.get(18)),
+            });
+        }
+        if let Some(Value::Array(husks)) = head.get::<_, Option<Value>>(6) {
+            for h in husks {
+                let mut doc = json!({"version": 4, "serial": 0, "lineage": "", "resources": [h]});
+                doc["terraform_version"] = json!("");
+                let parsed = crate::tfstate::parse(doc.to_string().as_bytes())
+                    .map_err(|e| corrupt(format!("stored empty resource: {e}")))?;
+                resources.extend(parsed.resources);
+            }
+        }
+
+        let outputs = client
+            .query(
+                "SELECT name, value, type, sensitive, extra FROM outputs WHERE state_id = $1",
+                &[&state_id],
+            )
+            .await?
+            .into_iter()
+            .map(|r| {
+                (
+                    r.get::<_, String>(0),
+                    Output {
+                        value: r.get(1),
+                        type_: r.get(2),
+                        sensitive: r.get(3),
+                        extra: object(r.get(4)),
+                    },
+                )
+            })
+            .collect();
+
+        let mut state = State {
+            terraform_version: head.get(3),
+            serial: head.get(2),
+            lineage: head.get(1),
+            outputs,
+            resources,
+            check_results: head.get(4),
+            extra: object(head.get(5)),
+        };
+        state.sort();
+        Ok(Some(state))
+    }
+
+    /// Current instances and their dependencies: the graph's raw material.
+    pub async fn graph_rows(&self, name: &str) -> Result<Option<Vec<GraphRow>>, StoreError> {
+        let client = self.pool.get().await?;
+        let Some(head) = client.query_opt("SELECT id FROM states WHERE name = $1", &[&name]).await? else {
+            return Ok(None);
+        };
+        let state_id: i64 = head.get(0);
+        let params: [&(dyn ToSql + Sync); 1] = [&state_id];
+        let rows = client
+            .query_raw(
+                "SELECT address, config_address, dependencies FROM instances
+                 WHERE state_id = $1 AND deposed = ''",
+                params,
+            )
+            .await?;
+        pin_mut!(rows);
+        let mut out = Vec::new();
+        while let Some(row) = rows.try_next().await? {
+            out.push(GraphRow {
+                address: row.get(0),
+                config_address: row.get(1),
+                dependencies: row.get(2),
+            });
+        }
+        Ok(Some(out))
+    }
+
+    /// Names of all stored states.
+    pub async fn state_names(&self) -> Result<Vec<String>, StoreError> {
+        let client = self.pool.get().await?;
+        Ok(client
+            .query("SELECT name FROM states ORDER BY name", &[])
+            .await?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+}
+
+/// Writes the COPY row of every instance object of the state, each followed
+/// by `suffix` (the columns a direct copy into `instances` adds).
+async fn copy_rows(
+    mut writer: Pin<&mut BinaryCopyInWriter>,
+    state: &State,
+    suffix: &[&(dyn ToSql + Sync)],
+) -> Result<(), tokio_postgres::Error> {
+    for r in &state.resources {
+        let raddr = r.address();
+        let config_address = r.config_address();
+        let resource_extra = extra_json(&r.extra);
+        for i in &r.instances {
+            let address = i.address(&raddr);
+            let deposed = i.deposed.as_deref().unwrap_or("");
+            let extra = extra_json(&i.extra);
+            let mut row: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(20 + suffix.len());
+            row.extend_from_slice(&[
+                &address,
+                &deposed,
+                &config_address,
+                &r.module,
+                &r.mode,
+                &r.type_,
+                &r.name,
+                &r.each,
+                &r.provider,
+                &i.index_key,
+                &i.status,
+                &i.schema_version,
+                &i.attributes,
+                &i.attributes_flat,
+                &i.sensitive_attributes,
+                &i.private,
+                &i.dependencies,
+                &i.create_before_destroy,
+                &extra,
+                &resource_extra,
+            ]);
+            row.extend_from_slice(suffix);
+            writer.as_mut().write(&row).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes root outputs that differ; returns how many were added, changed or removed.
+async fn push_outputs(
+    tx: &tokio_postgres::Transaction<'_>,
+    state_id: i64,
+    txn_id: i64,
+    outputs: &[(String, Output)],
+) -> Result<u64, StoreError> {
+    let stored: HashMap<String, (Value, Value, bool, Option<Value>)> = tx
+        .query(
+            "SELECT name, value, type, sensitive, extra FROM outputs WHERE state_id = $1",
+            &[&state_id],
+        )
+        .await?
+        .into_iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3), r.get(4))))
+        .collect();
+    let mut gone: Vec<&str> = Vec::new();
+    let mut upsert: Vec<&(String, Output)> = Vec::new();
+    for (name, o) in outputs {
+        let extra = extra_json(&o.extra);
+        match stored.get(name) {
+            Some((v, t, s, e)) if *v == o.value && *t == o.type_ && *s == o.sensitive && *e == extra => {}
+            _ => upsert.push(&outputs[outputs.iter().position(|(n, _)| n == name).expect("present")]),
+        }
+    }
+    for name in stored.keys() {
+        if !outputs.iter().any(|(n, _)| n == name) {
+            gone.push(name);
+        }
+    }
+    let replaced: Vec<&str> = gone
+        .iter()
+        .copied()
+        .chain(upsert.iter().map(|(n, _)| n.as_str()).filter(|n| stored.contains_key(*n)))
+        .collect();
+    if !replaced.is_empty() {
+        tx.execute(
+            "INSERT INTO output_history (state_id, name, version, written_by, superseded_by, removed, row)
+             SELECT o.state_id, o.name, o.version, o.txn_id, $2, o.name = ANY($4), to_jsonb(o)
+             FROM outputs o WHERE o.state_id = $1 AND o.name = ANY($3)",
+            &[&state_id, &txn_id, &replaced, &gone],
+        )
+        .await?;
+        tx.execute(
+            "DELETE FROM outputs WHERE state_id = $1 AND name = ANY($2)",
+            &[&state_id, &gone],
+        )
+        .await?;
+    }
+    for (name, o) in &upsert {
+        let extra = extra_json(&o.extra);
+        tx.execute(
+            "INSERT INTO outputs (state_id, name, value, type, sensitive, extra, version, txn_id)
+             VALUES ($1, $2, $3, $4, $5, $6, 1, $7)
+             ON CONFLICT (state_id, name) DO UPDATE SET value = EXCLUDED.value, type = EXCLUDED.type,
+                sensitive = EXCLUDED.sensitive, extra = EXCLUDED.extra,
+                version = outputs.version + 1, txn_id = EXCLUDED.txn_id",
+            &[&state_id, name, &o.value, &o.type_, &o.sensitive, &extra, &txn_id],
+        )
+        .await?;
+    }
+    Ok((gone.len() + upsert.len()) as u64)
+}

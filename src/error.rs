@@ -1,0 +1,53 @@
+//! The one place that turns a failure into what the user sees and an exit code.
+//!
+//! Commands return `anyhow::Error` with `.context("what we were doing")`;
+//! this module prints it terraform-style (`Error: ...`, then the causes and
+//! what to do next) and picks the exit code. A command that must exit with a
+//! specific code (terraform's own, passed through) returns [`Exit`].
+
+use std::process::ExitCode;
+
+/// Exit with this code without printing anything more (the message, if any,
+/// was already shown, e.g. by terraform itself).
+#[derive(Debug, thiserror::Error)]
+#[error("exit status {0}")]
+pub struct Exit(pub u8);
+
+/// Prints `err` to stderr and returns the exit code for it.
+pub fn report(err: &anyhow::Error) -> ExitCode {
+    if let Some(Exit(code)) = err.downcast_ref::<Exit>() {
+        return ExitCode::from(*code);
+    }
+    eprintln!("{}", render(err));
+    ExitCode::from(1)
+}
+
+/// `Error: <outermost context>` followed by the causes, innermost last,
+/// each on its own paragraph.
+pub fn render(err: &anyhow::Error) -> String {
+    let mut chain = err.chain().map(|e| e.to_string());
+    let mut out = format!("Error: {}", chain.next().unwrap_or_default());
+    let mut last = String::new();
+    for cause in chain {
+        // Skip causes that merely repeat the previous one (common with wrapped library errors).
+        if last.contains(&cause) {
+            continue;
+        }
+        out.push_str("\n\n");
+        out.push_str(&cause);
+        last = cause;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::{anyhow, Context};
+
+    #[test]
+    fn renders_context_then_cause() {
+        let e: anyhow::Result<()> = Err(anyhow!("disk full")).context("cannot push state \"x\"");
+        assert_eq!(render(&e.unwrap_err()), "Error: cannot push state \"x\"\n\ndisk full");
+    }
+}

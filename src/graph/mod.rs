@@ -1,0 +1,445 @@
+//! The resource graph of one state and the change cone computed on it.
+//!
+//! This module owns the petgraph model: one node per resource instance
+//! (deposed objects are not nodes of their own), one internal aggregation
+//! node per configuration resource, and one node per root output. Edges run
+//! from a dependency to its dependent. State v4 `dependencies` name
+//! configuration resources (module keys removed: `module.m.terraform_data.a`
+//! even when `m` has `count`), so an instance depends on a resource node,
+//! and a resource node depends on every instance of it. This keeps the edge
+//! count linear in the size of the state instead of instances × instances.
+//!
+//! It must not do I/O: callers build it from rows or a parsed state, and
+//! use the cone to decide what to lock, refresh and target.
+
+mod cone;
+
+pub use cone::Cone;
+
+use std::collections::HashMap;
+
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::Direction;
+
+use crate::address::{self, AddressError, Target};
+
+/// One resource instance as the graph needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct InstanceInput<'a> {
+    /// Full instance address, e.g. `module.m[0].terraform_data.x["a"]`.
+    pub address: &'a str,
+    /// The instance's resource address with module keys removed, e.g.
+    /// `module.m.terraform_data.x`.
+    pub config_resource: &'a str,
+    /// State v4 `dependencies`: configuration resource addresses.
+    pub dependencies: &'a [String],
+}
+
+/// Why a graph could not be built or queried.
+#[derive(Debug, thiserror::Error)]
+pub enum GraphError {
+    /// A dependency names a resource with no instance in the state.
+    #[error("{instance} depends on {dependency}, which has no instance in the state")]
+    UnknownDependency {
+        /// The instance (or `output.NAME`) holding the dependency.
+        instance: String,
+        /// The dependency as written.
+        dependency: String,
+    },
+    /// The same instance address was given twice.
+    #[error("resource instance {address} appears twice in the state")]
+    DuplicateInstance {
+        /// The repeated address.
+        address: String,
+    },
+    /// The same output was added twice.
+    #[error("output {name} was added twice")]
+    DuplicateOutput {
+        /// The output name.
+        name: String,
+    },
+    /// An address asked about is not in the state.
+    #[error("resource instance {address} is not in the state")]
+    UnknownAddress {
+        /// The address asked about.
+        address: String,
+    },
+    /// The recorded dependencies form a cycle (terraform never writes one;
+    /// a hand-edited or inconsistent state can).
+    #[error("the dependencies recorded in the state form a cycle through {address}")]
+    Cycle {
+        /// One node on the cycle (an instance or resource address).
+        address: String,
+    },
+    /// An output dependency that does not parse as an address.
+    #[error(transparent)]
+    InvalidAddress(#[from] AddressError),
+}
+
+/// What a graph node stands for. The string is the node's address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Node {
+    /// A resource instance: a real row of the state.
+    Instance(Box<str>),
+    /// A configuration resource: internal aggregation node, never reported.
+    Resource(Box<str>),
+    /// A root output, by name.
+    Output(Box<str>),
+}
+
+/// The dependency graph of one state.
+#[derive(Debug, Default)]
+pub struct StateGraph {
+    graph: DiGraph<Node, ()>,
+    instances: HashMap<Box<str>, NodeIndex>,
+    resources: HashMap<Box<str>, NodeIndex>,
+    outputs: HashMap<Box<str>, NodeIndex>,
+    dependency_edges: usize,
+}
+
+impl StateGraph {
+    /// Builds the graph in O(instances + dependencies).
+    ///
+    /// Fails with [`GraphError::DuplicateInstance`] when an address repeats,
+    /// [`GraphError::UnknownDependency`] when a dependency names a resource
+    /// with no instance, and [`GraphError::Cycle`] when dependencies loop.
+    pub fn build<'a>(
+        instances: impl IntoIterator<Item = InstanceInput<'a>>,
+    ) -> Result<StateGraph, GraphError> {
+        let inputs: Vec<InstanceInput<'a>> = instances.into_iter().collect();
+        let mut g = StateGraph {
+            graph: DiGraph::with_capacity(inputs.len() * 2, inputs.len() * 2),
+            instances: HashMap::with_capacity(inputs.len()),
+            ..StateGraph::default()
+        };
+
+        let mut nodes = Vec::with_capacity(inputs.len());
+        for input in &inputs {
+            if g.instances.contains_key(input.address) {
+                return Err(GraphError::DuplicateInstance {
+                    address: input.address.to_string(),
+                });
+            }
+            let node = g.graph.add_node(Node::Instance(input.address.into()));
+            g.instances.insert(input.address.into(), node);
+            let resource = match g.resources.get(input.config_resource) {
+                Some(&r) => r,
+                None => {
+                    let r = g
+                        .graph
+                        .add_node(Node::Resource(input.config_resource.into()));
+                    g.resources.insert(input.config_resource.into(), r);
+                    r
+                }
+            };
+            g.graph.add_edge(node, resource, ());
+            nodes.push(node);
+        }
+
+        let mut deps = Vec::new();
+        for (input, &node) in inputs.iter().zip(&nodes) {
+            deps.clear();
+            for dependency in input.dependencies {
+                let Some(&r) = g.resources.get(dependency.as_str()) else {
+                    return Err(GraphError::UnknownDependency {
+                        instance: input.address.to_string(),
+                        dependency: dependency.clone(),
+                    });
+                };
+                deps.push(r);
+            }
+            deps.sort_unstable();
+            deps.dedup();
+            for &r in &deps {
+                g.graph.add_edge(r, node, ());
+            }
+            g.dependency_edges += deps.len();
+        }
+
+        // One O(V + E) pass so that every later cone can rely on a DAG.
+        if let Err(cycle) = petgraph::algo::toposort(&g.graph, None) {
+            return Err(GraphError::Cycle {
+                address: g.graph[cycle.node_id()].address().to_string(),
+            });
+        }
+        Ok(g)
+    }
+
+    /// Adds root output `name` depending on `depends_on`: instance addresses,
+    /// configuration resource addresses (`module.m.t.x`, covering every
+    /// instance) or resource addresses with module keys (`module.m[0].t.x`).
+    ///
+    /// State v4 records no edges for outputs; the caller derives them from
+    /// configuration.
+    pub fn add_output(&mut self, name: &str, depends_on: &[String]) -> Result<(), GraphError> {
+        if self.outputs.contains_key(name) {
+            return Err(GraphError::DuplicateOutput {
+                name: name.to_string(),
+            });
+        }
+        let unknown = |dependency: &str| GraphError::UnknownDependency {
+            instance: format!("output.{name}"),
+            dependency: dependency.to_string(),
+        };
+        let mut sources = Vec::new();
+        for dependency in depends_on {
+            let dependency = dependency.as_str();
+            if let Some(&n) = self.instances.get(dependency) {
+                sources.push(n);
+            } else if let Some(&r) = self.resources.get(dependency) {
+                sources.push(r);
+            } else {
+                let target = address::parse_target(dependency)?;
+                let found = self.resolve_nodes(&target);
+                if found.is_empty() {
+                    return Err(unknown(dependency));
+                }
+                sources.extend(found);
+            }
+        }
+        sources.sort_unstable();
+        sources.dedup();
+        let node = self.graph.add_node(Node::Output(name.into()));
+        self.outputs.insert(name.into(), node);
+        for source in sources {
+            self.graph.add_edge(source, node, ());
+        }
+        Ok(())
+    }
+
+    /// Number of resource instances.
+    pub fn instance_count(&self) -> usize {
+        self.instances.len()
+    }
+
+    /// Number of (instance, configuration resource it depends on) pairs,
+    /// duplicates removed: the rows a dependency edge table holds. Neither
+    /// the internal instance-to-resource membership edges nor output edges
+    /// are counted.
+    pub fn edge_count(&self) -> usize {
+        self.dependency_edges
+    }
+
+    /// Whether `address` is an instance of this state.
+    pub fn contains(&self, address: &str) -> bool {
+        self.instances.contains_key(address)
+    }
+
+    /// The instance addresses `target` selects (`terraform state list`
+    /// semantics, see [`Target::matches`]), in terraform's state order.
+    pub fn resolve(&self, target: &Target) -> Vec<String> {
+        let mut found: Vec<(address::InstanceAddr, NodeIndex)> = self
+            .resolve_nodes(target)
+            .into_iter()
+            .filter_map(|n| Some((address::parse_instance(self.graph[n].address()).ok()?, n)))
+            .collect();
+        found.sort();
+        found
+            .into_iter()
+            .map(|(_, n)| self.graph[n].address().to_string())
+            .collect()
+    }
+
+    /// Instance nodes `target` selects, in no particular order. Only a
+    /// module target scans every instance.
+    fn resolve_nodes(&self, target: &Target) -> Vec<NodeIndex> {
+        let matches = |n: NodeIndex| {
+            address::parse_instance(self.graph[n].address())
+                .map(|a| target.matches(&a))
+                .unwrap_or(false)
+        };
+        match target {
+            Target::Instance(instance) => self
+                .instances
+                .get(instance.to_string().as_str())
+                .copied()
+                .into_iter()
+                .collect(),
+            Target::Resource(resource) => {
+                match self.resources.get(resource.config_address().as_str()) {
+                    Some(&r) => self
+                        .graph
+                        .neighbors_directed(r, Direction::Incoming)
+                        .filter(|&n| matches(n))
+                        .collect(),
+                    None => Vec::new(),
+                }
+            }
+            Target::Module(path) => {
+                // Cheap pre-filter before parsing: the first step's name.
+                let prefix = path.0.first().map(|s| format!("module.{}", s.name));
+                self.instances
+                    .iter()
+                    .filter(|(a, _)| prefix.as_deref().is_none_or(|p| a.starts_with(p)))
+                    .map(|(_, &n)| n)
+                    .filter(|&n| matches(n))
+                    .collect()
+            }
+        }
+    }
+}
+
+impl Node {
+    fn address(&self) -> &str {
+        match self {
+            Node::Instance(a) | Node::Resource(a) | Node::Output(a) => a,
+        }
+    }
+}
+
+/// Builds a graph from `(address, dependencies)` pairs, deriving each
+/// configuration resource from the address.
+#[cfg(test)]
+fn graph_of(specs: &[(&str, &[&str])]) -> Result<StateGraph, GraphError> {
+    let owned: Vec<(String, Vec<String>)> = specs
+        .iter()
+        .map(|(a, deps)| {
+            let config = address::parse_instance(a)
+                .unwrap()
+                .resource
+                .config_address();
+            (config, deps.iter().map(|d| d.to_string()).collect())
+        })
+        .collect();
+    StateGraph::build(
+        specs
+            .iter()
+            .zip(&owned)
+            .map(|((a, _), (config, deps))| InstanceInput {
+                address: a,
+                config_resource: config,
+                dependencies: deps,
+            }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(specs: &[(&str, &[&str])]) -> String {
+        graph_of(specs).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn counts_instances_and_dependency_pairs() {
+        let g = graph_of(&[
+            ("t.a[0]", &[]),
+            ("t.a[1]", &[]),
+            ("t.b", &["t.a"]),
+            ("t.c", &["t.a", "t.b", "t.a"]),
+        ])
+        .unwrap();
+        assert_eq!(g.instance_count(), 4);
+        // t.b -> t.a, t.c -> t.a, t.c -> t.b (the repeated t.a counts once).
+        assert_eq!(g.edge_count(), 3);
+        assert!(g.contains("t.a[1]"));
+        assert!(!g.contains("t.a"));
+    }
+
+    #[test]
+    fn rejects_unknown_dependency() {
+        assert_eq!(
+            err(&[("t.a", &[]), ("module.m[0].t.b", &["module.m.t.a"])]),
+            "module.m[0].t.b depends on module.m.t.a, which has no instance in the state"
+        );
+        // A dependency is a resource address, never an instance address.
+        assert!(matches!(
+            graph_of(&[("t.a[0]", &[]), ("t.b", &["t.a[0]"])]),
+            Err(GraphError::UnknownDependency { .. })
+        ));
+    }
+
+    #[test]
+    fn rejects_duplicate_instance() {
+        assert_eq!(
+            err(&[("t.a[0]", &[]), ("t.b", &[]), ("t.a[0]", &[])]),
+            "resource instance t.a[0] appears twice in the state"
+        );
+    }
+
+    #[test]
+    fn rejects_cycles() {
+        assert_eq!(
+            err(&[("t.a[0]", &[]), ("t.a[1]", &["t.a"])])
+                .split(" through ")
+                .next(),
+            Some("the dependencies recorded in the state form a cycle")
+        );
+        assert!(matches!(
+            graph_of(&[("t.a", &["t.b"]), ("t.b", &["t.a"])]),
+            Err(GraphError::Cycle { .. })
+        ));
+    }
+
+    #[test]
+    fn output_dependencies_resolve_every_address_form() {
+        let mut g = graph_of(&[
+            ("module.m[0].t.a", &[]),
+            ("module.m[1].t.a", &[]),
+            ("t.x[0]", &[]),
+            ("t.x[1]", &[]),
+        ])
+        .unwrap();
+        g.add_output("inst", &["t.x[1]".into()]).unwrap();
+        g.add_output("config", &["module.m.t.a".into()]).unwrap();
+        g.add_output("keyed", &["module.m[1].t.a".into()]).unwrap();
+        g.add_output("none", &[]).unwrap();
+        assert_eq!(g.cone(&["t.x[0]"]).unwrap().outputs, Vec::<String>::new());
+        assert_eq!(g.cone(&["t.x[1]"]).unwrap().outputs, ["inst"]);
+        assert_eq!(g.cone(&["module.m[0].t.a"]).unwrap().outputs, ["config"]);
+        assert_eq!(
+            g.cone(&["module.m[1].t.a"]).unwrap().outputs,
+            ["config", "keyed"]
+        );
+
+        assert_eq!(
+            g.add_output("inst", &[]).unwrap_err().to_string(),
+            "output inst was added twice"
+        );
+        assert_eq!(
+            g.add_output("bad", &["module.m[2].t.a".into()])
+                .unwrap_err()
+                .to_string(),
+            "output.bad depends on module.m[2].t.a, which has no instance in the state"
+        );
+        assert!(matches!(
+            g.add_output("worse", &["not an address".into()]),
+            Err(GraphError::InvalidAddress(_))
+        ));
+    }
+
+    #[test]
+    fn resolves_targets_in_state_list_order() {
+        let g = graph_of(&[
+            ("module.m[1].t.a", &[]),
+            ("module.m[0].t.a", &[]),
+            ("module.m[0].module.n.t.b", &[]),
+            ("module.mm.t.a", &[]),
+            ("t.a[\"k\"]", &[]),
+            ("t.a[10]", &[]),
+            ("t.a[2]", &[]),
+            ("data.t.a", &[]),
+        ])
+        .unwrap();
+        let resolve = |s: &str| g.resolve(&address::parse_target(s).unwrap());
+        assert_eq!(
+            resolve("module.m"),
+            [
+                "module.m[0].t.a",
+                "module.m[1].t.a",
+                "module.m[0].module.n.t.b"
+            ]
+        );
+        assert_eq!(
+            resolve("module.m[0]"),
+            ["module.m[0].t.a", "module.m[0].module.n.t.b"]
+        );
+        assert_eq!(resolve("module.m.t.a"), Vec::<String>::new());
+        assert_eq!(resolve("module.m[1].t.a"), ["module.m[1].t.a"]);
+        assert_eq!(resolve("t.a"), ["t.a[2]", "t.a[10]", "t.a[\"k\"]"]);
+        assert_eq!(resolve("t.a[10]"), ["t.a[10]"]);
+        assert_eq!(resolve("data.t.a"), ["data.t.a"]);
+        assert_eq!(resolve("module.x"), Vec::<String>::new());
+    }
+}

@@ -1,0 +1,25 @@
+//! The `stategraph` binary: parse arguments, build the runtime, run the command.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = stategraph::cli::normalize_args(std::env::args_os());
+    let cli = stategraph::cli::Cli::parse_from(args);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(stategraph::commands::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => stategraph::error::report(&e),
+    }
+}

@@ -1,0 +1,295 @@
+//! Flags + environment + defaults -> one validated [`Settings`].
+//!
+//! This is the only module that reads the environment (clap reads the
+//! `env = ...` flags). Everything downstream takes `&Settings` and never
+//! re-parses or re-reads a variable.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::cli::GlobalArgs;
+use crate::db::pool::{PgTarget, TlsMode};
+use crate::db::store::Actor;
+use crate::ui::Ui;
+
+/// Every setting a command may need, resolved once.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where the state lives.
+    pub database: DatabaseTarget,
+    /// The working directory (after `-chdir`).
+    pub workdir: PathBuf,
+    /// `--state` / `STATEGRAPH_STATE`, if given.
+    pub explicit_state: Option<String>,
+    /// Terraform workspace (`TF_WORKSPACE`, else `.terraform/environment`, else `default`).
+    pub workspace: String,
+    /// The embedded cluster's configuration (used when `database` is `Embedded`,
+    /// and by `stategraph db`).
+    pub embedded: EmbeddedConfig,
+    /// Terraform (or OpenTofu) binary: `STATEGRAPH_TERRAFORM`, else `terraform`
+    /// then `tofu` on PATH. `None` if neither was found.
+    pub terraform: Option<PathBuf>,
+    /// Who runs this, for the transaction log and lock holders.
+    pub actor: Actor,
+    /// Messages and progress.
+    pub ui: Ui,
+}
+
+/// Which PostgreSQL to talk to.
+#[derive(Debug, Clone)]
+pub enum DatabaseTarget {
+    /// A server given by URL or by the libpq `PG*` variables.
+    Remote(PgTarget),
+    /// The private cluster under the user's data directory.
+    Embedded,
+}
+
+/// Where the embedded cluster lives and how it runs.
+#[derive(Debug, Clone)]
+pub struct EmbeddedConfig {
+    /// `STATEGRAPH_DATA_DIR`, else `/var/lib/stategraph` for root (PostgreSQL
+    /// runs as an unprivileged user, who cannot enter `/root`), else
+    /// `$XDG_DATA_HOME/stategraph`, else `~/.local/share/stategraph`.
+    pub data_dir: PathBuf,
+    /// `STATEGRAPH_PG_BIN`: directory holding `initdb`, `pg_ctl`, `postgres`.
+    pub pg_bin: Option<PathBuf>,
+    /// The unprivileged user that runs PostgreSQL when we are root
+    /// (`STATEGRAPH_PG_USER`, default `postgres`); `None` when not root.
+    pub run_as: Option<String>,
+}
+
+impl Settings {
+    /// Resolves settings from parsed global flags and the process environment.
+    pub fn resolve(global: &GlobalArgs) -> Result<Settings> {
+        let env: BTreeMap<String, OsString> = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v)))
+            .collect();
+        Settings::resolve_with(global, &env)
+    }
+
+    /// Like [`Settings::resolve`], with the environment given explicitly (tests).
+    pub fn resolve_with(global: &GlobalArgs, env: &BTreeMap<String, OsString>) -> Result<Settings> {
+        let get = |k: &str| {
+            env.get(k)
+                .and_then(|v| v.to_str())
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+
+        let cwd = std::env::current_dir().context("cannot read the current directory")?;
+        let workdir = match &global.chdir {
+            Some(dir) => {
+                let dir = cwd.join(dir);
+                if !dir.is_dir() {
+                    bail!(
+                        "-chdir: {} is not a directory.\n\nGive an existing directory holding the root module.",
+                        dir.display()
+                    );
+                }
+                dir
+            }
+            None => cwd,
+        };
+
+        let database = match &global.database_url {
+            Some(url) => DatabaseTarget::Remote(PgTarget::from_url(url)?),
+            None if get("PGHOST").is_some() || get("PGDATABASE").is_some() || get("PGSERVICE").is_some() => {
+                DatabaseTarget::Remote(PgTarget::from_libpq_env(&get)?)
+            }
+            None => DatabaseTarget::Embedded,
+        };
+
+        let workspace = match get("TF_WORKSPACE") {
+            Some(ws) => ws,
+            None => {
+                let data_dir = get("TF_DATA_DIR")
+                    .map(|d| workdir.join(d))
+                    .unwrap_or_else(|| workdir.join(".terraform"));
+                std::fs::read_to_string(data_dir.join("environment"))
+                    .ok()
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| "default".to_owned())
+            }
+        };
+
+        let is_root = nix::unistd::geteuid().is_root();
+        let data_dir = if let Some(d) = get("STATEGRAPH_DATA_DIR") {
+            PathBuf::from(d)
+        } else if is_root {
+            PathBuf::from("/var/lib/stategraph")
+        } else if let Some(xdg) = get("XDG_DATA_HOME") {
+            PathBuf::from(xdg).join("stategraph")
+        } else if let Some(home) = get("HOME") {
+            PathBuf::from(home).join(".local/share/stategraph")
+        } else {
+            bail!("cannot find a data directory for the embedded database: set STATEGRAPH_DATA_DIR or HOME, or give --database-url");
+        };
+        let embedded = EmbeddedConfig {
+            data_dir,
+            pg_bin: get("STATEGRAPH_PG_BIN").map(PathBuf::from),
+            run_as: is_root.then(|| get("STATEGRAPH_PG_USER").unwrap_or_else(|| "postgres".to_owned())),
+        };
+
+        let terraform = match get("STATEGRAPH_TERRAFORM") {
+            Some(t) => Some(PathBuf::from(t)),
+            None => find_on_path("terraform", get("PATH").as_deref())
+                .or_else(|| find_on_path("tofu", get("PATH").as_deref())),
+        };
+
+        let actor = Actor {
+            user: get("USER")
+                .or_else(|| get("LOGNAME"))
+                .or_else(|| {
+                    nix::unistd::User::from_uid(nix::unistd::geteuid())
+                        .ok()
+                        .flatten()
+                        .map(|u| u.name)
+                })
+                .unwrap_or_else(|| format!("uid {}", nix::unistd::geteuid())),
+            host: nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "unknown".to_owned()),
+            ci_job: ci_job(&get),
+        };
+
+        Ok(Settings {
+            actor,
+            database,
+            workdir,
+            explicit_state: global.state.clone(),
+            workspace,
+            embedded,
+            terraform,
+            ui: Ui::new(global.no_color),
+        })
+    }
+
+    /// The state name: `--state`, else the root module's path relative to the
+    /// git top level (`.` at the top), plus `:WORKSPACE` unless the workspace
+    /// is `default`. Outside a git repository the absolute path is used.
+    pub fn state_name(&self) -> String {
+        if let Some(name) = &self.explicit_state {
+            return name.clone();
+        }
+        let dir = self.workdir.canonicalize().unwrap_or_else(|_| self.workdir.clone());
+        let base = match git_top_level(&dir) {
+            Some(top) => {
+                let rel = dir.strip_prefix(&top).unwrap_or(&dir);
+                if rel.as_os_str().is_empty() {
+                    ".".to_owned()
+                } else {
+                    rel.to_string_lossy().into_owned()
+                }
+            }
+            None => dir.to_string_lossy().into_owned(),
+        };
+        if self.workspace == "default" {
+            base
+        } else {
+            format!("{base}:{}", self.workspace)
+        }
+    }
+}
+
+/// A reference to the CI job we run in, from the variables common CI systems set.
+fn ci_job(get: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    if let (Some(server), Some(repo), Some(run)) =
+        (get("GITHUB_SERVER_URL"), get("GITHUB_REPOSITORY"), get("GITHUB_RUN_ID"))
+    {
+        return Some(format!("{server}/{repo}/actions/runs/{run}"));
+    }
+    ["CI_JOB_URL", "BUILDKITE_BUILD_URL", "CIRCLE_BUILD_URL", "BUILD_URL", "CI_JOB_ID"]
+        .iter()
+        .find_map(|k| get(k))
+}
+
+/// The nearest ancestor (or self) holding `.git` (a directory, or a file for worktrees).
+fn git_top_level(dir: &Path) -> Option<PathBuf> {
+    dir.ancestors()
+        .find(|d| d.join(".git").exists())
+        .map(Path::to_path_buf)
+}
+
+/// First executable named `name` on `path`.
+pub fn find_on_path(name: &str, path: Option<&str>) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::split_paths(path?)
+        .map(|d| d.join(name))
+        .find(|p| {
+            p.metadata()
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+}
+
+impl TlsMode {
+    /// Parses a libpq `sslmode` value.
+    pub fn parse(s: &str) -> Result<TlsMode> {
+        Ok(match s {
+            "disable" => TlsMode::Disable,
+            "allow" | "prefer" => TlsMode::Prefer,
+            "require" => TlsMode::Require,
+            "verify-ca" => TlsMode::VerifyCa,
+            "verify-full" => TlsMode::VerifyFull,
+            other => bail!(
+                "sslmode={other} is not a libpq sslmode: use disable, prefer, require, verify-ca or verify-full"
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn global() -> GlobalArgs {
+        GlobalArgs {
+            database_url: None,
+            state: None,
+            chdir: None,
+            no_color: true,
+        }
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, OsString> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), OsString::from(v)))
+            .collect()
+    }
+
+    #[test]
+    fn no_database_configured_means_embedded() {
+        let s = Settings::resolve_with(&global(), &env(&[("HOME", "/home/u")])).unwrap();
+        assert!(matches!(s.database, DatabaseTarget::Embedded));
+    }
+
+    #[test]
+    fn libpq_variables_select_a_remote_server() {
+        let s = Settings::resolve_with(
+            &global(),
+            &env(&[("PGHOST", "db.internal"), ("PGDATABASE", "tf"), ("PGPASSWORD", "hunter2")]),
+        )
+        .unwrap();
+        let DatabaseTarget::Remote(t) = s.database else {
+            panic!("expected a remote target")
+        };
+        assert_eq!(t.display, "db.internal:5432/tf");
+    }
+
+    #[test]
+    fn workspace_other_than_default_is_part_of_the_state_name() {
+        let mut g = global();
+        g.chdir = None;
+        let s = Settings::resolve_with(&g, &env(&[("TF_WORKSPACE", "staging")])).unwrap();
+        assert!(s.state_name().ends_with(":staging"), "{}", s.state_name());
+        g.state = Some("explicit".into());
+        let s = Settings::resolve_with(&g, &env(&[("TF_WORKSPACE", "staging")])).unwrap();
+        assert_eq!(s.state_name(), "explicit");
+    }
+}

@@ -1,0 +1,775 @@
+//! The terraform state v4 model, its validation and its lossless round trip.
+//!
+//! Pure: no I/O. [`parse`] turns the bytes of a `.tfstate` into a validated
+//! [`State`] (or an error naming the line/column or the resource address at
+//! fault); [`State::to_json`] writes it back in terraform's own field order
+//! and sort order. Keys terraform may add that we do not interpret are kept
+//! verbatim in `extra` maps, so that nothing is lost on the way through.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::{Map, Value};
+
+use crate::address::{self, InstanceKey};
+
+/// A terraform state, format version 4.
+#[derive(Debug, Clone, PartialEq)]
+pub struct State {
+    pub terraform_version: String,
+    pub serial: i64,
+    pub lineage: String,
+    /// Root outputs, sorted by name.
+    pub outputs: Vec<(String, Output)>,
+    /// Resources, in terraform's order (see [`State::sort`]).
+    pub resources: Vec<Resource>,
+    /// `check_results` exactly as given (`Some(Value::Null)` for an explicit null).
+    pub check_results: Option<Value>,
+    /// Top-level keys we do not interpret.
+    pub extra: Map<String, Value>,
+}
+
+/// A root output value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    pub value: Value,
+    pub type_: Value,
+    pub sensitive: bool,
+    pub extra: Map<String, Value>,
+}
+
+/// One resource (all its instances).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resource {
+    /// Module instance address, `""` for the root module.
+    pub module: String,
+    /// `managed` or `data`.
+    pub mode: String,
+    pub type_: String,
+    pub name: String,
+    /// `list` (count), `map` (for_each) or absent.
+    pub each: Option<String>,
+    pub provider: String,
+    pub instances: Vec<Instance>,
+    pub extra: Map<String, Value>,
+}
+
+/// One instance object: the current object of an instance, or a deposed one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Instance {
+    pub index_key: Option<Value>,
+    /// `tainted` or absent.
+    pub status: Option<String>,
+    /// The deposed key, or absent for the current object.
+    pub deposed: Option<String>,
+    pub schema_version: i64,
+    pub attributes: Option<Value>,
+    pub attributes_flat: Option<Value>,
+    pub sensitive_attributes: Option<Value>,
+    /// Base64 of the provider's private data.
+    pub private: Option<String>,
+    /// Resource-level addresses this instance depends on (sorted by terraform).
+    pub dependencies: Vec<String>,
+    pub create_before_destroy: bool,
+    pub extra: Map<String, Value>,
+}
+
+/// Why a state was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("the state is not valid JSON: {msg} at line {line}, column {column}")]
+    Json {
+        msg: String,
+        line: usize,
+        column: usize,
+    },
+    #[error("the state is empty")]
+    Empty,
+    #[error(
+        "state format version {found} is not supported: stategraph reads version 4 \
+         (terraform 0.12 and later). Let terraform upgrade it first \
+         (`terraform state pull` with terraform >= 0.12 writes version 4)"
+    )]
+    Version { found: String },
+    #[error("{at}: {problem}")]
+    Field { at: String, problem: String },
+    #[error("{address} appears twice in the state")]
+    Duplicate { address: String },
+    #[error(
+        "{instance} depends on {dependency}, which is not in the state; \
+         the state is inconsistent (was it edited by hand?)"
+    )]
+    UnknownDependency { instance: String, dependency: String },
+}
+
+/// Parses and validates a state v4 document.
+pub fn parse(bytes: &[u8]) -> Result<State, StateError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(StateError::Empty);
+    }
+    let doc: Value = serde_json::from_slice(bytes).map_err(|e| StateError::Json {
+        msg: json_error_message(&e),
+        line: e.line(),
+        column: e.column(),
+    })?;
+    let state = from_value(doc)?;
+    state.validate()?;
+    Ok(state)
+}
+
+/// serde_json's message without its trailing " at line L column C".
+fn json_error_message(e: &serde_json::Error) -> String {
+    let s = e.to_string();
+    match s.rfind(" at line ") {
+        Some(i) => s[..i].to_owned(),
+        None => s,
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Reads typed fields out of one JSON object, naming `at` in errors.
+struct Fields<'a> {
+    at: &'a str,
+    map: Map<String, Value>,
+}
+
+impl Fields<'_> {
+    fn err(&self, problem: String) -> StateError {
+        StateError::Field {
+            at: self.at.to_owned(),
+            problem,
+        }
+    }
+
+    fn take(&mut self, key: &str) -> Option<Value> {
+        self.map.shift_remove(key)
+    }
+
+    fn string(&mut self, key: &str) -> Result<Option<String>, StateError> {
+        match self.take(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(v) => Err(self.err(format!("\"{key}\" must be a string, found {}", type_name(&v)))),
+        }
+    }
+
+    fn required_string(&mut self, key: &str) -> Result<String, StateError> {
+        self.string(key)?
+            .ok_or_else(|| self.err(format!("\"{key}\" is missing")))
+    }
+
+    fn int(&mut self, key: &str) -> Result<Option<i64>, StateError> {
+        match self.take(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) if n.as_i64().is_some_and(|i| i >= 0) => Ok(n.as_i64()),
+            Some(v) => Err(self.err(format!(
+                "\"{key}\" must be a non-negative integer, found {}",
+                match &v {
+                    Value::Number(n) => format!("{n}"),
+                    other => type_name(other).to_owned(),
+                }
+            ))),
+        }
+    }
+
+    fn bool(&mut self, key: &str) -> Result<bool, StateError> {
+        match self.take(key) {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(b)) => Ok(b),
+            Some(v) => Err(self.err(format!("\"{key}\" must be true or false, found {}", type_name(&v)))),
+        }
+    }
+
+    fn array(&mut self, key: &str) -> Result<Vec<Value>, StateError> {
+        match self.take(key) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(a)) => Ok(a),
+            Some(v) => Err(self.err(format!("\"{key}\" must be an array, found {}", type_name(&v)))),
+        }
+    }
+
+    fn object_or_null(&mut self, key: &str) -> Result<Option<Value>, StateError> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(v @ (Value::Object(_) | Value::Null)) => Ok(Some(v)),
+            Some(v) => Err(self.err(format!("\"{key}\" must be an object, found {}", type_name(&v)))),
+        }
+    }
+}
+
+fn as_object(v: Value, at: &str) -> Result<Map<String, Value>, StateError> {
+    match v {
+        Value::Object(m) => Ok(m),
+        other => Err(StateError::Field {
+            at: at.to_owned(),
+            problem: format!("expected an object, found {}", type_name(&other)),
+        }),
+    }
+}
+
+fn from_value(doc: Value) -> Result<State, StateError> {
+    let mut top = Fields {
+        at: "the state",
+        map: as_object(doc, "the state")?,
+    };
+    match top.take("version") {
+        Some(Value::Number(n)) if n.as_u64() == Some(4) => {}
+        Some(Value::Number(n)) => return Err(StateError::Version { found: n.to_string() }),
+        Some(other) => {
+            return Err(top.err(format!(
+                "\"version\" must be the number 4, found {}",
+                type_name(&other)
+            )))
+        }
+        None => return Err(top.err("\"version\" is missing: is this a terraform state file?".into())),
+    }
+    let terraform_version = top.string("terraform_version")?.unwrap_or_default();
+    let serial = top
+        .int("serial")?
+        .ok_or_else(|| top.err("\"serial\" is missing".into()))?;
+    let lineage = top.required_string("lineage")?;
+
+    let mut outputs = Vec::new();
+    if let Some(v) = top.object_or_null("outputs")? {
+        if let Value::Object(map) = v {
+            for (name, o) in map {
+                let at = format!("output \"{name}\"");
+                let mut f = Fields {
+                    at: &at,
+                    map: as_object(o, &at)?,
+                };
+                let value = f.take("value").ok_or_else(|| f.err("\"value\" is missing".into()))?;
+                let type_ = f.take("type").ok_or_else(|| f.err("\"type\" is missing".into()))?;
+                let sensitive = f.bool("sensitive")?;
+                outputs.push((
+                    name,
+                    Output {
+                        value,
+                        type_,
+                        sensitive,
+                        extra: f.map,
+                    },
+                ));
+            }
+        }
+    }
+
+    let mut resources = Vec::new();
+    for (ri, r) in top.array("resources")?.into_iter().enumerate() {
+        let at = format!("resources[{ri}]");
+        let mut f = Fields {
+            at: &at,
+            map: as_object(r, &at)?,
+        };
+        let module = f.string("module")?.unwrap_or_default();
+        let mode = f.required_string("mode")?;
+        if mode != "managed" && mode != "data" {
+            return Err(f.err(format!("\"mode\" must be \"managed\" or \"data\", found \"{mode}\"")));
+        }
+        let type_ = f.required_string("type")?;
+        let name = f.required_string("name")?;
+        let each = f.string("each")?;
+        if let Some(e) = &each {
+            if e != "list" && e != "map" {
+                return Err(f.err(format!("\"each\" must be \"list\" or \"map\", found \"{e}\"")));
+            }
+        }
+        let provider = f.required_string("provider")?;
+        let raw_instances = f.array("instances")?;
+        let mut resource = Resource {
+            module,
+            mode,
+            type_,
+            name,
+            each,
+            provider,
+            instances: Vec::with_capacity(raw_instances.len()),
+            extra: Map::new(),
+        };
+        let resource_addr = resource.address();
+        if let Err(e) = address::parse_resource(&resource_addr) {
+            return Err(f.err(format!("not a valid resource address: {e}")));
+        }
+        for (ii, inst) in raw_instances.into_iter().enumerate() {
+            let at = format!("resources[{ri}].instances[{ii}] ({resource_addr})");
+            let mut g = Fields {
+                at: &at,
+                map: as_object(inst, &at)?,
+            };
+            let index_key = match g.take("index_key") {
+                None | Some(Value::Null) => None,
+                Some(k) => {
+                    if InstanceKey::from_json(&k).is_none() {
+                        return Err(g.err(format!(
+                            "\"index_key\" must be an integer or a string, found {}",
+                            type_name(&k)
+                        )));
+                    }
+                    Some(k)
+                }
+            };
+            let status = g.string("status")?;
+            let deposed = g.string("deposed")?.filter(|d| !d.is_empty());
+            let schema_version = g.int("schema_version")?.unwrap_or(0);
+            let attributes = g.object_or_null("attributes")?.filter(|v| !v.is_null());
+            let attributes_flat = g.object_or_null("attributes_flat")?.filter(|v| !v.is_null());
+            let sensitive_attributes = g.take("sensitive_attributes");
+            let private = g.string("private")?;
+            let mut dependencies = Vec::new();
+            for d in g.array("dependencies")? {
+                match d {
+                    Value::String(s) => dependencies.push(s),
+                    other => {
+                        return Err(g.err(format!(
+                            "\"dependencies\" must hold strings, found {}",
+                            type_name(&other)
+                        )))
+                    }
+                }
+            }
+            let create_before_destroy = g.bool("create_before_destroy")?;
+            resource.instances.push(Instance {
+                index_key,
+                status,
+                deposed,
+                schema_version,
+                attributes,
+                attributes_flat,
+                sensitive_attributes,
+                private,
+                dependencies,
+                create_before_destroy,
+                extra: g.map,
+            });
+        }
+        resource.extra = f.map;
+        resources.push(resource);
+    }
+    let check_results = top.take("check_results");
+    let mut state = State {
+        terraform_version,
+        serial,
+        lineage,
+        outputs,
+        resources,
+        check_results,
+        extra: top.map,
+    };
+    state.sort();
+    Ok(state)
+}
+
+impl Resource {
+    /// `module.m[1].data.type.name`, as terraform prints resource addresses.
+    pub fn address(&self) -> String {
+        let mut s = String::with_capacity(self.module.len() + self.type_.len() + self.name.len() + 8);
+        if !self.module.is_empty() {
+            s.push_str(&self.module);
+            s.push('.');
+        }
+        if self.mode == "data" {
+            s.push_str("data.");
+        }
+        s.push_str(&self.type_);
+        s.push('.');
+        s.push_str(&self.name);
+        s
+    }
+
+    /// The address `dependencies` use: module instance keys removed.
+    pub fn config_address(&self) -> String {
+        let resource = self.address();
+        strip_module_keys(&resource)
+    }
+}
+
+/// `module.m[1].module.n["a"].x.y` -> `module.m.module.n.x.y` (keys of the
+/// resource itself are not part of a resource address, so any `[...]` here
+/// belongs to a module).
+pub fn strip_module_keys(addr: &str) -> String {
+    let mut out = String::with_capacity(addr.len());
+    let mut depth = 0usize;
+    let mut in_str = false;
+    let mut escaped = false;
+    for c in addr.chars() {
+        if depth > 0 {
+            if in_str {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' {
+                    escaped = true;
+                } else if c == '"' {
+                    in_str = false;
+                }
+            } else if c == '"' {
+                in_str = true;
+            } else if c == ']' {
+                depth -= 1;
+            }
+            continue;
+        }
+        if c == '[' {
+            depth += 1;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl Instance {
+    /// The instance address given its resource's address.
+    pub fn address(&self, resource_address: &str) -> String {
+        match self.index_key.as_ref().and_then(InstanceKey::from_json) {
+            Some(k) => format!("{resource_address}[{k}]"),
+            None => resource_address.to_owned(),
+        }
+    }
+}
+
+/// Terraform's instance order: no key first, then integers, then strings.
+fn index_key_order(a: &Option<Value>, b: &Option<Value>) -> std::cmp::Ordering {
+    let ka = a.as_ref().and_then(InstanceKey::from_json);
+    let kb = b.as_ref().and_then(InstanceKey::from_json);
+    ka.cmp(&kb)
+}
+
+impl State {
+    /// Sorts outputs by name, resources by (module, mode, type, name) and
+    /// instances by (index key, deposed key), as terraform's state writer does.
+    pub fn sort(&mut self) {
+        self.outputs.sort_by(|a, b| a.0.cmp(&b.0));
+        self.resources.sort_by(|a, b| {
+            (a.module.as_bytes(), a.mode.as_bytes(), a.type_.as_bytes(), a.name.as_bytes()).cmp(&(
+                b.module.as_bytes(),
+                b.mode.as_bytes(),
+                b.type_.as_bytes(),
+                b.name.as_bytes(),
+            ))
+        });
+        for r in &mut self.resources {
+            r.instances.sort_by(|a, b| {
+                index_key_order(&a.index_key, &b.index_key)
+                    .then_with(|| a.deposed.as_deref().unwrap_or("").cmp(b.deposed.as_deref().unwrap_or("")))
+            });
+        }
+    }
+
+    /// Number of instance objects (deposed objects included).
+    pub fn object_count(&self) -> usize {
+        self.resources.iter().map(|r| r.instances.len()).sum()
+    }
+
+    /// Checks what JSON types alone cannot: unique resources and instances,
+    /// and dependencies that name resources present in the state.
+    pub fn validate(&self) -> Result<(), StateError> {
+        let mut resources = HashSet::with_capacity(self.resources.len());
+        let mut config_addresses = HashSet::with_capacity(self.resources.len());
+        for r in &self.resources {
+            let addr = r.address();
+            if !resources.insert(addr.clone()) {
+                return Err(StateError::Duplicate { address: addr });
+            }
+            if !r.instances.is_empty() {
+                config_addresses.insert(r.config_address());
+            }
+        }
+        let mut seen: HashMap<(String, Option<&str>), ()> = HashMap::with_capacity(self.object_count());
+        for r in &self.resources {
+            let raddr = r.address();
+            for i in &r.instances {
+                let iaddr = i.address(&raddr);
+                if seen.insert((iaddr.clone(), i.deposed.as_deref()), ()).is_some() {
+                    let what = match &i.deposed {
+                        Some(d) => format!("{iaddr} (deposed object {d})"),
+                        None => iaddr,
+                    };
+                    return Err(StateError::Duplicate { address: what });
+                }
+                if let Some(Value::Number(_)) = &i.index_key {
+                    if r.each.as_deref() == Some("map") {
+                        return Err(StateError::Field {
+                            at: iaddr,
+                            problem: "an integer index_key on a for_each resource (each = \"map\")".into(),
+                        });
+                    }
+                }
+                for d in &i.dependencies {
+                    if !config_addresses.contains(d.as_str()) {
+                        return Err(StateError::UnknownDependency {
+                            instance: iaddr,
+                            dependency: d.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The state as terraform writes it: same field order, same omissions,
+    /// two-space indentation, trailing newline.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256 + self.object_count() * 512);
+        self.write_json(&mut out).expect("writing to a Vec cannot fail");
+        out
+    }
+
+    /// Streams [`State::to_json`] to a writer.
+    pub fn write_json(&self, w: impl std::io::Write) -> std::io::Result<()> {
+        let mut w = w;
+        serde_json::to_writer_pretty(&mut w, self).map_err(std::io::Error::other)?;
+        w.write_all(b"\n")
+    }
+}
+
+// Serialization writes fields in the order of terraform's own state writer
+// (internal/states/statefile/version4.go) with its omissions, without
+// cloning the (possibly very large) attribute trees.
+impl Serialize for State {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let mut m = ser.serialize_map(None)?;
+        m.serialize_entry("version", &4)?;
+        m.serialize_entry("terraform_version", &self.terraform_version)?;
+        m.serialize_entry("serial", &self.serial)?;
+        m.serialize_entry("lineage", &self.lineage)?;
+        m.serialize_entry("outputs", &Outputs(&self.outputs))?;
+        m.serialize_entry("resources", &self.resources)?;
+        if let Some(c) = &self.check_results {
+            m.serialize_entry("check_results", c)?;
+        }
+        for (k, v) in &self.extra {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+struct Outputs<'a>(&'a [(String, Output)]);
+
+impl Serialize for Outputs<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let mut m = ser.serialize_map(Some(self.0.len()))?;
+        for (name, o) in self.0 {
+            m.serialize_entry(name, o)?;
+        }
+        m.end()
+    }
+}
+
+impl Serialize for Output {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let mut m = ser.serialize_map(None)?;
+        m.serialize_entry("value", &self.value)?;
+        m.serialize_entry("type", &self.type_)?;
+        if self.sensitive {
+            m.serialize_entry("sensitive", &true)?;
+        }
+        for (k, v) in &self.extra {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+impl Serialize for Resource {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let mut m = ser.serialize_map(None)?;
+        if !self.module.is_empty() {
+            m.serialize_entry("module", &self.module)?;
+        }
+        m.serialize_entry("mode", &self.mode)?;
+        m.serialize_entry("type", &self.type_)?;
+        m.serialize_entry("name", &self.name)?;
+        if let Some(e) = &self.each {
+            m.serialize_entry("each", e)?;
+        }
+        m.serialize_entry("provider", &self.provider)?;
+        m.serialize_entry("instances", &self.instances)?;
+        for (k, v) in &self.extra {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+impl Serialize for Instance {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let mut m = ser.serialize_map(None)?;
+        if let Some(k) = &self.index_key {
+            m.serialize_entry("index_key", k)?;
+        }
+        if let Some(s) = &self.status {
+            m.serialize_entry("status", s)?;
+        }
+        if let Some(d) = &self.deposed {
+            m.serialize_entry("deposed", d)?;
+        }
+        m.serialize_entry("schema_version", &self.schema_version)?;
+        if let Some(a) = &self.attributes {
+            m.serialize_entry("attributes", a)?;
+        }
+        if let Some(a) = &self.attributes_flat {
+            m.serialize_entry("attributes_flat", a)?;
+        }
+        if let Some(s) = &self.sensitive_attributes {
+            m.serialize_entry("sensitive_attributes", s)?;
+        }
+        // Keys terraform writes between sensitive_attributes and private
+        // (identity, identity_schema_version) keep their place.
+        for (k, v) in self.extra.iter().filter(|(k, _)| k.starts_with("identity")) {
+            m.serialize_entry(k, v)?;
+        }
+        if let Some(p) = &self.private {
+            m.serialize_entry("private", p)?;
+        }
+        if !self.dependencies.is_empty() {
+            m.serialize_entry("dependencies", &self.dependencies)?;
+        }
+        if self.create_before_destroy {
+            m.serialize_entry("create_before_destroy", &true)?;
+        }
+        for (k, v) in self.extra.iter().filter(|(k, _)| !k.starts_with("identity")) {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SMALL: &str = r#"{
+  "version": 4,
+  "terraform_version": "1.11.4",
+  "serial": 7,
+  "lineage": "0b6e7e1c-1111-2222-3333-444455556666",
+  "outputs": {
+    "b": { "value": 1.50, "type": "number" },
+    "a": { "value": "s3cret", "type": "string", "sensitive": true }
+  },
+  "resources": [
+    {
+      "module": "module.m[1]",
+      "mode": "managed",
+      "type": "terraform_data",
+      "name": "x",
+      "each": "map",
+      "provider": "provider[\"terraform.io/builtin/terraform\"]",
+      "instances": [
+        { "index_key": "b", "schema_version": 0, "attributes": {"id": "2", "big": 123456789012345678901234567890}, "sensitive_attributes": [], "dependencies": ["terraform_data.base"] },
+        { "index_key": "a", "status": "tainted", "schema_version": 0, "attributes": {"id": "1"}, "sensitive_attributes": [[{"type":"get_attr","value":"input"}]], "private": "eyJzY2hlbWFfdmVyc2lvbiI6IjAifQ==", "dependencies": ["terraform_data.base"], "create_before_destroy": true, "identity_schema_version": 0 }
+      ]
+    },
+    {
+      "mode": "managed",
+      "type": "terraform_data",
+      "name": "base",
+      "provider": "provider[\"terraform.io/builtin/terraform\"]",
+      "instances": [
+        { "schema_version": 0, "attributes": {"id": "0"}, "sensitive_attributes": [] },
+        { "deposed": "00000001", "schema_version": 0, "attributes": {"id": "old"}, "sensitive_attributes": [] }
+      ]
+    }
+  ],
+  "check_results": null
+}"#;
+
+    #[test]
+    fn parses_and_sorts_like_terraform() {
+        let s = parse(SMALL.as_bytes()).unwrap();
+        assert_eq!(s.serial, 7);
+        assert_eq!(s.outputs[0].0, "a");
+        assert_eq!(s.resources[0].address(), "terraform_data.base");
+        assert_eq!(s.resources[1].address(), "module.m[1].terraform_data.x");
+        assert_eq!(s.resources[1].config_address(), "module.m.terraform_data.x");
+        let keys: Vec<_> = s.resources[1].instances.iter().map(|i| i.address("r")).collect();
+        assert_eq!(keys, [r#"r["a"]"#, r#"r["b"]"#]);
+        assert_eq!(s.object_count(), 4);
+    }
+
+    #[test]
+    fn round_trip_is_lossless() {
+        let s = parse(SMALL.as_bytes()).unwrap();
+        let again = parse(&s.to_json()).unwrap();
+        assert_eq!(s, again);
+        let text = String::from_utf8(s.to_json()).unwrap();
+        // Numbers keep their exact text; explicit null check_results stays.
+        assert!(text.contains("123456789012345678901234567890"), "{text}");
+        assert!(text.contains("1.50"), "{text}");
+        assert!(text.contains("\"check_results\": null"), "{text}");
+        assert!(text.contains("identity_schema_version"), "{text}");
+        // Field order as terraform writes it.
+        let p = |k: &str| text.find(k).unwrap();
+        assert!(p("\"status\"") < p("\"schema_version\": 0,\n          \"attributes\": {\n            \"id\": \"1\""));
+        assert!(p("\"private\"") < p("\"create_before_destroy\""));
+    }
+
+    #[test]
+    fn truncated_json_names_line_and_column() {
+        let cut = &SMALL[..200];
+        let e = parse(cut.as_bytes()).unwrap_err();
+        let StateError::Json { line, .. } = e else {
+            panic!("expected a JSON error, got {e}")
+        };
+        assert!(line > 1);
+        assert!(parse(b"not json").unwrap_err().to_string().contains("line 1, column"));
+        assert!(matches!(parse(b"  \n").unwrap_err(), StateError::Empty));
+    }
+
+    #[test]
+    fn version_3_is_refused_with_advice() {
+        let e = parse(br#"{"version": 3, "serial": 1, "lineage": "x", "modules": []}"#).unwrap_err();
+        assert!(e.to_string().contains("version 3 is not supported"), "{e}");
+    }
+
+    #[test]
+    fn wrong_field_types_name_the_resource() {
+        let bad = SMALL.replace("\"schema_version\": 0, \"attributes\": {\"id\": \"2\"", "\"schema_version\": \"zero\", \"attributes\": {\"id\": \"2\"");
+        let e = parse(bad.as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("module.m[1].terraform_data.x"), "{e}");
+        assert!(e.contains("schema_version"), "{e}");
+        let bad = SMALL.replace("\"serial\": 7", "\"serial\": \"7\"");
+        assert!(parse(bad.as_bytes()).unwrap_err().to_string().contains("\"serial\" must be"));
+        let bad = SMALL.replace("\"index_key\": \"b\"", "\"index_key\": [1]");
+        assert!(parse(bad.as_bytes()).unwrap_err().to_string().contains("index_key"));
+    }
+
+    #[test]
+    fn duplicates_are_refused() {
+        let bad = SMALL.replace("\"index_key\": \"b\"", "\"index_key\": \"a\"");
+        let e = parse(bad.as_bytes()).unwrap_err();
+        assert!(
+            matches!(&e, StateError::Duplicate { address } if address == r#"module.m[1].terraform_data.x["a"]"#),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_dependencies_are_refused() {
+        let bad = SMALL.replace("[\"terraform_data.base\"], \"create", "[\"terraform_data.gone\"], \"create");
+        let e = parse(bad.as_bytes()).unwrap_err();
+        assert!(
+            matches!(&e, StateError::UnknownDependency { dependency, .. } if dependency == "terraform_data.gone"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn module_keys_are_stripped_for_config_addresses() {
+        assert_eq!(strip_module_keys(r#"module.a["x]y"].module.b[2].t.n"#), "module.a.module.b.t.n");
+        assert_eq!(strip_module_keys(r#"module.a["q\"]"].t.n"#), "module.a.t.n");
+        assert_eq!(strip_module_keys("t.n"), "t.n");
+    }
+}

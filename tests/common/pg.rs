@@ -1,0 +1,307 @@
+#![allow(dead_code)]
+//! An ephemeral PostgreSQL cluster for integration tests, one per test
+//! process, and a fresh empty database per test.
+//!
+//! Owns: the cluster's temp directory, its server process and their cleanup.
+//! The cluster trades durability for speed (fsync off) and listens on
+//! 127.0.0.1 on a port the OS picked, with trust auth. Statics are never
+//! dropped, so cleanup does not rely on destructors: a supervisor shell
+//! (in its own process group, so a Ctrl-C to the test does not kill it
+//! first) starts the server and waits on a pipe whose write end only this
+//! process holds. When the process ends in any way (normal exit, panic,
+//! kill -9), the kernel closes the pipe, and the supervisor stops the
+//! server and removes the directory. Missing server binaries fail the test
+//! with a message saying how to install them; nothing is skipped.
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The unprivileged user the cluster runs as when the tests run as root.
+const SERVER_USER: &str = "postgres";
+/// The cluster's superuser role.
+const SUPERUSER: &str = "postgres";
+/// How long the server may take to accept connections.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A fresh, empty database in the per-process cluster.
+pub struct TestDb {
+    /// `postgres://postgres@127.0.0.1:PORT/NAME`.
+    pub url: String,
+    /// The database's name.
+    pub name: String,
+}
+
+/// Creates a database with a unique name, starting the cluster on first call.
+pub fn test_db() -> TestDb {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let name = format!("test_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    let admin = TestDb {
+        url: cluster_url("postgres"),
+        name: "postgres".to_owned(),
+    };
+    admin.psql(&format!("CREATE DATABASE {name}"));
+    TestDb {
+        url: cluster_url(&name),
+        name,
+    }
+}
+
+/// The URL of database `dbname` in the per-process cluster (started if needed).
+pub fn cluster_url(dbname: &str) -> String {
+    format!("postgres://{SUPERUSER}@127.0.0.1:{}/{dbname}", cluster().port)
+}
+
+/// The per-process cluster's temp directory (removed when the process ends).
+pub fn cluster_dir() -> &'static Path {
+    &cluster().dir
+}
+
+impl TestDb {
+    /// Runs `sql` with psql and returns its trimmed stdout; panics with stderr on failure.
+    pub fn psql(&self, sql: &str) -> String {
+        let out = Command::new(&cluster().psql)
+            .args(["-XAtq", "-v", "ON_ERROR_STOP=1"])
+            .arg(&self.url)
+            .arg("-c")
+            .arg(sql)
+            .env_remove("PGPASSWORD")
+            .env_remove("PGSERVICE")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", cluster().psql.display()));
+        if !out.status.success() {
+            panic!(
+                "psql failed on database {} ({}):\n{sql}\n{}",
+                self.name,
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+struct Cluster {
+    port: u16,
+    /// The temp directory holding the cluster and its log.
+    dir: PathBuf,
+    psql: PathBuf,
+    /// The supervisor; its stdin is the pipe whose closing stops everything.
+    _supervisor: Mutex<Child>,
+}
+
+fn cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(start_cluster)
+}
+
+fn start_cluster() -> Cluster {
+    let explicit = std::env::var_os("STATEGRAPH_PG_BIN").map(PathBuf::from);
+    let bin = stategraph::db::embedded::find_pg_bin(explicit.as_deref()).unwrap_or_else(|e| {
+        panic!("the tests need a PostgreSQL server to run against.\n{e:#}\n(./install.sh installs it; STATEGRAPH_PG_BIN names its bin directory.)")
+    });
+    let psql = match bin.join("psql") {
+        p if p.is_file() => p,
+        _ => PathBuf::from("psql"),
+    };
+    // A port the OS gave us may be taken again before postgres binds it
+    // (another test process did the same): then start over on a new port.
+    let mut last_error = String::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        match try_start(&bin) {
+            Ok((port, dir, supervisor)) => {
+                eprintln!(
+                    "test PostgreSQL ready on 127.0.0.1:{port} in {:.2} s",
+                    started.elapsed().as_secs_f64()
+                );
+                return Cluster {
+                    port,
+                    dir,
+                    psql,
+                    _supervisor: Mutex::new(supervisor),
+                };
+            }
+            Err(StartError::PortTaken(log)) => last_error = log,
+            Err(StartError::Failed(msg)) => panic!("{msg}"),
+        }
+    }
+    panic!("the test PostgreSQL could not bind a free port three times; last log:\n{last_error}");
+}
+
+enum StartError {
+    PortTaken(String),
+    Failed(String),
+}
+
+/// The server user's uid and gid when we are root (PostgreSQL refuses root).
+fn server_ids() -> Option<(u32, u32)> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let user = nix::unistd::User::from_name(SERVER_USER)
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| {
+            panic!("tests run as root, and PostgreSQL refuses root: they need the `{SERVER_USER}` user (./install.sh creates it with the postgresql package)")
+        });
+    Some((user.uid.as_raw(), user.gid.as_raw()))
+}
+
+fn try_start(bin: &Path) -> Result<(u16, PathBuf, Child), StartError> {
+    let ids = server_ids();
+    let root = tempfile::Builder::new()
+        .prefix("stategraph-test-pg-")
+        .tempdir()
+        .map_err(|e| StartError::Failed(format!("cannot create a temp dir: {e}")))?
+        .keep(); // the supervisor removes it
+    let fail = |msg: String| {
+        let _ = std::fs::remove_dir_all(&root);
+        StartError::Failed(msg)
+    };
+    let data = root.join("data");
+    let log = root.join("postgresql.log");
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&data)
+        .map_err(|e| fail(format!("cannot create {}: {e}", data.display())))?;
+    if let Some((uid, gid)) = ids {
+        // The server user must traverse our temp dir and own its data dir.
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o711))
+            .and_then(|()| std::os::unix::fs::chown(&data, Some(uid), Some(gid)))
+            .map_err(|e| fail(format!("cannot hand {} to {SERVER_USER}: {e}", data.display())))?;
+    }
+
+    let mut initdb = Command::new(bin.join("initdb"));
+    initdb
+        .arg("-D")
+        .arg(&data)
+        .args(["-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"])
+        .current_dir("/")
+        .stdin(Stdio::null());
+    if let Some((uid, gid)) = ids {
+        initdb.uid(uid).gid(gid).env("HOME", &root);
+    }
+    let out = initdb
+        .output()
+        .map_err(|e| fail(format!("cannot run {}: {e}", bin.join("initdb").display())))?;
+    if !out.status.success() {
+        return Err(fail(format!(
+            "initdb of the test cluster failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| fail(format!("cannot get a free port: {e}")))?
+        .port();
+
+    // sh -c SCRIPT sh LOG DIR [setpriv ...] postgres ARGS...
+    const SUPERVISOR: &str = r#"
+log="$1"; dir="$2"; shift 2
+"$@" >"$log" 2>&1 </dev/null &
+pid=$!
+echo "$pid"
+read _ignored || true
+kill -QUIT "$pid" 2>/dev/null
+wait "$pid"
+rm -rf "$dir"
+"#;
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(SUPERVISOR).arg("sh").arg(&log).arg(&root);
+    if let Some((uid, gid)) = ids {
+        // setpriv execs, so $! is the postmaster itself.
+        cmd.args(["setpriv", &format!("--reuid={uid}"), &format!("--regid={gid}"), "--clear-groups", "--"]);
+    }
+    cmd.arg(bin.join("postgres"))
+        .arg("-D")
+        .arg(&data)
+        .args(["-p", &port.to_string()])
+        .args(["-c", "listen_addresses=127.0.0.1"])
+        .args(["-c", "unix_socket_directories="])
+        .args(["-c", "max_connections=200"])
+        .args(["-c", "fsync=off", "-c", "full_page_writes=off", "-c", "synchronous_commit=off"])
+        .current_dir("/")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0);
+    let mut supervisor = cmd
+        .spawn()
+        .map_err(|e| fail(format!("cannot start the test PostgreSQL supervisor: {e}")))?;
+    let mut line = String::new();
+    let stdout = supervisor.stdout.take().expect("piped stdout");
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .map_err(|e| StartError::Failed(format!("cannot read the postgres pid: {e}")))?;
+    let pid: u32 = line
+        .trim()
+        .parse()
+        .map_err(|_| StartError::Failed(format!("the supervisor printed no pid: {line:?}")))?;
+
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if accepts_connections(bin, port) {
+            return Ok((port, root, supervisor));
+        }
+        let died = !process_alive(pid);
+        if died || Instant::now() > deadline {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            // Closing stdin lets the supervisor clean up and exit.
+            drop(supervisor.stdin.take());
+            let _ = supervisor.wait();
+            if died && (text.contains("could not bind") || text.contains("Address already in use")) {
+                return Err(StartError::PortTaken(text));
+            }
+            let why = if died {
+                "exited"
+            } else {
+                "did not accept connections within 30 s"
+            };
+            return Err(StartError::Failed(format!(
+                "the test PostgreSQL on 127.0.0.1:{port} {why}. Its log:\n{text}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether the server completes a connection (not just a TCP accept while starting).
+fn accepts_connections(bin: &Path, port: u16) -> bool {
+    if TcpStream::connect(("127.0.0.1", port)).is_err() {
+        return false;
+    }
+    let isready = bin.join("pg_isready");
+    let probe = if isready.is_file() {
+        Command::new(isready)
+            .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", SUPERUSER, "-d", "postgres"])
+            .stdin(Stdio::null())
+            .status()
+    } else {
+        Command::new("psql")
+            .args(["-XAtq", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", SUPERUSER, "-d", "postgres", "-c", "select 1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+    };
+    probe.is_ok_and(|s| s.success())
+}
+
+/// Alive and not a zombie (the supervisor reaps it only once we close the pipe).
+fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_none_or(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')),
+        Err(_) => false,
+    }
+}
