@@ -43,7 +43,12 @@ pub struct GlobalArgs {
     /// PostgreSQL connection URL (postgres://user@host:port/db?sslmode=require).
     /// Without it, the libpq PG* variables are used if PGHOST or PGDATABASE is
     /// set, else the embedded cluster.
-    #[arg(long, global = true, env = "STATEGRAPH_DATABASE_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "STATEGRAPH_DATABASE_URL",
+        hide_env_values = true
+    )]
     pub database_url: Option<String>,
 
     /// Name of the stored state. Default: the root module's path relative to

@@ -48,6 +48,9 @@ mod tests {
     #[test]
     fn renders_context_then_cause() {
         let e: anyhow::Result<()> = Err(anyhow!("disk full")).context("cannot push state \"x\"");
-        assert_eq!(render(&e.unwrap_err()), "Error: cannot push state \"x\"\n\ndisk full");
+        assert_eq!(
+            render(&e.unwrap_err()),
+            "Error: cannot push state \"x\"\n\ndisk full"
+        );
     }
 }

@@ -96,7 +96,10 @@ impl Settings {
 
         let database = match &global.database_url {
             Some(url) => DatabaseTarget::Remote(PgTarget::from_url(url)?),
-            None if get("PGHOST").is_some() || get("PGDATABASE").is_some() || get("PGSERVICE").is_some() => {
+            None if get("PGHOST").is_some()
+                || get("PGDATABASE").is_some()
+                || get("PGSERVICE").is_some() =>
+            {
                 DatabaseTarget::Remote(PgTarget::from_libpq_env(&get)?)
             }
             None => DatabaseTarget::Embedded,
@@ -131,7 +134,8 @@ impl Settings {
         let embedded = EmbeddedConfig {
             data_dir,
             pg_bin: get("STATEGRAPH_PG_BIN").map(PathBuf::from),
-            run_as: is_root.then(|| get("STATEGRAPH_PG_USER").unwrap_or_else(|| "postgres".to_owned())),
+            run_as: is_root
+                .then(|| get("STATEGRAPH_PG_USER").unwrap_or_else(|| "postgres".to_owned())),
         };
 
         let terraform = match get("STATEGRAPH_TERRAFORM") {
@@ -176,7 +180,10 @@ impl Settings {
         if let Some(name) = &self.explicit_state {
             return name.clone();
         }
-        let dir = self.workdir.canonicalize().unwrap_or_else(|_| self.workdir.clone());
+        let dir = self
+            .workdir
+            .canonicalize()
+            .unwrap_or_else(|_| self.workdir.clone());
         let base = match git_top_level(&dir) {
             Some(top) => {
                 let rel = dir.strip_prefix(&top).unwrap_or(&dir);
@@ -198,14 +205,22 @@ impl Settings {
 
 /// A reference to the CI job we run in, from the variables common CI systems set.
 fn ci_job(get: &dyn Fn(&str) -> Option<String>) -> Option<String> {
-    if let (Some(server), Some(repo), Some(run)) =
-        (get("GITHUB_SERVER_URL"), get("GITHUB_REPOSITORY"), get("GITHUB_RUN_ID"))
-    {
+    if let (Some(server), Some(repo), Some(run)) = (
+        get("GITHUB_SERVER_URL"),
+        get("GITHUB_REPOSITORY"),
+        get("GITHUB_RUN_ID"),
+    ) {
         return Some(format!("{server}/{repo}/actions/runs/{run}"));
     }
-    ["CI_JOB_URL", "BUILDKITE_BUILD_URL", "CIRCLE_BUILD_URL", "BUILD_URL", "CI_JOB_ID"]
-        .iter()
-        .find_map(|k| get(k))
+    [
+        "CI_JOB_URL",
+        "BUILDKITE_BUILD_URL",
+        "CIRCLE_BUILD_URL",
+        "BUILD_URL",
+        "CI_JOB_ID",
+    ]
+    .iter()
+    .find_map(|k| get(k))
 }
 
 /// The nearest ancestor (or self) holding `.git` (a directory, or a file for worktrees).
@@ -273,7 +288,11 @@ mod tests {
     fn libpq_variables_select_a_remote_server() {
         let s = Settings::resolve_with(
             &global(),
-            &env(&[("PGHOST", "db.internal"), ("PGDATABASE", "tf"), ("PGPASSWORD", "hunter2")]),
+            &env(&[
+                ("PGHOST", "db.internal"),
+                ("PGDATABASE", "tf"),
+                ("PGPASSWORD", "hunter2"),
+            ]),
         )
         .unwrap();
         let DatabaseTarget::Remote(t) = s.database else {

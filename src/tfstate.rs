@@ -95,11 +95,12 @@ pub enum StateError {
     Field { at: String, problem: String },
     #[error("{address} appears twice in the state")]
     Duplicate { address: String },
-    #[error(
-        "{instance} depends on {dependency}, which is not in the state; \
-         the state is inconsistent (was it edited by hand?)"
-    )]
-    UnknownDependency { instance: String, dependency: String },
+    #[error("{instance} depends on \"{dependency}\", which is not a resource address: {problem}")]
+    BadDependency {
+        instance: String,
+        dependency: String,
+        problem: String,
+    },
 }
 
 /// Parses and validates a state v4 document.
@@ -159,7 +160,10 @@ impl Fields<'_> {
         match self.take(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
-            Some(v) => Err(self.err(format!("\"{key}\" must be a string, found {}", type_name(&v)))),
+            Some(v) => Err(self.err(format!(
+                "\"{key}\" must be a string, found {}",
+                type_name(&v)
+            ))),
         }
     }
 
@@ -186,7 +190,10 @@ impl Fields<'_> {
         match self.take(key) {
             None | Some(Value::Null) => Ok(false),
             Some(Value::Bool(b)) => Ok(b),
-            Some(v) => Err(self.err(format!("\"{key}\" must be true or false, found {}", type_name(&v)))),
+            Some(v) => Err(self.err(format!(
+                "\"{key}\" must be true or false, found {}",
+                type_name(&v)
+            ))),
         }
     }
 
@@ -194,7 +201,10 @@ impl Fields<'_> {
         match self.take(key) {
             None | Some(Value::Null) => Ok(Vec::new()),
             Some(Value::Array(a)) => Ok(a),
-            Some(v) => Err(self.err(format!("\"{key}\" must be an array, found {}", type_name(&v)))),
+            Some(v) => Err(self.err(format!(
+                "\"{key}\" must be an array, found {}",
+                type_name(&v)
+            ))),
         }
     }
 
@@ -202,7 +212,10 @@ impl Fields<'_> {
         match self.take(key) {
             None => Ok(None),
             Some(v @ (Value::Object(_) | Value::Null)) => Ok(Some(v)),
-            Some(v) => Err(self.err(format!("\"{key}\" must be an object, found {}", type_name(&v)))),
+            Some(v) => Err(self.err(format!(
+                "\"{key}\" must be an object, found {}",
+                type_name(&v)
+            ))),
         }
     }
 }
@@ -224,14 +237,20 @@ fn from_value(doc: Value) -> Result<State, StateError> {
     };
     match top.take("version") {
         Some(Value::Number(n)) if n.as_u64() == Some(4) => {}
-        Some(Value::Number(n)) => return Err(StateError::Version { found: n.to_string() }),
+        Some(Value::Number(n)) => {
+            return Err(StateError::Version {
+                found: n.to_string(),
+            })
+        }
         Some(other) => {
             return Err(top.err(format!(
                 "\"version\" must be the number 4, found {}",
                 type_name(&other)
             )))
         }
-        None => return Err(top.err("\"version\" is missing: is this a terraform state file?".into())),
+        None => {
+            return Err(top.err("\"version\" is missing: is this a terraform state file?".into()))
+        }
     }
     let terraform_version = top.string("terraform_version")?.unwrap_or_default();
     let serial = top
@@ -248,8 +267,12 @@ fn from_value(doc: Value) -> Result<State, StateError> {
                     at: &at,
                     map: as_object(o, &at)?,
                 };
-                let value = f.take("value").ok_or_else(|| f.err("\"value\" is missing".into()))?;
-                let type_ = f.take("type").ok_or_else(|| f.err("\"type\" is missing".into()))?;
+                let value = f
+                    .take("value")
+                    .ok_or_else(|| f.err("\"value\" is missing".into()))?;
+                let type_ = f
+                    .take("type")
+                    .ok_or_else(|| f.err("\"type\" is missing".into()))?;
                 let sensitive = f.bool("sensitive")?;
                 outputs.push((
                     name,
@@ -274,14 +297,18 @@ fn from_value(doc: Value) -> Result<State, StateError> {
         let module = f.string("module")?.unwrap_or_default();
         let mode = f.required_string("mode")?;
         if mode != "managed" && mode != "data" {
-            return Err(f.err(format!("\"mode\" must be \"managed\" or \"data\", found \"{mode}\"")));
+            return Err(f.err(format!(
+                "\"mode\" must be \"managed\" or \"data\", found \"{mode}\""
+            )));
         }
         let type_ = f.required_string("type")?;
         let name = f.required_string("name")?;
         let each = f.string("each")?;
         if let Some(e) = &each {
             if e != "list" && e != "map" {
-                return Err(f.err(format!("\"each\" must be \"list\" or \"map\", found \"{e}\"")));
+                return Err(f.err(format!(
+                    "\"each\" must be \"list\" or \"map\", found \"{e}\""
+                )));
             }
         }
         let provider = f.required_string("provider")?;
@@ -322,7 +349,9 @@ fn from_value(doc: Value) -> Result<State, StateError> {
             let deposed = g.string("deposed")?.filter(|d| !d.is_empty());
             let schema_version = g.int("schema_version")?.unwrap_or(0);
             let attributes = g.object_or_null("attributes")?.filter(|v| !v.is_null());
-            let attributes_flat = g.object_or_null("attributes_flat")?.filter(|v| !v.is_null());
+            let attributes_flat = g
+                .object_or_null("attributes_flat")?
+                .filter(|v| !v.is_null());
             let sensitive_attributes = g.take("sensitive_attributes");
             let private = g.string("private")?;
             let mut dependencies = Vec::new();
@@ -372,7 +401,8 @@ fn from_value(doc: Value) -> Result<State, StateError> {
 impl Resource {
     /// `module.m[1].data.type.name`, as terraform prints resource addresses.
     pub fn address(&self) -> String {
-        let mut s = String::with_capacity(self.module.len() + self.type_.len() + self.name.len() + 8);
+        let mut s =
+            String::with_capacity(self.module.len() + self.type_.len() + self.name.len() + 8);
         if !self.module.is_empty() {
             s.push_str(&self.module);
             s.push('.');
@@ -450,17 +480,27 @@ impl State {
     pub fn sort(&mut self) {
         self.outputs.sort_by(|a, b| a.0.cmp(&b.0));
         self.resources.sort_by(|a, b| {
-            (a.module.as_bytes(), a.mode.as_bytes(), a.type_.as_bytes(), a.name.as_bytes()).cmp(&(
-                b.module.as_bytes(),
-                b.mode.as_bytes(),
-                b.type_.as_bytes(),
-                b.name.as_bytes(),
-            ))
+            (
+                a.module.as_bytes(),
+                a.mode.as_bytes(),
+                a.type_.as_bytes(),
+                a.name.as_bytes(),
+            )
+                .cmp(&(
+                    b.module.as_bytes(),
+                    b.mode.as_bytes(),
+                    b.type_.as_bytes(),
+                    b.name.as_bytes(),
+                ))
         });
         for r in &mut self.resources {
             r.instances.sort_by(|a, b| {
-                index_key_order(&a.index_key, &b.index_key)
-                    .then_with(|| a.deposed.as_deref().unwrap_or("").cmp(b.deposed.as_deref().unwrap_or("")))
+                index_key_order(&a.index_key, &b.index_key).then_with(|| {
+                    a.deposed
+                        .as_deref()
+                        .unwrap_or("")
+                        .cmp(b.deposed.as_deref().unwrap_or(""))
+                })
             });
         }
     }
@@ -474,22 +514,26 @@ impl State {
     /// and dependencies that name resources present in the state.
     pub fn validate(&self) -> Result<(), StateError> {
         let mut resources = HashSet::with_capacity(self.resources.len());
-        let mut config_addresses = HashSet::with_capacity(self.resources.len());
         for r in &self.resources {
             let addr = r.address();
             if !resources.insert(addr.clone()) {
                 return Err(StateError::Duplicate { address: addr });
             }
-            if !r.instances.is_empty() {
-                config_addresses.insert(r.config_address());
-            }
         }
-        let mut seen: HashMap<(String, Option<&str>), ()> = HashMap::with_capacity(self.object_count());
+        // Dependencies are checked for form only: terraform records a
+        // dependency on a resource that has no instance (`count = 0`), so a
+        // dependency absent from the state is normal, not corruption.
+        let mut checked: HashSet<&str> = HashSet::new();
+        let mut seen: HashMap<(String, Option<&str>), ()> =
+            HashMap::with_capacity(self.object_count());
         for r in &self.resources {
             let raddr = r.address();
             for i in &r.instances {
                 let iaddr = i.address(&raddr);
-                if seen.insert((iaddr.clone(), i.deposed.as_deref()), ()).is_some() {
+                if seen
+                    .insert((iaddr.clone(), i.deposed.as_deref()), ())
+                    .is_some()
+                {
                     let what = match &i.deposed {
                         Some(d) => format!("{iaddr} (deposed object {d})"),
                         None => iaddr,
@@ -500,16 +544,33 @@ impl State {
                     if r.each.as_deref() == Some("map") {
                         return Err(StateError::Field {
                             at: iaddr,
-                            problem: "an integer index_key on a for_each resource (each = \"map\")".into(),
+                            problem: "an integer index_key on a for_each resource (each = \"map\")"
+                                .into(),
                         });
                     }
                 }
                 for d in &i.dependencies {
-                    if !config_addresses.contains(d.as_str()) {
-                        return Err(StateError::UnknownDependency {
-                            instance: iaddr,
-                            dependency: d.clone(),
-                        });
+                    if checked.contains(d.as_str()) {
+                        continue;
+                    }
+                    match address::parse_resource(d) {
+                        Ok(r) if r.config_address() == *d => {
+                            checked.insert(d);
+                        }
+                        Ok(_) => {
+                            return Err(StateError::BadDependency {
+                                instance: iaddr,
+                                dependency: d.clone(),
+                                problem: "dependencies name resources without module keys".into(),
+                            })
+                        }
+                        Err(e) => {
+                            return Err(StateError::BadDependency {
+                                instance: iaddr,
+                                dependency: d.clone(),
+                                problem: e.message.clone(),
+                            })
+                        }
                     }
                 }
             }
@@ -521,7 +582,8 @@ impl State {
     /// two-space indentation, trailing newline.
     pub fn to_json(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(256 + self.object_count() * 512);
-        self.write_json(&mut out).expect("writing to a Vec cannot fail");
+        self.write_json(&mut out)
+            .expect("writing to a Vec cannot fail");
         out
     }
 
@@ -639,7 +701,11 @@ impl Serialize for Instance {
         if self.create_before_destroy {
             m.serialize_entry("create_before_destroy", &true)?;
         }
-        for (k, v) in self.extra.iter().filter(|(k, _)| !k.starts_with("identity")) {
+        for (k, v) in self
+            .extra
+            .iter()
+            .filter(|(k, _)| !k.starts_with("identity"))
+        {
             m.serialize_entry(k, v)?;
         }
         m.end()
@@ -694,7 +760,11 @@ mod tests {
         assert_eq!(s.resources[0].address(), "terraform_data.base");
         assert_eq!(s.resources[1].address(), "module.m[1].terraform_data.x");
         assert_eq!(s.resources[1].config_address(), "module.m.terraform_data.x");
-        let keys: Vec<_> = s.resources[1].instances.iter().map(|i| i.address("r")).collect();
+        let keys: Vec<_> = s.resources[1]
+            .instances
+            .iter()
+            .map(|i| i.address("r"))
+            .collect();
         assert_eq!(keys, [r#"r["a"]"#, r#"r["b"]"#]);
         assert_eq!(s.object_count(), 4);
     }
@@ -724,26 +794,39 @@ mod tests {
             panic!("expected a JSON error, got {e}")
         };
         assert!(line > 1);
-        assert!(parse(b"not json").unwrap_err().to_string().contains("line 1, column"));
+        assert!(parse(b"not json")
+            .unwrap_err()
+            .to_string()
+            .contains("line 1, column"));
         assert!(matches!(parse(b"  \n").unwrap_err(), StateError::Empty));
     }
 
     #[test]
     fn version_3_is_refused_with_advice() {
-        let e = parse(br#"{"version": 3, "serial": 1, "lineage": "x", "modules": []}"#).unwrap_err();
+        let e =
+            parse(br#"{"version": 3, "serial": 1, "lineage": "x", "modules": []}"#).unwrap_err();
         assert!(e.to_string().contains("version 3 is not supported"), "{e}");
     }
 
     #[test]
     fn wrong_field_types_name_the_resource() {
-        let bad = SMALL.replace("\"schema_version\": 0, \"attributes\": {\"id\": \"2\"", "\"schema_version\": \"zero\", \"attributes\": {\"id\": \"2\"");
+        let bad = SMALL.replace(
+            "\"schema_version\": 0, \"attributes\": {\"id\": \"2\"",
+            "\"schema_version\": \"zero\", \"attributes\": {\"id\": \"2\"",
+        );
         let e = parse(bad.as_bytes()).unwrap_err().to_string();
         assert!(e.contains("module.m[1].terraform_data.x"), "{e}");
         assert!(e.contains("schema_version"), "{e}");
         let bad = SMALL.replace("\"serial\": 7", "\"serial\": \"7\"");
-        assert!(parse(bad.as_bytes()).unwrap_err().to_string().contains("\"serial\" must be"));
+        assert!(parse(bad.as_bytes())
+            .unwrap_err()
+            .to_string()
+            .contains("\"serial\" must be"));
         let bad = SMALL.replace("\"index_key\": \"b\"", "\"index_key\": [1]");
-        assert!(parse(bad.as_bytes()).unwrap_err().to_string().contains("index_key"));
+        assert!(parse(bad.as_bytes())
+            .unwrap_err()
+            .to_string()
+            .contains("index_key"));
     }
 
     #[test]
@@ -757,18 +840,39 @@ mod tests {
     }
 
     #[test]
-    fn unknown_dependencies_are_refused() {
-        let bad = SMALL.replace("[\"terraform_data.base\"], \"create", "[\"terraform_data.gone\"], \"create");
+    fn malformed_dependencies_are_refused_absent_ones_kept() {
+        let bad = SMALL.replace(
+            "[\"terraform_data.base\"], \"create",
+            "[\"not an address\"], \"create",
+        );
         let e = parse(bad.as_bytes()).unwrap_err();
         assert!(
-            matches!(&e, StateError::UnknownDependency { dependency, .. } if dependency == "terraform_data.gone"),
+            matches!(&e, StateError::BadDependency { dependency, .. } if dependency == "not an address"),
             "{e}"
         );
+        let keyed = SMALL.replace(
+            "[\"terraform_data.base\"], \"create",
+            "[\"module.m[1].terraform_data.x\"], \"create",
+        );
+        assert!(parse(keyed.as_bytes())
+            .unwrap_err()
+            .to_string()
+            .contains("without module keys"));
+        // terraform writes dependencies on resources with count = 0.
+        let absent = SMALL.replace(
+            "[\"terraform_data.base\"], \"create",
+            "[\"terraform_data.gone\"], \"create",
+        );
+        let s = parse(absent.as_bytes()).unwrap();
+        assert_eq!(parse(&s.to_json()).unwrap(), s);
     }
 
     #[test]
     fn module_keys_are_stripped_for_config_addresses() {
-        assert_eq!(strip_module_keys(r#"module.a["x]y"].module.b[2].t.n"#), "module.a.module.b.t.n");
+        assert_eq!(
+            strip_module_keys(r#"module.a["x]y"].module.b[2].t.n"#),
+            "module.a.module.b.t.n"
+        );
         assert_eq!(strip_module_keys(r#"module.a["q\"]"].t.n"#), "module.a.t.n");
         assert_eq!(strip_module_keys("t.n"), "t.n");
     }

@@ -21,14 +21,22 @@ fn refused(db: &TestDb, wd: &TfWorkdir, name: &str, bytes: &[u8]) -> String {
 #[test]
 fn malformed_states_are_refused_with_where_and_why() {
     let db = test_db();
+    // Create the schema, so that "nothing written" below is a real check.
+    sg_ok(&db, &["--state", "x", "state", "list"]);
     let (wd, doc) = chain_state();
     let text = serde_json::to_string_pretty(&doc).unwrap();
 
     let err = refused(&db, &wd, "trunc", &text.as_bytes()[..text.len() / 2]);
-    assert!(err.contains("not valid JSON") && err.contains("line"), "{err}");
+    assert!(
+        err.contains("not valid JSON") && err.contains("line"),
+        "{err}"
+    );
 
     let err = refused(&db, &wd, "nonjson", b"<html>oops</html>");
-    assert!(err.contains("not valid JSON") && err.contains("line 1, column 1"), "{err}");
+    assert!(
+        err.contains("not valid JSON") && err.contains("line 1, column 1"),
+        "{err}"
+    );
 
     let err = refused(&db, &wd, "empty", b"");
     assert!(err.contains("empty"), "{err}");
@@ -41,11 +49,21 @@ fn malformed_states_are_refused_with_where_and_why() {
     wrong["resources"][1]["instances"][0]["schema_version"] = Value::from("zero");
     let addr = {
         let r = &doc["resources"][1];
-        let module = r["module"].as_str().map(|m| format!("{m}.")).unwrap_or_default();
-        format!("{module}{}.{}", r["type"].as_str().unwrap(), r["name"].as_str().unwrap())
+        let module = r["module"]
+            .as_str()
+            .map(|m| format!("{m}."))
+            .unwrap_or_default();
+        format!(
+            "{module}{}.{}",
+            r["type"].as_str().unwrap(),
+            r["name"].as_str().unwrap()
+        )
     };
     let err = refused(&db, &wd, "types", &serde_json::to_vec(&wrong).unwrap());
-    assert!(err.contains("schema_version") && err.contains(&addr), "{err}");
+    assert!(
+        err.contains("schema_version") && err.contains(&addr),
+        "{err}"
+    );
 
     let mut wrong = doc.clone();
     wrong["serial"] = Value::from("12");
@@ -54,7 +72,10 @@ fn malformed_states_are_refused_with_where_and_why() {
 
     let mut dup = doc.clone();
     let first = dup["resources"][0]["instances"][0].clone();
-    dup["resources"][0]["instances"].as_array_mut().unwrap().push(first);
+    dup["resources"][0]["instances"]
+        .as_array_mut()
+        .unwrap()
+        .push(first);
     let err = refused(&db, &wd, "dup", &serde_json::to_vec(&dup).unwrap());
     assert!(err.contains("appears twice"), "{err}");
 
@@ -65,11 +86,28 @@ fn malformed_states_are_refused_with_where_and_why() {
         .iter_mut()
         .find(|r| r["name"] == "join")
         .unwrap();
-    inst["instances"][0]["dependencies"] = serde_json::json!(["terraform_data.vanished"]);
-    let err = refused(&db, &wd, "dangling", &serde_json::to_vec(&dangling).unwrap());
-    assert!(err.contains("terraform_data.vanished") && err.contains("terraform_data.join"), "{err}");
+    inst["instances"][0]["dependencies"] = serde_json::json!(["terraform_data.vanished[0]"]);
+    let err = refused(
+        &db,
+        &wd,
+        "dangling",
+        &serde_json::to_vec(&dangling).unwrap(),
+    );
+    assert!(
+        err.contains("terraform_data.vanished[0]") && err.contains("terraform_data.join"),
+        "{err}"
+    );
 
-    let err = sg_err(&db, &["--state", "missing", "state", "push", "/nonexistent/x.tfstate"]);
+    let err = sg_err(
+        &db,
+        &[
+            "--state",
+            "missing",
+            "state",
+            "push",
+            "/nonexistent/x.tfstate",
+        ],
+    );
     assert!(err.contains("cannot read /nonexistent/x.tfstate"), "{err}");
 
     // Nothing was written by any of the refused pushes.
@@ -84,12 +122,16 @@ fn refused_push_leaves_the_stored_state_exactly_as_before() {
     push(&db, "keep", &wd.state_path());
     let before = pull_to(&db, "keep", wd.path());
     let before = std::fs::read(before).unwrap();
-    let rows_before = db.psql("SELECT md5(string_agg(to_jsonb(i)::text, '' ORDER BY id)) FROM instances i");
+    let rows_before =
+        db.psql("SELECT md5(string_agg(to_jsonb(i)::text, '' ORDER BY id)) FROM instances i");
 
     let mut dup = doc.clone();
     dup["serial"] = Value::from(doc["serial"].as_i64().unwrap() + 5);
     let first = dup["resources"][0]["instances"][0].clone();
-    dup["resources"][0]["instances"].as_array_mut().unwrap().push(first);
+    dup["resources"][0]["instances"]
+        .as_array_mut()
+        .unwrap()
+        .push(first);
     refused(&db, &wd, "keep", &serde_json::to_vec(&dup).unwrap());
 
     let after = std::fs::read(pull_to(&db, "keep", wd.path())).unwrap();
@@ -103,7 +145,11 @@ fn refused_push_leaves_the_stored_state_exactly_as_before() {
 #[test]
 fn unreachable_database_names_host_and_database_not_password() {
     // A port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let url = format!("postgres://alice:hunter2secret@127.0.0.1:{port}/tfstate?sslmode=disable");
     let out = assert_cmd::Command::cargo_bin("stategraph")
         .unwrap()

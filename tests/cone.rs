@@ -12,7 +12,11 @@ fn cone_json(db: &TestDb, args: &[&str]) -> Value {
 }
 
 fn strings(v: &Value) -> Vec<&str> {
-    v.as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect()
 }
 
 #[test]
@@ -35,20 +39,40 @@ fn cone_of_one_branch_leaves_the_other_branches_alone() {
             "terraform_data.join",
         ]
     );
-    assert_eq!(strings(&c["read"]), ["terraform_data.root"]);
+    // Read: the shared root, and the other branches because `join` reads them.
+    let read = strings(&c["read"]);
+    assert_eq!(read.len(), 11, "{read:?}");
+    assert_eq!(read[0], "terraform_data.root");
+    assert!(read.iter().all(|a| !a.contains(r#"["a"]"#)), "{read:?}");
     for k in ["load_ms", "build_ms", "cone_ms"] {
         assert!(c["timings"][k].as_f64().is_some(), "timing {k} missing");
     }
 
     // A resource address names all its instances; an island has no read set.
     let c = cone_json(&db, &["terraform_data.island"]);
-    assert_eq!(strings(&c["write"]), ["terraform_data.island[0]", "terraform_data.island[1]"]);
+    assert_eq!(
+        strings(&c["write"]),
+        ["terraform_data.island[0]", "terraform_data.island[1]"]
+    );
     assert!(strings(&c["read"]).is_empty());
 
     // A module instance names everything inside it.
     let c = cone_json(&db, &[r#"module.branch["b"]"#]);
     assert_eq!(c["write"].as_array().unwrap().len(), 6);
-    assert_eq!(strings(&c["read"]), ["terraform_data.root"]);
+    assert_eq!(strings(&c["write"])[5], "terraform_data.join");
+    assert_eq!(c["read"].as_array().unwrap().len(), 11);
+
+    // A leaf of one branch: nothing of the other branches, not even read.
+    let c = cone_json(&db, &[r#"module.branch["c"].terraform_data.l3[1]"#]);
+    assert_eq!(
+        strings(&c["write"]),
+        [
+            r#"module.branch["c"].terraform_data.l3[1]"#,
+            r#"module.branch["c"].terraform_data.l4"#,
+            "terraform_data.join"
+        ]
+    );
+    assert!(strings(&c["read"]).contains(&r#"module.branch["c"].terraform_data.l2"#));
 
     // The shared root reaches everything but the islands.
     let c = cone_json(&db, &["terraform_data.root"]);
@@ -70,7 +94,10 @@ fn cone_reports_counts_for_humans() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stdout.contains("1 of 19 instances"), "{stdout}");
     assert!(stdout.contains("  terraform_data.island[1]"), "{stdout}");
-    assert!(stderr.contains("Computing change cone... 1 of 19 instances"), "{stderr}");
+    assert!(
+        stderr.contains("Computing change cone... 1 of 19 instances"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -79,7 +106,10 @@ fn cone_of_unknown_or_malformed_addresses_fails_clearly() {
     let wd = produce_state("chain");
     push(&db, "chain", &wd.state_path());
     let err = sg_err(&db, &["--state", "chain", "cone", "terraform_data.nope"]);
-    assert!(err.contains("terraform_data.nope matches no instance"), "{err}");
+    assert!(
+        err.contains("terraform_data.nope matches no instance"),
+        "{err}"
+    );
     let err = sg_err(&db, &["--state", "chain", "cone", "module.[oops"]);
     assert!(err.contains("module.[oops"), "{err}");
     let err = sg_err(&db, &["--state", "absent", "cone", "terraform_data.root"]);

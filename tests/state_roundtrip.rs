@@ -21,7 +21,11 @@ fn assert_round_trip(db: &TestDb, name: &str, wd: &TfWorkdir) -> Value {
     // Stronger than required: the whole document is equal as JSON.
     assert_eq!(a, b, "pulled state differs from the pushed one");
     // What the issue asks: terraform's own reading of both is the same.
-    assert_eq!(wd.show_json(&original), wd.show_json(&pulled), "terraform show -json differs");
+    assert_eq!(
+        wd.show_json(&original),
+        wd.show_json(&pulled),
+        "terraform show -json differs"
+    );
     b
 }
 
@@ -54,13 +58,23 @@ fn rich_terraform_data_state_round_trips() {
 
     // The fixture really has what we claim to keep.
     let count = |pred: &dyn Fn(&Value) -> bool| terraform::count_instances(&state, pred);
-    assert!(count(&|i| i["status"] == "tainted") >= 1, "no tainted instance in the fixture");
     assert!(
-        count(&|i| i["sensitive_attributes"].as_array().is_some_and(|a| !a.is_empty())) >= 1,
+        count(&|i| i["status"] == "tainted") >= 1,
+        "no tainted instance in the fixture"
+    );
+    assert!(
+        count(&|i| i["sensitive_attributes"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty()))
+            >= 1,
         "no sensitive attribute in the fixture"
     );
     assert!(
-        state["outputs"].as_object().unwrap().values().any(|o| o["sensitive"] == true),
+        state["outputs"]
+            .as_object()
+            .unwrap()
+            .values()
+            .any(|o| o["sensitive"] == true),
         "no sensitive output in the fixture"
     );
 
@@ -123,22 +137,53 @@ fn chain_state_round_trips_and_state_show_matches_terraform() {
             .env("TF_CLI_CONFIG_FILE", wd.cli_config())
             .output()
             .unwrap();
-        assert!(ours.status.success(), "{}", String::from_utf8_lossy(&ours.stderr));
+        assert!(
+            ours.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ours.stderr)
+        );
         assert_eq!(
             String::from_utf8_lossy(&ours.stdout),
             String::from_utf8_lossy(&tf.stdout),
             "state show {addr}"
         );
     }
-    let err = sg_err(&db, &["--state", "chain", "state", "show", "terraform_data.nope"]);
+    let err = sg_err(
+        &db,
+        &["--state", "chain", "state", "show", "terraform_data.nope"],
+    );
     assert!(err.contains("no instance found"), "{err}");
     // No temporary state file left behind in the user's directory.
     assert!(
-        !std::fs::read_dir(wd.path())
+        !std::fs::read_dir(wd.path()).unwrap().any(|e| e
             .unwrap()
-            .any(|e| e.unwrap().file_name().to_string_lossy().starts_with("stategraph")),
+            .file_name()
+            .to_string_lossy()
+            .starts_with("stategraph")),
         "state show left a file in the working directory"
     );
+}
+
+#[test]
+fn dependency_on_a_resource_with_no_instances_round_trips() {
+    // terraform records `terraform_data.none` (count = 0) as a dependency.
+    let db = test_db();
+    let wd = produce_state("count0");
+    let state = assert_round_trip(&db, "count0", &wd);
+    let deps = &state["resources"][0]["instances"][0]["dependencies"];
+    assert_eq!(deps, &serde_json::json!(["terraform_data.none"]), "{state}");
+    let c: Value = serde_json::from_str(&sg_ok(
+        &db,
+        &[
+            "--state",
+            "count0",
+            "cone",
+            "--json",
+            "terraform_data.uses_none",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(c["write"], serde_json::json!(["terraform_data.uses_none"]));
 }
 
 #[test]
@@ -148,7 +193,11 @@ fn aws_state_from_moto_round_trips() {
     let wd = moto::produce_aws_state(&moto, "aws_small");
     let state = assert_round_trip(&db, "aws", &wd);
     assert!(
-        state["resources"].as_array().unwrap().iter().any(|r| r["type"] == "aws_vpc"),
+        state["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["type"] == "aws_vpc"),
         "the aws fixture has no VPC"
     );
     assert_list_matches_terraform(&db, "aws", &wd, &[]);
@@ -177,7 +226,16 @@ fn push_follows_terraform_lineage_and_serial_rules() {
     let mut other = doc.clone();
     other["lineage"] = Value::from("11111111-2222-3333-4444-555555555555");
     let other_path = write(&other, "other.json");
-    let err = sg_err(&db, &["--state", "rules", "state", "push", other_path.to_str().unwrap()]);
+    let err = sg_err(
+        &db,
+        &[
+            "--state",
+            "rules",
+            "state",
+            "push",
+            other_path.to_str().unwrap(),
+        ],
+    );
     assert!(err.contains("lineage"), "{err}");
     assert!(err.contains("-force"), "{err}");
     assert_eq!(stored(&db, "rules", wd.path()), before);
@@ -186,7 +244,16 @@ fn push_follows_terraform_lineage_and_serial_rules() {
     let mut older = doc.clone();
     older["serial"] = Value::from(doc["serial"].as_i64().unwrap() - 1);
     let older_path = write(&older, "older.json");
-    let err = sg_err(&db, &["--state", "rules", "state", "push", older_path.to_str().unwrap()]);
+    let err = sg_err(
+        &db,
+        &[
+            "--state",
+            "rules",
+            "state",
+            "push",
+            older_path.to_str().unwrap(),
+        ],
+    );
     assert!(err.contains("newer state"), "{err}");
     assert_eq!(stored(&db, "rules", wd.path()), before);
 
@@ -195,7 +262,16 @@ fn push_follows_terraform_lineage_and_serial_rules() {
     let root = res.iter_mut().find(|r| r["name"] == "root").unwrap();
     root["instances"][0]["attributes"]["input"] = Value::from("changed");
     let same_serial = write(&doc, "same.json");
-    let err = sg_err(&db, &["--state", "rules", "state", "push", same_serial.to_str().unwrap()]);
+    let err = sg_err(
+        &db,
+        &[
+            "--state",
+            "rules",
+            "state",
+            "push",
+            same_serial.to_str().unwrap(),
+        ],
+    );
     assert!(err.contains("same serial"), "{err}");
     assert_eq!(stored(&db, "rules", wd.path()), before);
 
@@ -224,10 +300,21 @@ fn push_follows_terraform_lineage_and_serial_rules() {
 
     // -force replaces another lineage.
     let forced = stategraph(&db)
-        .args(["--state", "rules", "state", "push", "-force", other_path.to_str().unwrap()])
+        .args([
+            "--state",
+            "rules",
+            "state",
+            "push",
+            "-force",
+            other_path.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
-    assert!(forced.status.success(), "{}", String::from_utf8_lossy(&forced.stderr));
+    assert!(
+        forced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forced.stderr)
+    );
     assert_eq!(stored(&db, "rules", wd.path()), other);
     assert_eq!(
         db.psql("SELECT string_agg(kind || ':' || status, ',' ORDER BY id) FROM transactions"),
@@ -265,8 +352,13 @@ fn push_from_stdin_and_removal_of_instances() {
     assert!(msg.contains("0 added, 0 changed, 2 removed"), "{msg}");
     assert_eq!(stored(&db, "stdin", wd.path()), doc);
     assert_eq!(
-        db.psql("SELECT count(*) FROM instances").parse::<usize>().unwrap(),
+        db.psql("SELECT count(*) FROM instances")
+            .parse::<usize>()
+            .unwrap(),
         n_before - 2
     );
-    assert_eq!(db.psql("SELECT count(*) FROM instance_history WHERE removed"), "2");
+    assert_eq!(
+        db.psql("SELECT count(*) FROM instance_history WHERE removed"),
+        "2"
+    );
 }

@@ -88,11 +88,19 @@ pub async fn run(settings: &Settings, args: &ConeArgs) -> Result<()> {
         serde_json::to_writer_pretty(&mut out, &doc)?;
         writeln!(out)?;
     } else {
-        writeln!(out, "Write set ({}): changed instances and everything downstream", cone.write.len())?;
+        writeln!(
+            out,
+            "Write set ({}): changed instances and everything downstream",
+            cone.write.len()
+        )?;
         for a in &cone.write {
             writeln!(out, "  {a}")?;
         }
-        writeln!(out, "Read set ({}): their dependencies, refreshed but not written", cone.read.len())?;
+        writeln!(
+            out,
+            "Read set ({}): their dependencies, refreshed but not written",
+            cone.read.len()
+        )?;
         for a in &cone.read {
             writeln!(out, "  {a}")?;
         }

@@ -30,7 +30,12 @@ pub async fn run(settings: &Settings, cmd: &DbCommand) -> Result<()> {
     print(&status, remote, matches!(cmd, DbCommand::Status(_)), args)
 }
 
-fn print(status: &EmbeddedStatus, remote: Option<&str>, detailed: bool, args: &DbArgs) -> Result<()> {
+fn print(
+    status: &EmbeddedStatus,
+    remote: Option<&str>,
+    detailed: bool,
+    args: &DbArgs,
+) -> Result<()> {
     if args.json {
         #[derive(Serialize)]
         struct Json<'a> {
@@ -39,8 +44,11 @@ fn print(status: &EmbeddedStatus, remote: Option<&str>, detailed: bool, args: &D
             /// The configured remote database (`host:port/db`), used instead of the embedded one.
             remote_database: Option<&'a str>,
         }
-        let json = serde_json::to_string(&Json { status, remote_database: remote })
-            .context("cannot encode the status as JSON")?;
+        let json = serde_json::to_string(&Json {
+            status,
+            remote_database: remote,
+        })
+        .context("cannot encode the status as JSON")?;
         println!("{json}");
     } else if detailed {
         print!("{}", summary(status, remote));
@@ -57,7 +65,9 @@ fn headline(s: &EmbeddedStatus) -> String {
         None => "embedded PostgreSQL".to_owned(),
     };
     if !s.exists {
-        return format!("{name}: does not exist yet (created on first use, or by `stategraph db start`)");
+        return format!(
+            "{name}: does not exist yet (created on first use, or by `stategraph db start`)"
+        );
     }
     match (s.running, s.pid) {
         (true, Some(pid)) => format!("{name}: running (pid {pid})"),
@@ -75,7 +85,9 @@ fn summary(s: &EmbeddedStatus, remote: Option<&str>) -> String {
     out += &format!("  running:      {}\n", yes_no(s.running));
     out += &format!(
         "  pid:          {}\n",
-        s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".to_owned())
+        s.pid
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "-".to_owned())
     );
     out += &format!("  socket:       {}\n", s.socket_dir.display());
     out += &format!("  version:      {}\n", s.version.as_deref().unwrap_or("-"));
@@ -108,16 +120,25 @@ mod tests {
     #[test]
     fn headline_says_what_state_the_cluster_is_in() {
         assert!(headline(&status(false, false)).contains("does not exist"));
-        assert_eq!(headline(&status(true, true)), "embedded PostgreSQL 15: running (pid 4242)");
+        assert_eq!(
+            headline(&status(true, true)),
+            "embedded PostgreSQL 15: running (pid 4242)"
+        );
         assert!(headline(&status(true, false)).starts_with("embedded PostgreSQL 15: stopped"));
     }
 
     #[test]
     fn summary_names_the_remote_database_in_use() {
         let text = summary(&status(true, true), Some("db.internal:5432/tf"));
-        assert!(text.contains("socket:       /var/lib/stategraph/run"), "{text}");
+        assert!(
+            text.contains("socket:       /var/lib/stategraph/run"),
+            "{text}"
+        );
         assert!(text.contains("server user:  postgres"), "{text}");
-        assert!(text.contains("remote database is configured (db.internal:5432/tf)"), "{text}");
+        assert!(
+            text.contains("remote database is configured (db.internal:5432/tf)"),
+            "{text}"
+        );
         assert!(!summary(&status(true, true), None).contains("remote"));
     }
 }

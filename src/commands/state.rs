@@ -25,10 +25,12 @@ pub async fn push(settings: &Settings, args: &PushArgs) -> Result<()> {
         (buf, "stdin".to_owned())
     } else {
         let path = settings.workdir.join(&args.path);
-        let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
         (bytes, args.path.clone())
     };
-    let state = tfstate::parse(&bytes).with_context(|| format!("{source} is not a state stategraph can store"))?;
+    let state = tfstate::parse(&bytes)
+        .with_context(|| format!("{source} is not a state stategraph can store"))?;
     drop(bytes);
 
     let name = settings.state_name();
@@ -37,7 +39,11 @@ pub async fn push(settings: &Settings, args: &PushArgs) -> Result<()> {
         "Pushing {} instances into state \"{name}\"",
         thousands(state.object_count())
     ));
-    let command = if args.force { "state push -force" } else { "state push" };
+    let command = if args.force {
+        "state push -force"
+    } else {
+        "state push"
+    };
     let report = match store
         .push(&name, &state, args.force, &settings.actor, command)
         .await
@@ -45,7 +51,9 @@ pub async fn push(settings: &Settings, args: &PushArgs) -> Result<()> {
         Ok(r) => r,
         Err(e) => {
             step.fail();
-            return Err(anyhow!(e)).context(format!("failed to write state \"{name}\"; nothing was written"));
+            return Err(anyhow!(e)).context(format!(
+                "failed to write state \"{name}\"; nothing was written"
+            ));
         }
     };
     step.done(format!(
@@ -66,7 +74,10 @@ pub async fn pull(settings: &Settings) -> Result<()> {
     let state = load(settings, &name).await?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-    state.write_json(&mut out).and_then(|()| out.flush()).or_else(ignore_broken_pipe)?;
+    state
+        .write_json(&mut out)
+        .and_then(|()| out.flush())
+        .or_else(ignore_broken_pipe)?;
     Ok(())
 }
 

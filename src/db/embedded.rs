@@ -37,8 +37,19 @@ const PORT: u16 = 5432;
 const MAX_SOCKET_PATH: usize = 107;
 /// libpq variables that would change what the server or pg_ctl does.
 const PG_ENV: &[&str] = &[
-    "PGDATA", "PGPORT", "PGHOST", "PGHOSTADDR", "PGOPTIONS", "PGDATABASE", "PGUSER",
-    "PGPASSWORD", "PGSERVICE", "PGSSLMODE", "PGTZ", "PGCLIENTENCODING", "PGCTLTIMEOUT",
+    "PGDATA",
+    "PGPORT",
+    "PGHOST",
+    "PGHOSTADDR",
+    "PGOPTIONS",
+    "PGDATABASE",
+    "PGUSER",
+    "PGPASSWORD",
+    "PGSERVICE",
+    "PGSSLMODE",
+    "PGTZ",
+    "PGCLIENTENCODING",
+    "PGCTLTIMEOUT",
 ];
 
 /// What went wrong with the embedded cluster, worded for the person at the terminal.
@@ -81,7 +92,12 @@ Choose a data directory that user can reach with STATEGRAPH_DATA_DIR (root's def
 /var/lib/stategraph), or let it through with `chmod o+x {}`.",
         dir.display(), data_dir.display(), dir.display()
     )]
-    Unreachable { user: String, dir: PathBuf, data_dir: PathBuf, mode: u32 },
+    Unreachable {
+        user: String,
+        dir: PathBuf,
+        data_dir: PathBuf,
+        mode: u32,
+    },
 
     #[error(
         "the socket path {} is longer than the {MAX_SOCKET_PATH} bytes a unix socket allows.\n\n\
@@ -102,7 +118,11 @@ Move it away; stategraph creates its cluster there on first use.",
 Set STATEGRAPH_PG_USER={owner}, or give the cluster to {user} (`chown -R {user} {}`).",
         dir.display(), dir.display()
     )]
-    WrongOwner { dir: PathBuf, owner: String, user: String },
+    WrongOwner {
+        dir: PathBuf,
+        owner: String,
+        user: String,
+    },
 
     #[error(
         "the embedded cluster in {} was created by PostgreSQL {cluster}, but the server binaries in {} \
@@ -111,13 +131,22 @@ Install PostgreSQL {cluster}'s server binaries and point STATEGRAPH_PG_BIN at th
 cluster away (after a pg_dump) to let stategraph create a new one.",
         dir.display(), bin_dir.display()
     )]
-    VersionMismatch { dir: PathBuf, cluster: String, bin_dir: PathBuf, binaries: String },
+    VersionMismatch {
+        dir: PathBuf,
+        cluster: String,
+        bin_dir: PathBuf,
+        binaries: String,
+    },
 
     #[error(
         "the embedded PostgreSQL did not start: {detail}\n\nLast lines of {}:\n{tail}",
         log.display()
     )]
-    StartFailed { detail: String, log: PathBuf, tail: String },
+    StartFailed {
+        detail: String,
+        log: PathBuf,
+        tail: String,
+    },
 }
 
 /// What `stategraph db status` reports about the embedded cluster.
@@ -159,7 +188,11 @@ pub fn status(cfg: &EmbeddedConfig) -> Result<EmbeddedStatus> {
     let layout = Layout::new(&cfg.data_dir)?;
     let version = cluster_version(&layout.cluster_dir);
     let exists = version.is_some();
-    let probe = if exists { probe(&layout) } else { Probe::default() };
+    let probe = if exists {
+        probe(&layout)
+    } else {
+        Probe::default()
+    };
     let server_user = match fs::metadata(&layout.cluster_dir) {
         Ok(meta) if exists => user_name(Uid::from_raw(meta.uid())),
         _ => match &cfg.run_as {
@@ -200,7 +233,11 @@ pub async fn stop(cfg: &EmbeddedConfig, ui: &Ui) -> Result<EmbeddedStatus> {
 pub fn find_pg_bin(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(dir) = explicit {
         if let Some(missing) = missing_server_binary(dir) {
-            return Err(EmbeddedError::IncompleteBinDir { dir: dir.to_owned(), missing }.into());
+            return Err(EmbeddedError::IncompleteBinDir {
+                dir: dir.to_owned(),
+                missing,
+            }
+            .into());
         }
         return Ok(dir.to_owned());
     }
@@ -210,7 +247,10 @@ pub fn find_pg_bin(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(initdb) = crate::settings::find_on_path("initdb", path.as_deref()) {
         // Follow symlinks (/usr/local/bin/initdb -> /usr/lib/postgresql/15/bin/initdb)
         // so pg_ctl and postgres come from the same installation.
-        if let Some(dir) = fs::canonicalize(&initdb).ok().and_then(|p| p.parent().map(Path::to_owned)) {
+        if let Some(dir) = fs::canonicalize(&initdb)
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_owned))
+        {
             if missing_server_binary(&dir).is_none() {
                 return Ok(dir);
             }
@@ -236,24 +276,33 @@ fn is_executable(path: &Path) -> bool {
 fn newest_installed(roots: &[&Path]) -> Option<PathBuf> {
     let mut found: Vec<(Vec<u32>, PathBuf)> = Vec::new();
     for root in roots {
-        let Ok(entries) = fs::read_dir(root) else { continue };
+        let Ok(entries) = fs::read_dir(root) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
             let version = name.strip_prefix("pgsql-").unwrap_or(name);
-            let Some(key) = version_key(version) else { continue };
+            let Some(key) = version_key(version) else {
+                continue;
+            };
             let bin = entry.path().join("bin");
             if missing_server_binary(&bin).is_none() {
                 found.push((key, bin));
             }
         }
     }
-    found.into_iter().max_by(|a, b| a.0.cmp(&b.0)).map(|(_, dir)| dir)
+    found
+        .into_iter()
+        .max_by(|a, b| a.0.cmp(&b.0))
+        .map(|(_, dir)| dir)
 }
 
 /// `"15"` -> `[15]`, `"9.6"` -> `[9, 6]`; `None` for anything else.
 fn version_key(s: &str) -> Option<Vec<u32>> {
-    s.split('.').map(|p| p.parse().ok()).collect::<Option<Vec<u32>>>()
+    s.split('.')
+        .map(|p| p.parse().ok())
+        .collect::<Option<Vec<u32>>>()
 }
 
 /// The major version in `postgres --version` output:
@@ -278,8 +327,13 @@ fn binaries_version(bin: &Path) -> Result<String> {
         .output()
         .with_context(|| format!("cannot run {}", bin.join("postgres").display()))?;
     let text = String::from_utf8_lossy(&out.stdout);
-    major_version(&text)
-        .ok_or_else(|| anyhow!("cannot read the version of {}: {:?}", bin.join("postgres").display(), text.trim()))
+    major_version(&text).ok_or_else(|| {
+        anyhow!(
+            "cannot read the version of {}: {:?}",
+            bin.join("postgres").display(),
+            text.trim()
+        )
+    })
 }
 
 /// The cluster's major version, if `dir` holds a complete cluster.
@@ -414,14 +468,22 @@ impl PidFile {
     fn parse(text: &str) -> PidFile {
         let lines: Vec<&str> = text.lines().collect();
         PidFile {
-            pid: lines.first().and_then(|l| l.trim().parse().ok()).filter(|&p| p > 0),
-            status: lines.get(7).map(|l| l.trim().to_owned()).filter(|s| !s.is_empty()),
+            pid: lines
+                .first()
+                .and_then(|l| l.trim().parse().ok())
+                .filter(|&p| p > 0),
+            status: lines
+                .get(7)
+                .map(|l| l.trim().to_owned())
+                .filter(|s| !s.is_empty()),
         }
     }
 }
 
 fn process_exists(pid: u32) -> bool {
-    let Ok(raw) = i32::try_from(pid) else { return false };
+    let Ok(raw) = i32::try_from(pid) else {
+        return false;
+    };
     match nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None) {
         Ok(()) | Err(Errno::EPERM) => true,
         Err(_) => false,
@@ -524,8 +586,16 @@ fn run(mut cmd: Command, what: &str) -> Result<Output> {
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let stdout = String::from_utf8_lossy(&out.stdout);
-        let text = if stderr.trim().is_empty() { stdout } else { stderr };
-        return Err(anyhow!("{what} failed ({}):\n{}", out.status, text.trim_end()));
+        let text = if stderr.trim().is_empty() {
+            stdout
+        } else {
+            stderr
+        };
+        return Err(anyhow!(
+            "{what} failed ({}):\n{}",
+            out.status,
+            text.trim_end()
+        ));
     }
     Ok(out)
 }
@@ -546,11 +616,16 @@ fn prepare_data_dir(layout: &Layout, user: &ServerUser) -> Result<()> {
     let meta = fs::metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
     if !user.can_traverse(&meta) {
         // The data directory is stategraph's own: let the server user through.
-        fs::set_permissions(dir, fs::Permissions::from_mode((meta.mode() & 0o7777) | 0o001))
-            .with_context(|| format!("cannot let user {} into {}", user.name, dir.display()))?;
+        fs::set_permissions(
+            dir,
+            fs::Permissions::from_mode((meta.mode() & 0o7777) | 0o001),
+        )
+        .with_context(|| format!("cannot let user {} into {}", user.name, dir.display()))?;
     }
     for ancestor in dir.ancestors().skip(1) {
-        let Ok(meta) = fs::metadata(ancestor) else { continue };
+        let Ok(meta) = fs::metadata(ancestor) else {
+            continue;
+        };
         if !user.can_traverse(&meta) {
             return Err(EmbeddedError::Unreachable {
                 user: user.name.clone(),
@@ -564,8 +639,9 @@ fn prepare_data_dir(layout: &Layout, user: &ServerUser) -> Result<()> {
     Ok(())
 }
 
-/// Holds the exclusive lock on the data directory until dropped.
-struct DirLock(#[allow(dead_code)] File);
+/// The exclusive lock on the data directory, released when dropped (or when
+/// the process dies: flock locks belong to the open file).
+type DirLock = nix::fcntl::Flock<File>;
 
 fn lock_data_dir(layout: &Layout) -> Result<DirLock> {
     let file = OpenOptions::new()
@@ -575,9 +651,9 @@ fn lock_data_dir(layout: &Layout) -> Result<DirLock> {
         .mode(0o600)
         .open(&layout.lock_file)
         .with_context(|| format!("cannot open the lock file {}", layout.lock_file.display()))?;
-    file.lock()
-        .with_context(|| format!("cannot lock {}", layout.lock_file.display()))?;
-    Ok(DirLock(file))
+    // nix's flock rather than File::lock (Rust 1.89) keeps the crate's MSRV.
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, errno)| anyhow!("cannot lock {}: {errno}", layout.lock_file.display()))
 }
 
 /// The locked part of [`ensure_running`]: create if missing, start if stopped.
@@ -595,7 +671,10 @@ fn start_locked(cfg: &EmbeddedConfig, layout: &Layout, ui: &Ui) -> Result<()> {
     let (bin, version) = pg_bin_for(cfg, layout)?;
     if cluster_version(&layout.cluster_dir).is_none() {
         if layout.cluster_dir.exists() {
-            return Err(EmbeddedError::NotACluster { dir: layout.cluster_dir.clone() }.into());
+            return Err(EmbeddedError::NotACluster {
+                dir: layout.cluster_dir.clone(),
+            }
+            .into());
         }
         create_cluster(layout, &user, &bin, &version, ui)?;
     } else {
@@ -620,7 +699,13 @@ fn check_owner(layout: &Layout, user: &ServerUser) -> Result<()> {
 
 /// initdb into the staging directory, configure, create the database, then
 /// rename into place: the cluster directory only ever holds a whole cluster.
-fn create_cluster(layout: &Layout, user: &ServerUser, bin: &Path, version: &str, ui: &Ui) -> Result<()> {
+fn create_cluster(
+    layout: &Layout,
+    user: &ServerUser,
+    bin: &Path,
+    version: &str,
+    ui: &Ui,
+) -> Result<()> {
     if layout.staging_dir.exists() {
         ui.warn(format!(
             "a previous creation of the embedded PostgreSQL cluster did not finish; removing {} and starting over",
@@ -629,7 +714,9 @@ fn create_cluster(layout: &Layout, user: &ServerUser, bin: &Path, version: &str,
         fs::remove_dir_all(&layout.staging_dir)
             .with_context(|| format!("cannot remove {}", layout.staging_dir.display()))?;
     }
-    let step = ui.step(format!("Creating the embedded PostgreSQL {version} cluster"));
+    let step = ui.step(format!(
+        "Creating the embedded PostgreSQL {version} cluster"
+    ));
     match build_cluster(layout, user, bin) {
         Ok(()) => {
             let took = ui::duration(step.elapsed());
@@ -664,7 +751,14 @@ fn build_cluster(layout: &Layout, user: &ServerUser, bin: &Path) -> Result<()> {
         .arg(staging)
         // Trust on the socket only; the socket directory (0700, the server
         // user's) is the access control. TCP is refused even if enabled later.
-        .args(["--auth-local=trust", "--auth-host=reject", "-U", ROLE, "-E", "UTF8"])
+        .args([
+            "--auth-local=trust",
+            "--auth-host=reject",
+            "-U",
+            ROLE,
+            "-E",
+            "UTF8",
+        ])
         .arg(format!("--locale={}", initdb_locale()));
     run(initdb, "initdb")?;
 
@@ -703,7 +797,11 @@ fn build_cluster(layout: &Layout, user: &ServerUser, bin: &Path) -> Result<()> {
     }
 
     fs::rename(staging, &layout.cluster_dir).with_context(|| {
-        format!("cannot rename {} to {}", staging.display(), layout.cluster_dir.display())
+        format!(
+            "cannot rename {} to {}",
+            staging.display(),
+            layout.cluster_dir.display()
+        )
     })?;
     // Make the rename durable: fsync stays on for this cluster's whole life.
     File::open(&layout.data_dir)
@@ -753,7 +851,12 @@ fn start_server(layout: &Layout, user: &ServerUser, bin: &Path, ui: &Ui) -> Resu
         .mode(0o700)
         .create(socket_dir)
         .or_else(|e| if socket_dir.is_dir() { Ok(()) } else { Err(e) })
-        .with_context(|| format!("cannot create the socket directory {}", socket_dir.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot create the socket directory {}",
+                socket_dir.display()
+            )
+        })?;
     user.own(socket_dir)?;
     fs::set_permissions(socket_dir, fs::Permissions::from_mode(0o700))
         .with_context(|| format!("cannot set the mode of {}", socket_dir.display()))?;
@@ -789,8 +892,14 @@ fn start_server(layout: &Layout, user: &ServerUser, bin: &Path, ui: &Ui) -> Resu
         other => {
             step.fail();
             let detail = match other {
-                Ok(out) if out.status.success() => "pg_ctl reported success, but nothing answers on the socket".to_owned(),
-                Ok(out) => format!("pg_ctl start {}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+                Ok(out) if out.status.success() => {
+                    "pg_ctl reported success, but nothing answers on the socket".to_owned()
+                }
+                Ok(out) => format!(
+                    "pg_ctl start {}: {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
                 Err(e) => format!("cannot run pg_ctl: {e}"),
             };
             Err(EmbeddedError::StartFailed {
@@ -807,8 +916,12 @@ fn start_server(layout: &Layout, user: &ServerUser, bin: &Path, ui: &Ui) -> Resu
 /// process, and postgres would then refuse to start. Remove the file only
 /// when that process is provably not a server of this cluster.
 fn remove_foreign_pid_file(layout: &Layout, ui: &Ui) -> Result<()> {
-    let Ok(text) = fs::read_to_string(layout.pid_file()) else { return Ok(()) };
-    let Some(pid) = PidFile::parse(&text).pid else { return Ok(()) };
+    let Ok(text) = fs::read_to_string(layout.pid_file()) else {
+        return Ok(());
+    };
+    let Some(pid) = PidFile::parse(&text).pid else {
+        return Ok(());
+    };
     if !process_exists(pid) {
         return Ok(()); // postgres itself handles a dead pid
     }
@@ -895,8 +1008,14 @@ mod tests {
             major_version("postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n").as_deref(),
             Some("15")
         );
-        assert_eq!(major_version("postgres (PostgreSQL) 17.2").as_deref(), Some("17"));
-        assert_eq!(major_version("postgres (PostgreSQL) 9.6.24").as_deref(), Some("9.6"));
+        assert_eq!(
+            major_version("postgres (PostgreSQL) 17.2").as_deref(),
+            Some("17")
+        );
+        assert_eq!(
+            major_version("postgres (PostgreSQL) 9.6.24").as_deref(),
+            Some("9.6")
+        );
         assert_eq!(major_version("garbage"), None);
     }
 
@@ -905,20 +1024,41 @@ mod tests {
         let text = "4242\n/var/lib/stategraph/pg\n1700000000\n5432\n/var/lib/stategraph/run\n\n  1234     5678\nready   \n";
         assert_eq!(
             PidFile::parse(text),
-            PidFile { pid: Some(4242), status: Some("ready".into()) }
+            PidFile {
+                pid: Some(4242),
+                status: Some("ready".into())
+            }
         );
         // Written in pieces while the server starts: no status yet.
-        assert_eq!(PidFile::parse("4242\n/x\n"), PidFile { pid: Some(4242), status: None });
-        assert_eq!(PidFile::parse(""), PidFile { pid: None, status: None });
+        assert_eq!(
+            PidFile::parse("4242\n/x\n"),
+            PidFile {
+                pid: Some(4242),
+                status: None
+            }
+        );
+        assert_eq!(
+            PidFile::parse(""),
+            PidFile {
+                pid: None,
+                status: None
+            }
+        );
     }
 
     #[test]
     fn settings_never_listen_on_tcp_and_quote_the_socket_dir() {
         let s = server_settings(Path::new("/data/it's/run"));
         assert!(s.contains("listen_addresses = ''\n"), "{s}");
-        assert!(s.contains("unix_socket_directories = '/data/it''s/run'\n"), "{s}");
+        assert!(
+            s.contains("unix_socket_directories = '/data/it''s/run'\n"),
+            "{s}"
+        );
         assert!(s.contains("unix_socket_permissions = 0700\n"), "{s}");
-        assert!(!s.contains("fsync"), "the embedded cluster keeps fsync on: {s}");
+        assert!(
+            !s.contains("fsync"),
+            "the embedded cluster keeps fsync on: {s}"
+        );
     }
 
     #[test]
@@ -937,7 +1077,10 @@ mod tests {
         make("14", &["initdb", "pg_ctl", "postgres"]);
         make("16", &["initdb", "pg_ctl"]); // client-only leftovers
         make("notaversion", &["initdb", "pg_ctl", "postgres"]);
-        assert_eq!(newest_installed(&[root.path()]), Some(root.path().join("14/bin")));
+        assert_eq!(
+            newest_installed(&[root.path()]),
+            Some(root.path().join("14/bin"))
+        );
     }
 
     #[test]
@@ -945,13 +1088,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let e = find_pg_bin(Some(dir.path())).unwrap_err();
         let text = e.to_string();
-        assert!(text.contains("STATEGRAPH_PG_BIN") && text.contains("`initdb`"), "{text}");
+        assert!(
+            text.contains("STATEGRAPH_PG_BIN") && text.contains("`initdb`"),
+            "{text}"
+        );
     }
 
     #[test]
     fn missing_binaries_error_says_how_to_get_them() {
         let text = EmbeddedError::NoServerBinaries.to_string();
-        for needle in ["./install.sh", "apt-get install postgresql", "STATEGRAPH_PG_BIN", "--database-url"] {
+        for needle in [
+            "./install.sh",
+            "apt-get install postgresql",
+            "STATEGRAPH_PG_BIN",
+            "--database-url",
+        ] {
             assert!(text.contains(needle), "{needle} missing from: {text}");
         }
     }
@@ -980,7 +1131,10 @@ mod tests {
         };
         assert!(!other.can_traverse(&meta(0o700)));
         assert!(other.can_traverse(&meta(0o711)));
-        let owner = ServerUser { uid: me, ..other.clone() };
+        let owner = ServerUser {
+            uid: me,
+            ..other.clone()
+        };
         assert!(owner.can_traverse(&meta(0o700)));
         assert!(!owner.can_traverse(&meta(0o077)));
     }
@@ -996,6 +1150,9 @@ mod tests {
         let s = status(&cfg).unwrap();
         assert!(!s.exists && !s.running && s.pid.is_none() && s.version.is_none());
         assert_eq!(s.socket_dir, dir.path().join("sg/run"));
-        assert!(!dir.path().join("sg").exists(), "status must not create anything");
+        assert!(
+            !dir.path().join("sg").exists(),
+            "status must not create anything"
+        );
     }
 }

@@ -57,7 +57,10 @@ fn checksum(sql: &str) -> String {
 pub async fn migrate(client: &mut Client) -> Result<usize, MigrationError> {
     // Fast path: the schema is current (no lock needed to read).
     if let Ok(rows) = client
-        .query("SELECT version, checksum FROM stategraph_migrations ORDER BY version", &[])
+        .query(
+            "SELECT version, checksum FROM stategraph_migrations ORDER BY version",
+            &[],
+        )
         .await
     {
         if verify(&rows)? == MIGRATIONS.len() {
@@ -78,7 +81,10 @@ pub async fn migrate(client: &mut Client) -> Result<usize, MigrationError> {
     )
     .await?;
     let rows = tx
-        .query("SELECT version, checksum FROM stategraph_migrations ORDER BY version", &[])
+        .query(
+            "SELECT version, checksum FROM stategraph_migrations ORDER BY version",
+            &[],
+        )
         .await?;
     let done = verify(&rows)?;
     for m in &MIGRATIONS[done..] {
@@ -124,7 +130,12 @@ mod tests {
     #[test]
     fn versions_are_dense_and_increasing() {
         for (i, m) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(m.version, i as i64 + 1, "migration {} is out of order", m.name);
+            assert_eq!(
+                m.version,
+                i as i64 + 1,
+                "migration {} is out of order",
+                m.name
+            );
         }
     }
 

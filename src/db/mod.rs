@@ -21,7 +21,9 @@ use store::Store;
 pub async fn open(settings: &Settings) -> Result<Store> {
     let target = match &settings.database {
         DatabaseTarget::Remote(t) => t.clone(),
-        DatabaseTarget::Embedded => embedded::ensure_running(&settings.embedded, &settings.ui).await?,
+        DatabaseTarget::Embedded => {
+            embedded::ensure_running(&settings.embedded, &settings.ui).await?
+        }
     };
     let pool = target.connect(4).await?;
     let mut client = pool

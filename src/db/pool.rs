@@ -119,11 +119,19 @@ impl PgTarget {
             Some(m) => TlsMode::parse(&m)?,
             None => TlsMode::Prefer,
         };
-        Ok(PgTarget::new(config, tls, get("PGSSLROOTCERT").map(PathBuf::from)))
+        Ok(PgTarget::new(
+            config,
+            tls,
+            get("PGSSLROOTCERT").map(PathBuf::from),
+        ))
     }
 
     /// A target from a finished config (used by the embedded cluster).
-    pub fn new(mut config: tokio_postgres::Config, tls: TlsMode, root_cert: Option<PathBuf>) -> PgTarget {
+    pub fn new(
+        mut config: tokio_postgres::Config,
+        tls: TlsMode,
+        root_cert: Option<PathBuf>,
+    ) -> PgTarget {
         config.ssl_mode(match tls {
             TlsMode::Disable => SslMode::Disable,
             TlsMode::Prefer => SslMode::Prefer,
@@ -146,14 +154,17 @@ impl PgTarget {
 
     /// Opens a pool of at most `size` connections and checks that one connects.
     pub async fn connect(&self, size: usize) -> Result<Pool> {
-        let tls = MakeRustlsConnect::new(self.rustls_config()?);
-        let manager = Manager::from_config(
-            self.config.clone(),
-            tls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        // tokio-postgres asks the TLS connector for a server name even when
+        // TLS is off, and rustls refuses the empty name of a unix socket.
+        let manager = if self.tls == TlsMode::Disable {
+            Manager::from_config(self.config.clone(), tokio_postgres::NoTls, manager_config)
+        } else {
+            let tls = MakeRustlsConnect::new(self.rustls_config()?);
+            Manager::from_config(self.config.clone(), tls, manager_config)
+        };
         let pool = Pool::builder(manager)
             .max_size(size)
             .build()
@@ -187,7 +198,9 @@ uses its embedded database."
                     Some(path) => {
                         let certs = CertificateDer::pem_file_iter(path)
                             .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                            .map_err(|e| anyhow!("cannot read sslrootcert {}: {e}", path.display()))?;
+                            .map_err(|e| {
+                                anyhow!("cannot read sslrootcert {}: {e}", path.display())
+                            })?;
                         if certs.is_empty() {
                             bail!("sslrootcert {} holds no PEM certificate", path.display());
                         }
@@ -302,7 +315,12 @@ impl ServerCertVerifier for AcceptAnyCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -311,7 +329,12 @@ impl ServerCertVerifier for AcceptAnyCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -372,7 +395,8 @@ mod tests {
 
     #[test]
     fn url_with_password_is_never_displayed() {
-        let t = PgTarget::from_url("postgres://alice:s3cret@db.example:6543/tf?sslmode=require").unwrap();
+        let t = PgTarget::from_url("postgres://alice:s3cret@db.example:6543/tf?sslmode=require")
+            .unwrap();
         assert_eq!(t.display, "db.example:6543/tf");
         assert_eq!(t.tls, TlsMode::Require);
         assert!(!format!("{}", t.display).contains("s3cret"));
@@ -385,7 +409,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.tls, TlsMode::VerifyFull);
-        assert_eq!(t.root_cert.as_deref(), Some(std::path::Path::new("/tmp/ca.pem")));
+        assert_eq!(
+            t.root_cert.as_deref(),
+            Some(std::path::Path::new("/tmp/ca.pem"))
+        );
     }
 
     #[test]

@@ -42,7 +42,11 @@ pub enum StoreError {
         "cannot import state with serial {given} over newer state with serial {stored}\n\n\
          The stored state \"{name}\" is newer. Pull it first (stategraph state pull), or use -force to replace it anyway."
     )]
-    OlderSerial { name: String, given: i64, stored: i64 },
+    OlderSerial {
+        name: String,
+        given: i64,
+        stored: i64,
+    },
     #[error(
         "cannot overwrite existing state with serial {serial} with a different state that has the same serial\n\n\
          Increase the serial of the state you push, or use -force."
@@ -135,8 +139,13 @@ impl Store {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
 
-        let husks: Vec<&Resource> = state.resources.iter().filter(|r| r.instances.is_empty()).collect();
-        let husks = (!husks.is_empty()).then(|| serde_json::to_value(&husks).expect("serializable"));
+        let husks: Vec<&Resource> = state
+            .resources
+            .iter()
+            .filter(|r| r.instances.is_empty())
+            .collect();
+        let husks =
+            (!husks.is_empty()).then(|| serde_json::to_value(&husks).expect("serializable"));
         let extra = extra_json(&state.extra);
         let serial = state.serial;
 
@@ -212,7 +221,10 @@ impl Store {
         };
 
         let existing: i64 = tx
-            .query_one("SELECT count(*) FROM instances WHERE state_id = $1", &[&state_id])
+            .query_one(
+                "SELECT count(*) FROM instances WHERE state_id = $1",
+                &[&state_id],
+            )
             .await?
             .get(0);
         if existing == 0 {
@@ -235,20 +247,30 @@ impl Store {
             )
             .await?;
             let sink = tx
-                .copy_in(&format!("COPY incoming ({INSTANCE_COLUMNS}) FROM STDIN BINARY"))
+                .copy_in(&format!(
+                    "COPY incoming ({INSTANCE_COLUMNS}) FROM STDIN BINARY"
+                ))
                 .await?;
             let writer = BinaryCopyInWriter::new(sink, INSTANCE_TYPES);
             pin_mut!(writer);
             copy_rows(writer.as_mut(), state, &[]).await?;
             let incoming = writer.finish().await?;
-            tx.batch_execute("CREATE UNIQUE INDEX ON incoming (address, deposed); ANALYZE incoming;")
-                .await?;
+            tx.batch_execute(
+                "CREATE UNIQUE INDEX ON incoming (address, deposed); ANALYZE incoming;",
+            )
+            .await?;
 
-            let cols = INSTANCE_COLUMNS
-                .split(", ")
-                .collect::<Vec<_>>();
-            let c_cols = cols.iter().map(|c| format!("c.{c}")).collect::<Vec<_>>().join(", ");
-            let i_cols = cols.iter().map(|c| format!("i.{c}")).collect::<Vec<_>>().join(", ");
+            let cols = INSTANCE_COLUMNS.split(", ").collect::<Vec<_>>();
+            let c_cols = cols
+                .iter()
+                .map(|c| format!("c.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let i_cols = cols
+                .iter()
+                .map(|c| format!("i.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ");
             let differs = format!("ROW({c_cols}) IS DISTINCT FROM ROW({i_cols})");
 
             let replaced = tx
@@ -304,8 +326,8 @@ impl Store {
 
         report.outputs_changed = push_outputs(&tx, state_id, txn_id, &state.outputs).await?;
 
-        let anything_changed =
-            meta_changed || report.added + report.changed + report.removed + report.outputs_changed > 0;
+        let anything_changed = meta_changed
+            || report.added + report.changed + report.removed + report.outputs_changed > 0;
         if !created && !force && serial == stored_serial && anything_changed {
             return Err(StoreError::SameSerial { serial });
         }
@@ -454,7 +476,10 @@ impl Store {
     /// Current instances and their dependencies: the graph's raw material.
     pub async fn graph_rows(&self, name: &str) -> Result<Option<Vec<GraphRow>>, StoreError> {
         let client = self.pool.get().await?;
-        let Some(head) = client.query_opt("SELECT id FROM states WHERE name = $1", &[&name]).await? else {
+        let Some(head) = client
+            .query_opt("SELECT id FROM states WHERE name = $1", &[&name])
+            .await?
+        else {
             return Ok(None);
         };
         let state_id: i64 = head.get(0);
@@ -556,8 +581,14 @@ async fn push_outputs(
     for (name, o) in outputs {
         let extra = extra_json(&o.extra);
         match stored.get(name) {
-            Some((v, t, s, e)) if *v == o.value && *t == o.type_ && *s == o.sensitive && *e == extra => {}
-            _ => upsert.push(&outputs[outputs.iter().position(|(n, _)| n == name).expect("present")]),
+            Some((v, t, s, e))
+                if *v == o.value && *t == o.type_ && *s == o.sensitive && *e == extra => {}
+            _ => upsert.push(
+                &outputs[outputs
+                    .iter()
+                    .position(|(n, _)| n == name)
+                    .expect("present")],
+            ),
         }
     }
     for name in stored.keys() {
@@ -568,7 +599,12 @@ async fn push_outputs(
     let replaced: Vec<&str> = gone
         .iter()
         .copied()
-        .chain(upsert.iter().map(|(n, _)| n.as_str()).filter(|n| stored.contains_key(*n)))
+        .chain(
+            upsert
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .filter(|n| stored.contains_key(*n)),
+        )
         .collect();
     if !replaced.is_empty() {
         tx.execute(

@@ -250,26 +250,41 @@ mod tests {
     ];
 
     #[test]
-    fn module_with_count_dependency_covers_every_instance() {
+    fn module_with_count_dependency_binds_the_module_instance() {
         let g = graph_of(MODULE_COUNT).unwrap();
         assert_eq!(g.edge_count(), 4);
-        // `module.m.terraform_data.a` names a[0] and a[1] of both module
-        // instances, so a change to one `a` reaches both `b` (conservative:
-        // terraform's own expanded graph may be narrower).
+        // Inside `module.m[0]`, `module.m.terraform_data.a` can only mean
+        // `module.m[0]`'s own `a`: a change there never reaches `module.m[1]`.
         let c = g.cone(&["module.m[0].terraform_data.a[1]"]).unwrap();
         assert_eq!(
             c.write,
             [
                 "module.m[0].terraform_data.a[1]",
                 "module.m[0].terraform_data.b",
-                "module.m[1].terraform_data.b",
                 "terraform_data.root_dep",
             ]
+        );
+        // The root resource reads every instance of both module resources.
+        assert_eq!(
+            c.read,
+            [
+                "module.m[0].terraform_data.a[0]",
+                "module.m[1].terraform_data.a[0]",
+                "module.m[1].terraform_data.a[1]",
+                "module.m[1].terraform_data.b",
+            ]
+        );
+        let c = g.cone(&["module.m[1].terraform_data.b"]).unwrap();
+        assert_eq!(
+            c.write,
+            ["module.m[1].terraform_data.b", "terraform_data.root_dep"]
         );
         assert_eq!(
             c.read,
             [
                 "module.m[0].terraform_data.a[0]",
+                "module.m[0].terraform_data.a[1]",
+                "module.m[0].terraform_data.b",
                 "module.m[1].terraform_data.a[0]",
                 "module.m[1].terraform_data.a[1]",
             ]
@@ -299,11 +314,14 @@ mod tests {
             .cone(&["module.fe[\"k2\"].module.inner.terraform_data.c"])
             .unwrap();
         assert_eq!(c.write, ["module.fe[\"k2\"].module.inner.terraform_data.c"]);
+        // The shared step `module.fe` is bound to the dependent's key "k2".
+        assert_eq!(c.read, ["module.fe[\"k2\"].terraform_data.a"]);
+        let c = g.cone(&["module.fe[\"k1\"].terraform_data.a"]).unwrap();
         assert_eq!(
-            c.read,
+            c.write,
             [
                 "module.fe[\"k1\"].terraform_data.a",
-                "module.fe[\"k2\"].terraform_data.a"
+                "module.fe[\"k1\"].module.inner.terraform_data.c"
             ]
         );
     }

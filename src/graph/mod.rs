@@ -1,13 +1,15 @@
 //! The resource graph of one state and the change cone computed on it.
 //!
 //! This module owns the petgraph model: one node per resource instance
-//! (deposed objects are not nodes of their own), one internal aggregation
-//! node per configuration resource, and one node per root output. Edges run
-//! from a dependency to its dependent. State v4 `dependencies` name
-//! configuration resources (module keys removed: `module.m.terraform_data.a`
-//! even when `m` has `count`), so an instance depends on a resource node,
-//! and a resource node depends on every instance of it. This keeps the edge
-//! count linear in the size of the state instead of instances × instances.
+//! (deposed objects are not nodes of their own), internal aggregation nodes
+//! for dependencies, and one node per root output. Edges run from a
+//! dependency to its dependent. State v4 `dependencies` name configuration
+//! resources (module keys removed: `module.m.terraform_data.a` even when `m`
+//! has `count`); the module steps a dependency shares with its dependent are
+//! bound to the dependent's own module keys (see [`StateGraph::build`]), so
+//! `module.m[0]` never depends on `module.m[1]`. An instance depends on an
+//! aggregation node, which depends on every instance it stands for: the edge
+//! count stays linear in the size of the state instead of instances².
 //!
 //! It must not do I/O: callers build it from rows or a parsed state, and
 //! use the cone to decide what to lock, refresh and target.
@@ -19,7 +21,6 @@ pub use cone::Cone;
 use std::collections::HashMap;
 
 use petgraph::graph::{DiGraph, NodeIndex};
-use petgraph::Direction;
 
 use crate::address::{self, AddressError, Target};
 
@@ -92,7 +93,8 @@ enum Node {
 pub struct StateGraph {
     graph: DiGraph<Node, ()>,
     instances: HashMap<Box<str>, NodeIndex>,
-    resources: HashMap<Box<str>, NodeIndex>,
+    /// Configuration resource -> its instances.
+    resources: HashMap<Box<str>, Vec<NodeIndex>>,
     outputs: HashMap<Box<str>, NodeIndex>,
     dependency_edges: usize,
 }
@@ -113,47 +115,98 @@ impl StateGraph {
             ..StateGraph::default()
         };
 
+        // Pass 1: instance nodes, their module steps, and the instances of
+        // every configuration resource.
         let mut nodes = Vec::with_capacity(inputs.len());
-        for input in &inputs {
+        let mut steps: Vec<Vec<(Box<str>, Box<str>)>> = Vec::with_capacity(inputs.len());
+        let mut members: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, input) in inputs.iter().enumerate() {
             if g.instances.contains_key(input.address) {
                 return Err(GraphError::DuplicateInstance {
                     address: input.address.to_string(),
                 });
             }
+            let parsed = address::parse_instance(input.address)?;
+            steps.push(
+                parsed
+                    .resource
+                    .module
+                    .0
+                    .iter()
+                    .map(|s| {
+                        let key = s.key.as_ref().map(|k| format!("[{k}]")).unwrap_or_default();
+                        (s.name.as_str().into(), key.into())
+                    })
+                    .collect(),
+            );
             let node = g.graph.add_node(Node::Instance(input.address.into()));
             g.instances.insert(input.address.into(), node);
-            let resource = match g.resources.get(input.config_resource) {
-                Some(&r) => r,
-                None => {
-                    let r = g
-                        .graph
-                        .add_node(Node::Resource(input.config_resource.into()));
-                    g.resources.insert(input.config_resource.into(), r);
-                    r
-                }
-            };
-            g.graph.add_edge(node, resource, ());
             nodes.push(node);
+            members.entry(input.config_resource).or_default().push(i);
         }
 
+        // Pass 2: each dependency becomes an edge from a scoped aggregation
+        // node. References inside a module instance can only reach the same
+        // module instance (values cross module boundaries through variables
+        // and outputs, recorded against the caller's resources), so the
+        // module steps a dependency shares with its dependent are bound to
+        // the dependent's own keys: `module.branch["a"]...l2` depending on
+        // `module.branch.terraform_data.l1` depends on
+        // `module.branch["a"].terraform_data.l1` only, not on every branch.
+        let mut scoped: HashMap<String, NodeIndex> = HashMap::new();
+        let mut needed: HashMap<&str, Vec<usize>> = HashMap::new();
         let mut deps = Vec::new();
-        for (input, &node) in inputs.iter().zip(&nodes) {
+        for (i, input) in inputs.iter().enumerate() {
             deps.clear();
             for dependency in input.dependencies {
-                let Some(&r) = g.resources.get(dependency.as_str()) else {
-                    return Err(GraphError::UnknownDependency {
-                        instance: input.address.to_string(),
-                        dependency: dependency.clone(),
-                    });
+                // Terraform records dependencies on resources that currently
+                // have no instance (count = 0): no edge to draw.
+                if !members.contains_key(dependency.as_str()) {
+                    continue;
+                }
+                let (names, _) = split_config(dependency);
+                let shared = names
+                    .iter()
+                    .zip(&steps[i])
+                    .take_while(|(n, (m, _))| **n == &**m)
+                    .count();
+                let key = scoped_key(dependency, &steps[i][..shared]);
+                let agg = match scoped.get(&key) {
+                    Some(&n) => n,
+                    None => {
+                        let n = g.graph.add_node(Node::Resource(key.as_str().into()));
+                        scoped.insert(key, n);
+                        let levels = needed.entry(dependency.as_str()).or_default();
+                        if !levels.contains(&shared) {
+                            levels.push(shared);
+                        }
+                        n
+                    }
                 };
-                deps.push(r);
+                deps.push(agg);
             }
             deps.sort_unstable();
             deps.dedup();
-            for &r in &deps {
-                g.graph.add_edge(r, node, ());
+            for &agg in &deps {
+                g.graph.add_edge(agg, nodes[i], ());
             }
             g.dependency_edges += deps.len();
+        }
+
+        // Pass 3: every instance of a depended-on resource feeds the
+        // aggregation nodes its own module keys select.
+        for (dependency, levels) in &needed {
+            for &j in &members[dependency] {
+                for &shared in levels {
+                    if let Some(&agg) = scoped.get(&scoped_key(dependency, &steps[j][..shared])) {
+                        g.graph.add_edge(nodes[j], agg, ());
+                    }
+                }
+            }
+        }
+        for (config, idx) in members {
+            g.resources
+                .insert(config.into(), idx.into_iter().map(|i| nodes[i]).collect());
         }
 
         // One O(V + E) pass so that every later cone can rely on a DAG.
@@ -186,8 +239,8 @@ impl StateGraph {
             let dependency = dependency.as_str();
             if let Some(&n) = self.instances.get(dependency) {
                 sources.push(n);
-            } else if let Some(&r) = self.resources.get(dependency) {
-                sources.push(r);
+            } else if let Some(members) = self.resources.get(dependency) {
+                sources.extend(members);
             } else {
                 let target = address::parse_target(dependency)?;
                 let found = self.resolve_nodes(&target);
@@ -257,11 +310,7 @@ impl StateGraph {
                 .collect(),
             Target::Resource(resource) => {
                 match self.resources.get(resource.config_address().as_str()) {
-                    Some(&r) => self
-                        .graph
-                        .neighbors_directed(r, Direction::Incoming)
-                        .filter(|&n| matches(n))
-                        .collect(),
+                    Some(members) => members.iter().copied().filter(|&n| matches(n)).collect(),
                     None => Vec::new(),
                 }
             }
@@ -277,6 +326,43 @@ impl StateGraph {
             }
         }
     }
+}
+
+/// `module.a.module.b.t.n` -> (["a", "b"], "t.n"). Configuration addresses
+/// carry no keys, so plain string splitting is exact.
+fn split_config(config: &str) -> (Vec<&str>, &str) {
+    let mut names = Vec::new();
+    let mut rest = config;
+    while let Some(after) = rest.strip_prefix("module.") {
+        match after.split_once('.') {
+            Some((name, tail)) => {
+                names.push(name);
+                rest = tail;
+            }
+            None => break,
+        }
+    }
+    (names, rest)
+}
+
+/// The dependency's address with its first module steps keyed like
+/// `bound` (the steps it shares with the dependent).
+fn scoped_key(config: &str, bound: &[(Box<str>, Box<str>)]) -> String {
+    if bound.is_empty() {
+        return config.to_owned();
+    }
+    let (names, rest) = split_config(config);
+    let mut key = String::with_capacity(config.len() + 16);
+    for (i, name) in names.iter().enumerate() {
+        key.push_str("module.");
+        key.push_str(name);
+        if let Some((_, k)) = bound.get(i) {
+            key.push_str(k);
+        }
+        key.push('.');
+    }
+    key.push_str(rest);
+    key
 }
 
 impl Node {
@@ -338,16 +424,12 @@ mod tests {
     }
 
     #[test]
-    fn rejects_unknown_dependency() {
-        assert_eq!(
-            err(&[("t.a", &[]), ("module.m[0].t.b", &["module.m.t.a"])]),
-            "module.m[0].t.b depends on module.m.t.a, which has no instance in the state"
-        );
-        // A dependency is a resource address, never an instance address.
-        assert!(matches!(
-            graph_of(&[("t.a[0]", &[]), ("t.b", &["t.a[0]"])]),
-            Err(GraphError::UnknownDependency { .. })
-        ));
+    fn dependency_on_a_resource_without_instances_draws_no_edge() {
+        // terraform records a dependency on a resource with count = 0.
+        let g = graph_of(&[("t.a", &[]), ("module.m[0].t.b", &["module.m.t.a"])]).unwrap();
+        assert_eq!(g.edge_count(), 0);
+        let c = g.cone(&["module.m[0].t.b"]).unwrap();
+        assert!(c.read.is_empty());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Shared harness for the integration tests: an ephemeral PostgreSQL
 //! (`pg`), terraform fixtures (`terraform`), a local AWS API (`moto`), and
 //! the real `stategraph` binary wired to them.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod moto;
 pub mod pg;
@@ -18,10 +18,14 @@ pub use terraform::{produce_state, TfWorkdir};
 /// database to fall back on (a misconfigured test fails instead of
 /// silently starting a cluster).
 pub fn stategraph(db: &TestDb) -> Command {
-    let mut cmd = Command::cargo_bin("stategraph").expect("the stategraph binary is built by cargo test");
+    let mut cmd =
+        Command::cargo_bin("stategraph").expect("the stategraph binary is built by cargo test");
     cmd.env("STATEGRAPH_DATABASE_URL", &db.url)
         .env("CI", "true")
-        .env("STATEGRAPH_DATA_DIR", "/nonexistent/stategraph-tests-must-not-use-the-embedded-db")
+        .env(
+            "STATEGRAPH_DATA_DIR",
+            "/nonexistent/stategraph-tests-must-not-use-the-embedded-db",
+        )
         .env_remove("STATEGRAPH_STATE")
         .env_remove("PGHOST")
         .env_remove("PGDATABASE")
@@ -56,7 +60,16 @@ pub fn sg_err(db: &TestDb, args: &[&str]) -> String {
 
 /// Pushes the state file at `path` into state `name`.
 pub fn push(db: &TestDb, name: &str, path: &Path) -> String {
-    sg_ok(db, &["--state", name, "state", "push", path.to_str().expect("utf-8 path")])
+    sg_ok(
+        db,
+        &[
+            "--state",
+            name,
+            "state",
+            "push",
+            path.to_str().expect("utf-8 path"),
+        ],
+    )
 }
 
 /// Pulls state `name` into `dir/pulled.tfstate` and returns its path.

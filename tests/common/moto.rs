@@ -58,7 +58,14 @@ impl Moto {
         let log_path = logdir.path().join("moto.log");
         let log = fs::File::create(&log_path).expect("creating the moto log");
         let child = Command::new(python)
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("cloning the moto log handle"))
             .stderr(log)

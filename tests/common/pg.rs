@@ -41,7 +41,11 @@ pub struct TestDb {
 /// Creates a database with a unique name, starting the cluster on first call.
 pub fn test_db() -> TestDb {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let name = format!("test_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    let name = format!(
+        "test_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
     let admin = TestDb {
         url: cluster_url("postgres"),
         name: "postgres".to_owned(),
@@ -55,7 +59,10 @@ pub fn test_db() -> TestDb {
 
 /// The URL of database `dbname` in the per-process cluster (started if needed).
 pub fn cluster_url(dbname: &str) -> String {
-    format!("postgres://{SUPERUSER}@127.0.0.1:{}/{dbname}", cluster().port)
+    format!(
+        "postgres://{SUPERUSER}@127.0.0.1:{}/{dbname}",
+        cluster().port
+    )
 }
 
 /// The per-process cluster's temp directory (removed when the process ends).
@@ -176,14 +183,27 @@ fn try_start(bin: &Path) -> Result<(u16, PathBuf, Child), StartError> {
         // The server user must traverse our temp dir and own its data dir.
         std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o711))
             .and_then(|()| std::os::unix::fs::chown(&data, Some(uid), Some(gid)))
-            .map_err(|e| fail(format!("cannot hand {} to {SERVER_USER}: {e}", data.display())))?;
+            .map_err(|e| {
+                fail(format!(
+                    "cannot hand {} to {SERVER_USER}: {e}",
+                    data.display()
+                ))
+            })?;
     }
 
     let mut initdb = Command::new(bin.join("initdb"));
     initdb
         .arg("-D")
         .arg(&data)
-        .args(["-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"])
+        .args([
+            "-U",
+            SUPERUSER,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        ])
         .current_dir("/")
         .stdin(Stdio::null());
     if let Some((uid, gid)) = ids {
@@ -219,7 +239,13 @@ rm -rf "$dir"
     cmd.arg("-c").arg(SUPERVISOR).arg("sh").arg(&log).arg(&root);
     if let Some((uid, gid)) = ids {
         // setpriv execs, so $! is the postmaster itself.
-        cmd.args(["setpriv", &format!("--reuid={uid}"), &format!("--regid={gid}"), "--clear-groups", "--"]);
+        cmd.args([
+            "setpriv",
+            &format!("--reuid={uid}"),
+            &format!("--regid={gid}"),
+            "--clear-groups",
+            "--",
+        ]);
     }
     cmd.arg(bin.join("postgres"))
         .arg("-D")
@@ -228,7 +254,14 @@ rm -rf "$dir"
         .args(["-c", "listen_addresses=127.0.0.1"])
         .args(["-c", "unix_socket_directories="])
         .args(["-c", "max_connections=200"])
-        .args(["-c", "fsync=off", "-c", "full_page_writes=off", "-c", "synchronous_commit=off"])
+        .args([
+            "-c",
+            "fsync=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "synchronous_commit=off",
+        ])
         .current_dir("/")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -258,7 +291,8 @@ rm -rf "$dir"
             // Closing stdin lets the supervisor clean up and exit.
             drop(supervisor.stdin.take());
             let _ = supervisor.wait();
-            if died && (text.contains("could not bind") || text.contains("Address already in use")) {
+            if died && (text.contains("could not bind") || text.contains("Address already in use"))
+            {
                 return Err(StartError::PortTaken(text));
             }
             let why = if died {
@@ -282,12 +316,34 @@ fn accepts_connections(bin: &Path, port: u16) -> bool {
     let isready = bin.join("pg_isready");
     let probe = if isready.is_file() {
         Command::new(isready)
-            .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", SUPERUSER, "-d", "postgres"])
+            .args([
+                "-q",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                SUPERUSER,
+                "-d",
+                "postgres",
+            ])
             .stdin(Stdio::null())
             .status()
     } else {
         Command::new("psql")
-            .args(["-XAtq", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", SUPERUSER, "-d", "postgres", "-c", "select 1"])
+            .args([
+                "-XAtq",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                SUPERUSER,
+                "-d",
+                "postgres",
+                "-c",
+                "select 1",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -49,9 +49,7 @@ pub fn terraform_bin() -> PathBuf {
             });
         }
         find_on_path(OsStr::new("terraform")).unwrap_or_else(|| {
-            panic!(
-                "terraform not found on PATH; install terraform >= 1.5 or set {TERRAFORM_ENV}"
-            )
+            panic!("terraform not found on PATH; install terraform >= 1.5 or set {TERRAFORM_ENV}")
         })
     })
     .clone()
@@ -138,7 +136,9 @@ pub const BUILTIN_CLI_CONFIG: &str = "disable_checkpoint = true\n";
 
 /// The directory holding the fixture configurations.
 pub fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join("tf")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join("tf")
 }
 
 /// A private, writable copy of one fixture configuration in a temp dir, plus
@@ -208,8 +208,7 @@ impl TfWorkdir {
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).expect("creating a directory in the workdir");
         }
-        fs::write(&path, contents)
-            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        fs::write(&path, contents).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
         path
     }
 
@@ -321,7 +320,10 @@ pub fn produce_state(fixture: &str) -> TfWorkdir {
 }
 
 /// Counts the instance objects of a state v4 JSON matching `pred`.
-pub fn count_instances(state: &serde_json::Value, pred: impl Fn(&serde_json::Value) -> bool) -> usize {
+pub fn count_instances(
+    state: &serde_json::Value,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> usize {
     state["resources"]
         .as_array()
         .into_iter()

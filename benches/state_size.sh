@@ -1,0 +1,244 @@
+#!/usr/bin/env bash
+# Issue 2 benchmark: how stategraph's state operations scale with state size,
+# next to the nearest terraform operations on the same state file.
+#
+# For each N in $SIZES it generates a synthetic terraform_data state of N
+# instances (fixtures/genstate.py), then measures, $REPS times each, with GNU
+# time (wall seconds, peak RSS):
+#   stategraph state push FILE          (a fresh state name per repetition)
+#   stategraph state pull > out
+#   stategraph cone ADDR1..ADDR12 --json (12 leaf instances of one team)
+#   terraform show -json FILE > /dev/null
+#   terraform state list -state=FILE > /dev/null
+# and prints a markdown table of medians. It starts a throwaway PostgreSQL
+# cluster (as the `postgres` user when run as root, fsync off, 127.0.0.1 on a
+# free port) and removes it and every temp file on exit.
+#
+# Environment:
+#   SIZES="10000 100000"   state sizes (instances)
+#   REPS=3                 repetitions per operation
+#   SEED=1                 genstate seed
+#   CONE_K=12              addresses given to `stategraph cone`
+#   BENCH_STATEGRAPH=1     0: only generate and time the terraform rows
+#   STATEGRAPH_BIN         use this binary instead of `cargo build --release`
+#   STATEGRAPH_TERRAFORM   terraform binary (default: terraform on PATH)
+#   STATEGRAPH_PG_BIN      directory holding initdb/pg_ctl/postgres
+#   KEEP_WORK=1            keep the work dir (states, outputs, logs)
+#
+# Usage: benches/state_size.sh        (from anywhere; needs python3, terraform,
+#                                      PostgreSQL server binaries, GNU time)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SIZES=${SIZES:-"10000 100000"}
+REPS=${REPS:-3}
+SEED=${SEED:-1}
+CONE_K=${CONE_K:-12}
+BENCH_STATEGRAPH=${BENCH_STATEGRAPH:-1}
+TIME_BIN=/usr/bin/time
+
+say() { printf 'state_size.sh: %s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+# ---------------------------------------------------------------- tools
+
+command -v python3 >/dev/null || die "python3 not found (genstate.py needs it)"
+[[ -x $TIME_BIN ]] && $TIME_BIN -f '%e %M' true 2>/dev/null ||
+    die "GNU time not found at $TIME_BIN; install it (apt-get install time)"
+
+TERRAFORM=${STATEGRAPH_TERRAFORM:-terraform}
+command -v "$TERRAFORM" >/dev/null ||
+    die "terraform not found on PATH; install terraform >= 1.5 or set STATEGRAPH_TERRAFORM"
+TERRAFORM=$(command -v "$TERRAFORM")
+
+find_pg_bin() {
+    if [[ -n ${STATEGRAPH_PG_BIN:-} ]]; then
+        [[ -x $STATEGRAPH_PG_BIN/initdb ]] || die "STATEGRAPH_PG_BIN=$STATEGRAPH_PG_BIN has no initdb"
+        echo "$STATEGRAPH_PG_BIN"
+    elif command -v initdb >/dev/null && command -v pg_ctl >/dev/null; then
+        dirname "$(readlink -f "$(command -v initdb)")"
+    else
+        local dir
+        dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 || true)
+        [[ -n $dir && -x $dir/initdb ]] ||
+            die "PostgreSQL server binaries not found (initdb, pg_ctl, postgres); install them (apt-get install postgresql) or set STATEGRAPH_PG_BIN"
+        echo "$dir"
+    fi
+}
+
+# ---------------------------------------------------------------- work dir and cleanup
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/sg-bench.XXXXXX")
+PGROOT=""
+PG_STARTED=0
+
+as_pg() {
+    # PostgreSQL refuses to run as root: run its binaries as the postgres user.
+    if [[ $(id -u) -eq 0 ]]; then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+cleanup() {
+    local rc=$?
+    if [[ $PG_STARTED -eq 1 ]]; then
+        as_pg "$PG_BIN/pg_ctl" -D "$PGROOT/data" -m immediate -w stop >/dev/null 2>&1 || true
+    fi
+    if [[ ${KEEP_WORK:-0} == 1 ]]; then
+        say "work dir kept: $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+    [[ -n $PGROOT ]] && rm -rf "$PGROOT"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- PostgreSQL
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+start_postgres() {
+    PG_BIN=$(find_pg_bin)
+    PGROOT=$(mktemp -d "${TMPDIR:-/tmp}/sg-bench-pg.XXXXXX")
+    mkdir -p "$PGROOT/sock"
+    if [[ $(id -u) -eq 0 ]]; then
+        id postgres >/dev/null 2>&1 ||
+            die "running as root and there is no 'postgres' user to run PostgreSQL as (useradd --system postgres)"
+        chown -R postgres: "$PGROOT"
+    fi
+    PG_PORT=$(free_port)
+    as_pg "$PG_BIN/initdb" -D "$PGROOT/data" -U postgres --auth=trust -E UTF8 --no-sync \
+        >"$PGROOT/initdb.log" 2>&1 || { cat "$PGROOT/initdb.log" >&2; die "initdb failed"; }
+    cat >>"$PGROOT/data/postgresql.conf" <<EOF
+# stategraph bench: throwaway cluster
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$PGROOT/sock'
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+shared_buffers = 512MB
+max_wal_size = 8GB
+EOF
+    as_pg "$PG_BIN/pg_ctl" -D "$PGROOT/data" -l "$PGROOT/postgres.log" -w -t 60 start >/dev/null ||
+        { cat "$PGROOT/postgres.log" >&2; die "PostgreSQL did not start"; }
+    PG_STARTED=1
+    as_pg "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres stategraph ||
+        die "createdb failed"
+    DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/stategraph"
+    say "$("$PG_BIN/postgres" --version) on 127.0.0.1:$PG_PORT (data in $PGROOT)"
+}
+
+db_size() {
+    [[ -x $PG_BIN/psql ]] || { echo "?"; return; }
+    as_pg "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d stategraph -Atc \
+        "select pg_size_pretty(pg_database_size('stategraph'))" 2>/dev/null || echo "?"
+}
+
+# ---------------------------------------------------------------- measuring
+
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "?"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# measure LABEL N STDOUT_FILE CMD...: runs CMD $REPS times; "{rep}" in an
+# argument is replaced by the repetition number. Fails the bench if CMD fails.
+measure() {
+    local label=$1 n=$2 out=$3
+    shift 3
+    local times="$WORK/times.$$" rep args a
+    : >"$times"
+    for ((rep = 1; rep <= REPS; rep++)); do
+        args=()
+        for a in "$@"; do args+=("${a//\{rep\}/$rep}"); done
+        if ! $TIME_BIN -f '%e %M' -o "$WORK/time.one" "${args[@]}" >"$out" 2>"$WORK/stderr.one"; then
+            say "$label (N=$n, rep $rep) failed: ${args[*]}"
+            tail -n 40 "$WORK/stderr.one" >&2
+            exit 1
+        fi
+        tail -n1 "$WORK/time.one" >>"$times"
+    done
+    local wall rss
+    wall=$(awk '{print $1}' "$times" | median)
+    rss=$(awk '{print $2}' "$times" | median)
+    local mib
+    mib=$(awk -v k="$rss" 'BEGIN { printf "%.0f", k / 1024 }')
+    say "$label N=$n: wall $(tr '\n' ' ' <<<"$(awk '{print $1}' "$times")")s, median $wall s, $mib MiB"
+    echo "| $label | $n | $wall | $mib |" >>"$WORK/rows.md"
+}
+
+# ---------------------------------------------------------------- main
+
+if [[ $BENCH_STATEGRAPH == 1 ]]; then
+    if [[ -z ${STATEGRAPH_BIN:-} ]]; then
+        say "building stategraph (cargo build --release)"
+        (cd "$ROOT" && cargo build --release --quiet --bin stategraph) ||
+            die "cargo build --release failed"
+        STATEGRAPH_BIN="$ROOT/target/release/stategraph"
+    fi
+    [[ -x $STATEGRAPH_BIN ]] || die "no stategraph binary at $STATEGRAPH_BIN"
+    start_postgres
+fi
+
+# terraform runs in an empty dir with its own CLI config (the machine's may not exist).
+mkdir -p "$WORK/tf"
+: >"$WORK/tf/cli.tfrc"
+export TF_CLI_CONFIG_FILE="$WORK/tf/cli.tfrc" CHECKPOINT_DISABLE=1 TF_IN_AUTOMATION=1 TF_INPUT=0
+unset TF_DATA_DIR TF_WORKSPACE TF_CLI_ARGS
+cd "$WORK/tf"
+: >"$WORK/rows.md"
+
+for n in $SIZES; do
+    state="$WORK/state-$n.json"
+    say "generating N=$n (seed $SEED)"
+    gen_start=$(date +%s.%N)
+    python3 "$ROOT/fixtures/genstate.py" --instances "$n" --seed "$SEED" -o "$state" \
+        --change-set "$CONE_K" --change-set-file "$WORK/changeset-$n.txt"
+    gen_end=$(date +%s.%N)
+    say "  $(du -m "$state" | cut -f1) MiB in $(awk -v a="$gen_start" -v b="$gen_end" 'BEGIN{printf "%.1f", b-a}') s"
+    mapfile -t cone_addrs <"$WORK/changeset-$n.txt"
+
+    if [[ $BENCH_STATEGRAPH == 1 ]]; then
+        sg=("$STATEGRAPH_BIN" --database-url "$DATABASE_URL")
+        measure "stategraph state push" "$n" /dev/null "${sg[@]}" --state "bench-$n-{rep}" state push "$state"
+        say "  database size after $REPS pushes: $(db_size)"
+        measure "stategraph state pull" "$n" "$WORK/pulled-$n.json" "${sg[@]}" --state "bench-$n-1" state pull
+        if python3 - "$state" "$WORK/pulled-$n.json" <<'EOF'; then
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+sys.exit(0 if a == b else 1)
+EOF
+            say "  pulled state == pushed state (JSON equal)"
+        else
+            say "  WARNING: the pulled state differs from the pushed one"
+        fi
+        rm -f "$WORK/pulled-$n.json"
+        measure "stategraph cone ($CONE_K addrs)" "$n" "$WORK/cone-$n.json" \
+            "${sg[@]}" --state "bench-$n-1" cone "${cone_addrs[@]}" --json
+        python3 - "$WORK/cone-$n.json" <<'EOF' >&2
+import json, sys
+try:
+    c = json.load(open(sys.argv[1]))
+except ValueError as e:
+    sys.exit(f"  WARNING: cone --json printed invalid JSON: {e}")
+print(f"  cone: write {len(c.get('write', []))}, read {len(c.get('read', []))}, "
+      f"instances {c.get('instances')}, timings {c.get('timings')}")
+EOF
+    fi
+    measure "terraform show -json" "$n" /dev/null "$TERRAFORM" show -json "$state"
+    measure "terraform state list" "$n" /dev/null "$TERRAFORM" state list -state="$state"
+    rm -f "$state"
+done
+
+echo
+echo "| operation | N | wall median (s) | peak RSS median (MiB) |"
+echo "|---|---:|---:|---:|"
+cat "$WORK/rows.md"
+echo
+tf_version=$("$TERRAFORM" version -json | python3 -c 'import json, sys; print(json.load(sys.stdin)["terraform_version"])' || echo '?')
+echo "REPS=$REPS, SEED=$SEED, $(nproc) cores, terraform $tf_version; medians over the repetitions."
