@@ -11,7 +11,7 @@
 #   terraform show -json FILE > /dev/null
 #   terraform state list -state=FILE > /dev/null
 # and prints a markdown table of medians. It starts a throwaway PostgreSQL
-# cluster (as the `postgres` user when run as root, fsync off, 127.0.0.1 on a
+# cluster (as the `postgres` user when run as root, durable by default, 127.0.0.1 on a
 # free port) and removes it and every temp file on exit.
 #
 # Environment:
@@ -24,6 +24,8 @@
 #   STATEGRAPH_TERRAFORM   terraform binary (default: terraform on PATH)
 #   STATEGRAPH_PG_BIN      directory holding initdb/pg_ctl/postgres
 #   KEEP_WORK=1            keep the work dir (states, outputs, logs)
+#   PG_DURABLE=on          fsync/synchronous_commit/full_page_writes of the
+#                          bench cluster; "off" measures without disk flushes
 #
 # Usage: benches/state_size.sh        (from anywhere; needs python3, terraform,
 #                                      PostgreSQL server binaries, GNU time)
@@ -113,6 +115,7 @@ start_postgres() {
             die "running as root and there is no 'postgres' user to run PostgreSQL as (useradd --system postgres)"
         chown -R postgres: "$PGROOT"
     fi
+    PG_DURABLE=${PG_DURABLE:-on}
     PG_PORT=$(free_port)
     as_pg "$PG_BIN/initdb" -D "$PGROOT/data" -U postgres --auth=trust -E UTF8 --no-sync \
         >"$PGROOT/initdb.log" 2>&1 || { cat "$PGROOT/initdb.log" >&2; die "initdb failed"; }
@@ -121,9 +124,9 @@ start_postgres() {
 listen_addresses = '127.0.0.1'
 port = $PG_PORT
 unix_socket_directories = '$PGROOT/sock'
-fsync = off
-synchronous_commit = off
-full_page_writes = off
+fsync = $PG_DURABLE
+synchronous_commit = $PG_DURABLE
+full_page_writes = $PG_DURABLE
 shared_buffers = 512MB
 max_wal_size = 8GB
 EOF

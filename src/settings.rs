@@ -42,7 +42,7 @@ pub struct Settings {
 #[derive(Debug, Clone)]
 pub enum DatabaseTarget {
     /// A server given by URL or by the libpq `PG*` variables.
-    Remote(PgTarget),
+    Remote(Box<PgTarget>),
     /// The private cluster under the user's data directory.
     Embedded,
 }
@@ -95,12 +95,12 @@ impl Settings {
         };
 
         let database = match &global.database_url {
-            Some(url) => DatabaseTarget::Remote(PgTarget::from_url(url)?),
+            Some(url) => DatabaseTarget::Remote(Box::new(PgTarget::from_url(url)?)),
             None if get("PGHOST").is_some()
                 || get("PGDATABASE").is_some()
                 || get("PGSERVICE").is_some() =>
             {
-                DatabaseTarget::Remote(PgTarget::from_libpq_env(&get)?)
+                DatabaseTarget::Remote(Box::new(PgTarget::from_libpq_env(&get)?))
             }
             None => DatabaseTarget::Embedded,
         };

@@ -259,31 +259,29 @@ fn from_value(doc: Value) -> Result<State, StateError> {
     let lineage = top.required_string("lineage")?;
 
     let mut outputs = Vec::new();
-    if let Some(v) = top.object_or_null("outputs")? {
-        if let Value::Object(map) = v {
-            for (name, o) in map {
-                let at = format!("output \"{name}\"");
-                let mut f = Fields {
-                    at: &at,
-                    map: as_object(o, &at)?,
-                };
-                let value = f
-                    .take("value")
-                    .ok_or_else(|| f.err("\"value\" is missing".into()))?;
-                let type_ = f
-                    .take("type")
-                    .ok_or_else(|| f.err("\"type\" is missing".into()))?;
-                let sensitive = f.bool("sensitive")?;
-                outputs.push((
-                    name,
-                    Output {
-                        value,
-                        type_,
-                        sensitive,
-                        extra: f.map,
-                    },
-                ));
-            }
+    if let Some(Value::Object(map)) = top.object_or_null("outputs")? {
+        for (name, o) in map {
+            let at = format!("output \"{name}\"");
+            let mut f = Fields {
+                at: &at,
+                map: as_object(o, &at)?,
+            };
+            let value = f
+                .take("value")
+                .ok_or_else(|| f.err("\"value\" is missing".into()))?;
+            let type_ = f
+                .take("type")
+                .ok_or_else(|| f.err("\"type\" is missing".into()))?;
+            let sensitive = f.bool("sensitive")?;
+            outputs.push((
+                name,
+                Output {
+                    value,
+                    type_,
+                    sensitive,
+                    extra: f.map,
+                },
+            ));
         }
     }
 

@@ -91,9 +91,8 @@ impl Step {
     /// Ends the step with a result, e.g. "done" or "12 of 2,847 instances".
     pub fn done(self, result: impl AsRef<str>) {
         let line = format!("{}... {}", self.msg, result.as_ref());
-        match &self.bar {
-            Some(bar) => bar.finish_and_clear(),
-            None => {}
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
         }
         eprintln!("{line}");
         let _ = std::io::stderr().flush();

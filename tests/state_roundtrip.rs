@@ -292,7 +292,9 @@ fn push_follows_terraform_lineage_and_serial_rules() {
         "terraform_data.root v2"
     );
     assert_eq!(
-        db.psql("SELECT address || ' ' || (row->'attributes'->>'input') FROM instance_history"),
+        db.psql(
+            "SELECT address || ' ' || (row->'attributes'->'input'->>'value') FROM instance_history"
+        ),
         "terraform_data.root root",
         "the replaced version is kept in the history"
     );

@@ -20,7 +20,7 @@ use store::Store;
 /// that is the one), applies pending migrations, and returns the store.
 pub async fn open(settings: &Settings) -> Result<Store> {
     let target = match &settings.database {
-        DatabaseTarget::Remote(t) => t.clone(),
+        DatabaseTarget::Remote(t) => (**t).clone(),
         DatabaseTarget::Embedded => {
             embedded::ensure_running(&settings.embedded, &settings.ui).await?
         }

@@ -399,7 +399,7 @@ mod tests {
             .unwrap();
         assert_eq!(t.display, "db.example:6543/tf");
         assert_eq!(t.tls, TlsMode::Require);
-        assert!(!format!("{}", t.display).contains("s3cret"));
+        assert!(!t.display.contains("s3cret"));
     }
 
     #[test]

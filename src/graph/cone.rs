@@ -114,12 +114,18 @@ impl StateGraph {
         let mut pending: HashMap<NodeIndex, usize> = HashMap::with_capacity(nodes.len());
         let mut heap = BinaryHeap::new();
         let mut eager = Vec::new();
+        // In-cone edges, collected from the incoming side: a shared base
+        // resource has an outgoing edge to nearly every instance of the
+        // state, so walking outgoing edges would cost O(state), not O(cone).
+        let mut children: HashMap<NodeIndex, Vec<NodeIndex>> = HashMap::with_capacity(nodes.len());
         for &n in nodes {
-            let count = self
-                .graph
-                .neighbors_directed(n, Direction::Incoming)
-                .filter(|m| nodes.contains(m))
-                .count();
+            let mut count = 0;
+            for m in self.graph.neighbors_directed(n, Direction::Incoming) {
+                if nodes.contains(&m) {
+                    children.entry(m).or_default().push(n);
+                    count += 1;
+                }
+            }
             if count == 0 {
                 self.make_ready(n, &mut heap, &mut eager);
             } else {
@@ -139,7 +145,7 @@ impl StateGraph {
                     None => break,
                 },
             };
-            for m in self.graph.neighbors_directed(n, Direction::Outgoing) {
+            for &m in children.get(&n).map(Vec::as_slice).unwrap_or_default() {
                 if let Some(count) = pending.get_mut(&m) {
                     *count -= 1;
                     if *count == 0 {

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Installs stategraph and what it needs on a Debian-like machine, then runs a
+# short demo on the embedded database.
+#
+#   ./install.sh              install everything, build and install stategraph, run the demo
+#   ./install.sh --deps-only  only what the test suite needs (PostgreSQL server, moto)
+#
+# Needs: cargo (rustup), and root or sudo for apt-get where PostgreSQL is missing.
+# terraform is not installed here (no network route to its releases on some
+# machines): install terraform >= 1.5 yourself, or set STATEGRAPH_TERRAFORM.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+deps_only=0
+[ "${1:-}" = "--deps-only" ] && deps_only=1
+
+say() { printf 'install.sh: %s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"
+    elif command -v sudo >/dev/null; then sudo "$@"
+    else die "need root (or sudo) to run: $*"
+    fi
+}
+
+# --- PostgreSQL server binaries (initdb, pg_ctl, postgres) -------------------
+find_initdb() {
+    if [ -n "${STATEGRAPH_PG_BIN:-}" ] && [ -x "$STATEGRAPH_PG_BIN/initdb" ]; then echo "$STATEGRAPH_PG_BIN/initdb"; return; fi
+    if command -v initdb >/dev/null; then command -v initdb; return; fi
+    ls -d /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -n 1
+}
+if [ -z "$(find_initdb)" ]; then
+    command -v apt-get >/dev/null || die "PostgreSQL server binaries are missing and apt-get is not available: install PostgreSQL (>= 13) and set STATEGRAPH_PG_BIN to its bin directory"
+    say "installing the PostgreSQL server (apt-get install postgresql)"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    [ -n "$(find_initdb)" ] || die "apt-get installed postgresql but initdb is still not found"
+fi
+say "PostgreSQL server: $(dirname "$(find_initdb)")"
+if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
+    die "running as root, but there is no 'postgres' user to run PostgreSQL as (it refuses root): apt-get install postgresql creates it, or set STATEGRAPH_PG_USER"
+fi
+
+# --- terraform ----------------------------------------------------------------
+TERRAFORM=${STATEGRAPH_TERRAFORM:-$(command -v terraform || command -v tofu || true)}
+if [ -z "$TERRAFORM" ]; then
+    say "WARNING: terraform is not on PATH."
+    say "  stategraph runs terraform for plan/apply/state show, and the tests need it."
+    say "  Install terraform >= 1.5 (https://developer.hashicorp.com/terraform/install) or OpenTofu,"
+    say "  or set STATEGRAPH_TERRAFORM=/path/to/terraform."
+    [ "$deps_only" = 1 ] && die "the test suite needs terraform"
+else
+    say "terraform: $TERRAFORM ($("$TERRAFORM" version | head -n 1))"
+fi
+
+# --- moto (a local AWS API for the aws-provider tests) ------------------------
+if [ "$deps_only" = 1 ]; then
+    PY=${STATEGRAPH_PYTHON:-python3}
+    if ! "$PY" -c 'import moto.server, flask, flask_cors' 2>/dev/null; then
+        say "installing moto for the aws-provider tests ($PY -m pip install -r fixtures/requirements-moto.txt)"
+        "$PY" -m pip install -q -r fixtures/requirements-moto.txt || die "pip could not install moto[server]"
+    fi
+    say "dependencies ready"
+    exit 0
+fi
+
+# --- stategraph ------------------------------------------------------------------
+command -v cargo >/dev/null || die "cargo is not on PATH: install Rust with rustup (https://rustup.rs)"
+say "building and installing stategraph (cargo install --path . --locked)"
+cargo install --quiet --path . --locked --force
+BIN="$(dirname "$(command -v cargo)")/stategraph"
+[ -x "$BIN" ] || BIN="${CARGO_HOME:-$HOME/.cargo}/bin/stategraph"
+say "installed $BIN ($("$BIN" --version))"
+
+# --- demo on the embedded database -----------------------------------------------
+[ -n "$TERRAFORM" ] || { say "skipping the demo: it needs terraform"; exit 0; }
+demo=$(mktemp -d)
+trap 'rm -rf "$demo"' EXIT
+cp -r fixtures/tf/chain/. "$demo/"
+export CHECKPOINT_DISABLE=1 TF_IN_AUTOMATION=1 TF_INPUT=0
+[ -f "${TF_CLI_CONFIG_FILE:-/dev/null}" ] || export TF_CLI_CONFIG_FILE=/dev/null
+say "demo: terraform apply of fixtures/tf/chain (19 terraform_data instances) in $demo"
+(cd "$demo" && "$TERRAFORM" init -no-color >/dev/null && "$TERRAFORM" apply -auto-approve -no-color >/dev/null)
+set -x
+"$BIN" --state demo state push -force "$demo/terraform.tfstate"
+"$BIN" --state demo state list
+"$BIN" --state demo cone 'module.branch["a"].terraform_data.l1'
+"$BIN" --state demo state pull > "$demo/pulled.tfstate"
+"$BIN" db status
+{ set +x; } 2>/dev/null
+python3 - "$demo/terraform.tfstate" "$demo/pulled.tfstate" <<'PY'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:])
+sys.exit(0 if a == b else "demo: the pulled state differs from the pushed one")
+PY
+say "done: the state went into PostgreSQL and came back identical."
