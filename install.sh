@@ -43,6 +43,8 @@ if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
 fi
 
 # --- terraform ----------------------------------------------------------------
+# A TF_CLI_CONFIG_FILE naming a missing file makes terraform warn on every call.
+if [ -n "${TF_CLI_CONFIG_FILE:-}" ] && [ ! -f "$TF_CLI_CONFIG_FILE" ]; then export TF_CLI_CONFIG_FILE=/dev/null; fi
 TERRAFORM=${STATEGRAPH_TERRAFORM:-$(command -v terraform || command -v tofu || true)}
 if [ -z "$TERRAFORM" ]; then
     say "WARNING: terraform is not on PATH."
@@ -79,7 +81,6 @@ demo=$(mktemp -d)
 trap 'rm -rf "$demo"' EXIT
 cp -r fixtures/tf/chain/. "$demo/"
 export CHECKPOINT_DISABLE=1 TF_IN_AUTOMATION=1 TF_INPUT=0
-[ -f "${TF_CLI_CONFIG_FILE:-/dev/null}" ] || export TF_CLI_CONFIG_FILE=/dev/null
 say "demo: terraform apply of fixtures/tf/chain (19 terraform_data instances) in $demo"
 (cd "$demo" && "$TERRAFORM" init -no-color >/dev/null && "$TERRAFORM" apply -auto-approve -no-color >/dev/null)
 set -x

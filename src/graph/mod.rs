@@ -118,7 +118,7 @@ impl StateGraph {
         // Pass 1: instance nodes, their module steps, and the instances of
         // every configuration resource.
         let mut nodes = Vec::with_capacity(inputs.len());
-        let mut steps: Vec<Vec<(Box<str>, Box<str>)>> = Vec::with_capacity(inputs.len());
+        let mut steps: Vec<Steps> = Vec::with_capacity(inputs.len());
         let mut members: HashMap<&str, Vec<usize>> = HashMap::new();
         for (i, input) in inputs.iter().enumerate() {
             if g.instances.contains_key(input.address) {
@@ -126,19 +126,15 @@ impl StateGraph {
                     address: input.address.to_string(),
                 });
             }
-            let parsed = address::parse_instance(input.address)?;
-            steps.push(
-                parsed
-                    .resource
-                    .module
-                    .0
-                    .iter()
-                    .map(|s| {
-                        let key = s.key.as_ref().map(|k| format!("[{k}]")).unwrap_or_default();
-                        (s.name.as_str().into(), key.into())
-                    })
-                    .collect(),
-            );
+            steps.push(module_steps(input.address).ok_or_else(|| {
+                // Only malformed input gets here; let the parser say why.
+                match address::parse_instance(input.address) {
+                    Err(e) => GraphError::InvalidAddress(e),
+                    Ok(_) => GraphError::UnknownAddress {
+                        address: input.address.to_string(),
+                    },
+                }
+            })?);
             let node = g.graph.add_node(Node::Instance(input.address.into()));
             g.instances.insert(input.address.into(), node);
             nodes.push(node);
@@ -328,6 +324,52 @@ impl StateGraph {
     }
 }
 
+/// The module steps of an instance address, each as (name, `[key]` text or
+/// ""), without allocating a parsed address: `module.a["x.y"].module.b.t.n`
+/// -> [("a", "[\"x.y\"]"), ("b", "")]. `None` if the module part is malformed.
+type Steps = Vec<(Box<str>, Box<str>)>;
+
+fn module_steps(address: &str) -> Option<Steps> {
+    let mut steps = Vec::new();
+    let mut rest = address;
+    while let Some(after) = rest.strip_prefix("module.") {
+        let end = after.find(['.', '['])?;
+        let name = &after[..end];
+        let mut tail = &after[end..];
+        let mut key = "";
+        if tail.starts_with('[') {
+            let close = key_end(tail)?;
+            key = &tail[..=close];
+            tail = &tail[close + 1..];
+        }
+        rest = tail.strip_prefix('.')?;
+        steps.push((name.into(), key.into()));
+    }
+    Some(steps)
+}
+
+/// Index of the `]` closing the key that `s` starts with (`[0]`, `["a]b"]`).
+fn key_end(s: &str) -> Option<usize> {
+    let mut in_str = false;
+    let mut escaped = false;
+    for (i, c) in s.char_indices().skip(1) {
+        if in_str {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_str = false;
+            }
+        } else if c == '"' {
+            in_str = true;
+        } else if c == ']' {
+            return Some(i);
+        }
+    }
+    None
+}
+
 /// `module.a.module.b.t.n` -> (["a", "b"], "t.n"). Configuration addresses
 /// carry no keys, so plain string splitting is exact.
 fn split_config(config: &str) -> (Vec<&str>, &str) {
@@ -421,6 +463,15 @@ mod tests {
         assert_eq!(g.edge_count(), 3);
         assert!(g.contains("t.a[1]"));
         assert!(!g.contains("t.a"));
+    }
+
+    #[test]
+    fn module_steps_split_keys_with_dots_and_brackets() {
+        let steps = module_steps(r#"module.a["x.y]"].module.b[2].module.c.t.n["k"]"#).unwrap();
+        let text: Vec<(&str, &str)> = steps.iter().map(|(n, k)| (&**n, &**k)).collect();
+        assert_eq!(text, [("a", r#"["x.y]"]"#), ("b", "[2]"), ("c", "")]);
+        assert_eq!(module_steps("t.n[0]").unwrap().len(), 0);
+        assert!(module_steps(r#"module.a["open.t.n"#).is_none());
     }
 
     #[test]

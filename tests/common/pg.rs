@@ -361,3 +361,215 @@ fn process_alive(pid: u32) -> bool {
         Err(_) => false,
     }
 }
+
+/// A separate ephemeral cluster with its own configuration (e.g. TLS),
+/// started by [`start_cluster_with`]. The server stops and its directory is
+/// removed when the handle is dropped (that closes the supervisor's pipe) or,
+/// like the shared cluster, when the test process ends in any way.
+pub struct ClusterHandle {
+    /// The TCP port on 127.0.0.1.
+    pub port: u16,
+    /// The temp directory holding the cluster (removed by the supervisor);
+    /// a place for test files that must go away with the cluster.
+    pub dir: PathBuf,
+    /// The data directory (owned by the server user).
+    pub data_dir: PathBuf,
+    psql: PathBuf,
+    log: PathBuf,
+    /// Its stdin is the pipe whose closing stops everything.
+    _supervisor: Child,
+}
+
+impl ClusterHandle {
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs `sql` with psql against `url` (a full libpq URL or conninfo),
+    /// with no libpq variables from the environment; returns the raw output.
+    pub fn psql_output(&self, url: &str, sql: &str) -> std::process::Output {
+        clean_psql(&self.psql)
+            .args(["-XAtq", "-v", "ON_ERROR_STOP=1"])
+            .arg(url)
+            .arg("-c")
+            .arg(sql)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.psql.display()))
+    }
+
+    /// Like [`ClusterHandle::psql_output`], returning trimmed stdout; panics
+    /// with stderr and the server log on failure.
+    pub fn psql(&self, url: &str, sql: &str) -> String {
+        let out = self.psql_output(url, sql);
+        if !out.status.success() {
+            panic!(
+                "psql failed on {} ({}):\n{sql}\n{}\nserver log:\n{}",
+                redact_url(url),
+                out.status,
+                String::from_utf8_lossy(&out.stderr),
+                self.log()
+            );
+        }
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+/// psql with the libpq variables that could redirect or alter it removed.
+fn clean_psql(psql: &Path) -> Command {
+    let mut cmd = Command::new(psql);
+    for var in [
+        "PGHOST",
+        "PGHOSTADDR",
+        "PGPORT",
+        "PGUSER",
+        "PGDATABASE",
+        "PGPASSWORD",
+        "PGPASSFILE",
+        "PGSERVICE",
+        "PGSERVICEFILE",
+        "PGSSLMODE",
+        "PGSSLROOTCERT",
+        "PGSSLCERT",
+        "PGSSLKEY",
+        "PGOPTIONS",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// `url` with any password replaced, for messages.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if s + 3 < at => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Starts a separate ephemeral cluster, like the shared one (same binaries,
+/// same server user, trust auth, 127.0.0.1 on a free port, same cleanup),
+/// then writes `files` (name relative to the data directory, e.g.
+/// `server.key` or `pg_hba.conf`, which replaces the default) with mode
+/// 0600 owned by the server user, appends `extra_conf` to
+/// `postgresql.conf`, and reloads the configuration, waiting until new
+/// connections see it. Settings that need a restart are refused (panic),
+/// as are configuration or pg_hba errors; `ssl` and its files, pg_hba and
+/// logging settings all take effect on reload.
+pub fn start_cluster_with(extra_conf: &str, files: &[(&str, &[u8])]) -> ClusterHandle {
+    let explicit = std::env::var_os("STATEGRAPH_PG_BIN").map(PathBuf::from);
+    let bin = stategraph::db::embedded::find_pg_bin(explicit.as_deref()).unwrap_or_else(|e| {
+        panic!("the tests need a PostgreSQL server to run against.\n{e:#}\n(./install.sh installs it; STATEGRAPH_PG_BIN names its bin directory.)")
+    });
+    let psql = match bin.join("psql") {
+        p if p.is_file() => p,
+        _ => PathBuf::from("psql"),
+    };
+    let mut last_error = String::new();
+    let mut started = None;
+    for _ in 0..3 {
+        match try_start(&bin) {
+            Ok(s) => {
+                started = Some(s);
+                break;
+            }
+            Err(StartError::PortTaken(log)) => last_error = log,
+            Err(StartError::Failed(msg)) => panic!("{msg}"),
+        }
+    }
+    let Some((port, dir, supervisor)) = started else {
+        panic!("a test PostgreSQL could not bind a free port three times; last log:\n{last_error}");
+    };
+    let handle = ClusterHandle {
+        port,
+        data_dir: dir.join("data"),
+        log: dir.join("postgresql.log"),
+        dir,
+        psql,
+        _supervisor: supervisor,
+    };
+
+    let ids = server_ids();
+    for (name, bytes) in files {
+        let rel = Path::new(name);
+        assert!(
+            rel.is_relative()
+                && rel
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_))),
+            "start_cluster_with: file name {name:?} must be relative to the data directory"
+        );
+        let path = handle.data_dir.join(rel);
+        let _ = std::fs::remove_file(&path);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, bytes))
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        if let Some((uid, gid)) = ids {
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                .unwrap_or_else(|e| panic!("cannot hand {} to {SERVER_USER}: {e}", path.display()));
+        }
+    }
+    if !extra_conf.trim().is_empty() {
+        let conf = handle.data_dir.join("postgresql.conf");
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&conf)
+            .and_then(|mut f| {
+                std::io::Write::write_all(
+                    &mut f,
+                    format!("\n# start_cluster_with\n{extra_conf}\n").as_bytes(),
+                )
+            })
+            .unwrap_or_else(|e| panic!("cannot append to {}: {e}", conf.display()));
+    }
+
+    // Before the reload the server takes plain connections; afterwards it
+    // may demand TLS: libpq's default sslmode (prefer) works either way.
+    let admin = format!("postgres://{SUPERUSER}@127.0.0.1:{port}/postgres?sslmode=prefer");
+    let before = handle.psql(&admin, "SELECT pg_conf_load_time()");
+    handle.psql(&admin, "SELECT pg_reload_conf()");
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let out = handle.psql_output(&admin, "SELECT pg_conf_load_time()");
+        if out.status.success() && String::from_utf8_lossy(&out.stdout).trim() != before {
+            break;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "the test PostgreSQL on 127.0.0.1:{port} did not reload its configuration within 30 s \
+(last psql: {}). Its log:\n{}",
+                String::from_utf8_lossy(&out.stderr).trim(),
+                handle.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let errors = handle.psql(
+        &admin,
+        "SELECT coalesce(string_agg(format('%s:%s %s: %s', sourcefile, sourceline, name, error), E'\\n'), '') \
+         FROM pg_file_settings WHERE error IS NOT NULL",
+    );
+    let hba_errors = handle.psql(
+        &admin,
+        "SELECT coalesce(string_agg(format('pg_hba.conf:%s: %s', line_number, error), E'\\n'), '') \
+         FROM pg_hba_file_rules WHERE error IS NOT NULL",
+    );
+    if !errors.is_empty() || !hba_errors.is_empty() {
+        panic!(
+            "the test PostgreSQL on 127.0.0.1:{port} did not take its configuration:\n{errors}\n{hba_errors}\nIts log:\n{}",
+            handle.log()
+        );
+    }
+    handle
+}
