@@ -277,6 +277,7 @@ fn push_follows_terraform_lineage_and_serial_rules() {
 
     // Higher serial: accepted, and only the changed row gets a new version.
     doc["serial"] = Value::from(doc["serial"].as_i64().unwrap() + 1);
+    doc["outputs"]["root_id"]["value"] = Value::from("replaced-output");
     let newer = write(&doc, "newer.json");
     let versions_before = db.psql("SELECT count(*) FROM instances WHERE version > 1");
     assert_eq!(versions_before, "0");
@@ -297,6 +298,15 @@ fn push_follows_terraform_lineage_and_serial_rules() {
         ),
         "terraform_data.root root",
         "the replaced version is kept in the history"
+    );
+    assert_eq!(
+        db.psql("SELECT name || ' v' || version FROM output_history"),
+        "root_id v1",
+        "the replaced output is kept in the history"
+    );
+    assert_eq!(
+        db.psql("SELECT version FROM outputs WHERE name = 'root_id'"),
+        "2"
     );
     assert_eq!(stored(&db, "rules", wd.path()), doc);
 

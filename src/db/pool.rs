@@ -24,9 +24,11 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 pub enum TlsMode {
     /// Never TLS.
     Disable,
-    /// TLS if the server offers it, certificate not checked (libpq's default).
+    /// TLS if the server offers it, certificate not checked (libpq's
+    /// default) unless `sslrootcert` is given: then as `VerifyCa`.
     Prefer,
-    /// TLS always, certificate not checked.
+    /// TLS always, certificate not checked unless `sslrootcert` is given:
+    /// then as `VerifyCa` (libpq's rule).
     Require,
     /// TLS, certificate chain checked against `sslrootcert`, host name not checked.
     VerifyCa,
@@ -187,7 +189,13 @@ uses its embedded database."
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .context("TLS setup")?;
-        let config = match self.tls {
+        // libpq: with a root certificate given, require (and prefer) check
+        // the chain as verify-ca does.
+        let mode = match (self.tls, &self.root_cert) {
+            (TlsMode::Prefer | TlsMode::Require, Some(_)) => TlsMode::VerifyCa,
+            (mode, _) => mode,
+        };
+        let config = match mode {
             TlsMode::Disable | TlsMode::Prefer | TlsMode::Require => builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
@@ -215,7 +223,7 @@ uses its embedded database."
                 let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
                     .build()
                     .context("TLS verifier")?;
-                if self.tls == TlsMode::VerifyFull {
+                if mode == TlsMode::VerifyFull {
                     builder.with_webpki_verifier(webpki).with_no_client_auth()
                 } else {
                     builder

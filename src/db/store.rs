@@ -2,7 +2,7 @@
 //! function each. Multi-statement writes run in one explicit transaction, so
 //! a refused or failed write leaves the stored state exactly as before.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 
 use deadpool_postgres::Pool;
@@ -578,21 +578,18 @@ async fn push_outputs(
         .collect();
     let mut gone: Vec<&str> = Vec::new();
     let mut upsert: Vec<&(String, Output)> = Vec::new();
-    for (name, o) in outputs {
+    for pair in outputs {
+        let (name, o) = pair;
         let extra = extra_json(&o.extra);
         match stored.get(name) {
             Some((v, t, s, e))
                 if *v == o.value && *t == o.type_ && *s == o.sensitive && *e == extra => {}
-            _ => upsert.push(
-                &outputs[outputs
-                    .iter()
-                    .position(|(n, _)| n == name)
-                    .expect("present")],
-            ),
+            _ => upsert.push(pair),
         }
     }
+    let incoming: HashSet<&str> = outputs.iter().map(|(n, _)| n.as_str()).collect();
     for name in stored.keys() {
-        if !outputs.iter().any(|(n, _)| n == name) {
+        if !incoming.contains(name.as_str()) {
             gone.push(name);
         }
     }

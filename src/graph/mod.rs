@@ -118,7 +118,10 @@ impl StateGraph {
         // Pass 1: instance nodes, their module steps, and the instances of
         // every configuration resource.
         let mut nodes = Vec::with_capacity(inputs.len());
-        let mut steps: Vec<Steps> = Vec::with_capacity(inputs.len());
+        // Module steps of every instance in one buffer (one allocation, not
+        // one per instance), instance i's at `all_steps[ranges[i]]`.
+        let mut all_steps: Vec<(&'a str, usize)> = Vec::with_capacity(inputs.len() * 2);
+        let mut ranges: Vec<std::ops::Range<usize>> = Vec::with_capacity(inputs.len());
         let mut members: HashMap<&str, Vec<usize>> = HashMap::new();
         for (i, input) in inputs.iter().enumerate() {
             if g.instances.contains_key(input.address) {
@@ -126,15 +129,17 @@ impl StateGraph {
                     address: input.address.to_string(),
                 });
             }
-            steps.push(module_steps(input.address).ok_or_else(|| {
+            let start = all_steps.len();
+            if !module_steps(input.address, &mut all_steps) {
                 // Only malformed input gets here; let the parser say why.
-                match address::parse_instance(input.address) {
+                return Err(match address::parse_instance(input.address) {
                     Err(e) => GraphError::InvalidAddress(e),
                     Ok(_) => GraphError::UnknownAddress {
                         address: input.address.to_string(),
                     },
-                }
-            })?);
+                });
+            }
+            ranges.push(start..all_steps.len());
             let node = g.graph.add_node(Node::Instance(input.address.into()));
             g.instances.insert(input.address.into(), node);
             nodes.push(node);
@@ -149,10 +154,13 @@ impl StateGraph {
         // the dependent's own keys: `module.branch["a"]...l2` depending on
         // `module.branch.terraform_data.l1` depends on
         // `module.branch["a"].terraform_data.l1` only, not on every branch.
-        let mut scoped: HashMap<String, NodeIndex> = HashMap::new();
+        // Keyed by (the dependent's address up to the shared module steps,
+        // the dependency): borrowed slices, no allocation per edge.
+        let mut scoped: HashMap<(&'a str, &'a str), NodeIndex> = HashMap::new();
         let mut needed: HashMap<&str, Vec<usize>> = HashMap::new();
         let mut deps = Vec::new();
         for (i, input) in inputs.iter().enumerate() {
+            let steps = &all_steps[ranges[i].clone()];
             deps.clear();
             for dependency in input.dependencies {
                 // Terraform records dependencies on resources that currently
@@ -163,14 +171,22 @@ impl StateGraph {
                 let (names, _) = split_config(dependency);
                 let shared = names
                     .iter()
-                    .zip(&steps[i])
-                    .take_while(|(n, (m, _))| **n == &**m)
+                    .zip(steps)
+                    .take_while(|(n, (m, _))| *n == m)
                     .count();
-                let key = scoped_key(dependency, &steps[i][..shared]);
+                let key = (
+                    bound_prefix(input.address, steps, shared),
+                    dependency.as_str(),
+                );
                 let agg = match scoped.get(&key) {
                     Some(&n) => n,
                     None => {
-                        let n = g.graph.add_node(Node::Resource(key.as_str().into()));
+                        let label = if key.0.is_empty() {
+                            dependency.clone()
+                        } else {
+                            format!("{dependency} in {}", key.0)
+                        };
+                        let n = g.graph.add_node(Node::Resource(label.into()));
                         scoped.insert(key, n);
                         let levels = needed.entry(dependency.as_str()).or_default();
                         if !levels.contains(&shared) {
@@ -194,7 +210,11 @@ impl StateGraph {
         for (dependency, levels) in &needed {
             for &j in &members[dependency] {
                 for &shared in levels {
-                    if let Some(&agg) = scoped.get(&scoped_key(dependency, &steps[j][..shared])) {
+                    let key = (
+                        bound_prefix(inputs[j].address, &all_steps[ranges[j].clone()], shared),
+                        *dependency,
+                    );
+                    if let Some(&agg) = scoped.get(&key) {
                         g.graph.add_edge(nodes[j], agg, ());
                     }
                 }
@@ -324,28 +344,40 @@ impl StateGraph {
     }
 }
 
-/// The module steps of an instance address, each as (name, `[key]` text or
-/// ""), without allocating a parsed address: `module.a["x.y"].module.b.t.n`
-/// -> [("a", "[\"x.y\"]"), ("b", "")]. `None` if the module part is malformed.
-type Steps = Vec<(Box<str>, Box<str>)>;
-
-fn module_steps(address: &str) -> Option<Steps> {
-    let mut steps = Vec::new();
+/// Appends the module steps of an instance address to `out`, each as
+/// (name, offset just past the step's key), without allocating a parsed
+/// address: `module.a["x.y"].module.b.t.n` -> ("a", 15), ("b", 24). False if
+/// the module part is malformed.
+fn module_steps<'a>(address: &'a str, out: &mut Vec<(&'a str, usize)>) -> bool {
     let mut rest = address;
     while let Some(after) = rest.strip_prefix("module.") {
-        let end = after.find(['.', '['])?;
+        let Some(end) = after.find(['.', '[']) else {
+            return false;
+        };
         let name = &after[..end];
         let mut tail = &after[end..];
-        let mut key = "";
         if tail.starts_with('[') {
-            let close = key_end(tail)?;
-            key = &tail[..=close];
+            let Some(close) = key_end(tail) else {
+                return false;
+            };
             tail = &tail[close + 1..];
         }
-        rest = tail.strip_prefix('.')?;
-        steps.push((name.into(), key.into()));
+        out.push((name, address.len() - tail.len()));
+        let Some(next) = tail.strip_prefix('.') else {
+            return false;
+        };
+        rest = next;
     }
-    Some(steps)
+    true
+}
+
+/// The part of `address` naming its first `shared` module steps with keys
+/// (`module.a["x"].module.b[1]`), or "" for none.
+fn bound_prefix<'a>(address: &'a str, steps: &[(&'a str, usize)], shared: usize) -> &'a str {
+    match shared {
+        0 => "",
+        n => &address[..steps[n - 1].1],
+    }
 }
 
 /// Index of the `]` closing the key that `s` starts with (`[0]`, `["a]b"]`).
@@ -385,26 +417,6 @@ fn split_config(config: &str) -> (Vec<&str>, &str) {
         }
     }
     (names, rest)
-}
-
-/// The dependency's address with its first module steps keyed like
-/// `bound` (the steps it shares with the dependent).
-fn scoped_key(config: &str, bound: &[(Box<str>, Box<str>)]) -> String {
-    if bound.is_empty() {
-        return config.to_owned();
-    }
-    let (names, rest) = split_config(config);
-    let mut key = String::with_capacity(config.len() + 16);
-    for (i, name) in names.iter().enumerate() {
-        key.push_str("module.");
-        key.push_str(name);
-        if let Some((_, k)) = bound.get(i) {
-            key.push_str(k);
-        }
-        key.push('.');
-    }
-    key.push_str(rest);
-    key
 }
 
 impl Node {
@@ -467,11 +479,24 @@ mod tests {
 
     #[test]
     fn module_steps_split_keys_with_dots_and_brackets() {
-        let steps = module_steps(r#"module.a["x.y]"].module.b[2].module.c.t.n["k"]"#).unwrap();
-        let text: Vec<(&str, &str)> = steps.iter().map(|(n, k)| (&**n, &**k)).collect();
-        assert_eq!(text, [("a", r#"["x.y]"]"#), ("b", "[2]"), ("c", "")]);
-        assert_eq!(module_steps("t.n[0]").unwrap().len(), 0);
-        assert!(module_steps(r#"module.a["open.t.n"#).is_none());
+        let addr = r#"module.a["x.y]"].module.b[2].module.c.t.n["k"]"#;
+        let mut steps = Vec::new();
+        assert!(module_steps(addr, &mut steps));
+        let names: Vec<&str> = steps.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert_eq!(bound_prefix(addr, &steps, 0), "");
+        assert_eq!(bound_prefix(addr, &steps, 1), r#"module.a["x.y]"]"#);
+        assert_eq!(
+            bound_prefix(addr, &steps, 2),
+            r#"module.a["x.y]"].module.b[2]"#
+        );
+        assert_eq!(
+            bound_prefix(addr, &steps, 3),
+            r#"module.a["x.y]"].module.b[2].module.c"#
+        );
+        let mut none = Vec::new();
+        assert!(module_steps("t.n[0]", &mut none) && none.is_empty());
+        assert!(!module_steps(r#"module.a["open.t.n"#, &mut none));
     }
 
     #[test]

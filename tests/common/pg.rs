@@ -520,8 +520,14 @@ pub fn start_cluster_with(extra_conf: &str, files: &[(&str, &[u8])]) -> ClusterH
                 .unwrap_or_else(|e| panic!("cannot hand {} to {SERVER_USER}: {e}", path.display()));
         }
     }
+    // Errors on lines before ours are initdb's and harmless (its
+    // max_connections, overridden on the command line, "cannot be applied").
+    let conf = handle.data_dir.join("postgresql.conf");
+    let initdb_lines = std::fs::read_to_string(&conf)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", conf.display()))
+        .lines()
+        .count();
     if !extra_conf.trim().is_empty() {
-        let conf = handle.data_dir.join("postgresql.conf");
         std::fs::OpenOptions::new()
             .append(true)
             .open(&conf)
@@ -557,9 +563,11 @@ pub fn start_cluster_with(extra_conf: &str, files: &[(&str, &[u8])]) -> ClusterH
     }
     let errors = handle.psql(
         &admin,
-        "SELECT coalesce(string_agg(format('%s:%s %s: %s', sourcefile, sourceline, name, error), E'\\n'), '') \
-         FROM pg_file_settings WHERE error IS NOT NULL",
-    );
+        &format!("SELECT coalesce(string_agg(format('%s:%s %s: %s', sourcefile, sourceline, name, error), E'\\n'), '') \
+         FROM pg_file_settings WHERE error IS NOT NULL \
+         AND NOT (sourcefile = {} AND sourceline <= {initdb_lines})",
+        sql_literal(&conf.to_string_lossy()),
+    ));
     let hba_errors = handle.psql(
         &admin,
         "SELECT coalesce(string_agg(format('pg_hba.conf:%s: %s', line_number, error), E'\\n'), '') \
@@ -572,4 +580,9 @@ pub fn start_cluster_with(extra_conf: &str, files: &[(&str, &[u8])]) -> ClusterH
         );
     }
     handle
+}
+
+/// `s` as an SQL string literal.
+fn sql_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
 }
