@@ -106,7 +106,8 @@ const INSTANCE_TYPES: &[Type] = &[
 
 /// The database behind one type.
 pub struct Store {
-    pool: Pool,
+    /// Shared with the other `impl Store` blocks of `db` (locks, ...).
+    pub(crate) pool: Pool,
     display: String,
 }
 
@@ -501,6 +502,15 @@ impl Store {
             });
         }
         Ok(Some(out))
+    }
+
+    /// The id of the named state, if it is stored.
+    pub async fn state_id(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        let client = self.pool.get().await?;
+        Ok(client
+            .query_opt("SELECT id FROM states WHERE name = $1", &[&name])
+            .await?
+            .map(|r| r.get(0)))
     }
 
     /// Names of all stored states.
