@@ -52,6 +52,27 @@ pub enum StoreError {
          Increase the serial of the state you push, or use -force."
     )]
     SameSerial { serial: i64 },
+    #[error(
+        "terraform changed {} outside the locked write set: {}\n\n\
+         Nothing was written. This is a bug in stategraph's change cone; the state terraform \
+         wrote is kept for inspection.",
+        if addresses.len() == 1 { "an instance" } else { "instances" },
+        addresses.join(", ")
+    )]
+    OutsideWriteSet { addresses: Vec<String> },
+    #[error(
+        "the lock on state \"{name}\" was lost before the result could be written (its lease \
+         expired or it was force-unlocked); nothing was written"
+    )]
+    LeaseLost { name: String },
+    #[error("state \"{name}\" has lineage \"{stored}\" but terraform wrote lineage \"{given}\"")]
+    LineageChanged {
+        name: String,
+        stored: String,
+        given: String,
+    },
+    #[error("no state named \"{name}\"")]
+    NoState { name: String },
     #[error("a stored row of state \"{name}\" is not valid: {problem}")]
     Corrupt { name: String, problem: String },
 }
@@ -66,6 +87,29 @@ pub struct PushReport {
     pub removed: u64,
     pub unchanged: u64,
     pub outputs_changed: u64,
+}
+
+/// A result of terraform to merge: only the write set's rows and the cone's
+/// outputs are written.
+pub struct Merge<'a> {
+    pub state_name: &'a str,
+    /// The lock holder whose lease must still be valid (fencing).
+    pub holder_id: Option<i64>,
+    /// Instance addresses this run may write.
+    pub write_set: &'a [String],
+    /// Root outputs this run may write.
+    pub outputs: &'a [String],
+    /// The state handed to terraform.
+    pub before: &'a State,
+    /// The state terraform wrote.
+    pub after: &'a State,
+    pub kind: &'a str,
+    pub command: &'a str,
+    pub actor: &'a Actor,
+    /// `{"write": [...], "read": [...]}` for the log.
+    pub cone: Value,
+    /// Plan summary for the log.
+    pub summary: Value,
 }
 
 /// One node of the stored graph: a current (not deposed) instance.
@@ -242,90 +286,14 @@ impl Store {
             copy_rows(writer.as_mut(), state, &[&state_id, &1i64, &txn_id]).await?;
             report.added = writer.finish().await?;
         } else {
-            tx.batch_execute(
-                "CREATE TEMP TABLE incoming (LIKE instances INCLUDING DEFAULTS) ON COMMIT DROP;
-                 ALTER TABLE incoming DROP COLUMN id, DROP COLUMN state_id, DROP COLUMN version, DROP COLUMN txn_id;",
-            )
-            .await?;
-            let sink = tx
-                .copy_in(&format!(
-                    "COPY incoming ({INSTANCE_COLUMNS}) FROM STDIN BINARY"
-                ))
-                .await?;
-            let writer = BinaryCopyInWriter::new(sink, INSTANCE_TYPES);
-            pin_mut!(writer);
-            copy_rows(writer.as_mut(), state, &[]).await?;
-            let incoming = writer.finish().await?;
-            tx.batch_execute(
-                "CREATE UNIQUE INDEX ON incoming (address, deposed); ANALYZE incoming;",
-            )
-            .await?;
-
-            let cols = INSTANCE_COLUMNS.split(", ").collect::<Vec<_>>();
-            let c_cols = cols
-                .iter()
-                .map(|c| format!("c.{c}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let i_cols = cols
-                .iter()
-                .map(|c| format!("i.{c}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let differs = format!("ROW({c_cols}) IS DISTINCT FROM ROW({i_cols})");
-
-            let replaced = tx
-                .execute(
-                    &format!(
-                        "INSERT INTO instance_history
-                            (state_id, instance_id, address, deposed, version, written_by, superseded_by, removed, row)
-                         SELECT c.state_id, c.id, c.address, c.deposed, c.version, c.txn_id, $2,
-                                i.address IS NULL, to_jsonb(c)
-                         FROM instances c LEFT JOIN incoming i ON i.address = c.address AND i.deposed = c.deposed
-                         WHERE c.state_id = $1 AND (i.address IS NULL OR {differs})"
-                    ),
-                    &[&state_id, &txn_id],
-                )
-                .await?;
-            report.removed = tx
-                .execute(
-                    "DELETE FROM instances c WHERE c.state_id = $1 AND NOT EXISTS
-                        (SELECT 1 FROM incoming i WHERE i.address = c.address AND i.deposed = c.deposed)",
-                    &[&state_id],
-                )
-                .await?;
-            let set = cols
-                .iter()
-                .filter(|c| **c != "address" && **c != "deposed")
-                .map(|c| format!("{c} = i.{c}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            report.changed = tx
-                .execute(
-                    &format!(
-                        "UPDATE instances c SET {set}, version = c.version + 1, txn_id = $2
-                         FROM incoming i
-                         WHERE c.state_id = $1 AND i.address = c.address AND i.deposed = c.deposed AND {differs}"
-                    ),
-                    &[&state_id, &txn_id],
-                )
-                .await?;
-            debug_assert_eq!(replaced, report.removed + report.changed);
-            report.added = tx
-                .execute(
-                    &format!(
-                        "INSERT INTO instances ({INSTANCE_COLUMNS}, state_id, version, txn_id)
-                         SELECT {i_cols}, $1, 1, $2 FROM incoming i
-                         WHERE NOT EXISTS (SELECT 1 FROM instances c
-                            WHERE c.state_id = $1 AND c.address = i.address AND c.deposed = i.deposed)"
-                    ),
-                    &[&state_id, &txn_id],
-                )
-                .await?;
-            report.unchanged = incoming - report.changed - report.added;
+            let counts = stage_and_diff(&tx, state_id, txn_id, state, None).await?;
+            report.added = counts.added;
+            report.changed = counts.changed;
+            report.removed = counts.removed;
+            report.unchanged = counts.unchanged;
         }
 
-        report.outputs_changed = push_outputs(&tx, state_id, txn_id, &state.outputs).await?;
+        report.outputs_changed = push_outputs(&tx, state_id, txn_id, &state.outputs, None).await?;
 
         let anything_changed = meta_changed
             || report.added + report.changed + report.removed + report.outputs_changed > 0;
@@ -504,6 +472,118 @@ impl Store {
         Ok(Some(out))
     }
 
+    /// Writes what terraform changed, refusing anything outside the write
+    /// set, in one transaction fenced by the lock holder's lease. The
+    /// state's serial goes up by one per merge, whatever terraform wrote, so
+    /// that concurrent disjoint merges keep it increasing.
+    pub async fn merge(&self, m: &Merge<'_>) -> Result<PushReport, StoreError> {
+        let write: HashSet<&str> = m.write_set.iter().map(String::as_str).collect();
+        let outside = changed_outside(m.before, m.after, &write, m.outputs);
+        if !outside.is_empty() {
+            return Err(StoreError::OutsideWriteSet { addresses: outside });
+        }
+
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let head = tx
+            .query_opt(
+                "SELECT id, lineage, serial FROM states WHERE name = $1 FOR UPDATE",
+                &[&m.state_name],
+            )
+            .await?
+            .ok_or_else(|| StoreError::NoState {
+                name: m.state_name.to_owned(),
+            })?;
+        let state_id: i64 = head.get(0);
+        let lineage: String = head.get(1);
+        let serial: i64 = head.get(2);
+        if lineage != m.after.lineage {
+            return Err(StoreError::LineageChanged {
+                name: m.state_name.to_owned(),
+                stored: lineage,
+                given: m.after.lineage.clone(),
+            });
+        }
+        if let Some(holder) = m.holder_id {
+            let valid = tx
+                .query_opt(
+                    "SELECT 1 FROM lock_holders
+                     WHERE id = $1 AND state_id = $2 AND lease_expires_at > now() FOR UPDATE",
+                    &[&holder, &state_id],
+                )
+                .await?;
+            if valid.is_none() {
+                return Err(StoreError::LeaseLost {
+                    name: m.state_name.to_owned(),
+                });
+            }
+        }
+        let new_serial = serial + 1;
+        let txn_id: i64 = tx
+            .query_one(
+                "INSERT INTO transactions (state_id, kind, command, actor_user, actor_host, ci_job,
+                    terraform_version, status, serial_before, serial_after, lineage_before,
+                    lineage_after, cone)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, $9, $10, $10, $11) RETURNING id",
+                &[
+                    &state_id,
+                    &m.kind,
+                    &m.command,
+                    &m.actor.user,
+                    &m.actor.host,
+                    &m.actor.ci_job,
+                    &m.after.terraform_version,
+                    &serial,
+                    &new_serial,
+                    &lineage,
+                    &m.cone,
+                ],
+            )
+            .await?
+            .get(0);
+
+        // Only the write set's objects, as terraform left them.
+        let mut subset = m.after.clone();
+        subset.resources.retain_mut(|r| {
+            let raddr = r.address();
+            r.instances
+                .retain(|i| write.contains(i.address(&raddr).as_str()));
+            !r.instances.is_empty()
+        });
+        let counts = stage_and_diff(&tx, state_id, txn_id, &subset, Some(m.write_set)).await?;
+        let outputs_changed =
+            push_outputs(&tx, state_id, txn_id, &m.after.outputs, Some(m.outputs)).await?;
+
+        tx.execute(
+            "UPDATE states SET serial = $2, terraform_version = $3, updated_at = now() WHERE id = $1",
+            &[&state_id, &new_serial, &m.after.terraform_version],
+        )
+        .await?;
+        let mut summary = m.summary.clone();
+        if let Value::Object(map) = &mut summary {
+            map.insert("added".into(), json!(counts.added));
+            map.insert("changed".into(), json!(counts.changed));
+            map.insert("removed".into(), json!(counts.removed));
+            map.insert("outputs_changed".into(), json!(outputs_changed));
+        }
+        tx.execute(
+            "UPDATE transactions SET status = 'committed', finished_at = clock_timestamp(), summary = $2
+             WHERE id = $1",
+            &[&txn_id, &summary],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(PushReport {
+            txn_id,
+            created: false,
+            added: counts.added,
+            changed: counts.changed,
+            removed: counts.removed,
+            unchanged: counts.unchanged,
+            outputs_changed,
+        })
+    }
+
     /// The id of the named state, if it is stored.
     pub async fn state_id(&self, name: &str) -> Result<Option<i64>, StoreError> {
         let client = self.pool.get().await?;
@@ -523,6 +603,165 @@ impl Store {
             .map(|r| r.get(0))
             .collect())
     }
+}
+
+/// Instance addresses (and `output.NAME`s) whose objects differ between
+/// `before` and `after` but are not in the write set (or allowed outputs).
+fn changed_outside(
+    before: &State,
+    after: &State,
+    write: &HashSet<&str>,
+    outputs: &[String],
+) -> Vec<String> {
+    type Key = (String, Option<String>);
+    fn objects(s: &State) -> HashMap<Key, (&Resource, &Instance)> {
+        let mut out = HashMap::new();
+        for r in &s.resources {
+            let raddr = r.address();
+            for i in &r.instances {
+                out.insert((i.address(&raddr), i.deposed.clone()), (r, i));
+            }
+        }
+        out
+    }
+    let same = |a: (&Resource, &Instance), b: (&Resource, &Instance)| {
+        a.0.provider == b.0.provider && a.0.each == b.0.each && a.0.extra == b.0.extra && a.1 == b.1
+    };
+    let (b, a) = (objects(before), objects(after));
+    let mut outside: Vec<String> = Vec::new();
+    for (key, obj) in &a {
+        let differs = b.get(key).is_none_or(|old| !same(*old, *obj));
+        if differs && !write.contains(key.0.as_str()) {
+            outside.push(key.0.clone());
+        }
+    }
+    for key in b.keys() {
+        if !a.contains_key(key) && !write.contains(key.0.as_str()) {
+            outside.push(key.0.clone());
+        }
+    }
+    let old: HashMap<&str, &Output> = before
+        .outputs
+        .iter()
+        .map(|(n, o)| (n.as_str(), o))
+        .collect();
+    let new: HashMap<&str, &Output> = after.outputs.iter().map(|(n, o)| (n.as_str(), o)).collect();
+    for name in old.keys().chain(new.keys()) {
+        if old.get(name) != new.get(name) && !outputs.iter().any(|o| o == name) {
+            outside.push(format!("output.{name}"));
+        }
+    }
+    outside.sort();
+    outside.dedup();
+    outside
+}
+
+/// Rows a write added, changed, removed and left alone.
+struct RowCounts {
+    added: u64,
+    changed: u64,
+    removed: u64,
+    unchanged: u64,
+}
+
+/// Writes the instance objects of `objects` through a staging table and a
+/// set-based diff: rows that differ are updated (their old version goes to
+/// the history), new ones inserted, and rows absent from `objects` removed,
+/// within `scope` (instance addresses) or the whole state when `None`.
+async fn stage_and_diff(
+    tx: &tokio_postgres::Transaction<'_>,
+    state_id: i64,
+    txn_id: i64,
+    objects: &State,
+    scope: Option<&[String]>,
+) -> Result<RowCounts, StoreError> {
+    tx.batch_execute(
+            "CREATE TEMP TABLE incoming (LIKE instances INCLUDING DEFAULTS) ON COMMIT DROP;
+             ALTER TABLE incoming DROP COLUMN id, DROP COLUMN state_id, DROP COLUMN version, DROP COLUMN txn_id;",
+        )
+        .await?;
+    let sink = tx
+        .copy_in(&format!(
+            "COPY incoming ({INSTANCE_COLUMNS}) FROM STDIN BINARY"
+        ))
+        .await?;
+    let writer = BinaryCopyInWriter::new(sink, INSTANCE_TYPES);
+    pin_mut!(writer);
+    copy_rows(writer.as_mut(), objects, &[]).await?;
+    let incoming = writer.finish().await?;
+    tx.batch_execute("CREATE UNIQUE INDEX ON incoming (address, deposed); ANALYZE incoming;")
+        .await?;
+
+    let cols = INSTANCE_COLUMNS.split(", ").collect::<Vec<_>>();
+    let c_cols = cols
+        .iter()
+        .map(|c| format!("c.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let i_cols = cols
+        .iter()
+        .map(|c| format!("i.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let differs = format!("ROW({c_cols}) IS DISTINCT FROM ROW({i_cols})");
+
+    let replaced = tx
+            .execute(
+                &format!(
+                    "INSERT INTO instance_history
+                        (state_id, instance_id, address, deposed, version, written_by, superseded_by, removed, row)
+                     SELECT c.state_id, c.id, c.address, c.deposed, c.version, c.txn_id, $2,
+                            i.address IS NULL, to_jsonb(c)
+                     FROM instances c LEFT JOIN incoming i ON i.address = c.address AND i.deposed = c.deposed
+                     WHERE c.state_id = $1 AND (i.address IS NULL OR {differs})
+                       AND ($3::text[] IS NULL OR c.address = ANY($3))"
+                ),
+                &[&state_id, &txn_id, &scope],
+            )
+            .await?;
+    let removed = tx
+        .execute(
+            "DELETE FROM instances c WHERE c.state_id = $1
+                    AND ($2::text[] IS NULL OR c.address = ANY($2))
+                    AND NOT EXISTS (SELECT 1 FROM incoming i
+                        WHERE i.address = c.address AND i.deposed = c.deposed)",
+            &[&state_id, &scope],
+        )
+        .await?;
+    let set = cols
+        .iter()
+        .filter(|c| **c != "address" && **c != "deposed")
+        .map(|c| format!("{c} = i.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let changed = tx
+            .execute(
+                &format!(
+                    "UPDATE instances c SET {set}, version = c.version + 1, txn_id = $2
+                     FROM incoming i
+                     WHERE c.state_id = $1 AND i.address = c.address AND i.deposed = c.deposed AND {differs}"
+                ),
+                &[&state_id, &txn_id],
+            )
+            .await?;
+    debug_assert_eq!(replaced, removed + changed);
+    let added = tx
+        .execute(
+            &format!(
+                "INSERT INTO instances ({INSTANCE_COLUMNS}, state_id, version, txn_id)
+                     SELECT {i_cols}, $1, 1, $2 FROM incoming i
+                     WHERE NOT EXISTS (SELECT 1 FROM instances c
+                        WHERE c.state_id = $1 AND c.address = i.address AND c.deposed = i.deposed)"
+            ),
+            &[&state_id, &txn_id],
+        )
+        .await?;
+    Ok(RowCounts {
+        added,
+        changed,
+        removed,
+        unchanged: incoming - changed - added,
+    })
 }
 
 /// Writes the COPY row of every instance object of the state, each followed
@@ -576,7 +815,9 @@ async fn push_outputs(
     state_id: i64,
     txn_id: i64,
     outputs: &[(String, Output)],
+    scope: Option<&[String]>,
 ) -> Result<u64, StoreError> {
+    let in_scope = |name: &str| scope.is_none_or(|names| names.iter().any(|n| n == name));
     let stored: HashMap<String, (Value, Value, bool, Option<Value>)> = tx
         .query(
             "SELECT name, value, type, sensitive, extra FROM outputs WHERE state_id = $1",
@@ -588,7 +829,7 @@ async fn push_outputs(
         .collect();
     let mut gone: Vec<&str> = Vec::new();
     let mut upsert: Vec<&(String, Output)> = Vec::new();
-    for pair in outputs {
+    for pair in outputs.iter().filter(|(n, _)| in_scope(n)) {
         let (name, o) = pair;
         let extra = extra_json(&o.extra);
         match stored.get(name) {
@@ -598,7 +839,7 @@ async fn push_outputs(
         }
     }
     let incoming: HashSet<&str> = outputs.iter().map(|(n, _)| n.as_str()).collect();
-    for name in stored.keys() {
+    for name in stored.keys().filter(|n| in_scope(n)) {
         if !incoming.contains(name.as_str()) {
             gone.push(name);
         }
