@@ -80,9 +80,56 @@ pub enum Command {
     /// instances inside it.
     Cone(ConeArgs),
 
+    /// Show the transaction log: who wrote what to the state, and when.
+    Log(LogArgs),
+
+    /// List the subgraph locks held now: who, which command, since when, until when.
+    Locks(LocksArgs),
+
+    /// Free a lock held by a run that is gone, as terraform's force-unlock does.
+    ///
+    /// LOCK_ID is the ID that `stategraph locks` and lock errors show. A run
+    /// that died frees its locks by itself when its lease expires; this frees
+    /// them at once. Only use it when the holder is really gone.
+    #[command(name = "force-unlock")]
+    ForceUnlock(ForceUnlockArgs),
+
     /// Manage the embedded PostgreSQL cluster used when no database is configured.
     #[command(subcommand)]
     Db(DbCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct LocksArgs {
+    /// Print a JSON array on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ForceUnlockArgs {
+    /// Accepted for terraform compatibility: stategraph does not ask for confirmation.
+    #[arg(long)]
+    pub force: bool,
+
+    /// The lock ID.
+    #[arg(value_name = "LOCK_ID")]
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Every state, not only this directory's.
+    #[arg(long)]
+    pub all: bool,
+
+    /// How many transactions, newest first.
+    #[arg(long, default_value_t = 20)]
+    pub limit: i64,
+
+    /// Print a JSON array on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -20,5 +20,6 @@ pub mod db;
 pub mod error;
 pub mod graph;
 pub mod settings;
+pub mod tfargs;
 pub mod tfstate;
 pub mod ui;

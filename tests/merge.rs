@@ -50,7 +50,12 @@ fn input_of(state: &State, address: &str) -> Value {
     panic!("{address} not in state")
 }
 
-fn merge<'a>(before: &'a State, after: &'a State, write: &'a [String], actor: &'a Actor) -> Merge<'a> {
+fn merge<'a>(
+    before: &'a State,
+    after: &'a State,
+    write: &'a [String],
+    actor: &'a Actor,
+) -> Merge<'a> {
     Merge {
         state_name: "m",
         holder_id: None,
@@ -83,20 +88,33 @@ async fn merge_writes_only_the_write_set_and_keeps_concurrent_changes() {
     let after_b = with_input(&base, &b, "from-b");
     let wa = vec![a.clone()];
     let wb = vec![b.clone()];
-    let ra = store.merge(&merge(&base, &after_a, &wa, &actor)).await.unwrap();
-    let rb = store.merge(&merge(&base, &after_b, &wb, &actor)).await.unwrap();
+    let ra = store
+        .merge(&merge(&base, &after_a, &wa, &actor))
+        .await
+        .unwrap();
+    let rb = store
+        .merge(&merge(&base, &after_b, &wb, &actor))
+        .await
+        .unwrap();
     assert_eq!((ra.changed, ra.added, ra.removed), (1, 0, 0));
     assert_eq!((rb.changed, rb.added, rb.removed), (1, 0, 0));
 
     let now = store.pull("m").await.unwrap().unwrap();
     assert_eq!(input_of(&now, &a)["value"], "from-a", "first merge lost");
-    assert_eq!(input_of(&now, &b)["value"], "from-b", "second merge overwrote the first");
+    assert_eq!(
+        input_of(&now, &b)["value"],
+        "from-b",
+        "second merge overwrote the first"
+    );
     assert_eq!(now.serial, serial + 2, "each merge bumps the serial once");
     assert_eq!(
         db.psql("SELECT string_agg(kind || ':' || status, ',' ORDER BY id) FROM transactions"),
         "push:committed,apply:committed,apply:committed"
     );
-    assert_eq!(db.psql("SELECT count(*) FROM instances WHERE version > 1"), "2");
+    assert_eq!(
+        db.psql("SELECT count(*) FROM instances WHERE version > 1"),
+        "2"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,23 +127,46 @@ async fn a_change_outside_the_write_set_is_refused_and_nothing_written() {
     let base = store.pull("m").await.unwrap().unwrap();
 
     let inside = r#"module.branch["a"].terraform_data.l2"#.to_string();
-    let after = with_input(&with_input(&base, &inside, "ok"), "terraform_data.island[0]", "sneaky");
+    let after = with_input(
+        &with_input(&base, &inside, "ok"),
+        "terraform_data.island[0]",
+        "sneaky",
+    );
     let write = vec![inside.clone()];
-    let err = store.merge(&merge(&base, &after, &write, &actor)).await.unwrap_err();
+    let err = store
+        .merge(&merge(&base, &after, &write, &actor))
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, StoreError::OutsideWriteSet { addresses } if addresses == &["terraform_data.island[0]".to_string()]),
         "{err}"
     );
-    assert_eq!(store.pull("m").await.unwrap().unwrap(), base, "a refused merge wrote something");
+    assert_eq!(
+        store.pull("m").await.unwrap().unwrap(),
+        base,
+        "a refused merge wrote something"
+    );
     assert_eq!(db.psql("SELECT count(*) FROM transactions"), "1");
 
     // Removing an instance of the write set is a write like any other.
     let mut removed = base.clone();
-    removed.resources.iter_mut().find(|r| r.name == "island").unwrap().instances.pop();
+    removed
+        .resources
+        .iter_mut()
+        .find(|r| r.name == "island")
+        .unwrap()
+        .instances
+        .pop();
     let write = vec!["terraform_data.island[1]".to_string()];
-    let report = store.merge(&merge(&base, &removed, &write, &actor)).await.unwrap();
+    let report = store
+        .merge(&merge(&base, &removed, &write, &actor))
+        .await
+        .unwrap();
     assert_eq!(report.removed, 1);
-    assert_eq!(db.psql("SELECT count(*) FROM instance_history WHERE removed"), "1");
+    assert_eq!(
+        db.psql("SELECT count(*) FROM instance_history WHERE removed"),
+        "1"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

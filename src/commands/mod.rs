@@ -2,6 +2,8 @@
 
 pub mod cone;
 pub mod db;
+pub mod locks;
+pub mod log;
 pub mod state;
 
 use anyhow::Result;
@@ -18,6 +20,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::State(StateCommand::List(args)) => state::list(&settings, args).await,
         Command::State(StateCommand::Show(args)) => state::show(&settings, args).await,
         Command::Cone(args) => cone::run(&settings, args).await,
+        Command::Log(args) => log::run(&settings, args).await,
+        Command::Locks(args) => locks::list(&settings, args.json).await,
+        Command::ForceUnlock(args) => locks::force_unlock(&settings, &args.id).await,
         Command::Db(cmd) => db::run(&settings, cmd).await,
     }
 }

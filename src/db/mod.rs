@@ -7,6 +7,7 @@
 //!   or write; multi-statement writes run in explicit transactions.
 
 pub mod embedded;
+pub mod locks;
 pub mod migrations;
 pub mod pool;
 pub mod store;

@@ -112,6 +112,26 @@ pub struct Merge<'a> {
     pub summary: Value,
 }
 
+/// One entry of the transaction log.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LogEntry {
+    pub id: i64,
+    pub state: String,
+    pub kind: String,
+    pub command: String,
+    pub user: String,
+    pub host: String,
+    pub ci_job: Option<String>,
+    pub terraform_version: Option<String>,
+    pub status: String,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub serial_before: Option<i64>,
+    pub serial_after: Option<i64>,
+    pub cone: Option<Value>,
+    pub summary: Option<Value>,
+}
+
 /// One node of the stored graph: a current (not deposed) instance.
 #[derive(Debug, Clone)]
 pub struct GraphRow {
@@ -582,6 +602,42 @@ impl Store {
             unchanged: counts.unchanged,
             outputs_changed,
         })
+    }
+
+    /// The newest `limit` transactions, of one state or of all.
+    pub async fn log(&self, state: Option<&str>, limit: i64) -> Result<Vec<LogEntry>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT t.id, s.name, t.kind, t.command, t.actor_user, t.actor_host, t.ci_job,
+                        t.terraform_version, t.status, t.started_at, t.finished_at,
+                        t.serial_before, t.serial_after, t.cone, t.summary
+                 FROM transactions t JOIN states s ON s.id = t.state_id
+                 WHERE $1::text IS NULL OR s.name = $1
+                 ORDER BY t.id DESC LIMIT $2",
+                &[&state, &limit],
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| LogEntry {
+                id: r.get(0),
+                state: r.get(1),
+                kind: r.get(2),
+                command: r.get(3),
+                user: r.get(4),
+                host: r.get(5),
+                ci_job: r.get(6),
+                terraform_version: r.get(7),
+                status: r.get(8),
+                started_at: r.get(9),
+                finished_at: r.get(10),
+                serial_before: r.get(11),
+                serial_after: r.get(12),
+                cone: r.get(13),
+                summary: r.get(14),
+            })
+            .collect())
     }
 
     /// The id of the named state, if it is stored.
