@@ -20,6 +20,7 @@ pub mod db;
 pub mod error;
 pub mod graph;
 pub mod settings;
+pub mod terraform;
 pub mod tfargs;
 pub mod tfstate;
 pub mod ui;

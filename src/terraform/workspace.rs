@@ -1,0 +1,323 @@
+//! A private working setup for one terraform run against the user's root
+//! module directory, leaving that directory as it was.
+//!
+//! Owns a private temp dir (0700) holding the state handed to terraform
+//! (0600), a private `TF_DATA_DIR` and plan files, plus the shared backend
+//! override file in the user's directory. It must not touch the user's
+//! `.terraform/`, `.terraform.lock.hcl` or local state files.
+//!
+//! How terraform is pointed at our state whatever backend the configuration
+//! declares (measured with terraform 1.11.4):
+//! - One override file, [`OVERRIDE_FILE`], with the same content for every
+//!   run: `terraform { backend "local" {} }`. It replaces an `s3`, `local`
+//!   or `cloud` backend and adds one where the configuration has none.
+//!   Each run passes its own state path with `init -backend-config=path=...`
+//!   and keeps it in its own `TF_DATA_DIR`, so concurrent runs never see
+//!   each other's path.
+//! - The private `TF_DATA_DIR` is seeded with a backend cache already naming
+//!   that local backend and path. Without it, `init` in a fresh data dir
+//!   treats the run as "configuring a backend for the first time" and
+//!   migrates any default-location local state (`terraform.tfstate` of a
+//!   configuration without a backend block) into ours, then truncates the
+//!   user's file to 0 bytes.
+//! - `init -lockfile=readonly` keeps `.terraform.lock.hcl` as it is; it fails
+//!   (terraform's "Provider dependency changes detected") when the lock file
+//!   lacks a provider: the user runs `terraform init` once and commits it.
+//! - The private data dir reuses the user's `.terraform/modules` and
+//!   `.terraform/providers` through per-entry symlinks (never a symlink to the
+//!   directory itself, so that what init writes lands in our copy).
+//! - The override file appears while at least one run is active in the
+//!   directory: each run holds a shared `flock` on a lock file in the system
+//!   temp dir named by a hash of the canonical directory; a run that ends
+//!   removes the override only if a non-blocking exclusive lock succeeds. A
+//!   file left by a killed run is removed by the next run that ends.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg, OFlag};
+use sha2::{Digest, Sha256};
+
+use super::{io_err, Output, Run, Terraform, TerraformError};
+use crate::tfstate::{self, State};
+
+/// The backend override every run shares; it sorts after other override files.
+pub const OVERRIDE_FILE: &str = "zzzz_stategraph_override.tf";
+/// Its content: the path is given per run with `-backend-config`.
+pub const OVERRIDE_CONTENT: &str = "# Written by stategraph while it runs terraform here; removed when it is done.\nterraform {\n  backend \"local\" {}\n}\n";
+
+/// One run's private state, data dir and plan files.
+#[derive(Debug)]
+pub struct Workspace {
+    root: PathBuf,
+    // Field order matters for Drop: remove our files, then release the override.
+    dir: tempfile::TempDir,
+    state_path: PathBuf,
+    data_dir: PathBuf,
+    override_guard: OverrideGuard,
+}
+
+impl Workspace {
+    /// Creates the private setup for the root module `root` with `state` as the state terraform sees.
+    pub fn new(root: &Path, state: &State) -> Result<Workspace, TerraformError> {
+        let root = root
+            .canonicalize()
+            .map_err(io_err(format!("cannot open {}", root.display())))?;
+        let dir = tempfile::Builder::new()
+            .prefix("stategraph-run-")
+            .tempdir()
+            .map_err(io_err("cannot create a private temp dir"))?;
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700))
+            .map_err(io_err("cannot restrict the private temp dir"))?;
+
+        let state_path = dir.path().join("terraform.tfstate");
+        write_private(&state_path, &state.to_json())?;
+
+        let data_dir = dir.path().join("data");
+        fs::create_dir(&data_dir).map_err(io_err("cannot create TF_DATA_DIR"))?;
+        seed_backend_cache(&data_dir, &state_path)?;
+        let user_data = root.join(".terraform");
+        link_modules(&user_data.join("modules"), &data_dir.join("modules"))?;
+        link_tree(&user_data.join("providers"), &data_dir.join("providers"), 5)?;
+
+        let override_guard = OverrideGuard::acquire(&root)?;
+        Ok(Workspace {
+            root,
+            dir,
+            state_path,
+            data_dir,
+            override_guard,
+        })
+    }
+
+    /// The user's root module directory (canonical).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The state file terraform reads and writes.
+    pub fn state_path(&self) -> &Path {
+        &self.state_path
+    }
+
+    /// The private `TF_DATA_DIR`.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// A path for a plan file inside the private dir.
+    pub fn plan_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.tfplan"))
+    }
+
+    /// A terraform command in the user's directory wired to this workspace:
+    /// private `TF_DATA_DIR`, `TF_IN_AUTOMATION`, no `TF_WORKSPACE` (our
+    /// private backend holds exactly one state, in the default workspace).
+    pub fn command(&self, tf: &Terraform) -> Run {
+        debug_assert!(self.override_guard.active());
+        tf.command(&self.root)
+            .env("TF_DATA_DIR", &self.data_dir)
+            .env("TF_IN_AUTOMATION", "1")
+            .env_remove("TF_WORKSPACE")
+    }
+
+    /// `terraform init` on our backend without touching the user's lock file.
+    ///
+    /// Its stdout is shown only when it fails; errors (stderr) pass through.
+    pub async fn init(&self, tf: &Terraform) -> Result<(), TerraformError> {
+        let mut backend_config = std::ffi::OsString::from("-backend-config=path=");
+        backend_config.push(&self.state_path);
+        let run = self
+            .command(tf)
+            .env_remove("TF_CLI_ARGS_init")
+            .args(["init", "-input=false", "-lockfile=readonly"])
+            .arg(backend_config)
+            .stdout(Output::Capture);
+        let command = run.describe();
+        let done = run.run().await?;
+        if !done.success() {
+            let mut err = std::io::stderr();
+            let _ = err.write_all(&done.stdout);
+            return Err(TerraformError::Failed {
+                command,
+                code: done.code,
+            });
+        }
+        Ok(())
+    }
+
+    /// The state terraform left in [`Workspace::state_path`], parsed.
+    pub fn read_state(&self) -> Result<State, TerraformError> {
+        let bytes = fs::read(&self.state_path).map_err(io_err(format!(
+            "cannot read the state terraform wrote to {}",
+            self.state_path.display()
+        )))?;
+        tfstate::parse(&bytes).map_err(|source| TerraformError::State {
+            path: self.state_path.clone(),
+            source,
+        })
+    }
+}
+
+/// Writes a new file only we can read.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TerraformError> {
+    let what = || format!("cannot write {}", path.display());
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_err(what()))?;
+    f.write_all(bytes).map_err(io_err(what()))
+}
+
+/// Writes the backend cache (`TF_DATA_DIR/terraform.tfstate`, format 3) that
+/// `init` finds when the backend was configured before: a local backend on
+/// our state. The hash is left 0; init recomputes it without migrating
+/// because the effective configuration matches.
+fn seed_backend_cache(data_dir: &Path, state_path: &Path) -> Result<(), TerraformError> {
+    let path = state_path.to_str().ok_or_else(|| TerraformError::Io {
+        what: format!("the temp dir path {} is not UTF-8", state_path.display()),
+        source: std::io::ErrorKind::InvalidInput.into(),
+    })?;
+    let cache = serde_json::json!({
+        "version": 3,
+        "serial": 0,
+        "lineage": "stategraph",
+        "backend": {
+            "type": "local",
+            "config": { "path": path, "workspace_dir": null },
+            "hash": 0
+        }
+    });
+    let bytes = serde_json::to_vec_pretty(&cache).expect("static JSON");
+    write_private(&data_dir.join("terraform.tfstate"), &bytes)
+}
+
+/// `modules/`: a copy of `modules.json` (init rewrites it) and a symlink per
+/// installed module.
+fn link_modules(from: &Path, to: &Path) -> Result<(), TerraformError> {
+    let Ok(entries) = fs::read_dir(from) else {
+        return Ok(());
+    };
+    fs::create_dir(to).map_err(io_err(format!("cannot create {}", to.display())))?;
+    for entry in entries {
+        let entry = entry.map_err(io_err(format!("cannot read {}", from.display())))?;
+        let name = entry.file_name();
+        let target = to.join(&name);
+        if name == "modules.json" {
+            fs::copy(entry.path(), &target)
+                .map_err(io_err(format!("cannot copy {}", entry.path().display())))?;
+        } else {
+            std::os::unix::fs::symlink(entry.path(), &target)
+                .map_err(io_err(format!("cannot link {}", target.display())))?;
+        }
+    }
+    Ok(())
+}
+
+/// Recreates `from` as real directories down to `depth`, with symlinks
+/// there (providers: host/namespace/type/version/os_arch).
+fn link_tree(from: &Path, to: &Path, depth: usize) -> Result<(), TerraformError> {
+    if depth == 0 {
+        return std::os::unix::fs::symlink(from, to)
+            .map_err(io_err(format!("cannot link {}", to.display())));
+    }
+    let Ok(entries) = fs::read_dir(from) else {
+        return Ok(());
+    };
+    fs::create_dir_all(to).map_err(io_err(format!("cannot create {}", to.display())))?;
+    for entry in entries {
+        let entry = entry.map_err(io_err(format!("cannot read {}", from.display())))?;
+        let is_dir = entry.path().is_dir();
+        if is_dir {
+            link_tree(&entry.path(), &to.join(entry.file_name()), depth - 1)?;
+        } else {
+            std::os::unix::fs::symlink(entry.path(), to.join(entry.file_name()))
+                .map_err(io_err("cannot link a provider file"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The shared override file of one directory, held for one run.
+#[derive(Debug)]
+struct OverrideGuard {
+    override_path: PathBuf,
+    lock: Option<Flock<File>>,
+}
+
+impl OverrideGuard {
+    /// Takes the shared lock (waiting for a run that is removing the file),
+    /// then makes sure the override file is in place.
+    fn acquire(root: &Path) -> Result<OverrideGuard, TerraformError> {
+        let lock_path = lock_path(root);
+        let file = open_lock_file(&lock_path)?;
+        let lock =
+            Flock::lock(file, FlockArg::LockShared).map_err(|(_, errno)| TerraformError::Io {
+                what: format!("cannot lock {}", lock_path.display()),
+                source: errno.into(),
+            })?;
+        let override_path = root.join(OVERRIDE_FILE);
+        let guard = OverrideGuard {
+            override_path,
+            lock: Some(lock),
+        };
+        if fs::read(&guard.override_path).ok().as_deref() != Some(OVERRIDE_CONTENT.as_bytes()) {
+            // Atomic replace: a terraform of a concurrent run reading the
+            // directory sees the old or the new file, both identical.
+            let tmp = root.join(format!(".{OVERRIDE_FILE}.{}.tmp", std::process::id()));
+            let what = || format!("cannot write {}", guard.override_path.display());
+            fs::write(&tmp, OVERRIDE_CONTENT).map_err(io_err(what()))?;
+            if let Err(e) = fs::rename(&tmp, &guard.override_path) {
+                let _ = fs::remove_file(&tmp);
+                return Err(io_err(what())(e));
+            }
+        }
+        Ok(guard)
+    }
+
+    fn active(&self) -> bool {
+        self.lock.is_some()
+    }
+}
+
+impl Drop for OverrideGuard {
+    fn drop(&mut self) {
+        let Some(lock) = self.lock.take() else { return };
+        // Upgrading is not atomic (flock(2)); either way we hold no lock after this.
+        if lock.relock(FlockArg::LockExclusiveNonblock).is_ok() {
+            let _ = fs::remove_file(&self.override_path);
+        }
+        drop(lock);
+    }
+}
+
+/// `<tmp>/stategraph-override-<sha256(dir)[..16]>.lock`, outside the user's
+/// directory. Never removed: removing it would race with a run opening it.
+fn lock_path(root: &Path) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    let digest = Sha256::digest(root.as_os_str().as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    std::env::temp_dir().join(format!("stategraph-override-{hex}.lock"))
+}
+
+fn open_lock_file(path: &Path) -> Result<File, TerraformError> {
+    let open = |write: bool| {
+        OpenOptions::new()
+            .read(true)
+            .write(write)
+            .create(write)
+            .truncate(false)
+            .mode(0o666)
+            // Not a symlink planted in a shared temp dir.
+            .custom_flags(OFlag::O_NOFOLLOW.bits())
+            .open(path)
+    };
+    open(true).or_else(|_| open(false)).map_err(io_err(format!(
+        "cannot open the lock file {}",
+        path.display()
+    )))
+}
