@@ -60,6 +60,10 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "DIR")]
     pub chdir: Option<PathBuf>,
 
+    /// How long a lock lives without renewal (default 60s; STATEGRAPH_LOCK_LEASE).
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub lock_lease: Option<String>,
+
     /// Plain output: no colours, no spinners (implied when stderr is not a
     /// terminal or CI is set).
     #[arg(long = "no-color", global = true)]
@@ -68,6 +72,28 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Plan only the change cone, as `terraform plan` (same flags, output, exit codes).
+    ///
+    /// stategraph finds what changes with a refresh-less plan, computes the
+    /// change cone (changed instances and everything downstream), takes
+    /// shared locks on it, and runs terraform with -target for the cone on
+    /// a private copy of the state: only the cone and its dependencies are
+    /// refreshed. Flags after `plan` are terraform's.
+    #[command(disable_help_flag = true)]
+    Plan(TerraformArgs),
+
+    /// Apply only the change cone, as `terraform apply`.
+    ///
+    /// Like plan, with exclusive locks on the write set and shared locks on
+    /// what it reads; the result is merged into PostgreSQL row by row, so
+    /// applies of unrelated resources of one state run at the same time.
+    #[command(disable_help_flag = true)]
+    Apply(TerraformArgs),
+
+    /// Destroy, as `terraform destroy` (an apply with -destroy).
+    #[command(disable_help_flag = true)]
+    Destroy(TerraformArgs),
+
     /// Read and write the stored state with terraform's state commands.
     #[command(subcommand)]
     State(StateCommand),
@@ -97,6 +123,13 @@ pub enum Command {
     /// Manage the embedded PostgreSQL cluster used when no database is configured.
     #[command(subcommand)]
     Db(DbCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct TerraformArgs {
+    /// terraform's flags and arguments, passed on as given.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+    pub args: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -205,6 +238,9 @@ pub struct DbArgs {
     pub json: bool,
 }
 
+/// Subcommands whose arguments belong to terraform.
+const TERRAFORM_COMMANDS: &[&str] = &["plan", "apply", "destroy"];
+
 /// Rewrites terraform-style single-dash long flags (`-force`, `-chdir=DIR`)
 /// to the two-dash form clap parses. Single letters (`-h`), a lone `-`
 /// (stdin) and everything after `--` are left alone.
@@ -220,7 +256,8 @@ pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString>
             out.push(arg);
             continue;
         };
-        if s == "--" {
+        if s == "--" || TERRAFORM_COMMANDS.contains(&s) {
+            // Everything after `plan`/`apply`/`destroy` is terraform's, as written.
             rest_is_positional = true;
             out.push(arg);
         } else if s.starts_with('-')

@@ -34,6 +34,10 @@ pub struct Settings {
     pub terraform: Option<PathBuf>,
     /// Who runs this, for the transaction log and lock holders.
     pub actor: Actor,
+    /// How long a lock lives without renewal (`--lock-lease` /
+    /// `STATEGRAPH_LOCK_LEASE`, default 60s): a holder that dies blocks
+    /// others no longer than this.
+    pub lock_lease: std::time::Duration,
     /// Messages and progress.
     pub ui: Ui,
 }
@@ -161,7 +165,21 @@ impl Settings {
             ci_job: ci_job(&get),
         };
 
+        let lease_text = global
+            .lock_lease
+            .clone()
+            .or_else(|| get("STATEGRAPH_LOCK_LEASE"))
+            .unwrap_or_else(|| "60s".to_owned());
+        let lock_lease = crate::tfargs::parse_duration(&lease_text)
+            .filter(|d| *d >= std::time::Duration::from_secs(1))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "lock lease {lease_text:?} is not a duration of at least 1s (e.g. 30s, 2m)"
+                )
+            })?;
+
         Ok(Settings {
+            lock_lease,
             actor,
             database,
             workdir,
@@ -268,6 +286,7 @@ mod tests {
             state: None,
             chdir: None,
             no_color: true,
+            lock_lease: None,
         }
     }
 

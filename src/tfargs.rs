@@ -58,6 +58,10 @@ pub struct TfFlags {
     pub no_color: bool,
     /// `-input=false` given (or `TF_INPUT=0`, decided by the caller).
     pub no_input: bool,
+    /// `-var=...` / `-var-file=...` as given, for the discovery plan.
+    pub vars: Vec<String>,
+    /// `-parallelism=N`, if given.
+    pub parallelism: Option<String>,
     /// Every flag to hand to terraform, in order, minus those stategraph
     /// replaces (`-lock`, `-lock-timeout`).
     pub passthrough: Vec<String>,
@@ -168,6 +172,8 @@ pub fn parse(args: &[String]) -> Result<TfFlags, FlagError> {
             "no-color" => f.no_color = parse_bool(name, v)?,
             "input" => f.no_input = !parse_bool(name, v)?,
             "out" => f.out = value.clone(),
+            "var" | "var-file" => f.vars.push(format!("-{name}={}", v.unwrap_or_default())),
+            "parallelism" => f.parallelism = value.clone(),
             "lock-timeout" => {
                 let text = v.unwrap_or_default();
                 f.lock_timeout =

@@ -30,6 +30,11 @@ impl Ui {
         Ui { fancy: false }
     }
 
+    /// Whether spinners are drawn (a terminal outside CI).
+    pub fn is_fancy(&self) -> bool {
+        self.fancy
+    }
+
     /// A line of information.
     pub fn info(&self, msg: impl AsRef<str>) {
         eprintln!("{}", msg.as_ref());

@@ -4,6 +4,7 @@ pub mod cone;
 pub mod db;
 pub mod locks;
 pub mod log;
+pub mod run;
 pub mod state;
 
 use anyhow::Result;
@@ -20,6 +21,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::State(StateCommand::List(args)) => state::list(&settings, args).await,
         Command::State(StateCommand::Show(args)) => state::show(&settings, args).await,
         Command::Cone(args) => cone::run(&settings, args).await,
+        Command::Plan(a) => run::run(&settings, run::Kind::Plan, &a.args).await,
+        Command::Apply(a) => run::run(&settings, run::Kind::Apply, &a.args).await,
+        Command::Destroy(a) => run::run(&settings, run::Kind::Destroy, &a.args).await,
         Command::Log(args) => log::run(&settings, args).await,
         Command::Locks(args) => locks::list(&settings, args.json).await,
         Command::ForceUnlock(args) => locks::force_unlock(&settings, &args.id).await,

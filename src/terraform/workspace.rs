@@ -148,6 +148,18 @@ impl Workspace {
         Ok(())
     }
 
+    /// Replaces the state terraform will see (e.g. a fresher snapshot taken
+    /// under the lock).
+    pub fn write_state(&self, state: &State) -> Result<(), TerraformError> {
+        let what = || format!("cannot write {}", self.state_path.display());
+        let mut f = OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&self.state_path)
+            .map_err(io_err(what()))?;
+        f.write_all(&state.to_json()).map_err(io_err(what()))
+    }
+
     /// The state terraform left in [`Workspace::state_path`], parsed.
     pub fn read_state(&self) -> Result<State, TerraformError> {
         let bytes = fs::read(&self.state_path).map_err(io_err(format!(

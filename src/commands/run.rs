@@ -1,0 +1,581 @@
+//! `stategraph plan`, `apply` and `destroy`: terraform on the change cone.
+//!
+//! The flow (DESIGN.md §3): snapshot the state, discover what changes with a
+//! refresh-less plan, compute the cone on the stored graph, lock it (shared
+//! for plan; exclusive on the write set and shared on the read set for
+//! apply), re-check under the lock, run terraform with `-target` for the
+//! write set on a private copy of the state, merge only the write set's rows,
+//! release. Terraform's output reaches the user live and its exit code is
+//! ours.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::io::Write;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::json;
+
+use crate::db::locks::{Conflict, LockRequest};
+use crate::db::store::{GraphRow, Merge, Store, StoreError};
+use crate::error::Exit;
+use crate::graph::{InstanceInput, StateGraph};
+use crate::settings::Settings;
+use crate::terraform::workspace::Workspace;
+use crate::terraform::{plan, Output, Terraform};
+use crate::tfargs;
+use crate::tfstate::State;
+use crate::ui::thousands;
+
+/// Which terraform command the user asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Plan,
+    Apply,
+    Destroy,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Plan => "plan",
+            Kind::Apply => "apply",
+            Kind::Destroy => "destroy",
+        }
+    }
+}
+
+/// How many times the cone may grow under the lock before we give up.
+const MAX_ATTEMPTS: usize = 3;
+
+pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()> {
+    let mut flags = tfargs::parse(args).map_err(|e| anyhow!("{e}"))?;
+    if kind == Kind::Destroy {
+        flags.destroy = true;
+    }
+    if let Some(first) = flags.positional.first() {
+        bail!(
+            "applying a saved plan ({first}) is not supported yet by stategraph\n\n\
+             Run `stategraph apply` without a plan file: it plans and applies the change cone in one step."
+        );
+    }
+    if flags.out.is_some() {
+        bail!(
+            "plan -out is not supported yet by stategraph (saved plans must record what they read)\n\n\
+             Run `stategraph apply` to plan and apply in one step."
+        );
+    }
+    if flags.refresh_only {
+        bail!("-refresh-only is not supported yet by stategraph: use terraform on a pulled state");
+    }
+    let ui = settings.ui;
+    let tf = Terraform::discover(settings.terraform.as_deref())?.with_ui(ui);
+    let store = crate::db::open(settings).await?;
+    let name = settings.state_name();
+    ensure_state(&store, settings, &name).await?;
+    let state_id = store
+        .state_id(&name)
+        .await?
+        .ok_or_else(|| anyhow!("state \"{name}\" vanished"))?;
+    let command = std::iter::once(format!("stategraph {}", kind.name()))
+        .chain(args.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(" ");
+
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let snapshot = store
+            .pull(&name)
+            .await?
+            .ok_or_else(|| anyhow!("state \"{name}\" vanished"))?;
+        let ws = Workspace::new(&settings.workdir, &snapshot)?;
+        ws.init(&tf).await.map_err(exit_on_terraform_failure)?;
+
+        // Discover: a refresh-less plan says what changes.
+        let step = ui.step("Discovering changes (plan without refresh)");
+        let plan_file = ws.plan_path("discover");
+        let mut discover = ws
+            .command(&tf)
+            .args([
+                "plan",
+                "-refresh=false",
+                "-input=false",
+                "-lock=false",
+                "-no-color",
+            ])
+            .arg(format!("-out={}", plan_file.display()))
+            .args(flags.vars.iter())
+            .args(flags.targets.iter().map(|t| format!("-target={t}")))
+            .args(flags.replace.iter().map(|r| format!("-replace={r}")))
+            .stdout(Output::Capture);
+        if flags.destroy {
+            discover = discover.arg("-destroy");
+        }
+        let done = discover.run().await?;
+        if !done.success() {
+            step.fail();
+            let _ = std::io::stdout().write_all(&done.stdout);
+            return Err(Exit(done.code).into());
+        }
+        let shown = ws
+            .command(&tf)
+            .args(["show", "-json"])
+            .arg(&plan_file)
+            .stdout(Output::Capture)
+            .run_ok()
+            .await?;
+        let discovered = plan::parse(&shown.stdout).context("cannot read terraform's plan")?;
+        let changed = discovered.changed_addresses();
+        step.done(format!("{} to change", thousands(changed.len())));
+
+        if changed.is_empty() {
+            drop(ws);
+            if !flags.json {
+                println!(
+                    "\nNo changes. Your infrastructure matches the configuration.\n\n\
+                     stategraph found no change in the configuration; resources outside a change \
+                     are not refreshed."
+                );
+            }
+            return Ok(());
+        }
+
+        // The cone, on the stored graph plus the new instances' configuration edges.
+        let step = ui.step("Computing change cone");
+        let rows = store.graph_rows(&name).await?.unwrap_or_default();
+        let cone = Cone::compute(&rows, &changed, &discovered)?;
+        step.done(format!(
+            "{} of {} instances ({} write, {} read)",
+            thousands(cone.write.len() + cone.read.len()),
+            thousands(rows.len()),
+            thousands(cone.write.len()),
+            thousands(cone.read.len())
+        ));
+
+        // Lock: shared only for plan.
+        let (exclusive, shared): (Vec<String>, Vec<String>) = match kind {
+            Kind::Plan => (
+                Vec::new(),
+                cone.write.iter().chain(&cone.read).cloned().collect(),
+            ),
+            _ => (cone.write.clone(), cone.read.clone()),
+        };
+        let step = ui.step(format!(
+            "Locking subgraph ({} exclusive, {} shared)",
+            thousands(exclusive.len()),
+            thousands(shared.len())
+        ));
+        let request = LockRequest {
+            state_id,
+            exclusive: &exclusive,
+            shared: &shared,
+            command: &command,
+            actor: &settings.actor,
+            lease: settings.lock_lease,
+            txn_id: None,
+        };
+        let mut on_wait = |conflicts: &[Conflict]| {
+            let who: Vec<String> = conflicts
+                .iter()
+                .map(|c| {
+                    format!(
+                        "lock {} ({}, {})",
+                        c.holder.id,
+                        c.holder.who(),
+                        c.holder.command
+                    )
+                })
+                .collect();
+            step.progress(format!("waiting for {}", who.join(", ")));
+            if !ui.is_fancy() {
+                ui.info(format!("Waiting for {}", who.join(", ")));
+            }
+        };
+        let holder = match store.lock(&request, flags.lock_timeout, &mut on_wait).await {
+            Ok(h) => h,
+            Err(e) => {
+                step.fail();
+                return Err(e.into());
+            }
+        };
+        step.done("ready");
+        let heartbeat = store.heartbeat(holder.id, settings.lock_lease);
+
+        // Re-check under the lock: rows of the cone may have changed while we waited.
+        let fresh = store
+            .pull(&name)
+            .await?
+            .ok_or_else(|| anyhow!("state \"{name}\" vanished"))?;
+        let cone_addresses: HashSet<&str> = cone
+            .write
+            .iter()
+            .chain(&cone.read)
+            .map(String::as_str)
+            .collect();
+        if objects_in(&snapshot, &cone_addresses) != objects_in(&fresh, &cone_addresses) {
+            heartbeat.stop().await;
+            store.release(holder.id).await?;
+            if attempt >= MAX_ATTEMPTS {
+                bail!("the change cone kept changing while waiting for locks ({MAX_ATTEMPTS} attempts); try again");
+            }
+            ui.info(
+                "The cone changed while waiting for the lock; planning again on the new state.",
+            );
+            continue;
+        }
+        ws.write_state(&fresh)?;
+
+        // Terraform on the cone.
+        let mut tf_run = ws
+            .command(&tf)
+            .arg(kind.terraform_command())
+            .arg("-lock=false");
+        if kind == Kind::Destroy {
+            tf_run = tf_run.args(["-destroy"]);
+        }
+        if flags.targets.is_empty() {
+            tf_run = tf_run.args(
+                cone.targets(&rows)
+                    .into_iter()
+                    .map(|t| format!("-target={t}")),
+            );
+        }
+        let mut passthrough = flags.passthrough.clone();
+        if kind == Kind::Destroy {
+            passthrough.retain(|a| a != "-destroy" && a != "--destroy");
+        }
+        let outcome = tf_run.args(passthrough).interactive(true).run().await;
+
+        let result = match (&outcome, kind) {
+            (_, Kind::Plan) => Ok(None),
+            (Err(_), _) => Ok(None),
+            (Ok(_), _) => merge(
+                &store,
+                settings,
+                &name,
+                &holder,
+                &fresh,
+                &ws,
+                &cone,
+                &command,
+                kind,
+                &discovered,
+            )
+            .await
+            .map(Some),
+        };
+        heartbeat.stop().await;
+        let released = store.release(holder.id).await;
+        let finished = outcome?;
+        let report = result?;
+        released?;
+        if let Some(report) = report {
+            ui.info(format!(
+                "stategraph: transaction {} wrote {} added, {} changed, {} removed to state \"{name}\"",
+                report.txn_id, report.added, report.changed, report.removed
+            ));
+        }
+        return match finished.code {
+            0 => Ok(()),
+            code => Err(Exit(code).into()),
+        };
+    }
+}
+
+impl Kind {
+    fn terraform_command(self) -> &'static str {
+        match self {
+            Kind::Plan => "plan",
+            Kind::Apply | Kind::Destroy => "apply",
+        }
+    }
+}
+
+/// Merges what terraform wrote, keeping it in a private recovery file if the
+/// merge is refused.
+#[allow(clippy::too_many_arguments)]
+async fn merge(
+    store: &Store,
+    settings: &Settings,
+    name: &str,
+    holder: &crate::db::locks::Holder,
+    before: &State,
+    ws: &Workspace,
+    cone: &Cone,
+    command: &str,
+    kind: Kind,
+    discovered: &plan::Plan,
+) -> Result<crate::db::store::PushReport> {
+    let after = ws.read_state()?;
+    let outputs = cone.allowed_outputs(discovered, before, &after);
+    let m = Merge {
+        state_name: name,
+        holder_id: Some(holder.id),
+        write_set: &cone.write,
+        outputs: &outputs,
+        before,
+        after: &after,
+        kind: kind.name(),
+        command,
+        actor: &settings.actor,
+        cone: json!({"write": cone.write, "read": cone.read}),
+        summary: json!({"changed_by_plan": cone.changed}),
+    };
+    match store.merge(&m).await {
+        Ok(report) => Ok(report),
+        Err(
+            e @ (StoreError::OutsideWriteSet { .. }
+            | StoreError::LeaseLost { .. }
+            | StoreError::LineageChanged { .. }),
+        ) => {
+            let kept = keep_for_recovery(settings, &after)?;
+            Err(anyhow!(e).context(format!(
+                "the result of terraform was not written to state \"{name}\"; it is kept in {}",
+                kept.display()
+            )))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes `state` to a private file under the data directory.
+fn keep_for_recovery(settings: &Settings, state: &State) -> Result<std::path::PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let dir = settings.embedded.data_dir.join("recovery");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join(format!(
+        "{}-{}.tfstate",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S"),
+        std::process::id()
+    ));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(&state.to_json())?;
+    Ok(path)
+}
+
+/// Creates an empty state (new lineage, serial 0) if none is stored.
+async fn ensure_state(store: &Store, settings: &Settings, name: &str) -> Result<()> {
+    if store.state_id(name).await?.is_some() {
+        return Ok(());
+    }
+    let empty = State {
+        terraform_version: String::new(),
+        serial: 0,
+        lineage: new_lineage()?,
+        outputs: Vec::new(),
+        resources: Vec::new(),
+        check_results: None,
+        extra: Default::default(),
+    };
+    match store
+        .push(name, &empty, false, &settings.actor, "create")
+        .await
+    {
+        Ok(_) => {
+            settings
+                .ui
+                .info(format!("Created state \"{name}\" in {}", store.display()));
+            Ok(())
+        }
+        // Someone else created it at the same moment: theirs is as good.
+        Err(StoreError::Lineage { .. }) | Err(StoreError::OlderSerial { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A random UUID (v4), as terraform's lineages are.
+fn new_lineage() -> Result<String> {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .context("cannot read /dev/urandom for a new lineage")?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    ))
+}
+
+/// Terraform failed before we did anything: its message is out, pass its code.
+fn exit_on_terraform_failure(e: crate::terraform::TerraformError) -> anyhow::Error {
+    match e.exit_code() {
+        Some(code) => Exit(code).into(),
+        None => e.into(),
+    }
+}
+
+/// Object identity and content of the given addresses, for the re-check.
+fn objects_in<'s>(
+    state: &'s State,
+    addresses: &HashSet<&str>,
+) -> Vec<(String, &'s crate::tfstate::Instance)> {
+    let mut out = Vec::new();
+    for r in &state.resources {
+        let raddr = r.address();
+        for i in &r.instances {
+            let a = i.address(&raddr);
+            if addresses.contains(a.as_str()) {
+                out.push((a, i));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.deposed.cmp(&b.1.deposed)));
+    out
+}
+
+/// The cone of one run.
+struct Cone {
+    /// What the discovery plan changes.
+    changed: Vec<String>,
+    /// Changed instances and everything downstream, canonical order.
+    write: Vec<String>,
+    /// Their dependencies, not written.
+    read: Vec<String>,
+}
+
+impl Cone {
+    fn compute(rows: &[GraphRow], changed: &[String], discovered: &plan::Plan) -> Result<Cone> {
+        let graph = StateGraph::build(rows.iter().map(|r| InstanceInput {
+            address: &r.address,
+            config_resource: &r.config_address,
+            dependencies: &r.dependencies,
+        }))?;
+        let existing: Vec<&str> = changed
+            .iter()
+            .map(String::as_str)
+            .filter(|a| graph.contains(a))
+            .collect();
+        let new: Vec<&String> = changed.iter().filter(|a| !graph.contains(a)).collect();
+        let base = graph.cone(&existing)?;
+        let mut write = base.write;
+        let mut in_write: HashSet<String> = write.iter().cloned().collect();
+        for n in &new {
+            if in_write.insert((*n).clone()) {
+                write.push((*n).clone());
+            }
+        }
+
+        // New instances read what their configuration references (and,
+        // since state dependencies are transitive, what those depend on).
+        let by_config: HashMap<&str, Vec<&GraphRow>> =
+            rows.iter().fold(HashMap::new(), |mut m, r| {
+                m.entry(r.config_address.as_str()).or_default().push(r);
+                m
+            });
+        let edges = discovered.configuration_edges();
+        let mut read: BTreeSet<String> = base.read.into_iter().collect();
+        for n in &new {
+            let config = crate::tfstate::strip_module_keys(n.rsplit_once('[').map_or(
+                n.as_str(),
+                |(a, k)| {
+                    if k.ends_with(']') && !a.is_empty() {
+                        a
+                    } else {
+                        n.as_str()
+                    }
+                },
+            ));
+            for (_, dep) in edges.iter().filter(|(from, _)| *from == config) {
+                for row in by_config.get(dep.as_str()).into_iter().flatten() {
+                    read.insert(row.address.clone());
+                    for d in &row.dependencies {
+                        for up in by_config.get(d.as_str()).into_iter().flatten() {
+                            read.insert(up.address.clone());
+                        }
+                    }
+                }
+            }
+        }
+        let read: Vec<String> = read.into_iter().filter(|a| !in_write.contains(a)).collect();
+        Ok(Cone {
+            changed: changed.to_vec(),
+            write,
+            read,
+        })
+    }
+
+    /// `-target` addresses: whole resources where every instance of a
+    /// resource is written, instances otherwise (keeps argv short).
+    fn targets(&self, rows: &[GraphRow]) -> Vec<String> {
+        let resource_of = |a: &str| -> String {
+            match a.rsplit_once('[') {
+                Some((r, k)) if k.ends_with(']') && !r.ends_with(']') && !r.is_empty() => {
+                    r.to_owned()
+                }
+                _ => a.to_owned(),
+            }
+        };
+        let mut total: HashMap<String, usize> = HashMap::new();
+        for r in rows {
+            *total.entry(resource_of(&r.address)).or_default() += 1;
+        }
+        let mut written: HashMap<String, Vec<&String>> = HashMap::new();
+        for a in &self.write {
+            written.entry(resource_of(a)).or_default().push(a);
+        }
+        let mut out: Vec<String> = Vec::new();
+        for (resource, instances) in written {
+            if total.get(&resource).is_some_and(|t| *t == instances.len()) && instances.len() > 1 {
+                out.push(resource);
+            } else {
+                out.extend(instances.into_iter().cloned());
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Root outputs this run may write: those whose references all lie in the cone.
+    fn allowed_outputs(
+        &self,
+        discovered: &plan::Plan,
+        before: &State,
+        after: &State,
+    ) -> Vec<String> {
+        let cone_configs: HashSet<String> = self
+            .write
+            .iter()
+            .chain(&self.read)
+            .map(|a| {
+                let r = a
+                    .rsplit_once('[')
+                    .filter(|(r, k)| k.ends_with(']') && !r.is_empty())
+                    .map_or(a.as_str(), |(r, _)| r);
+                crate::tfstate::strip_module_keys(r)
+            })
+            .collect();
+        let refs = discovered.output_references();
+        let mut names: BTreeSet<String> = before
+            .outputs
+            .iter()
+            .chain(&after.outputs)
+            .map(|(n, _)| n.clone())
+            .collect();
+        names.retain(|name| {
+            refs.iter().filter(|(o, _)| o == name).all(|(_, dep)| {
+                match dep.split_once(".output.") {
+                    Some((module, _)) => cone_configs
+                        .iter()
+                        .any(|c| c.starts_with(&format!("{module}."))),
+                    None => cone_configs.contains(dep),
+                }
+            })
+        });
+        names.into_iter().collect()
+    }
+}

@@ -1,0 +1,253 @@
+//! `stategraph plan` / `apply` end to end: the real terraform on
+//! `fixtures/tf/chain`, the state in a real PostgreSQL.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Output;
+
+use common::*;
+use serde_json::Value;
+
+const CHANGE_A: &str = r#"gen={a="2",b="1",c="1"}"#;
+
+/// `stategraph ARGS` in the workdir, with terraform's environment.
+fn sg_in(db: &TestDb, wd: &TfWorkdir, args: &[&str]) -> Output {
+    let mut cmd: std::process::Command =
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("stategraph"));
+    terraform::tf_env(&mut cmd, wd.cli_config());
+    cmd.current_dir(wd.path())
+        .env("STATEGRAPH_DATABASE_URL", &db.url)
+        .env("STATEGRAPH_DATA_DIR", wd.path().join(".sg-data-unused"))
+        .env("STATEGRAPH_TERRAFORM", terraform::terraform_bin())
+        .env("CI", "true")
+        .env_remove("STATEGRAPH_STATE")
+        .args(["--state", "chain"])
+        .args(args);
+    cmd.output().expect("run stategraph")
+}
+
+fn ok(out: &Output) -> (String, String) {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "stategraph failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    (stdout, stderr)
+}
+
+/// Every file under `dir` (names and bytes), to check nothing is left behind.
+fn listing(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(base).unwrap().to_string_lossy().into_owned();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else {
+                out.insert(rel, std::fs::read(&p).unwrap_or_default());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+fn versions(db: &TestDb) -> BTreeMap<String, i64> {
+    db.psql("SELECT address || '=' || version FROM instances ORDER BY address")
+        .lines()
+        .map(|l| {
+            let (a, v) = l.rsplit_once('=').unwrap();
+            (a.to_owned(), v.parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn apply_of_a_fresh_config_gives_a_state_terraform_accepts() {
+    let db = test_db();
+    let wd = TfWorkdir::from_fixture("chain");
+    let before = listing(wd.path());
+    let (stdout, stderr) = ok(&sg_in(&db, &wd, &["apply", "-auto-approve"]));
+    assert!(
+        stdout.contains("Apply complete! Resources: 19 added"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("Locking subgraph (19 exclusive, 0 shared)... ready"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("transaction"), "{stderr}");
+    assert_eq!(listing(wd.path()), before, "the user's directory changed");
+
+    // The stored state is one terraform itself finds up to date.
+    let pulled = pull_to(&db, "chain", wd.path());
+    let doc: Value = terraform::read_json(&pulled);
+    assert_eq!(terraform::count_instances(&doc, |_| true), 19);
+    assert_eq!(
+        doc["outputs"].as_object().unwrap().len(),
+        2,
+        "outputs missing: {doc}"
+    );
+    std::fs::rename(&pulled, wd.state_path()).unwrap();
+    wd.terraform(&["init", "-no-color"]);
+    let plan = wd.terraform_allow_fail(&["plan", "-detailed-exitcode", "-no-color"]);
+    assert_eq!(
+        plan.status.code(),
+        Some(0),
+        "terraform sees changes: {}",
+        String::from_utf8_lossy(&plan.stdout)
+    );
+    assert_eq!(
+        db.psql("SELECT count(*) FROM locks"),
+        "0",
+        "locks left behind"
+    );
+}
+
+#[test]
+fn a_change_writes_only_its_cone_and_plan_writes_nothing() {
+    let db = test_db();
+    let wd = TfWorkdir::from_fixture("chain");
+    ok(&sg_in(&db, &wd, &["apply", "-auto-approve"]));
+    let v1 = versions(&db);
+
+    // plan: terraform's exit code 2 (changes) passes through; nothing written, nothing locked.
+    let out = sg_in(
+        &db,
+        &wd,
+        &["plan", "-detailed-exitcode", "-no-color", "-var", CHANGE_A],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(r#"module.branch["a"].terraform_data.l1 must be replaced"#),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains(r#"module.branch["b"]"#),
+        "branch b appears in the plan: {stdout}"
+    );
+    assert_eq!(versions(&db), v1);
+    assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "0");
+
+    let (_, stderr) = ok(&sg_in(
+        &db,
+        &wd,
+        &["apply", "-auto-approve", "-no-color", "-var", CHANGE_A],
+    ));
+    assert!(
+        stderr.contains("Computing change cone... 17 of 19 instances (6 write, 11 read)"),
+        "{stderr}"
+    );
+    let v2 = versions(&db);
+    let bumped: Vec<&String> = v2
+        .keys()
+        .filter(|a| v2[*a] != v1.get(*a).copied().unwrap_or(0))
+        .collect();
+    // l1 is replaced, l2 updated in place; nothing outside branch a and join moves.
+    assert!(!bumped.is_empty());
+    for a in &bumped {
+        assert!(
+            a.starts_with(r#"module.branch["a"]"#) || a.as_str() == "terraform_data.join",
+            "{a} was written outside the cone"
+        );
+    }
+    for a in v1
+        .keys()
+        .filter(|a| a.contains(r#"["b"]"#) || a.contains(r#"["c"]"#) || a.contains("island"))
+    {
+        assert_eq!(v1[a], v2[a], "{a} changed");
+    }
+    let log: Value =
+        serde_json::from_str(&sg_ok(&db, &["--state", "chain", "log", "--json"])).unwrap();
+    assert_eq!(log[0]["kind"], "apply");
+    assert_eq!(log[0]["cone"]["write"].as_array().unwrap().len(), 6);
+}
+
+#[test]
+fn a_held_lock_fails_fast_naming_the_holder_or_is_waited_for() {
+    let db = test_db();
+    let wd = TfWorkdir::from_fixture("chain");
+    ok(&sg_in(&db, &wd, &["apply", "-auto-approve"]));
+    let v1 = versions(&db);
+    let holder = db.psql(
+        "WITH h AS (INSERT INTO lock_holders (state_id, actor_user, actor_host, command, lease_expires_at)
+                    SELECT id, 'bob', 'laptop', 'stategraph apply -var x', now() + interval '1 hour'
+                    FROM states WHERE name = 'chain' RETURNING id, state_id),
+              l AS (INSERT INTO locks (state_id, address, mode, holder_id)
+                    SELECT state_id, 'terraform_data.join', 'exclusive', id FROM h)
+         SELECT id FROM h",
+    );
+
+    let out = sg_in(
+        &db,
+        &wd,
+        &["apply", "-auto-approve", "-no-color", "-var", CHANGE_A],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Error acquiring the state lock"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("bob") && stderr.contains("terraform_data.join"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&holder), "{stderr}");
+    assert_eq!(versions(&db), v1, "a refused apply wrote something");
+    assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "1");
+
+    // With a timeout it waits for the holder to go, then applies.
+    let url = db.url.clone();
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let out = std::process::Command::new("psql")
+            .args(["-XAtq", &url, "-c", "DELETE FROM lock_holders"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    });
+    let started = std::time::Instant::now();
+    let (_, stderr) = ok(&sg_in(
+        &db,
+        &wd,
+        &[
+            "apply",
+            "-auto-approve",
+            "-no-color",
+            "-lock-timeout=60s",
+            "-var",
+            CHANGE_A,
+        ],
+    ));
+    releaser.join().unwrap();
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(2),
+        "did not wait"
+    );
+    assert!(stderr.contains("Waiting for lock"), "{stderr}");
+    assert_ne!(versions(&db), v1);
+    assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "0");
+}
+
+#[test]
+fn a_configuration_error_passes_terraform_message_and_code_through() {
+    let db = test_db();
+    let wd = TfWorkdir::from_fixture("chain");
+    let out = sg_in(&db, &wd, &["plan", "-no-color", "-var", "nonexistent=1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Value for undeclared variable"), "{stderr}");
+    assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "0");
+}
