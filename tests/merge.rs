@@ -67,6 +67,7 @@ fn merge<'a>(
         command: "apply",
         actor,
         cone: json!({"write": write}),
+        started_at: None,
         summary: json!({}),
     }
 }

@@ -318,6 +318,7 @@ async fn merge(
         command,
         actor: &settings.actor,
         cone: json!({"write": cone.write, "read": cone.read}),
+        started_at: Some(holder.acquired_at),
         summary: json!({"changed_by_plan": cone.changed}),
     };
     match store.merge(&m).await {

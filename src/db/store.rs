@@ -108,6 +108,8 @@ pub struct Merge<'a> {
     pub actor: &'a Actor,
     /// `{"write": [...], "read": [...]}` for the log.
     pub cone: Value,
+    /// When the run took its locks (the transaction's start in the log).
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Plan summary for the log.
     pub summary: Value,
 }
@@ -543,8 +545,9 @@ impl Store {
             .query_one(
                 "INSERT INTO transactions (state_id, kind, command, actor_user, actor_host, ci_job,
                     terraform_version, status, serial_before, serial_after, lineage_before,
-                    lineage_after, cone)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, $9, $10, $10, $11) RETURNING id",
+                    lineage_after, cone, started_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, $9, $10, $10, $11,
+                         COALESCE($12, now())) RETURNING id",
                 &[
                     &state_id,
                     &m.kind,
@@ -557,6 +560,7 @@ impl Store {
                     &new_serial,
                     &lineage,
                     &m.cone,
+                    &m.started_at,
                 ],
             )
             .await?
