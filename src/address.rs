@@ -674,8 +674,58 @@ impl<'s> Parser<'s> {
     }
 }
 
+/// Index of the `]` closing the instance key that `s` starts with (`[0]`,
+/// `["a]b"]`: brackets inside the quoted string do not count), or `None`
+/// if it is not closed.
+pub fn key_end(s: &str) -> Option<usize> {
+    let mut in_str = false;
+    let mut escaped = false;
+    for (i, c) in s.char_indices().skip(1) {
+        if in_str {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_str = false;
+            }
+        } else if c == '"' {
+            in_str = true;
+        } else if c == ']' {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// The resource part of an instance address: `module.m[0].t.n["k"]` ->
+/// `module.m[0].t.n`; an address without an instance key is returned whole.
+pub fn strip_instance_key(addr: &str) -> &str {
+    let mut from = 0;
+    while let Some(offset) = addr[from..].find('[') {
+        let start = from + offset;
+        let Some(end) = key_end(&addr[start..]) else {
+            return addr;
+        };
+        if start + end + 1 == addr.len() {
+            return &addr[..start];
+        }
+        from = start + end + 1;
+    }
+    addr
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn instance_keys_are_stripped_from_the_end_only() {
+        use super::strip_instance_key as s;
+        assert_eq!(s(r#"module.m[0].t.n["k]"]"#), "module.m[0].t.n");
+        assert_eq!(s(r#"module.m["a"].t.n"#), r#"module.m["a"].t.n"#);
+        assert_eq!(s("t.n[3]"), "t.n");
+        assert_eq!(s("t.n"), "t.n");
+    }
+
     use super::*;
 
     /// `terraform state list` of a configuration with `module "m" { count = 2 }`,

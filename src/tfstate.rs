@@ -426,32 +426,15 @@ impl Resource {
 /// belongs to a module).
 pub fn strip_module_keys(addr: &str) -> String {
     let mut out = String::with_capacity(addr.len());
-    let mut depth = 0usize;
-    let mut in_str = false;
-    let mut escaped = false;
-    for c in addr.chars() {
-        if depth > 0 {
-            if in_str {
-                if escaped {
-                    escaped = false;
-                } else if c == '\\' {
-                    escaped = true;
-                } else if c == '"' {
-                    in_str = false;
-                }
-            } else if c == '"' {
-                in_str = true;
-            } else if c == ']' {
-                depth -= 1;
-            }
-            continue;
-        }
-        if c == '[' {
-            depth += 1;
-        } else {
-            out.push(c);
+    let mut rest = addr;
+    while let Some(i) = rest.find('[') {
+        out.push_str(&rest[..i]);
+        match address::key_end(&rest[i..]) {
+            Some(end) => rest = &rest[i + end + 1..],
+            None => return out,
         }
     }
+    out.push_str(rest);
     out
 }
 

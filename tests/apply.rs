@@ -12,20 +12,11 @@ use serde_json::Value;
 
 const CHANGE_A: &str = r#"gen={a="2",b="1",c="1"}"#;
 
-/// `stategraph ARGS` in the workdir, with terraform's environment.
+/// `stategraph --state chain ARGS` in the workdir.
 fn sg_in(db: &TestDb, wd: &TfWorkdir, args: &[&str]) -> Output {
-    let mut cmd: std::process::Command =
-        std::process::Command::new(assert_cmd::cargo::cargo_bin("stategraph"));
-    terraform::tf_env(&mut cmd, wd.cli_config());
-    cmd.current_dir(wd.path())
-        .env("STATEGRAPH_DATABASE_URL", &db.url)
-        .env("STATEGRAPH_DATA_DIR", wd.path().join(".sg-data-unused"))
-        .env("STATEGRAPH_TERRAFORM", terraform::terraform_bin())
-        .env("CI", "true")
-        .env_remove("STATEGRAPH_STATE")
-        .args(["--state", "chain"])
-        .args(args);
-    cmd.output().expect("run stategraph")
+    sg_tf(db, wd, "chain", args)
+        .output()
+        .expect("run stategraph")
 }
 
 fn ok(out: &Output) -> (String, String) {

@@ -11,17 +11,7 @@ use common::*;
 use serde_json::Value;
 
 fn sg(db: &TestDb, wd: &TfWorkdir, args: &[&str]) -> Command {
-    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("stategraph"));
-    terraform::tf_env(&mut cmd, wd.cli_config());
-    cmd.current_dir(wd.path())
-        .env("STATEGRAPH_DATABASE_URL", &db.url)
-        .env("STATEGRAPH_DATA_DIR", wd.path().join(".sg-data-unused"))
-        .env("STATEGRAPH_TERRAFORM", terraform::terraform_bin())
-        .env("CI", "true")
-        .env_remove("STATEGRAPH_STATE")
-        .args(["--state", "teams"])
-        .args(args);
-    cmd
+    sg_tf(db, wd, "teams", args)
 }
 
 fn assert_ok(what: &str, out: &Output) {

@@ -481,16 +481,7 @@ impl Cone {
         let edges = discovered.configuration_edges();
         let mut read: BTreeSet<String> = base.read.into_iter().collect();
         for n in &new {
-            let config = crate::tfstate::strip_module_keys(n.rsplit_once('[').map_or(
-                n.as_str(),
-                |(a, k)| {
-                    if k.ends_with(']') && !a.is_empty() {
-                        a
-                    } else {
-                        n.as_str()
-                    }
-                },
-            ));
+            let config = crate::tfstate::strip_module_keys(crate::address::strip_instance_key(n));
             for (_, dep) in edges.iter().filter(|(from, _)| *from == config) {
                 for row in by_config.get(dep.as_str()).into_iter().flatten() {
                     read.insert(row.address.clone());
@@ -513,14 +504,7 @@ impl Cone {
     /// `-target` addresses: whole resources where every instance of a
     /// resource is written, instances otherwise (keeps argv short).
     fn targets(&self, rows: &[GraphRow]) -> Vec<String> {
-        let resource_of = |a: &str| -> String {
-            match a.rsplit_once('[') {
-                Some((r, k)) if k.ends_with(']') && !r.ends_with(']') && !r.is_empty() => {
-                    r.to_owned()
-                }
-                _ => a.to_owned(),
-            }
-        };
+        let resource_of = |a: &str| crate::address::strip_instance_key(a).to_owned();
         let mut total: HashMap<String, usize> = HashMap::new();
         for r in rows {
             *total.entry(resource_of(&r.address)).or_default() += 1;
@@ -552,13 +536,7 @@ impl Cone {
             .write
             .iter()
             .chain(&self.read)
-            .map(|a| {
-                let r = a
-                    .rsplit_once('[')
-                    .filter(|(r, k)| k.ends_with(']') && !r.is_empty())
-                    .map_or(a.as_str(), |(r, _)| r);
-                crate::tfstate::strip_module_keys(r)
-            })
+            .map(|a| crate::tfstate::strip_module_keys(crate::address::strip_instance_key(a)))
             .collect();
         let refs = discovered.output_references();
         let mut names: BTreeSet<String> = before

@@ -357,7 +357,7 @@ fn module_steps<'a>(address: &'a str, out: &mut Vec<(&'a str, usize)>) -> bool {
         let name = &after[..end];
         let mut tail = &after[end..];
         if tail.starts_with('[') {
-            let Some(close) = key_end(tail) else {
+            let Some(close) = address::key_end(tail) else {
                 return false;
             };
             tail = &tail[close + 1..];
@@ -378,28 +378,6 @@ fn bound_prefix<'a>(address: &'a str, steps: &[(&'a str, usize)], shared: usize)
         0 => "",
         n => &address[..steps[n - 1].1],
     }
-}
-
-/// Index of the `]` closing the key that `s` starts with (`[0]`, `["a]b"]`).
-fn key_end(s: &str) -> Option<usize> {
-    let mut in_str = false;
-    let mut escaped = false;
-    for (i, c) in s.char_indices().skip(1) {
-        if in_str {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_str = false;
-            }
-        } else if c == '"' {
-            in_str = true;
-        } else if c == ']' {
-            return Some(i);
-        }
-    }
-    None
 }
 
 /// `module.a.module.b.t.n` -> (["a", "b"], "t.n"). Configuration addresses

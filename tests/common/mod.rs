@@ -79,3 +79,19 @@ pub fn pull_to(db: &TestDb, name: &str, dir: &Path) -> std::path::PathBuf {
     std::fs::write(&path, out).expect("write pulled state");
     path
 }
+
+/// `stategraph --state STATE ARGS` run in the terraform workdir `wd`, with
+/// terraform's test environment (CLI config, no checkpoint, no input).
+pub fn sg_tf(db: &TestDb, wd: &TfWorkdir, state: &str, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("stategraph"));
+    terraform::tf_env(&mut cmd, wd.cli_config());
+    cmd.current_dir(wd.path())
+        .env("STATEGRAPH_DATABASE_URL", &db.url)
+        .env("STATEGRAPH_DATA_DIR", wd.path().join(".sg-data-unused"))
+        .env("STATEGRAPH_TERRAFORM", terraform::terraform_bin())
+        .env("CI", "true")
+        .env_remove("STATEGRAPH_STATE")
+        .args(["--state", state])
+        .args(args);
+    cmd
+}
