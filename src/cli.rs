@@ -123,6 +123,22 @@ pub enum Command {
     /// Manage the embedded PostgreSQL cluster used when no database is configured.
     #[command(subcommand)]
     Db(DbCommand),
+
+    /// Install providers and modules, as `terraform init -backend=false`.
+    ///
+    /// Writes `.terraform/modules`, `.terraform/providers` and
+    /// `.terraform.lock.hcl` as terraform does, but configures no backend:
+    /// the state lives in PostgreSQL. Flags after `init` are terraform's;
+    /// backend flags (-backend-config, -reconfigure, -migrate-state,
+    /// -force-copy) are refused.
+    #[command(disable_help_flag = true)]
+    Init(TerraformArgs),
+
+    /// Any other terraform command: read-only commands (output, show,
+    /// validate, console, graph, ...) run on the stored state; commands that
+    /// need no state (version, fmt, get, ...) run as they are.
+    #[command(external_subcommand)]
+    Terraform(Vec<String>),
 }
 
 #[derive(Debug, Args)]
@@ -182,6 +198,10 @@ pub enum StateCommand {
 
     /// Show one resource instance's attributes, as `terraform state show` does.
     Show(ShowArgs),
+
+    /// Other terraform state commands (mv, rm, ...): refused with what to do instead.
+    #[command(external_subcommand)]
+    Other(Vec<String>),
 }
 
 #[derive(Debug, Args)]
@@ -238,8 +258,21 @@ pub struct DbArgs {
     pub json: bool,
 }
 
-/// Subcommands whose arguments belong to terraform.
-const TERRAFORM_COMMANDS: &[&str] = &["plan", "apply", "destroy"];
+/// stategraph's own subcommands: their flags are normalized. The arguments
+/// of any other subcommand (plan, apply, init, output, ...) are terraform's
+/// and are left exactly as written.
+const OWN_COMMANDS: &[&str] = &[
+    "state",
+    "cone",
+    "db",
+    "log",
+    "locks",
+    "force-unlock",
+    "help",
+];
+
+/// Global flags that take a value as the next argument.
+const VALUE_FLAGS: &[&str] = &["database-url", "state", "chdir", "lock-lease"];
 
 /// Rewrites terraform-style single-dash long flags (`-force`, `-chdir=DIR`)
 /// to the two-dash form clap parses. Single letters (`-h`), a lone `-`
@@ -247,6 +280,8 @@ const TERRAFORM_COMMANDS: &[&str] = &["plan", "apply", "destroy"];
 pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
     let mut out = Vec::new();
     let mut rest_is_positional = false;
+    let mut seen_command = false;
+    let mut value_next = false;
     for (i, arg) in args.into_iter().enumerate() {
         if i == 0 || rest_is_positional {
             out.push(arg);
@@ -256,11 +291,24 @@ pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString>
             out.push(arg);
             continue;
         };
-        if s == "--" || TERRAFORM_COMMANDS.contains(&s) {
-            // Everything after `plan`/`apply`/`destroy` is terraform's, as written.
+        if std::mem::take(&mut value_next) {
+            out.push(arg);
+            continue;
+        }
+        let is_flag = s.starts_with('-') && s.len() > 1;
+        if s == "--" || (!is_flag && !seen_command && !OWN_COMMANDS.contains(&s)) {
+            // The first word that is not ours is a terraform command: its
+            // arguments are terraform's, as written.
             rest_is_positional = true;
             out.push(arg);
-        } else if s.starts_with('-')
+            continue;
+        }
+        if !is_flag {
+            seen_command = true;
+        } else if VALUE_FLAGS.contains(&s.trim_start_matches('-')) {
+            value_next = true;
+        }
+        if s.starts_with('-')
             && !s.starts_with("--")
             && s.len() > 2
             && s[1..].starts_with(|c: char| c.is_ascii_alphabetic())
@@ -290,6 +338,32 @@ mod tests {
             norm(&["sg", "-chdir=infra", "state", "push", "-force", "-"]),
             ["sg", "--chdir=infra", "state", "push", "--force", "-"]
         );
+    }
+
+    #[test]
+    fn terraform_commands_keep_their_arguments_as_written() {
+        assert_eq!(
+            norm(&["sg", "-state", "x", "apply", "-auto-approve", "-var", "a=1"]),
+            [
+                "sg",
+                "--state",
+                "x",
+                "apply",
+                "-auto-approve",
+                "-var",
+                "a=1"
+            ]
+        );
+        assert_eq!(
+            norm(&["sg", "init", "-no-color"]),
+            ["sg", "init", "-no-color"]
+        );
+        assert_eq!(norm(&["sg", "output", "-json"]), ["sg", "output", "-json"]);
+        assert_eq!(
+            norm(&["sg", "--state", "s", "state", "push", "-force", "f"]),
+            ["sg", "--state", "s", "state", "push", "--force", "f"]
+        );
+        assert_eq!(norm(&["sg", "log", "-json"]), ["sg", "log", "--json"]);
     }
 
     #[test]

@@ -4,6 +4,7 @@ pub mod cone;
 pub mod db;
 pub mod locks;
 pub mod log;
+pub mod passthrough;
 pub mod run;
 pub mod state;
 
@@ -20,6 +21,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::State(StateCommand::Pull) => state::pull(&settings).await,
         Command::State(StateCommand::List(args)) => state::list(&settings, args).await,
         Command::State(StateCommand::Show(args)) => state::show(&settings, args).await,
+        Command::State(StateCommand::Other(args)) => passthrough::state(args),
         Command::Cone(args) => cone::run(&settings, args).await,
         Command::Plan(a) => run::run(&settings, run::Kind::Plan, &a.args).await,
         Command::Apply(a) => run::run(&settings, run::Kind::Apply, &a.args).await,
@@ -28,5 +30,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Locks(args) => locks::list(&settings, args.json).await,
         Command::ForceUnlock(args) => locks::force_unlock(&settings, &args.id).await,
         Command::Db(cmd) => db::run(&settings, cmd).await,
+        Command::Init(a) => passthrough::init(&settings, &a.args, cli.global.no_color).await,
+        Command::Terraform(args) => passthrough::run(&settings, args).await,
     }
 }

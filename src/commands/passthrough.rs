@@ -1,0 +1,317 @@
+//! `stategraph init` and every terraform command stategraph does not run itself.
+//!
+//! `init` installs providers and modules with `terraform init -backend=false`
+//! and refuses the backend flags: the state lives in PostgreSQL. The other
+//! commands fall in three groups: those that need no state (`version`,
+//! `fmt`, ...) run in the user's directory as they are; those that only read
+//! the state (`output`, `show`, `validate`, ...) run in a private
+//! [`Workspace`] holding the stored state; those that write it (`import`,
+//! `taint`, `state mv`, `workspace`, ...) are refused with what to do
+//! instead. Terraform's output reaches the user live and its exit code is
+//! ours. This module must not write to the database.
+
+use anyhow::{anyhow, bail, Result};
+
+use crate::error::Exit;
+use crate::settings::Settings;
+use crate::terraform::{Finished, Terraform, TerraformError, Workspace};
+use crate::tfstate::State;
+
+/// The lineage of the empty state read commands see when none is stored.
+const EMPTY_LINEAGE: &str = "00000000-0000-0000-0000-000000000000";
+
+/// Commands that never touch the state: run in the user's directory as they are.
+const NO_STATE: &[&str] = &[
+    "version", "fmt", "get", "login", "logout", "metadata", "test",
+];
+
+/// Commands that only read the state: run on a private copy of the stored state.
+const READ_STATE: &[&str] = &[
+    "output",
+    "show",
+    "validate",
+    "console",
+    "graph",
+    "providers",
+    "modules",
+];
+
+/// Commands that write the state, refused for now.
+const WRITE_STATE: &[&str] = &[
+    "import",
+    "taint",
+    "untaint",
+    "refresh",
+    "workspace",
+    "env",
+    "push",
+];
+
+/// `init` flags that configure a backend.
+const BACKEND_FLAGS: &[&str] = &[
+    "backend-config",
+    "reconfigure",
+    "migrate-state",
+    "force-copy",
+];
+
+/// `stategraph init [flags]`: `terraform init -backend=false [flags]` in the user's directory.
+///
+/// `no_color`: `-no-color` was given (clap takes it as our global flag, so
+/// it is handed on here).
+pub async fn init(settings: &Settings, args: &[String], no_color: bool) -> Result<()> {
+    let mut args = terraform_style(args);
+    if no_color && !args.iter().any(|a| a == "-no-color") {
+        args.insert(0, "-no-color".to_owned());
+    }
+    if let Some(flag) = backend_flag(&args) {
+        bail!(
+            "stategraph init does not configure a backend ({flag} given)\n\n\
+             stategraph keeps the state in PostgreSQL (state \"{}\"): plan, apply and the other \
+             commands point terraform at it themselves, whatever backend the configuration \
+             declares. `stategraph init` only installs providers and modules, as \
+             `terraform init -backend=false` does.\n\n\
+             To bring an existing state into stategraph, pull it with terraform and push it:\n  \
+             terraform state pull > x.tfstate\n  \
+             stategraph state push x.tfstate",
+            settings.state_name()
+        );
+    }
+    let tf = terraform(settings)?;
+    let done = tf
+        .command(&settings.workdir)
+        .arg("init")
+        .arg("-backend=false")
+        .args(&args)
+        .interactive(true)
+        .run()
+        .await?;
+    exit_with(done)
+}
+
+/// Any other terraform command (`args[0]` is its name).
+pub async fn run(settings: &Settings, args: &[String]) -> Result<()> {
+    let args = terraform_style(args);
+    let Some(command) = args.first().map(String::as_str) else {
+        bail!("no terraform command given");
+    };
+    let sub = args.get(1).map(String::as_str);
+    let needs_state = match command {
+        // `providers lock` and `providers mirror` read only the configuration.
+        "providers" => !matches!(sub, Some("lock" | "mirror")),
+        c if READ_STATE.contains(&c) => true,
+        c if NO_STATE.contains(&c) => false,
+        c if WRITE_STATE.contains(&c) => return Err(refuse_write(settings, &args)),
+        c => bail!(
+            "stategraph does not know the terraform command \"{c}\"\n\n\
+             stategraph runs init, plan, apply, destroy and the state commands itself, runs {} \
+             on the stored state, and passes {} to terraform. Run `stategraph --help` for its \
+             own commands.",
+            READ_STATE.join(", "),
+            NO_STATE.join(", ")
+        ),
+    };
+    let tf = terraform(settings)?;
+    if !needs_state {
+        let done = tf
+            .command(&settings.workdir)
+            .args(&args)
+            .interactive(true)
+            .run()
+            .await?;
+        return exit_with(done);
+    }
+
+    let store = crate::db::open(settings).await?;
+    let state = store
+        .pull(&settings.state_name())
+        .await?
+        .unwrap_or_else(empty_state);
+    let ws = Workspace::new(&settings.workdir, &state)?;
+    ws.init(&tf).await.map_err(exit_on_terraform_failure)?;
+    let done = ws.command(&tf).args(&args).interactive(true).run().await?;
+    drop(ws);
+    exit_with(done)
+}
+
+/// `stategraph state <other>` (`args[0]` is the state subcommand): refused.
+pub fn state(args: &[String]) -> Result<()> {
+    let sub = args.first().map(String::as_str).unwrap_or_default();
+    let mut full = vec!["state".to_owned()];
+    full.extend(terraform_style(args));
+    bail!(
+        "`terraform state {sub}` is not supported by stategraph yet: stategraph runs \
+         `state list`, `state show`, `state pull` and `state push`, and keeps the state \
+         in PostgreSQL.\n\n{}",
+        pull_run_push(&full)
+    )
+}
+
+fn terraform(settings: &Settings) -> Result<Terraform> {
+    Ok(Terraform::discover(settings.terraform.as_deref())?.with_ui(settings.ui))
+}
+
+/// The error for a command that writes the state.
+fn refuse_write(settings: &Settings, args: &[String]) -> anyhow::Error {
+    let command = &args[0];
+    let what = format!(
+        "`terraform {command}` is not supported by stategraph yet: it writes the state, \
+         and stategraph keeps the state in PostgreSQL"
+    );
+    match command.as_str() {
+        "workspace" | "env" => anyhow!(
+            "{what}\n\n\
+             Each terraform workspace is its own stored state: select one with \
+             TF_WORKSPACE=NAME (stored as \"{}:NAME\"), or name the state with --state NAME \
+             or STATEGRAPH_STATE. A state is created by the first `stategraph apply` or \
+             `stategraph state push`.",
+            settings
+                .state_name()
+                .rsplit_once(':')
+                .map_or(settings.state_name(), |(base, _)| base.to_owned())
+        ),
+        "taint" => anyhow!(
+            "{what}\n\n\
+             To replace a resource, run `stategraph apply -replace=ADDRESS` instead. \
+             Otherwise:\n\n{}",
+            pull_run_push(args)
+        ),
+        _ => anyhow!("{what}\n\n{}", pull_run_push(args)),
+    }
+}
+
+/// How to run a state-writing command on a pulled copy and push it back.
+fn pull_run_push(args: &[String]) -> String {
+    let (head, rest) = match args {
+        [state, sub, rest @ ..] if state == "state" => (format!("state {sub}"), rest),
+        [command, rest @ ..] => (command.clone(), rest),
+        [] => (String::new(), &[][..]),
+    };
+    let mut run = format!("terraform {head} -state=x.tfstate");
+    for a in rest {
+        run.push(' ');
+        run.push_str(a);
+    }
+    format!(
+        "Run it on a copy of the stored state and store the result:\n  \
+         stategraph state pull > x.tfstate\n  \
+         {run}\n  \
+         stategraph state push x.tfstate\n\n\
+         `state push` refuses the file if the stored state changed in the meantime."
+    )
+}
+
+/// The first backend-configuring flag in `args` (before `--`), as given.
+fn backend_flag(args: &[String]) -> Option<&str> {
+    for a in args.iter().take_while(|a| *a != "--") {
+        let Some(flag) = a.strip_prefix("--").or_else(|| a.strip_prefix('-')) else {
+            continue;
+        };
+        let (name, value) = match flag.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (flag, None),
+        };
+        let refused = BACKEND_FLAGS.contains(&name)
+            // -backend=false is what we run anyway; -cloud is its alias.
+            || (matches!(name, "backend" | "cloud") && value != Some("false"));
+        if refused {
+            return Some(a);
+        }
+    }
+    None
+}
+
+/// Undoes [`crate::cli::normalize_args`] for terraform's flags (`--json` -> `-json`)
+/// up to `--`, so that terraform sees and messages show what the user wrote.
+fn terraform_style(args: &[String]) -> Vec<String> {
+    let mut positional = false;
+    args.iter()
+        .map(|a| {
+            if positional || a == "--" {
+                positional = true;
+                return a.clone();
+            }
+            match a.strip_prefix("--") {
+                Some(rest) if rest.starts_with(|c: char| c.is_ascii_alphabetic()) => {
+                    format!("-{rest}")
+                }
+                _ => a.clone(),
+            }
+        })
+        .collect()
+}
+
+/// What terraform sees when no state is stored yet: empty, serial 0.
+fn empty_state() -> State {
+    State {
+        terraform_version: String::new(),
+        serial: 0,
+        lineage: EMPTY_LINEAGE.to_owned(),
+        outputs: Vec::new(),
+        resources: Vec::new(),
+        check_results: None,
+        extra: Default::default(),
+    }
+}
+
+/// Terraform's exit code is ours.
+fn exit_with(done: Finished) -> Result<()> {
+    match done.code {
+        0 => Ok(()),
+        code => Err(Exit(code).into()),
+    }
+}
+
+/// Terraform failed and printed why: pass its code.
+fn exit_on_terraform_failure(e: TerraformError) -> anyhow::Error {
+    match e.exit_code() {
+        Some(code) => Exit(code).into(),
+        None => e.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn backend_flags_are_found_in_either_spelling() {
+        let found = |args: &[&str]| backend_flag(&strings(args)).map(str::to_owned);
+        assert_eq!(found(&["-upgrade"]), None);
+        assert_eq!(found(&["-backend=false"]), None);
+        assert_eq!(found(&["-reconfigure"]).as_deref(), Some("-reconfigure"));
+        assert_eq!(
+            found(&["-upgrade", "--backend-config=bucket=x"]).as_deref(),
+            Some("--backend-config=bucket=x")
+        );
+        assert_eq!(found(&["-backend=true"]).as_deref(), Some("-backend=true"));
+        assert_eq!(found(&["-cloud"]).as_deref(), Some("-cloud"));
+        assert_eq!(found(&["--", "-reconfigure"]), None);
+    }
+
+    #[test]
+    fn flags_are_written_back_terraform_style() {
+        assert_eq!(
+            terraform_style(&strings(&["output", "--json", "x", "--", "--raw"])),
+            ["output", "-json", "x", "--", "--raw"]
+        );
+    }
+
+    #[test]
+    fn the_recipe_uses_the_users_arguments() {
+        let text = pull_run_push(&strings(&["state", "rm", "terraform_data.a"]));
+        assert!(
+            text.contains("terraform state rm -state=x.tfstate terraform_data.a"),
+            "{text}"
+        );
+        let text = pull_run_push(&strings(&["untaint", "terraform_data.a"]));
+        assert!(
+            text.contains("terraform untaint -state=x.tfstate terraform_data.a"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,244 @@
+//! `stategraph init` and the terraform commands stategraph passes on: the
+//! real terraform on `fixtures/tf/chain`, the state in a real PostgreSQL.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Output;
+
+use common::*;
+use serde_json::Value;
+
+/// `stategraph ARGS` in the workdir, with terraform's environment, on state `state`.
+fn sg_state(db: &TestDb, wd: &TfWorkdir, state: &str, args: &[&str]) -> Output {
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("stategraph"));
+    terraform::tf_env(&mut cmd, wd.cli_config());
+    cmd.current_dir(wd.path())
+        .env("STATEGRAPH_DATABASE_URL", &db.url)
+        .env("STATEGRAPH_DATA_DIR", wd.path().join(".sg-data-unused"))
+        .env("STATEGRAPH_TERRAFORM", terraform::terraform_bin())
+        .env("CI", "true")
+        .env_remove("STATEGRAPH_STATE")
+        .args(["--state", state])
+        .args(args);
+    cmd.output().expect("run stategraph")
+}
+
+fn sg_in(db: &TestDb, wd: &TfWorkdir, args: &[&str]) -> Output {
+    sg_state(db, wd, "chain", args)
+}
+
+fn ok(args: &[&str], out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "stategraph {args:?} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn run_ok(db: &TestDb, wd: &TfWorkdir, args: &[&str]) -> String {
+    ok(args, &sg_in(db, wd, args))
+}
+
+/// Every file under `dir` (names and bytes), to check nothing is left behind.
+fn listing(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(base).unwrap().to_string_lossy().into_owned();
+            if p.is_dir() && !p.is_symlink() {
+                walk(base, &p, out);
+            } else {
+                out.insert(rel, std::fs::read(&p).unwrap_or_default());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+fn pulled(db: &TestDb) -> Value {
+    serde_json::from_str(&sg_ok(db, &["--state", "chain", "state", "pull"])).unwrap()
+}
+
+#[test]
+fn read_only_commands_run_on_the_stored_state_and_leave_the_directory_alone() {
+    let db = test_db();
+    let wd = TfWorkdir::from_fixture("chain");
+    run_ok(&db, &wd, &["apply", "-auto-approve", "-no-color"]);
+    let stored = pulled(&db);
+    let before = listing(wd.path());
+
+    // output -json: the stored outputs, values as stored.
+    let out: Value = serde_json::from_str(&run_ok(&db, &wd, &["output", "-json"])).unwrap();
+    let outputs = out.as_object().unwrap();
+    assert_eq!(
+        outputs.keys().collect::<Vec<_>>(),
+        ["root_id", "tails"],
+        "{out}"
+    );
+    for (name, o) in outputs {
+        assert_eq!(
+            o["value"], stored["outputs"][name]["value"],
+            "output {name}"
+        );
+    }
+    let tails = outputs["tails"]["value"].as_object().unwrap();
+    assert_eq!(tails.len(), 3, "{out}");
+
+    // One output, as terraform prints it, and raw.
+    let root_id = stored["outputs"]["root_id"]["value"].as_str().unwrap();
+    assert!(!root_id.is_empty());
+    assert_eq!(
+        run_ok(&db, &wd, &["output", "root_id"]),
+        format!("\"{root_id}\"\n")
+    );
+    assert_eq!(run_ok(&db, &wd, &["output", "-raw", "root_id"]), root_id);
+
+    // show lists the stored resources with their stored attributes.
+    let shown = run_ok(&db, &wd, &["show", "-no-color"]);
+    for needle in [
+        "# terraform_data.root:",
+        "# terraform_data.join:",
+        "# terraform_data.island[1]:",
+        r#"# module.branch["c"].terraform_data.l4:"#,
+        root_id,
+    ] {
+        assert!(shown.contains(needle), "show lacks {needle}:\n{shown}");
+    }
+
+    let valid = run_ok(&db, &wd, &["validate", "-no-color"]);
+    assert!(
+        valid.contains("Success! The configuration is valid."),
+        "{valid}"
+    );
+    let version = run_ok(&db, &wd, &["version"]);
+    assert!(version.starts_with("Terraform v1."), "{version}");
+
+    // Terraform's exit code passes through.
+    let missing = sg_in(&db, &wd, &["output", "-no-color", "nonexistent"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("Output \"nonexistent\" not found"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+
+    assert_eq!(listing(wd.path()), before, "the user's directory changed");
+    assert_eq!(pulled(&db), stored, "a read-only command changed the state");
+}
+
+#[test]
+fn without_a_stored_state_outputs_are_empty_and_nothing_is_created() {
+    let db = test_db();
+    let wd = TfWorkdir::from_fixture("chain");
+    let args = ["output", "-json"];
+    let out: Value = serde_json::from_str(&ok(&args, &sg_state(&db, &wd, "nothing", &args)))
+        .expect("output -json prints JSON");
+    assert_eq!(out, serde_json::json!({}));
+    assert_eq!(
+        db.psql("SELECT count(*) FROM states WHERE name = 'nothing'"),
+        "0"
+    );
+}
+
+#[test]
+fn commands_that_write_state_are_refused_and_write_nothing() {
+    let db = test_db();
+    let wd = TfWorkdir::from_fixture("chain");
+    run_ok(&db, &wd, &["apply", "-auto-approve", "-no-color"]);
+    let stored = pulled(&db);
+    let before = listing(wd.path());
+
+    let out = sg_in(&db, &wd, &["taint", "terraform_data.root"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("`terraform taint` is not supported by stategraph yet"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("stategraph apply -replace=ADDRESS")
+            && stderr.contains("stategraph state pull > x.tfstate")
+            && stderr.contains("terraform taint -state=x.tfstate terraform_data.root")
+            && stderr.contains("stategraph state push x.tfstate"),
+        "{stderr}"
+    );
+
+    let out = sg_in(&db, &wd, &["state", "rm", "terraform_data.root"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("`terraform state rm` is not supported by stategraph yet"),
+        "{stderr}"
+    );
+
+    let out = sg_in(&db, &wd, &["workspace", "new", "other"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("TF_WORKSPACE"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Our own state commands are not shadowed by the pass-through.
+    let listed = run_ok(&db, &wd, &["state", "list"]);
+    assert!(
+        listed.lines().any(|l| l == "terraform_data.root"),
+        "{listed}"
+    );
+
+    assert_eq!(pulled(&db), stored, "a refused command changed the state");
+    assert_eq!(listing(wd.path()), before, "the user's directory changed");
+    assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "0");
+}
+
+#[test]
+fn init_installs_modules_without_a_backend_and_plan_works_after_it() {
+    let db = test_db();
+    let wd = TfWorkdir::from_fixture("chain");
+
+    let out = sg_in(&db, &wd, &["init", "-reconfigure"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("stategraph init does not configure a backend (-reconfigure given)")
+            && stderr.contains("PostgreSQL"),
+        "{stderr}"
+    );
+    assert!(!wd.path().join(".terraform").exists(), "a refused init ran");
+
+    let stdout = run_ok(&db, &wd, &["init", "-no-color"]);
+    assert!(
+        stdout.contains("Terraform has been successfully initialized!"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains('\x1b'),
+        "-no-color was not passed on: {stdout}"
+    );
+    let data = wd.path().join(".terraform");
+    assert!(
+        data.join("modules/modules.json").is_file(),
+        "init installed no modules"
+    );
+    assert!(
+        !data.join("terraform.tfstate").exists(),
+        "init configured a backend"
+    );
+    assert!(!wd.state_path().exists());
+
+    let before = listing(wd.path());
+    let plan = run_ok(&db, &wd, &["plan", "-no-color"]);
+    assert!(plan.contains("Plan: 19 to add, 0 to change"), "{plan}");
+    assert_eq!(
+        listing(wd.path()),
+        before,
+        "plan changed the user's directory"
+    );
+}
