@@ -242,3 +242,16 @@ fn a_configuration_error_passes_terraform_message_and_code_through() {
     assert!(stderr.contains("Value for undeclared variable"), "{stderr}");
     assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "0");
 }
+
+#[test]
+fn help_of_a_terraform_command_explains_and_runs_nothing() {
+    let db = test_db();
+    let wd = TfWorkdir::from_fixture("chain");
+    for cmd in ["plan", "apply", "destroy", "init"] {
+        let (stdout, _) = ok(&sg_in(&db, &wd, &[cmd, "-help"]));
+        assert!(stdout.contains(&format!("terraform {cmd} -help")), "{stdout}");
+    }
+    // Nothing ran: no schema was even needed.
+    assert_eq!(db.psql("SELECT count(*) FROM pg_tables WHERE tablename = 'states'"), "0");
+    assert!(!wd.path().join(".terraform").exists());
+}

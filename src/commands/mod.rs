@@ -15,6 +15,18 @@ use crate::settings::Settings;
 
 /// Resolves settings and dispatches to the subcommand.
 pub async fn run(cli: Cli) -> Result<()> {
+    // `plan -help` and friends: terraform's flags pass through, so clap's
+    // own help flag is off for these; answer it here instead of running.
+    if let Command::Plan(a) | Command::Apply(a) | Command::Destroy(a) | Command::Init(a) =
+        &cli.command
+    {
+        if a.args
+            .iter()
+            .any(|x| matches!(x.as_str(), "-h" | "-help" | "--help"))
+        {
+            return print_terraform_command_help(&cli.command);
+        }
+    }
     let settings = Settings::resolve(&cli.global)?;
     match &cli.command {
         Command::State(StateCommand::Push(args)) => state::push(&settings, args).await,
@@ -33,4 +45,24 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Init(a) => passthrough::init(&settings, &a.args, cli.global.no_color).await,
         Command::Terraform(args) => passthrough::run(&settings, args).await,
     }
+}
+
+/// Our long help for a terraform command, then where terraform's flags are described.
+fn print_terraform_command_help(command: &Command) -> Result<()> {
+    use clap::CommandFactory;
+    let name = match command {
+        Command::Plan(_) => "plan",
+        Command::Apply(_) => "apply",
+        Command::Destroy(_) => "destroy",
+        _ => "init",
+    };
+    let mut cli = Cli::command();
+    let sub = cli
+        .find_subcommand_mut(name)
+        .expect("terraform commands are defined in cli.rs");
+    println!("{}", sub.render_long_help());
+    println!(
+        "Every flag of `terraform {name}` is accepted and passed on; see `terraform {name} -help`."
+    );
+    Ok(())
 }
