@@ -6,6 +6,7 @@ pub mod locks;
 pub mod log;
 pub mod passthrough;
 pub mod run;
+pub mod saved;
 pub mod state;
 
 use anyhow::Result;

@@ -25,6 +25,8 @@ use crate::tfargs;
 use crate::tfstate::State;
 use crate::ui::thousands;
 
+use super::saved;
+
 /// Which terraform command the user asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -34,7 +36,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Kind::Plan => "plan",
             Kind::Apply => "apply",
@@ -52,16 +54,13 @@ pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()>
         flags.destroy = true;
     }
     if let Some(first) = flags.positional.first() {
-        bail!(
-            "applying a saved plan ({first}) is not supported yet by stategraph\n\n\
-             Run `stategraph apply` without a plan file: it plans and applies the change cone in one step."
-        );
+        if kind != Kind::Apply || flags.positional.len() > 1 {
+            bail!("unexpected argument {first:?}: only `stategraph apply` takes one, a saved plan file");
+        }
+        return saved::apply(settings, &flags, first).await;
     }
-    if flags.out.is_some() {
-        bail!(
-            "plan -out is not supported yet by stategraph (saved plans must record what they read)\n\n\
-             Run `stategraph apply` to plan and apply in one step."
-        );
+    if flags.out.is_some() && kind != Kind::Plan {
+        bail!("-out is a flag of `stategraph plan`");
     }
     if flags.refresh_only {
         bail!("-refresh-only is not supported yet by stategraph: use terraform on a pulled state");
@@ -87,7 +86,16 @@ pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()>
             .pull(&name)
             .await?
             .ok_or_else(|| anyhow!("state \"{name}\" vanished"))?;
-        let ws = Workspace::new(&settings.workdir, &snapshot)?;
+        // A saved plan records its state's path: give it a name the
+        // applying run can recreate (random, so not guessable in advance).
+        let ws = match &flags.out {
+            Some(_) => Workspace::new_named(
+                &settings.workdir,
+                &snapshot,
+                &format!("stategraph-plan-{}", new_lineage()?),
+            )?,
+            None => Workspace::new(&settings.workdir, &snapshot)?,
+        };
         ws.init(&tf).await.map_err(exit_on_terraform_failure)?;
 
         // Discover: a refresh-less plan says what changes.
@@ -239,33 +247,66 @@ pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()>
                     .map(|t| format!("-target={t}")),
             );
         }
-        let mut passthrough = flags.passthrough.clone();
+        let mut passthrough = without_out(&flags.passthrough);
         if kind == Kind::Destroy {
             passthrough.retain(|a| a != "-destroy" && a != "--destroy");
+        }
+        let final_plan = ws.plan_path("final");
+        if flags.out.is_some() {
+            tf_run = tf_run.arg(format!("-out={}", final_plan.display()));
         }
         let outcome = tf_run.args(passthrough).interactive(true).run().await;
 
         let result = match (&outcome, kind) {
             (_, Kind::Plan) => Ok(None),
             (Err(_), _) => Ok(None),
-            (Ok(_), _) => merge(
-                &store,
-                settings,
-                &name,
-                &holder,
-                &fresh,
-                &ws,
-                &cone,
-                &command,
-                kind,
-                &discovered,
-            )
-            .await
-            .map(Some),
+            (Ok(_), _) => {
+                let outputs = cone.allowed_outputs(&discovered, &fresh);
+                let scope = Scope {
+                    write: &cone.write,
+                    read: &cone.read,
+                    outputs: &outputs,
+                    changed: &cone.changed,
+                };
+                merge(
+                    &store, settings, &name, &holder, &fresh, &ws, &scope, &command, kind,
+                )
+                .await
+                .map(Some)
+            }
+        };
+        let saved = match (&outcome, &flags.out) {
+            (Ok(done), Some(out))
+                if done.code == 0 || (flags.detailed_exitcode && done.code == 2) =>
+            {
+                let outputs = cone.allowed_outputs(&discovered, &fresh);
+                let path = settings.workdir.join(out);
+                saved::write(
+                    &store,
+                    &name,
+                    &fresh,
+                    &cone.write,
+                    &cone.read,
+                    &outputs,
+                    &final_plan,
+                    &ws.dir_name(),
+                    &path,
+                )
+                .await
+                .map(|()| Some(path))
+            }
+            _ => Ok(None),
         };
         heartbeat.stop().await;
         let released = store.release(holder.id).await;
         let finished = outcome?;
+        if let Some(path) = saved? {
+            ui.info(format!(
+                "stategraph: saved plan written to {} (apply it with `stategraph apply {}`)",
+                path.display(),
+                flags.out.as_deref().unwrap_or_default()
+            ));
+        }
         let report = result?;
         released?;
         if let Some(report) = report {
@@ -290,36 +331,42 @@ impl Kind {
     }
 }
 
+/// What one run may write, and what it read.
+pub(super) struct Scope<'a> {
+    pub write: &'a [String],
+    pub read: &'a [String],
+    pub outputs: &'a [String],
+    pub changed: &'a [String],
+}
+
 /// Merges what terraform wrote, keeping it in a private recovery file if the
 /// merge is refused.
 #[allow(clippy::too_many_arguments)]
-async fn merge(
+pub(super) async fn merge(
     store: &Store,
     settings: &Settings,
     name: &str,
     holder: &crate::db::locks::Holder,
     before: &State,
     ws: &Workspace,
-    cone: &Cone,
+    scope: &Scope<'_>,
     command: &str,
     kind: Kind,
-    discovered: &plan::Plan,
 ) -> Result<crate::db::store::PushReport> {
     let after = ws.read_state()?;
-    let outputs = cone.allowed_outputs(discovered, before, &after);
     let m = Merge {
         state_name: name,
         holder_id: Some(holder.id),
-        write_set: &cone.write,
-        outputs: &outputs,
+        write_set: scope.write,
+        outputs: scope.outputs,
         before,
         after: &after,
         kind: kind.name(),
         command,
         actor: &settings.actor,
-        cone: json!({"write": cone.write, "read": cone.read}),
+        cone: json!({"write": scope.write, "read": scope.read}),
         started_at: Some(holder.acquired_at),
-        summary: json!({"changed_by_plan": cone.changed}),
+        summary: json!({"changed_by_plan": scope.changed}),
     };
     match store.merge(&m).await {
         Ok(report) => Ok(report),
@@ -336,6 +383,23 @@ async fn merge(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// `args` without `-out=X` / `-out X` (a saved plan is written by us).
+fn without_out(args: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut skip_next = false;
+    for a in args {
+        if std::mem::take(&mut skip_next) {
+            continue;
+        }
+        if a == "-out" || a == "--out" {
+            skip_next = true;
+        } else if !(a.starts_with("-out=") || a.starts_with("--out=")) {
+            out.push(a.clone());
+        }
+    }
+    out
 }
 
 /// Writes `state` to a private file under the data directory.
@@ -393,7 +457,7 @@ async fn ensure_state(store: &Store, settings: &Settings, name: &str) -> Result<
 }
 
 /// A random UUID (v4), as terraform's lineages are.
-fn new_lineage() -> Result<String> {
+pub(super) fn new_lineage() -> Result<String> {
     use std::io::Read;
     let mut b = [0u8; 16];
     std::fs::File::open("/dev/urandom")
@@ -526,12 +590,7 @@ impl Cone {
     }
 
     /// Root outputs this run may write: those whose references all lie in the cone.
-    fn allowed_outputs(
-        &self,
-        discovered: &plan::Plan,
-        before: &State,
-        after: &State,
-    ) -> Vec<String> {
+    fn allowed_outputs(&self, discovered: &plan::Plan, before: &State) -> Vec<String> {
         let cone_configs: HashSet<String> = self
             .write
             .iter()
@@ -539,12 +598,10 @@ impl Cone {
             .map(|a| crate::tfstate::strip_module_keys(crate::address::strip_instance_key(a)))
             .collect();
         let refs = discovered.output_references();
-        let mut names: BTreeSet<String> = before
-            .outputs
-            .iter()
-            .chain(&after.outputs)
-            .map(|(n, _)| n.clone())
-            .collect();
+        let mut names: BTreeSet<String> = before.outputs.iter().map(|(n, _)| n.clone()).collect();
+        if let Some(config) = &discovered.configuration {
+            names.extend(config.root_module.outputs.keys().cloned());
+        }
         names.retain(|name| {
             refs.iter().filter(|(o, _)| o == name).all(|(_, dep)| {
                 match dep.split_once(".output.") {

@@ -644,6 +644,37 @@ impl Store {
             .collect())
     }
 
+    /// Version and writing transaction of every object of `addresses`
+    /// (deposed objects keyed `ADDRESS deposed KEY`), for saved plans.
+    pub async fn versions(
+        &self,
+        name: &str,
+        addresses: &[String],
+    ) -> Result<std::collections::BTreeMap<String, (i64, i64)>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT i.address, i.deposed, i.version, i.txn_id
+                 FROM instances i JOIN states s ON s.id = i.state_id
+                 WHERE s.name = $1 AND i.address = ANY($2)",
+                &[&name, &addresses],
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let address: String = r.get(0);
+                let deposed: String = r.get(1);
+                let key = if deposed.is_empty() {
+                    address
+                } else {
+                    format!("{address} deposed {deposed}")
+                };
+                (key, (r.get(2), r.get(3)))
+            })
+            .collect())
+    }
+
     /// The id of the named state, if it is stored.
     pub async fn state_id(&self, name: &str) -> Result<Option<i64>, StoreError> {
         let client = self.pool.get().await?;

@@ -62,11 +62,27 @@ pub struct Workspace {
 impl Workspace {
     /// Creates the private setup for the root module `root` with `state` as the state terraform sees.
     pub fn new(root: &Path, state: &State) -> Result<Workspace, TerraformError> {
+        Workspace::create(root, state, None)
+    }
+
+    /// Like [`Workspace::new`], in a private dir of the exact name `name`
+    /// under the system temp dir (it must not exist). A saved plan records
+    /// the path of the state it was planned with, so the run that applies
+    /// it, perhaps on another machine, must use the same path.
+    pub fn new_named(root: &Path, state: &State, name: &str) -> Result<Workspace, TerraformError> {
+        Workspace::create(root, state, Some(name))
+    }
+
+    fn create(root: &Path, state: &State, name: Option<&str>) -> Result<Workspace, TerraformError> {
         let root = root
             .canonicalize()
             .map_err(io_err(format!("cannot open {}", root.display())))?;
-        let dir = tempfile::Builder::new()
-            .prefix("stategraph-run-")
+        let mut builder = tempfile::Builder::new();
+        match name {
+            Some(n) => builder.prefix(n).rand_bytes(0),
+            None => builder.prefix("stategraph-run-"),
+        };
+        let dir = builder
             .tempdir()
             .map_err(io_err("cannot create a private temp dir"))?;
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700))
@@ -105,6 +121,15 @@ impl Workspace {
     /// The private `TF_DATA_DIR`.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// The name of the private dir (see [`Workspace::new_named`]).
+    pub fn dir_name(&self) -> String {
+        self.dir
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
     }
 
     /// A path for a plan file inside the private dir.
