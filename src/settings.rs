@@ -38,6 +38,8 @@ pub struct Settings {
     /// `STATEGRAPH_LOCK_LEASE`, default 60s): a holder that dies blocks
     /// others no longer than this.
     pub lock_lease: std::time::Duration,
+    /// `TF_INPUT` is not `0`/`false`: terraform (and we) may ask questions.
+    pub tf_input: bool,
     /// Messages and progress.
     pub ui: Ui,
 }
@@ -178,7 +180,13 @@ impl Settings {
                 )
             })?;
 
+        let tf_input = !matches!(
+            get("TF_INPUT").as_deref(),
+            Some("0" | "false" | "FALSE" | "False")
+        );
+
         Ok(Settings {
+            tf_input,
             lock_lease,
             actor,
             database,

@@ -249,9 +249,65 @@ fn help_of_a_terraform_command_explains_and_runs_nothing() {
     let wd = TfWorkdir::from_fixture("chain");
     for cmd in ["plan", "apply", "destroy", "init"] {
         let (stdout, _) = ok(&sg_in(&db, &wd, &[cmd, "-help"]));
-        assert!(stdout.contains(&format!("terraform {cmd} -help")), "{stdout}");
+        assert!(
+            stdout.contains(&format!("terraform {cmd} -help")),
+            "{stdout}"
+        );
     }
     // Nothing ran: no schema was even needed.
-    assert_eq!(db.psql("SELECT count(*) FROM pg_tables WHERE tablename = 'states'"), "0");
+    assert_eq!(
+        db.psql("SELECT count(*) FROM pg_tables WHERE tablename = 'states'"),
+        "0"
+    );
     assert!(!wd.path().join(".terraform").exists());
+}
+
+#[test]
+fn apply_asks_for_approval_as_terraform_does() {
+    use std::io::Write as _;
+    let db = test_db();
+    let wd = TfWorkdir::from_fixture("chain");
+    ok(&sg_in(&db, &wd, &["apply", "-auto-approve"]));
+    let v1 = versions(&db);
+    let answer = |text: &str| {
+        let mut child = sg_tf(&db, &wd, "chain", &["apply", "-no-color", "-var", CHANGE_A])
+            .env("TF_INPUT", "1")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+
+    let out = answer("no\n");
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("Do you want to perform these actions?"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Apply cancelled."), "{stdout}");
+    assert_eq!(versions(&db), v1, "a cancelled apply wrote something");
+    assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "0");
+
+    // Without input, approval cannot be asked: terraform's advice.
+    let out = sg_in(&db, &wd, &["apply", "-no-color", "-var", CHANGE_A]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("-auto-approve"));
+
+    let out = answer("yes\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Apply complete!"));
+    assert_ne!(versions(&db), v1);
 }

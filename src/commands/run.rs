@@ -21,7 +21,7 @@ use crate::graph::{InstanceInput, StateGraph};
 use crate::settings::Settings;
 use crate::terraform::workspace::Workspace;
 use crate::terraform::{plan, Output, Terraform};
-use crate::tfargs;
+use crate::tfargs::{self, TfFlags};
 use crate::tfstate::State;
 use crate::ui::thousands;
 
@@ -65,6 +65,13 @@ pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()>
     if flags.refresh_only {
         bail!("-refresh-only is not supported yet by stategraph: use terraform on a pulled state");
     }
+    if kind != Kind::Plan && !flags.auto_approve && (flags.no_input || !settings.tf_input) {
+        bail!(
+            "{} requires approval, and input is disabled (-input=false or TF_INPUT=0)\n\n\
+             Pass -auto-approve to apply without asking.",
+            kind.name()
+        );
+    }
     let ui = settings.ui;
     let tf = Terraform::discover(settings.terraform.as_deref())?.with_ui(ui);
     let store = crate::db::open(settings).await?;
@@ -80,6 +87,8 @@ pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()>
         .join(" ");
 
     let mut attempt = 0;
+    // Addresses terraform planned to change outside an earlier cone.
+    let mut forced: Vec<String> = Vec::new();
     loop {
         attempt += 1;
         let snapshot = store
@@ -132,7 +141,10 @@ pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()>
             .run_ok()
             .await?;
         let discovered = plan::parse(&shown.stdout).context("cannot read terraform's plan")?;
-        let changed = discovered.changed_addresses();
+        let mut changed = discovered.changed_addresses();
+        changed.extend(forced.iter().cloned());
+        changed.sort();
+        changed.dedup();
         step.done(format!("{} to change", thousands(changed.len())));
 
         if changed.is_empty() {
@@ -206,6 +218,11 @@ pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()>
             }
         };
         step.done("ready");
+        let held = Held {
+            store: &store,
+            id: holder.id,
+            done: false,
+        };
         let heartbeat = store.heartbeat(holder.id, settings.lock_lease);
 
         // Re-check under the lock: rows of the cone may have changed while we waited.
@@ -221,7 +238,7 @@ pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()>
             .collect();
         if objects_in(&snapshot, &cone_addresses) != objects_in(&fresh, &cone_addresses) {
             heartbeat.stop().await;
-            store.release(holder.id).await?;
+            held.release().await?;
             if attempt >= MAX_ATTEMPTS {
                 bail!("the change cone kept changing while waiting for locks ({MAX_ATTEMPTS} attempts); try again");
             }
@@ -233,34 +250,98 @@ pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()>
         ws.write_state(&fresh)?;
 
         // Terraform on the cone.
-        let mut tf_run = ws
-            .command(&tf)
-            .arg(kind.terraform_command())
-            .arg("-lock=false");
-        if kind == Kind::Destroy {
-            tf_run = tf_run.args(["-destroy"]);
+        // Terraform plans the cone first (for apply too): what it plans is
+        // checked against the locks before anything is applied.
+        let final_plan = ws.plan_path("final");
+        let mut plan_run = ws.command(&tf).args(["plan", "-lock=false"]);
+        if flags.destroy {
+            plan_run = plan_run.arg("-destroy");
         }
         if flags.targets.is_empty() {
-            tf_run = tf_run.args(
+            plan_run = plan_run.args(
                 cone.targets(&rows)
                     .into_iter()
                     .map(|t| format!("-target={t}")),
             );
         }
+        if kind != Kind::Plan || flags.out.is_some() {
+            plan_run = plan_run.arg(format!("-out={}", final_plan.display()));
+        }
         let mut passthrough = without_out(&flags.passthrough);
-        if kind == Kind::Destroy {
-            passthrough.retain(|a| a != "-destroy" && a != "--destroy");
-        }
-        let final_plan = ws.plan_path("final");
-        if flags.out.is_some() {
-            tf_run = tf_run.arg(format!("-out={}", final_plan.display()));
-        }
-        let outcome = tf_run.args(passthrough).interactive(true).run().await;
+        passthrough.retain(|a| {
+            !matches!(a.as_str(), "-destroy" | "--destroy")
+                && !(kind != Kind::Plan && matches!(a.as_str(), "-auto-approve" | "--auto-approve"))
+        });
+        let mut ran_apply = false;
+        let planned = plan_run
+            .args(passthrough)
+            .interactive(kind == Kind::Plan)
+            .run()
+            .await;
+
+        let outcome = match (kind, planned) {
+            (Kind::Plan, planned) => planned,
+            (_, Err(e)) => Err(e),
+            (_, Ok(done)) if !done.success() => Ok(done),
+            (_, Ok(_)) => {
+                // Never apply anything unlocked: changes terraform plans
+                // outside the write set (drift of a dependency, say) are
+                // locked too, and the cone planned again.
+                let shown = ws
+                    .command(&tf)
+                    .args(["show", "-json"])
+                    .arg(&final_plan)
+                    .stdout(Output::Capture)
+                    .run_ok()
+                    .await?;
+                let planned = plan::parse(&shown.stdout).context("cannot read terraform's plan")?;
+                let write: HashSet<&str> = cone.write.iter().map(String::as_str).collect();
+                let outside: Vec<String> = planned
+                    .changed_addresses()
+                    .into_iter()
+                    .filter(|a| !write.contains(a.as_str()))
+                    .collect();
+                if !outside.is_empty() {
+                    heartbeat.stop().await;
+                    held.release().await?;
+                    if attempt >= MAX_ATTEMPTS {
+                        bail!(
+                            "terraform keeps planning changes outside the locked cone ({}); nothing was applied",
+                            outside.join(", ")
+                        );
+                    }
+                    ui.info(format!(
+                        "terraform also plans to change {}: locking {} too and planning again.",
+                        outside.join(", "),
+                        if outside.len() == 1 { "it" } else { "them" }
+                    ));
+                    forced.extend(outside);
+                    continue;
+                }
+                if planned.changed_addresses().is_empty() {
+                    heartbeat.stop().await;
+                    held.release().await?;
+                    return Ok(());
+                }
+                if !flags.auto_approve && !approve(settings, &flags, kind)? {
+                    heartbeat.stop().await;
+                    held.release().await?;
+                    println!("\nApply cancelled.");
+                    return Err(Exit(1).into());
+                }
+                ran_apply = true;
+                ws.command(&tf)
+                    .args(["apply", "-lock=false"])
+                    .args(apply_flags(&flags))
+                    .arg(&final_plan)
+                    .run()
+                    .await
+            }
+        };
 
         let result = match (&outcome, kind) {
             (_, Kind::Plan) => Ok(None),
-            (Err(_), _) => Ok(None),
-            (Ok(_), _) => {
+            (Ok(_), _) if ran_apply => {
                 let outputs = cone.allowed_outputs(&discovered, &fresh);
                 let scope = Scope {
                     write: &cone.write,
@@ -274,6 +355,7 @@ pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()>
                 .await
                 .map(Some)
             }
+            _ => Ok(None),
         };
         let saved = match (&outcome, &flags.out) {
             (Ok(done), Some(out))
@@ -298,7 +380,7 @@ pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()>
             _ => Ok(None),
         };
         heartbeat.stop().await;
-        let released = store.release(holder.id).await;
+        let released = held.release().await;
         let finished = outcome?;
         if let Some(path) = saved? {
             ui.info(format!(
@@ -319,15 +401,6 @@ pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()>
             0 => Ok(()),
             code => Err(Exit(code).into()),
         };
-    }
-}
-
-impl Kind {
-    fn terraform_command(self) -> &'static str {
-        match self {
-            Kind::Plan => "plan",
-            Kind::Apply | Kind::Destroy => "apply",
-        }
     }
 }
 
@@ -383,6 +456,77 @@ pub(super) async fn merge(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Locks held by this run: released explicitly on the normal paths, and by
+/// `Drop` on any early return, so that an error never leaves them behind
+/// until the lease runs out.
+struct Held<'a> {
+    store: &'a Store,
+    id: i64,
+    done: bool,
+}
+
+impl Held<'_> {
+    async fn release(mut self) -> Result<bool, crate::db::locks::LockError> {
+        self.done = true;
+        self.store.release(self.id).await
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let (store, id) = (self.store, self.id);
+            let _ = tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(store.release(id))
+            });
+        }
+    }
+}
+
+/// The flags `terraform apply PLANFILE` accepts (variables, targets and
+/// planning options were given to the plan).
+fn apply_flags(flags: &TfFlags) -> Vec<String> {
+    let mut out = Vec::new();
+    if flags.no_color {
+        out.push("-no-color".to_owned());
+    }
+    if flags.json {
+        out.push("-json".to_owned());
+    }
+    if let Some(p) = &flags.parallelism {
+        out.push(format!("-parallelism={p}"));
+    }
+    out.push("-input=false".to_owned());
+    out
+}
+
+/// Asks for approval as terraform does; false unless the answer is `yes`.
+fn approve(settings: &Settings, flags: &TfFlags, kind: Kind) -> Result<bool> {
+    if flags.no_input || !settings.tf_input {
+        bail!(
+            "apply requires approval, and input is disabled (-input=false or TF_INPUT=0)\n\n\
+             Pass -auto-approve to apply without asking."
+        );
+    }
+    let text = match kind {
+        Kind::Destroy => {
+            "\nDo you really want to destroy all resources in the change cone?\n  \
+             Terraform will destroy the resources shown above.\n  \
+             There is no undo. Only 'yes' will be accepted to confirm.\n\n  Enter a value: "
+        }
+        _ => {
+            "\nDo you want to perform these actions?\n  \
+             Terraform will perform the actions described above.\n  \
+             Only 'yes' will be accepted to approve.\n\n  Enter a value: "
+        }
+    };
+    print!("{text}");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(answer.trim() == "yes")
 }
 
 /// `args` without `-out=X` / `-out X` (a saved plan is written by us).
