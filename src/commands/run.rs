@@ -269,8 +269,9 @@ pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()>
         }
         let mut passthrough = without_out(&flags.passthrough);
         passthrough.retain(|a| {
-            !matches!(a.as_str(), "-destroy" | "--destroy")
-                && !(kind != Kind::Plan && matches!(a.as_str(), "-auto-approve" | "--auto-approve"))
+            let destroy = matches!(a.as_str(), "-destroy" | "--destroy");
+            let approve = matches!(a.as_str(), "-auto-approve" | "--auto-approve");
+            !(destroy || (approve && kind != Kind::Plan))
         });
         let mut ran_apply = false;
         let planned = plan_run
