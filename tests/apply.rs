@@ -311,3 +311,101 @@ fn apply_asks_for_approval_as_terraform_does() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("Apply complete!"));
     assert_ne!(versions(&db), v1);
 }
+
+#[test]
+fn refresh_only_covers_the_whole_state() {
+    let db = test_db();
+    let wd = TfWorkdir::from_fixture("chain");
+    ok(&sg_in(&db, &wd, &["apply", "-auto-approve"]));
+    let (_, stderr) = ok(&sg_in(
+        &db,
+        &wd,
+        &["apply", "-refresh-only", "-auto-approve", "-no-color"],
+    ));
+    assert!(
+        stderr.contains("Locking subgraph (19 exclusive, 0 shared)"),
+        "{stderr}"
+    );
+    assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "0");
+    let (stdout, _) = ok(&sg_in(&db, &wd, &["plan", "-refresh-only", "-no-color"]));
+    assert!(stdout.contains("No changes"), "{stdout}");
+}
+
+#[test]
+fn an_overlapping_apply_waits_then_plans_again_on_the_first_ones_result() {
+    let db = test_db();
+    let first = TfWorkdir::from_fixture("teams");
+    let second = TfWorkdir::from_fixture("teams");
+    let run = |wd: &TfWorkdir, args: &[&str]| sg_tf(&db, wd, "teams", args);
+    let out = run(&first, &["apply", "-auto-approve", "-no-color"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+
+    // The first changes team a slowly; the second (a newer checkout) has
+    // team a's change too, plus team b's.
+    let slow = run(
+        &first,
+        &[
+            "apply",
+            "-auto-approve",
+            "-no-color",
+            "-var",
+            "sleep_seconds=4",
+            "-var",
+            r#"gen={a="2"}"#,
+        ],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while db.psql("SELECT count(*) FROM lock_holders") == "0" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first apply never locked"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = run(
+        &second,
+        &[
+            "apply",
+            "-auto-approve",
+            "-no-color",
+            "-lock-timeout=60s",
+            "-var",
+            r#"gen={a="2",b="2"}"#,
+        ],
+    )
+    .output()
+    .unwrap();
+    let first_out = slow.wait_with_output().unwrap();
+    assert!(
+        first_out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first_out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("Waiting for lock"), "{stderr}");
+    assert!(
+        stderr.contains("planning again"),
+        "it did not re-plan on the new state: {stderr}"
+    );
+
+    // Both changes landed, each once: team a was not replaced a second time.
+    let gens = db.psql(
+        "SELECT string_agg(address || '=' || (attributes->'input'->'value'->>'gen') || '@v' || version, ',' ORDER BY address)
+         FROM instances WHERE name = 'base'",
+    );
+    assert_eq!(
+        gens,
+        r#"module.team["a"].terraform_data.base=2@v2,module.team["b"].terraform_data.base=2@v2,module.team["c"].terraform_data.base=1@v1"#
+    );
+    assert_eq!(
+        db.psql("SELECT count(*) FROM transactions WHERE kind = 'apply' AND status = 'committed'"),
+        "3"
+    );
+}

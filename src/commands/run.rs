@@ -62,9 +62,6 @@ pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()>
     if flags.out.is_some() && kind != Kind::Plan {
         bail!("-out is a flag of `stategraph plan`");
     }
-    if flags.refresh_only {
-        bail!("-refresh-only is not supported yet by stategraph: use terraform on a pulled state");
-    }
     if kind != Kind::Plan && !flags.auto_approve && (flags.no_input || !settings.tf_input) {
         bail!(
             "{} requires approval, and input is disabled (-input=false or TF_INPUT=0)\n\n\
@@ -143,6 +140,11 @@ pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()>
         let discovered = plan::parse(&shown.stdout).context("cannot read terraform's plan")?;
         let mut changed = discovered.changed_addresses();
         changed.extend(forced.iter().cloned());
+        if flags.refresh_only {
+            // Drift can be anywhere: a refresh-only run covers the whole state.
+            let rows = store.graph_rows(&name).await?.unwrap_or_default();
+            changed.extend(rows.into_iter().map(|r| r.address));
+        }
         changed.sort();
         changed.dedup();
         step.done(format!("{} to change", thousands(changed.len())));
@@ -319,7 +321,7 @@ pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()>
                     forced.extend(outside);
                     continue;
                 }
-                if planned.changed_addresses().is_empty() {
+                if planned.changed_addresses().is_empty() && !flags.refresh_only {
                     heartbeat.stop().await;
                     held.release().await?;
                     return Ok(());
