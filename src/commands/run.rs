@@ -168,7 +168,7 @@ pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()>
         step.done(format!(
             "{} of {} instances ({} write, {} read)",
             thousands(cone.write.len() + cone.read.len()),
-            thousands(rows.len()),
+            thousands(rows.len() + cone.new),
             thousands(cone.write.len()),
             thousands(cone.read.len())
         ));
@@ -430,10 +430,16 @@ pub(super) async fn merge(
     kind: Kind,
 ) -> Result<crate::db::store::PushReport> {
     let after = ws.read_state()?;
+    // Data sources are read afresh by every run that needs them and hold no
+    // managed object: what terraform read is written without an exclusive
+    // lock (the last reader wins), so that a widely used data source does
+    // not pull every resource depending on it into every cone.
+    let mut write_set = scope.write.to_vec();
+    write_set.extend(changed_data_sources(before, &after));
     let m = Merge {
         state_name: name,
         holder_id: Some(holder.id),
-        write_set: scope.write,
+        write_set: &write_set,
         outputs: scope.outputs,
         before,
         after: &after,
@@ -549,6 +555,29 @@ fn without_out(args: &[String]) -> Vec<String> {
     out
 }
 
+/// Addresses of data-source instances whose objects differ between `before` and `after`.
+fn changed_data_sources(before: &State, after: &State) -> Vec<String> {
+    let objects = |s: &State| -> HashMap<String, crate::tfstate::Instance> {
+        let mut out = HashMap::new();
+        for r in s.resources.iter().filter(|r| r.mode == "data") {
+            let raddr = r.address();
+            for i in &r.instances {
+                out.insert(i.address(&raddr), i.clone());
+            }
+        }
+        out
+    };
+    let (b, a) = (objects(before), objects(after));
+    let mut changed: Vec<String> = a
+        .iter()
+        .filter(|(k, v)| b.get(*k) != Some(*v))
+        .map(|(k, _)| k.clone())
+        .chain(b.keys().filter(|k| !a.contains_key(*k)).cloned())
+        .collect();
+    changed.sort();
+    changed
+}
+
 /// Writes `state` to a private file under the data directory.
 fn keep_for_recovery(settings: &Settings, state: &State) -> Result<std::path::PathBuf> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -658,6 +687,8 @@ struct Cone {
     write: Vec<String>,
     /// Their dependencies, not written.
     read: Vec<String>,
+    /// How many written instances are not in the state yet.
+    new: usize,
 }
 
 impl Cone {
@@ -707,6 +738,7 @@ impl Cone {
         let read: Vec<String> = read.into_iter().filter(|a| !in_write.contains(a)).collect();
         Ok(Cone {
             changed: changed.to_vec(),
+            new: new.len(),
             write,
             read,
         })
