@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -51,14 +52,35 @@ fn a_killed_apply_blocks_the_next_one_only_until_its_lease_expires() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    // kill -9: no chance to release. Its terraform child is stopped too, so
-    // that it does not sleep on in the background.
+    // kill -9: no chance to release. Its terraform must not run on
+    // unsupervised: the kernel tells it to stop (SIGINT) when we die.
     let pid = victim.id().to_string();
+    let children = String::from_utf8(
+        std::process::Command::new("pgrep")
+            .args(["-P", &pid])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let terraform_pids: Vec<String> = children.split_whitespace().map(str::to_owned).collect();
+    assert!(
+        !terraform_pids.is_empty(),
+        "no terraform child found under stategraph"
+    );
     victim.kill().unwrap();
     victim.wait().unwrap();
-    let _ = std::process::Command::new("pkill")
-        .args(["-KILL", "-P", &pid])
-        .status();
+    let deadline = Instant::now() + Duration::from_secs(45);
+    while terraform_pids
+        .iter()
+        .any(|p| Path::new(&format!("/proc/{p}")).exists())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "terraform kept running after stategraph was killed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert_eq!(
         db.psql("SELECT count(*) FROM lock_holders"),
         "1",

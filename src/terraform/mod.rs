@@ -364,6 +364,17 @@ impl Run {
             .stderr(Stdio::inherit())
             // Dropping the future must not kill terraform mid-write.
             .kill_on_drop(false);
+        // If stategraph itself dies (kill -9, OOM), terraform must not run on
+        // unsupervised: the kernel sends it SIGINT, terraform's graceful stop.
+        // (Sent when the spawning thread exits; tokio's worker threads live
+        // as long as the runtime.)
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGINT)
+                    .map_err(std::io::Error::from)
+            });
+        }
         for (k, v) in &self.env {
             match v {
                 Some(v) => cmd.env(k, v),
