@@ -25,10 +25,14 @@ your data directory and reuses it; point every CI runner at one shared PostgreSQ
 with --database-url or STATEGRAPH_DATABASE_URL (or the libpq PG* variables).\n\n\
 Flags may be written terraform-style with one dash (-force) or with two (--force).",
     after_help = "Examples:\n  \
-stategraph state push terraform.tfstate     import a terraform state\n  \
-stategraph state list module.network        list instances, as terraform does\n  \
+stategraph init                             providers and modules (never a backend)\n  \
+stategraph plan -var-file=prod.tfvars       plan only the change cone\n  \
+stategraph apply -lock-timeout=5m           apply it; unrelated applies run at the same time\n  \
+stategraph state push terraform.tfstate     import an existing terraform state\n  \
 stategraph cone aws_vpc.main                what a change to aws_vpc.main touches\n  \
-stategraph state pull > backup.tfstate      export the state again, losslessly"
+stategraph state pull > backup.tfstate      export the state again, losslessly\n\n\
+Other terraform commands that read state (output, show, validate, console, graph,\n\
+providers) run on a private copy of the stored state; version, fmt and get run as is."
 )]
 pub struct Cli {
     #[command(flatten)]
