@@ -95,7 +95,7 @@ pub enum StateError {
     Field { at: String, problem: String },
     #[error("{address} appears twice in the state")]
     Duplicate { address: String },
-    #[error("{instance} depends on \"{dependency}\", which is not a resource address: {problem}")]
+    #[error("{instance} depends on {dependency:?}, which is not a resource address: {problem}")]
     BadDependency {
         instance: String,
         dependency: String,
@@ -261,7 +261,7 @@ fn from_value(doc: Value) -> Result<State, StateError> {
     let mut outputs = Vec::new();
     if let Some(Value::Object(map)) = top.object_or_null("outputs")? {
         for (name, o) in map {
-            let at = format!("output \"{name}\"");
+            let at = format!("output {name:?}");
             let mut f = Fields {
                 at: &at,
                 map: as_object(o, &at)?,
@@ -296,7 +296,7 @@ fn from_value(doc: Value) -> Result<State, StateError> {
         let mode = f.required_string("mode")?;
         if mode != "managed" && mode != "data" {
             return Err(f.err(format!(
-                "\"mode\" must be \"managed\" or \"data\", found \"{mode}\""
+                "\"mode\" must be \"managed\" or \"data\", found {mode:?}"
             )));
         }
         let type_ = f.required_string("type")?;
@@ -304,9 +304,7 @@ fn from_value(doc: Value) -> Result<State, StateError> {
         let each = f.string("each")?;
         if let Some(e) = &each {
             if e != "list" && e != "map" {
-                return Err(f.err(format!(
-                    "\"each\" must be \"list\" or \"map\", found \"{e}\""
-                )));
+                return Err(f.err(format!("\"each\" must be \"list\" or \"map\", found {e:?}")));
             }
         }
         let provider = f.required_string("provider")?;
