@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::Write;
+use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
@@ -45,7 +46,8 @@ impl Kind {
     }
 }
 
-/// How many times the cone may grow under the lock before we give up.
+/// How many times the cone may grow under the lock before we give up
+/// (unless -lock-timeout leaves more time).
 const MAX_ATTEMPTS: usize = 3;
 
 pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()> {
@@ -84,6 +86,8 @@ pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()>
         .join(" ");
 
     let mut attempt = 0;
+    // Retries go on for at least MAX_ATTEMPTS, and as long as -lock-timeout allows.
+    let retry_until = Instant::now() + flags.lock_timeout;
     // Addresses terraform planned to change outside an earlier cone.
     let mut forced: Vec<String> = Vec::new();
     loop {
@@ -105,49 +109,8 @@ pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()>
         ws.init(&tf).await.map_err(exit_on_terraform_failure)?;
 
         // Discover: a refresh-less plan says what changes.
-        let step = ui.step("Discovering changes (plan without refresh)");
-        let plan_file = ws.plan_path("discover");
-        let mut discover = ws
-            .command(&tf)
-            .args([
-                "plan",
-                "-refresh=false",
-                "-input=false",
-                "-lock=false",
-                "-no-color",
-            ])
-            .arg(format!("-out={}", plan_file.display()))
-            .args(flags.vars.iter())
-            .args(flags.targets.iter().map(|t| format!("-target={t}")))
-            .args(flags.replace.iter().map(|r| format!("-replace={r}")))
-            .stdout(Output::Capture);
-        if flags.destroy {
-            discover = discover.arg("-destroy");
-        }
-        let done = discover.run().await?;
-        if !done.success() {
-            step.fail();
-            let _ = std::io::stdout().write_all(&done.stdout);
-            return Err(Exit(done.code).into());
-        }
-        let shown = ws
-            .command(&tf)
-            .args(["show", "-json"])
-            .arg(&plan_file)
-            .stdout(Output::Capture)
-            .run_ok()
-            .await?;
-        let discovered = plan::parse(&shown.stdout).context("cannot read terraform's plan")?;
-        let mut changed = discovered.changed_addresses();
-        changed.extend(forced.iter().cloned());
-        if flags.refresh_only {
-            // Drift can be anywhere: a refresh-only run covers the whole state.
-            let rows = store.graph_rows(&name).await?.unwrap_or_default();
-            changed.extend(rows.into_iter().map(|r| r.address));
-        }
-        changed.sort();
-        changed.dedup();
-        step.done(format!("{} to change", thousands(changed.len())));
+        let (mut discovered, changed) =
+            discover(&ws, &tf, &flags, &store, &name, &forced, ui).await?;
 
         if changed.is_empty() {
             drop(ws);
@@ -163,8 +126,8 @@ pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()>
 
         // The cone, on the stored graph plus the new instances' configuration edges.
         let step = ui.step("Computing change cone");
-        let rows = store.graph_rows(&name).await?.unwrap_or_default();
-        let cone = Cone::compute(&rows, &changed, &discovered)?;
+        let mut rows = store.graph_rows(&name).await?.unwrap_or_default();
+        let mut cone = Cone::compute(&rows, &changed, &discovered)?;
         step.done(format!(
             "{} of {} instances ({} write, {} read)",
             thousands(cone.write.len() + cone.read.len()),
@@ -227,11 +190,15 @@ pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()>
         };
         let heartbeat = store.heartbeat(holder.id, settings.lock_lease);
 
-        // Re-check under the lock: rows of the cone may have changed while we waited.
+        // Re-check under the lock: rows of the cone may have changed between
+        // the snapshot and the lock. Nobody can change them now, so plan
+        // again on the fresh state while holding the lock, and go round only
+        // if the cone grew beyond what we hold.
         let fresh = store
             .pull(&name)
             .await?
             .ok_or_else(|| anyhow!("state \"{name}\" vanished"))?;
+        ws.write_state(&fresh)?;
         let cone_addresses: HashSet<&str> = cone
             .write
             .iter()
@@ -239,17 +206,44 @@ pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()>
             .map(String::as_str)
             .collect();
         if objects_in(&snapshot, &cone_addresses) != objects_in(&fresh, &cone_addresses) {
-            heartbeat.stop().await;
-            held.release().await?;
-            if attempt >= MAX_ATTEMPTS {
-                bail!("the change cone kept changing while waiting for locks ({MAX_ATTEMPTS} attempts); try again");
+            ui.info("Rows of the cone changed before the locks were taken; planning again on the new state.");
+            let (again, changed_again) =
+                discover(&ws, &tf, &flags, &store, &name, &forced, ui).await?;
+            if changed_again.is_empty() {
+                heartbeat.stop().await;
+                held.release().await?;
+                if !flags.json {
+                    println!("\nNo changes. Your infrastructure matches the configuration.");
+                }
+                return Ok(());
             }
-            ui.info(
-                "The cone changed while waiting for the lock; planning again on the new state.",
-            );
-            continue;
+            let rows_again = store.graph_rows(&name).await?.unwrap_or_default();
+            let grown = Cone::compute(&rows_again, &changed_again, &again)?;
+            let held_exclusive: HashSet<&String> = exclusive.iter().collect();
+            let held_any: HashSet<&String> = exclusive.iter().chain(&shared).collect();
+            let fits = grown.read.iter().all(|a| held_any.contains(a))
+                && grown.write.iter().all(|a| {
+                    if kind == Kind::Plan {
+                        held_any.contains(a)
+                    } else {
+                        held_exclusive.contains(a)
+                    }
+                });
+            if !fits {
+                heartbeat.stop().await;
+                held.release().await?;
+                if attempt >= MAX_ATTEMPTS && Instant::now() >= retry_until {
+                    bail!(
+                        "the change cone kept growing while waiting for locks ({attempt} attempts); try again"
+                    );
+                }
+                ui.info("The change cone grew; locking it again.");
+                continue;
+            }
+            cone = grown;
+            discovered = again;
+            rows = rows_again;
         }
-        ws.write_state(&fresh)?;
 
         // Terraform on the cone.
         // Terraform plans the cone first (for apply too): what it plans is
@@ -307,7 +301,7 @@ pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()>
                 if !outside.is_empty() {
                     heartbeat.stop().await;
                     held.release().await?;
-                    if attempt >= MAX_ATTEMPTS {
+                    if attempt >= MAX_ATTEMPTS && Instant::now() >= retry_until {
                         bail!(
                             "terraform keeps planning changes outside the locked cone ({}); nothing was applied",
                             outside.join(", ")
@@ -492,6 +486,63 @@ impl Drop for Held<'_> {
             });
         }
     }
+}
+
+/// A refresh-less plan on the workspace's state: what the configuration
+/// changes (plus `forced` addresses, and every instance for -refresh-only).
+async fn discover(
+    ws: &Workspace,
+    tf: &Terraform,
+    flags: &TfFlags,
+    store: &Store,
+    name: &str,
+    forced: &[String],
+    ui: crate::ui::Ui,
+) -> Result<(plan::Plan, Vec<String>)> {
+    let step = ui.step("Discovering changes (plan without refresh)");
+    let plan_file = ws.plan_path("discover");
+    let mut discover = ws
+        .command(tf)
+        .args([
+            "plan",
+            "-refresh=false",
+            "-input=false",
+            "-lock=false",
+            "-no-color",
+        ])
+        .arg(format!("-out={}", plan_file.display()))
+        .args(flags.vars.iter())
+        .args(flags.targets.iter().map(|t| format!("-target={t}")))
+        .args(flags.replace.iter().map(|r| format!("-replace={r}")))
+        .stdout(Output::Capture);
+    if flags.destroy {
+        discover = discover.arg("-destroy");
+    }
+    let done = discover.run().await?;
+    if !done.success() {
+        step.fail();
+        let _ = std::io::stdout().write_all(&done.stdout);
+        return Err(Exit(done.code).into());
+    }
+    let shown = ws
+        .command(tf)
+        .args(["show", "-json"])
+        .arg(&plan_file)
+        .stdout(Output::Capture)
+        .run_ok()
+        .await?;
+    let discovered = plan::parse(&shown.stdout).context("cannot read terraform's plan")?;
+    let mut changed = discovered.changed_addresses();
+    changed.extend(forced.iter().cloned());
+    if flags.refresh_only {
+        // Drift can be anywhere: a refresh-only run covers the whole state.
+        let rows = store.graph_rows(name).await?.unwrap_or_default();
+        changed.extend(rows.into_iter().map(|r| r.address));
+    }
+    changed.sort();
+    changed.dedup();
+    step.done(format!("{} to change", thousands(changed.len())));
+    Ok((discovered, changed))
 }
 
 /// The flags `terraform apply PLANFILE` accepts (variables, targets and
