@@ -446,18 +446,19 @@ pub(super) async fn merge(
     };
     match store.merge(&m).await {
         Ok(report) => Ok(report),
-        Err(
-            e @ (StoreError::OutsideWriteSet { .. }
-            | StoreError::LeaseLost { .. }
-            | StoreError::LineageChanged { .. }),
-        ) => {
+        // Whatever went wrong (a refused merge, a lost lease, a lost
+        // database), what terraform did must not be lost with the private
+        // workspace: keep it where the user can find it.
+        Err(e) => {
             let kept = keep_for_recovery(settings, &after)?;
             Err(anyhow!(e).context(format!(
-                "the result of terraform was not written to state \"{name}\"; it is kept in {}",
+                "the result of terraform was not written to state \"{name}\"; it is kept in {}\n\n\
+                 Keep this file: it is the only record of what terraform just applied. Once the cause \
+                 is fixed, compare it with `stategraph state pull` and push the merged state with \
+                 `stategraph state push`.",
                 kept.display()
             )))
         }
-        Err(e) => Err(e.into()),
     }
 }
 
@@ -632,12 +633,18 @@ fn changed_data_sources(before: &State, after: &State) -> Vec<String> {
 /// Writes `state` to a private file under the data directory.
 fn keep_for_recovery(settings: &Settings, state: &State) -> Result<std::path::PathBuf> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let dir = settings.embedded.data_dir.join("recovery");
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut dir = settings.embedded.data_dir.join("recovery");
+    let private_dir = |d: &std::path::Path| {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(d)
+    };
+    if private_dir(&dir).is_err() {
+        // The data directory is not writable: the system temp dir, privately.
+        dir = std::env::temp_dir().join(format!("stategraph-recovery-{}", nix::unistd::geteuid()));
+        private_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
     let path = dir.join(format!(
         "{}-{}.tfstate",
         chrono::Utc::now().format("%Y%m%dT%H%M%S"),
