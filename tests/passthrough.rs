@@ -148,36 +148,43 @@ fn without_a_stored_state_outputs_are_empty_and_nothing_is_created() {
 }
 
 #[test]
-fn commands_that_write_state_are_refused_and_write_nothing() {
+fn commands_that_write_state_run_with_the_state_locked_and_are_merged() {
     let db = test_db();
     let wd = TfWorkdir::from_fixture("chain");
     run_ok(&db, &wd, &["apply", "-auto-approve", "-no-color"]);
-    let stored = pulled(&db);
     let before = listing(wd.path());
+    let status = |addr: &str| {
+        db.psql(&format!(
+            "SELECT coalesce(status, 'ok') FROM instances WHERE address = '{addr}'"
+        ))
+    };
 
-    let out = sg_in(&db, &wd, &["taint", "terraform_data.root"]);
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("`terraform taint` is not supported by stategraph yet"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("stategraph apply -replace=ADDRESS")
-            && stderr.contains("stategraph state pull > x.tfstate")
-            && stderr.contains("terraform taint -state=x.tfstate terraform_data.root")
-            && stderr.contains("stategraph state push x.tfstate"),
-        "{stderr}"
-    );
+    run_ok(&db, &wd, &["taint", "terraform_data.root"]);
+    assert_eq!(status("terraform_data.root"), "tainted");
+    run_ok(&db, &wd, &["untaint", "terraform_data.root"]);
+    assert_eq!(status("terraform_data.root"), "ok");
 
-    let out = sg_in(&db, &wd, &["state", "rm", "terraform_data.root"]);
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("`terraform state rm` is not supported by stategraph yet"),
-        "{stderr}"
+    run_ok(
+        &db,
+        &wd,
+        &[
+            "state",
+            "mv",
+            "terraform_data.island[1]",
+            "terraform_data.island[7]",
+        ],
     );
+    run_ok(&db, &wd, &["state", "rm", "terraform_data.island[0]"]);
+    let islands = db.psql(
+        "SELECT string_agg(address, ',' ORDER BY address) FROM instances WHERE name = 'island'",
+    );
+    assert_eq!(islands, "terraform_data.island[7]");
+    let kinds = db
+        .psql("SELECT string_agg(kind, ',' ORDER BY id) FROM transactions WHERE kind = 'command'");
+    assert_eq!(kinds, "command,command,command,command");
 
+    // Commands with no meaning here are still refused, and write nothing.
+    let stored = pulled(&db);
     let out = sg_in(&db, &wd, &["workspace", "new", "other"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -185,7 +192,6 @@ fn commands_that_write_state_are_refused_and_write_nothing() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-
     // Our own state commands are not shadowed by the pass-through.
     let listed = run_ok(&db, &wd, &["state", "list"]);
     assert!(

@@ -34,7 +34,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::State(StateCommand::Pull) => state::pull(&settings).await,
         Command::State(StateCommand::List(args)) => state::list(&settings, args).await,
         Command::State(StateCommand::Show(args)) => state::show(&settings, args).await,
-        Command::State(StateCommand::Other(args)) => passthrough::state(args),
+        Command::State(StateCommand::Other(args)) => passthrough::state(&settings, args).await,
         Command::Cone(args) => cone::run(&settings, args).await,
         Command::Plan(a) => run::run(&settings, run::Kind::Plan, &a.args).await,
         Command::Apply(a) => run::run(&settings, run::Kind::Apply, &a.args).await,

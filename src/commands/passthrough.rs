@@ -36,16 +36,15 @@ const READ_STATE: &[&str] = &[
     "modules",
 ];
 
-/// Commands that write the state, refused for now.
-const WRITE_STATE: &[&str] = &[
-    "import",
-    "taint",
-    "untaint",
-    "refresh",
-    "workspace",
-    "env",
-    "push",
-];
+/// Commands that write the state: run on a private copy with the whole
+/// state locked, and merged back.
+const WRITE_STATE: &[&str] = &["import", "taint", "untaint", "refresh"];
+
+/// `state` subcommands that write the state, handled the same way.
+const WRITE_STATE_SUBCOMMANDS: &[&str] = &["mv", "rm", "replace-provider"];
+
+/// Commands with no meaning here, refused with what to do instead.
+const REFUSED: &[&str] = &["workspace", "env", "push"];
 
 /// `init` flags that configure a backend.
 const BACKEND_FLAGS: &[&str] = &[
@@ -101,7 +100,8 @@ pub async fn run(settings: &Settings, args: &[String]) -> Result<()> {
         "providers" => !matches!(sub, Some("lock" | "mirror")),
         c if READ_STATE.contains(&c) => true,
         c if NO_STATE.contains(&c) => false,
-        c if WRITE_STATE.contains(&c) => return Err(refuse_write(settings, &args)),
+        c if WRITE_STATE.contains(&c) => return write_state(settings, &args).await,
+        c if REFUSED.contains(&c) => return Err(refuse_write(settings, &args)),
         c => bail!(
             "stategraph does not know the terraform command \"{c}\"\n\n\
              stategraph runs init, plan, apply, destroy and the state commands itself, runs {} \
@@ -134,11 +134,152 @@ pub async fn run(settings: &Settings, args: &[String]) -> Result<()> {
     exit_with(done)
 }
 
-/// `stategraph state <other>` (`args[0]` is the state subcommand): refused.
-pub fn state(args: &[String]) -> Result<()> {
+/// A terraform command that writes state, on a private copy of the state
+/// with every instance locked exclusively (it may touch any of them), its
+/// result merged back in one transaction.
+async fn write_state(settings: &Settings, args: &[String]) -> Result<()> {
+    use super::run::{ensure_state, merge, Held, Kind, Scope};
+    let tf = terraform(settings)?;
+    let store = crate::db::open(settings).await?;
+    let name = settings.state_name();
+    ensure_state(&store, settings, &name).await?;
+    let state_id = store
+        .state_id(&name)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("state \"{name}\" vanished"))?;
+    let mut lock_timeout = std::time::Duration::ZERO;
+    let mut command_args: Vec<String> = Vec::with_capacity(args.len() + 1);
+    for a in args {
+        if let Some(v) = a.strip_prefix("-lock-timeout=") {
+            lock_timeout = crate::tfargs::parse_duration(v).ok_or_else(|| {
+                anyhow::anyhow!("-lock-timeout={v} is not a duration (use e.g. 30s)")
+            })?;
+        } else if !a.starts_with("-lock=") {
+            command_args.push(a.clone());
+        }
+    }
+    // The command's own name (and `state`'s subcommand) come first, then -lock=false.
+    let words = if command_args.first().map(String::as_str) == Some("state") {
+        2
+    } else {
+        1
+    };
+    command_args.insert(words.min(command_args.len()), "-lock=false".to_owned());
+
+    let before = store.pull(&name).await?.unwrap_or_else(empty_state);
+    let all: Vec<String> = addresses(&before);
+    let command = format!("stategraph {}", args.join(" "));
+    let step = settings.ui.step(format!(
+        "Locking the whole state ({} instances)",
+        crate::ui::thousands(all.len())
+    ));
+    let request = crate::db::locks::LockRequest {
+        state_id,
+        exclusive: &all,
+        shared: &[],
+        command: &command,
+        actor: &settings.actor,
+        lease: settings.lock_lease,
+        txn_id: None,
+    };
+    let holder = match store.lock(&request, lock_timeout, &mut |_| {}).await {
+        Ok(h) => h,
+        Err(e) => {
+            step.fail();
+            return Err(e.into());
+        }
+    };
+    step.done("ready");
+    let held = Held {
+        store: &store,
+        id: holder.id,
+        done: false,
+    };
+    let heartbeat = store.heartbeat(holder.id, settings.lock_lease);
+    let fresh = store.pull(&name).await?.unwrap_or_else(empty_state);
+    let ws = Workspace::new(&settings.workdir, &fresh)?;
+    ws.init(&tf).await.map_err(exit_on_terraform_failure)?;
+    if words == 2 {
+        // `state mv|rm|replace-provider` write a backup of the state, in
+        // the user's directory unless told otherwise.
+        let backup = ws.plan_path("backup");
+        command_args.insert(2, format!("-backup={}", backup.display()));
+    }
+    let done = ws
+        .command(&tf)
+        .args(&command_args)
+        .interactive(true)
+        .run()
+        .await?;
+    let after = ws.read_state()?;
+    if after != fresh {
+        let mut write = addresses(&fresh);
+        write.extend(addresses(&after));
+        write.sort();
+        write.dedup();
+        let outputs: Vec<String> = fresh
+            .outputs
+            .iter()
+            .chain(&after.outputs)
+            .map(|(n, _)| n.clone())
+            .collect();
+        let scope = Scope {
+            write: &write,
+            read: &[],
+            outputs: &outputs,
+            changed: &[],
+        };
+        let report = merge(
+            &store,
+            settings,
+            &name,
+            &holder,
+            &fresh,
+            &ws,
+            &scope,
+            &command,
+            Kind::Write,
+        )
+        .await?;
+        settings.ui.info(format!(
+            "stategraph: transaction {} wrote {} added, {} changed, {} removed to state \"{name}\"",
+            report.txn_id, report.added, report.changed, report.removed
+        ));
+    }
+    heartbeat.stop().await;
+    held.release().await?;
+    drop(ws);
+    exit_with(done)
+}
+
+/// Every instance address of a state.
+fn addresses(state: &State) -> Vec<String> {
+    let mut out: Vec<String> = state
+        .resources
+        .iter()
+        .flat_map(|r| {
+            let raddr = r.address();
+            r.instances
+                .iter()
+                .map(move |i| i.address(&raddr))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// `stategraph state <other>` (`args[0]` is the state subcommand): the
+/// subcommands that write state run with the whole state locked; others
+/// are refused.
+pub async fn state(settings: &Settings, args: &[String]) -> Result<()> {
     let sub = args.first().map(String::as_str).unwrap_or_default();
     let mut full = vec!["state".to_owned()];
     full.extend(terraform_style(args));
+    if WRITE_STATE_SUBCOMMANDS.contains(&sub) {
+        return write_state(settings, &full).await;
+    }
     bail!(
         "`terraform state {sub}` is not supported by stategraph yet: stategraph runs \
          `state list`, `state show`, `state pull` and `state push`, and keeps the state \

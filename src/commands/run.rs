@@ -34,6 +34,8 @@ pub enum Kind {
     Plan,
     Apply,
     Destroy,
+    /// A terraform command that writes state (taint, import, state mv, ...).
+    Write,
 }
 
 impl Kind {
@@ -42,6 +44,7 @@ impl Kind {
             Kind::Plan => "plan",
             Kind::Apply => "apply",
             Kind::Destroy => "destroy",
+            Kind::Write => "command",
         }
     }
 }
@@ -465,14 +468,14 @@ pub(super) async fn merge(
 /// Locks held by this run: released explicitly on the normal paths, and by
 /// `Drop` on any early return, so that an error never leaves them behind
 /// until the lease runs out.
-struct Held<'a> {
-    store: &'a Store,
-    id: i64,
-    done: bool,
+pub(super) struct Held<'a> {
+    pub(super) store: &'a Store,
+    pub(super) id: i64,
+    pub(super) done: bool,
 }
 
 impl Held<'_> {
-    async fn release(mut self) -> Result<bool, crate::db::locks::LockError> {
+    pub(super) async fn release(mut self) -> Result<bool, crate::db::locks::LockError> {
         self.done = true;
         self.store.release(self.id).await
     }
@@ -661,7 +664,7 @@ fn keep_for_recovery(settings: &Settings, state: &State) -> Result<std::path::Pa
 }
 
 /// Creates an empty state (new lineage, serial 0) if none is stored.
-async fn ensure_state(store: &Store, settings: &Settings, name: &str) -> Result<()> {
+pub(super) async fn ensure_state(store: &Store, settings: &Settings, name: &str) -> Result<()> {
     if store.state_id(name).await?.is_some() {
         return Ok(());
     }
