@@ -455,10 +455,11 @@ pub(super) async fn merge(
         Err(e) => {
             let kept = keep_for_recovery(settings, &after)?;
             Err(anyhow!(e).context(format!(
-                "the result of terraform was not written to state \"{name}\"; it is kept in {}\n\n\
+                "the result of terraform was not written to state \"{name}\" in {}; it is kept in {}\n\n\
                  Keep this file: it is the only record of what terraform just applied. Once the cause \
                  is fixed, compare it with `stategraph state pull` and push the merged state with \
                  `stategraph state push`.",
+                store.display(),
                 kept.display()
             )))
         }
