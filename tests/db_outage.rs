@@ -124,7 +124,6 @@ fn losing_the_database_mid_apply_writes_nothing_and_keeps_the_result() {
         ],
     );
     assert_eq!(gen_a(), "1", "a half-written merge");
-    let t = Instant::now();
     let out = run(&[
         "apply",
         "-auto-approve",
