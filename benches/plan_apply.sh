@@ -71,6 +71,8 @@ BENCH_START=$(date +%s)
 
 say() { printf 'plan_apply.sh: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
+# shellcheck source=benches/pg.sh
+source "$(dirname "$0")/pg.sh"
 has_section() { [[ " $SECTIONS " == *" $1 "* ]]; }
 
 # ---------------------------------------------------------------- tools
@@ -85,20 +87,6 @@ command -v "$TERRAFORM" >/dev/null ||
 TERRAFORM=$(command -v "$TERRAFORM")
 PYTHON=${STATEGRAPH_PYTHON:-python3}
 
-find_pg_bin() {
-    if [[ -n ${STATEGRAPH_PG_BIN:-} ]]; then
-        [[ -x $STATEGRAPH_PG_BIN/initdb ]] || die "STATEGRAPH_PG_BIN=$STATEGRAPH_PG_BIN has no initdb"
-        echo "$STATEGRAPH_PG_BIN"
-    elif command -v initdb >/dev/null && command -v pg_ctl >/dev/null; then
-        dirname "$(readlink -f "$(command -v initdb)")"
-    else
-        local dir
-        dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 || true)
-        [[ -n $dir && -x $dir/initdb ]] ||
-            die "PostgreSQL server binaries not found (initdb, pg_ctl, postgres); install them (apt-get install postgresql) or set STATEGRAPH_PG_BIN"
-        echo "$dir"
-    fi
-}
 
 find_mirror() {
     local d
@@ -111,18 +99,8 @@ find_mirror() {
 # ---------------------------------------------------------------- work dir and cleanup
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/sg-bench-pa.XXXXXX")
-PGROOT=""
-PG_STARTED=0
 MOTO_PID=""
 
-as_pg() {
-    # PostgreSQL refuses to run as root: run its binaries as the postgres user.
-    if [[ $(id -u) -eq 0 ]]; then
-        runuser -u postgres -- "$@"
-    else
-        "$@"
-    fi
-}
 
 cleanup() {
     local rc=$?
@@ -133,15 +111,12 @@ cleanup() {
         kill "$MOTO_PID" 2>/dev/null || true
         wait "$MOTO_PID" 2>/dev/null || true
     fi
-    if [[ $PG_STARTED -eq 1 ]]; then
-        as_pg "$PG_BIN/pg_ctl" -D "$PGROOT/data" -m immediate -w stop >/dev/null 2>&1 || true
-    fi
+    stop_postgres
     if [[ ${KEEP_WORK:-0} == 1 ]]; then
         say "work dir kept: $WORK"
     else
         rm -rf "$WORK"
     fi
-    [[ -n $PGROOT ]] && rm -rf "$PGROOT"
     exit "$rc"
 }
 trap cleanup EXIT
@@ -150,43 +125,7 @@ trap 'exit 143' TERM
 
 # ---------------------------------------------------------------- PostgreSQL
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
-start_postgres() {
-    PG_BIN=$(find_pg_bin)
-    PGROOT=$(mktemp -d "${TMPDIR:-/tmp}/sg-bench-pg.XXXXXX")
-    mkdir -p "$PGROOT/sock"
-    if [[ $(id -u) -eq 0 ]]; then
-        id postgres >/dev/null 2>&1 ||
-            die "running as root and there is no 'postgres' user to run PostgreSQL as (useradd --system postgres)"
-        chown -R postgres: "$PGROOT"
-    fi
-    PG_DURABLE=${PG_DURABLE:-on}
-    PG_PORT=$(free_port)
-    as_pg "$PG_BIN/initdb" -D "$PGROOT/data" -U postgres --auth=trust -E UTF8 --no-sync \
-        >"$PGROOT/initdb.log" 2>&1 || { cat "$PGROOT/initdb.log" >&2; die "initdb failed"; }
-    cat >>"$PGROOT/data/postgresql.conf" <<EOF
-# stategraph bench: throwaway cluster
-listen_addresses = '127.0.0.1'
-port = $PG_PORT
-unix_socket_directories = '$PGROOT/sock'
-fsync = $PG_DURABLE
-synchronous_commit = $PG_DURABLE
-full_page_writes = $PG_DURABLE
-shared_buffers = 256MB
-max_wal_size = 4GB
-EOF
-    as_pg "$PG_BIN/pg_ctl" -D "$PGROOT/data" -l "$PGROOT/postgres.log" -w -t 60 start >/dev/null ||
-        { cat "$PGROOT/postgres.log" >&2; die "PostgreSQL did not start"; }
-    PG_STARTED=1
-    as_pg "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres stategraph ||
-        die "createdb failed"
-    export STATEGRAPH_DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/stategraph"
-    PG_VERSION=$("$PG_BIN/postgres" --version)
-    say "$PG_VERSION on 127.0.0.1:$PG_PORT (data in $PGROOT)"
-}
 
 # ---------------------------------------------------------------- moto
 
@@ -317,6 +256,7 @@ if [[ -z ${STATEGRAPH_BIN:-} ]]; then
 fi
 [[ -x $STATEGRAPH_BIN ]] || die "no stategraph binary at $STATEGRAPH_BIN"
 start_postgres
+export STATEGRAPH_DATABASE_URL=$PG_URL
 make_tf_wrapper
 export STATEGRAPH_TERRAFORM="$WORK/tf-wrapper"
 

@@ -41,6 +41,8 @@ TIME_BIN=/usr/bin/time
 
 say() { printf 'state_size.sh: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
+# shellcheck source=benches/pg.sh
+source "$(dirname "$0")/pg.sh"
 
 # ---------------------------------------------------------------- tools
 
@@ -53,47 +55,20 @@ command -v "$TERRAFORM" >/dev/null ||
     die "terraform not found on PATH; install terraform >= 1.5 or set STATEGRAPH_TERRAFORM"
 TERRAFORM=$(command -v "$TERRAFORM")
 
-find_pg_bin() {
-    if [[ -n ${STATEGRAPH_PG_BIN:-} ]]; then
-        [[ -x $STATEGRAPH_PG_BIN/initdb ]] || die "STATEGRAPH_PG_BIN=$STATEGRAPH_PG_BIN has no initdb"
-        echo "$STATEGRAPH_PG_BIN"
-    elif command -v initdb >/dev/null && command -v pg_ctl >/dev/null; then
-        dirname "$(readlink -f "$(command -v initdb)")"
-    else
-        local dir
-        dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 || true)
-        [[ -n $dir && -x $dir/initdb ]] ||
-            die "PostgreSQL server binaries not found (initdb, pg_ctl, postgres); install them (apt-get install postgresql) or set STATEGRAPH_PG_BIN"
-        echo "$dir"
-    fi
-}
 
 # ---------------------------------------------------------------- work dir and cleanup
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/sg-bench.XXXXXX")
-PGROOT=""
-PG_STARTED=0
 
-as_pg() {
-    # PostgreSQL refuses to run as root: run its binaries as the postgres user.
-    if [[ $(id -u) -eq 0 ]]; then
-        runuser -u postgres -- "$@"
-    else
-        "$@"
-    fi
-}
 
 cleanup() {
     local rc=$?
-    if [[ $PG_STARTED -eq 1 ]]; then
-        as_pg "$PG_BIN/pg_ctl" -D "$PGROOT/data" -m immediate -w stop >/dev/null 2>&1 || true
-    fi
+    stop_postgres
     if [[ ${KEEP_WORK:-0} == 1 ]]; then
         say "work dir kept: $WORK"
     else
         rm -rf "$WORK"
     fi
-    [[ -n $PGROOT ]] && rm -rf "$PGROOT"
     exit "$rc"
 }
 trap cleanup EXIT
@@ -102,42 +77,7 @@ trap 'exit 143' TERM
 
 # ---------------------------------------------------------------- PostgreSQL
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
-start_postgres() {
-    PG_BIN=$(find_pg_bin)
-    PGROOT=$(mktemp -d "${TMPDIR:-/tmp}/sg-bench-pg.XXXXXX")
-    mkdir -p "$PGROOT/sock"
-    if [[ $(id -u) -eq 0 ]]; then
-        id postgres >/dev/null 2>&1 ||
-            die "running as root and there is no 'postgres' user to run PostgreSQL as (useradd --system postgres)"
-        chown -R postgres: "$PGROOT"
-    fi
-    PG_DURABLE=${PG_DURABLE:-on}
-    PG_PORT=$(free_port)
-    as_pg "$PG_BIN/initdb" -D "$PGROOT/data" -U postgres --auth=trust -E UTF8 --no-sync \
-        >"$PGROOT/initdb.log" 2>&1 || { cat "$PGROOT/initdb.log" >&2; die "initdb failed"; }
-    cat >>"$PGROOT/data/postgresql.conf" <<EOF
-# stategraph bench: throwaway cluster
-listen_addresses = '127.0.0.1'
-port = $PG_PORT
-unix_socket_directories = '$PGROOT/sock'
-fsync = $PG_DURABLE
-synchronous_commit = $PG_DURABLE
-full_page_writes = $PG_DURABLE
-shared_buffers = 512MB
-max_wal_size = 8GB
-EOF
-    as_pg "$PG_BIN/pg_ctl" -D "$PGROOT/data" -l "$PGROOT/postgres.log" -w -t 60 start >/dev/null ||
-        { cat "$PGROOT/postgres.log" >&2; die "PostgreSQL did not start"; }
-    PG_STARTED=1
-    as_pg "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres stategraph ||
-        die "createdb failed"
-    DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/stategraph"
-    say "$("$PG_BIN/postgres" --version) on 127.0.0.1:$PG_PORT (data in $PGROOT)"
-}
 
 db_size() {
     [[ -x $PG_BIN/psql ]] || { echo "?"; return; }
@@ -185,7 +125,8 @@ if [[ $BENCH_STATEGRAPH == 1 ]]; then
         STATEGRAPH_BIN="$ROOT/target/release/stategraph"
     fi
     [[ -x $STATEGRAPH_BIN ]] || die "no stategraph binary at $STATEGRAPH_BIN"
-    start_postgres
+    PG_SHARED_BUFFERS=${PG_SHARED_BUFFERS:-512MB} start_postgres
+    DATABASE_URL=$PG_URL
 fi
 
 # terraform runs in an empty dir with its own CLI config (the machine's may not exist).
