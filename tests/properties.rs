@@ -203,6 +203,10 @@ fn mutate(seed: &str, m: &Mutation) -> Vec<u8> {
         Mutation::Delete(i) => {
             // Paths whose last step is an object key or array element.
             let deletable: Vec<&Vec<Step>> = paths.iter().filter(|p| !p.is_empty()).collect();
+            if deletable.is_empty() {
+                // An earlier mutation left a scalar or an empty container.
+                return serde_json::to_vec_pretty(&doc).unwrap();
+            }
             let path = deletable[i.index(deletable.len())];
             let (last, parent) = path.split_last().unwrap();
             match (node_mut(&mut doc, parent), last) {
@@ -216,6 +220,7 @@ fn mutate(seed: &str, m: &Mutation) -> Vec<u8> {
             }
             serde_json::to_vec_pretty(&doc).unwrap()
         }
+        Mutation::Truncate(_) | Mutation::Byte(..) if seed.is_empty() => Vec::new(),
         Mutation::Truncate(i) => {
             let bytes = seed.as_bytes();
             bytes[..i.index(bytes.len())].to_vec()
