@@ -80,6 +80,8 @@ fn losing_the_database_mid_apply_writes_nothing_and_keeps_the_result() {
         assert!(Instant::now() < deadline, "the apply never locked");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Past the re-check under the lock and into terraform's 4 s apply.
+    std::thread::sleep(Duration::from_millis(1500));
     // The database goes away while terraform applies.
     pg_ctl(&cluster.data_dir, &["-m", "immediate", "stop"]);
     let t = Instant::now();

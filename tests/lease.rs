@@ -20,13 +20,14 @@ fn a_killed_apply_blocks_the_next_one_only_until_its_lease_expires() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // An apply of team a that takes 60 s, with a 3 s lease.
+    // An apply of team a that takes 60 s, with an 8 s lease (long enough that
+    // the next apply surely finds it still held, short enough for a test).
     let mut victim = sg_tf(
         &db,
         &wd,
         "teams",
         &[
-            "--lock-lease=3s",
+            "--lock-lease=8s",
             "apply",
             "-auto-approve",
             "-no-color",
@@ -111,7 +112,7 @@ fn a_killed_apply_blocks_the_next_one_only_until_its_lease_expires() {
         "it did not wait for the dead holder: {stderr}"
     );
     eprintln!(
-        "waited {:?} for a dead holder with a 3 s lease",
+        "waited {:?} for a dead holder with an 8 s lease",
         started.elapsed()
     );
     assert_eq!(
