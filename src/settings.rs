@@ -26,6 +26,11 @@ pub struct Settings {
     pub explicit_state: Option<String>,
     /// Terraform workspace (`TF_WORKSPACE`, else `.terraform/environment`, else `default`).
     pub workspace: String,
+    /// Whether `TF_WORKSPACE` chose the workspace (then it cannot be switched).
+    pub workspace_from_env: bool,
+    /// The user's terraform data directory (`TF_DATA_DIR`, else `.terraform`),
+    /// where `workspace select` records the workspace.
+    pub tf_data_dir: PathBuf,
     /// The embedded cluster's configuration (used when `database` is `Embedded`,
     /// and by `stategraph db`).
     pub embedded: EmbeddedConfig,
@@ -111,12 +116,14 @@ impl Settings {
             None => DatabaseTarget::Embedded,
         };
 
+        let tf_data_dir = get("TF_DATA_DIR")
+            .map(|d| workdir.join(d))
+            .unwrap_or_else(|| workdir.join(".terraform"));
+        let workspace_from_env = get("TF_WORKSPACE").is_some();
         let workspace = match get("TF_WORKSPACE") {
             Some(ws) => ws,
             None => {
-                let data_dir = get("TF_DATA_DIR")
-                    .map(|d| workdir.join(d))
-                    .unwrap_or_else(|| workdir.join(".terraform"));
+                let data_dir = &tf_data_dir;
                 std::fs::read_to_string(data_dir.join("environment"))
                     .ok()
                     .map(|s| s.trim().to_owned())
@@ -186,6 +193,8 @@ impl Settings {
         );
 
         Ok(Settings {
+            tf_data_dir,
+            workspace_from_env,
             tf_input,
             lock_lease,
             actor,
@@ -203,14 +212,30 @@ impl Settings {
     /// git top level (`.` at the top), plus `:WORKSPACE` unless the workspace
     /// is `default`. Outside a git repository the absolute path is used.
     pub fn state_name(&self) -> String {
-        if let Some(name) = &self.explicit_state {
-            return name.clone();
+        match &self.explicit_state {
+            Some(name) => name.clone(),
+            None => self.state_name_for(&self.workspace),
         }
+    }
+
+    /// The state name of `workspace` in this root module.
+    pub fn state_name_for(&self, workspace: &str) -> String {
+        let base = self.base_state_name();
+        if workspace == "default" {
+            base
+        } else {
+            format!("{base}:{workspace}")
+        }
+    }
+
+    /// The root module's path relative to the git top level (`.` at the
+    /// top; the absolute path outside git): the state name of `default`.
+    pub fn base_state_name(&self) -> String {
         let dir = self
             .workdir
             .canonicalize()
             .unwrap_or_else(|_| self.workdir.clone());
-        let base = match git_top_level(&dir) {
+        match git_top_level(&dir) {
             Some(top) => {
                 let rel = dir.strip_prefix(&top).unwrap_or(&dir);
                 if rel.as_os_str().is_empty() {
@@ -220,11 +245,6 @@ impl Settings {
                 }
             }
             None => dir.to_string_lossy().into_owned(),
-        };
-        if self.workspace == "default" {
-            base
-        } else {
-            format!("{base}:{}", self.workspace)
         }
     }
 }

@@ -185,13 +185,17 @@ fn commands_that_write_state_run_with_the_state_locked_and_are_merged() {
 
     // Commands with no meaning here are still refused, and write nothing.
     let stored = pulled(&db);
-    let out = sg_in(&db, &wd, &["workspace", "new", "other"]);
+    let out = sg_in(&db, &wd, &["push"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("TF_WORKSPACE"),
+        String::from_utf8_lossy(&out.stderr).contains("not supported by stategraph"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Workspaces belong to a directory, not to an explicit --state.
+    let out = sg_in(&db, &wd, &["workspace", "new", "other"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("workspaces do not apply"));
     // Our own state commands are not shadowed by the pass-through.
     let listed = run_ok(&db, &wd, &["state", "list"]);
     assert!(
@@ -247,4 +251,69 @@ fn init_installs_modules_without_a_backend_and_plan_works_after_it() {
         before,
         "plan changed the user's directory"
     );
+}
+
+/// `stategraph ARGS` in the workdir without `--state`: the name comes from
+/// the directory and the workspace.
+fn sg_ws(db: &TestDb, wd: &TfWorkdir, args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("stategraph"));
+    terraform::tf_env(&mut cmd, wd.cli_config());
+    cmd.current_dir(wd.path())
+        .env("STATEGRAPH_DATABASE_URL", &db.url)
+        .env("STATEGRAPH_DATA_DIR", wd.path().join(".sg-data-unused"))
+        .env("STATEGRAPH_TERRAFORM", terraform::terraform_bin())
+        .env("CI", "true")
+        .env_remove("STATEGRAPH_STATE")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn workspaces_are_stored_states_of_the_directory() {
+    let db = test_db();
+    let wd = TfWorkdir::from_fixture("chain");
+    let ok = |args: &[&str]| {
+        let out = sg_ws(&db, &wd, args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let base = wd
+        .path()
+        .canonicalize()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(ok(&["workspace", "show"]).trim(), "default");
+    ok(&["apply", "-auto-approve", "-no-color"]);
+
+    assert!(ok(&["workspace", "new", "staging"])
+        .contains("Created and switched to workspace \"staging\""));
+    assert_eq!(
+        std::fs::read_to_string(wd.path().join(".terraform/environment")).unwrap(),
+        "staging"
+    );
+    assert_eq!(ok(&["workspace", "show"]).trim(), "staging");
+    assert_eq!(ok(&["workspace", "list"]), "  default\n* staging\n\n");
+    // An apply now goes to the staging state, from scratch.
+    let out = ok(&["apply", "-auto-approve", "-no-color"]);
+    assert!(out.contains("19 added"), "{out}");
+    assert_eq!(
+        db.psql(&format!(
+            "SELECT count(*) FROM instances i JOIN states s ON s.id = i.state_id WHERE s.name = '{base}:staging'"
+        )),
+        "19"
+    );
+
+    let out = sg_ws(&db, &wd, &["workspace", "select", "nope"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("doesn't exist"));
+    assert!(ok(&["workspace", "select", "default"]).contains("Switched to workspace \"default\""));
+    assert_eq!(ok(&["workspace", "list"]), "* default\n  staging\n\n");
+    let out = sg_ws(&db, &wd, &["workspace", "new", "staging"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
 }

@@ -10,7 +10,7 @@
 //! instead. Terraform's output reaches the user live and its exit code is
 //! ours. This module must not write to the database.
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 
 use crate::error::Exit;
 use crate::settings::Settings;
@@ -44,7 +44,7 @@ const WRITE_STATE: &[&str] = &["import", "taint", "untaint", "refresh"];
 const WRITE_STATE_SUBCOMMANDS: &[&str] = &["mv", "rm", "replace-provider"];
 
 /// Commands with no meaning here, refused with what to do instead.
-const REFUSED: &[&str] = &["workspace", "env", "push"];
+const REFUSED: &[&str] = &["push"];
 
 /// `init` flags that configure a backend.
 const BACKEND_FLAGS: &[&str] = &[
@@ -101,7 +101,8 @@ pub async fn run(settings: &Settings, args: &[String]) -> Result<()> {
         c if READ_STATE.contains(&c) => true,
         c if NO_STATE.contains(&c) => false,
         c if WRITE_STATE.contains(&c) => return write_state(settings, &args).await,
-        c if REFUSED.contains(&c) => return Err(refuse_write(settings, &args)),
+        "workspace" | "env" => return workspace(settings, &args[1..]).await,
+        c if REFUSED.contains(&c) => return Err(refuse_write(&args)),
         c => bail!(
             "stategraph does not know the terraform command \"{c}\"\n\n\
              stategraph runs init, plan, apply, destroy and the state commands itself, runs {} \
@@ -252,6 +253,109 @@ async fn write_state(settings: &Settings, args: &[String]) -> Result<()> {
     exit_with(done)
 }
 
+/// `workspace show|list|select|new`: terraform workspaces are stored states
+/// named `PATH:WORKSPACE` (`PATH` for `default`); the selected one is kept
+/// where terraform keeps it (`.terraform/environment`).
+async fn workspace(settings: &Settings, args: &[String]) -> Result<()> {
+    let sub = args.first().map(String::as_str).unwrap_or("show");
+    let name_arg = args.iter().skip(1).find(|a| !a.starts_with('-')).cloned();
+    if settings.explicit_state.is_some() && sub != "show" {
+        bail!(
+            "--state / STATEGRAPH_STATE names one state: workspaces do not apply to it\n\n\
+             Drop --state to use the workspaces of this directory."
+        );
+    }
+    let store = || crate::db::open(settings);
+    let exists = |names: &[String], ws: &str| {
+        ws == "default" || names.contains(&settings.state_name_for(ws))
+    };
+    match sub {
+        "show" => {
+            println!("{}", settings.workspace);
+            Ok(())
+        }
+        "list" => {
+            let names = store().await?.state_names().await?;
+            let base = settings.base_state_name();
+            let mut spaces = vec!["default".to_owned()];
+            let prefix = format!("{base}:");
+            spaces.extend(
+                names
+                    .iter()
+                    .filter_map(|n| n.strip_prefix(&prefix).map(str::to_owned)),
+            );
+            spaces.sort();
+            spaces.dedup();
+            for ws in spaces {
+                let mark = if ws == settings.workspace { '*' } else { ' ' };
+                println!("{mark} {ws}");
+            }
+            println!();
+            Ok(())
+        }
+        "select" | "new" => {
+            let Some(ws) = name_arg else {
+                bail!("workspace {sub} needs a workspace name");
+            };
+            if ws.is_empty() || ws.contains(['/', ':']) || ws.chars().any(char::is_whitespace) {
+                bail!("{ws:?} is not a valid workspace name: use letters, digits, - and _");
+            }
+            if settings.workspace_from_env {
+                bail!(
+                    "The selected workspace is currently overridden using the TF_WORKSPACE \
+                     environment variable.\n\nTo select a new workspace, either update this \
+                     environment variable or unset it and then run this command again."
+                );
+            }
+            let store = store().await?;
+            let names = store.state_names().await?;
+            let or_create = args
+                .iter()
+                .any(|a| a == "-or-create" || a == "-or-create=true");
+            if sub == "new" && exists(&names, &ws) {
+                bail!("Workspace {ws:?} already exists");
+            }
+            if sub == "select" && !exists(&names, &ws) && !or_create {
+                bail!(
+                    "Workspace {ws:?} doesn't exist.\n\nYou can create this workspace with the \
+                     \"new\" subcommand or include the \"-or-create\" flag with the \"select\" \
+                     subcommand."
+                );
+            }
+            if !exists(&names, &ws) {
+                let empty = State {
+                    lineage: super::run::new_lineage()?,
+                    ..empty_state()
+                };
+                store
+                    .push(
+                        &settings.state_name_for(&ws),
+                        &empty,
+                        false,
+                        &settings.actor,
+                        "workspace new",
+                    )
+                    .await?;
+            }
+            std::fs::create_dir_all(&settings.tf_data_dir)
+                .with_context(|| format!("cannot create {}", settings.tf_data_dir.display()))?;
+            let env_file = settings.tf_data_dir.join("environment");
+            std::fs::write(&env_file, &ws)
+                .with_context(|| format!("cannot write {}", env_file.display()))?;
+            if sub == "new" {
+                println!("Created and switched to workspace {ws:?}!");
+            } else {
+                println!("Switched to workspace {ws:?}.");
+            }
+            Ok(())
+        }
+        other => bail!(
+            "`terraform workspace {other}` is not supported by stategraph yet (workspaces are \
+             stored states: `stategraph workspace show|list|select|new`)"
+        ),
+    }
+}
+
 /// Every instance address of a state.
 fn addresses(state: &State) -> Vec<String> {
     let mut out: Vec<String> = state
@@ -292,33 +396,14 @@ fn terraform(settings: &Settings) -> Result<Terraform> {
     Ok(Terraform::discover(settings.terraform.as_deref())?.with_ui(settings.ui))
 }
 
-/// The error for a command that writes the state.
-fn refuse_write(settings: &Settings, args: &[String]) -> anyhow::Error {
-    let command = &args[0];
-    let what = format!(
-        "`terraform {command}` is not supported by stategraph yet: it writes the state, \
-         and stategraph keeps the state in PostgreSQL"
-    );
-    match command.as_str() {
-        "workspace" | "env" => anyhow!(
-            "{what}\n\n\
-             Each terraform workspace is its own stored state: select one with \
-             TF_WORKSPACE=NAME (stored as \"{}:NAME\"), or name the state with --state NAME \
-             or STATEGRAPH_STATE. A state is created by the first `stategraph apply` or \
-             `stategraph state push`.",
-            settings
-                .state_name()
-                .rsplit_once(':')
-                .map_or(settings.state_name(), |(base, _)| base.to_owned())
-        ),
-        "taint" => anyhow!(
-            "{what}\n\n\
-             To replace a resource, run `stategraph apply -replace=ADDRESS` instead. \
-             Otherwise:\n\n{}",
-            pull_run_push(args)
-        ),
-        _ => anyhow!("{what}\n\n{}", pull_run_push(args)),
-    }
+/// The error for a command stategraph does not run (legacy `push`).
+fn refuse_write(args: &[String]) -> anyhow::Error {
+    anyhow!(
+        "`terraform {}` is not supported by stategraph: it writes the state, and stategraph \
+         keeps the state in PostgreSQL\n\n{}",
+        args[0],
+        pull_run_push(args)
+    )
 }
 
 /// How to run a state-writing command on a pulled copy and push it back.
