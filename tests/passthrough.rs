@@ -10,19 +10,9 @@ use std::process::Output;
 use common::*;
 use serde_json::Value;
 
-/// `stategraph ARGS` in the workdir, with terraform's environment, on state `state`.
+/// `stategraph --state STATE ARGS` in the workdir.
 fn sg_state(db: &TestDb, wd: &TfWorkdir, state: &str, args: &[&str]) -> Output {
-    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("stategraph"));
-    terraform::tf_env(&mut cmd, wd.cli_config());
-    cmd.current_dir(wd.path())
-        .env("STATEGRAPH_DATABASE_URL", &db.url)
-        .env("STATEGRAPH_DATA_DIR", wd.path().join(".sg-data-unused"))
-        .env("STATEGRAPH_TERRAFORM", terraform::terraform_bin())
-        .env("CI", "true")
-        .env_remove("STATEGRAPH_STATE")
-        .args(["--state", state])
-        .args(args);
-    cmd.output().expect("run stategraph")
+    sg_tf(db, wd, state, args).output().expect("run stategraph")
 }
 
 fn sg_in(db: &TestDb, wd: &TfWorkdir, args: &[&str]) -> Output {
@@ -253,20 +243,9 @@ fn init_installs_modules_without_a_backend_and_plan_works_after_it() {
     );
 }
 
-/// `stategraph ARGS` in the workdir without `--state`: the name comes from
-/// the directory and the workspace.
-fn sg_ws(db: &TestDb, wd: &TfWorkdir, args: &[&str]) -> std::process::Output {
-    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("stategraph"));
-    terraform::tf_env(&mut cmd, wd.cli_config());
-    cmd.current_dir(wd.path())
-        .env("STATEGRAPH_DATABASE_URL", &db.url)
-        .env("STATEGRAPH_DATA_DIR", wd.path().join(".sg-data-unused"))
-        .env("STATEGRAPH_TERRAFORM", terraform::terraform_bin())
-        .env("CI", "true")
-        .env_remove("STATEGRAPH_STATE")
-        .args(args)
-        .output()
-        .unwrap()
+/// `stategraph ARGS` in the workdir without `--state`.
+fn sg_ws(db: &TestDb, wd: &TfWorkdir, args: &[&str]) -> Output {
+    sg_wd(db, wd, args).output().expect("run stategraph")
 }
 
 #[test]

@@ -139,7 +139,7 @@ pub async fn run(settings: &Settings, args: &[String]) -> Result<()> {
 /// with every instance locked exclusively (it may touch any of them), its
 /// result merged back in one transaction.
 async fn write_state(settings: &Settings, args: &[String]) -> Result<()> {
-    use super::run::{ensure_state, merge, Held, Kind, Scope};
+    use super::run::{acquire, ensure_state, merge, Kind, Scope};
     let tf = terraform(settings)?;
     let store = crate::db::open(settings).await?;
     let name = settings.state_name();
@@ -170,10 +170,6 @@ async fn write_state(settings: &Settings, args: &[String]) -> Result<()> {
     let before = store.pull(&name).await?.unwrap_or_else(empty_state);
     let all: Vec<String> = addresses(&before);
     let command = format!("stategraph {}", args.join(" "));
-    let step = settings.ui.step(format!(
-        "Locking the whole state ({} instances)",
-        crate::ui::thousands(all.len())
-    ));
     let request = crate::db::locks::LockRequest {
         state_id,
         exclusive: &all,
@@ -183,20 +179,7 @@ async fn write_state(settings: &Settings, args: &[String]) -> Result<()> {
         lease: settings.lock_lease,
         txn_id: None,
     };
-    let holder = match store.lock(&request, lock_timeout, &mut |_| {}).await {
-        Ok(h) => h,
-        Err(e) => {
-            step.fail();
-            return Err(e.into());
-        }
-    };
-    step.done("ready");
-    let held = Held {
-        store: &store,
-        id: holder.id,
-        done: false,
-    };
-    let heartbeat = store.heartbeat(holder.id, settings.lock_lease);
+    let (holder, held, heartbeat) = acquire(&store, settings, &request, lock_timeout).await?;
     let fresh = store.pull(&name).await?.unwrap_or_else(empty_state);
     let ws = Workspace::new(&settings.workdir, &fresh)?;
     ws.init(&tf).await.map_err(exit_on_terraform_failure)?;

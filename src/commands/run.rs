@@ -15,7 +15,7 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
 
-use crate::db::locks::{Conflict, LockRequest};
+use crate::db::locks::{Conflict, Heartbeat, Holder, LockRequest};
 use crate::db::store::{GraphRow, Merge, Store, StoreError};
 use crate::error::Exit;
 use crate::graph::{InstanceInput, StateGraph};
@@ -147,11 +147,6 @@ pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()>
             ),
             _ => (cone.write.clone(), cone.read.clone()),
         };
-        let step = ui.step(format!(
-            "Locking subgraph ({} exclusive, {} shared)",
-            thousands(exclusive.len()),
-            thousands(shared.len())
-        ));
         let request = LockRequest {
             state_id,
             exclusive: &exclusive,
@@ -161,37 +156,8 @@ pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()>
             lease: settings.lock_lease,
             txn_id: None,
         };
-        let mut on_wait = |conflicts: &[Conflict]| {
-            let who: Vec<String> = conflicts
-                .iter()
-                .map(|c| {
-                    format!(
-                        "lock {} ({}, {})",
-                        c.holder.id,
-                        c.holder.who(),
-                        c.holder.command
-                    )
-                })
-                .collect();
-            step.progress(format!("waiting for {}", who.join(", ")));
-            if !ui.is_fancy() {
-                ui.info(format!("Waiting for {}", who.join(", ")));
-            }
-        };
-        let holder = match store.lock(&request, flags.lock_timeout, &mut on_wait).await {
-            Ok(h) => h,
-            Err(e) => {
-                step.fail();
-                return Err(e.into());
-            }
-        };
-        step.done("ready");
-        let held = Held {
-            store: &store,
-            id: holder.id,
-            done: false,
-        };
-        let heartbeat = store.heartbeat(holder.id, settings.lock_lease);
+        let (holder, held, heartbeat) =
+            acquire(&store, settings, &request, flags.lock_timeout).await?;
 
         // Re-check under the lock: rows of the cone may have changed between
         // the snapshot and the lock. Nobody can change them now, so plan
@@ -464,6 +430,55 @@ pub(super) async fn merge(
             )))
         }
     }
+}
+
+/// Takes the locks of `request`, showing whom we wait for, and returns the
+/// holder with the guard that releases the locks on any early return and
+/// the heartbeat that keeps their lease.
+pub(super) async fn acquire<'s>(
+    store: &'s Store,
+    settings: &Settings,
+    request: &LockRequest<'_>,
+    timeout: std::time::Duration,
+) -> Result<(Holder, Held<'s>, Heartbeat)> {
+    let ui = settings.ui;
+    let step = ui.step(format!(
+        "Locking subgraph ({} exclusive, {} shared)",
+        thousands(request.exclusive.len()),
+        thousands(request.shared.len())
+    ));
+    let mut on_wait = |conflicts: &[Conflict]| {
+        let who: Vec<String> = conflicts
+            .iter()
+            .map(|c| {
+                format!(
+                    "lock {} ({}, {})",
+                    c.holder.id,
+                    c.holder.who(),
+                    c.holder.command
+                )
+            })
+            .collect();
+        step.progress(format!("waiting for {}", who.join(", ")));
+        if !ui.is_fancy() {
+            ui.info(format!("Waiting for {}", who.join(", ")));
+        }
+    };
+    let holder = match store.lock(request, timeout, &mut on_wait).await {
+        Ok(h) => h,
+        Err(e) => {
+            step.fail();
+            return Err(e.into());
+        }
+    };
+    step.done("ready");
+    let held = Held {
+        store,
+        id: holder.id,
+        done: false,
+    };
+    let heartbeat = store.heartbeat(holder.id, settings.lock_lease);
+    Ok((holder, held, heartbeat))
 }
 
 /// Locks held by this run: released explicitly on the normal paths, and by

@@ -17,7 +17,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use super::run::{merge, Kind, Scope};
+use super::run::{acquire, merge, Kind, Scope};
 use crate::db::locks::LockRequest;
 use crate::db::store::Store;
 use crate::error::Exit;
@@ -127,11 +127,6 @@ pub(super) async fn apply(settings: &Settings, flags: &TfFlags, file: &str) -> R
         .ok_or_else(|| anyhow!("no state named \"{name}\": the saved plan cannot be applied"))?;
     let command = format!("stategraph apply {file}");
 
-    let step = ui.step(format!(
-        "Locking subgraph ({} exclusive, {} shared)",
-        bundle.write.len(),
-        bundle.read.len()
-    ));
     let request = LockRequest {
         state_id,
         exclusive: &bundle.write,
@@ -141,22 +136,14 @@ pub(super) async fn apply(settings: &Settings, flags: &TfFlags, file: &str) -> R
         lease: settings.lock_lease,
         txn_id: None,
     };
-    let holder = match store.lock(&request, flags.lock_timeout, &mut |_| {}).await {
-        Ok(h) => h,
-        Err(e) => {
-            step.fail();
-            return Err(e.into());
-        }
-    };
-    step.done("ready");
-    let heartbeat = store.heartbeat(holder.id, settings.lock_lease);
+    let (holder, held, heartbeat) = acquire(&store, settings, &request, flags.lock_timeout).await?;
 
     let result = apply_locked(
         settings, &tf, &store, &name, &holder, &bundle, flags, &command,
     )
     .await;
     heartbeat.stop().await;
-    let released = store.release(holder.id).await;
+    let released = held.release().await;
     let code = result?;
     released?;
     match code {

@@ -80,9 +80,10 @@ pub fn pull_to(db: &TestDb, name: &str, dir: &Path) -> std::path::PathBuf {
     path
 }
 
-/// `stategraph --state STATE ARGS` run in the terraform workdir `wd`, with
-/// terraform's test environment (CLI config, no checkpoint, no input).
-pub fn sg_tf(db: &TestDb, wd: &TfWorkdir, state: &str, args: &[&str]) -> std::process::Command {
+/// `stategraph ARGS` run in the terraform workdir `wd`, with terraform's
+/// test environment (CLI config, no checkpoint, no input) and no state name:
+/// it comes from the directory and the workspace, as for a user.
+pub fn sg_wd(db: &TestDb, wd: &TfWorkdir, args: &[&str]) -> std::process::Command {
     let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("stategraph"));
     terraform::tf_env(&mut cmd, wd.cli_config());
     cmd.current_dir(wd.path())
@@ -91,7 +92,13 @@ pub fn sg_tf(db: &TestDb, wd: &TfWorkdir, state: &str, args: &[&str]) -> std::pr
         .env("STATEGRAPH_TERRAFORM", terraform::terraform_bin())
         .env("CI", "true")
         .env_remove("STATEGRAPH_STATE")
-        .args(["--state", state])
         .args(args);
     cmd
+}
+
+/// Like [`sg_wd`], on the stored state `state` (`--state STATE ARGS`).
+pub fn sg_tf(db: &TestDb, wd: &TfWorkdir, state: &str, args: &[&str]) -> std::process::Command {
+    let mut all = vec!["--state", state];
+    all.extend_from_slice(args);
+    sg_wd(db, wd, &all)
 }
