@@ -124,6 +124,16 @@ pub enum Command {
     #[command(name = "force-unlock")]
     ForceUnlock(ForceUnlockArgs),
 
+    /// Write the result of a run that could not reach the database, from its recovery file.
+    ///
+    /// When a run cannot write terraform's result to PostgreSQL (the database
+    /// stayed unreachable, its lock was lost), it keeps that result in a
+    /// private recovery file and prints this command. `recover` frees the
+    /// dead run's locks, takes them again, and writes the file's write set if
+    /// nobody changed those resources since; otherwise it refuses, names
+    /// what changed and keeps the file. The file is removed once written.
+    Recover(RecoverArgs),
+
     /// Manage the embedded PostgreSQL cluster used when no database is configured.
     #[command(subcommand)]
     Db(DbCommand),
@@ -157,6 +167,17 @@ pub struct LocksArgs {
     /// Print a JSON array on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    /// The recovery file the failed run named.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// How long to wait for locks held by other runs (default 0s: fail at once).
+    #[arg(long, value_name = "DURATION", default_value = "0s")]
+    pub lock_timeout: String,
 }
 
 #[derive(Debug, Args)]
@@ -272,6 +293,7 @@ const OWN_COMMANDS: &[&str] = &[
     "log",
     "locks",
     "force-unlock",
+    "recover",
     "help",
 ];
 

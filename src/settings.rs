@@ -43,6 +43,10 @@ pub struct Settings {
     /// `STATEGRAPH_LOCK_LEASE`, default 60s): a holder that dies blocks
     /// others no longer than this.
     pub lock_lease: std::time::Duration,
+    /// How long a run keeps trying to record terraform's result while the
+    /// database is unreachable (`STATEGRAPH_DB_RETRY`, default 60s) before
+    /// it keeps the result in a recovery file.
+    pub db_retry: std::time::Duration,
     /// `TF_INPUT` is not `0`/`false`: terraform (and we) may ask questions.
     pub tf_input: bool,
     /// Messages and progress.
@@ -187,6 +191,13 @@ impl Settings {
                 )
             })?;
 
+        let retry_text = get("STATEGRAPH_DB_RETRY").unwrap_or_else(|| "60s".to_owned());
+        let db_retry = crate::tfargs::parse_duration(&retry_text).ok_or_else(|| {
+            anyhow::anyhow!(
+                "STATEGRAPH_DB_RETRY={retry_text:?} is not a duration (e.g. 0s, 30s, 2m)"
+            )
+        })?;
+
         let tf_input = !matches!(
             get("TF_INPUT").as_deref(),
             Some("0" | "false" | "FALSE" | "False")
@@ -197,6 +208,7 @@ impl Settings {
             workspace_from_env,
             tf_input,
             lock_lease,
+            db_retry,
             actor,
             database,
             workdir,

@@ -69,6 +69,8 @@ fn merge<'a>(
         cone: json!({"write": write}),
         started_at: None,
         summary: json!({}),
+        txn_id: None,
+        finish: true,
     }
 }
 

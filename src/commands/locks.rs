@@ -184,6 +184,7 @@ mod tests {
             command: "stategraph plan".to_owned(),
             acquired_at: chrono::Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
             lease_expires_at: chrono::Utc.with_ymd_and_hms(2026, 1, 2, 3, 5, 5).unwrap(),
+            reaped: Vec::new(),
         };
         let held = HeldLock {
             holder,

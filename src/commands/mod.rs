@@ -5,6 +5,8 @@ pub mod db;
 pub mod locks;
 pub mod log;
 pub mod passthrough;
+pub mod record;
+pub mod recover;
 pub mod run;
 pub mod saved;
 pub mod state;
@@ -42,6 +44,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Log(args) => log::run(&settings, args).await,
         Command::Locks(args) => locks::list(&settings, args.json).await,
         Command::ForceUnlock(args) => locks::force_unlock(&settings, &args.id).await,
+        Command::Recover(args) => recover::run(&settings, args).await,
         Command::Db(cmd) => db::run(&settings, cmd).await,
         Command::Init(a) => passthrough::init(&settings, &a.args, cli.global.no_color).await,
         Command::Terraform(args) => passthrough::run(&settings, args).await,

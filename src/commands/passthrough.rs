@@ -139,7 +139,8 @@ pub async fn run(settings: &Settings, args: &[String]) -> Result<()> {
 /// with every instance locked exclusively (it may touch any of them), its
 /// result merged back in one transaction.
 async fn write_state(settings: &Settings, args: &[String]) -> Result<()> {
-    use super::run::{acquire, ensure_state, merge, Kind, Scope};
+    use super::record::Recording;
+    use super::run::{acquire, ensure_state, Kind, Scope};
     let tf = terraform(settings)?;
     let store = crate::db::open(settings).await?;
     let name = settings.state_name();
@@ -189,6 +190,28 @@ async fn write_state(settings: &Settings, args: &[String]) -> Result<()> {
         let backup = ws.plan_path("backup");
         command_args.insert(2, format!("-backup={}", backup.display()));
     }
+    // Terraform may write anything in the state (and add addresses, with
+    // import): the run writes it all. These commands are short: no
+    // checkpoints, but the same transaction, retry and recovery file.
+    let mut write = addresses(&fresh);
+    let mut outputs: Vec<String> = fresh.outputs.iter().map(|(n, _)| n.clone()).collect();
+    let begun = Recording {
+        store: &store,
+        settings,
+        name: &name,
+        holder: &holder,
+        before: &fresh,
+        scope: Scope {
+            write: &write,
+            read: &[],
+            outputs: &outputs,
+            changed: &[],
+        },
+        command: &command,
+        kind: Kind::Write,
+    }
+    .begin()
+    .await?;
     let done = ws
         .command(&tf)
         .args(&command_args)
@@ -197,34 +220,26 @@ async fn write_state(settings: &Settings, args: &[String]) -> Result<()> {
         .await?;
     let after = ws.read_state()?;
     if after != fresh {
-        let mut write = addresses(&fresh);
         write.extend(addresses(&after));
         write.sort();
         write.dedup();
-        let outputs: Vec<String> = fresh
-            .outputs
-            .iter()
-            .chain(&after.outputs)
-            .map(|(n, _)| n.clone())
-            .collect();
-        let scope = Scope {
-            write: &write,
-            read: &[],
-            outputs: &outputs,
-            changed: &[],
-        };
-        let report = merge(
-            &store,
+        outputs.extend(after.outputs.iter().map(|(n, _)| n.clone()));
+        let recording = Recording {
+            store: &store,
             settings,
-            &name,
-            &holder,
-            &fresh,
-            &ws,
-            &scope,
-            &command,
-            Kind::Write,
-        )
-        .await?;
+            name: &name,
+            holder: &holder,
+            before: &fresh,
+            scope: Scope {
+                write: &write,
+                read: &[],
+                outputs: &outputs,
+                changed: &[],
+            },
+            command: &command,
+            kind: Kind::Write,
+        };
+        let report = recording.finish(Some(&begun), &ws).await?;
         settings.ui.info(format!(
             "stategraph: transaction {} wrote {} added, {} changed, {} removed to state \"{name}\"",
             report.txn_id, report.added, report.changed, report.removed

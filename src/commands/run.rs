@@ -13,10 +13,9 @@ use std::io::Write;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
-use serde_json::json;
 
 use crate::db::locks::{Conflict, Heartbeat, Holder, LockRequest};
-use crate::db::store::{GraphRow, Merge, Store, StoreError};
+use crate::db::store::{GraphRow, Store, StoreError};
 use crate::error::Exit;
 use crate::graph::{InstanceInput, StateGraph};
 use crate::settings::Settings;
@@ -26,6 +25,7 @@ use crate::tfargs::{self, TfFlags};
 use crate::tfstate::State;
 use crate::ui::thousands;
 
+use super::record::Recording;
 use super::saved;
 
 /// Which terraform command the user asked for.
@@ -36,6 +36,8 @@ pub enum Kind {
     Destroy,
     /// A terraform command that writes state (taint, import, state mv, ...).
     Write,
+    /// `stategraph recover`: the result of an earlier run.
+    Recover,
 }
 
 impl Kind {
@@ -45,6 +47,7 @@ impl Kind {
             Kind::Apply => "apply",
             Kind::Destroy => "destroy",
             Kind::Write => "command",
+            Kind::Recover => "recover",
         }
     }
 }
@@ -238,7 +241,7 @@ pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()>
             let approve = matches!(a.as_str(), "-auto-approve" | "--auto-approve");
             !(destroy || (approve && kind != Kind::Plan))
         });
-        let mut ran_apply = false;
+        let mut recorded: Option<Result<crate::db::store::PushReport>> = None;
         let planned = plan_run
             .args(passthrough)
             .interactive(kind == Kind::Plan)
@@ -295,32 +298,41 @@ pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()>
                     println!("\nApply cancelled.");
                     return Err(Exit(1).into());
                 }
-                ran_apply = true;
-                ws.command(&tf)
+                let outputs = cone.allowed_outputs(&discovered, &fresh);
+                let recording = Recording {
+                    store: &store,
+                    settings,
+                    name: &name,
+                    holder: &holder,
+                    before: &fresh,
+                    scope: Scope {
+                        write: &cone.write,
+                        read: &cone.read,
+                        outputs: &outputs,
+                        changed: &cone.changed,
+                    },
+                    command: &command,
+                    kind,
+                };
+                let begun = recording.begin().await?;
+                let run = ws
+                    .command(&tf)
                     .args(["apply", "-lock=false"])
                     .args(apply_flags(&flags))
-                    .arg(&final_plan)
-                    .run()
-                    .await
+                    .arg(&final_plan);
+                let done = recording.run_with_checkpoints(&begun, &ws, run).await;
+                recorded = Some(match &done {
+                    // Terraform may have applied part before it failed: record that too.
+                    Ok(_) => recording.finish(Some(&begun), &ws).await,
+                    Err(_) => Err(anyhow!("terraform did not run")),
+                });
+                done
             }
         };
 
-        let result = match (&outcome, kind) {
-            (_, Kind::Plan) => Ok(None),
-            (Ok(_), _) if ran_apply => {
-                let outputs = cone.allowed_outputs(&discovered, &fresh);
-                let scope = Scope {
-                    write: &cone.write,
-                    read: &cone.read,
-                    outputs: &outputs,
-                    changed: &cone.changed,
-                };
-                merge(
-                    &store, settings, &name, &holder, &fresh, &ws, &scope, &command, kind,
-                )
-                .await
-                .map(Some)
-            }
+        let result = match recorded {
+            Some(Ok(report)) => Ok(Some(report)),
+            Some(Err(e)) if outcome.is_ok() => Err(e),
             _ => Ok(None),
         };
         let saved = match (&outcome, &flags.out) {
@@ -371,65 +383,12 @@ pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()>
 }
 
 /// What one run may write, and what it read.
+#[derive(Clone, Copy)]
 pub(super) struct Scope<'a> {
     pub write: &'a [String],
     pub read: &'a [String],
     pub outputs: &'a [String],
     pub changed: &'a [String],
-}
-
-/// Merges what terraform wrote, keeping it in a private recovery file if the
-/// merge is refused.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn merge(
-    store: &Store,
-    settings: &Settings,
-    name: &str,
-    holder: &crate::db::locks::Holder,
-    before: &State,
-    ws: &Workspace,
-    scope: &Scope<'_>,
-    command: &str,
-    kind: Kind,
-) -> Result<crate::db::store::PushReport> {
-    let after = ws.read_state()?;
-    // Data sources are read afresh by every run that needs them and hold no
-    // managed object: what terraform read is written without an exclusive
-    // lock (the last reader wins), so that a widely used data source does
-    // not pull every resource depending on it into every cone.
-    let mut write_set = scope.write.to_vec();
-    write_set.extend(changed_data_sources(before, &after));
-    let m = Merge {
-        state_name: name,
-        holder_id: Some(holder.id),
-        write_set: &write_set,
-        outputs: scope.outputs,
-        before,
-        after: &after,
-        kind: kind.name(),
-        command,
-        actor: &settings.actor,
-        cone: json!({"write": scope.write, "read": scope.read}),
-        started_at: Some(holder.acquired_at),
-        summary: json!({"changed_by_plan": scope.changed}),
-    };
-    match store.merge(&m).await {
-        Ok(report) => Ok(report),
-        // Whatever went wrong (a refused merge, a lost lease, a lost
-        // database), what terraform did must not be lost with the private
-        // workspace: keep it where the user can find it.
-        Err(e) => {
-            let kept = keep_for_recovery(settings, &after)?;
-            Err(anyhow!(e).context(format!(
-                "the result of terraform was not written to state \"{name}\" in {}; it is kept in {}\n\n\
-                 Keep this file: it is the only record of what terraform just applied. Once the cause \
-                 is fixed, compare it with `stategraph state pull` and push the merged state with \
-                 `stategraph state push`.",
-                store.display(),
-                kept.display()
-            )))
-        }
-    }
 }
 
 /// Takes the locks of `request`, showing whom we wait for, and returns the
@@ -472,6 +431,9 @@ pub(super) async fn acquire<'s>(
         }
     };
     step.done("ready");
+    for dead in &holder.reaped {
+        ui.warn(describe_dead_run(dead));
+    }
     let held = Held {
         store,
         id: holder.id,
@@ -479,6 +441,44 @@ pub(super) async fn acquire<'s>(
     };
     let heartbeat = store.heartbeat(holder.id, settings.lock_lease);
     Ok((holder, held, heartbeat))
+}
+
+/// What the next run says about a run that died holding its locks.
+fn describe_dead_run(dead: &crate::db::locks::DeadRun) -> String {
+    let who = match &dead.ci_job {
+        Some(job) => format!("{}@{} ({job})", dead.user, dead.host),
+        None => format!("{}@{}", dead.user, dead.host),
+    };
+    let summary = dead.summary.clone().unwrap_or_default();
+    let recorded: Vec<&str> = summary["recorded"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    let what = if recorded.is_empty() {
+        "It had recorded nothing. If its terraform had started applying, resources it was \
+         changing may differ from the state: `stategraph log --json` shows its cone, and \
+         `stategraph plan` what is left to do."
+            .to_owned()
+    } else {
+        let count = |k: &str| summary[k].as_u64().unwrap_or(0);
+        format!(
+            "Its checkpoints had recorded {} added, {} changed, {} removed ({}); they are in \
+             the state. Anything its terraform did after the last checkpoint is not: \
+             `stategraph plan` shows what is left to do.",
+            count("added"),
+            count("changed"),
+            count("removed"),
+            recorded.join(", ")
+        )
+    };
+    format!(
+        "stategraph: an earlier run died while holding locks: transaction {} ({}, {who}, started {}) \
+         stopped renewing lock {} and its lease expired; it is marked aborted. {what}",
+        dead.txn_id,
+        dead.command,
+        dead.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        dead.holder_id
+    )
 }
 
 /// Locks held by this run: released explicitly on the normal paths, and by
@@ -624,59 +624,6 @@ fn without_out(args: &[String]) -> Vec<String> {
         }
     }
     out
-}
-
-/// Addresses of data-source instances whose objects differ between `before` and `after`.
-fn changed_data_sources(before: &State, after: &State) -> Vec<String> {
-    let objects = |s: &State| -> HashMap<String, crate::tfstate::Instance> {
-        let mut out = HashMap::new();
-        for r in s.resources.iter().filter(|r| r.mode == "data") {
-            let raddr = r.address();
-            for i in &r.instances {
-                out.insert(i.address(&raddr), i.clone());
-            }
-        }
-        out
-    };
-    let (b, a) = (objects(before), objects(after));
-    let mut changed: Vec<String> = a
-        .iter()
-        .filter(|(k, v)| b.get(*k) != Some(*v))
-        .map(|(k, _)| k.clone())
-        .chain(b.keys().filter(|k| !a.contains_key(*k)).cloned())
-        .collect();
-    changed.sort();
-    changed
-}
-
-/// Writes `state` to a private file under the data directory.
-fn keep_for_recovery(settings: &Settings, state: &State) -> Result<std::path::PathBuf> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let mut dir = settings.embedded.data_dir.join("recovery");
-    let private_dir = |d: &std::path::Path| {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(d)
-    };
-    if private_dir(&dir).is_err() {
-        // The data directory is not writable: the system temp dir, privately.
-        dir = std::env::temp_dir().join(format!("stategraph-recovery-{}", nix::unistd::geteuid()));
-        private_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let path = dir.join(format!(
-        "{}-{}.tfstate",
-        chrono::Utc::now().format("%Y%m%dT%H%M%S"),
-        std::process::id()
-    ));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(&state.to_json())?;
-    Ok(path)
 }
 
 /// Creates an empty state (new lineage, serial 0) if none is stored.

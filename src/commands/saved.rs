@@ -17,7 +17,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use super::run::{acquire, merge, Kind, Scope};
+use super::record::Recording;
+use super::run::{acquire, Kind, Scope};
 use crate::db::locks::LockRequest;
 use crate::db::store::Store;
 use crate::error::Exit;
@@ -236,32 +237,30 @@ async fn apply_locked(
         .iter()
         .filter(|a| !matches!(a.as_str(), "-auto-approve" | "--auto-approve"))
         .collect();
-    let done = ws
-        .command(tf)
-        .args(["apply", "-lock=false"])
-        .args(passthrough)
-        .arg(&plan_file)
-        .stdout(Output::Inherit)
-        .run()
-        .await?;
-    let scope = Scope {
-        write: &bundle.write,
-        read: &bundle.read,
-        outputs: &bundle.outputs,
-        changed: &[],
-    };
-    let report = merge(
+    let recording = Recording {
         store,
         settings,
         name,
         holder,
-        &snapshot,
-        &ws,
-        &scope,
+        before: &snapshot,
+        scope: Scope {
+            write: &bundle.write,
+            read: &bundle.read,
+            outputs: &bundle.outputs,
+            changed: &[],
+        },
         command,
-        Kind::Apply,
-    )
-    .await?;
+        kind: Kind::Apply,
+    };
+    let begun = recording.begin().await?;
+    let run = ws
+        .command(tf)
+        .args(["apply", "-lock=false"])
+        .args(passthrough)
+        .arg(&plan_file)
+        .stdout(Output::Inherit);
+    let done = recording.run_with_checkpoints(&begun, &ws, run).await?;
+    let report = recording.finish(Some(&begun), &ws).await?;
     settings.ui.info(format!(
         "stategraph: transaction {} wrote {} added, {} changed, {} removed to state \"{name}\"",
         report.txn_id, report.added, report.changed, report.removed

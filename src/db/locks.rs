@@ -114,6 +114,25 @@ pub struct Holder {
     pub command: String,
     pub acquired_at: DateTime<Utc>,
     pub lease_expires_at: DateTime<Utc>,
+    /// Runs whose expired locks this acquisition reaped (a fresh holder
+    /// only; empty otherwise).
+    pub reaped: Vec<DeadRun>,
+}
+
+/// A run that died holding its locks: its lease expired before it
+/// committed, and its transaction was marked aborted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadRun {
+    pub txn_id: i64,
+    /// Its lock ID.
+    pub holder_id: i64,
+    pub command: String,
+    pub user: String,
+    pub host: String,
+    pub ci_job: Option<String>,
+    pub started_at: DateTime<Utc>,
+    /// Its transaction summary: `recorded` lists what its checkpoints wrote.
+    pub summary: Option<serde_json::Value>,
 }
 
 impl Holder {
@@ -223,6 +242,7 @@ fn holder_from_row(row: &Row) -> Holder {
         command: row.get(7),
         acquired_at: row.get(8),
         lease_expires_at: row.get(9),
+        reaped: Vec::new(),
     }
 }
 
@@ -252,7 +272,7 @@ async fn acquire_in(
     holder: Option<i64>,
     addresses: &[String],
     modes: &[&str],
-) -> Result<Result<(), Vec<Conflict>>, LockError> {
+) -> Result<Result<Vec<DeadRun>, Vec<Conflict>>, LockError> {
     tx.execute(
         "SELECT pg_advisory_xact_lock($1)",
         &[&acquire_key(state_id)],
@@ -260,22 +280,38 @@ async fn acquire_in(
     .await?;
     // A read-committed statement takes its snapshot when it starts: from here
     // on we see every acquisition that committed before we got the lock.
-    tx.execute(
-        "WITH dead AS (
-             DELETE FROM lock_holders
-             WHERE state_id = $1 AND lease_expires_at < clock_timestamp()
-             RETURNING id, txn_id
-         )
-         UPDATE transactions t
-         SET status = 'aborted',
-             finished_at = clock_timestamp(),
-             summary = coalesce(t.summary, '{}'::jsonb)
-                 || jsonb_build_object('aborted', format('the lease of lock %s expired', dead.id))
-         FROM dead
-         WHERE t.id = dead.txn_id AND t.status = 'running'",
-        &[&state_id],
-    )
-    .await?;
+    let dead = tx
+        .query(
+            "WITH dead AS (
+                 DELETE FROM lock_holders
+                 WHERE state_id = $1 AND lease_expires_at < clock_timestamp()
+                 RETURNING id, txn_id
+             )
+             UPDATE transactions t
+             SET status = 'aborted',
+                 finished_at = clock_timestamp(),
+                 summary = coalesce(t.summary, '{}'::jsonb)
+                     || jsonb_build_object('aborted', format('the lease of lock %s expired', dead.id))
+             FROM dead
+             WHERE t.id = dead.txn_id AND t.status = 'running'
+             RETURNING t.id, dead.id, t.command, t.actor_user, t.actor_host, t.ci_job,
+                       t.started_at, t.summary",
+            &[&state_id],
+        )
+        .await?;
+    let dead: Vec<DeadRun> = dead
+        .iter()
+        .map(|r| DeadRun {
+            txn_id: r.get(0),
+            holder_id: r.get(1),
+            command: r.get(2),
+            user: r.get(3),
+            host: r.get(4),
+            ci_job: r.get(5),
+            started_at: r.get(6),
+            summary: r.get(7),
+        })
+        .collect();
     let rows = tx
         .query(
             &format!(
@@ -294,7 +330,7 @@ async fn acquire_in(
     if !rows.is_empty() {
         return Ok(Err(conflicts_from_rows(&rows)));
     }
-    Ok(Ok(()))
+    Ok(Ok(dead))
 }
 
 /// Inserts the lock rows of `holder` in one statement; an address it
@@ -325,10 +361,13 @@ impl Store {
         let (addresses, modes) = normalize(req.exclusive, req.shared);
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        if let Err(conflicts) = acquire_in(&tx, req.state_id, None, &addresses, &modes).await? {
-            tx.rollback().await?;
-            return Err(LockError::Conflict(conflicts));
-        }
+        let dead = match acquire_in(&tx, req.state_id, None, &addresses, &modes).await? {
+            Ok(dead) => dead,
+            Err(conflicts) => {
+                tx.rollback().await?;
+                return Err(LockError::Conflict(conflicts));
+            }
+        };
         let row = tx
             .query_one(
                 &format!(
@@ -353,7 +392,8 @@ impl Store {
                 ],
             )
             .await?;
-        let holder = holder_from_row(&row);
+        let mut holder = holder_from_row(&row);
+        holder.reaped = dead;
         insert_locks(&tx, req.state_id, holder.id, &addresses, &modes).await?;
         tx.commit().await?;
         Ok(holder)
@@ -441,11 +481,39 @@ impl Store {
     /// Frees every lock of the holder at once. Returns whether it still held
     /// them (false: its lease had been reaped or it was force-unlocked).
     pub async fn release(&self, holder_id: i64) -> Result<bool, LockError> {
-        let client = self.pool.get().await?;
-        let n = client
-            .execute("DELETE FROM lock_holders WHERE id = $1", &[&holder_id])
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let gone = tx
+            .query_opt(
+                "DELETE FROM lock_holders WHERE id = $1 RETURNING txn_id",
+                &[&holder_id],
+            )
             .await?;
-        Ok(n > 0)
+        let Some(row) = gone else {
+            tx.commit().await?;
+            return Ok(false);
+        };
+        // A run that opened its transaction and ends without committing it:
+        // forgotten if it wrote nothing, else marked (its checkpoints stay).
+        if let Some(txn) = row.get::<_, Option<i64>>(0) {
+            tx.execute(
+                "DELETE FROM transactions
+                 WHERE id = $1 AND status = 'running' AND NOT coalesce(summary ? 'recorded', false)",
+                &[&txn],
+            )
+            .await?;
+            tx.execute(
+                "UPDATE transactions
+                 SET status = 'aborted', finished_at = clock_timestamp(),
+                     summary = coalesce(summary, '{}'::jsonb)
+                         || jsonb_build_object('aborted', 'the run ended without committing')
+                 WHERE id = $1 AND status = 'running'",
+                &[&txn],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Frees the locks of any holder (terraform's `force-unlock`), marking
@@ -797,6 +865,7 @@ mod tests {
             command: "stategraph apply".to_owned(),
             acquired_at: Utc.with_ymd_and_hms(2026, 11, 23, 14, 5, 11).unwrap(),
             lease_expires_at: Utc.with_ymd_and_hms(2026, 11, 23, 14, 6, 11).unwrap(),
+            reaped: Vec::new(),
         }
     }
 

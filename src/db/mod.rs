@@ -37,3 +37,36 @@ pub async fn open(settings: &Settings) -> Result<Store> {
     drop(client);
     Ok(Store::new(pool, target.display))
 }
+
+/// Whether `e` means the connection to PostgreSQL failed or was lost (the
+/// server is down, restarting or unreachable), as opposed to PostgreSQL
+/// refusing a statement.
+pub fn is_connection_error(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    match e.code() {
+        // Class 08 (connection exception), shutdowns, "starting up".
+        Some(code) => {
+            code.code().starts_with("08")
+                || [
+                    SqlState::ADMIN_SHUTDOWN,
+                    SqlState::CRASH_SHUTDOWN,
+                    SqlState::CANNOT_CONNECT_NOW,
+                    SqlState::TOO_MANY_CONNECTIONS,
+                ]
+                .contains(code)
+        }
+        // No SQLSTATE: an I/O error, a closed connection, a timeout (and
+        // not, say, a value that did not convert).
+        None => {
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                if s.is::<std::io::Error>() {
+                    return true;
+                }
+                source = s.source();
+            }
+            let text = e.to_string();
+            e.is_closed() || text.contains("connect") || text.contains("timed out")
+        }
+    }
+}

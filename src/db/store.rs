@@ -77,6 +77,20 @@ pub enum StoreError {
     Corrupt { name: String, problem: String },
 }
 
+impl StoreError {
+    /// Whether the database could not be reached (or went away) rather than
+    /// refusing the write: trying again later may succeed.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            StoreError::Pool(deadpool_postgres::PoolError::Backend(e)) | StoreError::Db(e) => {
+                crate::db::is_connection_error(e)
+            }
+            StoreError::Pool(_) => true,
+            _ => false,
+        }
+    }
+}
+
 /// What a push changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PushReport {
@@ -111,6 +125,24 @@ pub struct Merge<'a> {
     /// When the run took its locks (the transaction's start in the log).
     pub started_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Plan summary for the log.
+    pub summary: Value,
+    /// The run's transaction opened by [`Store::begin`]; `None` opens and
+    /// commits one in this merge.
+    pub txn_id: Option<i64>,
+    /// Whether this merge ends the run's transaction (`false`: a checkpoint
+    /// during the apply; the transaction stays `running`).
+    pub finish: bool,
+}
+
+/// The start of a run that will write: its transaction, opened while it
+/// holds its locks.
+pub struct Begin<'a> {
+    pub state_name: &'a str,
+    pub holder_id: i64,
+    pub kind: &'a str,
+    pub command: &'a str,
+    pub actor: &'a Actor,
+    pub cone: Value,
     pub summary: Value,
 }
 
@@ -541,30 +573,46 @@ impl Store {
             }
         }
         let new_serial = serial + 1;
-        let txn_id: i64 = tx
-            .query_one(
-                "INSERT INTO transactions (state_id, kind, command, actor_user, actor_host, ci_job,
-                    terraform_version, status, serial_before, serial_after, lineage_before,
-                    lineage_after, cone, started_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, $9, $10, $10, $11,
-                         COALESCE($12, now())) RETURNING id",
-                &[
-                    &state_id,
-                    &m.kind,
-                    &m.command,
-                    &m.actor.user,
-                    &m.actor.host,
-                    &m.actor.ci_job,
-                    &m.after.terraform_version,
-                    &serial,
-                    &new_serial,
-                    &lineage,
-                    &m.cone,
-                    &m.started_at,
-                ],
-            )
-            .await?
-            .get(0);
+        let txn_id: i64 = match m.txn_id {
+            Some(id) => {
+                let status: Option<String> = tx
+                    .query_opt(
+                        "SELECT status FROM transactions WHERE id = $1 AND state_id = $2 FOR UPDATE",
+                        &[&id, &state_id],
+                    )
+                    .await?
+                    .map(|r| r.get(0));
+                if status.as_deref() != Some("running") {
+                    return Err(StoreError::LeaseLost {
+                        name: m.state_name.to_owned(),
+                    });
+                }
+                id
+            }
+            None => tx
+                .query_one(
+                    "INSERT INTO transactions (state_id, kind, command, actor_user, actor_host, ci_job,
+                        terraform_version, status, serial_before, lineage_before, lineage_after,
+                        cone, started_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, $9, $9, $10,
+                             COALESCE($11, now())) RETURNING id",
+                    &[
+                        &state_id,
+                        &m.kind,
+                        &m.command,
+                        &m.actor.user,
+                        &m.actor.host,
+                        &m.actor.ci_job,
+                        &m.after.terraform_version,
+                        &serial,
+                        &lineage,
+                        &m.cone,
+                        &m.started_at,
+                    ],
+                )
+                .await?
+                .get(0),
+        };
 
         // Only the write set's objects, as terraform left them.
         let mut subset = m.after.clone();
@@ -574,38 +622,127 @@ impl Store {
                 .retain(|i| write.contains(i.address(&raddr).as_str()));
             !r.instances.is_empty()
         });
-        let counts = stage_and_diff(&tx, state_id, txn_id, &subset, Some(m.write_set)).await?;
+        let rows = stage_and_diff(&tx, state_id, txn_id, &subset, Some(m.write_set)).await?;
         let outputs_changed =
             push_outputs(&tx, state_id, txn_id, &m.after.outputs, Some(m.outputs)).await?;
+        if rows.added + rows.changed + rows.removed + outputs_changed == 0 && !m.finish {
+            // A checkpoint with nothing new: leave the state's serial alone.
+            tx.rollback().await?;
+            return Ok(PushReport {
+                txn_id,
+                ..PushReport::default()
+            });
+        }
 
         tx.execute(
             "UPDATE states SET serial = $2, terraform_version = $3, updated_at = now() WHERE id = $1",
             &[&state_id, &new_serial, &m.after.terraform_version],
         )
         .await?;
+        // What the whole run did so far: the state it was handed against
+        // what terraform wrote, over the write set (checkpoints included).
+        let counts = ObjectChanges::between(m.before, m.after, Some(&write));
         let mut summary = m.summary.clone();
         if let Value::Object(map) = &mut summary {
-            map.insert("added".into(), json!(counts.added));
-            map.insert("changed".into(), json!(counts.changed));
-            map.insert("removed".into(), json!(counts.removed));
+            map.insert("added".into(), json!(counts.added.len()));
+            map.insert("changed".into(), json!(counts.changed.len()));
+            map.insert("removed".into(), json!(counts.removed.len()));
             map.insert("outputs_changed".into(), json!(outputs_changed));
+            let mut written: Vec<&String> = counts
+                .added
+                .iter()
+                .chain(&counts.changed)
+                .chain(&counts.removed)
+                .collect();
+            written.sort();
+            written.dedup();
+            written.truncate(RECORDED_SHOWN);
+            map.insert("recorded".into(), json!(written));
         }
+        let status = if m.finish { "committed" } else { "running" };
         tx.execute(
-            "UPDATE transactions SET status = 'committed', finished_at = clock_timestamp(), summary = $2
+            "UPDATE transactions
+             SET status = $2, serial_after = $3, summary = coalesce(summary, '{}'::jsonb) || $4,
+                 finished_at = CASE WHEN $2 = 'committed' THEN clock_timestamp() END
              WHERE id = $1",
-            &[&txn_id, &summary],
+            &[&txn_id, &status, &new_serial, &summary],
         )
         .await?;
         tx.commit().await?;
         Ok(PushReport {
             txn_id,
             created: false,
-            added: counts.added,
-            changed: counts.changed,
-            removed: counts.removed,
-            unchanged: counts.unchanged,
+            added: counts.added.len() as u64,
+            changed: counts.changed.len() as u64,
+            removed: counts.removed.len() as u64,
+            unchanged: rows.unchanged,
             outputs_changed,
         })
+    }
+
+    /// Opens the transaction of a run that holds its locks and is about to
+    /// let terraform write: a `running` entry in the log, linked to the
+    /// holder, so that if the run dies its lease's expiry marks it aborted
+    /// and the next run on the state reports it. Fenced like a merge.
+    pub async fn begin(&self, b: &Begin<'_>) -> Result<i64, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let head = tx
+            .query_opt(
+                "SELECT id, lineage, serial, terraform_version FROM states WHERE name = $1",
+                &[&b.state_name],
+            )
+            .await?
+            .ok_or_else(|| StoreError::NoState {
+                name: b.state_name.to_owned(),
+            })?;
+        let state_id: i64 = head.get(0);
+        let (lineage, serial, version): (String, i64, String) =
+            (head.get(1), head.get(2), head.get(3));
+        let valid = tx
+            .query_opt(
+                "SELECT 1 FROM lock_holders
+                 WHERE id = $1 AND state_id = $2 AND lease_expires_at > clock_timestamp() FOR UPDATE",
+                &[&b.holder_id, &state_id],
+            )
+            .await?;
+        if valid.is_none() {
+            return Err(StoreError::LeaseLost {
+                name: b.state_name.to_owned(),
+            });
+        }
+        let txn_id: i64 = tx
+            .query_one(
+                "INSERT INTO transactions (state_id, kind, command, actor_user, actor_host, ci_job,
+                    terraform_version, status, serial_before, lineage_before, lineage_after,
+                    cone, summary, started_at)
+                 SELECT $1, $2, $3, $4, $5, $6, $7, 'running', $8, $9, $9, $10, $11, h.acquired_at
+                 FROM lock_holders h WHERE h.id = $12
+                 RETURNING id",
+                &[
+                    &state_id,
+                    &b.kind,
+                    &b.command,
+                    &b.actor.user,
+                    &b.actor.host,
+                    &b.actor.ci_job,
+                    &version,
+                    &serial,
+                    &lineage,
+                    &b.cone,
+                    &b.summary,
+                    &b.holder_id,
+                ],
+            )
+            .await?
+            .get(0);
+        tx.execute(
+            "UPDATE lock_holders SET txn_id = $2 WHERE id = $1",
+            &[&b.holder_id, &txn_id],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(txn_id)
     }
 
     /// The newest `limit` transactions, of one state or of all.
@@ -696,6 +833,54 @@ impl Store {
     }
 }
 
+/// The instance objects (address, deposed key) one state adds, changes and
+/// removes relative to another, optionally only within a set of addresses.
+#[derive(Debug, Default)]
+struct ObjectChanges {
+    added: Vec<String>,
+    changed: Vec<String>,
+    removed: Vec<String>,
+}
+
+impl ObjectChanges {
+    fn between(before: &State, after: &State, scope: Option<&HashSet<&str>>) -> ObjectChanges {
+        type Key = (String, Option<String>);
+        fn objects(s: &State) -> HashMap<Key, (&Resource, &Instance)> {
+            let mut out = HashMap::new();
+            for r in &s.resources {
+                let raddr = r.address();
+                for i in &r.instances {
+                    out.insert((i.address(&raddr), i.deposed.clone()), (r, i));
+                }
+            }
+            out
+        }
+        let same = |a: (&Resource, &Instance), b: (&Resource, &Instance)| {
+            a.0.provider == b.0.provider
+                && a.0.each == b.0.each
+                && a.0.extra == b.0.extra
+                && a.1 == b.1
+        };
+        let within = |k: &Key| scope.is_none_or(|s| s.contains(k.0.as_str()));
+        let (b, a) = (objects(before), objects(after));
+        let mut out = ObjectChanges::default();
+        for (key, obj) in a.iter().filter(|(k, _)| within(k)) {
+            match b.get(key) {
+                None => out.added.push(key.0.clone()),
+                Some(old) if !same(*old, *obj) => out.changed.push(key.0.clone()),
+                Some(_) => {}
+            }
+        }
+        for key in b.keys().filter(|k| within(k) && !a.contains_key(*k)) {
+            out.removed.push(key.0.clone());
+        }
+        out
+    }
+}
+
+/// How many addresses a transaction's summary lists as recorded.
+const RECORDED_SHOWN: usize = 50;
+
 /// Instance addresses (and `output.NAME`s) whose objects differ between
 /// `before` and `after` but are not in the write set (or allowed outputs).
 fn changed_outside(
@@ -704,33 +889,14 @@ fn changed_outside(
     write: &HashSet<&str>,
     outputs: &[String],
 ) -> Vec<String> {
-    type Key = (String, Option<String>);
-    fn objects(s: &State) -> HashMap<Key, (&Resource, &Instance)> {
-        let mut out = HashMap::new();
-        for r in &s.resources {
-            let raddr = r.address();
-            for i in &r.instances {
-                out.insert((i.address(&raddr), i.deposed.clone()), (r, i));
-            }
-        }
-        out
-    }
-    let same = |a: (&Resource, &Instance), b: (&Resource, &Instance)| {
-        a.0.provider == b.0.provider && a.0.each == b.0.each && a.0.extra == b.0.extra && a.1 == b.1
-    };
-    let (b, a) = (objects(before), objects(after));
-    let mut outside: Vec<String> = Vec::new();
-    for (key, obj) in &a {
-        let differs = b.get(key).is_none_or(|old| !same(*old, *obj));
-        if differs && !write.contains(key.0.as_str()) {
-            outside.push(key.0.clone());
-        }
-    }
-    for key in b.keys() {
-        if !a.contains_key(key) && !write.contains(key.0.as_str()) {
-            outside.push(key.0.clone());
-        }
-    }
+    let all = ObjectChanges::between(before, after, None);
+    let mut outside: Vec<String> = all
+        .added
+        .into_iter()
+        .chain(all.changed)
+        .chain(all.removed)
+        .filter(|a| !write.contains(a.as_str()))
+        .collect();
     let old: HashMap<&str, &Output> = before
         .outputs
         .iter()
@@ -840,7 +1006,14 @@ async fn stage_and_diff(
         .execute(
             &format!(
                 "INSERT INTO instances ({INSTANCE_COLUMNS}, state_id, version, txn_id)
-                     SELECT {i_cols}, $1, 1, $2 FROM incoming i
+                     SELECT {i_cols}, $1,
+                            -- an address removed earlier (a replacement, state rm, destroy)
+                            -- goes on from its last version: history keys stay unique
+                            1 + coalesce((SELECT max(h.version) FROM instance_history h
+                                          WHERE h.state_id = $1 AND h.address = i.address
+                                            AND h.deposed = i.deposed), 0),
+                            $2
+                     FROM incoming i
                      WHERE NOT EXISTS (SELECT 1 FROM instances c
                         WHERE c.state_id = $1 AND c.address = i.address AND c.deposed = i.deposed)"
             ),
@@ -963,7 +1136,10 @@ async fn push_outputs(
         let extra = extra_json(&o.extra);
         tx.execute(
             "INSERT INTO outputs (state_id, name, value, type, sensitive, extra, version, txn_id)
-             VALUES ($1, $2, $3, $4, $5, $6, 1, $7)
+             VALUES ($1, $2, $3, $4, $5, $6,
+                     1 + coalesce((SELECT max(h.version) FROM output_history h
+                                   WHERE h.state_id = $1 AND h.name = $2), 0),
+                     $7)
              ON CONFLICT (state_id, name) DO UPDATE SET value = EXCLUDED.value, type = EXCLUDED.type,
                 sensitive = EXCLUDED.sensitive, extra = EXCLUDED.extra,
                 version = outputs.version + 1, txn_id = EXCLUDED.txn_id",
