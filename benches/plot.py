@@ -1,7 +1,14 @@
 #!/usr/bin/env python3
-"""Plot plan wall time vs N for terraform and stategraph from plan_sweep.sh's CSV.
+"""Plot the bench results: which plot depends on the CSV's columns.
 
     benches/plot.py [benches/results/plan_sweep.csv] [benches/results/plan_vs_n.png]
+    benches/plot.py benches/results/apply_throughput.csv benches/results/apply_throughput.png
+
+- plan_sweep.sh's CSV (column n): plan wall time vs N for terraform and
+  stategraph; when the CSV has the per-phase columns (ph_*), a second PNG
+  next to it (NAME_phases.png) with stategraph's plan split into phases.
+- plan_apply.sh section 2's CSV (column k): throughput (applies/min) and
+  wall time vs K concurrent disjoint applies, for both tools.
 
 Uses matplotlib when importable; otherwise writes a plain PNG (zlib + struct):
 axes, ticks, and two polylines (terraform red, stategraph blue), no text.
@@ -17,13 +24,96 @@ here = os.path.dirname(os.path.abspath(__file__))
 src = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "results", "plan_sweep.csv")
 dst = sys.argv[2] if len(sys.argv) > 2 else os.path.join(here, "results", "plan_vs_n.png")
 
-rows = [r for r in csv.DictReader(open(src)) if r["tf_plan_s"] not in ("?", "")]
-rows.sort(key=lambda r: int(r["n"]))
-ns = [int(r["n"]) for r in rows]
-tf = [float(r["tf_plan_s"]) for r in rows]
-sg = [float(r["sg_plan_s"]) for r in rows]
+allrows = list(csv.DictReader(open(src)))
+THROUGHPUT = bool(allrows) and "k" in allrows[0]
+if THROUGHPUT:
+    rows = [r for r in allrows if r["tf_wall_s"] not in ("?", "") and r["sg_wall_s"] not in ("?", "")]
+    rows.sort(key=lambda r: int(r["k"]))
+    ns = [int(r["k"]) for r in rows]
+    tf = [float(r["tf_applies_per_min"]) for r in rows]
+    sg = [float(r["sg_applies_per_min"]) for r in rows]
+else:
+    rows = [r for r in allrows if r["tf_plan_s"] not in ("?", "")]
+    rows.sort(key=lambda r: int(r["n"]))
+    ns = [int(r["n"]) for r in rows]
+    tf = [float(r["tf_plan_s"]) for r in rows]
+    sg = [float(r["sg_plan_s"]) for r in rows]
 if not rows:
     sys.exit("plot.py: no rows in " + src)
+
+
+def throughput_matplotlib():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tfw = [float(r["tf_wall_s"]) for r in rows]
+    sgw = [float(r["sg_wall_s"]) for r in rows]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.2), dpi=110)
+    backend = rows[0].get("tf_backend", "?")
+    a1.plot(ns, tf, "o-", color="tab:red", label=f"terraform (one state, {backend} backend, -target)")
+    a1.plot(ns, sg, "s-", color="tab:blue", label="stategraph (one stored state)")
+    a1.plot(ns, [tf[0] * k / ns[0] for k in ns], ":", color="gray", label="ideal: K x the rate of one")
+    for x, a, b in zip(ns, tf, sg):
+        a1.annotate(f"{a:.1f}", (x, a), textcoords="offset points", xytext=(0, -13), ha="center", fontsize=8, color="tab:red")
+        a1.annotate(f"{b:.1f}", (x, b), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8, color="tab:blue")
+    a1.set_xlabel("K concurrent disjoint applies")
+    a1.set_ylabel("applies per minute (K x 60 / wall)")
+    a1.set_title("Throughput")
+    a1.set_xticks(ns)
+    a1.set_ylim(bottom=0)
+    a1.grid(True, alpha=0.3)
+    a1.legend(loc="upper left", fontsize=8)
+    a2.plot(ns, tfw, "o-", color="tab:red", label="terraform")
+    a2.plot(ns, sgw, "s-", color="tab:blue", label="stategraph")
+    for x, a, b in zip(ns, tfw, sgw):
+        a2.annotate(f"{a:.1f}s", (x, a), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8, color="tab:red")
+        a2.annotate(f"{b:.1f}s", (x, b), textcoords="offset points", xytext=(0, -14), ha="center", fontsize=8, color="tab:blue")
+    a2.set_xlabel("K concurrent disjoint applies")
+    a2.set_ylabel("wall time until all K are done (s, median)")
+    a2.set_title("Wall time")
+    a2.set_xticks(ns)
+    a2.set_ylim(bottom=0)
+    a2.grid(True, alpha=0.3)
+    a2.legend(loc="upper left", fontsize=8)
+    fig.suptitle(f"K concurrent disjoint applies, {rows[0].get('instances', '?')} instances, "
+                 f"each apply sleeps {rows[0].get('sleep_s', '?')} s, median of {rows[0].get('reps', '?')}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(dst)
+
+
+PHASES = [("ph_init_s", "init", "tab:gray"), ("ph_discovery_s", "discovery plan", "tab:orange"),
+          ("ph_show_s", "show -json", "tab:olive"), ("ph_targeted_s", "targeted plan", "tab:green"),
+          ("ph_other_tf_s", "other terraform", "tab:purple"), ("ph_stategraph_s", "stategraph itself", "tab:blue")]
+
+
+def phases_matplotlib():
+    """Stacked bars: stategraph's plan split into phases, next to terraform's plan."""
+    if not rows or "ph_init_s" not in rows[0] or any(r["ph_init_s"] in ("?", "") for r in rows):
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = os.path.splitext(dst)[0] + "_phases.png"
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    xs = range(len(rows))
+    bottom = [0.0] * len(rows)
+    for key, label, color in PHASES:
+        v = [max(0.0, float(r[key])) for r in rows]
+        ax.bar([x + 0.2 for x in xs], v, 0.38, bottom=bottom, color=color, label=label)
+        bottom = [b + x for b, x in zip(bottom, v)]
+    ax.bar([x - 0.2 for x in xs], tf, 0.38, color="tab:red", label="terraform plan (whole)")
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels([f"N={n}" for n in ns])
+    ax.set_ylabel("wall time (s, median)")
+    flav = rows[0].get("flavour", "terraform_data")
+    ax.set_title(f"Where stategraph's plan time goes ({flav}): left terraform, right stategraph")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(out)
+    return out
 
 
 def with_matplotlib():
@@ -94,7 +184,13 @@ def with_plain_png():
 
 
 try:
-    with_matplotlib()
+    if THROUGHPUT:
+        throughput_matplotlib()
+    else:
+        with_matplotlib()
+        extra = phases_matplotlib()
+        if extra:
+            print(f"plot.py: wrote {extra} (matplotlib)")
     how = "matplotlib"
 except ImportError:
     with_plain_png()
