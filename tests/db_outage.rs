@@ -1,6 +1,9 @@
-//! The database lost in the middle of an apply: a clear message, nothing
-//! half-written, terraform's result kept in a private recovery file, and no
-//! lock stuck beyond its lease once the database is back.
+//! The database lost in the middle of an apply. Back within the retry
+//! window: the apply writes its result by itself. Gone for longer: a clear
+//! message, nothing half-written, terraform's result in a private recovery
+//! file that `stategraph recover` writes once the database is back (and
+//! refuses to write over changes made since), and no lock stuck beyond its
+//! lease.
 
 mod common;
 
@@ -31,59 +34,166 @@ fn pg_ctl(data: &Path, args: &[&str]) {
     );
 }
 
+/// A cluster of its own (it is stopped and started) and a stategraph
+/// command in a `slow_chain` workdir with short leases and retries.
+struct Outage {
+    cluster: common::pg::ClusterHandle,
+    url: String,
+    wd: TfWorkdir,
+}
+
+impl Outage {
+    fn new() -> Outage {
+        let cluster = start_cluster_with("", &[]);
+        let url = format!(
+            "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
+            cluster.port
+        );
+        // The test cluster runs with synchronous_commit=off; an immediate
+        // stop could then lose the last commits, which a real server keeps.
+        cluster.psql(&url, "ALTER DATABASE postgres SET synchronous_commit = on");
+        Outage {
+            cluster,
+            url,
+            wd: TfWorkdir::from_fixture("slow_chain"),
+        }
+    }
+
+    fn sg(&self, retry: &str, args: &[&str]) -> Command {
+        let db = TestDb {
+            url: self.url.clone(),
+            name: "postgres".into(),
+        };
+        let mut cmd = sg_tf(&db, &self.wd, "slow", args);
+        cmd.env("STATEGRAPH_DB_RETRY", retry);
+        cmd
+    }
+
+    fn psql(&self, sql: &str) -> String {
+        self.cluster.psql(&self.url, sql)
+    }
+
+    fn gen(&self, name: &str) -> String {
+        self.psql(&format!(
+            "SELECT attributes->'input'->'value'->>'gen' FROM instances WHERE address = 'terraform_data.{name}'"
+        ))
+    }
+
+    /// Starts `apply gen=2` with a 4 s `second`, and stops the database
+    /// once terraform has been applying for a while.
+    fn apply_and_stop_the_database(&self, lease: &str, retry: &str) -> std::process::Child {
+        let out = self
+            .sg(retry, &["apply", "-auto-approve", "-no-color"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let child = self
+            .sg(
+                retry,
+                &[
+                    &format!("--lock-lease={lease}"),
+                    "apply",
+                    "-auto-approve",
+                    "-no-color",
+                    "-var",
+                    "gen=2",
+                    "-var",
+                    "sleep_seconds=4",
+                ],
+            )
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // `first` recorded by a checkpoint: terraform is in its 4 s step.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.gen("first") != "2" {
+            assert!(
+                Instant::now() < deadline,
+                "the apply never reached terraform"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        pg_ctl(&self.cluster.data_dir, &["-m", "immediate", "stop"]);
+        child
+    }
+
+    fn start_database(&self) {
+        let log = self.cluster.data_dir.join("restart.log");
+        pg_ctl(
+            &self.cluster.data_dir,
+            // `restart` starts a stopped server with its previous options.
+            &["-w", "-l", log.to_str().unwrap(), "restart"],
+        );
+    }
+
+    fn assert_consistent(&self) {
+        let out = self
+            .sg(
+                "0s",
+                &["plan", "-detailed-exitcode", "-no-color", "-var", "gen=2"],
+            )
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "the stored state does not match what was applied:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Outage {
+    fn drop(&mut self) {
+        let bin = stategraph::db::embedded::find_pg_bin(None).expect("PostgreSQL server binaries");
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.cluster.data_dir)
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}
+
 #[test]
-fn losing_the_database_mid_apply_writes_nothing_and_keeps_the_result() {
-    let cluster = start_cluster_with("", &[]);
-    let url = format!(
-        "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
-        cluster.port
-    );
-    let db = TestDb {
-        url: url.clone(),
-        name: "postgres".into(),
-    };
-    let wd = TfWorkdir::from_fixture("teams");
-    let recovery = wd.path().join(".sg-data-unused/recovery");
-    let run = |args: &[&str]| sg_tf(&db, &wd, "teams", args);
-    let out = run(&["apply", "-auto-approve", "-no-color"])
-        .output()
-        .unwrap();
+fn a_database_restart_within_the_retry_window_is_ridden_out() {
+    let o = Outage::new();
+    let child = o.apply_and_stop_the_database("60s", "120s");
+    // Down for a few seconds, about when terraform finishes.
+    std::thread::sleep(Duration::from_secs(5));
+    o.start_database();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        "the apply did not ride out the restart:\n{stderr}"
     );
-    let gen_a = || {
-        cluster.psql(
-            &url,
-            r#"SELECT attributes->'input'->'value'->>'gen' FROM instances WHERE address = 'module.team["a"].terraform_data.base'"#,
-        )
-    };
-    assert_eq!(gen_a(), "1");
+    assert!(
+        stderr.contains("unreachable"),
+        "no word about the outage:\n{stderr}"
+    );
+    assert!(!stderr.contains("recover"), "{stderr}");
+    assert_eq!(o.gen("second"), "2");
+    assert_eq!(o.psql("SELECT count(*) FROM lock_holders"), "0");
+    assert_eq!(
+        o.psql("SELECT string_agg(status, ',' ORDER BY id) FROM transactions WHERE kind = 'apply'"),
+        "committed,committed"
+    );
+    o.assert_consistent();
+}
 
-    let child = run(&[
-        "--lock-lease=3s",
-        "apply",
-        "-auto-approve",
-        "-no-color",
-        "-var",
-        "sleep_seconds=4",
-        "-var",
-        r#"gen={a="2"}"#,
-    ])
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while cluster.psql(&url, "SELECT count(*) FROM lock_holders") == "0" {
-        assert!(Instant::now() < deadline, "the apply never locked");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    // Past the re-check under the lock and into terraform's 4 s apply.
-    std::thread::sleep(Duration::from_millis(1500));
-    // The database goes away while terraform applies.
-    pg_ctl(&cluster.data_dir, &["-m", "immediate", "stop"]);
+#[test]
+fn a_longer_outage_keeps_the_result_for_recover_which_refuses_stale_files() {
+    let o = Outage::new();
+    let recovery = o.wd.path().join(".sg-data-unused/recovery");
+    let child = o.apply_and_stop_the_database("3s", "2s");
     let t = Instant::now();
     let out = child.wait_with_output().unwrap();
     eprintln!("apply without database ended after {:?}", t.elapsed());
@@ -93,54 +203,93 @@ fn losing_the_database_mid_apply_writes_nothing_and_keeps_the_result() {
         "the apply succeeded without its database:\n{stderr}"
     );
     assert!(
-        stderr.contains(&format!("127.0.0.1:{}/postgres", cluster.port)),
+        stderr.contains(&format!("127.0.0.1:{}/postgres", o.cluster.port)),
         "the message does not name the database:\n{stderr}"
     );
-    assert!(stderr.contains("kept in"), "{stderr}");
 
-    // What terraform applied is kept, privately.
+    // What terraform applied is kept, privately, with the command to finish.
     let kept: Vec<_> = std::fs::read_dir(&recovery)
         .unwrap_or_else(|e| panic!("no recovery dir {}: {e}\n{stderr}", recovery.display()))
         .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(kept.len(), 1, "{kept:?}");
+    let file = &kept[0];
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
-        std::fs::metadata(&kept[0]).unwrap().permissions().mode() & 0o077,
+        std::fs::metadata(file).unwrap().permissions().mode() & 0o077,
         0
     );
-    let text = std::fs::read_to_string(&kept[0]).unwrap();
+    assert_eq!(
+        std::fs::metadata(&recovery).unwrap().permissions().mode() & 0o077,
+        0
+    );
     assert!(
-        text.contains(r#""gen": "2""#),
-        "the recovery file lacks the new team a"
+        stderr.contains(&format!("stategraph recover {}", file.display())),
+        "no command to finish:\n{stderr}"
+    );
+    let stale_copy = o.wd.path().join("copy.recovery.json");
+    std::fs::copy(file, &stale_copy).unwrap();
+
+    // recover before the database is back: a clear error, the file is kept.
+    let out = o
+        .sg("0s", &["recover", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        file.exists(),
+        "the file went away while the database was down"
     );
 
-    // Back up: nothing was half-written, and the dead run's lock goes with its lease.
-    pg_ctl(
-        &cluster.data_dir,
-        &[
-            "-w",
-            "-l",
-            cluster.data_dir.join("restart.log").to_str().unwrap(),
-            "restart",
-        ],
+    // Back up: nothing half-written (the checkpoint of `first` is there,
+    // `second` is not written), then recover writes the rest.
+    o.start_database();
+    assert_eq!(o.gen("first"), "2");
+    assert_ne!(o.gen("second"), "2", "a half-written merge");
+    let out = o
+        .sg("0s", &["recover", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("recovered"), "{stderr}");
+    assert!(!file.exists(), "a recovered file is removed");
+    assert_eq!(o.gen("second"), "2");
+    assert_eq!(o.psql("SELECT count(*) FROM lock_holders"), "0");
+    assert_eq!(
+        o.psql("SELECT count(*) FROM transactions WHERE kind = 'recover' AND status = 'committed'"),
+        "1"
     );
-    assert_eq!(gen_a(), "1", "a half-written merge");
-    let out = run(&[
-        "apply",
-        "-auto-approve",
-        "-no-color",
-        "-lock-timeout=60s",
-        "-var",
-        r#"gen={b="2"}"#,
-    ])
-    .output()
-    .unwrap();
+    o.assert_consistent();
+
+    // The same result again: its rows changed since (by the recovery), so
+    // it is refused, naming them, and the file is kept.
+    let out = o
+        .sg("0s", &["recover", stale_copy.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        !out.status.success(),
+        "a stale recovery file was written:\n{stderr}"
     );
-    assert_eq!(cluster.psql(&url, "SELECT count(*) FROM lock_holders"), "0");
-    pg_ctl(&cluster.data_dir, &["-m", "immediate", "stop"]);
+    assert!(
+        stderr.contains("terraform_data.second") && stderr.contains("changed by transaction"),
+        "{stderr}"
+    );
+    assert!(stale_copy.exists());
+    assert_eq!(o.psql("SELECT count(*) FROM lock_holders"), "0");
+
+    // A file that is not a recovery file is refused clearly.
+    let state = o.wd.path().join("main.tf");
+    let out = o
+        .sg("0s", &["recover", state.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("not a stategraph recovery file"),
+        "{stderr}"
+    );
 }

@@ -159,7 +159,7 @@ impl<'a> Recording<'a> {
             Err(e) if e.is_unreachable() => {
                 if !std::mem::replace(&mut ck.warned_unreachable, true) {
                     self.settings.ui.warn(format!(
-                        "stategraph: cannot record progress in {}: the database is unreachable ({e}); \
+                        "cannot record progress in {}: the database is unreachable ({e}); \
                          terraform goes on, and its result will be written when the database is back",
                         self.store.display()
                     ));
@@ -170,7 +170,7 @@ impl<'a> Recording<'a> {
             Err(e) => {
                 ck.stopped = true;
                 self.settings.ui.warn(format!(
-                    "stategraph: progress is no longer recorded during this apply: {e}"
+                    "progress is no longer recorded during this apply: {e}"
                 ));
             }
         }
@@ -444,6 +444,7 @@ pub(super) fn changed_data_sources(before: &State, after: &State) -> Vec<String>
 pub(super) fn conflicts(
     file: &RecoveryFile,
     now: &BTreeMap<String, (i64, i64)>,
+    removed_by: &BTreeMap<String, i64>,
     after: &State,
 ) -> Vec<(String, Option<i64>)> {
     let in_after: HashSet<String> = after
@@ -465,7 +466,11 @@ pub(super) fn conflicts(
         file.versions.keys().chain(now.keys()).collect();
     for key in keys {
         let (then, current) = (file.versions.get(key), now.get(key));
-        let ours = current.is_some_and(|(_, txn)| Some(*txn) == file.txn_id);
+        // Written or removed last by the run itself (a checkpoint).
+        let ours = match current {
+            Some((_, txn)) => Some(*txn) == file.txn_id,
+            None => removed_by.get(key).copied() == file.txn_id && file.txn_id.is_some(),
+        };
         let gone_as_intended = current.is_none() && !in_after.contains(key);
         if then != current && !ours && !gone_as_intended {
             out.push((key.clone(), current.map(|(_, txn)| *txn)));

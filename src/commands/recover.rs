@@ -57,7 +57,8 @@ pub async fn run(settings: &Settings, args: &RecoverArgs) -> Result<()> {
     // Fencing by versions: every object of the write set must be as the run
     // found it (or as its own checkpoints left it).
     let now = store.versions(name, &file.write).await?;
-    let changed = conflicts(&file, &now, &after);
+    let removed_by = store.removed_by(name, &file.write).await?;
+    let changed = conflicts(&file, &now, &removed_by, &after);
     if !changed.is_empty() {
         heartbeat.stop().await;
         held.release().await?;

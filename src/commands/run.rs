@@ -472,7 +472,7 @@ fn describe_dead_run(dead: &crate::db::locks::DeadRun) -> String {
         )
     };
     format!(
-        "stategraph: an earlier run died while holding locks: transaction {} ({}, {who}, started {}) \
+        "an earlier run died while holding locks: transaction {} ({}, {who}, started {}) \
          stopped renewing lock {} and its lease expired; it is marked aborted. {what}",
         dead.txn_id,
         dead.command,

@@ -812,6 +812,40 @@ impl Store {
             .collect())
     }
 
+    /// For objects of `addresses` that were removed, the transaction that
+    /// removed each last (keyed like [`Store::versions`]).
+    pub async fn removed_by(
+        &self,
+        name: &str,
+        addresses: &[String],
+    ) -> Result<std::collections::BTreeMap<String, i64>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT DISTINCT ON (h.address, h.deposed) h.address, h.deposed, h.superseded_by,
+                        h.removed
+                 FROM instance_history h JOIN states s ON s.id = h.state_id
+                 WHERE s.name = $1 AND h.address = ANY($2)
+                 ORDER BY h.address, h.deposed, h.version DESC",
+                &[&name, &addresses],
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter(|r| r.get::<_, bool>(3))
+            .map(|r| {
+                let address: String = r.get(0);
+                let deposed: String = r.get(1);
+                let key = if deposed.is_empty() {
+                    address
+                } else {
+                    format!("{address} deposed {deposed}")
+                };
+                (key, r.get(2))
+            })
+            .collect())
+    }
+
     /// The id of the named state, if it is stored.
     pub async fn state_id(&self, name: &str) -> Result<Option<i64>, StoreError> {
         let client = self.pool.get().await?;

@@ -1,0 +1,150 @@
+//! Checkpoints: what terraform finishes during an apply is in PostgreSQL
+//! before the apply ends, so a run killed with SIGKILL loses nothing it
+//! recorded; the next run on the state finds the dead transaction once its
+//! lease has expired, marks it aborted and says what it had recorded.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const FIRST_GEN: &str =
+    "SELECT attributes->'input'->'value'->>'gen' FROM instances WHERE address = 'terraform_data.first'";
+
+#[test]
+fn a_killed_apply_keeps_its_checkpoints_and_the_next_run_reports_it() {
+    let db = test_db();
+    let wd = TfWorkdir::from_fixture("slow_chain");
+    let run = |args: &[&str]| sg_tf(&db, &wd, "slow", args);
+    let out = run(&["apply", "-auto-approve", "-no-color"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(db.psql(FIRST_GEN), "1");
+
+    // gen 2: `first` is updated at once, `second` takes 60 s.
+    let mut victim = run(&[
+        "--lock-lease=5s",
+        "apply",
+        "-auto-approve",
+        "-no-color",
+        "-var",
+        "gen=2",
+        "-var",
+        "sleep_seconds=60",
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+
+    // `first` reaches the database while the apply is still running.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while db.psql(FIRST_GEN) != "2" {
+        assert!(
+            victim.try_wait().unwrap().is_none(),
+            "the apply ended before its checkpoint was seen"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint recorded terraform_data.first"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        victim.try_wait().unwrap().is_none(),
+        "the apply is over already"
+    );
+    let txn = db.psql("SELECT id FROM transactions WHERE status = 'running'");
+    assert!(
+        !txn.is_empty(),
+        "no running transaction while the apply runs"
+    );
+    assert_eq!(
+        db.psql(&format!(
+            "SELECT count(*) FROM lock_holders WHERE txn_id = {txn}"
+        )),
+        "1",
+        "the running transaction is not linked to the lock"
+    );
+    // `second` is being replaced (destroyed, not yet created again): the
+    // checkpoint shows it as terraform's state does, not with gen 2.
+    assert_ne!(
+        db.psql("SELECT attributes->'input'->'value'->>'gen' FROM instances WHERE address = 'terraform_data.second'"),
+        "2"
+    );
+
+    // kill -9: stategraph cannot clean up; its terraform is told to stop.
+    let children = String::from_utf8(
+        std::process::Command::new("pgrep")
+            .args(["-P", &victim.id().to_string()])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(45);
+    while children
+        .split_whitespace()
+        .any(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "terraform kept running unsupervised"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(db.psql(FIRST_GEN), "2", "the checkpoint was lost");
+
+    // The next run waits for the lease, then reports the dead run.
+    let out = run(&[
+        "apply",
+        "-auto-approve",
+        "-no-color",
+        "-lock-timeout=60s",
+        "-var",
+        "gen=2",
+    ])
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    eprintln!("the next run said:\n{stderr}");
+    assert!(
+        stderr.contains(&format!("transaction {txn} ")) && stderr.contains("died"),
+        "the dead run is not reported:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("terraform_data.first"),
+        "the report does not say what the dead run recorded:\n{stderr}"
+    );
+    assert_eq!(
+        db.psql(&format!("SELECT status FROM transactions WHERE id = {txn}")),
+        "aborted"
+    );
+    assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "0");
+    assert_eq!(
+        db.psql("SELECT count(*) FROM transactions WHERE status = 'running'"),
+        "0"
+    );
+
+    // Consistent: the configuration and the stored state agree.
+    let out = run(&["plan", "-detailed-exitcode", "-no-color", "-var", "gen=2"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
