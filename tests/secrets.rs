@@ -81,3 +81,117 @@ fn no_command_prints_a_sensitive_value() {
         .mode();
     assert_eq!(mode & 0o077, 0, "the saved plan is readable by others");
 }
+
+/// Every descendant of `pid` (children, their children, ...).
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let children = std::process::Command::new("pgrep")
+            .args(["-P", &p.to_string()])
+            .output()
+            .unwrap();
+        for c in String::from_utf8_lossy(&children.stdout).split_whitespace() {
+            let c: u32 = c.parse().unwrap();
+            out.push(c);
+            todo.push(c);
+        }
+    }
+    out
+}
+
+#[test]
+fn the_database_password_is_in_no_argv_and_no_environment_of_terraform() {
+    let db = test_db();
+    // The test cluster trusts local connections: the password is carried
+    // in the URL (as a real one would be) and never needed.
+    const PASSWORD: &str = "pw-must-not-leak-4711";
+    let url = db.url.replacen(
+        "postgres://postgres@",
+        &format!("postgres://postgres:{PASSWORD}@"),
+        1,
+    );
+    assert!(
+        url.contains(PASSWORD),
+        "unexpected test URL shape: {}",
+        db.url
+    );
+    let with_password = TestDb {
+        url,
+        name: db.name.clone(),
+    };
+    let wd = TfWorkdir::from_fixture("slow_chain");
+    // Its own temp dir, so that the other test's count of private temp
+    // dirs is not disturbed (and this one's can be checked).
+    let tmp = wd.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let sg = |args: &[&str]| {
+        let mut cmd = sg_tf(&with_password, &wd, "slow", args);
+        cmd.env("TMPDIR", &tmp);
+        cmd
+    };
+    let out = sg(&["apply", "-auto-approve", "-no-color"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let child = sg(&[
+        "apply",
+        "-auto-approve",
+        "-no-color",
+        "-var",
+        "gen=2",
+        "-var",
+        "sleep_seconds=5",
+    ])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    // Look at every process under stategraph while terraform applies.
+    let mut looked = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while looked < 3 && std::time::Instant::now() < deadline {
+        let pids = descendants(child.id());
+        for pid in &pids {
+            for what in ["cmdline", "environ"] {
+                let Ok(bytes) = std::fs::read(format!("/proc/{pid}/{what}")) else {
+                    continue; // already gone
+                };
+                let text = String::from_utf8_lossy(&bytes).replace('\0', " ");
+                assert!(
+                    !text.contains(PASSWORD),
+                    "the password is in /proc/{pid}/{what}: {text}"
+                );
+            }
+        }
+        if !pids.is_empty() {
+            looked += 1;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    assert_eq!(looked, 3, "never saw terraform running under stategraph");
+    // stategraph's own argv: the URL came from the environment.
+    let own = std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap_or_default();
+    assert!(!String::from_utf8_lossy(&own).contains(PASSWORD));
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for stream in [&out.stdout, &out.stderr] {
+        assert!(!String::from_utf8_lossy(stream).contains(PASSWORD));
+    }
+    // (The directory's override lock file, empty, stays by design.)
+    let left: Vec<String> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("stategraph-run-") || n.starts_with("stategraph-plan-"))
+        .collect();
+    assert!(left.is_empty(), "private temp dirs left behind: {left:?}");
+}

@@ -74,3 +74,100 @@ fn sigint_mid_apply_records_what_terraform_finished_and_frees_the_locks() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_second_interrupt_warns_then_forces_terraform_and_still_records_and_unlocks() {
+    let db = test_db();
+    let wd = TfWorkdir::from_fixture("slow_chain");
+    let run = |args: &[&str]| sg_tf(&db, &wd, "slow", args);
+    let out = run(&["apply", "-auto-approve", "-no-color"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = "SELECT attributes->'input'->'value'->>'gen' FROM instances WHERE address = 'terraform_data.first'";
+
+    let child = run(&[
+        "apply",
+        "-auto-approve",
+        "-no-color",
+        "-var",
+        "gen=2",
+        "-var",
+        "sleep_seconds=60",
+    ])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    // Terraform is in the 60 s step once `first` is recorded.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while db.psql(first) != "2" {
+        assert!(Instant::now() < deadline, "the apply never got going");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let kill = |sig: &str, pid: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    // Terraform answers an interrupt within milliseconds here (the
+    // provisioner is killed at once), too fast to interrupt it twice. Hold
+    // it stopped meanwhile: both interrupts reach stategraph while terraform
+    // still runs. (Terraform itself then sees one: a stopped process keeps
+    // one pending SIGINT.)
+    let children = String::from_utf8(
+        std::process::Command::new("pgrep")
+            .args(["-P", &child.id().to_string()])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let terraform: Vec<&str> = children.split_whitespace().collect();
+    assert_eq!(
+        terraform.len(),
+        1,
+        "expected one terraform child: {children:?}"
+    );
+    let sg = child.id().to_string();
+    kill("-STOP", terraform[0]);
+    kill("-INT", &sg);
+    std::thread::sleep(Duration::from_millis(300));
+    kill("-INT", &sg);
+    std::thread::sleep(Duration::from_millis(300));
+    kill("-CONT", terraform[0]);
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a forced stop exited 0:\n{stdout}\n{stderr}"
+    );
+    // stategraph explains the risk, and terraform got the second interrupt.
+    assert!(
+        stderr.contains("Second interrupt") && stderr.contains("may exist without being recorded"),
+        "no warning before forcing:\n{stderr}\nstdout:\n{stdout}"
+    );
+    assert_eq!(stderr.matches("Second interrupt").count(), 1, "{stderr}");
+    assert!(
+        stdout.contains("Interrupt received"),
+        "the interrupts were not passed on to terraform:\n{stdout}"
+    );
+    // What terraform finished is recorded; nothing is locked or left running.
+    assert_eq!(db.psql(first), "2");
+    assert_eq!(
+        db.psql("SELECT count(*) FROM lock_holders"),
+        "0",
+        "{stderr}"
+    );
+    assert_eq!(
+        db.psql("SELECT count(*) FROM transactions WHERE status = 'running'"),
+        "0"
+    );
+}

@@ -183,7 +183,11 @@ impl Terraform {
             version_text,
             opentofu,
             ui: Ui::plain(),
-            env: Vec::new(),
+            // stategraph's own database URL (it may hold a password) is none
+            // of terraform's or its providers' business. The libpq PG*
+            // variables stay: a configuration may use them (a postgresql
+            // provider), as it would under terraform alone.
+            env: vec![(OsString::from("STATEGRAPH_DATABASE_URL"), None)],
         })
     }
 
@@ -424,9 +428,11 @@ impl Run {
             interrupts += 1;
             if interrupts >= 2 {
                 self.ui.warn(
-                    "Two interrupts received: terraform stops immediately. Note that data loss \
-                     may have occurred: resources being changed right now may be missing from \
-                     the state, and their locks may be left behind.",
+                    "Second interrupt: passing it on, and terraform stops at once without \
+                     waiting for the operations in progress. Resources being created or changed \
+                     right now may exist without being recorded in the state (terraform calls \
+                     this possible data loss). stategraph still records what terraform wrote and \
+                     frees the locks; afterwards, check those resources with `stategraph plan`.",
                 );
             }
             let from_terminal = sig == Signal::SIGINT && in_terminal_foreground();
