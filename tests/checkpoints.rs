@@ -80,6 +80,17 @@ fn a_killed_apply_keeps_its_checkpoints_and_the_next_run_reports_it() {
         "2"
     );
 
+    // Its private dir (state inside, so secrets).
+    let private: Vec<std::path::PathBuf> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            std::fs::read_to_string(p.join("owner.pid"))
+                .is_ok_and(|o| o.trim() == victim.id().to_string())
+        })
+        .collect();
+    assert_eq!(private.len(), 1, "the run's private dir: {private:?}");
+
     // kill -9: stategraph cannot clean up; its terraform is told to stop.
     let children = String::from_utf8(
         std::process::Command::new("pgrep")
@@ -103,6 +114,19 @@ fn a_killed_apply_keeps_its_checkpoints_and_the_next_run_reports_it() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(db.psql(FIRST_GEN), "2", "the checkpoint was lost");
+    // Terraform's provisioner (`sleep 60`) outlives it and still uses the
+    // private dir, which is kept for as long; end it, as the end of a real
+    // provisioner would.
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        let env = std::fs::read(p.path().join("environ")).unwrap_or_default();
+        let marker = format!("TF_DATA_DIR={}", private[0].display());
+        if String::from_utf8_lossy(&env).contains(&marker) {
+            let pid = p.file_name().to_string_lossy().into_owned();
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid])
+                .status();
+        }
+    }
 
     // The next run waits for the lease, then reports the dead run.
     let out = run(&[
@@ -130,6 +154,30 @@ fn a_killed_apply_keeps_its_checkpoints_and_the_next_run_reports_it() {
         db.psql(&format!("SELECT status FROM transactions WHERE id = {txn}")),
         "aborted"
     );
+    // The dead run's private dir is gone; what its terraform wrote after the
+    // last checkpoint became a recovery file...
+    assert!(
+        !private[0].exists(),
+        "the dead run's private dir is left behind"
+    );
+    assert!(
+        stderr.contains("left the last state its terraform wrote"),
+        "{stderr}"
+    );
+    let recovery = wd.path().join(".sg-data-unused/recovery");
+    let kept: Vec<_> = std::fs::read_dir(&recovery)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    // ...which is stale now (this run wrote `second`): recover refuses it.
+    let out = run(&["recover", kept[0].to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a stale rescue was written: {said}");
+    assert!(said.contains("terraform_data.second"), "{said}");
+    assert!(kept[0].exists());
     assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "0");
     assert_eq!(
         db.psql("SELECT count(*) FROM transactions WHERE status = 'running'"),

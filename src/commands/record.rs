@@ -105,6 +105,18 @@ impl<'a> Recording<'a> {
         ws: &Workspace,
         run: Run,
     ) -> Result<Finished, TerraformError> {
+        // If stategraph dies (SIGKILL), what terraform writes after the last
+        // checkpoint stays in the private dir: this note lets a later run
+        // turn it into a recovery file (see [`rescue_orphans`]).
+        if let Ok(pending) = self.recovery_file(
+            Some(begun),
+            Value::Null,
+            "the run died before it finished".into(),
+        ) {
+            if let Ok(bytes) = serde_json::to_vec(&pending) {
+                let _ = write_private(&ws.dir().join(PENDING_FILE), &bytes);
+            }
+        }
         let mut checkpoints = Checkpoints::default();
         if let Ok(meta) = std::fs::metadata(ws.state_path()) {
             checkpoints.seen = meta.modified().ok().map(|m| (m, meta.len()));
@@ -265,24 +277,7 @@ impl<'a> Recording<'a> {
         if let Some(step) = step {
             step.fail();
         }
-        let file = RecoveryFile {
-            format: RECOVERY_FORMAT.to_owned(),
-            version: RECOVERY_VERSION,
-            state: self.name.to_owned(),
-            database: self.store.display().to_owned(),
-            holder_id: self.holder.id,
-            txn_id: begun.map(|b| b.txn_id),
-            kind: self.kind.name().to_owned(),
-            command: self.command.to_owned(),
-            write: self.scope.write.to_vec(),
-            read: self.scope.read.to_vec(),
-            outputs: self.scope.outputs.to_vec(),
-            changed: self.scope.changed.to_vec(),
-            versions: begun.map(|b| b.versions.clone()).unwrap_or_default(),
-            error: error.to_string(),
-            before: state_value(self.before)?,
-            after: state_value(&after)?,
-        };
+        let file = self.recovery_file(begun, state_value(&after)?, error.to_string())?;
         let kept = file.keep(self.settings)?;
         let next = match &error {
             StoreError::OutsideWriteSet { .. } | StoreError::LineageChanged { .. } => format!(
@@ -305,6 +300,92 @@ impl<'a> Recording<'a> {
             kept.display()
         )))
     }
+}
+
+impl Recording<'_> {
+    fn recovery_file(
+        &self,
+        begun: Option<&Begun>,
+        after: Value,
+        error: String,
+    ) -> Result<RecoveryFile> {
+        Ok(RecoveryFile {
+            format: RECOVERY_FORMAT.to_owned(),
+            version: RECOVERY_VERSION,
+            state: self.name.to_owned(),
+            database: self.store.display().to_owned(),
+            holder_id: self.holder.id,
+            txn_id: begun.map(|b| b.txn_id),
+            kind: self.kind.name().to_owned(),
+            command: self.command.to_owned(),
+            write: self.scope.write.to_vec(),
+            read: self.scope.read.to_vec(),
+            outputs: self.scope.outputs.to_vec(),
+            changed: self.scope.changed.to_vec(),
+            versions: begun.map(|b| b.versions.clone()).unwrap_or_default(),
+            error,
+            before: state_value(self.before)?,
+            after,
+        })
+    }
+}
+
+/// The note a run leaves in its private dir while terraform applies.
+const PENDING_FILE: &str = "pending-recovery.json";
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
+}
+
+/// Removes the private dirs of runs that died (SIGKILL, a lost machine)
+/// without removing them: they hold state, hence secrets. When one was
+/// applying against `database` and its terraform wrote a state, that state
+/// becomes a recovery file first; returns a line about each one kept.
+pub(super) fn rescue_orphans(settings: &Settings, database: &str) -> Vec<String> {
+    let mut said = Vec::new();
+    for dir in crate::terraform::workspace::orphans() {
+        let pending = std::fs::read(dir.join(PENDING_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<RecoveryFile>(&b).ok());
+        if let Some(mut file) = pending {
+            if file.database != database {
+                continue; // a run against another database: its own runs rescue it
+            }
+            let written = std::fs::read(dir.join("terraform.tfstate"))
+                .ok()
+                .and_then(|b| tfstate::parse(&b).ok());
+            let before_serial = file.before.get("serial").and_then(Value::as_i64);
+            if let Some(after) = written.filter(|s| Some(s.serial) != before_serial) {
+                let Ok(value) = state_value(&after) else {
+                    continue;
+                };
+                file.after = value;
+                file.error = "the run died while terraform applied; this is the last state its \
+                              terraform wrote"
+                    .to_owned();
+                match file.keep(settings) {
+                    Ok(path) => said.push(format!(
+                        "a run that died (`{}`, state \"{}\") left the last state its terraform \
+                         wrote, which may hold more than that run had recorded. It is kept in {}; \
+                         `stategraph recover {}` writes it if nobody changed those resources since.",
+                        file.command,
+                        file.state,
+                        path.display(),
+                        path.display()
+                    )),
+                    Err(_) => continue, // keep the dir rather than lose it
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    said
 }
 
 fn state_value(state: &State) -> Result<Value> {

@@ -91,6 +91,10 @@ pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()>
         .collect::<Vec<_>>()
         .join(" ");
 
+    for line in super::record::rescue_orphans(settings, store.display()) {
+        ui.warn(line);
+    }
+
     let mut attempt = 0;
     // Retries go on for at least MAX_ATTEMPTS, and as long as -lock-timeout allows.
     let retry_until = Instant::now() + flags.lock_timeout;

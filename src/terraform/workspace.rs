@@ -48,6 +48,71 @@ pub const OVERRIDE_FILE: &str = "zzzz_stategraph_override.tf";
 /// Its content: the path is given per run with `-backend-config`.
 pub const OVERRIDE_CONTENT: &str = "# Written by stategraph while it runs terraform here; removed when it is done.\nterraform {\n  backend \"local\" {}\n}\n";
 
+/// The file in a private dir naming the pid of the run that owns it.
+const OWNER_FILE: &str = "owner.pid";
+
+/// Private dirs of runs of this user that died without removing them
+/// (SIGKILL, a lost machine): their owner pid is gone, and no process still
+/// uses them (a dead run's terraform may still be stopping gracefully: its
+/// `TF_DATA_DIR` points inside).
+pub fn orphans() -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+        return Vec::new();
+    };
+    let uid = nix::unistd::geteuid().as_raw();
+    let in_use = data_dirs_in_use();
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with("stategraph-run-") || name.starts_with("stategraph-plan-")) {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if !meta.is_dir() || meta.uid() != uid {
+            continue;
+        }
+        let Some(pid) = fs::read_to_string(path.join(OWNER_FILE))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let alive = !matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        );
+        let used = in_use.iter().any(|d| d.starts_with(&path));
+        if !alive && !used {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// `TF_DATA_DIR` of every process we can read (ours).
+fn data_dirs_in_use() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for p in procs.flatten() {
+        let Ok(env) = fs::read(p.path().join("environ")) else {
+            continue;
+        };
+        for var in env.split(|b| *b == 0) {
+            if let Some(v) = var.strip_prefix(b"TF_DATA_DIR=") {
+                out.push(PathBuf::from(String::from_utf8_lossy(v).into_owned()));
+            }
+        }
+    }
+    out
+}
+
 /// One run's private state, data dir and plan files.
 #[derive(Debug)]
 pub struct Workspace {
@@ -88,6 +153,12 @@ impl Workspace {
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700))
             .map_err(io_err("cannot restrict the private temp dir"))?;
 
+        // Who owns it: a run killed with SIGKILL cannot remove its dir; a
+        // later run finds it by this pid being gone (see [`orphans`]).
+        write_private(
+            &dir.path().join(OWNER_FILE),
+            std::process::id().to_string().as_bytes(),
+        )?;
         let state_path = dir.path().join("terraform.tfstate");
         write_private(&state_path, &state.to_json())?;
 
@@ -130,6 +201,11 @@ impl Workspace {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default()
+    }
+
+    /// The private dir.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// A path for a plan file inside the private dir.
