@@ -190,6 +190,29 @@ fn a_database_restart_within_the_retry_window_is_ridden_out() {
 }
 
 #[test]
+fn an_outage_longer_than_the_lease_is_ridden_out_when_nobody_took_the_locks() {
+    let o = Outage::new();
+    // A 3 s lease, down for 5 s: the lease is over when the database is back.
+    let child = o.apply_and_stop_the_database("3s", "120s");
+    std::thread::sleep(Duration::from_secs(5));
+    o.start_database();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the apply did not lock again:\n{stderr}"
+    );
+    assert!(stderr.contains("locked again"), "{stderr}");
+    assert_eq!(o.gen("second"), "2");
+    assert_eq!(o.psql("SELECT count(*) FROM lock_holders"), "0");
+    assert_eq!(
+        o.psql("SELECT count(*) FROM transactions WHERE status = 'running'"),
+        "0"
+    );
+    o.assert_consistent();
+}
+
+#[test]
 fn a_longer_outage_keeps_the_result_for_recover_which_refuses_stale_files() {
     let o = Outage::new();
     let recovery = o.wd.path().join(".sg-data-unused/recovery");

@@ -196,6 +196,16 @@ impl<'a> Recording<'a> {
         begun: Option<&Begun>,
         finish: bool,
     ) -> Result<PushReport, StoreError> {
+        self.merge_as(self.holder.id, after, begun, finish).await
+    }
+
+    async fn merge_as(
+        &self,
+        holder_id: i64,
+        after: &State,
+        begun: Option<&Begun>,
+        finish: bool,
+    ) -> Result<PushReport, StoreError> {
         // Data sources are read afresh by every run that needs them and hold
         // no managed object: what terraform read is written without an
         // exclusive lock (the last reader wins), so that a widely used data
@@ -205,7 +215,7 @@ impl<'a> Recording<'a> {
         write_set.extend(changed_data_sources(self.before, after));
         let m = Merge {
             state_name: self.name,
-            holder_id: Some(self.holder.id),
+            holder_id: Some(holder_id),
             write_set: &write_set,
             outputs: self.scope.outputs,
             before: self.before,
@@ -236,6 +246,7 @@ impl<'a> Recording<'a> {
         let started = Instant::now();
         let mut pause = RETRY_START;
         let mut step: Option<crate::ui::Step> = None;
+        let mut relocked = false;
         let error = loop {
             match self.merge(&after, begun, true).await {
                 Ok(report) => {
@@ -271,6 +282,20 @@ impl<'a> Recording<'a> {
                     tokio::time::sleep(pause.min(left)).await;
                     pause = (pause * 2).min(RETRY_MAX);
                 }
+                Err(StoreError::LeaseLost { .. }) if !relocked => {
+                    // The lease ran out (a long outage): if nobody took the
+                    // locks meanwhile and nothing changed, lock again and write.
+                    relocked = true;
+                    match self.relock_and_merge(begun, &after).await {
+                        Some(report) => {
+                            if let Some(step) = step {
+                                step.done("written");
+                            }
+                            return Ok(report);
+                        }
+                        None => continue,
+                    }
+                }
                 Err(e) => break e,
             }
         };
@@ -303,6 +328,52 @@ impl<'a> Recording<'a> {
 }
 
 impl Recording<'_> {
+    /// After the lease ran out: takes the same locks again (never waiting)
+    /// and writes the result if every write-set object is as the run found
+    /// it or as its own checkpoints left it. `None` if that cannot be done;
+    /// the caller then keeps the result in a recovery file.
+    async fn relock_and_merge(&self, begun: Option<&Begun>, after: &State) -> Option<PushReport> {
+        let begun = begun?;
+        let request = crate::db::locks::LockRequest {
+            state_id: self.holder.state_id,
+            exclusive: self.scope.write,
+            shared: self.scope.read,
+            command: self.command,
+            actor: &self.settings.actor,
+            lease: self.settings.lock_lease,
+            txn_id: None,
+        };
+        let holder = self.store.try_lock(&request).await.ok()?;
+        let outcome = async {
+            let now = self
+                .store
+                .versions(self.name, self.scope.write)
+                .await
+                .ok()?;
+            let removed = self
+                .store
+                .removed_by(self.name, self.scope.write)
+                .await
+                .ok()?;
+            if !changed_since(&begun.versions, Some(begun.txn_id), &now, &removed, after).is_empty()
+            {
+                return None;
+            }
+            self.merge_as(holder.id, after, None, true).await.ok()
+        }
+        .await;
+        let _ = self.store.release(holder.id).await;
+        if outcome.is_some() {
+            self.settings.ui.info(format!(
+                "stategraph: the lock's lease ran out while the database was unreachable; \
+                 nobody had taken it or changed those resources, so they were locked again \
+                 (lock {}) and the result written",
+                holder.id
+            ));
+        }
+        outcome
+    }
+
     fn recovery_file(
         &self,
         begun: Option<&Begun>,
@@ -528,6 +599,18 @@ pub(super) fn conflicts(
     removed_by: &BTreeMap<String, i64>,
     after: &State,
 ) -> Vec<(String, Option<i64>)> {
+    changed_since(&file.versions, file.txn_id, now, removed_by, after)
+}
+
+/// Objects whose (version, transaction) is no longer `then`, other than by
+/// the run's own transaction `own` or by a removal the run also made.
+fn changed_since(
+    then: &BTreeMap<String, (i64, i64)>,
+    own: Option<i64>,
+    now: &BTreeMap<String, (i64, i64)>,
+    removed_by: &BTreeMap<String, i64>,
+    after: &State,
+) -> Vec<(String, Option<i64>)> {
     let in_after: HashSet<String> = after
         .resources
         .iter()
@@ -543,14 +626,13 @@ pub(super) fn conflicts(
         })
         .collect();
     let mut out = Vec::new();
-    let keys: std::collections::BTreeSet<&String> =
-        file.versions.keys().chain(now.keys()).collect();
+    let keys: std::collections::BTreeSet<&String> = then.keys().chain(now.keys()).collect();
     for key in keys {
-        let (then, current) = (file.versions.get(key), now.get(key));
+        let (then, current) = (then.get(key), now.get(key));
         // Written or removed last by the run itself (a checkpoint).
         let ours = match current {
-            Some((_, txn)) => Some(*txn) == file.txn_id,
-            None => removed_by.get(key).copied() == file.txn_id && file.txn_id.is_some(),
+            Some((_, txn)) => Some(*txn) == own,
+            None => removed_by.get(key).copied() == own && own.is_some(),
         };
         let gone_as_intended = current.is_none() && !in_after.contains(key);
         if then != current && !ours && !gone_as_intended {
