@@ -17,7 +17,15 @@ const FIRST_GEN: &str =
 fn a_killed_apply_keeps_its_checkpoints_and_the_next_run_reports_it() {
     let db = test_db();
     let wd = TfWorkdir::from_fixture("slow_chain");
-    let run = |args: &[&str]| sg_tf(&db, &wd, "slow", args);
+    // A temp dir of its own: no other stategraph on the machine (another
+    // test, a bench) may sweep this test's dead run before it looks.
+    let tmp = wd.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let run = |args: &[&str]| {
+        let mut cmd = sg_tf(&db, &wd, "slow", args);
+        cmd.env("TMPDIR", &tmp);
+        cmd
+    };
     let out = run(&["apply", "-auto-approve", "-no-color"])
         .output()
         .unwrap();
@@ -81,7 +89,7 @@ fn a_killed_apply_keeps_its_checkpoints_and_the_next_run_reports_it() {
     );
 
     // Its private dir (state inside, so secrets).
-    let private: Vec<std::path::PathBuf> = std::fs::read_dir(std::env::temp_dir())
+    let private: Vec<std::path::PathBuf> = std::fs::read_dir(&tmp)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| {
@@ -127,6 +135,19 @@ fn a_killed_apply_keeps_its_checkpoints_and_the_next_run_reports_it() {
                 .status();
         }
     }
+
+    let left: Vec<String> = std::fs::read_dir(&private[0])
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let serial = std::fs::read_to_string(private[0].join("terraform.tfstate"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .map(|v| v["serial"].clone());
+    eprintln!("the dead run left {left:?}, its terraform's state has serial {serial:?}");
 
     // The next run waits for the lease, then reports the dead run.
     let out = run(&[
