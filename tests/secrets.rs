@@ -7,12 +7,14 @@ use common::*;
 
 const SECRETS: &[&str] = &["hunter2-not-a-real-secret", "tok-0123456789"];
 
-fn temp_entries() -> Vec<String> {
-    std::fs::read_dir(std::env::temp_dir())
+/// What stategraph left in the temp dir `tmp`, but for the empty lock files
+/// of the directories' override guards (they stay by design).
+fn temp_entries(tmp: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(tmp)
         .unwrap()
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("stategraph-run-") || n.starts_with("stategraph-plan-"))
+        .filter(|n| !n.starts_with("stategraph-override-"))
         .collect()
 }
 
@@ -20,10 +22,15 @@ fn temp_entries() -> Vec<String> {
 fn no_command_prints_a_sensitive_value() {
     let db = test_db();
     let wd = TfWorkdir::from_fixture("rich");
-    let before = temp_entries();
+    // A temp dir of its own, so that what other processes create does not count.
+    let tmp = wd.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
     let mut seen = String::new();
     let mut run = |args: &[&str]| {
-        let out = sg_tf(&db, &wd, "rich", args).output().unwrap();
+        let out = sg_tf(&db, &wd, "rich", args)
+            .env("TMPDIR", &tmp)
+            .output()
+            .unwrap();
         seen.push_str(&String::from_utf8_lossy(&out.stdout));
         seen.push_str(&String::from_utf8_lossy(&out.stderr));
         out
@@ -69,11 +76,8 @@ fn no_command_prints_a_sensitive_value() {
         );
     }
     // Temporary state files (they hold secrets) are gone; the saved plan is private.
-    let left: Vec<String> = temp_entries()
-        .into_iter()
-        .filter(|e| !before.contains(e))
-        .collect();
-    assert!(left.is_empty(), "private temp dirs left behind: {left:?}");
+    let left = temp_entries(&tmp);
+    assert!(left.is_empty(), "private temp files left behind: {left:?}");
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(wd.path().join("p.sgplan"))
         .unwrap()
@@ -157,15 +161,23 @@ fn the_database_password_is_in_no_argv_and_no_environment_of_terraform() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while looked < 3 && std::time::Instant::now() < deadline {
         let pids = descendants(child.id());
+        let own_exe = std::fs::read_link(format!("/proc/{}/exe", child.id())).ok();
         for pid in &pids {
+            // A child between fork and exec still shows stategraph's own
+            // environment: what it runs with is known only after exec.
+            if std::fs::read_link(format!("/proc/{pid}/exe")).ok() == own_exe {
+                continue;
+            }
             for what in ["cmdline", "environ"] {
                 let Ok(bytes) = std::fs::read(format!("/proc/{pid}/{what}")) else {
                     continue; // already gone
                 };
                 let text = String::from_utf8_lossy(&bytes).replace('\0', " ");
+                let exe = std::fs::read_link(format!("/proc/{pid}/exe"));
                 assert!(
                     !text.contains(PASSWORD),
-                    "the password is in /proc/{pid}/{what}: {text}"
+                    "the password is in /proc/{pid}/{what} (exe {exe:?}, ours {own_exe:?}): {}",
+                    &text[..text.len().min(300)]
                 );
             }
         }
@@ -187,11 +199,6 @@ fn the_database_password_is_in_no_argv_and_no_environment_of_terraform() {
     for stream in [&out.stdout, &out.stderr] {
         assert!(!String::from_utf8_lossy(stream).contains(PASSWORD));
     }
-    // (The directory's override lock file, empty, stays by design.)
-    let left: Vec<String> = std::fs::read_dir(&tmp)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("stategraph-run-") || n.starts_with("stategraph-plan-"))
-        .collect();
-    assert!(left.is_empty(), "private temp dirs left behind: {left:?}");
+    let left = temp_entries(&tmp);
+    assert!(left.is_empty(), "private temp files left behind: {left:?}");
 }

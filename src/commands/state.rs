@@ -160,7 +160,11 @@ pub async fn show(settings: &Settings, args: &ShowArgs) -> Result<()> {
         .context("cannot create a private temporary directory")?;
     let file = dir.path().join("show.tfstate");
     write_private(&file, &state.to_json())?;
-    let status = tokio::process::Command::new(terraform)
+    let mut show = tokio::process::Command::new(terraform);
+    for k in crate::terraform::HIDDEN_ENV {
+        show.env_remove(k);
+    }
+    let status = show
         .arg("state")
         .arg("show")
         .arg(format!("-state={}", file.display()))

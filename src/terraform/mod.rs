@@ -144,11 +144,21 @@ pub struct Terraform {
     env: Vec<(OsString, Option<OsString>)>,
 }
 
+/// Variables of stategraph's environment terraform never sees: our database
+/// URL (it may hold a password) is none of terraform's or its providers'
+/// business. The libpq `PG*` variables stay: a configuration may use them (a
+/// postgresql provider), as it would under terraform alone.
+pub const HIDDEN_ENV: &[&str] = &["STATEGRAPH_DATABASE_URL"];
+
 impl Terraform {
     /// Runs `<bin> version -json` and refuses a missing binary or one older than [`MIN_VERSION`].
     pub fn discover(bin: Option<&Path>) -> Result<Terraform, TerraformError> {
         let bin = bin.ok_or(TerraformError::NotConfigured)?.to_path_buf();
-        let out = std::process::Command::new(&bin)
+        let mut version = std::process::Command::new(&bin);
+        for k in HIDDEN_ENV {
+            version.env_remove(k);
+        }
+        let out = version
             .args(["version", "-json"])
             // `version` otherwise asks checkpoint.hashicorp.com whether it is outdated.
             .env("CHECKPOINT_DISABLE", "1")
@@ -183,11 +193,10 @@ impl Terraform {
             version_text,
             opentofu,
             ui: Ui::plain(),
-            // stategraph's own database URL (it may hold a password) is none
-            // of terraform's or its providers' business. The libpq PG*
-            // variables stay: a configuration may use them (a postgresql
-            // provider), as it would under terraform alone.
-            env: vec![(OsString::from("STATEGRAPH_DATABASE_URL"), None)],
+            env: HIDDEN_ENV
+                .iter()
+                .map(|k| (OsString::from(k), None))
+                .collect(),
         })
     }
 
