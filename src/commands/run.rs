@@ -513,7 +513,14 @@ impl Drop for Held<'_> {
 }
 
 /// A refresh-less plan on the workspace's state: what the configuration
-/// changes (plus `forced` addresses, and every instance for -refresh-only).
+/// changes (plus `forced` addresses, and every instance for -refresh-only),
+/// and what the cone needs of the configuration.
+///
+/// The changes come from terraform's streamed `-json` output; the
+/// configuration's edges from a cache keyed by a fingerprint of its files,
+/// filled from `show -json` of the plan when missing. With
+/// `STATEGRAPH_DISCOVERY_ORACLE=1`, `show -json` runs every time and the
+/// changes read both ways must agree (the tests' oracle).
 async fn discover(
     ws: &Workspace,
     tf: &Terraform,
@@ -522,41 +529,86 @@ async fn discover(
     name: &str,
     forced: &[String],
     ui: crate::ui::Ui,
-) -> Result<(plan::Plan, Vec<String>)> {
+) -> Result<(plan::ConfigInfo, Vec<String>)> {
     let step = ui.step("Discovering changes (plan without refresh)");
     let plan_file = ws.plan_path("discover");
-    let mut discover = ws
-        .command(tf)
-        .args([
-            "plan",
-            "-refresh=false",
-            "-input=false",
-            "-lock=false",
-            "-no-color",
-        ])
-        .arg(format!("-out={}", plan_file.display()))
-        .args(flags.vars.iter())
-        .args(flags.targets.iter().map(|t| format!("-target={t}")))
-        .args(flags.replace.iter().map(|r| format!("-replace={r}")))
-        .stdout(Output::Capture);
-    if flags.destroy {
-        discover = discover.arg("-destroy");
-    }
-    let done = discover.run().await?;
+    let base = |json: bool| {
+        let mut run = ws
+            .command(tf)
+            .args([
+                "plan",
+                "-refresh=false",
+                "-input=false",
+                "-lock=false",
+                "-no-color",
+            ])
+            .args(flags.vars.iter())
+            .args(flags.targets.iter().map(|t| format!("-target={t}")))
+            .args(flags.replace.iter().map(|r| format!("-replace={r}")))
+            .stdout(Output::Capture);
+        if json {
+            run = run
+                .arg("-json")
+                .arg(format!("-out={}", plan_file.display()));
+        }
+        if flags.destroy {
+            run = run.arg("-destroy");
+        }
+        run
+    };
+    let done = base(true).run().await?;
     if !done.success() {
         step.fail();
-        let _ = std::io::stdout().write_all(&done.stdout);
-        return Err(Exit(done.code).into());
+        // The JSON diagnostics are for machines: show terraform's own words.
+        let again = base(false).run().await?;
+        let _ = std::io::stdout().write_all(&again.stdout);
+        return Err(Exit(if again.success() {
+            done.code
+        } else {
+            again.code
+        })
+        .into());
     }
-    let shown = ws
-        .command(tf)
-        .args(["show", "-json"])
-        .arg(&plan_file)
-        .stdout(Output::Capture)
-        .run_ok()
-        .await?;
-    let discovered = plan::parse(&shown.stdout).context("cannot read terraform's plan")?;
-    let mut changed = discovered.changed_addresses();
+    let streamed = plan::parse_stream(&done.stdout);
+
+    let oracle = std::env::var_os("STATEGRAPH_DISCOVERY_ORACLE").is_some_and(|v| v == "1");
+    let user_data = ws.root().join(".terraform");
+    let fingerprint =
+        crate::terraform::fingerprint::config_fingerprint(ws.root(), &user_data, tf.version_text());
+    let mut info: Option<plan::ConfigInfo> = None;
+    if let (Some(fp), false) = (&fingerprint, oracle) {
+        if let Some(v) = store.config_info(fp).await? {
+            info = serde_json::from_value(v).ok();
+        }
+    }
+    let info = match info {
+        Some(info) => info,
+        None => {
+            let shown = ws
+                .command(tf)
+                .args(["show", "-json"])
+                .arg(&plan_file)
+                .stdout(Output::Capture)
+                .run_ok()
+                .await?;
+            let discovered = plan::parse(&shown.stdout).context("cannot read terraform's plan")?;
+            if oracle && discovered.changed_addresses() != streamed.changed {
+                bail!(
+                    "discovery oracle: terraform's streamed plan changes {:?}, its plan file {:?}",
+                    streamed.changed,
+                    discovered.changed_addresses()
+                );
+            }
+            let info = discovered.config_info();
+            if let Some(fp) = &fingerprint {
+                store
+                    .put_config_info(fp, &serde_json::to_value(&info)?)
+                    .await?;
+            }
+            info
+        }
+    };
+    let mut changed = streamed.changed;
     changed.extend(forced.iter().cloned());
     if flags.refresh_only {
         // Drift can be anywhere: a refresh-only run covers the whole state.
@@ -566,7 +618,7 @@ async fn discover(
     changed.sort();
     changed.dedup();
     step.done(format!("{} to change", thousands(changed.len())));
-    Ok((discovered, changed))
+    Ok((info, changed))
 }
 
 /// The flags `terraform apply PLANFILE` accepts (variables, targets and
@@ -720,7 +772,7 @@ struct Cone {
 }
 
 impl Cone {
-    fn compute(rows: &[GraphRow], changed: &[String], discovered: &plan::Plan) -> Result<Cone> {
+    fn compute(rows: &[GraphRow], changed: &[String], config: &plan::ConfigInfo) -> Result<Cone> {
         let graph = StateGraph::build(rows.iter().map(|r| InstanceInput {
             address: &r.address,
             config_resource: &r.config_address,
@@ -748,16 +800,28 @@ impl Cone {
                 m.entry(r.config_address.as_str()).or_default().push(r);
                 m
             });
-        let edges = discovered.configuration_edges();
+        let edges = &config.edges;
         let mut read: BTreeSet<String> = base.read.into_iter().collect();
         for n in &new {
             let config = crate::tfstate::strip_module_keys(crate::address::strip_instance_key(n));
-            for (_, dep) in edges.iter().filter(|(from, _)| *from == config) {
-                for row in by_config.get(dep.as_str()).into_iter().flatten() {
-                    read.insert(row.address.clone());
-                    for d in &row.dependencies {
-                        for up in by_config.get(d.as_str()).into_iter().flatten() {
-                            read.insert(up.address.clone());
+            // Module outputs are nodes of their own: follow them to the
+            // resources they reference.
+            let mut todo = vec![config];
+            let mut seen: HashSet<String> = HashSet::new();
+            while let Some(node) = todo.pop() {
+                for (_, dep) in edges.iter().filter(|(from, _)| *from == node) {
+                    if dep.contains("output.") && !by_config.contains_key(dep.as_str()) {
+                        if seen.insert(dep.clone()) {
+                            todo.push(dep.clone());
+                        }
+                        continue;
+                    }
+                    for row in by_config.get(dep.as_str()).into_iter().flatten() {
+                        read.insert(row.address.clone());
+                        for d in &row.dependencies {
+                            for up in by_config.get(d.as_str()).into_iter().flatten() {
+                                read.insert(up.address.clone());
+                            }
                         }
                     }
                 }
@@ -797,18 +861,16 @@ impl Cone {
     }
 
     /// Root outputs this run may write: those whose references all lie in the cone.
-    fn allowed_outputs(&self, discovered: &plan::Plan, before: &State) -> Vec<String> {
+    fn allowed_outputs(&self, config: &plan::ConfigInfo, before: &State) -> Vec<String> {
         let cone_configs: HashSet<String> = self
             .write
             .iter()
             .chain(&self.read)
             .map(|a| crate::tfstate::strip_module_keys(crate::address::strip_instance_key(a)))
             .collect();
-        let refs = discovered.output_references();
+        let refs = &config.output_refs;
         let mut names: BTreeSet<String> = before.outputs.iter().map(|(n, _)| n.clone()).collect();
-        if let Some(config) = &discovered.configuration {
-            names.extend(config.root_module.outputs.keys().cloned());
-        }
+        names.extend(config.outputs.iter().cloned());
         names.retain(|name| {
             refs.iter().filter(|(o, _)| o == name).all(|(_, dep)| {
                 match dep.split_once(".output.") {

@@ -17,11 +17,18 @@ pub struct Migration {
 }
 
 /// Every migration, in order. Append only: never edit one that has shipped.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("../../migrations/0001_initial.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("../../migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "config_cache",
+        sql: include_str!("../../migrations/0002_config_cache.sql"),
+    },
+];
 
 /// Key of the advisory lock that serializes migrations (ASCII "sgmigrat").
 const MIGRATION_LOCK: i64 = 0x7367_6d69_6772_6174;

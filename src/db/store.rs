@@ -846,6 +846,32 @@ impl Store {
             .collect())
     }
 
+    /// What was derived from the configuration with this fingerprint, if
+    /// a run stored it (see [`crate::terraform::fingerprint`]).
+    pub async fn config_info(&self, fingerprint: &str) -> Result<Option<Value>, StoreError> {
+        let client = self.pool.get().await?;
+        Ok(client
+            .query_opt(
+                "SELECT info FROM config_cache WHERE fingerprint = $1",
+                &[&fingerprint],
+            )
+            .await?
+            .map(|r| r.get(0)))
+    }
+
+    /// Stores what was derived from the configuration with this fingerprint.
+    pub async fn put_config_info(&self, fingerprint: &str, info: &Value) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "INSERT INTO config_cache (fingerprint, info) VALUES ($1, $2)
+                 ON CONFLICT (fingerprint) DO NOTHING",
+                &[&fingerprint, info],
+            )
+            .await?;
+        Ok(())
+    }
+
     /// The id of the named state, if it is stored.
     pub async fn state_id(&self, name: &str) -> Result<Option<i64>, StoreError> {
         let client = self.pool.get().await?;

@@ -294,6 +294,76 @@ impl Plan {
     }
 }
 
+/// What the cone needs of a configuration, independent of variable values
+/// and of the state: its dependency edges, root outputs and what they
+/// reference. Cached by a fingerprint of the configuration's files, so that
+/// most runs need no `show -json` (one terraform run fewer).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct ConfigInfo {
+    /// See [`Plan::configuration_edges`].
+    pub edges: Vec<(String, String)>,
+    /// See [`Plan::output_references`].
+    pub output_refs: Vec<(String, String)>,
+    /// Names of the root module's outputs.
+    pub outputs: Vec<String>,
+}
+
+impl Plan {
+    /// The plan's [`ConfigInfo`].
+    pub fn config_info(&self) -> ConfigInfo {
+        ConfigInfo {
+            edges: self.configuration_edges(),
+            output_refs: self.output_references(),
+            outputs: self
+                .configuration
+                .as_ref()
+                .map(|c| c.root_module.outputs.keys().cloned().collect())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// What a `terraform plan -json` run printed: the instances it plans to
+/// change (as [`Plan::changed_addresses`] reads them from `show -json`), and
+/// whether it reported errors.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Streamed {
+    pub changed: Vec<String>,
+    pub errors: usize,
+}
+
+/// Reads terraform's machine-readable UI output (`plan -json`, one JSON
+/// object per line). Lines that are not JSON objects are ignored.
+pub fn parse_stream(bytes: &[u8]) -> Streamed {
+    let mut changed = BTreeSet::new();
+    let mut errors = 0;
+    for line in bytes.split(|b| *b == b'\n') {
+        let Ok(msg) = serde_json::from_slice::<Value>(line) else {
+            continue;
+        };
+        match msg.get("type").and_then(Value::as_str) {
+            Some("planned_change") => {
+                let change = &msg["change"];
+                // As `show -json` counts them: no-op, read, a pure move and
+                // an import without changes are not changes.
+                let is_change = matches!(
+                    change["action"].as_str(),
+                    Some("create" | "update" | "replace" | "delete" | "remove")
+                );
+                if let (true, Some(addr)) = (is_change, change["resource"]["addr"].as_str()) {
+                    changed.insert(addr.to_owned());
+                }
+            }
+            Some("diagnostic") if msg["@level"] == "error" => errors += 1,
+            _ => {}
+        }
+    }
+    Streamed {
+        changed: changed.into_iter().collect(),
+        errors,
+    }
+}
+
 /// A module being walked: its absolute prefix (`module.a.module.b.`), and
 /// the calling module with the call's name, for resolving `var.*`.
 struct Scope<'a> {

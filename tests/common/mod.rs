@@ -90,6 +90,9 @@ pub fn sg_wd(db: &TestDb, wd: &TfWorkdir, args: &[&str]) -> std::process::Comman
         .env("STATEGRAPH_DATABASE_URL", &db.url)
         .env("STATEGRAPH_DATA_DIR", wd.path().join(".sg-data-unused"))
         .env("STATEGRAPH_TERRAFORM", terraform::terraform_bin())
+        // Every discovery in the tests reads the changes both ways (streamed
+        // and from the plan file) and fails if they differ.
+        .env("STATEGRAPH_DISCOVERY_ORACLE", "1")
         .env("CI", "true")
         .env_remove("STATEGRAPH_STATE")
         .args(args);
