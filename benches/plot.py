@@ -128,11 +128,20 @@ def with_matplotlib():
         ax.annotate(f"{a:.1f}s", (x, a), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8, color="tab:red")
         ax.annotate(f"{b:.1f}s", (x, b), textcoords="offset points", xytext=(0, -14), ha="center", fontsize=8, color="tab:blue")
     cones = sorted({r["cone"] for r in rows})
-    ax.set_title(f"Plan wall time vs state size ({rows[0]['changed']}-instance change, cone {'/'.join(cones)})")
+    flav = rows[0].get("flavour", "terraform_data")
+    flav = "aws on moto" if flav == "aws" else flav
+    lat = rows[0].get("latency_ms", "0")
+    flav += f", +{lat} ms/request" if lat not in ("", "0") else ""
+    ax.set_title(f"Plan wall time vs state size ({flav}; {rows[0]['changed']}-instance change, cone {'/'.join(cones)})",
+                 fontsize=10)
+    if rows[0].get("tf_requests", "0") not in ("", "0"):
+        for x, a, b, r in zip(ns, tf, sg, rows):
+            ax.annotate(f"{r['tf_requests']} req", (x, a), textcoords="offset points", xytext=(0, 18), ha="center", fontsize=7, color="tab:red")
+            ax.annotate(f"{r['sg_requests']} req", (x, b), textcoords="offset points", xytext=(0, -24), ha="center", fontsize=7, color="tab:blue")
     ax.set_xlabel("resource instances in the state (N)")
     ax.set_ylabel("plan wall time (s, median)")
     ax.set_xlim(left=0)
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, max(tf + sg) * 1.15)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper left")
     fig.tight_layout()
