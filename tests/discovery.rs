@@ -1,7 +1,8 @@
 //! Discovery reads the changes from terraform's streamed plan and the
 //! configuration's edges from a cache keyed by the configuration files:
-//! a second plan of an unchanged configuration runs no `show -json`; a
-//! changed file brings it back, with the new edges.
+//! a second plan of an unchanged configuration runs no `show -json` (and,
+//! in an initialized directory, no `init`); a changed file brings `show`
+//! back, with the new edges.
 //! (The other tests run every discovery with the oracle on: changes read
 //! from the stream must equal those read from the plan file.)
 
@@ -12,7 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use common::*;
 
 #[test]
-fn an_unchanged_configuration_needs_no_show_json() {
+fn an_unchanged_configuration_needs_no_show_json_nor_init() {
     let db = test_db();
     let wd = TfWorkdir::from_fixture("chain");
     // The real terraform, behind a wrapper that logs each subcommand.
@@ -41,6 +42,8 @@ fn an_unchanged_configuration_needs_no_show_json() {
         (stderr, ran.lines().map(str::to_owned).collect::<Vec<_>>())
     };
     run(&["apply", "-auto-approve", "-no-color"]);
+    // The directory initialized as a user would (modules installed).
+    run(&["init", "-no-color"]);
 
     let change = ["plan", "-no-color", "-var", r#"gen={a="2"}"#];
     let (_, first) = run(&change);
@@ -50,6 +53,12 @@ fn an_unchanged_configuration_needs_no_show_json() {
         "an unchanged configuration ran show again: {second:?} (first run: {first:?})"
     );
     assert!(said.contains("to change"), "{said}");
+    // Nor init: the backend hash of this terraform is known by now, and the
+    // user's directory is initialized.
+    assert!(
+        !second.iter().any(|c| c == "init"),
+        "an initialized directory ran init again: {second:?}"
+    );
 
     // A new resource reading branch a's tail: the configuration changed, its
     // edges are read again, and the new resource's cone reads the tail and what it depends on.

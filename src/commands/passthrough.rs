@@ -14,7 +14,7 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use crate::error::Exit;
 use crate::settings::Settings;
-use crate::terraform::{Finished, Terraform, TerraformError, Workspace};
+use crate::terraform::{Finished, Terraform, Workspace};
 use crate::tfstate::State;
 
 /// The lineage of the empty state read commands see when none is stored.
@@ -129,7 +129,7 @@ pub async fn run(settings: &Settings, args: &[String]) -> Result<()> {
         .await?
         .unwrap_or_else(empty_state);
     let ws = Workspace::new(&settings.workdir, &state)?;
-    ws.init(&tf).await.map_err(exit_on_terraform_failure)?;
+    super::run::prepare(&ws, &tf, &store).await?;
     let done = ws.command(&tf).args(&args).interactive(true).run().await?;
     drop(ws);
     exit_with(done)
@@ -183,7 +183,7 @@ async fn write_state(settings: &Settings, args: &[String]) -> Result<()> {
     let (holder, held, heartbeat) = acquire(&store, settings, &request, lock_timeout).await?;
     let fresh = store.pull(&name).await?.unwrap_or_else(empty_state);
     let ws = Workspace::new(&settings.workdir, &fresh)?;
-    ws.init(&tf).await.map_err(exit_on_terraform_failure)?;
+    super::run::prepare(&ws, &tf, &store).await?;
     if words == 2 {
         // `state mv|rm|replace-provider` write a backup of the state, in
         // the user's directory unless told otherwise.
@@ -483,14 +483,6 @@ fn exit_with(done: Finished) -> Result<()> {
     match done.code {
         0 => Ok(()),
         code => Err(Exit(code).into()),
-    }
-}
-
-/// Terraform failed and printed why: pass its code.
-fn exit_on_terraform_failure(e: TerraformError) -> anyhow::Error {
-    match e.exit_code() {
-        Some(code) => Exit(code).into(),
-        None => e.into(),
     }
 }
 

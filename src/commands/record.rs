@@ -428,9 +428,11 @@ pub(super) fn rescue_orphans(settings: &Settings, database: &str) -> Vec<String>
             if file.database != database {
                 continue; // a run against another database: its own runs rescue it
             }
-            let written = std::fs::read(dir.join("terraform.tfstate"))
-                .ok()
-                .and_then(|b| tfstate::parse(&b).ok());
+            // Terraform rewrites its state in place: if it stopped halfway
+            // through, the previous snapshot is in the backup it keeps.
+            let written = ["terraform.tfstate", "terraform.tfstate.backup"]
+                .iter()
+                .find_map(|f| tfstate::parse(&std::fs::read(dir.join(f)).ok()?).ok());
             let before_serial = file.before.get("serial").and_then(Value::as_i64);
             if let Some(after) = written.filter(|s| Some(s.serial) != before_serial) {
                 let Ok(value) = state_value(&after) else {

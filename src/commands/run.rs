@@ -13,6 +13,7 @@ use std::io::Write;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
+use serde_json::json;
 
 use crate::db::locks::{Conflict, Heartbeat, Holder, LockRequest};
 use crate::db::store::{GraphRow, Store, StoreError};
@@ -116,7 +117,7 @@ pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()>
             )?,
             None => Workspace::new(&settings.workdir, &snapshot)?,
         };
-        ws.init(&tf).await.map_err(exit_on_terraform_failure)?;
+        prepare(&ws, &tf, &store).await?;
 
         // Discover: a refresh-less plan says what changes.
         let (mut discovered, changed) =
@@ -730,6 +731,56 @@ pub(super) fn new_lineage() -> Result<String> {
         &h[16..20],
         &h[20..32]
     ))
+}
+
+/// Readies the workspace for terraform: `init`, or, once this terraform
+/// version's hash of our backend block is known (learned from an earlier
+/// `init`, kept in the database), nothing but writing that hash: the user's
+/// providers and modules are linked already. Skipped only where the user's
+/// directory was initialized (or needs nothing installed), so that a
+/// missing provider still gets terraform's own "run init" error.
+pub(super) async fn prepare(ws: &Workspace, tf: &Terraform, store: &Store) -> Result<()> {
+    let key = format!("terraform {} local backend hash", tf.version_text());
+    let (root, user_data) = (ws.root(), ws.root().join(".terraform"));
+    let providers_ready =
+        user_data.join("providers").is_dir() || !root.join(".terraform.lock.hcl").exists();
+    let modules_ready =
+        user_data.join("modules").join("modules.json").is_file() || !declares_modules(root);
+    if providers_ready && modules_ready {
+        if let Ok(Some(v)) = store.config_info(&key).await {
+            if let Some(hash) = v["hash"].as_u64() {
+                ws.skip_init(hash)?;
+                return Ok(());
+            }
+        }
+    }
+    ws.init(tf).await.map_err(exit_on_terraform_failure)?;
+    if let Some(hash) = ws.backend_hash() {
+        // Best effort: without it the next run runs init again.
+        let _ = store.put_config_info(&key, &json!({ "hash": hash })).await;
+    }
+    Ok(())
+}
+
+/// Whether a configuration file of the root module declares a module call
+/// (then `init` must install modules; nested calls need a root one first).
+fn declares_modules(root: &std::path::Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return true;
+    };
+    entries.flatten().any(|e| {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let text = || std::fs::read_to_string(e.path()).unwrap_or_default();
+        if name.ends_with(".tf") {
+            text()
+                .lines()
+                .any(|l| l.trim_start().starts_with("module "))
+        } else if name.ends_with(".tf.json") {
+            text().contains("\"module\"")
+        } else {
+            false
+        }
+    })
 }
 
 /// Terraform failed before we did anything: its message is out, pass its code.

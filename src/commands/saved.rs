@@ -218,7 +218,7 @@ async fn apply_locked(
             std::env::temp_dir().join(&bundle.workspace).display()
         )
     })?;
-    ws.init(tf).await?;
+    super::run::prepare(&ws, tf, store).await?;
     let plan_file = ws.plan_path("saved");
     let plan_bytes = base64::engine::general_purpose::STANDARD
         .decode(&bundle.terraform_plan)

@@ -249,6 +249,23 @@ impl Workspace {
         Ok(())
     }
 
+    /// Makes `init` unnecessary: the backend cache gets terraform's hash of
+    /// our backend block (learned from an earlier `init` by the same
+    /// terraform version, see [`Workspace::backend_hash`]); providers and
+    /// modules are the user's, linked. Commands then run as after `init`.
+    pub fn skip_init(&self, hash: u64) -> Result<(), TerraformError> {
+        let path = self.data_dir.join("terraform.tfstate");
+        let bytes = backend_cache(&self.state_path, hash)?;
+        fs::write(&path, bytes).map_err(io_err(format!("cannot write {}", path.display())))
+    }
+
+    /// The backend hash `init` wrote, once it ran.
+    pub fn backend_hash(&self) -> Option<u64> {
+        let bytes = fs::read(self.data_dir.join("terraform.tfstate")).ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        v["backend"]["hash"].as_u64().filter(|h| *h != 0)
+    }
+
     /// Replaces the state terraform will see (e.g. a fresher snapshot taken
     /// under the lock).
     pub fn write_state(&self, state: &State) -> Result<(), TerraformError> {
@@ -291,6 +308,15 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TerraformError> {
 /// our state. The hash is left 0; init recomputes it without migrating
 /// because the effective configuration matches.
 fn seed_backend_cache(data_dir: &Path, state_path: &Path) -> Result<(), TerraformError> {
+    write_private(
+        &data_dir.join("terraform.tfstate"),
+        &backend_cache(state_path, 0)?,
+    )
+}
+
+/// The backend cache `init` writes for our local backend at `state_path`;
+/// `hash` is terraform's hash of the backend block.
+fn backend_cache(state_path: &Path, hash: u64) -> Result<Vec<u8>, TerraformError> {
     let path = state_path.to_str().ok_or_else(|| TerraformError::Io {
         what: format!("the temp dir path {} is not UTF-8", state_path.display()),
         source: std::io::ErrorKind::InvalidInput.into(),
@@ -302,11 +328,10 @@ fn seed_backend_cache(data_dir: &Path, state_path: &Path) -> Result<(), Terrafor
         "backend": {
             "type": "local",
             "config": { "path": path, "workspace_dir": null },
-            "hash": 0
+            "hash": hash
         }
     });
-    let bytes = serde_json::to_vec_pretty(&cache).expect("static JSON");
-    write_private(&data_dir.join("terraform.tfstate"), &bytes)
+    Ok(serde_json::to_vec_pretty(&cache).expect("static JSON"))
 }
 
 /// `modules/`: a copy of `modules.json` (init rewrites it) and a symlink per
