@@ -108,10 +108,17 @@ impl<'a> Recording<'a> {
         // If stategraph dies (SIGKILL), what terraform writes after the last
         // checkpoint stays in the private dir: this note lets a later run
         // turn it into a recovery file (see [`rescue_orphans`]).
-        if let Ok(pending) = self.recovery_file(
-            Some(begun),
-            Value::Null,
-            "the run died before it finished".into(),
+        // The state handed to terraform is copied as it is (no second
+        // serialization of a possibly large state), the note refers to it.
+        let copied = std::fs::copy(ws.state_path(), ws.dir().join(BEFORE_FILE)).is_ok();
+        if let (true, Ok(pending)) = (
+            copied,
+            self.recovery_file(
+                Some(begun),
+                Value::Null,
+                Value::Null,
+                "the run died before it finished".into(),
+            ),
         ) {
             if let Ok(bytes) = serde_json::to_vec(&pending) {
                 let _ = write_private(&ws.dir().join(PENDING_FILE), &bytes);
@@ -302,7 +309,12 @@ impl<'a> Recording<'a> {
         if let Some(step) = step {
             step.fail();
         }
-        let file = self.recovery_file(begun, state_value(&after)?, error.to_string())?;
+        let file = self.recovery_file(
+            begun,
+            state_value(self.before)?,
+            state_value(&after)?,
+            error.to_string(),
+        )?;
         let kept = file.keep(self.settings)?;
         let next = match &error {
             StoreError::OutsideWriteSet { .. } | StoreError::LineageChanged { .. } => format!(
@@ -377,6 +389,7 @@ impl Recording<'_> {
     fn recovery_file(
         &self,
         begun: Option<&Begun>,
+        before: Value,
         after: Value,
         error: String,
     ) -> Result<RecoveryFile> {
@@ -395,7 +408,7 @@ impl Recording<'_> {
             changed: self.scope.changed.to_vec(),
             versions: begun.map(|b| b.versions.clone()).unwrap_or_default(),
             error,
-            before: state_value(self.before)?,
+            before,
             after,
         })
     }
@@ -403,6 +416,8 @@ impl Recording<'_> {
 
 /// The note a run leaves in its private dir while terraform applies.
 const PENDING_FILE: &str = "pending-recovery.json";
+/// The copy of the state handed to terraform the note refers to.
+const BEFORE_FILE: &str = "before.tfstate";
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -433,12 +448,18 @@ pub(super) fn rescue_orphans(settings: &Settings, database: &str) -> Vec<String>
             let written = ["terraform.tfstate", "terraform.tfstate.backup"]
                 .iter()
                 .find_map(|f| tfstate::parse(&std::fs::read(dir.join(f)).ok()?).ok());
-            let before_serial = file.before.get("serial").and_then(Value::as_i64);
-            if let Some(after) = written.filter(|s| Some(s.serial) != before_serial) {
-                let Ok(value) = state_value(&after) else {
+            let Some(before) = std::fs::read(dir.join(BEFORE_FILE))
+                .ok()
+                .and_then(|b| tfstate::parse(&b).ok())
+            else {
+                continue; // keep the dir rather than lose what it holds
+            };
+            if let Some(after) = written.filter(|s| s.serial != before.serial) {
+                let (Ok(before), Ok(after)) = (state_value(&before), state_value(&after)) else {
                     continue;
                 };
-                file.after = value;
+                file.before = before;
+                file.after = after;
                 file.error = "the run died while terraform applied; this is the last state its \
                               terraform wrote"
                     .to_owned();
