@@ -181,24 +181,31 @@ fn a_killed_apply_keeps_its_checkpoints_and_the_next_run_reports_it() {
         !private[0].exists(),
         "the dead run's private dir is left behind"
     );
-    assert!(
-        stderr.contains("left the last state its terraform wrote"),
-        "{stderr}"
-    );
     let recovery = wd.path().join(".sg-data-unused/recovery");
     let kept: Vec<_> = std::fs::read_dir(&recovery)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert_eq!(kept.len(), 1, "{kept:?}");
-    // ...which is stale now (this run wrote `second`): recover refuses it.
-    let out = run(&["recover", kept[0].to_str().unwrap()])
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "a stale rescue was written: {said}");
-    assert!(said.contains("terraform_data.second"), "{said}");
-    assert!(kept[0].exists());
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    if serial.is_none() {
+        // Terraform's state file was cut short as it stopped (it rewrites
+        // the file in place), and its backup holds nothing newer than what
+        // the run started from: nothing to rescue.
+        eprintln!("the dead run's terraform left a truncated state: nothing to rescue");
+        assert!(kept.is_empty(), "{kept:?}");
+    } else {
+        assert!(
+            stderr.contains("left the last state its terraform wrote"),
+            "{stderr}"
+        );
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        // ...which is stale now (this run wrote `second`): recover refuses it.
+        let out = run(&["recover", kept[0].to_str().unwrap()])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "a stale rescue was written: {said}");
+        assert!(said.contains("terraform_data.second"), "{said}");
+        assert!(kept[0].exists());
+    }
     assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "0");
     assert_eq!(
         db.psql("SELECT count(*) FROM transactions WHERE status = 'running'"),
