@@ -108,6 +108,10 @@ fn a_killed_apply_keeps_its_checkpoints_and_the_next_run_reports_it() {
             .stdout,
     )
     .unwrap();
+    assert!(
+        !children.trim().is_empty(),
+        "no terraform under the running apply"
+    );
     victim.kill().unwrap();
     victim.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(45);
@@ -130,6 +134,11 @@ fn a_killed_apply_keeps_its_checkpoints_and_the_next_run_reports_it() {
         let marker = format!("TF_DATA_DIR={}", private[0].display());
         if String::from_utf8_lossy(&env).contains(&marker) {
             let pid = p.file_name().to_string_lossy().into_owned();
+            let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+            eprintln!(
+                "ending {pid}: {}",
+                String::from_utf8_lossy(&cmdline).replace('\0', " ")
+            );
             let _ = std::process::Command::new("kill")
                 .args(["-KILL", &pid])
                 .status();
@@ -147,7 +156,12 @@ fn a_killed_apply_keeps_its_checkpoints_and_the_next_run_reports_it() {
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
         .map(|v| v["serial"].clone());
-    eprintln!("the dead run left {left:?}, its terraform's state has serial {serial:?}");
+    let raw = std::fs::read(private[0].join("terraform.tfstate")).unwrap_or_default();
+    eprintln!(
+        "the dead run left {left:?}, its terraform's state has serial {serial:?} ({} bytes: {:?})",
+        raw.len(),
+        String::from_utf8_lossy(&raw[..raw.len().min(60)])
+    );
 
     // The next run waits for the lease, then reports the dead run.
     let out = run(&[
