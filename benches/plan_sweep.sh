@@ -215,10 +215,14 @@ print(s["edges"], s["depth"], s["teams"], c["changed"], c["cone"], "%s/%s/%s" % 
                 tf_phases "$d/sglogs/$rep.tflog" "$(tail -n1 "$d/sg.res")" >>"$d/phases"
             fi
         done
-        say "  rep $rep: terraform $(tail -n1 "$d/tf.res")s/$(tail -n1 "$d/tf.req") req, stategraph $(tail -n1 "$d/sg.res")s/$(tail -n1 "$d/sg.req") req (phases: $(tail -n1 "$d/phases"))"
+        if [[ $FLAVOUR == aws ]]; then
+            say "  rep $rep: terraform $(tail -n1 "$d/tf.res")s/$(tail -n1 "$d/tf.req") req, stategraph $(tail -n1 "$d/sg.res")s/$(tail -n1 "$d/sg.req") req (phases: $(tail -n1 "$d/phases"))"
+        else
+            say "  rep $rep: terraform $(tail -n1 "$d/tf.res")s, stategraph $(tail -n1 "$d/sg.res")s (phases: $(tail -n1 "$d/phases"))"
+        fi
     done
     tfw=$(median <"$d/tf.res"); sgw=$(median <"$d/sg.res")
-    tfq=$(median <"$d/tf.req"); sgq=$(median <"$d/sg.req")
+    tfq=$(median <"$d/tf.req" | awk '{ printf "%.0f", $1 }'); sgq=$(median <"$d/sg.req" | awk '{ printf "%.0f", $1 }')
     tfr=$(grep -c 'Refreshing state' "$d/tf.log" || true)
     sgr=$(grep -c 'Refreshing state' "$d/sg.log" || true)
     ph=()

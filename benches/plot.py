@@ -108,7 +108,7 @@ def phases_matplotlib():
     ax.set_xticklabels([f"N={n}" for n in ns])
     ax.set_ylabel("wall time (s, median)")
     flav = rows[0].get("flavour", "terraform_data")
-    ax.set_title(f"Where stategraph's plan time goes ({flav}): left terraform, right stategraph")
+    ax.set_title(f"Where stategraph's plan time goes ({flav})\nleft: terraform plan, right: stategraph plan by phase", fontsize=10)
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
