@@ -56,19 +56,28 @@ fn a_killed_apply_blocks_the_next_one_only_until_its_lease_expires() {
     // kill -9: no chance to release. Its terraform must not run on
     // unsupervised: the kernel tells it to stop (SIGINT) when we die.
     let pid = victim.id().to_string();
-    let children = String::from_utf8(
-        std::process::Command::new("pgrep")
-            .args(["-P", &pid])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    let terraform_pids: Vec<String> = children.split_whitespace().map(str::to_owned).collect();
-    assert!(
-        !terraform_pids.is_empty(),
-        "no terraform child found under stategraph"
-    );
+    // Between two terraform commands there is a moment with no child:
+    // wait for one (the 60 s apply comes after the locks).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let terraform_pids: Vec<String> = loop {
+        let children = String::from_utf8(
+            std::process::Command::new("pgrep")
+                .args(["-P", &pid])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        let pids: Vec<String> = children.split_whitespace().map(str::to_owned).collect();
+        if !pids.is_empty() {
+            break pids;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no terraform child found under stategraph"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
     victim.kill().unwrap();
     victim.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(45);
