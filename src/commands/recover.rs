@@ -6,6 +6,7 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use super::record::{conflicts, Recording, RecoveryFile};
 use super::run::{acquire, Kind, Scope};
+use super::saved::describe_changes;
 use crate::cli::RecoverArgs;
 use crate::db;
 use crate::db::locks::LockRequest;
@@ -62,26 +63,7 @@ pub async fn run(settings: &Settings, args: &RecoverArgs) -> Result<()> {
     if !changed.is_empty() {
         heartbeat.stop().await;
         held.release().await?;
-        let log = store.log(Some(name), 500).await?;
-        let lines: Vec<String> = changed
-            .iter()
-            .map(|(key, txn)| {
-                let by = txn.and_then(|t| log.iter().find(|e| e.id == t)).map(|e| {
-                    format!(
-                        "changed by transaction {} ({}@{}, {}, {})",
-                        e.id,
-                        e.user,
-                        e.host,
-                        e.command,
-                        e.started_at.format("%Y-%m-%d %H:%M:%S UTC")
-                    )
-                });
-                format!(
-                    "  {key}: {}",
-                    by.unwrap_or_else(|| "removed since".to_owned())
-                )
-            })
-            .collect();
+        let lines = describe_changes(&store, name, &changed, "removed since").await?;
         bail!(
             "cannot recover: resources of this run were changed since it ran\n{}\n\n\
              Nothing was written and the file is kept: {}\n\

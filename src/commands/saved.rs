@@ -153,6 +153,33 @@ pub(super) async fn apply(settings: &Settings, flags: &TfFlags, file: &str) -> R
     }
 }
 
+/// One line per changed row, `  KEY: changed by transaction N (who, command,
+/// when)`, or `gone` when the row no longer exists.
+pub(super) async fn describe_changes(
+    store: &Store,
+    name: &str,
+    changed: &[(String, Option<i64>)],
+    gone: &str,
+) -> Result<Vec<String>> {
+    let log = store.log(Some(name), 500).await?;
+    Ok(changed
+        .iter()
+        .map(|(key, txn)| {
+            let by = txn.and_then(|t| log.iter().find(|e| e.id == t)).map(|e| {
+                format!(
+                    "changed by transaction {} ({}@{}, {}, {})",
+                    e.id,
+                    e.user,
+                    e.host,
+                    e.command,
+                    e.started_at.format("%Y-%m-%d %H:%M:%S UTC")
+                )
+            });
+            format!("  {key}: {}", by.unwrap_or_else(|| gone.to_owned()))
+        })
+        .collect())
+}
+
 /// The part of `apply FILE` that runs under the lock; returns terraform's exit code.
 #[allow(clippy::too_many_arguments)]
 async fn apply_locked(
@@ -176,26 +203,7 @@ async fn apply_locked(
         }
     }
     if !changed.is_empty() {
-        let log = store.log(Some(name), 500).await?;
-        let lines: Vec<String> = changed
-            .iter()
-            .map(|(key, txn)| {
-                let by = txn.and_then(|t| log.iter().find(|e| e.id == t)).map(|e| {
-                    format!(
-                        "changed by transaction {} ({}@{}, {}, {})",
-                        e.id,
-                        e.user,
-                        e.host,
-                        e.command,
-                        e.started_at.format("%Y-%m-%d %H:%M:%S UTC")
-                    )
-                });
-                format!(
-                    "  {key}: {}",
-                    by.unwrap_or_else(|| "removed since the plan".to_owned())
-                )
-            })
-            .collect();
+        let lines = describe_changes(store, name, &changed, "removed since the plan").await?;
         bail!(
             "Saved plan is stale\n\n\
              Resources this plan read or changes were changed since it was made:\n{}\n\n\
