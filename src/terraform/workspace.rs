@@ -61,7 +61,9 @@ pub fn orphans() -> Vec<PathBuf> {
         return Vec::new();
     };
     let uid = nix::unistd::geteuid().as_raw();
-    let in_use = data_dirs_in_use();
+    // Read every process's environment only when a dead owner was found
+    // (this runs at the start of every plan and apply).
+    let mut in_use: Option<Vec<PathBuf>> = None;
     let mut out = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name();
@@ -86,8 +88,14 @@ pub fn orphans() -> Vec<PathBuf> {
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
             Err(nix::errno::Errno::ESRCH)
         );
-        let used = in_use.iter().any(|d| d.starts_with(&path));
-        if !alive && !used {
+        if alive {
+            continue;
+        }
+        let used = in_use
+            .get_or_insert_with(data_dirs_in_use)
+            .iter()
+            .any(|d| d.starts_with(&path));
+        if !used {
             out.push(path);
         }
     }
