@@ -28,6 +28,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "config_cache",
         sql: include_str!("../../migrations/0002_config_cache.sql"),
     },
+    Migration {
+        version: 3,
+        name: "discovery_baseline",
+        sql: include_str!("../../migrations/0003_discovery_baseline.sql"),
+    },
 ];
 
 /// Key of the advisory lock that serializes migrations (ASCII "sgmigrat").

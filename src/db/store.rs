@@ -872,6 +872,52 @@ impl Store {
         Ok(())
     }
 
+    /// The discovery baseline of a state: block key to `[hash, digest]`.
+    pub async fn baseline(&self, state_id: i64) -> Result<HashMap<String, (String, String)>, StoreError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT entries FROM discovery_baseline WHERE state_id = $1",
+                &[&state_id],
+            )
+            .await?;
+        let mut out = HashMap::new();
+        if let Some(Value::Object(entries)) = row.map(|r| r.get::<_, Value>(0)) {
+            for (key, v) in entries {
+                if let (Some(h), Some(d)) = (v[0].as_str(), v[1].as_str()) {
+                    out.insert(key, (h.to_owned(), d.to_owned()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds or replaces baseline entries (others are kept: concurrent runs
+    /// each merge their own blocks in one statement).
+    pub async fn put_baseline(
+        &self,
+        state_id: i64,
+        entries: &[(String, String, String)],
+    ) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let object: serde_json::Map<String, Value> = entries
+            .iter()
+            .map(|(k, h, d)| (k.clone(), Value::from(vec![h.clone(), d.clone()])))
+            .collect();
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "INSERT INTO discovery_baseline (state_id, entries) VALUES ($1, $2)
+                 ON CONFLICT (state_id) DO UPDATE
+                 SET entries = discovery_baseline.entries || EXCLUDED.entries, updated_at = now()",
+                &[&state_id, &Value::Object(object)],
+            )
+            .await?;
+        Ok(())
+    }
+
     /// The id of the named state, if it is stored.
     pub async fn state_id(&self, name: &str) -> Result<Option<i64>, StoreError> {
         let client = self.pool.get().await?;

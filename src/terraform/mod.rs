@@ -19,6 +19,7 @@
 //! forwarded likewise. Once a run has started, SIGINT and SIGTERM no longer
 //! terminate stategraph by default (tokio keeps its handlers installed).
 
+pub mod config;
 pub mod fingerprint;
 pub mod plan;
 pub mod workspace;

@@ -1,0 +1,982 @@
+//! The configuration read as HCL, without running terraform: which resource
+//! blocks it declares, a hash of everything each block's plan depends on in
+//! the configuration, and the dependency edges between blocks.
+//!
+//! Discovery compares these hashes with the ones recorded when the stored
+//! rows were last found converged: a block whose hash (or rows) differ is
+//! planned, the others are not. What a block's plan depends on:
+//!
+//! - its own text (arguments, `count`/`for_each`, `lifecycle`, provisioners);
+//! - every `var.*`, `local.*` and module output it reads, followed through
+//!   locals, module inputs and outputs to the values they are built from
+//!   (variable blocks, `-var`/`-var-file`/tfvars/`TF_VAR_*` values, the
+//!   calling module's arguments);
+//! - the `count`/`for_each`/`depends_on`/`providers` of the module calls it
+//!   sits in;
+//! - what applies to every block: provider and `terraform` blocks, `moved`,
+//!   `import`, `removed` and `check` blocks, the dependency lock file, the
+//!   terraform version and the workspace.
+//!
+//! References to other resources are not hashed: they are edges of the
+//! graph, and a changed upstream block brings its downstream instances into
+//! the cone anyway. A block that reads a data source or calls a function
+//! whose result can change without the configuration changing (`timestamp`,
+//! `file`, provider functions, ...) has no hash: it is always planned.
+//!
+//! Anything this reader does not follow (JSON configuration, other override
+//! files, a module whose files are not installed, a file it cannot parse) is
+//! an [`Unsupported`] reason: discovery then runs terraform's own plan.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use hcl_edit::expr::{Expression, FuncCall, Traversal, TraversalOperator};
+use hcl_edit::structure::{Body, Structure};
+use hcl_edit::Span;
+use hcl_edit::visit::{visit_expr, visit_func_call, visit_traversal_operator, Visit};
+use sha2::{Digest, Sha256};
+
+use super::plan::ConfigInfo;
+use super::workspace::OVERRIDE_FILE;
+
+/// Why a configuration cannot be read here (terraform's plan is used instead).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unsupported(pub String);
+
+/// Functions whose result can change while the configuration does not.
+const IMPURE: &[&str] = &[
+    "timestamp",
+    "plantimestamp",
+    "uuid",
+    "bcrypt",
+    "file",
+    "filebase64",
+    "filemd5",
+    "filesha1",
+    "filesha256",
+    "filesha512",
+    "filebase64sha256",
+    "filebase64sha512",
+    "fileexists",
+    "fileset",
+    "templatefile",
+    "abspath",
+    "pathexpand",
+];
+
+/// What the run gives terraform besides the files.
+#[derive(Debug, Default, Clone)]
+pub struct Inputs {
+    /// `-var=NAME=VALUE` and `-var-file=PATH` arguments, in order.
+    pub vars: Vec<String>,
+    /// `TF_VAR_*` environment variables.
+    pub env: Vec<(String, String)>,
+    /// The terraform workspace (`terraform.workspace`).
+    pub workspace: String,
+    /// Terraform's version text.
+    pub tf_version: String,
+}
+
+impl Inputs {
+    /// The inputs of a run in this process's environment.
+    pub fn from_env(vars: &[String], tf_version: &str) -> Inputs {
+        let mut env: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("TF_VAR_"))
+            .collect();
+        env.sort();
+        Inputs {
+            vars: vars.to_vec(),
+            env,
+            workspace: std::env::var("TF_WORKSPACE").unwrap_or_else(|_| "default".to_owned()),
+            tf_version: tf_version.to_owned(),
+        }
+    }
+}
+
+/// One managed resource block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    /// Module path (`module.a.module.b`, `""` at the root).
+    pub module: String,
+    /// Hash of everything its plan depends on in the configuration; `None`
+    /// when that is not all in the configuration (see the module docs).
+    pub hash: Option<String>,
+    /// Whether it has `count` or `for_each`.
+    pub expanded: bool,
+}
+
+/// One module call, by module path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// Hash of its expansion (`count`/`for_each` and what they read, and
+    /// those of the calls above it); `None` when it reads a resource or
+    /// data source.
+    pub hash: Option<String>,
+    /// Whether it, or a call above it, has `count` or `for_each`.
+    pub expanded: bool,
+}
+
+/// A configuration, read.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// Managed resource blocks by configuration address (`module.m.aws_x.y`).
+    pub blocks: BTreeMap<String, Block>,
+    /// Module calls by module path.
+    pub calls: BTreeMap<String, Call>,
+    /// Dependency edges, as [`super::plan::Plan::config_info`] gives them
+    /// (locals are followed here, so there may be more).
+    pub info: ConfigInfo,
+}
+
+/// A reference, as far as this reader tells them apart.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Ref {
+    Var(String),
+    Local(String),
+    /// `module.NAME` or `module.NAME.OUTPUT`.
+    Module(String, Option<String>),
+    /// `TYPE.NAME` of a data source.
+    Data(String),
+    /// `TYPE.NAME`: a resource if the module declares one.
+    Resource(String),
+    Cwd,
+    Workspace,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Refs {
+    refs: BTreeSet<Ref>,
+    impure: bool,
+}
+
+impl Refs {
+    fn of_expr(e: &Expression) -> Refs {
+        let mut r = Refs::default();
+        r.visit_expr(e);
+        r
+    }
+
+    fn of_body(b: &Body) -> Refs {
+        let mut r = Refs::default();
+        r.visit_body(b);
+        r
+    }
+
+    fn root(&mut self, root: &str, attrs: &[&str]) {
+        let first = attrs.first().map(|s| (*s).to_owned());
+        let r = match (root, first) {
+            ("var", Some(n)) => Ref::Var(n),
+            ("local", Some(n)) => Ref::Local(n),
+            ("module", Some(n)) => Ref::Module(n, attrs.get(1).map(|s| (*s).to_owned())),
+            ("data", Some(t)) => match attrs.get(1) {
+                Some(n) => Ref::Data(format!("{t}.{n}")),
+                None => return,
+            },
+            ("path", Some(p)) if p == "cwd" => Ref::Cwd,
+            ("terraform", _) => Ref::Workspace,
+            ("count" | "each" | "self" | "path", _) => return,
+            (t, Some(n)) => Ref::Resource(format!("{t}.{n}")),
+            (_, None) => return,
+        };
+        self.refs.insert(r);
+    }
+}
+
+impl Visit for Refs {
+    fn visit_expr(&mut self, e: &Expression) {
+        if let Expression::Variable(v) = e {
+            self.root(v.as_str(), &[]);
+        }
+        visit_expr(self, e);
+    }
+
+    fn visit_traversal(&mut self, t: &Traversal) {
+        if let Expression::Variable(root) = &t.expr {
+            let attrs: Vec<&str> = t
+                .operators
+                .iter()
+                .map_while(|op| match op.value() {
+                    TraversalOperator::GetAttr(i) => Some(i.as_str()),
+                    _ => None,
+                })
+                .collect();
+            self.root(root.as_str(), &attrs);
+        } else {
+            self.visit_expr(&t.expr);
+        }
+        for op in &t.operators {
+            visit_traversal_operator(self, op);
+        }
+    }
+
+    fn visit_func_call(&mut self, f: &FuncCall) {
+        if !f.name.namespace.is_empty() || IMPURE.contains(&f.name.name.as_str()) {
+            self.impure = true;
+        }
+        visit_func_call(self, f);
+    }
+}
+
+/// Text and references of one item (a block, an attribute's expression).
+#[derive(Debug, Clone, Default)]
+struct Item {
+    text: String,
+    refs: Refs,
+}
+
+#[derive(Debug, Default)]
+struct ModuleCall {
+    /// Text of `source`, `version`, `count`, `for_each`, `depends_on`, `providers`.
+    meta: Item,
+    expanded: bool,
+    args: BTreeMap<String, Item>,
+}
+
+/// One module's declarations.
+#[derive(Debug, Default)]
+struct Module {
+    /// `""` or `module.a.module.b`.
+    path: String,
+    parent: Option<usize>,
+    /// Name of the call in the parent.
+    call_name: String,
+    resources: BTreeMap<String, (Item, bool)>,
+    data: BTreeMap<String, Item>,
+    variables: BTreeMap<String, String>,
+    locals: BTreeMap<String, Item>,
+    outputs: BTreeMap<String, Item>,
+    calls: BTreeMap<String, ModuleCall>,
+    /// Index of each called module.
+    children: BTreeMap<String, usize>,
+}
+
+fn sha(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p.as_bytes());
+    }
+    let d = h.finalize();
+    d[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads the configuration rooted at `root`.
+pub fn read(root: &Path, inputs: &Inputs) -> Result<Config, Unsupported> {
+    let manifest = read_manifest(root);
+    let mut modules: Vec<Module> = Vec::new();
+    let mut global: Vec<String> = Vec::new();
+    load(root, root, "", None, "", &manifest, &mut modules, &mut global, 0)?;
+    global.push(inputs.tf_version.clone());
+    global.push(std::fs::read_to_string(root.join(".terraform.lock.hcl")).unwrap_or_default());
+    let root_values = root_values(root, inputs)?;
+    let mut reader = Reader {
+        modules: &modules,
+        root_values: &root_values,
+        inputs,
+        memo: HashMap::new(),
+        active: BTreeSet::new(),
+    };
+    let global = sha(&global.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let mut config = Config::default();
+    for (i, m) in modules.iter().enumerate() {
+        let chain = reader.chain(i);
+        if !m.path.is_empty() {
+            config.calls.insert(
+                m.path.clone(),
+                Call {
+                    hash: chain.clone().map(|c| c.0),
+                    expanded: chain.as_ref().is_none_or(|c| c.1),
+                },
+            );
+        }
+        for (name, (item, expanded)) in &m.resources {
+            let own = reader.item_hash(i, item);
+            let hash = match (&chain, own) {
+                (Some((c, _)), Some(own)) => Some(sha(&[&global, c, &own])),
+                _ => None,
+            };
+            config.blocks.insert(
+                join(&m.path, name),
+                Block {
+                    module: m.path.clone(),
+                    hash,
+                    expanded: *expanded,
+                },
+            );
+        }
+    }
+    config.info = reader.info();
+    Ok(config)
+}
+
+fn join(module: &str, rest: &str) -> String {
+    if module.is_empty() {
+        rest.to_owned()
+    } else {
+        format!("{module}.{rest}")
+    }
+}
+
+/// `.terraform/modules/modules.json`: module key (`a.b`) to directory.
+fn read_manifest(root: &Path) -> HashMap<String, PathBuf> {
+    let dir = std::env::var_os("TF_DATA_DIR")
+        .map(PathBuf::from)
+        .map(|d| if d.is_absolute() { d } else { root.join(d) })
+        .unwrap_or_else(|| root.join(".terraform"));
+    let Ok(text) = std::fs::read(dir.join("modules").join("modules.json")) else {
+        return HashMap::new();
+    };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&text) else {
+        return HashMap::new();
+    };
+    v["Modules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| {
+            let key = m["Key"].as_str()?;
+            let dir = m["Dir"].as_str()?;
+            Some((key.to_owned(), root.join(dir)))
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn load(
+    root: &Path,
+    dir: &Path,
+    path: &str,
+    parent: Option<usize>,
+    call_name: &str,
+    manifest: &HashMap<String, PathBuf>,
+    modules: &mut Vec<Module>,
+    global: &mut Vec<String>,
+    depth: usize,
+) -> Result<usize, Unsupported> {
+    if depth > 32 {
+        return Err(Unsupported(format!("modules nested deeper than 32 at {path}")));
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Unsupported(format!("cannot read {}: {e}", dir.display())))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    let mut m = Module {
+        path: path.to_owned(),
+        parent,
+        call_name: call_name.to_owned(),
+        ..Module::default()
+    };
+    let mut sources: Vec<(String, String)> = Vec::new();
+    for file in &files {
+        let name = file.file_name().unwrap_or_default().to_string_lossy();
+        if name.ends_with(".tf.json") {
+            return Err(Unsupported(format!("{} is JSON configuration", file.display())));
+        }
+        if !name.ends_with(".tf") || name == OVERRIDE_FILE {
+            continue;
+        }
+        if name == "override.tf" || name.ends_with("_override.tf") {
+            return Err(Unsupported(format!("{} is an override file", file.display())));
+        }
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| Unsupported(format!("cannot read {}: {e}", file.display())))?;
+        let body: Body = text
+            .parse()
+            .map_err(|e| Unsupported(format!("cannot parse {}: {e}", file.display())))?;
+        for s in body.iter() {
+            let Structure::Block(b) = s else {
+                continue;
+            };
+            let labels: Vec<&str> = b.labels.iter().map(|l| l.as_str()).collect();
+            let text = match b.span() {
+                Some(r) => text[r].to_owned(),
+                None => format!("{} {labels:?} {{{}}}", b.ident.as_str(), b.body),
+            };
+            match (b.ident.as_str(), labels.as_slice()) {
+                ("resource", [t, n]) => {
+                    let expanded = b.body.get_attribute("count").is_some()
+                        || b.body.get_attribute("for_each").is_some();
+                    let mut refs = Refs::of_body(&b.body);
+                    // replace_triggered_by plans a replacement when what it
+                    // names changes, whether or not the state says it depends on it.
+                    let triggered = b.body.get_blocks("lifecycle").any(|l| {
+                        l.body.get_attribute("replace_triggered_by").is_some()
+                    });
+                    refs.impure |= triggered;
+                    m.resources
+                        .insert(format!("{t}.{n}"), (Item { text, refs }, expanded));
+                }
+                ("data", [t, n]) => {
+                    let refs = Refs::of_body(&b.body);
+                    m.data.insert(format!("{t}.{n}"), Item { text, refs });
+                }
+                ("variable", [n]) => {
+                    m.variables.insert((*n).to_owned(), text);
+                }
+                ("locals", []) => {
+                    for a in b.body.attributes() {
+                        m.locals.insert(
+                            a.key.as_str().to_owned(),
+                            Item {
+                                text: a.value.to_string(),
+                                refs: Refs::of_expr(&a.value),
+                            },
+                        );
+                    }
+                }
+                ("output", [n]) => {
+                    let refs = Refs::of_body(&b.body);
+                    m.outputs.insert((*n).to_owned(), Item { text, refs });
+                }
+                ("module", [n]) => {
+                    let mut call = ModuleCall::default();
+                    let mut meta: Vec<String> = Vec::new();
+                    for a in b.body.attributes() {
+                        let key = a.key.as_str();
+                        let item = Item {
+                            text: a.value.to_string(),
+                            refs: Refs::of_expr(&a.value),
+                        };
+                        match key {
+                            "source" | "version" | "count" | "for_each" | "depends_on"
+                            | "providers" => {
+                                if matches!(key, "count" | "for_each") {
+                                    call.expanded = true;
+                                }
+                                if key == "source" {
+                                    if let Expression::String(s) = &a.value {
+                                        sources.push(((*n).to_owned(), s.as_str().to_owned()));
+                                    }
+                                }
+                                meta.push(format!("{key}={}", item.text));
+                                call.meta.refs.refs.extend(item.refs.refs);
+                                call.meta.refs.impure |= item.refs.impure;
+                            }
+                            _ => {
+                                call.args.insert(key.to_owned(), item);
+                            }
+                        }
+                    }
+                    if b.body.blocks().next().is_some() {
+                        meta.push(b.body.to_string());
+                    }
+                    call.meta.text = meta.join("\n");
+                    m.calls.insert((*n).to_owned(), call);
+                }
+                _ => global.push(text),
+            }
+        }
+    }
+    let index = modules.len();
+    modules.push(m);
+    for (name, source) in sources {
+        let child_path = join(path, &format!("module.{name}"));
+        let key = child_path
+            .split('.')
+            .filter(|s| *s != "module")
+            .collect::<Vec<_>>()
+            .join(".");
+        let child_dir = if source.starts_with("./") || source.starts_with("../") {
+            dir.join(&source)
+        } else if let Some(d) = manifest.get(&key) {
+            d.clone()
+        } else {
+            return Err(Unsupported(format!(
+                "module {child_path} ({source}) is not installed here"
+            )));
+        };
+        let child = load(
+            root,
+            &child_dir,
+            &child_path,
+            Some(index),
+            &name,
+            manifest,
+            modules,
+            global,
+            depth + 1,
+        )?;
+        modules[index].children.insert(name, child);
+    }
+    if modules[index].children.len() != modules[index].calls.len() {
+        let missing: Vec<&String> = modules[index]
+            .calls
+            .keys()
+            .filter(|c| !modules[index].children.contains_key(*c))
+            .collect();
+        return Err(Unsupported(format!(
+            "module call(s) {missing:?} in {} have no literal source",
+            dir.display()
+        )));
+    }
+    Ok(index)
+}
+
+/// The text that sets each root variable, last definition wins:
+/// `TF_VAR_*`, `terraform.tfvars`, `*.auto.tfvars`, then `-var`/`-var-file`
+/// in order.
+fn root_values(root: &Path, inputs: &Inputs) -> Result<BTreeMap<String, String>, Unsupported> {
+    let mut values = BTreeMap::new();
+    for (k, v) in &inputs.env {
+        if let Some(name) = k.strip_prefix("TF_VAR_") {
+            values.insert(name.to_owned(), format!("env:{v}"));
+        }
+    }
+    let mut files = vec![root.join("terraform.tfvars"), root.join("terraform.tfvars.json")];
+    let mut auto: Vec<PathBuf> = std::fs::read_dir(root)
+        .map_err(|e| Unsupported(format!("cannot read {}: {e}", root.display())))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p.file_name().unwrap_or_default().to_string_lossy();
+            n.ends_with(".auto.tfvars") || n.ends_with(".auto.tfvars.json")
+        })
+        .collect();
+    auto.sort();
+    files.extend(auto);
+    for f in files.iter().filter(|f| f.is_file()) {
+        tfvars_file(f, &mut values)?;
+    }
+    for arg in &inputs.vars {
+        if let Some(file) = arg.strip_prefix("-var-file=") {
+            let p = Path::new(file);
+            let p = if p.is_absolute() { p.to_path_buf() } else { root.join(p) };
+            tfvars_file(&p, &mut values)?;
+        } else if let Some(kv) = arg.strip_prefix("-var=") {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            values.insert(k.trim().to_owned(), format!("arg:{v}"));
+        }
+    }
+    Ok(values)
+}
+
+fn tfvars_file(path: &Path, values: &mut BTreeMap<String, String>) -> Result<(), Unsupported> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Unsupported(format!("cannot read {}: {e}", path.display())))?;
+    if path.to_string_lossy().ends_with(".json") {
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Unsupported(format!("cannot parse {}: {e}", path.display())))?;
+        for (k, v) in v.as_object().into_iter().flatten() {
+            values.insert(k.clone(), format!("json:{v}"));
+        }
+        return Ok(());
+    }
+    let body: Body = text
+        .parse()
+        .map_err(|e| Unsupported(format!("cannot parse {}: {e}", path.display())))?;
+    for a in body.attributes() {
+        values.insert(a.key.as_str().to_owned(), format!("hcl:{}", a.value));
+    }
+    Ok(())
+}
+
+/// Hashes of named values, memoized per module.
+struct Reader<'a> {
+    modules: &'a [Module],
+    root_values: &'a BTreeMap<String, String>,
+    inputs: &'a Inputs,
+    memo: HashMap<(usize, Ref), Option<String>>,
+    /// Values being hashed (a cycle is not followed twice).
+    active: BTreeSet<(usize, Ref)>,
+}
+
+impl Reader<'_> {
+    /// Hash of an item's text and of the values it reads; `None` when it
+    /// reads something outside the configuration.
+    fn item_hash(&mut self, m: usize, item: &Item) -> Option<String> {
+        if item.refs.impure {
+            return None;
+        }
+        let mut parts = vec![item.text.clone()];
+        for r in &item.refs.refs {
+            parts.push(self.value(m, r)?);
+        }
+        Some(sha(&parts.iter().map(String::as_str).collect::<Vec<_>>()))
+    }
+
+    /// Hash of one referenced value in module `m`.
+    fn value(&mut self, m: usize, r: &Ref) -> Option<String> {
+        let key = (m, r.clone());
+        if let Some(v) = self.memo.get(&key) {
+            return v.clone();
+        }
+        if !self.active.insert(key.clone()) {
+            return Some("cycle".to_owned());
+        }
+        let modules = self.modules;
+        let module = &modules[m];
+        let v = match r {
+            Ref::Resource(_) => Some(String::new()),
+            Ref::Data(_) => None,
+            Ref::Cwd => std::env::current_dir()
+                .ok()
+                .map(|d| d.to_string_lossy().into_owned()),
+            Ref::Workspace => Some(self.inputs.workspace.clone()),
+            Ref::Local(n) => match module.locals.get(n) {
+                Some(item) => self.item_hash(m, item),
+                None => Some(format!("no local {n}")),
+            },
+            Ref::Var(n) => {
+                let decl = module.variables.get(n).cloned().unwrap_or_default();
+                match module.parent {
+                    None => {
+                        let value = self.root_values.get(n).cloned().unwrap_or_default();
+                        Some(sha(&[&decl, &value]))
+                    }
+                    Some(p) => {
+                        let arg = modules[p]
+                            .calls
+                            .get(&module.call_name)
+                            .and_then(|c| c.args.get(n))
+                            .cloned();
+                        match arg {
+                            Some(arg) => self.item_hash(p, &arg).map(|a| sha(&[&decl, &a])),
+                            None => Some(sha(&[&decl])),
+                        }
+                    }
+                }
+            }
+            Ref::Module(name, output) => match module.children.get(name) {
+                Some(&c) => {
+                    let outputs: Vec<Item> = modules[c]
+                        .outputs
+                        .iter()
+                        .filter(|(o, _)| output.as_ref().is_none_or(|x| x == *o))
+                        .map(|(_, i)| i.clone())
+                        .collect();
+                    let mut parts = Vec::new();
+                    let mut dynamic = false;
+                    for o in &outputs {
+                        match self.item_hash(c, o) {
+                            Some(h) => parts.push(h),
+                            None => dynamic = true,
+                        }
+                    }
+                    (!dynamic).then(|| sha(&parts.iter().map(String::as_str).collect::<Vec<_>>()))
+                }
+                None => Some(format!("no module {name}")),
+            },
+        };
+        self.active.remove(&key);
+        self.memo.insert(key, v.clone());
+        v
+    }
+
+    /// Hash of the expansion of module `m` and the calls above it, and
+    /// whether any of them is expanded; `None` if an expansion reads a
+    /// resource or something outside the configuration.
+    fn chain(&mut self, m: usize) -> Option<(String, bool)> {
+        let modules = self.modules;
+        let module = &modules[m];
+        let Some(p) = module.parent else {
+            return Some((String::new(), false));
+        };
+        let (above, above_expanded) = self.chain(p)?;
+        let call = &modules[p].calls[&module.call_name];
+        let reads_resource = call.meta.refs.refs.iter().any(|r| match r {
+            Ref::Resource(x) => modules[p].resources.contains_key(x),
+            Ref::Module(..) | Ref::Data(_) => true,
+            _ => false,
+        });
+        if reads_resource && call.expanded {
+            return None;
+        }
+        let own = self.item_hash(p, &call.meta)?;
+        Some((sha(&[&above, &own]), above_expanded || call.expanded))
+    }
+
+    /// Dependencies of what `refs` reads in module `m`, as configuration
+    /// addresses: resources, data sources and module outputs.
+    fn deps(&self, m: usize, refs: &Refs, out: &mut BTreeSet<String>, seen: &mut BTreeSet<(usize, Ref)>) {
+        let module = &self.modules[m];
+        for r in &refs.refs {
+            if !seen.insert((m, r.clone())) {
+                continue;
+            }
+            match r {
+                Ref::Resource(x) if module.resources.contains_key(x) => {
+                    out.insert(join(&module.path, x));
+                }
+                Ref::Data(x) => {
+                    out.insert(join(&module.path, &format!("data.{x}")));
+                }
+                Ref::Module(name, output) => {
+                    if let Some(&c) = module.children.get(name) {
+                        for o in self.modules[c].outputs.keys() {
+                            if output.as_ref().is_none_or(|x| x == o) {
+                                out.insert(format!("{}.output.{o}", self.modules[c].path));
+                            }
+                        }
+                    }
+                }
+                Ref::Local(n) => {
+                    if let Some(item) = module.locals.get(n) {
+                        self.deps(m, &item.refs, out, seen);
+                    }
+                }
+                Ref::Var(n) => {
+                    if let Some(p) = module.parent {
+                        let call = &self.modules[p].calls[&module.call_name];
+                        if let Some(arg) = call.args.get(n) {
+                            self.deps(p, &arg.refs, out, seen);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Edges of a node in module `m` reading `refs`, plus what the module
+    /// calls above it read for their expansion.
+    fn node_deps(&self, m: usize, refs: &Refs) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        self.deps(m, refs, &mut out, &mut BTreeSet::new());
+        let mut at = m;
+        while let Some(p) = self.modules[at].parent {
+            let call = &self.modules[p].calls[&self.modules[at].call_name];
+            self.deps(p, &call.meta.refs, &mut out, &mut BTreeSet::new());
+            at = p;
+        }
+        out
+    }
+
+    fn info(&self) -> ConfigInfo {
+        let mut edges = BTreeSet::new();
+        for (i, m) in self.modules.iter().enumerate() {
+            let nodes = m
+                .resources
+                .iter()
+                .map(|(n, (item, _))| (join(&m.path, n), item))
+                .chain(m.data.iter().map(|(n, item)| (join(&m.path, &format!("data.{n}")), item)))
+                .chain(
+                    m.outputs
+                        .iter()
+                        .filter(|_| !m.path.is_empty())
+                        .map(|(n, item)| (format!("{}.output.{n}", m.path), item)),
+                );
+            for (node, item) in nodes {
+                for dep in self.node_deps(i, &item.refs) {
+                    if dep != node {
+                        edges.insert((node.clone(), dep));
+                    }
+                }
+            }
+        }
+        let mut output_refs = BTreeSet::new();
+        if let Some(root) = self.modules.first() {
+            for (name, item) in &root.outputs {
+                for dep in self.node_deps(0, &item.refs) {
+                    output_refs.insert((name.clone(), dep));
+                }
+            }
+        }
+        ConfigInfo {
+            edges: edges.into_iter().collect(),
+            output_refs: output_refs.into_iter().collect(),
+            outputs: self
+                .modules
+                .first()
+                .map(|m| m.outputs.keys().cloned().collect())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tf").join(name)
+    }
+
+    /// A copy of a fixture that a test may edit.
+    fn copy(name: &str) -> tempfile::TempDir {
+        fn walk(from: &Path, to: &Path) {
+            std::fs::create_dir_all(to).unwrap();
+            for e in std::fs::read_dir(from).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, &to.join(e.file_name()));
+                } else {
+                    std::fs::copy(&p, to.join(e.file_name())).unwrap();
+                }
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        walk(&fixture(name), dir.path());
+        dir
+    }
+
+    fn hashes(c: &Config) -> BTreeMap<String, Option<String>> {
+        c.blocks.iter().map(|(k, b)| (k.clone(), b.hash.clone())).collect()
+    }
+
+    fn differing(a: &Config, b: &Config) -> Vec<String> {
+        let (a, b) = (hashes(a), hashes(b));
+        a.keys()
+            .chain(b.keys())
+            .filter(|k| a.get(*k) != b.get(*k))
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    }
+
+    fn edit(dir: &Path, file: &str, from: &str, to: &str) {
+        let p = dir.join(file);
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains(from), "{file} has no {from:?}");
+        std::fs::write(&p, text.replacen(from, to, 1)).unwrap();
+    }
+
+    #[test]
+    fn blocks_calls_and_edges_of_the_chain() {
+        let c = read(&fixture("chain"), &Inputs::default()).unwrap();
+        let keys: Vec<&str> = c.blocks.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "module.branch.terraform_data.l1",
+                "module.branch.terraform_data.l2",
+                "module.branch.terraform_data.l3",
+                "module.branch.terraform_data.l4",
+                "terraform_data.island",
+                "terraform_data.join",
+                "terraform_data.root",
+            ]
+        );
+        assert!(c.blocks.values().all(|b| b.hash.is_some()));
+        assert!(c.blocks["terraform_data.island"].expanded);
+        assert!(!c.blocks["terraform_data.root"].expanded);
+        assert!(c.calls["module.branch"].expanded);
+        let has = |a: &str, b: &str| c.info.edges.iter().any(|(x, y)| x == a && y == b);
+        // The same edges terraform's plan JSON gives (plan.rs tests).
+        assert!(has("module.branch.terraform_data.l1", "terraform_data.root"));
+        assert!(has("module.branch.terraform_data.l2", "module.branch.terraform_data.l1"));
+        assert!(has("module.branch.output.tail_id", "module.branch.terraform_data.l4"));
+        assert!(has("terraform_data.join", "module.branch.output.tail_id"));
+        assert!(!c.info.edges.iter().any(|(a, _)| a == "terraform_data.island"));
+        assert_eq!(c.info.outputs, ["root_id", "tails"]);
+        assert!(c
+            .info
+            .output_refs
+            .contains(&("root_id".to_owned(), "terraform_data.root".to_owned())));
+    }
+
+    #[test]
+    fn an_edited_block_changes_its_own_hash_only() {
+        let dir = copy("chain");
+        let before = read(dir.path(), &Inputs::default()).unwrap();
+        edit(dir.path(), "main.tf", r#"input = "root""#, r#"input = "root2""#);
+        let after = read(dir.path(), &Inputs::default()).unwrap();
+        assert_eq!(differing(&before, &after), ["terraform_data.root"]);
+        // Inside a module: that block, and nothing that merely references it.
+        edit(dir.path(), "modules/branch/main.tf", "input = terraform_data.l1.id", "input = \"${terraform_data.l1.id}-x\"");
+        let again = read(dir.path(), &Inputs::default()).unwrap();
+        assert_eq!(differing(&after, &again), ["module.branch.terraform_data.l2"]);
+        // An output read by another block: that block.
+        edit(dir.path(), "modules/branch/main.tf", "value = terraform_data.l4.id", "value = terraform_data.l3[0].id");
+        let third = read(dir.path(), &Inputs::default()).unwrap();
+        assert_eq!(differing(&again, &third), ["terraform_data.join"]);
+    }
+
+    #[test]
+    fn variable_values_reach_the_blocks_that_read_them() {
+        let dir = copy("chain");
+        let base = read(dir.path(), &Inputs::default()).unwrap();
+        let with = |vars: &[&str]| {
+            let inputs = Inputs {
+                vars: vars.iter().map(|s| s.to_string()).collect(),
+                ..Inputs::default()
+            };
+            read(dir.path(), &inputs).unwrap()
+        };
+        // sleep_seconds goes to every branch's l1 only.
+        let slept = with(&["-var=sleep_seconds=1"]);
+        assert_eq!(differing(&base, &slept), ["module.branch.terraform_data.l1"]);
+        assert_eq!(base.calls, slept.calls);
+        // gen drives the module's for_each: the call's expansion changes.
+        let gen = with(&[r#"-var=gen={a="2",b="1",c="1"}"#]);
+        assert_ne!(base.calls["module.branch"], gen.calls["module.branch"]);
+        // A tfvars file the same way, and TF_VAR_ below both.
+        std::fs::write(dir.path().join("x.tfvars"), "sleep_seconds = 1\n").unwrap();
+        let file = with(&["-var-file=x.tfvars"]);
+        assert_eq!(differing(&base, &file), ["module.branch.terraform_data.l1"]);
+        let env = read(
+            dir.path(),
+            &Inputs {
+                env: vec![("TF_VAR_sleep_seconds".into(), "1".into())],
+                ..Inputs::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(differing(&base, &env), ["module.branch.terraform_data.l1"]);
+        // Global: a provider block changes every block.
+        std::fs::write(dir.path().join("p.tf"), "provider \"null\" {}\n").unwrap();
+        let provider = read(dir.path(), &Inputs::default()).unwrap();
+        assert_eq!(differing(&base, &provider).len(), base.blocks.len());
+    }
+
+    #[test]
+    fn data_sources_and_impure_functions_have_no_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("main.tf"),
+            r#"
+data "terraform_remote_state" "net" {
+  backend = "local"
+}
+locals {
+  from_data = data.terraform_remote_state.net.outputs
+  plain     = "x"
+}
+resource "terraform_data" "a" { input = local.from_data }
+resource "terraform_data" "b" { input = "${local.plain}-${timestamp()}" }
+resource "terraform_data" "c" { input = local.plain }
+resource "terraform_data" "d" {
+  input = terraform_data.c.id
+  lifecycle { replace_triggered_by = [terraform_data.c] }
+}
+"#,
+        )
+        .unwrap();
+        let c = read(dir.path(), &Inputs::default()).unwrap();
+        assert_eq!(c.blocks["terraform_data.a"].hash, None);
+        assert_eq!(c.blocks["terraform_data.b"].hash, None);
+        assert!(c.blocks["terraform_data.c"].hash.is_some());
+        assert_eq!(c.blocks["terraform_data.d"].hash, None);
+        let has = |a: &str, b: &str| c.info.edges.iter().any(|(x, y)| x == a && y == b);
+        // Through a local, which terraform's plan JSON cannot follow.
+        assert!(has("terraform_data.a", "data.terraform_remote_state.net"));
+    }
+
+    #[test]
+    fn what_it_cannot_follow_is_said() {
+        let dir = copy("chain");
+        std::fs::write(dir.path().join("extra.tf.json"), "{}").unwrap();
+        let e = read(dir.path(), &Inputs::default()).unwrap_err();
+        assert!(e.0.contains("JSON configuration"), "{e}");
+        std::fs::remove_file(dir.path().join("extra.tf.json")).unwrap();
+        std::fs::write(dir.path().join("x_override.tf"), "").unwrap();
+        let e = read(dir.path(), &Inputs::default()).unwrap_err();
+        assert!(e.0.contains("override"), "{e}");
+        std::fs::remove_file(dir.path().join("x_override.tf")).unwrap();
+        // stategraph's own override file is not the user's configuration.
+        std::fs::write(dir.path().join(OVERRIDE_FILE), "terraform {}").unwrap();
+        assert!(read(dir.path(), &Inputs::default()).is_ok());
+        std::fs::write(dir.path().join("broken.tf"), "resource \"x\" {").unwrap();
+        let e = read(dir.path(), &Inputs::default()).unwrap_err();
+        assert!(e.0.contains("cannot parse"), "{e}");
+        std::fs::remove_file(dir.path().join("broken.tf")).unwrap();
+        edit(dir.path(), "main.tf", "./modules/branch", "git::https://example.com/m.git");
+        let e = read(dir.path(), &Inputs::default()).unwrap_err();
+        assert!(e.0.contains("not installed"), "{e}");
+    }
+}
