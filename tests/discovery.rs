@@ -1,10 +1,16 @@
-//! Discovery reads the changes from terraform's streamed plan and the
-//! configuration's edges from a cache keyed by the configuration files:
-//! a second plan of an unchanged configuration runs no `show -json` (and,
-//! in an initialized directory, no `init`); a changed file brings `show`
-//! back, with the new edges.
-//! (The other tests run every discovery with the oracle on: changes read
-//! from the stream must equal those read from the plan file.)
+//! Discovery. Where the configuration can be compared with the recorded
+//! baseline, no terraform plan of the whole configuration runs: edited,
+//! added and removed blocks, blocks reading a changed variable, and blocks
+//! whose rows changed behind the baseline are planned, with one targeted
+//! plan. Otherwise terraform's refresh-less plan says what changes, its
+//! changes read from the streamed output and the configuration's edges from
+//! a cache keyed by the configuration files: a second plan of an unchanged
+//! configuration runs no `show -json` (and, in an initialized directory, no
+//! `init`); a changed file brings `show` back, with the new edges.
+//! (The other tests run every discovery with the oracle on: the
+//! configuration's reading must cover every change terraform's full plan
+//! finds, and the changes read from the stream must equal those of the
+//! plan file.)
 
 mod common;
 
@@ -67,13 +73,204 @@ fn an_unchanged_configuration_needs_no_show_json_nor_init() {
         "resource \"terraform_data\" \"extra\" {\n  input = module.branch[\"a\"].tail_id\n}\n",
     )
     .unwrap();
-    let (said, third) = run(&["plan", "-no-color"]);
+    // With a module's for_each changed too, terraform's full plan runs
+    // (see below), and its edges are not taken from the stale cache.
+    let (said, third) = run(&[
+        "plan",
+        "-no-color",
+        "-var",
+        r#"gen={a="1",b="1",c="1",d="1"}"#,
+    ]);
     assert!(
         third.iter().any(|c| c == "show"),
         "a changed configuration reused stale edges: {third:?}"
+    );
+    assert!(said.contains("may have changed"), "{said}");
+    // Without: the configuration alone says what changes (one new block),
+    // with its edges read from the files.
+    let (said, fourth) = run(&["plan", "-no-color"]);
+    assert_eq!(
+        fourth
+            .iter()
+            .filter(|c| *c == "plan" || *c == "show")
+            .count(),
+        1,
+        "{fourth:?}\n{said}"
     );
     assert!(
         said.contains("(1 write, ") && !said.contains("(1 write, 0 read)"),
         "the new resource's cone does not read what it references:\n{said}"
     );
+}
+
+/// The real terraform behind a wrapper that logs each subcommand, for one
+/// checkout of `fixture`.
+struct Logged {
+    wd: TfWorkdir,
+    log: std::path::PathBuf,
+    wrapper: std::path::PathBuf,
+}
+
+impl Logged {
+    fn new(fixture: &str) -> Logged {
+        let wd = TfWorkdir::from_fixture(fixture);
+        let log = wd.path().join("terraform.log");
+        let wrapper = wd.path().join("terraform-logged");
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\necho \"$1\" >> '{}'\nexec '{}' \"$@\"\n",
+                log.display(),
+                common::terraform::terraform_bin().display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Logged { wd, log, wrapper }
+    }
+
+    /// Runs stategraph; its exit code, stdout, stderr and the terraform
+    /// subcommands it ran. `oracle`: also run terraform's full plan and check
+    /// the configuration's reading against it.
+    fn run(&self, db: &TestDb, args: &[&str], oracle: bool) -> (i32, String, String, Vec<String>) {
+        let _ = std::fs::remove_file(&self.log);
+        let mut cmd = sg_tf(db, &self.wd, "chain", args);
+        cmd.env("STATEGRAPH_TERRAFORM", &self.wrapper);
+        if !oracle {
+            cmd.env_remove("STATEGRAPH_DISCOVERY_ORACLE");
+        }
+        let out = cmd.output().unwrap();
+        let ran = std::fs::read_to_string(&self.log).unwrap_or_default();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            ran.lines().map(str::to_owned).collect(),
+        )
+    }
+
+    fn edit(&self, file: &str, from: &str, to: &str) {
+        let p = self.wd.path().join(file);
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains(from), "{file} has no {from:?}");
+        std::fs::write(&p, text.replacen(from, to, 1)).unwrap();
+    }
+}
+
+fn plans(ran: &[String]) -> usize {
+    ran.iter().filter(|c| *c == "plan").count()
+}
+
+#[test]
+fn edited_blocks_are_planned_without_a_plan_of_the_whole_configuration() {
+    let db = test_db();
+    let sg = Logged::new("chain");
+    let (code, _, err, _) = sg.run(&db, &["apply", "-auto-approve", "-no-color"], true);
+    assert_eq!(code, 0, "{err}");
+
+    // Nothing changed: stategraph says so without running a plan at all.
+    let (code, out, err, ran) = sg.run(&db, &["plan", "-no-color", "-detailed-exitcode"], false);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        plans(&ran),
+        0,
+        "an unchanged configuration ran terraform plan: {ran:?}\n{err}\n{out}"
+    );
+    assert!(out.contains("No changes."), "{out}");
+
+    // An edited block: one targeted plan, with what terraform would plan.
+    sg.edit(
+        "main.tf",
+        r#""island-${count.index}""#,
+        r#""isle-${count.index}""#,
+    );
+    let (code, out, err, ran) = sg.run(&db, &["plan", "-no-color", "-detailed-exitcode"], false);
+    assert_eq!(code, 2, "{out}{err}");
+    assert_eq!(plans(&ran), 1, "{ran:?}\n{err}");
+    assert!(err.contains("1 block changed"), "{err}");
+    assert!(out.contains("0 to add, 2 to change, 0 to destroy"), "{out}");
+    // The oracle (terraform's full plan) agrees that this covers every change.
+    let (code, out, err, _) = sg.run(&db, &["plan", "-no-color", "-detailed-exitcode"], true);
+    assert_eq!(code, 2, "{out}{err}");
+    let (code, out, err, ran) = sg.run(&db, &["apply", "-auto-approve", "-no-color"], false);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(plans(&ran), 1, "{ran:?}");
+    assert!(out.contains("0 added, 2 changed, 0 destroyed"), "{out}");
+    // Applied blocks are converged again: no plan, and the oracle agrees.
+    let (code, out, err, ran) = sg.run(&db, &["plan", "-no-color", "-detailed-exitcode"], false);
+    assert_eq!((code, plans(&ran)), (0, 0), "{out}{err}{ran:?}");
+    let (code, out, err, _) = sg.run(&db, &["plan", "-no-color", "-detailed-exitcode"], true);
+    assert_eq!(code, 0, "{out}{err}");
+
+    // A new block, and one more instance of a counted block (terraform
+    // plans the new instance outside the locked cone: it is locked too).
+    std::fs::write(
+        sg.wd.path().join("extra.tf"),
+        "resource \"terraform_data\" \"extra\" {\n  input = terraform_data.root.id\n}\n",
+    )
+    .unwrap();
+    sg.edit("main.tf", "count = 2", "count = 3");
+    let (code, out, err, ran) = sg.run(&db, &["plan", "-no-color", "-detailed-exitcode"], true);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(out.contains("2 to add, 0 to change, 0 to destroy"), "{out}");
+    let (code, out, err, ran2) = sg.run(&db, &["apply", "-auto-approve", "-no-color"], false);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("2 added, 0 changed, 0 destroyed"),
+        "{out}\n{err}"
+    );
+    assert!(!ran2.iter().any(|c| c == "init") || ran.iter().any(|c| c == "init"));
+    let listed = sg_ok(&db, &["--state", "chain", "state", "list"]);
+    assert!(
+        listed.contains("terraform_data.island[2]") && listed.contains("terraform_data.extra"),
+        "{listed}"
+    );
+
+    // A removed block: its instances are destroyed.
+    std::fs::remove_file(sg.wd.path().join("extra.tf")).unwrap();
+    let (code, out, err, ran) = sg.run(&db, &["apply", "-auto-approve", "-no-color"], false);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(plans(&ran), 1, "{ran:?}");
+    assert!(out.contains("0 added, 0 changed, 1 destroyed"), "{out}");
+
+    // A variable read by one block: that block only (the oracle checks it).
+    let (code, out, err, _) = sg.run(
+        &db,
+        &[
+            "plan",
+            "-no-color",
+            "-detailed-exitcode",
+            "-var",
+            "sleep_seconds=0",
+        ],
+        true,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+
+    // Terraform's plan of the exported state agrees that all is applied.
+    let (code, out, err, _) = sg.run(&db, &["plan", "-no-color", "-detailed-exitcode"], true);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+#[test]
+fn rows_changed_behind_the_baseline_are_planned_again() {
+    let db = test_db();
+    let sg = Logged::new("chain");
+    let (code, _, err, _) = sg.run(&db, &["apply", "-auto-approve", "-no-color"], true);
+    assert_eq!(code, 0, "{err}");
+    // A row removed outside any apply: its block is no longer as recorded.
+    sg_ok(
+        &db,
+        &[
+            "--state",
+            "chain",
+            "state",
+            "rm",
+            "terraform_data.island[1]",
+        ],
+    );
+    let (code, out, err, ran) = sg.run(&db, &["plan", "-no-color", "-detailed-exitcode"], false);
+    assert_eq!(code, 2, "{out}{err}");
+    assert_eq!(plans(&ran), 1, "{ran:?}\n{err}");
+    assert!(out.contains("1 to add, 0 to change, 0 to destroy"), "{out}");
 }

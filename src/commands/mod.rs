@@ -1,5 +1,6 @@
 //! One file per subcommand. Each exposes `async fn run(&Settings, &Args) -> anyhow::Result<()>`.
 
+mod baseline;
 pub mod cone;
 pub mod db;
 pub mod locks;

@@ -20,6 +20,7 @@ use crate::db::store::{GraphRow, Store, StoreError};
 use crate::error::Exit;
 use crate::graph::{InstanceInput, StateGraph};
 use crate::settings::Settings;
+use crate::terraform::config::{Config, Inputs as ConfigInputs};
 use crate::terraform::workspace::Workspace;
 use crate::terraform::{plan, Output, Terraform};
 use crate::tfargs::{self, TfFlags};
@@ -120,8 +121,11 @@ pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()>
         prepare(&ws, &tf, &store).await?;
 
         // Discover: a refresh-less plan says what changes.
-        let (mut discovered, changed) =
-            discover(&ws, &tf, &flags, &store, &name, &forced, ui).await?;
+        let mut found = discover(
+            &ws, &tf, &flags, &store, &name, state_id, &snapshot, &forced, ui,
+        )
+        .await?;
+        let (mut discovered, changed) = (found.info.clone(), found.changed.clone());
 
         if changed.is_empty() {
             drop(ws);
@@ -184,8 +188,11 @@ pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()>
             .collect();
         if objects_in(&snapshot, &cone_addresses) != objects_in(&fresh, &cone_addresses) {
             ui.info("Rows of the cone changed before the locks were taken; planning again on the new state.");
-            let (again, changed_again) =
-                discover(&ws, &tf, &flags, &store, &name, &forced, ui).await?;
+            let again_found = discover(
+                &ws, &tf, &flags, &store, &name, state_id, &fresh, &forced, ui,
+            )
+            .await?;
+            let (again, changed_again) = (again_found.info.clone(), again_found.changed.clone());
             if changed_again.is_empty() {
                 heartbeat.stop().await;
                 held.release().await?;
@@ -219,6 +226,7 @@ pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()>
             }
             cone = grown;
             discovered = again;
+            found = again_found;
             rows = rows_again;
         }
 
@@ -293,6 +301,16 @@ pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()>
                     continue;
                 }
                 if planned.changed_addresses().is_empty() && !flags.refresh_only {
+                    // Nothing to do in the cone: its rows are converged.
+                    if let Some(config) = &found.config {
+                        let entries = super::baseline::converged(
+                            config,
+                            &fresh,
+                            cone.write.iter().map(String::as_str),
+                            false,
+                        );
+                        store.put_baseline(state_id, &entries).await?;
+                    }
                     heartbeat.stop().await;
                     held.release().await?;
                     return Ok(());
@@ -331,6 +349,12 @@ pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()>
                     Ok(_) => recording.finish(Some(&begun), &ws).await,
                     Err(_) => Err(anyhow!("terraform did not run")),
                 });
+                if let (Some(config), Ok(d), Some(Ok(_))) = (&found.config, &done, &recorded) {
+                    if d.success() {
+                        // The applied blocks' rows are what the configuration says.
+                        record_applied(&store, state_id, config, &ws, &cone.write).await;
+                    }
+                }
                 done
             }
         };
@@ -517,21 +541,89 @@ impl Drop for Held<'_> {
 /// changes (plus `forced` addresses, and every instance for -refresh-only),
 /// and what the cone needs of the configuration.
 ///
-/// The changes come from terraform's streamed `-json` output; the
+/// What discovery found.
+struct Discovered {
+    /// Dependency edges and root outputs of the configuration.
+    info: plan::ConfigInfo,
+    /// Instance addresses that may change (and resource addresses where
+    /// instances may be added), sorted.
+    changed: Vec<String>,
+    /// The configuration as read, where it could be (the baseline is
+    /// recorded from it).
+    config: Option<Config>,
+}
+
+/// What changes: from the configuration alone where its blocks can be
+/// compared with the recorded baseline (see [`super::baseline`]), else from
+/// a refresh-less plan of the whole configuration.
+///
+/// The plan's changes come from terraform's streamed `-json` output; the
 /// configuration's edges from a cache keyed by a fingerprint of its files,
 /// filled from `show -json` of the plan when missing. With
-/// `STATEGRAPH_DISCOVERY_ORACLE=1`, `show -json` runs every time and the
-/// changes read both ways must agree (the tests' oracle).
+/// `STATEGRAPH_DISCOVERY_ORACLE=1` both ways run every time: the
+/// configuration's candidates must cover every change the plan finds, its
+/// edges every edge terraform's plan gives, and the changes read from the
+/// stream must equal those of the plan file (the tests' oracle).
+#[allow(clippy::too_many_arguments)]
 async fn discover(
     ws: &Workspace,
     tf: &Terraform,
     flags: &TfFlags,
     store: &Store,
     name: &str,
+    state_id: i64,
+    state: &State,
     forced: &[String],
     ui: crate::ui::Ui,
-) -> Result<(plan::ConfigInfo, Vec<String>)> {
-    let step = ui.step("Discovering changes (plan without refresh)");
+) -> Result<Discovered> {
+    let oracle = std::env::var_os("STATEGRAPH_DISCOVERY_ORACLE").is_some_and(|v| v == "1");
+    // The configuration alone says nothing about what a -target, -replace,
+    // -destroy or -refresh-only run covers.
+    let plain = flags.targets.is_empty()
+        && flags.replace.is_empty()
+        && !flags.destroy
+        && !flags.refresh_only;
+    let read = plain.then(|| {
+        let inputs = ConfigInputs::from_env(&flags.vars, tf.version_text());
+        crate::terraform::config::read(ws.root(), &inputs)
+    });
+    let mut fast: Option<(Vec<String>, usize)> = None;
+    let mut why: Option<String> = None;
+    match &read {
+        Some(Ok(config)) => {
+            let recorded = store.baseline(state_id).await?;
+            match super::baseline::candidates(config, &recorded, state) {
+                Ok(found) => fast = Some(found),
+                Err(e) => why = Some(e.0),
+            }
+        }
+        Some(Err(e)) => why = Some(e.0.clone()),
+        None => {}
+    }
+    let config = read.and_then(Result::ok);
+    if let (Some((candidates, blocks)), Some(config), false) = (&fast, &config, oracle) {
+        let step = ui.step("Discovering changes (configuration against the baseline)");
+        let mut changed = candidates.clone();
+        changed.extend(forced.iter().cloned());
+        changed.sort();
+        changed.dedup();
+        step.done(format!(
+            "{} block{} changed, {} to plan",
+            thousands(*blocks),
+            if *blocks == 1 { "" } else { "s" },
+            thousands(changed.len())
+        ));
+        return Ok(Discovered {
+            info: config.info.clone(),
+            changed,
+            config: Some(config.clone()),
+        });
+    }
+
+    let step = ui.step(match &why {
+        Some(why) if !oracle => format!("Discovering changes (plan without refresh: {why})"),
+        _ => "Discovering changes (plan without refresh)".to_owned(),
+    });
     let plan_file = ws.plan_path("discover");
     let base = |json: bool| {
         let mut run = ws
@@ -609,6 +701,52 @@ async fn discover(
             info
         }
     };
+    if let Some(config) = &config {
+        // Blocks terraform planned as no-op are converged as stored.
+        let entries = super::baseline::after_full_plan(config, state, &streamed.changed);
+        store.put_baseline(state_id, &entries).await?;
+    }
+    if let (Some((candidates, _)), Some(config)) = (&fast, &config) {
+        // The oracle: the configuration's reading must cover terraform's.
+        let covered: HashSet<&str> = candidates.iter().map(String::as_str).collect();
+        let missed: Vec<&String> = streamed
+            .changed
+            .iter()
+            .filter(|a| {
+                !covered.contains(a.as_str())
+                    && !covered.contains(crate::address::strip_instance_key(a))
+            })
+            .collect();
+        let edges: HashSet<&(String, String)> = config.info.edges.iter().collect();
+        let missing_edges: Vec<&(String, String)> =
+            info.edges.iter().filter(|e| !edges.contains(e)).collect();
+        let sorted = |v: &[String]| v.iter().cloned().collect::<BTreeSet<String>>();
+        if !missed.is_empty()
+            || !missing_edges.is_empty()
+            || sorted(&config.info.outputs) != sorted(&info.outputs)
+        {
+            bail!(
+                "discovery oracle: the configuration's reading misses changes {missed:?}, \
+                 edges {missing_edges:?} (outputs {:?} vs terraform's {:?})",
+                config.info.outputs,
+                info.outputs
+            );
+        }
+        step.done(format!(
+            "{} to change; the configuration's reading ({} to plan) covers them",
+            thousands(streamed.changed.len()),
+            thousands(candidates.len())
+        ));
+        let mut changed = candidates.clone();
+        changed.extend(forced.iter().cloned());
+        changed.sort();
+        changed.dedup();
+        return Ok(Discovered {
+            info: config.info.clone(),
+            changed,
+            config: Some(config.clone()),
+        });
+    }
     let mut changed = streamed.changed;
     changed.extend(forced.iter().cloned());
     if flags.refresh_only {
@@ -619,7 +757,29 @@ async fn discover(
     changed.sort();
     changed.dedup();
     step.done(format!("{} to change", thousands(changed.len())));
-    Ok((info, changed))
+    Ok(Discovered {
+        info,
+        changed,
+        config,
+    })
+}
+
+/// Records the blocks of a successful apply's write set as converged.
+/// Best effort: without it the next run plans those blocks again.
+async fn record_applied(
+    store: &Store,
+    state_id: i64,
+    config: &Config,
+    ws: &Workspace,
+    write: &[String],
+) {
+    let Ok(after) = ws.read_state() else {
+        return;
+    };
+    // Every planned change was applied: module calls are as configured too.
+    let entries =
+        super::baseline::converged(config, &after, write.iter().map(String::as_str), true);
+    let _ = store.put_baseline(state_id, &entries).await;
 }
 
 /// The flags `terraform apply PLANFILE` accepts (variables, targets and

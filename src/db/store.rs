@@ -873,7 +873,10 @@ impl Store {
     }
 
     /// The discovery baseline of a state: block key to `[hash, digest]`.
-    pub async fn baseline(&self, state_id: i64) -> Result<HashMap<String, (String, String)>, StoreError> {
+    pub async fn baseline(
+        &self,
+        state_id: i64,
+    ) -> Result<HashMap<String, (String, String)>, StoreError> {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(

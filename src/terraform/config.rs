@@ -32,8 +32,8 @@ use std::path::{Path, PathBuf};
 
 use hcl_edit::expr::{Expression, FuncCall, Traversal, TraversalOperator};
 use hcl_edit::structure::{Body, Structure};
-use hcl_edit::Span;
 use hcl_edit::visit::{visit_expr, visit_func_call, visit_traversal_operator, Visit};
+use hcl_edit::Span;
 use sha2::{Digest, Sha256};
 
 use super::plan::ConfigInfo;
@@ -266,7 +266,7 @@ pub fn read(root: &Path, inputs: &Inputs) -> Result<Config, Unsupported> {
     let manifest = read_manifest(root);
     let mut modules: Vec<Module> = Vec::new();
     let mut global: Vec<String> = Vec::new();
-    load(root, root, "", None, "", &manifest, &mut modules, &mut global, 0)?;
+    load(root, "", None, "", &manifest, &mut modules, &mut global, 0)?;
     global.push(inputs.tf_version.clone());
     global.push(std::fs::read_to_string(root.join(".terraform.lock.hcl")).unwrap_or_default());
     let root_values = root_values(root, inputs)?;
@@ -345,7 +345,6 @@ fn read_manifest(root: &Path) -> HashMap<String, PathBuf> {
 
 #[allow(clippy::too_many_arguments)]
 fn load(
-    root: &Path,
     dir: &Path,
     path: &str,
     parent: Option<usize>,
@@ -356,7 +355,9 @@ fn load(
     depth: usize,
 ) -> Result<usize, Unsupported> {
     if depth > 32 {
-        return Err(Unsupported(format!("modules nested deeper than 32 at {path}")));
+        return Err(Unsupported(format!(
+            "modules nested deeper than 32 at {path}"
+        )));
     }
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Unsupported(format!("cannot read {}: {e}", dir.display())))?
@@ -375,13 +376,19 @@ fn load(
     for file in &files {
         let name = file.file_name().unwrap_or_default().to_string_lossy();
         if name.ends_with(".tf.json") {
-            return Err(Unsupported(format!("{} is JSON configuration", file.display())));
+            return Err(Unsupported(format!(
+                "{} is JSON configuration",
+                file.display()
+            )));
         }
         if !name.ends_with(".tf") || name == OVERRIDE_FILE {
             continue;
         }
         if name == "override.tf" || name.ends_with("_override.tf") {
-            return Err(Unsupported(format!("{} is an override file", file.display())));
+            return Err(Unsupported(format!(
+                "{} is an override file",
+                file.display()
+            )));
         }
         let text = std::fs::read_to_string(file)
             .map_err(|e| Unsupported(format!("cannot read {}: {e}", file.display())))?;
@@ -404,9 +411,10 @@ fn load(
                     let mut refs = Refs::of_body(&b.body);
                     // replace_triggered_by plans a replacement when what it
                     // names changes, whether or not the state says it depends on it.
-                    let triggered = b.body.get_blocks("lifecycle").any(|l| {
-                        l.body.get_attribute("replace_triggered_by").is_some()
-                    });
+                    let triggered = b
+                        .body
+                        .get_blocks("lifecycle")
+                        .any(|l| l.body.get_attribute("replace_triggered_by").is_some());
                     refs.impure |= triggered;
                     m.resources
                         .insert(format!("{t}.{n}"), (Item { text, refs }, expanded));
@@ -491,7 +499,6 @@ fn load(
             )));
         };
         let child = load(
-            root,
             &child_dir,
             &child_path,
             Some(index),
@@ -527,7 +534,10 @@ fn root_values(root: &Path, inputs: &Inputs) -> Result<BTreeMap<String, String>,
             values.insert(name.to_owned(), format!("env:{v}"));
         }
     }
-    let mut files = vec![root.join("terraform.tfvars"), root.join("terraform.tfvars.json")];
+    let mut files = vec![
+        root.join("terraform.tfvars"),
+        root.join("terraform.tfvars.json"),
+    ];
     let mut auto: Vec<PathBuf> = std::fs::read_dir(root)
         .map_err(|e| Unsupported(format!("cannot read {}: {e}", root.display())))?
         .flatten()
@@ -545,7 +555,11 @@ fn root_values(root: &Path, inputs: &Inputs) -> Result<BTreeMap<String, String>,
     for arg in &inputs.vars {
         if let Some(file) = arg.strip_prefix("-var-file=") {
             let p = Path::new(file);
-            let p = if p.is_absolute() { p.to_path_buf() } else { root.join(p) };
+            let p = if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                root.join(p)
+            };
             tfvars_file(&p, &mut values)?;
         } else if let Some(kv) = arg.strip_prefix("-var=") {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
@@ -692,7 +706,13 @@ impl Reader<'_> {
 
     /// Dependencies of what `refs` reads in module `m`, as configuration
     /// addresses: resources, data sources and module outputs.
-    fn deps(&self, m: usize, refs: &Refs, out: &mut BTreeSet<String>, seen: &mut BTreeSet<(usize, Ref)>) {
+    fn deps(
+        &self,
+        m: usize,
+        refs: &Refs,
+        out: &mut BTreeSet<String>,
+        seen: &mut BTreeSet<(usize, Ref)>,
+    ) {
         let module = &self.modules[m];
         for r in &refs.refs {
             if !seen.insert((m, r.clone())) {
@@ -753,7 +773,11 @@ impl Reader<'_> {
                 .resources
                 .iter()
                 .map(|(n, (item, _))| (join(&m.path, n), item))
-                .chain(m.data.iter().map(|(n, item)| (join(&m.path, &format!("data.{n}")), item)))
+                .chain(
+                    m.data
+                        .iter()
+                        .map(|(n, item)| (join(&m.path, &format!("data.{n}")), item)),
+                )
                 .chain(
                     m.outputs
                         .iter()
@@ -793,7 +817,9 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tf").join(name)
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/tf")
+            .join(name)
     }
 
     /// A copy of a fixture that a test may edit.
@@ -815,7 +841,10 @@ mod tests {
     }
 
     fn hashes(c: &Config) -> BTreeMap<String, Option<String>> {
-        c.blocks.iter().map(|(k, b)| (k.clone(), b.hash.clone())).collect()
+        c.blocks
+            .iter()
+            .map(|(k, b)| (k.clone(), b.hash.clone()))
+            .collect()
     }
 
     fn differing(a: &Config, b: &Config) -> Vec<String> {
@@ -858,11 +887,24 @@ mod tests {
         assert!(c.calls["module.branch"].expanded);
         let has = |a: &str, b: &str| c.info.edges.iter().any(|(x, y)| x == a && y == b);
         // The same edges terraform's plan JSON gives (plan.rs tests).
-        assert!(has("module.branch.terraform_data.l1", "terraform_data.root"));
-        assert!(has("module.branch.terraform_data.l2", "module.branch.terraform_data.l1"));
-        assert!(has("module.branch.output.tail_id", "module.branch.terraform_data.l4"));
+        assert!(has(
+            "module.branch.terraform_data.l1",
+            "terraform_data.root"
+        ));
+        assert!(has(
+            "module.branch.terraform_data.l2",
+            "module.branch.terraform_data.l1"
+        ));
+        assert!(has(
+            "module.branch.output.tail_id",
+            "module.branch.terraform_data.l4"
+        ));
         assert!(has("terraform_data.join", "module.branch.output.tail_id"));
-        assert!(!c.info.edges.iter().any(|(a, _)| a == "terraform_data.island"));
+        assert!(!c
+            .info
+            .edges
+            .iter()
+            .any(|(a, _)| a == "terraform_data.island"));
         assert_eq!(c.info.outputs, ["root_id", "tails"]);
         assert!(c
             .info
@@ -874,15 +916,33 @@ mod tests {
     fn an_edited_block_changes_its_own_hash_only() {
         let dir = copy("chain");
         let before = read(dir.path(), &Inputs::default()).unwrap();
-        edit(dir.path(), "main.tf", r#"input = "root""#, r#"input = "root2""#);
+        edit(
+            dir.path(),
+            "main.tf",
+            r#"input = "root""#,
+            r#"input = "root2""#,
+        );
         let after = read(dir.path(), &Inputs::default()).unwrap();
         assert_eq!(differing(&before, &after), ["terraform_data.root"]);
         // Inside a module: that block, and nothing that merely references it.
-        edit(dir.path(), "modules/branch/main.tf", "input = terraform_data.l1.id", "input = \"${terraform_data.l1.id}-x\"");
+        edit(
+            dir.path(),
+            "modules/branch/main.tf",
+            "input = terraform_data.l1.id",
+            "input = \"${terraform_data.l1.id}-x\"",
+        );
         let again = read(dir.path(), &Inputs::default()).unwrap();
-        assert_eq!(differing(&after, &again), ["module.branch.terraform_data.l2"]);
+        assert_eq!(
+            differing(&after, &again),
+            ["module.branch.terraform_data.l2"]
+        );
         // An output read by another block: that block.
-        edit(dir.path(), "modules/branch/main.tf", "value = terraform_data.l4.id", "value = terraform_data.l3[0].id");
+        edit(
+            dir.path(),
+            "modules/branch/main.tf",
+            "value = terraform_data.l4.id",
+            "value = terraform_data.l3[0].id",
+        );
         let third = read(dir.path(), &Inputs::default()).unwrap();
         assert_eq!(differing(&again, &third), ["terraform_data.join"]);
     }
@@ -900,7 +960,10 @@ mod tests {
         };
         // sleep_seconds goes to every branch's l1 only.
         let slept = with(&["-var=sleep_seconds=1"]);
-        assert_eq!(differing(&base, &slept), ["module.branch.terraform_data.l1"]);
+        assert_eq!(
+            differing(&base, &slept),
+            ["module.branch.terraform_data.l1"]
+        );
         assert_eq!(base.calls, slept.calls);
         // gen drives the module's for_each: the call's expansion changes.
         let gen = with(&[r#"-var=gen={a="2",b="1",c="1"}"#]);
@@ -975,7 +1038,12 @@ resource "terraform_data" "d" {
         let e = read(dir.path(), &Inputs::default()).unwrap_err();
         assert!(e.0.contains("cannot parse"), "{e}");
         std::fs::remove_file(dir.path().join("broken.tf")).unwrap();
-        edit(dir.path(), "main.tf", "./modules/branch", "git::https://example.com/m.git");
+        edit(
+            dir.path(),
+            "main.tf",
+            "./modules/branch",
+            "git::https://example.com/m.git",
+        );
         let e = read(dir.path(), &Inputs::default()).unwrap_err();
         assert!(e.0.contains("not installed"), "{e}");
     }

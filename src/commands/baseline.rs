@@ -1,0 +1,266 @@
+//! Discovery without terraform: which resource blocks may plan a change,
+//! from the configuration's hashes ([`crate::terraform::config`]) and the
+//! baseline recorded when the stored rows were last found converged.
+//!
+//! A block is left out of the plan only when its hash equals the recorded
+//! one and its rows, and the rows they depend on, are byte for byte those
+//! recorded (the digest). Everything else is a candidate: all its stored
+//! instances, plus its resource address where instances may be added.
+//! Terraform's targeted plan of the candidates' cone then says what really
+//! changes.
+//!
+//! The baseline is written by terraform's own full plan (blocks it plans as
+//! no-op), by a successful apply (blocks it applied: their rows are what the
+//! configuration says), and by an apply whose targeted plan found nothing to
+//! do.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use sha2::{Digest, Sha256};
+
+use crate::terraform::config::{Config, Unsupported};
+use crate::tfstate::{strip_module_keys, State};
+
+/// Baseline key of a module call.
+fn call_key(path: &str) -> String {
+    format!("module:{path}")
+}
+
+/// The block (configuration address) of an instance or resource address.
+pub(super) fn block_of(address: &str) -> String {
+    strip_module_keys(crate::address::strip_instance_key(address))
+}
+
+/// Digest of each block's stored rows and the rows they depend on.
+pub(super) fn digests(state: &State) -> HashMap<String, String> {
+    let hash = |bytes: &[u8]| -> String {
+        let d = Sha256::digest(bytes);
+        d[..16].iter().map(|b| format!("{b:02x}")).collect()
+    };
+    let mut by_resource: HashMap<String, String> = HashMap::new();
+    for r in &state.resources {
+        let mut bytes = format!("{}|{}|{:?}|", r.provider, r.mode, r.each).into_bytes();
+        for i in &r.instances {
+            canonical_instance(i, &mut bytes);
+        }
+        by_resource.insert(r.address(), hash(&bytes));
+    }
+    let mut parts: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in state.resources.iter().filter(|r| r.mode == "managed") {
+        let address = r.address();
+        let deps: BTreeSet<&String> = r.instances.iter().flat_map(|i| &i.dependencies).collect();
+        let mut line = format!("{address}={}", by_resource[&address]);
+        for d in deps {
+            line.push_str(&format!(
+                " {d}={}",
+                by_resource.get(d).map(String::as_str).unwrap_or("-")
+            ));
+        }
+        parts.entry(block_of(&address)).or_default().push(line);
+    }
+    parts
+        .into_iter()
+        .map(|(block, mut lines)| {
+            lines.sort();
+            (block, hash(lines.join("\n").as_bytes()))
+        })
+        .collect()
+}
+
+/// An instance object's content, the same however its JSON objects' keys
+/// are ordered (terraform's file and PostgreSQL's jsonb order them differently).
+fn canonical_instance(i: &crate::tfstate::Instance, out: &mut Vec<u8>) {
+    use serde_json::Value;
+    fn canon(v: &Value, out: &mut Vec<u8>) {
+        match v {
+            Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                out.push(b'{');
+                for k in keys {
+                    out.extend_from_slice(serde_json::to_string(k).unwrap_or_default().as_bytes());
+                    out.push(b':');
+                    canon(&m[k], out);
+                    out.push(b',');
+                }
+                out.push(b'}');
+            }
+            Value::Array(a) => {
+                out.push(b'[');
+                for x in a {
+                    canon(x, out);
+                    out.push(b',');
+                }
+                out.push(b']');
+            }
+            other => out.extend_from_slice(other.to_string().as_bytes()),
+        }
+    }
+    let opt = |v: &Option<Value>, out: &mut Vec<u8>| match v {
+        Some(v) => canon(v, out),
+        None => out.push(b'-'),
+    };
+    opt(&i.index_key, out);
+    out.extend_from_slice(
+        format!(
+            "|{:?}|{:?}|{}|{:?}|{}|",
+            i.status, i.deposed, i.schema_version, i.private, i.create_before_destroy
+        )
+        .as_bytes(),
+    );
+    opt(&i.attributes, out);
+    opt(&i.attributes_flat, out);
+    opt(&i.sensitive_attributes, out);
+    let mut deps = i.dependencies.clone();
+    deps.sort();
+    out.extend_from_slice(deps.join(",").as_bytes());
+    canon(&Value::Object(i.extra.clone()), out);
+    out.push(b'\n');
+}
+
+/// Digest of a block with no stored rows.
+fn empty_digest() -> String {
+    let d = Sha256::digest(b"");
+    d[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What may change, from the configuration alone: the candidates' instance
+/// addresses (and resource addresses where instances may be added), sorted.
+/// `Err` says why terraform's full plan is needed instead.
+pub(super) fn candidates(
+    config: &Config,
+    baseline: &HashMap<String, (String, String)>,
+    state: &State,
+) -> Result<(Vec<String>, usize), Unsupported> {
+    if baseline.is_empty() {
+        return Err(Unsupported("no baseline yet for this state".into()));
+    }
+    for (path, call) in &config.calls {
+        let recorded = baseline.get(&call_key(path)).map(|(h, _)| h);
+        if call.hash.is_none() || call.hash.as_ref() != recorded {
+            return Err(Unsupported(format!(
+                "the instances of {path} may have changed (its count/for_each or what it reads)"
+            )));
+        }
+    }
+    let digests = digests(state);
+    let mut stored: BTreeMap<String, Vec<&crate::tfstate::Resource>> = BTreeMap::new();
+    let mut total = 0;
+    for r in state.resources.iter().filter(|r| r.mode == "managed") {
+        total += r.instances.len();
+        stored.entry(block_of(&r.address())).or_default().push(r);
+    }
+    // Module instance prefixes seen in the state, by module path.
+    let mut prefixes: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
+    for r in &state.resources {
+        prefixes
+            .entry(strip_module_keys(&r.module))
+            .or_default()
+            .insert(r.module.as_str());
+    }
+
+    let mut out: BTreeSet<String> = BTreeSet::new();
+    let mut blocks = 0;
+    for (key, block) in &config.blocks {
+        let digest = digests.get(key).cloned().unwrap_or_else(empty_digest);
+        let same = match (&block.hash, baseline.get(key)) {
+            (Some(h), Some((rh, rd))) => h == rh && &digest == rd,
+            _ => false,
+        };
+        if same {
+            continue;
+        }
+        blocks += 1;
+        let resources = stored.get(key).map(Vec::as_slice).unwrap_or_default();
+        for r in resources {
+            let address = r.address();
+            out.extend(r.instances.iter().map(|i| i.address(&address)));
+        }
+        if block.expanded || resources.is_empty() {
+            let local = &key[block.module.len()..].trim_start_matches('.');
+            let module_expanded = config.calls.get(&block.module).is_some_and(|c| c.expanded);
+            if !module_expanded {
+                out.insert(key.clone());
+            } else {
+                let known = prefixes.get(&block.module).cloned().unwrap_or_default();
+                if known.is_empty() {
+                    return Err(Unsupported(format!(
+                        "{key} is new in module instances that hold nothing yet"
+                    )));
+                }
+                out.extend(known.into_iter().map(|p| format!("{p}.{local}")));
+            }
+        }
+    }
+    for (key, resources) in &stored {
+        if !config.blocks.contains_key(key) {
+            blocks += 1;
+            for r in resources {
+                let address = r.address();
+                out.extend(r.instances.iter().map(|i| i.address(&address)));
+            }
+        }
+    }
+    let instances = out.len();
+    if total > 0 && instances * 2 > total {
+        return Err(Unsupported(format!(
+            "{instances} of {total} instances may change: one full plan costs less"
+        )));
+    }
+    Ok((out.into_iter().collect(), blocks))
+}
+
+/// Entries to record after terraform's full plan of `state` planned
+/// `changed` (exact instance addresses): every block and module call with
+/// nothing planned.
+pub(super) fn after_full_plan(
+    config: &Config,
+    state: &State,
+    changed: &[String],
+) -> Vec<(String, String, String)> {
+    let changed_blocks: BTreeSet<String> = changed.iter().map(|a| block_of(a)).collect();
+    let digests = digests(state);
+    let mut out = Vec::new();
+    for (key, block) in &config.blocks {
+        if let (Some(h), false) = (&block.hash, changed_blocks.contains(key)) {
+            let d = digests.get(key).cloned().unwrap_or_else(empty_digest);
+            out.push((key.clone(), h.clone(), d));
+        }
+    }
+    for (path, call) in &config.calls {
+        let prefix = format!("{path}.");
+        let quiet = !changed_blocks.iter().any(|b| b.starts_with(&prefix));
+        if let (Some(h), true) = (&call.hash, quiet) {
+            out.push((call_key(path), h.clone(), String::new()));
+        }
+    }
+    out
+}
+
+/// Entries to record for `blocks` whose rows in `state` are what the
+/// configuration says (applied, or planned as no-op by terraform); with
+/// `calls`, every module call too (a whole plan was applied).
+pub(super) fn converged<'a>(
+    config: &Config,
+    state: &State,
+    blocks: impl IntoIterator<Item = &'a str>,
+    calls: bool,
+) -> Vec<(String, String, String)> {
+    let digests = digests(state);
+    let mut out = Vec::new();
+    let keys: BTreeSet<String> = blocks.into_iter().map(block_of).collect();
+    for key in keys {
+        if let Some(h) = config.blocks.get(&key).and_then(|b| b.hash.as_ref()) {
+            let d = digests.get(&key).cloned().unwrap_or_else(empty_digest);
+            out.push((key, h.clone(), d));
+        }
+    }
+    if calls {
+        for (path, call) in &config.calls {
+            if let Some(h) = &call.hash {
+                out.push((call_key(path), h.clone(), String::new()));
+            }
+        }
+    }
+    out
+}
