@@ -33,7 +33,14 @@
 #   LATENCY_MS=0            FLAVOUR=aws: added latency per API request during the plans
 #   REPS=3                  repetitions (medians reported)
 #   K=12                    instances changed (layer alarm of team TEAM)
-#   TEAM=0                  team (name or index) of the change
+#   CHANGE=edit             how the change is made: edit (the changed blocks' text is
+#                           edited, as a user edits main.tf: genconfig.py --edited) or
+#                           tfvars (-var-file=change.tfvars with a `gen` map entry per
+#                           instance; every block reads var.gen, so stategraph cannot
+#                           tell from the configuration which blocks change and runs
+#                           terraform's full refresh-less plan to find out)
+#   TEAM=root (edit), 0 (tfvars)  team (name, index, or root: the first team of plain
+#                           root resources) of the change
 #   SEED=1                  generator seed
 #   BUILD=terraform         how the state is built: terraform | stategraph
 #   OUT_DIR=benches/results where plan_sweep.md, plan_sweep.csv, plan_vs_n.png and
@@ -54,14 +61,15 @@ if [[ $FLAVOUR == aws ]]; then NS=${NS:-"100 300"}; else NS=${NS:-"100 500 1000 
 LATENCY_MS=${LATENCY_MS:-0}
 REPS=${REPS:-3}
 K=${K:-12}
-TEAM=${TEAM:-0}
+CHANGE=${CHANGE:-edit}
+if [[ $CHANGE == edit ]]; then TEAM=${TEAM:-root}; else TEAM=${TEAM:-0}; fi
 SEED=${SEED:-1}
 BUILD=${BUILD:-terraform}
 OUT_DIR=${OUT_DIR:-$ROOT/benches/results}
 PLOT=${PLOT:-1}
 TIME_BIN=/usr/bin/time
 CMDLINE="$0${*:+ $*}"
-ENVLINE=$(env | grep -E '^(FLAVOUR|NS|LATENCY_MS|REPS|K|TEAM|SEED|BUILD|STATEGRAPH_BIN|PG_DURABLE)=' | sort | tr '\n' ' ' || true)
+ENVLINE=$(env | grep -E '^(FLAVOUR|NS|LATENCY_MS|REPS|K|CHANGE|TEAM|SEED|BUILD|STATEGRAPH_BIN|PG_DURABLE)=' | sort | tr '\n' ' ' || true)
 BENCH_START=$(date +%s)
 
 say() { printf 'plan_sweep.sh: %s\n' "$*" >&2; }
@@ -72,6 +80,7 @@ source "$(dirname "$0")/pg.sh"
 source "$(dirname "$0")/lib.sh"
 
 [[ $BUILD == terraform || $BUILD == stategraph ]] || die "BUILD must be terraform or stategraph"
+[[ $CHANGE == edit || $CHANGE == tfvars ]] || die "CHANGE must be edit or tfvars"
 [[ $FLAVOUR == terraform_data || $FLAVOUR == aws ]] || die "FLAVOUR must be terraform_data or aws"
 command -v python3 >/dev/null || die "python3 not found"
 [[ -x $TIME_BIN ]] && $TIME_BIN -f '%e' true 2>/dev/null || die "GNU time not found at $TIME_BIN"
@@ -142,7 +151,7 @@ requests() { if [[ $FLAVOUR == aws ]]; then moto_requests; else echo 0; fi; }
 mkdir -p "$OUT_DIR"
 MD="$WORK/plan_sweep$SUFFIX.md"
 CSV="$WORK/plan_sweep$SUFFIX.csv"
-echo "flavour,n,edges,depth,teams,changed,cone,build_s,push_s,tf_plan_s,sg_plan_s,sg_over_tf,tf_refreshed,sg_refreshed,tf_requests,sg_requests,sg_over_tf_requests,latency_ms,ph_init_s,ph_discovery_s,ph_show_s,ph_targeted_s,ph_other_tf_s,ph_stategraph_s" >"$CSV"
+echo "flavour,n,edges,depth,teams,changed,cone,build_s,push_s,first_plan_s,tf_plan_s,sg_plan_s,sg_over_tf,tf_refreshed,sg_refreshed,tf_requests,sg_requests,sg_over_tf_requests,latency_ms,ph_init_s,ph_discovery_s,ph_show_s,ph_targeted_s,ph_other_tf_s,ph_stategraph_s" >"$CSV"
 ROWS="$WORK/rows.md"
 PROWS="$WORK/phase-rows.md"
 : >"$ROWS"; : >"$PROWS"
@@ -151,7 +160,13 @@ for N in $NS; do
     d="$WORK/n$N"
     mkdir -p "$d"
     python3 "$GEN" --flavour "$FLAVOUR" --prefix "n$N" --resources "$N" --seed "$SEED" --out "$d/build" \
-        --change "$K" --team "$TEAM" --tfvars "$d/change.tfvars" --json >"$d/summary.json" || die "genconfig failed"
+        --change "$K" --team "$TEAM" --tfvars "$d/change.tfvars" --edited "$d/main.tf.edited" --json >"$d/summary.json" ||
+        die "genconfig failed"
+    if [[ $CHANGE == edit ]]; then
+        VARFILE=()
+    else
+        VARFILE=(-var-file="$d/change.tfvars")
+    fi
     read -r edges depth teams changed cone expect < <(python3 -c '
 import json, sys
 s = json.load(open(sys.argv[1])); c = s["change"]; p = c["plan"]
@@ -193,7 +208,23 @@ print(s["edges"], s["depth"], s["teams"], c["changed"], c["cone"], "%s/%s/%s" % 
         cp "$d/build/.terraform.lock.hcl" "$d/tf/"
         cp "$d/build/.terraform.lock.hcl" "$d/sg/"
     fi
+    # Both checkouts initialized, as a user's are.
     (cd "$d/tf" && "$TERRAFORM" init -input=false -no-color >/dev/null)
+    (cd "$d/sg" && "$TERRAFORM" init -input=false -no-color >/dev/null)
+    # stategraph's first plan of the unchanged configuration after the push
+    # (no change: it runs terraform's full refresh-less plan once and
+    # records the baseline every later plan compares the configuration with;
+    # after a `stategraph apply` the baseline is there already).
+    t0=$(now)
+    (cd "$d/sg" && "$STATEGRAPH_BIN" --state "sweep$N" plan -no-color >"$d/first.log" 2>&1) ||
+        { tail -n 30 "$d/first.log" >&2; die "stategraph's first plan failed"; }
+    t1=$(now); first_s=$(elapsed "$t0" "$t1")
+    grep -q "No changes" "$d/first.log" || { tail -n 30 "$d/first.log" >&2; die "the unchanged configuration planned changes"; }
+    say "  stategraph's first plan after the push (records the baseline): ${first_s}s"
+    if [[ $CHANGE == edit ]]; then
+        cp "$d/main.tf.edited" "$d/tf/main.tf"
+        cp "$d/main.tf.edited" "$d/sg/main.tf"
+    fi
 
     : >"$d/tf.res"; : >"$d/sg.res"; : >"$d/tf.req"; : >"$d/sg.req"; : >"$d/phases"
     mkdir -p "$d/sglogs"
@@ -204,12 +235,12 @@ print(s["edges"], s["depth"], s["teams"], c["changed"], c["cone"], "%s/%s/%s" % 
             r0=$(requests)
             if [[ $who == tf ]]; then
                 (cd "$d/tf" && run_timed "$d/tf.res" "$d/tf.log" \
-                    "$TERRAFORM" plan -input=false -no-color -var-file="$d/change.tfvars")
+                    "$TERRAFORM" plan -input=false -no-color "${VARFILE[@]}")
                 echo "$(($(requests) - r0))" >>"$d/tf.req"
                 check_plan "$d/tf.log" "$expect" terraform
             else
                 (cd "$d/sg" && SG_TF_LOG="$d/sglogs/$rep.tflog" run_timed "$d/sg.res" "$d/sg.log" \
-                    "$STATEGRAPH_BIN" --state "sweep$N" plan -no-color -var-file="$d/change.tfvars")
+                    "$STATEGRAPH_BIN" --state "sweep$N" plan -no-color "${VARFILE[@]}")
                 echo "$(($(requests) - r0))" >>"$d/sg.req"
                 check_plan "$d/sg.log" "$expect" stategraph
                 tf_phases "$d/sglogs/$rep.tflog" "$(tail -n1 "$d/sg.res")" >>"$d/phases"
@@ -229,11 +260,11 @@ print(s["edges"], s["depth"], s["teams"], c["changed"], c["cone"], "%s/%s/%s" % 
     for c in 1 2 3 4 5 6; do ph+=("$(col "$d/phases" "$c")"); done
     reqratio="-"
     [[ $FLAVOUR == aws ]] && reqratio=$(ratio "$sgq" "$tfq")
-    echo "$FLAVOUR,$N,$edges,$depth,$teams,$changed,$cone,$build_s,$push_s,$tfw,$sgw,$(ratio "$sgw" "$tfw"),$tfr,$sgr,$tfq,$sgq,$reqratio,$LATENCY_MS,$(IFS=,; echo "${ph[*]}")" >>"$CSV"
+    echo "$FLAVOUR,$N,$edges,$depth,$teams,$changed,$cone,$build_s,$push_s,$first_s,$tfw,$sgw,$(ratio "$sgw" "$tfw"),$tfr,$sgr,$tfq,$sgq,$reqratio,$LATENCY_MS,$(IFS=,; echo "${ph[*]}")" >>"$CSV"
     if [[ $FLAVOUR == aws ]]; then
-        echo "| $N | $edges | $depth | $cone | $build_s | $push_s | $tfw | $sgw | **$(ratio "$sgw" "$tfw")** | $tfr | $sgr | $tfq | $sgq | **$reqratio** |" >>"$ROWS"
+        echo "| $N | $edges | $depth | $cone | $build_s | $push_s | $first_s | $tfw | $sgw | **$(ratio "$sgw" "$tfw")** | $tfr | $sgr | $tfq | $sgq | **$reqratio** |" >>"$ROWS"
     else
-        echo "| $N | $edges | $depth | $cone | $build_s | $push_s | $tfw | $sgw | **$(ratio "$sgw" "$tfw")** | $(ratio "$tfw" "$sgw") | $tfr | $sgr |" >>"$ROWS"
+        echo "| $N | $edges | $depth | $cone | $build_s | $push_s | $first_s | $tfw | $sgw | **$(ratio "$sgw" "$tfw")** | $(ratio "$tfw" "$sgw") | $tfr | $sgr |" >>"$ROWS"
     fi
     echo "| $N | $sgw | ${ph[0]} | ${ph[1]} | ${ph[2]} | ${ph[3]} | ${ph[4]} | ${ph[5]} | $tfw |" >>"$PROWS"
 done
@@ -244,18 +275,19 @@ done
     echo "- command: \`${ENVLINE}${CMDLINE}\`"
     echo "- machine: $(nproc) cores, ${CPU_MODEL:-unknown CPU}, $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, load at end: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "- terraform $TF_VERSION; $PG_VERSION (PG_DURABLE=$PG_DURABLE); $("$STATEGRAPH_BIN" --version 2>/dev/null || echo stategraph)"
-    echo "- configs: \`fixtures/genconfig/genconfig.py --flavour $FLAVOUR --resources N --seed $SEED\`; change: \`--change $K --team $TEAM\` (K instances of one team's alarm layer changed; cone = them plus their descendants)"
+    echo "- configs: \`fixtures/genconfig/genconfig.py --flavour $FLAVOUR --resources N --seed $SEED\`; change: \`--change $K --team $TEAM\` (K instances of one team's alarm layer changed; cone = them plus their descendants), made by CHANGE=$CHANGE ($([[ $CHANGE == edit ]] && echo "main.tf edited: the changed blocks' text" || echo "-var-file=change.tfvars"))"
+    echo "- sg first plan: stategraph's first plan of the unchanged configuration after the state push (no change; it records the baseline later plans compare the configuration with)"
     echo "- state built with: $BUILD; medians over $REPS repetitions, the tools alternating which goes first"
     echo "- terraform plan refreshes everything (default -parallelism=10); both plans verified to show exactly the change"
     if [[ $FLAVOUR == aws ]]; then
         echo "- aws resources on a local moto server; API requests counted in moto's log; added latency per request during the plans: ${LATENCY_MS} ms"
         echo
-        echo "| N | edges | depth | cone | build (s) | push (s) | terraform plan (s) | stategraph plan (s) | sg / tf | tf refreshed | sg refreshed | tf API requests | sg API requests | sg / tf requests |"
-        echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        echo "| N | edges | depth | cone | build (s) | push (s) | sg first plan (s) | terraform plan (s) | stategraph plan (s) | sg / tf | tf refreshed | sg refreshed | tf API requests | sg API requests | sg / tf requests |"
+        echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     else
         echo
-        echo "| N | edges | depth | cone | build (s) | push (s) | terraform plan (s) | stategraph plan (s) | sg / tf | speed-up | tf refreshed | sg refreshed |"
-        echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        echo "| N | edges | depth | cone | build (s) | push (s) | sg first plan (s) | terraform plan (s) | stategraph plan (s) | sg / tf | speed-up | tf refreshed | sg refreshed |"
+        echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     fi
     cat "$ROWS"
     echo

@@ -361,7 +361,16 @@ fn an_overlapping_apply_waits_then_plans_again_on_the_first_ones_result() {
     .spawn()
     .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut slow = slow;
     while db.psql("SELECT count(*) FROM lock_holders") == "0" {
+        if let Ok(Some(_)) = slow.try_wait() {
+            let out = slow.wait_with_output().unwrap();
+            panic!(
+                "the first apply ended before it locked:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         assert!(
             std::time::Instant::now() < deadline,
             "the first apply never locked"

@@ -107,6 +107,7 @@ fn an_unchanged_configuration_needs_no_show_json_nor_init() {
 /// checkout of `fixture`.
 struct Logged {
     wd: TfWorkdir,
+    state: String,
     log: std::path::PathBuf,
     wrapper: std::path::PathBuf,
 }
@@ -126,7 +127,12 @@ impl Logged {
         )
         .unwrap();
         std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-        Logged { wd, log, wrapper }
+        Logged {
+            wd,
+            state: fixture.to_owned(),
+            log,
+            wrapper,
+        }
     }
 
     /// Runs stategraph; its exit code, stdout, stderr and the terraform
@@ -134,7 +140,7 @@ impl Logged {
     /// the configuration's reading against it.
     fn run(&self, db: &TestDb, args: &[&str], oracle: bool) -> (i32, String, String, Vec<String>) {
         let _ = std::fs::remove_file(&self.log);
-        let mut cmd = sg_tf(db, &self.wd, "chain", args);
+        let mut cmd = sg_tf(db, &self.wd, &self.state, args);
         cmd.env("STATEGRAPH_TERRAFORM", &self.wrapper);
         if !oracle {
             cmd.env_remove("STATEGRAPH_DISCOVERY_ORACLE");
@@ -273,4 +279,47 @@ fn rows_changed_behind_the_baseline_are_planned_again() {
     assert_eq!(code, 2, "{out}{err}");
     assert_eq!(plans(&ran), 1, "{ran:?}\n{err}");
     assert!(out.contains("1 to add, 0 to change, 0 to destroy"), "{out}");
+}
+
+#[test]
+fn a_changed_value_is_planned_on_the_blocks_that_read_it_only() {
+    let db = test_db();
+    let sg = Logged::new("teams");
+    let (code, _, err, _) = sg.run(&db, &["apply", "-auto-approve", "-no-color"], true);
+    assert_eq!(code, 0, "{err}");
+    // var.gen reaches every team's base through the module call: which
+    // bases change takes a plan of those blocks, not of the configuration.
+    let (code, out, err, ran) = sg.run(
+        &db,
+        &[
+            "plan",
+            "-no-color",
+            "-detailed-exitcode",
+            "-var",
+            r#"gen={c="2"}"#,
+        ],
+        false,
+    );
+    assert_eq!(code, 2, "{out}{err}");
+    assert_eq!(plans(&ran), 2, "{ran:?}\n{err}");
+    assert!(err.contains("read changed values"), "{err}");
+    // Team c only: its base and 2 services written, the shared resource read.
+    assert!(err.contains("(3 write, 1 read)"), "{err}");
+    assert!(out.contains("1 to add, 2 to change, 1 to destroy"), "{out}");
+    // The same with terraform's full plan as the oracle.
+    let (code, out, err, _) = sg.run(
+        &db,
+        &[
+            "plan",
+            "-no-color",
+            "-detailed-exitcode",
+            "-var",
+            r#"gen={c="2"}"#,
+        ],
+        true,
+    );
+    assert_eq!(code, 2, "{out}{err}");
+    // Planned as no-op, the bases are converged under the default again.
+    let (code, out, err, ran) = sg.run(&db, &["plan", "-no-color", "-detailed-exitcode"], false);
+    assert_eq!((code, plans(&ran)), (0, 0), "{out}{err}{ran:?}");
 }

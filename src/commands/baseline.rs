@@ -124,19 +124,32 @@ fn empty_digest() -> String {
     d[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// What may change, from the configuration alone: the candidates' instance
-/// addresses (and resource addresses where instances may be added), sorted.
-/// `Err` says why terraform's full plan is needed instead.
+/// What the configuration alone says may change.
+pub(super) struct Candidates {
+    /// The candidate blocks' instance addresses (and resource addresses
+    /// where instances may be added), sorted.
+    pub addresses: Vec<String>,
+    /// How many blocks are candidates.
+    pub blocks: usize,
+    /// Whether every candidate's own text changed (or it is new, removed,
+    /// or its rows changed): then all its instances are planned. Otherwise
+    /// a value a candidate reads changed, and which of its instances change
+    /// takes terraform's plan of the candidates.
+    pub precise: bool,
+}
+
+/// What may change, from the configuration alone. `Err` says why
+/// terraform's full plan is needed instead.
 pub(super) fn candidates(
     config: &Config,
-    baseline: &HashMap<String, (String, String)>,
+    baseline: &HashMap<String, [String; 3]>,
     state: &State,
-) -> Result<(Vec<String>, usize), Unsupported> {
+) -> Result<Candidates, Unsupported> {
     if baseline.is_empty() {
         return Err(Unsupported("no baseline yet for this state".into()));
     }
     for (path, call) in &config.calls {
-        let recorded = baseline.get(&call_key(path)).map(|(h, _)| h);
+        let recorded = baseline.get(&call_key(path)).map(|[h, _, _]| h);
         if call.hash.is_none() || call.hash.as_ref() != recorded {
             return Err(Unsupported(format!(
                 "the instances of {path} may have changed (its count/for_each or what it reads)"
@@ -161,16 +174,23 @@ pub(super) fn candidates(
 
     let mut out: BTreeSet<String> = BTreeSet::new();
     let mut blocks = 0;
+    let mut precise = true;
     for (key, block) in &config.blocks {
         let digest = digests.get(key).cloned().unwrap_or_else(empty_digest);
-        let same = match (&block.hash, baseline.get(key)) {
-            (Some(h), Some((rh, rd))) => h == rh && &digest == rd,
+        let recorded = baseline.get(key);
+        let same = match (&block.hash, recorded) {
+            (Some(h), Some([rh, rd, _])) => h == rh && &digest == rd,
             _ => false,
         };
         if same {
             continue;
         }
         blocks += 1;
+        // Same text, same rows: a value it reads changed (or it reads data).
+        let text_same = recorded.is_some_and(|[_, rd, rt]| *rt == block.text && *rd == digest);
+        if block.hash.is_none() || text_same {
+            precise = false;
+        }
         let resources = stored.get(key).map(Vec::as_slice).unwrap_or_default();
         for r in resources {
             let address = r.address();
@@ -207,31 +227,44 @@ pub(super) fn candidates(
             "{instances} of {total} instances may change: one full plan costs less"
         )));
     }
-    Ok((out.into_iter().collect(), blocks))
+    Ok(Candidates {
+        addresses: out.into_iter().collect(),
+        blocks,
+        precise,
+    })
 }
 
-/// Entries to record after terraform's full plan of `state` planned
-/// `changed` (exact instance addresses): every block and module call with
-/// nothing planned.
-pub(super) fn after_full_plan(
+/// Entries to record after terraform's refresh-less plan of `state`
+/// planned `changed` (exact instance addresses): every block with nothing
+/// planned, among those of `only` when the plan was targeted at them, and,
+/// for a plan of the whole configuration, every module call with nothing
+/// planned inside.
+pub(super) fn after_plan_of(
     config: &Config,
     state: &State,
     changed: &[String],
-) -> Vec<(String, String, String)> {
+    only: Option<&[String]>,
+) -> Vec<(String, [String; 3])> {
     let changed_blocks: BTreeSet<String> = changed.iter().map(|a| block_of(a)).collect();
+    let planned: Option<BTreeSet<String>> = only.map(|o| o.iter().map(|a| block_of(a)).collect());
     let digests = digests(state);
     let mut out = Vec::new();
     for (key, block) in &config.blocks {
-        if let (Some(h), false) = (&block.hash, changed_blocks.contains(key)) {
+        if changed_blocks.contains(key) || planned.as_ref().is_some_and(|p| !p.contains(key)) {
+            continue;
+        }
+        if let Some(h) = &block.hash {
             let d = digests.get(key).cloned().unwrap_or_else(empty_digest);
-            out.push((key.clone(), h.clone(), d));
+            out.push((key.clone(), [h.clone(), d, block.text.clone()]));
         }
     }
-    for (path, call) in &config.calls {
-        let prefix = format!("{path}.");
-        let quiet = !changed_blocks.iter().any(|b| b.starts_with(&prefix));
-        if let (Some(h), true) = (&call.hash, quiet) {
-            out.push((call_key(path), h.clone(), String::new()));
+    if planned.is_none() {
+        for (path, call) in &config.calls {
+            let prefix = format!("{path}.");
+            let quiet = !changed_blocks.iter().any(|b| b.starts_with(&prefix));
+            if let (Some(h), true) = (&call.hash, quiet) {
+                out.push((call_key(path), [h.clone(), String::new(), String::new()]));
+            }
         }
     }
     out
@@ -245,20 +278,23 @@ pub(super) fn converged<'a>(
     state: &State,
     blocks: impl IntoIterator<Item = &'a str>,
     calls: bool,
-) -> Vec<(String, String, String)> {
+) -> Vec<(String, [String; 3])> {
     let digests = digests(state);
     let mut out = Vec::new();
     let keys: BTreeSet<String> = blocks.into_iter().map(block_of).collect();
     for key in keys {
-        if let Some(h) = config.blocks.get(&key).and_then(|b| b.hash.as_ref()) {
+        let Some(block) = config.blocks.get(&key) else {
+            continue;
+        };
+        if let Some(h) = &block.hash {
             let d = digests.get(&key).cloned().unwrap_or_else(empty_digest);
-            out.push((key, h.clone(), d));
+            out.push((key, [h.clone(), d, block.text.clone()]));
         }
     }
     if calls {
         for (path, call) in &config.calls {
             if let Some(h) = &call.hash {
-                out.push((call_key(path), h.clone(), String::new()));
+                out.push((call_key(path), [h.clone(), String::new(), String::new()]));
             }
         }
     }

@@ -587,7 +587,7 @@ async fn discover(
         let inputs = ConfigInputs::from_env(&flags.vars, tf.version_text());
         crate::terraform::config::read(ws.root(), &inputs)
     });
-    let mut fast: Option<(Vec<String>, usize)> = None;
+    let mut fast: Option<super::baseline::Candidates> = None;
     let mut why: Option<String> = None;
     match &read {
         Some(Ok(config)) => {
@@ -601,18 +601,61 @@ async fn discover(
         None => {}
     }
     let config = read.and_then(Result::ok);
-    if let (Some((candidates, blocks)), Some(config), false) = (&fast, &config, oracle) {
-        let step = ui.step("Discovering changes (configuration against the baseline)");
-        let mut changed = candidates.clone();
+    // What the configuration's reading says changes, where it can tell.
+    let mut read_changes: Option<Vec<String>> = None;
+    if let (Some(found), Some(config)) = (&fast, &config) {
+        let blocks = format!(
+            "{} block{}",
+            thousands(found.blocks),
+            if found.blocks == 1 { "" } else { "s" }
+        );
+        if found.precise || found.addresses.is_empty() {
+            // Edited, added or removed blocks, or rows changed behind the
+            // baseline: every instance of those blocks is planned.
+            let step = ui.step("Discovering changes (configuration against the baseline)");
+            step.done(format!(
+                "{blocks} changed, {} to plan",
+                thousands(found.addresses.len())
+            ));
+            read_changes = Some(found.addresses.clone());
+        } else {
+            // Blocks reading a changed value (a variable, a local, a data
+            // source): which of their instances change takes terraform's
+            // plan, of those blocks only.
+            let step = ui.step(format!(
+                "Discovering changes ({blocks} read changed values: plan of those without refresh)"
+            ));
+            let targets: BTreeSet<&str> = found
+                .addresses
+                .iter()
+                .map(|a| crate::address::strip_instance_key(a))
+                .collect();
+            let targets: Vec<String> = targets.into_iter().map(str::to_owned).collect();
+            let plan_file = ws.plan_path("discover");
+            let done = match discovery_plan(ws, tf, flags, &targets, &plan_file).await {
+                Ok(done) => done,
+                Err(e) => {
+                    step.fail();
+                    return Err(e);
+                }
+            };
+            let streamed = plan::parse_stream(&done.stdout);
+            let entries = super::baseline::after_plan_of(
+                config,
+                state,
+                &streamed.changed,
+                Some(&found.addresses),
+            );
+            store.put_baseline(state_id, &entries).await?;
+            step.done(format!("{} to change", thousands(streamed.changed.len())));
+            read_changes = Some(streamed.changed);
+        }
+    }
+    if let (Some(found), Some(config), false) = (&read_changes, &config, oracle) {
+        let mut changed = found.clone();
         changed.extend(forced.iter().cloned());
         changed.sort();
         changed.dedup();
-        step.done(format!(
-            "{} block{} changed, {} to plan",
-            thousands(*blocks),
-            if *blocks == 1 { "" } else { "s" },
-            thousands(changed.len())
-        ));
         return Ok(Discovered {
             info: config.info.clone(),
             changed,
@@ -625,43 +668,13 @@ async fn discover(
         _ => "Discovering changes (plan without refresh)".to_owned(),
     });
     let plan_file = ws.plan_path("discover");
-    let base = |json: bool| {
-        let mut run = ws
-            .command(tf)
-            .args([
-                "plan",
-                "-refresh=false",
-                "-input=false",
-                "-lock=false",
-                "-no-color",
-            ])
-            .args(flags.vars.iter())
-            .args(flags.targets.iter().map(|t| format!("-target={t}")))
-            .args(flags.replace.iter().map(|r| format!("-replace={r}")))
-            .stdout(Output::Capture);
-        if json {
-            run = run
-                .arg("-json")
-                .arg(format!("-out={}", plan_file.display()));
+    let done = match discovery_plan(ws, tf, flags, &[], &plan_file).await {
+        Ok(done) => done,
+        Err(e) => {
+            step.fail();
+            return Err(e);
         }
-        if flags.destroy {
-            run = run.arg("-destroy");
-        }
-        run
     };
-    let done = base(true).run().await?;
-    if !done.success() {
-        step.fail();
-        // The JSON diagnostics are for machines: show terraform's own words.
-        let again = base(false).run().await?;
-        let _ = std::io::stdout().write_all(&again.stdout);
-        return Err(Exit(if again.success() {
-            done.code
-        } else {
-            again.code
-        })
-        .into());
-    }
     let streamed = plan::parse_stream(&done.stdout);
 
     let oracle = std::env::var_os("STATEGRAPH_DISCOVERY_ORACLE").is_some_and(|v| v == "1");
@@ -703,12 +716,15 @@ async fn discover(
     };
     if let Some(config) = &config {
         // Blocks terraform planned as no-op are converged as stored.
-        let entries = super::baseline::after_full_plan(config, state, &streamed.changed);
+        let entries = super::baseline::after_plan_of(config, state, &streamed.changed, None);
         store.put_baseline(state_id, &entries).await?;
     }
-    if let (Some((candidates, _)), Some(config)) = (&fast, &config) {
-        // The oracle: the configuration's reading must cover terraform's.
-        let covered: HashSet<&str> = candidates.iter().map(String::as_str).collect();
+    if let (Some(candidates), Some(config)) = (&read_changes, &config) {
+        // The oracle: the cone of the configuration's reading must cover
+        // every change terraform's plan finds.
+        let rows = store.graph_rows(name).await?.unwrap_or_default();
+        let cone = Cone::compute(&rows, candidates, &config.info)?;
+        let covered: HashSet<&str> = cone.write.iter().map(String::as_str).collect();
         let missed: Vec<&String> = streamed
             .changed
             .iter()
@@ -780,6 +796,61 @@ async fn record_applied(
     let entries =
         super::baseline::converged(config, &after, write.iter().map(String::as_str), true);
     let _ = store.put_baseline(state_id, &entries).await;
+}
+
+/// A refresh-less plan with terraform's streamed `-json` output, planning
+/// `extra` targets besides the user's. On failure, terraform's own words
+/// reach the user and its exit code is ours.
+async fn discovery_plan(
+    ws: &Workspace,
+    tf: &Terraform,
+    flags: &TfFlags,
+    extra: &[String],
+    plan_file: &std::path::Path,
+) -> Result<crate::terraform::Finished> {
+    let base = |json: bool| {
+        let mut run = ws
+            .command(tf)
+            .args([
+                "plan",
+                "-refresh=false",
+                "-input=false",
+                "-lock=false",
+                "-no-color",
+            ])
+            .args(flags.vars.iter())
+            .args(
+                flags
+                    .targets
+                    .iter()
+                    .chain(extra)
+                    .map(|t| format!("-target={t}")),
+            )
+            .args(flags.replace.iter().map(|r| format!("-replace={r}")))
+            .stdout(Output::Capture);
+        if json {
+            run = run
+                .arg("-json")
+                .arg(format!("-out={}", plan_file.display()));
+        }
+        if flags.destroy {
+            run = run.arg("-destroy");
+        }
+        run
+    };
+    let done = base(true).run().await?;
+    if !done.success() {
+        // The JSON diagnostics are for machines: show terraform's own words.
+        let again = base(false).run().await?;
+        let _ = std::io::stdout().write_all(&again.stdout);
+        return Err(Exit(if again.success() {
+            done.code
+        } else {
+            again.code
+        })
+        .into());
+    }
+    Ok(done)
 }
 
 /// The flags `terraform apply PLANFILE` accepts (variables, targets and

@@ -872,11 +872,11 @@ impl Store {
         Ok(())
     }
 
-    /// The discovery baseline of a state: block key to `[hash, digest]`.
+    /// The discovery baseline of a state: block key to `[hash, digest, text hash]`.
     pub async fn baseline(
         &self,
         state_id: i64,
-    ) -> Result<HashMap<String, (String, String)>, StoreError> {
+    ) -> Result<HashMap<String, [String; 3]>, StoreError> {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
@@ -887,8 +887,8 @@ impl Store {
         let mut out = HashMap::new();
         if let Some(Value::Object(entries)) = row.map(|r| r.get::<_, Value>(0)) {
             for (key, v) in entries {
-                if let (Some(h), Some(d)) = (v[0].as_str(), v[1].as_str()) {
-                    out.insert(key, (h.to_owned(), d.to_owned()));
+                if let (Some(h), Some(d), Some(t)) = (v[0].as_str(), v[1].as_str(), v[2].as_str()) {
+                    out.insert(key, [h.to_owned(), d.to_owned(), t.to_owned()]);
                 }
             }
         }
@@ -900,14 +900,14 @@ impl Store {
     pub async fn put_baseline(
         &self,
         state_id: i64,
-        entries: &[(String, String, String)],
+        entries: &[(String, [String; 3])],
     ) -> Result<(), StoreError> {
         if entries.is_empty() {
             return Ok(());
         }
         let object: serde_json::Map<String, Value> = entries
             .iter()
-            .map(|(k, h, d)| (k.clone(), Value::from(vec![h.clone(), d.clone()])))
+            .map(|(k, v)| (k.clone(), Value::from(v.to_vec())))
             .collect();
         let client = self.pool.get().await?;
         client

@@ -102,6 +102,10 @@ pub struct Block {
     /// Hash of everything its plan depends on in the configuration; `None`
     /// when that is not all in the configuration (see the module docs).
     pub hash: Option<String>,
+    /// Hash of its text and the text of what applies to every block and of
+    /// the module calls above it, without the values it reads: equal with
+    /// `hash` different means a value it reads changed.
+    pub text: String,
     /// Whether it has `count` or `for_each`.
     pub expanded: bool,
 }
@@ -282,6 +286,7 @@ pub fn read(root: &Path, inputs: &Inputs) -> Result<Config, Unsupported> {
     let mut config = Config::default();
     for (i, m) in modules.iter().enumerate() {
         let chain = reader.chain(i);
+        let chain_text = reader.chain_text(i);
         if !m.path.is_empty() {
             config.calls.insert(
                 m.path.clone(),
@@ -302,6 +307,7 @@ pub fn read(root: &Path, inputs: &Inputs) -> Result<Config, Unsupported> {
                 Block {
                     module: m.path.clone(),
                     hash,
+                    text: sha(&[&global, &chain_text, &item.text]),
                     expanded: *expanded,
                 },
             );
@@ -749,6 +755,18 @@ impl Reader<'_> {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// Hash of the text of the module calls above module `m`.
+    fn chain_text(&self, m: usize) -> String {
+        let module = &self.modules[m];
+        match module.parent {
+            None => String::new(),
+            Some(p) => sha(&[
+                &self.chain_text(p),
+                &self.modules[p].calls[&module.call_name].meta.text,
+            ]),
         }
     }
 
