@@ -322,7 +322,14 @@ section2() {
         (cd "$d/tf$i" && "$TERRAFORM" init -input=false -no-color >"$d/init$i.log" 2>&1) ||
             { cat "$d/init$i.log" >&2; die "terraform init (backend $TF_BACKEND) failed"; }
         copy_fixture teams "$d/sg$i"
+        # Initialized, as a user's checkout is (stategraph then skips init).
+        (cd "$d/sg$i" && "$TERRAFORM" init -input=false -no-color >"$d/sginit$i.log" 2>&1) ||
+            { cat "$d/sginit$i.log" >&2; die "terraform init of a stategraph checkout failed"; }
     done
+    # One plan of the unchanged configuration after the push records the
+    # discovery baseline (after a stategraph apply it is there already).
+    (cd "$d/sg0" && sg --state apply plan -no-color "${size[@]}" >"$d/first-plan.log" 2>&1) ||
+        { tail -n 30 "$d/first-plan.log" >&2; die "stategraph's first plan failed"; }
     if [[ $TF_BACKEND == pg ]]; then
         (cd "$d/tf0" && "$TERRAFORM" state push -no-color "$d/build/terraform.tfstate" >"$d/tfpush.log" 2>&1) ||
             { cat "$d/tfpush.log" >&2; die "terraform state push into the pg backend failed"; }
