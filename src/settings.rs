@@ -47,10 +47,24 @@ pub struct Settings {
     /// database is unreachable (`STATEGRAPH_DB_RETRY`, default 60s) before
     /// it keeps the result in a recovery file.
     pub db_retry: std::time::Duration,
+    /// Whether terraform refreshes only the written instances, in a run of
+    /// its own before a refresh-less plan (`STATEGRAPH_SCOPED_REFRESH`:
+    /// `auto`, the default, when that saves refreshing more instances than
+    /// it refreshes; `always`; `never`: terraform's targeted plan refreshes
+    /// the written instances and everything they depend on).
+    pub scoped_refresh: ScopedRefresh,
     /// `TF_INPUT` is not `0`/`false`: terraform (and we) may ask questions.
     pub tf_input: bool,
     /// Messages and progress.
     pub ui: Ui,
+}
+
+/// See [`Settings::scoped_refresh`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScopedRefresh {
+    Auto,
+    Always,
+    Never,
 }
 
 /// Which PostgreSQL to talk to.
@@ -198,6 +212,15 @@ impl Settings {
             )
         })?;
 
+        let scoped_refresh = match get("STATEGRAPH_SCOPED_REFRESH").as_deref() {
+            None | Some("auto") => ScopedRefresh::Auto,
+            Some("always") => ScopedRefresh::Always,
+            Some("never") => ScopedRefresh::Never,
+            Some(other) => {
+                anyhow::bail!("STATEGRAPH_SCOPED_REFRESH={other:?}: expected auto, always or never")
+            }
+        };
+
         let tf_input = !matches!(
             get("TF_INPUT").as_deref(),
             Some("0" | "false" | "FALSE" | "False")
@@ -209,6 +232,7 @@ impl Settings {
             tf_input,
             lock_lease,
             db_retry,
+            scoped_refresh,
             actor,
             database,
             workdir,

@@ -230,11 +230,28 @@ pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()>
             rows = rows_again;
         }
 
+        // Scoped refresh: only the written instances, in a refresh-only run
+        // on a state holding nothing else; the plan then reads everything
+        // else as stored (locked shared: nobody writes it meanwhile).
+        let mut scoped = scoped_refresh(settings, &flags, &cone, &rows);
+        if scoped {
+            match refresh_write_set(&ws, &tf, &flags, &fresh, &cone.write, &discovered, ui).await? {
+                Some(refreshed) => ws.write_state(&refreshed)?,
+                None => {
+                    scoped = false;
+                    ws.write_state(&fresh)?;
+                }
+            }
+        }
+
         // Terraform on the cone.
         // Terraform plans the cone first (for apply too): what it plans is
         // checked against the locks before anything is applied.
         let final_plan = ws.plan_path("final");
         let mut plan_run = ws.command(&tf).args(["plan", "-lock=false"]);
+        if scoped {
+            plan_run = plan_run.arg("-refresh=false");
+        }
         if flags.destroy {
             plan_run = plan_run.arg("-destroy");
         }
@@ -796,6 +813,225 @@ async fn record_applied(
     let entries =
         super::baseline::converged(config, &after, write.iter().map(String::as_str), true);
     let _ = store.put_baseline(state_id, &entries).await;
+}
+
+/// Whether this run refreshes only its written instances (see
+/// [`Settings::scoped_refresh`]). Terraform's targeted plan refreshes the
+/// targets and every instance of every resource they depend on (all module
+/// instances of a module's resources); a refresh of the written instances
+/// alone costs one terraform run more, worth it when it saves refreshing at
+/// least as many instances as it refreshes, and at least 20 (instances of
+/// `terraform_data`, refreshed without a remote call, do not count).
+fn scoped_refresh(settings: &Settings, flags: &TfFlags, cone: &Cone, rows: &[GraphRow]) -> bool {
+    use crate::settings::ScopedRefresh;
+    // Not for a refresh-less or refresh-only run, nor for machine-readable output.
+    if !flags.refresh || flags.refresh_only || flags.json {
+        return false;
+    }
+    let write: HashSet<&str> = cone.write.iter().map(String::as_str).collect();
+    let stored = rows
+        .iter()
+        .filter(|r| write.contains(r.address.as_str()))
+        .count();
+    if stored == 0 {
+        return false;
+    }
+    match settings.scoped_refresh {
+        ScopedRefresh::Always => true,
+        ScopedRefresh::Never => false,
+        ScopedRefresh::Auto => {
+            // What terraform's targeted plan would refresh: every instance of
+            // the written resources and of what they depend on.
+            let mut configs: HashSet<String> = HashSet::new();
+            for r in rows.iter().filter(|r| write.contains(r.address.as_str())) {
+                configs.insert(r.config_address.clone());
+                for d in &r.dependencies {
+                    configs.insert(crate::tfstate::strip_module_keys(d));
+                }
+            }
+            // terraform_data (the built-in provider) refreshes without any
+            // remote call: refreshing it costs nothing to save.
+            let remote = |r: &&GraphRow| {
+                let mut parts = r.config_address.rsplit('.');
+                let (_name, kind) = (parts.next(), parts.next());
+                kind != Some("terraform_data")
+            };
+            let targeted = rows
+                .iter()
+                .filter(|r| configs.contains(&r.config_address))
+                .filter(remote)
+                .count();
+            let written = rows
+                .iter()
+                .filter(|r| write.contains(r.address.as_str()))
+                .filter(remote)
+                .count();
+            let saved = targeted.saturating_sub(written);
+            saved >= written.max(20)
+        }
+    }
+}
+
+/// Refreshes the written instances of `state` only: `terraform plan
+/// -refresh-only` targeted at them, on a private state holding nothing else
+/// (instances a targeted refresh-only plan depends on may be missing from
+/// its state), and returns `state` with those instances as refreshed, read
+/// from the plan file's prior state (serial and lineage kept: a saved plan
+/// must match the stored state). Terraform's progress lines reach the user.
+/// `None` when terraform could not refresh that way (the plan then
+/// refreshes the cone's dependencies too, and says what went wrong).
+#[allow(clippy::too_many_arguments)]
+async fn refresh_write_set(
+    ws: &Workspace,
+    tf: &Terraform,
+    flags: &TfFlags,
+    state: &State,
+    write: &[String],
+    config: &plan::ConfigInfo,
+    ui: crate::ui::Ui,
+) -> Result<Option<State>> {
+    let write: HashSet<&str> = write.iter().map(String::as_str).collect();
+    // Root outputs that read only the targets and what they depend on are
+    // evaluated, and fail on what is missing from the state: what they read
+    // among the targets' dependencies stays (and is refreshed with them).
+    let mut upstream: HashSet<String> = HashSet::new();
+    for r in &state.resources {
+        let address = r.address();
+        for i in r
+            .instances
+            .iter()
+            .filter(|i| write.contains(i.address(&address).as_str()))
+        {
+            upstream.extend(
+                i.dependencies
+                    .iter()
+                    .map(|d| crate::tfstate::strip_module_keys(d)),
+            );
+        }
+    }
+    let mut for_outputs: HashSet<String> = HashSet::new();
+    let mut todo: Vec<&str> = config.output_refs.iter().map(|(_, d)| d.as_str()).collect();
+    let mut seen: HashSet<&str> = HashSet::new();
+    while let Some(node) = todo.pop() {
+        if !seen.insert(node) {
+            continue;
+        }
+        if node.contains(".output.") {
+            todo.extend(
+                config
+                    .edges
+                    .iter()
+                    .filter(|(from, _)| from == node)
+                    .map(|(_, to)| to.as_str()),
+            );
+        } else if upstream.contains(node) {
+            for_outputs.insert(node.to_owned());
+        }
+    }
+    let mut only = state.clone();
+    let mut targets: BTreeSet<String> = BTreeSet::new();
+    for r in &mut only.resources {
+        let address = r.address();
+        let read_by_output = for_outputs.contains(&crate::tfstate::strip_module_keys(&address));
+        r.instances.retain(|i| {
+            let a = i.address(&address);
+            let keep = write.contains(a.as_str());
+            if keep {
+                targets.insert(a);
+            }
+            keep || read_by_output
+        });
+    }
+    only.resources.retain(|r| !r.instances.is_empty());
+    ws.write_state(&only)?;
+    let step = ui.step(format!(
+        "Refreshing the {} written instance{} only",
+        thousands(targets.len()),
+        if targets.len() == 1 { "" } else { "s" }
+    ));
+    let plan_file = ws.plan_path("refresh");
+    let mut run = ws
+        .command(tf)
+        .args(["plan", "-refresh-only", "-input=false", "-lock=false"])
+        .arg(format!("-out={}", plan_file.display()))
+        .args(flags.vars.iter())
+        .args(targets.iter().map(|t| format!("-target={t}")))
+        .stdout(Output::Capture)
+        .quiet();
+    if flags.no_color {
+        run = run.arg("-no-color");
+    }
+    if let Some(p) = &flags.parallelism {
+        run = run.arg(format!("-parallelism={p}"));
+    }
+    let done = run.run().await?;
+    let after = match done.success() {
+        true => refreshed_state(&plan_file),
+        false => Err(anyhow!(
+            "terraform plan -refresh-only exited with {}",
+            done.code
+        )),
+    };
+    let after = match after {
+        Ok(after) => after,
+        Err(_) => {
+            step.done(
+                "not possible on a partial state: the plan refreshes the cone's dependencies too",
+            );
+            return Ok(None);
+        }
+    };
+    // Terraform's progress lines, as its own plan would print them.
+    let text = String::from_utf8_lossy(&done.stdout);
+    let mut out = std::io::stdout().lock();
+    for line in text.lines().filter(|l| l.contains(": Refreshing state...")) {
+        let _ = writeln!(out, "{line}");
+    }
+    drop(out);
+    let mut refreshed: HashMap<(String, Option<String>), crate::tfstate::Instance> = HashMap::new();
+    for r in &after.resources {
+        let address = r.address();
+        for i in &r.instances {
+            refreshed.insert((i.address(&address), i.deposed.clone()), i.clone());
+        }
+    }
+    let mut merged = state.clone();
+    for r in &mut merged.resources {
+        let address = r.address();
+        r.instances.retain_mut(|i| {
+            let a = i.address(&address);
+            if !write.contains(a.as_str()) {
+                return true;
+            }
+            // Gone when the refresh found the object deleted.
+            match refreshed.remove(&(a, i.deposed.clone())) {
+                Some(new) => {
+                    *i = new;
+                    true
+                }
+                None => false,
+            }
+        });
+    }
+    merged.resources.retain(|r| !r.instances.is_empty());
+    step.done("done");
+    Ok(Some(merged))
+}
+
+/// The refreshed state a plan file carries (its `tfstate` entry: the prior
+/// state the plan was made against, after refresh).
+fn refreshed_state(plan_file: &std::path::Path) -> Result<State> {
+    use std::io::Read;
+    let file = std::fs::File::open(plan_file)
+        .with_context(|| format!("cannot open {}", plan_file.display()))?;
+    let mut archive =
+        zip::ZipArchive::new(file).context("terraform's plan file is not a zip archive")?;
+    let mut entry = archive
+        .by_name("tfstate")
+        .context("terraform's plan file holds no tfstate")?;
+    let mut bytes = Vec::new();
+    entry.read_to_end(&mut bytes)?;
+    Ok(crate::tfstate::parse(&bytes)?)
 }
 
 /// A refresh-less plan with terraform's streamed `-json` output, planning

@@ -250,6 +250,7 @@ impl Terraform {
             env: self.env.clone(),
             interactive: false,
             stdout: Output::Inherit,
+            quiet: false,
             ui: self.ui,
         }
     }
@@ -286,6 +287,8 @@ pub struct Run {
     env: Vec<(OsString, Option<OsString>)>,
     interactive: bool,
     stdout: Output,
+    /// stderr captured, never shown (see [`Run::quiet`]).
+    quiet: bool,
     ui: Ui,
 }
 
@@ -296,6 +299,8 @@ pub struct Finished {
     pub code: u8,
     /// Captured stdout (empty with [`Output::Inherit`]).
     pub stdout: Vec<u8>,
+    /// Captured stderr (empty unless [`Run::quiet`]).
+    pub stderr: Vec<u8>,
     /// How many interrupts (SIGINT/SIGTERM) stategraph received while it ran.
     pub interrupts: u32,
 }
@@ -350,6 +355,13 @@ impl Run {
         self
     }
 
+    /// Captures stderr instead of showing it: for a run whose failure
+    /// stategraph handles itself.
+    pub fn quiet(mut self) -> Run {
+        self.quiet = true;
+        self
+    }
+
     /// `init -input=false ...`, for messages.
     pub fn describe(&self) -> String {
         self.args
@@ -376,7 +388,11 @@ impl Run {
                 Output::Inherit => Stdio::inherit(),
                 Output::Capture | Output::Tee => Stdio::piped(),
             })
-            .stderr(Stdio::inherit())
+            .stderr(if self.quiet {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             // Dropping the future must not kill terraform mid-write.
             .kill_on_drop(false);
         // If stategraph itself dies (kill -9, OOM), terraform must not run on
@@ -429,6 +445,14 @@ impl Run {
             })
         });
 
+        let errors = child.stderr.take().map(|mut err| {
+            tokio::spawn(async move {
+                let mut captured = Vec::new();
+                err.read_to_end(&mut captured).await?;
+                Ok::<_, std::io::Error>(captured)
+            })
+        });
+
         let mut interrupts = 0u32;
         let status = loop {
             let sig = tokio::select! {
@@ -463,9 +487,14 @@ impl Run {
                 .map_err(io_err("reading terraform's output"))?,
             None => Vec::new(),
         };
+        let stderr = match errors {
+            Some(task) => task.await.ok().and_then(Result::ok).unwrap_or_default(),
+            None => Vec::new(),
+        };
         Ok(Finished {
             code: exit_code(status),
             stdout,
+            stderr,
             interrupts,
         })
     }
