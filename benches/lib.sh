@@ -33,9 +33,13 @@ end=\$(date +%s.%N)
 if [[ -n \${SG_TF_LOG:-} ]]; then
     sub=""
     for a in "\$@"; do [[ \$a == -* ]] || { sub=\$a; break; }; done
-    # stategraph's discovery plans are the refresh-less ones.
+    # stategraph's discovery plans write discover.tfplan; its scoped
+    # refresh is a refresh-only plan.
     if [[ \$sub == plan ]]; then
-        for a in "\$@"; do [[ \$a == -refresh=false ]] && sub=plan-discovery; done
+        for a in "\$@"; do
+            [[ \$a == -out=*discover* ]] && sub=plan-discovery
+            [[ \$a == -refresh-only ]] && sub=plan-refresh
+        done
     fi
     awk -v s="\${sub:-?}" -v a="\$start" -v b="\$end" 'BEGIN { printf "%s %.2f\n", s, b - a }' >>"\$SG_TF_LOG"
 fi
@@ -68,21 +72,24 @@ EOF
 }
 
 # tf_phases TFLOG WALL: one stategraph plan's time split into phases, printed
-# as "init discovery show targeted other_tf stategraph" (seconds): init, the
-# refresh-less plans (discovery: of the whole configuration, or of the blocks
-# reading a changed value), every show, the other plans (targeted), any other
-# terraform command, and the rest of WALL (stategraph's own work, PostgreSQL,
-# process start-ups).
+# as "init discovery refresh show targeted other_tf stategraph" (seconds):
+# init, the refresh-less plans (discovery: of the whole configuration, or of
+# the blocks reading a changed value), the scoped refresh (a refresh-only plan
+# of the written instances), every show, the other plans (targeted), any
+# other terraform command, and the rest of WALL (stategraph's own work,
+# PostgreSQL, process start-ups).
 tf_phases() {
     python3 - "$1" "$2" <<'EOF'
 import sys
-ph = {"init": 0.0, "discovery": 0.0, "show": 0.0, "targeted": 0.0, "other": 0.0}
+ph = {"init": 0.0, "discovery": 0.0, "refresh": 0.0, "show": 0.0, "targeted": 0.0, "other": 0.0}
 for l in open(sys.argv[1]):
     if not l.strip():
         continue
     s, t = l.split()[0], float(l.split()[1])
     if s == "plan-discovery":
         ph["discovery"] += t
+    elif s == "plan-refresh":
+        ph["refresh"] += t
     elif s == "plan":
         ph["targeted"] += t
     elif s in ("init", "show"):

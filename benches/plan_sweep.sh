@@ -17,8 +17,8 @@
 # bench fails.
 #
 # stategraph runs terraform through the timing wrapper of benches/lib.sh, so
-# each stategraph plan is split into phases: init, discovery plan, show -json,
-# targeted plan, other terraform commands, and the rest (stategraph itself:
+# each stategraph plan is split into phases: init, discovery plan, scoped
+# refresh, show -json, targeted plan, other terraform commands, and the rest (stategraph itself:
 # PostgreSQL, the cone, materializing and merging state, process start-ups).
 #
 # FLAVOUR=aws: the same shapes as aws resources on a local moto server
@@ -151,7 +151,7 @@ requests() { if [[ $FLAVOUR == aws ]]; then moto_requests; else echo 0; fi; }
 mkdir -p "$OUT_DIR"
 MD="$WORK/plan_sweep$SUFFIX.md"
 CSV="$WORK/plan_sweep$SUFFIX.csv"
-echo "flavour,n,edges,depth,teams,changed,cone,build_s,push_s,first_plan_s,tf_plan_s,sg_plan_s,sg_over_tf,tf_refreshed,sg_refreshed,tf_requests,sg_requests,sg_over_tf_requests,latency_ms,ph_init_s,ph_discovery_s,ph_show_s,ph_targeted_s,ph_other_tf_s,ph_stategraph_s" >"$CSV"
+echo "flavour,n,edges,depth,teams,changed,cone,build_s,push_s,first_plan_s,tf_plan_s,sg_plan_s,sg_over_tf,tf_refreshed,sg_refreshed,tf_requests,sg_requests,sg_over_tf_requests,latency_ms,ph_init_s,ph_discovery_s,ph_refresh_s,ph_show_s,ph_targeted_s,ph_other_tf_s,ph_stategraph_s" >"$CSV"
 ROWS="$WORK/rows.md"
 PROWS="$WORK/phase-rows.md"
 : >"$ROWS"; : >"$PROWS"
@@ -160,7 +160,8 @@ for N in $NS; do
     d="$WORK/n$N"
     mkdir -p "$d"
     python3 "$GEN" --flavour "$FLAVOUR" --prefix "n$N" --resources "$N" --seed "$SEED" --out "$d/build" \
-        --change "$K" --team "$TEAM" --tfvars "$d/change.tfvars" --edited "$d/main.tf.edited" --json >"$d/summary.json" ||
+        --change "$K" --team "$TEAM" --tfvars "$d/change.tfvars" \
+        $([[ $CHANGE == edit ]] && echo "--edited $d/main.tf.edited") --json >"$d/summary.json" ||
         die "genconfig failed"
     if [[ $CHANGE == edit ]]; then
         VARFILE=()
@@ -257,7 +258,7 @@ print(s["edges"], s["depth"], s["teams"], c["changed"], c["cone"], "%s/%s/%s" % 
     tfr=$(grep -c 'Refreshing state' "$d/tf.log" || true)
     sgr=$(grep -c 'Refreshing state' "$d/sg.log" || true)
     ph=()
-    for c in 1 2 3 4 5 6; do ph+=("$(col "$d/phases" "$c")"); done
+    for c in 1 2 3 4 5 6 7; do ph+=("$(col "$d/phases" "$c")"); done
     reqratio="-"
     [[ $FLAVOUR == aws ]] && reqratio=$(ratio "$sgq" "$tfq")
     echo "$FLAVOUR,$N,$edges,$depth,$teams,$changed,$cone,$build_s,$push_s,$first_s,$tfw,$sgw,$(ratio "$sgw" "$tfw"),$tfr,$sgr,$tfq,$sgq,$reqratio,$LATENCY_MS,$(IFS=,; echo "${ph[*]}")" >>"$CSV"
@@ -266,7 +267,7 @@ print(s["edges"], s["depth"], s["teams"], c["changed"], c["cone"], "%s/%s/%s" % 
     else
         echo "| $N | $edges | $depth | $cone | $build_s | $push_s | $first_s | $tfw | $sgw | **$(ratio "$sgw" "$tfw")** | $(ratio "$tfw" "$sgw") | $tfr | $sgr |" >>"$ROWS"
     fi
-    echo "| $N | $sgw | ${ph[0]} | ${ph[1]} | ${ph[2]} | ${ph[3]} | ${ph[4]} | ${ph[5]} | $tfw |" >>"$PROWS"
+    echo "| $N | $sgw | ${ph[0]} | ${ph[1]} | ${ph[2]} | ${ph[3]} | ${ph[4]} | ${ph[5]} | ${ph[6]} | $tfw |" >>"$PROWS"
 done
 
 {
@@ -293,8 +294,8 @@ done
     echo
     echo "Where stategraph's plan time goes (medians per phase over the repetitions, so they need not add up exactly to the median total; \"stategraph itself\" is the wall time outside terraform: PostgreSQL, the cone, state materialization, process start-ups):"
     echo
-    echo "| N | stategraph plan (s) | init | discovery plan | show -json | targeted plan | other terraform | stategraph itself | terraform plan (s), for comparison |"
-    echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| N | stategraph plan (s) | init | discovery plan | scoped refresh | show -json | targeted plan | other terraform | stategraph itself | terraform plan (s), for comparison |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     cat "$PROWS"
     echo
     echo "Refreshed: \"Refreshing state...\" lines in one plan's output. Total bench time: $(($(date +%s) - BENCH_START)) s."

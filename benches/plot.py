@@ -83,6 +83,7 @@ def throughput_matplotlib():
 
 
 PHASES = [("ph_init_s", "init", "tab:gray"), ("ph_discovery_s", "discovery plan", "tab:orange"),
+          ("ph_refresh_s", "scoped refresh", "tab:cyan"),
           ("ph_show_s", "show -json", "tab:olive"), ("ph_targeted_s", "targeted plan", "tab:green"),
           ("ph_other_tf_s", "other terraform", "tab:purple"), ("ph_stategraph_s", "stategraph itself", "tab:blue")]
 
@@ -100,7 +101,7 @@ def phases_matplotlib():
     xs = range(len(rows))
     bottom = [0.0] * len(rows)
     for key, label, color in PHASES:
-        v = [max(0.0, float(r[key])) for r in rows]
+        v = [max(0.0, float(r.get(key) or 0)) for r in rows]
         ax.bar([x + 0.2 for x in xs], v, 0.38, bottom=bottom, color=color, label=label)
         bottom = [b + x for b, x in zip(bottom, v)]
     ax.bar([x - 0.2 for x in xs], tf, 0.38, color="tab:red", label="terraform plan (whole)")
