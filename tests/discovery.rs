@@ -323,3 +323,47 @@ fn a_changed_value_is_planned_on_the_blocks_that_read_it_only() {
     let (code, out, err, ran) = sg.run(&db, &["plan", "-no-color", "-detailed-exitcode"], false);
     assert_eq!((code, plans(&ran)), (0, 0), "{out}{err}{ran:?}");
 }
+
+#[test]
+fn instances_a_changed_block_adds_through_for_each_are_planned() {
+    let db = test_db();
+    let sg = Logged::new("chain");
+    std::fs::remove_dir_all(sg.wd.path().join("modules")).unwrap();
+    sg.wd.write_file(
+        "main.tf",
+        r#"
+resource "terraform_data" "src" {
+  input = {}
+}
+
+resource "terraform_data" "each" {
+  for_each = terraform_data.src.input
+  input    = each.value
+}
+
+# Unrelated: keeps the change below a small part of the state.
+resource "terraform_data" "other" {
+  count = 4
+  input = count.index
+}
+"#,
+    );
+    let (code, out, err, _) = sg.run(&db, &["apply", "-auto-approve", "-no-color"], true);
+    assert_eq!(code, 0, "{out}{err}");
+    // `each` has no instance yet, so nothing in the state depends on src:
+    // its for_each reading src is what brings it into the plan.
+    sg.edit("main.tf", "input = {}", r#"input = { a = "1" }"#);
+    let (code, out, err, ran) = sg.run(&db, &["plan", "-no-color", "-detailed-exitcode"], true);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(out.contains("1 to add, 1 to change, 0 to destroy"), "{out}");
+    assert!(err.contains("2 blocks changed"), "{err}");
+    let (code, out, err, ran2) = sg.run(&db, &["apply", "-auto-approve", "-no-color"], false);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("1 added, 1 changed, 0 destroyed"),
+        "{out}\n{err}"
+    );
+    let _ = (ran, ran2);
+    let (code, out, err, ran) = sg.run(&db, &["plan", "-no-color", "-detailed-exitcode"], false);
+    assert_eq!((code, plans(&ran)), (0, 0), "{out}{err}{ran:?}");
+}

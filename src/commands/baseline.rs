@@ -118,6 +118,15 @@ fn canonical_instance(i: &crate::tfstate::Instance, out: &mut Vec<u8>) {
     out.push(b'\n');
 }
 
+/// `module.m["k"].type.name`, or `type.name` at the root.
+fn join_module(prefix: &str, local: &str) -> String {
+    if prefix.is_empty() {
+        local.to_owned()
+    } else {
+        format!("{prefix}.{local}")
+    }
+}
+
 /// Digest of a block with no stored rows.
 fn empty_digest() -> String {
     let d = Sha256::digest(b"");
@@ -175,6 +184,7 @@ pub(super) fn candidates(
     let mut out: BTreeSet<String> = BTreeSet::new();
     let mut blocks = 0;
     let mut precise = true;
+    let mut candidate_blocks: BTreeSet<&str> = BTreeSet::new();
     for (key, block) in &config.blocks {
         let digest = digests.get(key).cloned().unwrap_or_else(empty_digest);
         let recorded = baseline.get(key);
@@ -186,6 +196,7 @@ pub(super) fn candidates(
             continue;
         }
         blocks += 1;
+        candidate_blocks.insert(key.as_str());
         // Same text, same rows: a value it reads changed (or it reads data).
         let text_same = recorded.is_some_and(|[_, rd, rt]| *rt == block.text && *rd == digest);
         if block.hash.is_none() || text_same {
@@ -208,9 +219,38 @@ pub(super) fn candidates(
                         "{key} is new in module instances that hold nothing yet"
                     )));
                 }
-                out.extend(known.into_iter().map(|p| format!("{p}.{local}")));
+                out.extend(known.into_iter().map(|p| join_module(p, local)));
             }
         }
+    }
+    // Blocks whose count/for_each reads a candidate may gain or lose
+    // instances: their resource addresses are planned too.
+    for (key, block) in &config.blocks {
+        let reads_candidate =
+            block
+                .expansion_reads
+                .iter()
+                .any(|r| match r.split_once(".output.") {
+                    Some((module, _)) => candidate_blocks
+                        .iter()
+                        .any(|c| c.starts_with(&format!("{module}."))),
+                    None => candidate_blocks.contains(r.as_str()),
+                });
+        if !reads_candidate || candidate_blocks.contains(key.as_str()) {
+            continue;
+        }
+        blocks += 1;
+        let local = key[block.module.len()..].trim_start_matches('.');
+        let known: BTreeSet<&str> = stored
+            .get(key)
+            .into_iter()
+            .flatten()
+            .map(|r| r.module.as_str())
+            .collect();
+        if known.is_empty() {
+            out.insert(key.clone());
+        }
+        out.extend(known.into_iter().map(|p| join_module(p, local)));
     }
     for (key, resources) in &stored {
         if !config.blocks.contains_key(key) {

@@ -76,6 +76,8 @@ pub struct Inputs {
     pub workspace: String,
     /// Terraform's version text.
     pub tf_version: String,
+    /// `TF_CLI_ARGS` and `TF_CLI_ARGS_plan`/`_apply`.
+    pub cli_args: Vec<(String, String)>,
 }
 
 impl Inputs {
@@ -85,9 +87,14 @@ impl Inputs {
             .filter(|(k, _)| k.starts_with("TF_VAR_"))
             .collect();
         env.sort();
+        let cli_args = ["TF_CLI_ARGS", "TF_CLI_ARGS_plan", "TF_CLI_ARGS_apply"]
+            .iter()
+            .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+            .collect();
         Inputs {
             vars: vars.to_vec(),
             env,
+            cli_args,
             workspace: std::env::var("TF_WORKSPACE").unwrap_or_else(|_| "default".to_owned()),
             tf_version: tf_version.to_owned(),
         }
@@ -108,6 +115,10 @@ pub struct Block {
     pub text: String,
     /// Whether it has `count` or `for_each`.
     pub expanded: bool,
+    /// What its `count`/`for_each` reads among resources and module outputs
+    /// (configuration addresses): when one of them changes, so may the set
+    /// of its instances.
+    pub expansion_reads: Vec<String>,
 }
 
 /// One module call, by module path.
@@ -245,7 +256,9 @@ struct Module {
     parent: Option<usize>,
     /// Name of the call in the parent.
     call_name: String,
-    resources: BTreeMap<String, (Item, bool)>,
+    /// Block text and references, whether expanded, and what `count` /
+    /// `for_each` read.
+    resources: BTreeMap<String, (Item, bool, Refs)>,
     data: BTreeMap<String, Item>,
     variables: BTreeMap<String, String>,
     locals: BTreeMap<String, Item>,
@@ -272,6 +285,8 @@ pub fn read(root: &Path, inputs: &Inputs) -> Result<Config, Unsupported> {
     let mut global: Vec<String> = Vec::new();
     load(root, "", None, "", &manifest, &mut modules, &mut global, 0)?;
     global.push(inputs.tf_version.clone());
+    // Arguments terraform takes from the environment (`-var`s among them).
+    global.extend(inputs.cli_args.iter().map(|(k, v)| format!("{k}={v}")));
     global.push(std::fs::read_to_string(root.join(".terraform.lock.hcl")).unwrap_or_default());
     let root_values = root_values(root, inputs)?;
     let mut reader = Reader {
@@ -296,7 +311,7 @@ pub fn read(root: &Path, inputs: &Inputs) -> Result<Config, Unsupported> {
                 },
             );
         }
-        for (name, (item, expanded)) in &m.resources {
+        for (name, (item, expanded, expansion)) in &m.resources {
             let own = reader.item_hash(i, item);
             let hash = match (&chain, own) {
                 (Some((c, _)), Some(own)) => Some(sha(&[&global, c, &own])),
@@ -309,6 +324,11 @@ pub fn read(root: &Path, inputs: &Inputs) -> Result<Config, Unsupported> {
                     hash,
                     text: sha(&[&global, &chain_text, &item.text]),
                     expanded: *expanded,
+                    expansion_reads: {
+                        let mut out = BTreeSet::new();
+                        reader.deps(i, expansion, &mut out, &mut BTreeSet::new());
+                        out.into_iter().collect()
+                    },
                 },
             );
         }
@@ -422,8 +442,16 @@ fn load(
                         .get_blocks("lifecycle")
                         .any(|l| l.body.get_attribute("replace_triggered_by").is_some());
                     refs.impure |= triggered;
-                    m.resources
-                        .insert(format!("{t}.{n}"), (Item { text, refs }, expanded));
+                    let mut expansion = Refs::default();
+                    for key in ["count", "for_each"] {
+                        if let Some(a) = b.body.get_attribute(key) {
+                            expansion.visit_expr(&a.value);
+                        }
+                    }
+                    m.resources.insert(
+                        format!("{t}.{n}"),
+                        (Item { text, refs }, expanded, expansion),
+                    );
                 }
                 ("data", [t, n]) => {
                     let refs = Refs::of_body(&b.body);
@@ -790,7 +818,7 @@ impl Reader<'_> {
             let nodes = m
                 .resources
                 .iter()
-                .map(|(n, (item, _))| (join(&m.path, n), item))
+                .map(|(n, (item, _, _))| (join(&m.path, n), item))
                 .chain(
                     m.data
                         .iter()
@@ -1036,6 +1064,33 @@ resource "terraform_data" "d" {
         let has = |a: &str, b: &str| c.info.edges.iter().any(|(x, y)| x == a && y == b);
         // Through a local, which terraform's plan JSON cannot follow.
         assert!(has("terraform_data.a", "data.terraform_remote_state.net"));
+    }
+
+    #[test]
+    fn what_count_and_for_each_read_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("main.tf"),
+            r#"
+resource "terraform_data" "src" { input = { a = 1 } }
+locals { keys = terraform_data.src.output }
+resource "terraform_data" "each" {
+  for_each = local.keys
+  input    = each.key
+}
+resource "terraform_data" "plain" {
+  count = 2
+  input = terraform_data.src.id
+}
+"#,
+        )
+        .unwrap();
+        let c = read(dir.path(), &Inputs::default()).unwrap();
+        assert_eq!(
+            c.blocks["terraform_data.each"].expansion_reads,
+            ["terraform_data.src"]
+        );
+        assert!(c.blocks["terraform_data.plain"].expansion_reads.is_empty());
     }
 
     #[test]
