@@ -53,6 +53,11 @@ pub struct Settings {
     /// it refreshes; `always`; `never`: terraform's targeted plan refreshes
     /// the written instances and everything they depend on).
     pub scoped_refresh: ScopedRefresh,
+    /// Whether a scoped refresh and the plan of the cone run side by side,
+    /// the plan kept when the refresh finds nothing changed outside
+    /// terraform (`STATEGRAPH_SPECULATIVE_PLAN`: `1`, the default, or `0`
+    /// for one after the other).
+    pub speculative_plan: bool,
     /// `TF_INPUT` is not `0`/`false`: terraform (and we) may ask questions.
     pub tf_input: bool,
     /// Messages and progress.
@@ -221,6 +226,12 @@ impl Settings {
             }
         };
 
+        let speculative_plan = match get("STATEGRAPH_SPECULATIVE_PLAN").as_deref() {
+            None | Some("1") => true,
+            Some("0") => false,
+            Some(other) => anyhow::bail!("STATEGRAPH_SPECULATIVE_PLAN={other:?}: expected 1 or 0"),
+        };
+
         let tf_input = !matches!(
             get("TF_INPUT").as_deref(),
             Some("0" | "false" | "FALSE" | "False")
@@ -233,6 +244,7 @@ impl Settings {
             lock_lease,
             db_retry,
             scoped_refresh,
+            speculative_plan,
             actor,
             database,
             workdir,

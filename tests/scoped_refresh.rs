@@ -69,8 +69,13 @@ fn only_the_written_instances_are_refreshed_and_the_plan_is_the_same() {
     assert_eq!(code, Some(2), "{wide}{err}");
     let (code, scoped, err) = run("always", &change);
     assert_eq!(code, Some(2), "{scoped}{err}");
+    // The refresh and the plan on the stored rows ran side by side; the
+    // refresh found the rows as stored, so that plan stands.
     assert!(
-        err.contains("Refreshing the 4 written instances only... done"),
+        err.contains(
+            "Refreshing the 4 written instances only, planning meanwhile... \
+             done; nothing changed outside terraform"
+        ),
         "{err}"
     );
     // The written instances only (and the root an output reads);
@@ -97,6 +102,23 @@ fn only_the_written_instances_are_refreshed_and_the_plan_is_the_same() {
         scoped.contains("Plan: 0 to add, 4 to change, 0 to destroy."),
         "{scoped}"
     );
+    // One after the other: the same refresh, the same plan.
+    let out = sg_tf(&db, &wd, "counts", &change)
+        .env("STATEGRAPH_SCOPED_REFRESH", "always")
+        .env("STATEGRAPH_SPECULATIVE_PLAN", "0")
+        .output()
+        .unwrap();
+    let (serial, err) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert_eq!(out.status.code(), Some(2), "{serial}{err}");
+    assert!(
+        err.contains("Refreshing the 4 written instances only... done"),
+        "{err}"
+    );
+    assert_eq!(refreshed(&serial), down, "{serial}");
+    assert_eq!(plan_of(&serial), plan_of(&scoped));
     // auto: refreshing 4 instead of 9 saves fewer than 20: one run, as terraform.
     let (code, auto, err) = run("auto", &change);
     assert_eq!(code, Some(2), "{auto}{err}");
@@ -124,6 +146,16 @@ fn on_aws_a_scoped_refresh_makes_fewer_api_requests_for_the_same_plan() {
     let db = test_db();
     let moto = common::moto::Moto::start();
     let wd = common::moto::produce_aws_state(&moto, "aws_teams");
+    // terraform wrote each role before its inline policy: the stored role
+    // would lack the policy a refresh reads (a change, as far as stategraph
+    // can tell). Recorded as refreshed, the rows are what the provider reads.
+    wd.terraform(&[
+        "apply",
+        "-refresh-only",
+        "-auto-approve",
+        "-input=false",
+        "-no-color",
+    ]);
     push(&db, "aws", &wd.state_path());
     std::fs::remove_file(wd.state_path()).unwrap();
     let run = |mode: &str, args: &[&str]| {
@@ -158,7 +190,10 @@ fn on_aws_a_scoped_refresh_makes_fewer_api_requests_for_the_same_plan() {
     let (code, scoped, err) = run("always", &change);
     assert_eq!(code, Some(2), "{scoped}{err}");
     let scoped_requests = moto.request_count() - before;
-    assert!(err.contains("written instances only... done"), "{err}");
+    assert!(
+        err.contains("written instances only, planning meanwhile... done"),
+        "{err}"
+    );
     let plan_of = |out: &str| -> Vec<String> {
         out.lines()
             .filter(|l| l.trim_start().starts_with("# ") || l.starts_with("Plan:"))
@@ -179,5 +214,41 @@ fn on_aws_a_scoped_refresh_makes_fewer_api_requests_for_the_same_plan() {
     assert!(
         scoped_requests < wide_requests,
         "scoped refresh: {scoped_requests} requests, terraform's targeted refresh: {wide_requests}"
+    );
+    // The plan on the stored rows ran beside the refresh and stands: the
+    // refresh found every written object as stored.
+    assert!(
+        err.contains("planning meanwhile... done; nothing changed outside terraform"),
+        "{err}"
+    );
+
+    // A written object changed outside terraform: the refresh sees it, and
+    // the cone is planned again on what it found.
+    moto.boto3(
+        "s3 = client('s3')\n\
+         s3.put_bucket_tagging(Bucket='bench-blue-data', \
+         Tagging={'TagSet': [{'Key': 'edited', 'Value': 'by hand'}]})\n",
+    );
+    let (code, drifted, err) = run("always", &change);
+    assert_eq!(code, Some(2), "{drifted}{err}");
+    assert!(
+        err.contains(
+            r#"changed outside terraform: module.group["blue"].aws_s3_bucket.data; planning again on the refreshed state"#
+        ),
+        "{err}"
+    );
+    let updates = |out: &str| -> Vec<String> {
+        out.lines()
+            .filter(|l| l.contains("will be updated in-place") || l.starts_with("Plan:"))
+            .map(str::to_owned)
+            .collect()
+    };
+    // The same resources updated as before the hand edit (the bucket was
+    // one of them), and the edit undone.
+    assert_eq!(updates(&drifted), updates(&wide), "{drifted}");
+    // The plan puts the hand-edited tag back to the configuration's.
+    assert!(
+        drifted.contains(r#"- "edited" = "by hand" -> null"#),
+        "{drifted}"
     );
 }

@@ -230,53 +230,57 @@ pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()>
             rows = rows_again;
         }
 
-        // Scoped refresh: only the written instances, in a refresh-only run
-        // on a state holding nothing else; the plan then reads everything
-        // else as stored (locked shared: nobody writes it meanwhile).
-        let mut scoped = scoped_refresh(settings, &flags, &cone, &rows);
-        if scoped {
-            match refresh_write_set(&ws, &tf, &flags, &fresh, &cone.write, &discovered, ui).await? {
-                Some(refreshed) => ws.write_state(&refreshed)?,
-                None => {
-                    scoped = false;
-                    ws.write_state(&fresh)?;
-                }
-            }
-        }
-
-        // Terraform on the cone.
         // Terraform plans the cone first (for apply too): what it plans is
         // checked against the locks before anything is applied.
         let final_plan = ws.plan_path("final");
-        let mut plan_run = ws.command(&tf).args(["plan", "-lock=false"]);
-        if scoped {
-            plan_run = plan_run.arg("-refresh=false");
-        }
-        if flags.destroy {
-            plan_run = plan_run.arg("-destroy");
-        }
-        if flags.targets.is_empty() {
-            plan_run = plan_run.args(
-                cone.targets(&rows)
-                    .into_iter()
-                    .map(|t| format!("-target={t}")),
-            );
-        }
-        if kind != Kind::Plan || flags.out.is_some() {
-            plan_run = plan_run.arg(format!("-out={}", final_plan.display()));
-        }
         let mut passthrough = without_out(&flags.passthrough);
         passthrough.retain(|a| {
             let destroy = matches!(a.as_str(), "-destroy" | "--destroy");
             let approve = matches!(a.as_str(), "-auto-approve" | "--auto-approve");
             !(destroy || (approve && kind != Kind::Plan))
         });
+        let plan_run = |refresh: bool| {
+            let mut run = ws.command(&tf).args(["plan", "-lock=false"]);
+            if !refresh {
+                run = run.arg("-refresh=false");
+            }
+            if flags.destroy {
+                run = run.arg("-destroy");
+            }
+            if flags.targets.is_empty() {
+                run = run.args(
+                    cone.targets(&rows)
+                        .into_iter()
+                        .map(|t| format!("-target={t}")),
+                );
+            }
+            if kind != Kind::Plan || flags.out.is_some() {
+                run = run.arg(format!("-out={}", final_plan.display()));
+            }
+            run.args(&passthrough).interactive(kind == Kind::Plan)
+        };
         let mut recorded: Option<Result<crate::db::store::PushReport>> = None;
-        let planned = plan_run
-            .args(passthrough)
-            .interactive(kind == Kind::Plan)
-            .run()
-            .await;
+
+        // Scoped refresh: only the written instances, in a refresh-only run
+        // on a state holding nothing else; the plan then reads everything
+        // else as stored (locked shared: nobody writes it meanwhile).
+        let planned = if scoped_refresh(settings, &flags, &cone, &rows) {
+            scoped_plan(
+                &ws,
+                &tf,
+                &store,
+                settings,
+                &flags,
+                &fresh,
+                &cone,
+                &discovered,
+                &plan_run,
+                ui,
+            )
+            .await?
+        } else {
+            plan_run(true).run().await
+        };
 
         let outcome = match (kind, planned) {
             (Kind::Plan, planned) => planned,
@@ -872,6 +876,128 @@ fn scoped_refresh(settings: &Settings, flags: &TfFlags, cone: &Cone, rows: &[Gra
     }
 }
 
+/// The plan of the cone with a scoped refresh (see [`scoped_refresh`]).
+///
+/// Where terraform cannot ask for input, the refresh of the written
+/// instances (in a private dir of its own) and the plan on the stored rows
+/// run at the same time, the plan's output held back. When the refresh finds
+/// every written instance as stored (nothing changed outside terraform),
+/// that plan is the plan of the refreshed state and its output is shown;
+/// otherwise the plan runs again on the refreshed state. A terraform command
+/// with a large provider (aws) costs seconds of start-up and schema loading,
+/// mostly on one core: paid side by side instead of one after the other.
+#[allow(clippy::too_many_arguments)]
+async fn scoped_plan(
+    ws: &Workspace,
+    tf: &Terraform,
+    store: &Store,
+    settings: &Settings,
+    flags: &TfFlags,
+    fresh: &State,
+    cone: &Cone,
+    config: &plan::ConfigInfo,
+    plan_run: &impl Fn(bool) -> crate::terraform::Run,
+    ui: crate::ui::Ui,
+) -> Result<Result<crate::terraform::Finished, crate::terraform::TerraformError>> {
+    use std::io::IsTerminal;
+    const NOT_POSSIBLE: &str =
+        "not possible on a partial state: the plan refreshes the cone's dependencies too";
+    let write: HashSet<&str> = cone.write.iter().map(String::as_str).collect();
+    let stored: BTreeSet<String> = fresh
+        .resources
+        .iter()
+        .flat_map(|r| {
+            let address = r.address();
+            r.instances
+                .iter()
+                .map(move |i| i.address(&address))
+                .collect::<Vec<_>>()
+        })
+        .filter(|a| write.contains(a.as_str()))
+        .collect();
+    let what = format!(
+        "Refreshing the {} written instance{} only",
+        thousands(stored.len()),
+        if stored.len() == 1 { "" } else { "s" }
+    );
+    // Held back, terraform's output could hide a question it asks.
+    let can_ask = !flags.no_input && settings.tf_input && std::io::stdin().is_terminal();
+    if can_ask || !settings.speculative_plan {
+        let step = ui.step(what);
+        return Ok(
+            match refresh_write_set(ws, tf, flags, fresh, &cone.write, config).await? {
+                Some(refreshed) => {
+                    step.done("done");
+                    refreshed.print_lines();
+                    ws.write_state(&refreshed.state)?;
+                    plan_run(false).run().await
+                }
+                None => {
+                    step.done(NOT_POSSIBLE);
+                    ws.write_state(fresh)?;
+                    plan_run(true).run().await
+                }
+            },
+        );
+    }
+
+    let side = Workspace::new(ws.root(), fresh)?;
+    match ws.backend_hash() {
+        Some(hash) => side.skip_init(hash)?,
+        None => prepare(&side, tf, store).await?,
+    }
+    let step = ui.step(format!("{what}, planning meanwhile"));
+    let held = plan_run(false).stdout(Output::Capture).quiet();
+    let (refreshed, planned) = tokio::join!(
+        refresh_write_set(&side, tf, flags, fresh, &cone.write, config),
+        held.run()
+    );
+    drop(side);
+    let replay = |done: &crate::terraform::Finished| {
+        let _ = std::io::stdout().lock().write_all(&done.stdout);
+        let _ = std::io::stderr().lock().write_all(&done.stderr);
+    };
+    let refreshed = match (refreshed, &planned) {
+        (Ok(r), _) => r,
+        // Interrupted: terraform's own words on what it stopped.
+        (Err(e), Ok(done)) => {
+            step.fail();
+            replay(done);
+            return match done.interrupts {
+                0 => Err(e),
+                _ => Ok(planned),
+            };
+        }
+        (Err(e), Err(_)) => {
+            step.fail();
+            return Err(e);
+        }
+    };
+    match refreshed {
+        Some(r) if r.changed.is_empty() => {
+            step.done("done; nothing changed outside terraform");
+            r.print_lines();
+            if let Ok(done) = &planned {
+                replay(done);
+            }
+            Ok(planned)
+        }
+        Some(r) => {
+            step.done(format!(
+                "done; changed outside terraform: {}; planning again on the refreshed state",
+                r.changed.join(", ")
+            ));
+            r.print_lines();
+            ws.write_state(&r.state)?;
+            Ok(plan_run(false).run().await)
+        }
+        None => {
+            step.done(NOT_POSSIBLE);
+            Ok(plan_run(true).run().await)
+        }
+    }
+}
+
 /// Refreshes the written instances of `state` only: `terraform plan
 /// -refresh-only` targeted at them, on a private state holding nothing else
 /// (instances a targeted refresh-only plan depends on may be missing from
@@ -880,7 +1006,6 @@ fn scoped_refresh(settings: &Settings, flags: &TfFlags, cone: &Cone, rows: &[Gra
 /// must match the stored state). Terraform's progress lines reach the user.
 /// `None` when terraform could not refresh that way (the plan then
 /// refreshes the cone's dependencies too, and says what went wrong).
-#[allow(clippy::too_many_arguments)]
 async fn refresh_write_set(
     ws: &Workspace,
     tf: &Terraform,
@@ -888,8 +1013,7 @@ async fn refresh_write_set(
     state: &State,
     write: &[String],
     config: &plan::ConfigInfo,
-    ui: crate::ui::Ui,
-) -> Result<Option<State>> {
+) -> Result<Option<Refreshed>> {
     let write: HashSet<&str> = write.iter().map(String::as_str).collect();
     // Root outputs that read only the targets and what they depend on are
     // evaluated, and fail on what is missing from the state: what they read
@@ -944,11 +1068,6 @@ async fn refresh_write_set(
     }
     only.resources.retain(|r| !r.instances.is_empty());
     ws.write_state(&only)?;
-    let step = ui.step(format!(
-        "Refreshing the {} written instance{} only",
-        thousands(targets.len()),
-        if targets.len() == 1 { "" } else { "s" }
-    ));
     let plan_file = ws.plan_path("refresh");
     let mut run = ws
         .command(tf)
@@ -965,6 +1084,10 @@ async fn refresh_write_set(
         run = run.arg(format!("-parallelism={p}"));
     }
     let done = run.run().await?;
+    if done.interrupts > 0 {
+        // Interrupted: terraform stopped, and so do we.
+        return Err(Exit(done.code.max(1)).into());
+    }
     let after = match done.success() {
         true => refreshed_state(&plan_file),
         false => Err(anyhow!(
@@ -972,22 +1095,15 @@ async fn refresh_write_set(
             done.code
         )),
     };
-    let after = match after {
-        Ok(after) => after,
-        Err(_) => {
-            step.done(
-                "not possible on a partial state: the plan refreshes the cone's dependencies too",
-            );
-            return Ok(None);
-        }
+    let Ok(after) = after else {
+        return Ok(None);
     };
     // Terraform's progress lines, as its own plan would print them.
-    let text = String::from_utf8_lossy(&done.stdout);
-    let mut out = std::io::stdout().lock();
-    for line in text.lines().filter(|l| l.contains(": Refreshing state...")) {
-        let _ = writeln!(out, "{line}");
-    }
-    drop(out);
+    let lines = String::from_utf8_lossy(&done.stdout)
+        .lines()
+        .filter(|l| l.contains(": Refreshing state..."))
+        .map(str::to_owned)
+        .collect();
     let mut refreshed: HashMap<(String, Option<String>), crate::tfstate::Instance> = HashMap::new();
     for r in &after.resources {
         let address = r.address();
@@ -996,6 +1112,7 @@ async fn refresh_write_set(
         }
     }
     let mut merged = state.clone();
+    let mut changed = BTreeSet::new();
     for r in &mut merged.resources {
         let address = r.address();
         r.instances.retain_mut(|i| {
@@ -1004,18 +1121,49 @@ async fn refresh_write_set(
                 return true;
             }
             // Gone when the refresh found the object deleted.
-            match refreshed.remove(&(a, i.deposed.clone())) {
+            match refreshed.remove(&(a.clone(), i.deposed.clone())) {
                 Some(new) => {
+                    if new != *i {
+                        changed.insert(a);
+                    }
                     *i = new;
                     true
                 }
-                None => false,
+                None => {
+                    changed.insert(a);
+                    false
+                }
             }
         });
     }
     merged.resources.retain(|r| !r.instances.is_empty());
-    step.done("done");
-    Ok(Some(merged))
+    Ok(Some(Refreshed {
+        state: merged,
+        lines,
+        changed: changed.into_iter().collect(),
+    }))
+}
+
+/// What [`refresh_write_set`] found.
+struct Refreshed {
+    /// The state with the written instances as refreshed.
+    state: State,
+    /// Terraform's "Refreshing state..." lines.
+    lines: Vec<String>,
+    /// Written instances the refresh found different from their stored
+    /// rows (changed outside terraform, or gone). With none, a plan made on
+    /// the stored state stands.
+    changed: Vec<String>,
+}
+
+impl Refreshed {
+    /// Prints terraform's progress lines, as its own plan would.
+    fn print_lines(&self) {
+        let mut out = std::io::stdout().lock();
+        for line in &self.lines {
+            let _ = writeln!(out, "{line}");
+        }
+    }
 }
 
 /// The refreshed state a plan file carries (its `tfstate` entry: the prior

@@ -129,6 +129,29 @@ impl Moto {
         assert_eq!(status, Some(200), "resetting moto failed:\n{}", self.log());
     }
 
+    /// Runs `script` in moto's python with `client(SERVICE)`, a boto3 client
+    /// of this server, defined: a change made outside terraform.
+    pub fn boto3(&self, script: &str) {
+        let prelude = format!(
+            "import boto3\n\
+             def client(service):\n    \
+                 return boto3.client(service, endpoint_url='{}', region_name='us-east-1', \
+                 aws_access_key_id='test', aws_secret_access_key='test')\n",
+            self.endpoint()
+        );
+        let python = python_bin();
+        let out = Command::new(&python)
+            .args(["-c", &format!("{prelude}{script}")])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("could not run {python}: {e}"));
+        assert!(
+            out.status.success(),
+            "boto3 script failed:\n{script}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The `provider "aws"` block pointing at this server.
     pub fn provider_block(&self) -> String {
         let endpoint = self.endpoint();
