@@ -290,19 +290,12 @@ pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()>
                 // Never apply anything unlocked: changes terraform plans
                 // outside the write set (drift of a dependency, say) are
                 // locked too, and the cone planned again.
-                let shown = ws
-                    .command(&tf)
-                    .args(["show", "-json"])
-                    .arg(&final_plan)
-                    .stdout(Output::Capture)
-                    .run_ok()
-                    .await?;
-                let planned = plan::parse(&shown.stdout).context("cannot read terraform's plan")?;
+                let planned = planned_changes(&ws, &tf, &final_plan).await?;
                 let write: HashSet<&str> = cone.write.iter().map(String::as_str).collect();
                 let outside: Vec<String> = planned
-                    .changed_addresses()
-                    .into_iter()
+                    .iter()
                     .filter(|a| !write.contains(a.as_str()))
+                    .cloned()
                     .collect();
                 if !outside.is_empty() {
                     heartbeat.stop().await;
@@ -321,7 +314,7 @@ pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()>
                     forced.extend(outside);
                     continue;
                 }
-                if planned.changed_addresses().is_empty() && !flags.refresh_only {
+                if planned.is_empty() && !flags.refresh_only {
                     // Nothing to do in the cone: its rows are converged.
                     if let Some(config) = &found.config {
                         let entries = super::baseline::converged(
@@ -817,6 +810,42 @@ async fn record_applied(
     let entries =
         super::baseline::converged(config, &after, write.iter().map(String::as_str), true);
     let _ = store.put_baseline(state_id, &entries).await;
+}
+
+/// The instances the plan file at `plan_file` changes: read from the file
+/// itself where [`crate::terraform::planfile`] is sure of it, else from
+/// `terraform show -json` (one terraform start-up more). With
+/// `STATEGRAPH_DISCOVERY_ORACLE=1` (the tests) both run and must agree.
+async fn planned_changes(
+    ws: &Workspace,
+    tf: &Terraform,
+    plan_file: &std::path::Path,
+) -> Result<Vec<String>> {
+    let oracle = std::env::var_os("STATEGRAPH_DISCOVERY_ORACLE").is_some_and(|v| v == "1");
+    let read = crate::terraform::planfile::changed_addresses(plan_file, tf.version_text());
+    if let (Some(changed), false) = (&read, oracle) {
+        return Ok(changed.clone());
+    }
+    let shown = ws
+        .command(tf)
+        .args(["show", "-json"])
+        .arg(plan_file)
+        .stdout(Output::Capture)
+        .run_ok()
+        .await?;
+    let planned = plan::parse(&shown.stdout)
+        .context("cannot read terraform's plan")?
+        .changed_addresses();
+    if oracle && read.as_ref().is_some_and(|r| *r != planned) {
+        bail!(
+            "plan file oracle: the plan file says {:?} change, terraform show -json {planned:?}",
+            read.unwrap_or_default()
+        );
+    }
+    if oracle && read.is_none() && !tf.is_opentofu() {
+        bail!("plan file oracle: terraform's plan file could not be read");
+    }
+    Ok(planned)
 }
 
 /// Whether this run refreshes only its written instances (see

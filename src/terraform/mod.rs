@@ -22,6 +22,7 @@
 pub mod config;
 pub mod fingerprint;
 pub mod plan;
+pub mod planfile;
 pub mod workspace;
 
 use std::ffi::{OsStr, OsString};
