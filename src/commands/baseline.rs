@@ -38,12 +38,20 @@ pub(super) fn digests(state: &State) -> HashMap<String, String> {
         d[..16].iter().map(|b| format!("{b:02x}")).collect()
     };
     let mut by_resource: HashMap<String, String> = HashMap::new();
+    // Dependencies name resources without module keys: keyless address ->
+    // (address, digest) of every resource it may name.
+    let mut by_config: HashMap<String, Vec<(String, String)>> = HashMap::new();
     for r in &state.resources {
         let mut bytes = format!("{}|{}|{:?}|", r.provider, r.mode, r.each).into_bytes();
         for i in &r.instances {
             canonical_instance(i, &mut bytes);
         }
-        by_resource.insert(r.address(), hash(&bytes));
+        let (address, digest) = (r.address(), hash(&bytes));
+        by_config
+            .entry(strip_module_keys(&address))
+            .or_default()
+            .push((address.clone(), digest.clone()));
+        by_resource.insert(address, digest);
     }
     let mut parts: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for r in state.resources.iter().filter(|r| r.mode == "managed") {
@@ -51,10 +59,23 @@ pub(super) fn digests(state: &State) -> HashMap<String, String> {
         let deps: BTreeSet<&String> = r.instances.iter().flat_map(|i| &i.dependencies).collect();
         let mut line = format!("{address}={}", by_resource[&address]);
         for d in deps {
-            line.push_str(&format!(
-                " {d}={}",
-                by_resource.get(d).map(String::as_str).unwrap_or("-")
-            ));
+            // Inside module.m["x"], module.m.t.n is module.m["x"].t.n.
+            let prefix = shared_prefix(&address, d);
+            let mut named: Vec<String> = by_config
+                .get(d.as_str())
+                .into_iter()
+                .flatten()
+                .filter(|(a, _)| {
+                    a.strip_prefix(prefix)
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+                })
+                .map(|(a, digest)| format!("{a}={digest}"))
+                .collect();
+            named.sort();
+            match named.is_empty() {
+                true => line.push_str(&format!(" {d}=-")),
+                false => line.push_str(&format!(" {d}=[{}]", named.join(","))),
+            }
         }
         parts.entry(block_of(&address)).or_default().push(line);
     }
@@ -65,6 +86,40 @@ pub(super) fn digests(state: &State) -> HashMap<String, String> {
             (block, hash(lines.join("\n").as_bytes()))
         })
         .collect()
+}
+
+/// The part of the resource address `address` naming the module steps it
+/// shares with the keyless dependency `dep`, keys included:
+/// (`module.m["x"].module.k[0].t.n`, `module.m.module.j.u.v`) -> `module.m["x"]`.
+fn shared_prefix<'a>(address: &'a str, dep: &str) -> &'a str {
+    let (mut rest, mut dep_rest, mut end) = (address, dep, 0);
+    while let (Some(after), Some(dep_after)) = (
+        rest.strip_prefix("module."),
+        dep_rest.strip_prefix("module."),
+    ) {
+        let Some(name_end) = after.find(['.', '[']) else {
+            break;
+        };
+        let Some(dep_tail) = dep_after
+            .strip_prefix(&after[..name_end])
+            .and_then(|t| t.strip_prefix('.'))
+        else {
+            break;
+        };
+        let mut tail = &after[name_end..];
+        if tail.starts_with('[') {
+            let Some(close) = crate::address::key_end(tail) else {
+                break;
+            };
+            tail = &tail[close + 1..];
+        }
+        end = address.len() - tail.len();
+        let Some(next) = tail.strip_prefix('.') else {
+            break;
+        };
+        (rest, dep_rest) = (next, dep_tail);
+    }
+    &address[..end]
 }
 
 /// An instance object's content, the same however its JSON objects' keys
@@ -339,4 +394,64 @@ pub(super) fn converged<'a>(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_module_steps_take_the_dependents_keys() {
+        let p = |a, d| shared_prefix(a, d);
+        assert_eq!(
+            p(r#"module.m["x"].module.k[0].t.n"#, "module.m.module.j.u.v"),
+            r#"module.m["x"]"#
+        );
+        assert_eq!(
+            p(
+                r#"module.m["x.y"].module.k[0].t.n"#,
+                "module.m.module.k.u.v"
+            ),
+            r#"module.m["x.y"].module.k[0]"#
+        );
+        assert_eq!(p("module.m.t.n", "module.m.u.v"), "module.m");
+        assert_eq!(p(r#"module.m["x"].t.n"#, "u.v"), "");
+        assert_eq!(p("t.n", "module.m.u.v"), "");
+        assert_eq!(p("module.mm.t.n", "module.m.u.v"), "");
+    }
+
+    /// A row a block depends on, inside a `for_each` module instance, changed:
+    /// so does the block's digest (terraform records that dependency without
+    /// the module's key).
+    #[test]
+    fn a_dependency_in_a_module_instance_changes_the_digest() {
+        let state = |gen_a: &str| {
+            let text = format!(
+                r#"{{"version": 4, "terraform_version": "1.11.4", "serial": 1, "lineage": "l",
+                "outputs": {{}}, "resources": [
+                {{"module": "module.t[\"a\"]", "mode": "managed", "type": "terraform_data", "name": "base",
+                  "provider": "provider[\"terraform.io/builtin/terraform\"]",
+                  "instances": [{{"schema_version": 0, "attributes": {{"id": "{gen_a}"}}}}]}},
+                {{"module": "module.t[\"a\"]", "mode": "managed", "type": "terraform_data", "name": "svc",
+                  "provider": "provider[\"terraform.io/builtin/terraform\"]",
+                  "instances": [{{"schema_version": 0, "attributes": {{"id": "s"}},
+                                  "dependencies": ["module.t.terraform_data.base"]}}]}},
+                {{"module": "module.t[\"b\"]", "mode": "managed", "type": "terraform_data", "name": "base",
+                  "provider": "provider[\"terraform.io/builtin/terraform\"]",
+                  "instances": [{{"schema_version": 0, "attributes": {{"id": "b"}}}}]}},
+                {{"module": "module.t[\"b\"]", "mode": "managed", "type": "terraform_data", "name": "svc",
+                  "provider": "provider[\"terraform.io/builtin/terraform\"]",
+                  "instances": [{{"schema_version": 0, "attributes": {{"id": "s"}},
+                                  "dependencies": ["module.t.terraform_data.base"]}}]}}
+                ]}}"#
+            );
+            crate::tfstate::parse(text.as_bytes()).unwrap()
+        };
+        let (before, after) = (digests(&state("1")), digests(&state("2")));
+        // One block (module.t.terraform_data.svc) holds both instances' rows.
+        assert_ne!(
+            before["module.t.terraform_data.svc"],
+            after["module.t.terraform_data.svc"]
+        );
+    }
 }
