@@ -74,6 +74,51 @@ pub struct Instance {
     pub extra: Map<String, Value>,
 }
 
+impl Instance {
+    /// Whether `other` is the same object: equal in every field, the
+    /// sensitive paths compared as the set they are (terraform writes them
+    /// in no stable order).
+    pub fn same_object(&self, other: &Instance) -> bool {
+        // Keys sorted: PostgreSQL's jsonb orders them its own way.
+        fn canonical(v: &Value) -> String {
+            match v {
+                Value::Object(m) => {
+                    let mut keys: Vec<&String> = m.keys().collect();
+                    keys.sort();
+                    let inner: Vec<String> = keys
+                        .into_iter()
+                        .map(|k| format!("{}:{}", Value::String(k.clone()), canonical(&m[k])))
+                        .collect();
+                    format!("{{{}}}", inner.join(","))
+                }
+                Value::Array(items) => {
+                    let inner: Vec<String> = items.iter().map(canonical).collect();
+                    format!("[{}]", inner.join(","))
+                }
+                other => other.to_string(),
+            }
+        }
+        fn paths(v: &Option<Value>) -> Option<Vec<String>> {
+            match v {
+                Some(Value::Array(items)) => {
+                    let mut texts: Vec<String> = items.iter().map(canonical).collect();
+                    texts.sort();
+                    Some(texts)
+                }
+                other => other.as_ref().map(|v| vec![canonical(v)]),
+            }
+        }
+        let fields_equal = Instance {
+            sensitive_attributes: None,
+            ..self.clone()
+        } == Instance {
+            sensitive_attributes: None,
+            ..other.clone()
+        };
+        fields_equal && paths(&self.sensitive_attributes) == paths(&other.sensitive_attributes)
+    }
+}
+
 /// Why a state was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -693,6 +738,37 @@ impl Serialize for Instance {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sensitive_paths_are_a_set() {
+        let with = |paths: serde_json::Value| Instance {
+            index_key: None,
+            status: None,
+            deposed: None,
+            schema_version: 0,
+            attributes: Some(serde_json::json!({ "value": "x" })),
+            attributes_flat: None,
+            sensitive_attributes: Some(paths),
+            private: None,
+            dependencies: Vec::new(),
+            create_before_destroy: false,
+            extra: Map::new(),
+        };
+        let a = with(serde_json::json!([
+            [{ "type": "get_attr", "value": "value_wo" }],
+            [{ "type": "get_attr", "value": "value" }]
+        ]));
+        let b = with(serde_json::json!([
+            [{ "value": "value", "type": "get_attr" }],
+            [{ "type": "get_attr", "value": "value_wo" }]
+        ]));
+        assert!(a.same_object(&b));
+        let c = with(serde_json::json!([[{ "type": "get_attr", "value": "value" }]]));
+        assert!(!a.same_object(&c));
+        let mut d = b.clone();
+        d.attributes = Some(serde_json::json!({ "value": "y" }));
+        assert!(!a.same_object(&d));
+    }
+
     use super::*;
 
     const SMALL: &str = r#"{

@@ -1152,7 +1152,7 @@ async fn refresh_write_set(
             // Gone when the refresh found the object deleted.
             match refreshed.remove(&(a.clone(), i.deposed.clone())) {
                 Some(new) => {
-                    if new != *i {
+                    if !new.same_object(i) {
                         changed.insert(a);
                     }
                     *i = new;
