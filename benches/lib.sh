@@ -21,8 +21,11 @@ mib() { awk -v k="$1" 'BEGIN { if (k == "?") print "?"; else printf "%.0f", k / 
 # ---------------------------------------------------------------- terraform wrapper
 
 # make_tf_wrapper TERRAFORM: writes $WORK/tf-wrapper, a terraform that logs
-# "SUBCOMMAND WALL" per call to $SG_TF_LOG when that is set. Point
-# STATEGRAPH_TERRAFORM at it to see where a stategraph command's time goes.
+# "SUBCOMMAND WALL CPU START END" per call to $SG_TF_LOG when that is set
+# (CPU: user + system seconds of terraform and its providers, from bash's
+# `times`; START/END: epoch seconds, so that commands stategraph runs side by
+# side can be told apart). Point STATEGRAPH_TERRAFORM at it to see where a
+# stategraph command's time goes.
 make_tf_wrapper() {
     cat >"$WORK/tf-wrapper" <<EOF
 #!/usr/bin/env bash
@@ -31,6 +34,11 @@ start=\$(date +%s.%N)
 rc=\$?
 end=\$(date +%s.%N)
 if [[ -n \${SG_TF_LOG:-} ]]; then
+    # The second line of \`times\` (run in this shell, not a subshell): the
+    # children's user and system time, "1m2.5s 0m0.3s".
+    times >"\$SG_TF_LOG.times.\$\$"
+    cpu=\$(awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split(\$i, p, "m"); t += p[1] * 60 + p[2] } printf "%.2f", t }' "\$SG_TF_LOG.times.\$\$")
+    rm -f "\$SG_TF_LOG.times.\$\$"
     sub=""
     for a in "\$@"; do [[ \$a == -* ]] || { sub=\$a; break; }; done
     # stategraph's discovery plans write discover.tfplan; its scoped
@@ -41,65 +49,36 @@ if [[ -n \${SG_TF_LOG:-} ]]; then
             [[ \$a == -refresh-only ]] && sub=plan-refresh
         done
     fi
-    awk -v s="\${sub:-?}" -v a="\$start" -v b="\$end" 'BEGIN { printf "%s %.2f\n", s, b - a }' >>"\$SG_TF_LOG"
+    awk -v s="\${sub:-?}" -v a="\$start" -v b="\$end" -v c="\$cpu" 'BEGIN { printf "%s %.2f %s %.3f %.3f\n", s, b - a, c, a, b }' >>"\$SG_TF_LOG"
 fi
 exit \$rc
 EOF
     chmod +x "$WORK/tf-wrapper"
 }
 
+# tf_spans.py (next to this file) reads the wrapper's logs.
+TF_SPANS="$(dirname "${BASH_SOURCE[0]}")/tf_spans.py"
+
 # tf_breakdown LOGDIR: the terraform calls of one stategraph run, in order,
-# with median wall times over the per-run logs LOGDIR/*.tflog, e.g.
-# "init 1.07s, plan 8.90s, show 2.53s, plan 9.05s (terraform total 21.6s)".
-tf_breakdown() {
-    python3 - "$1" <<'EOF'
-import glob, statistics, sys
-runs = []
-for p in sorted(glob.glob(sys.argv[1] + "/*.tflog")):
-    runs.append([(l.split()[0], float(l.split()[1])) for l in open(p) if l.strip()])
-if not runs:
-    print("?"); sys.exit()
-seqs = {tuple(s for s, _ in r) for r in runs}
-tot = statistics.median(sum(t for _, t in r) for r in runs)
-if len(seqs) == 1:
-    seq = next(iter(seqs))
-    parts = [f"{s} {statistics.median(r[i][1] for r in runs):.2f}s" for i, s in enumerate(seq)]
-else:  # runs differ: per-subcommand totals
-    subs = sorted({s for r in runs for s, _ in r})
-    parts = [f"{s} {statistics.median(sum(t for x, t in r if x == s) for r in runs):.2f}s total" for s in subs]
-print(", ".join(parts) + f" (terraform total {tot:.2f}s)")
-EOF
-}
+# with median wall and CPU times over the per-run logs LOGDIR/*.tflog, e.g.
+# "plan-refresh 9.10s/12.0cpu, plan 8.90s/11.8cpu (terraform total 18.00s, 8.90s of it side by side)".
+tf_breakdown() { python3 "$TF_SPANS" breakdown "$1"; }
 
 # tf_phases TFLOG WALL: one stategraph plan's time split into phases, printed
-# as "init discovery refresh show targeted other_tf stategraph" (seconds):
-# init, the refresh-less plans (discovery: of the whole configuration, or of
-# the blocks reading a changed value), the scoped refresh (a refresh-only plan
-# of the written instances), every show, the other plans (targeted), any
-# other terraform command, and the rest of WALL (stategraph's own work,
-# PostgreSQL, process start-ups).
-tf_phases() {
-    python3 - "$1" "$2" <<'EOF'
-import sys
-ph = {"init": 0.0, "discovery": 0.0, "refresh": 0.0, "show": 0.0, "targeted": 0.0, "other": 0.0}
-for l in open(sys.argv[1]):
-    if not l.strip():
-        continue
-    s, t = l.split()[0], float(l.split()[1])
-    if s == "plan-discovery":
-        ph["discovery"] += t
-    elif s == "plan-refresh":
-        ph["refresh"] += t
-    elif s == "plan":
-        ph["targeted"] += t
-    elif s in ("init", "show"):
-        ph[s] += t
-    else:
-        ph["other"] += t
-rest = float(sys.argv[2]) - sum(ph.values())
-print(" ".join(f"{v:.2f}" for v in ph.values()) + f" {rest:.2f}")
-EOF
-}
+# as "init discovery refresh show targeted other_tf stategraph side_by_side"
+# (seconds): init, the refresh-less plans (discovery: of the whole
+# configuration, or of the blocks reading a changed value), the scoped
+# refresh (a refresh-only plan of the written instances), every show, the
+# other plans (targeted), any other terraform command; then the part of
+# WALL when no terraform command ran (stategraph's own work, PostgreSQL,
+# process start-ups), and how long terraform commands ran side by side (the
+# scoped refresh next to the plan: the phases then add up to more than WALL
+# by that much).
+tf_phases() { python3 "$TF_SPANS" phases "$1" "$2"; }
+
+# tf_cpu TFLOG: CPU seconds (user + system) of the terraform commands in one
+# stategraph run's log, their providers included.
+tf_cpu() { awk '{ c += $3 } END { printf "%.2f\n", c }' "$1"; }
 
 # ---------------------------------------------------------------- aws provider on moto
 

@@ -57,7 +57,7 @@
 #   LATENCY_MS=0          section 3: also run every command with this added per-request latency
 #   OVERHEAD_REPS=7       repetitions of section 4
 #   SECTIONS="1 2 3 4"    which sections to run
-#   OUT_DIR=benches/results   where plan_apply.md and apply_throughput.{csv,png} go
+#   OUT_DIR=benches/results   where plan_apply.md, apply_throughput.{csv,png} and overhead.csv go
 #   PLOT=1                0 skips benches/plot.py
 #   STATEGRAPH_BIN        use this binary instead of `cargo build --release`
 #                         (which builds into $CARGO_TARGET_DIR when that is set)
@@ -88,7 +88,7 @@ LATENCY_MS=${LATENCY_MS:-0}
 TF_BACKEND=${TF_BACKEND:-pg}
 [[ $TF_BACKEND == pg || $TF_BACKEND == local ]] || { echo "TF_BACKEND must be pg or local" >&2; exit 1; }
 OVERHEAD_REPS=${OVERHEAD_REPS:-7}
-OUT_DIR=${OUT_DIR:-$ROOT/benches/results}
+OUT_DIR=$(realpath -m "${OUT_DIR:-$ROOT/benches/results}")
 PLOT=${PLOT:-1}
 TIME_BIN=/usr/bin/time
 CMDLINE="$0${*:+ $*}"
@@ -653,6 +653,13 @@ section4() {
         echo "- terraform commands inside one stategraph apply (medians): $(tf_breakdown "$d/apply-logs")"
         echo
     } | tee -a "$OUT"
+    {
+        echo "command,instances,tf_wall_s,sg_wall_s,sg_minus_tf_s,sg_over_tf,tf_cpu_s,sg_cpu_s,reps"
+        echo "plan,$n,$tfp,$sgp,$(awk -v a="$sgp" -v b="$tfp" 'BEGIN { printf "%.2f", a - b }'),$(ratio "$sgp" "$tfp"),$(col "$d/tfp.res" 2),$(col "$d/sgp.res" 2),$OVERHEAD_REPS"
+        echo "apply,$n,$tfa,$sga,$(awk -v a="$sga" -v b="$tfa" 'BEGIN { printf "%.2f", a - b }'),$(ratio "$sga" "$tfa"),$(col "$d/tfa.res" 2),$(col "$d/sga.res" 2),$OVERHEAD_REPS"
+    } >"$WORK/overhead.csv"
+    mkdir -p "$OUT_DIR"
+    cp "$WORK/overhead.csv" "$OUT_DIR/overhead.csv"
 }
 
 has_section 1 && section1

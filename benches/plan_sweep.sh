@@ -21,16 +21,27 @@
 # refresh, show -json, targeted plan, other terraform commands, and the rest (stategraph itself:
 # PostgreSQL, the cone, materializing and merging state, process start-ups).
 #
+# Every plan is timed with GNU time: wall, CPU (user + system, terraform and
+# its providers included) and peak RSS (of the largest process).
+#
 # FLAVOUR=aws: the same shapes as aws resources on a local moto server
-# (genconfig.py --flavour aws; every aws terraform command costs ~7 s of
-# provider start-up, so N defaults small), with the API requests of each plan
-# counted. LATENCY_MS=D puts benches/latency_proxy.py (D ms per request)
-# between the plans and moto (the state builds go straight to moto).
+# (genconfig.py --flavour aws; every aws terraform command costs seconds of
+# provider start-up), with the API requests of each plan counted in moto's
+# log. LATENCIES="0 50" runs every plan at each added latency per API
+# request, in one run: the plans go through benches/latency_proxy.py, whose
+# delay is switched between passes (0 ms: through the proxy, no delay); the
+# state builds go straight to moto.
+#
+# The floor: a terraform command with nothing to do (`plan -refresh=false`
+# of a one-resource configuration with the same provider) is timed REPS
+# times, so that the report can say how much of each plan is terraform's
+# fixed cost per command (provider start-up and schema loading).
 #
 # Environment:
 #   FLAVOUR=terraform_data  terraform_data | aws
-#   NS="100 500 1000 2847"  state sizes (FLAVOUR=aws: "100 300")
-#   LATENCY_MS=0            FLAVOUR=aws: added latency per API request during the plans
+#   NS="100 500 1000 2847"  state sizes (both flavours)
+#   LATENCIES="0 50"        FLAVOUR=aws: added latencies per API request (ms), each
+#                           plan run at every one (LATENCY_MS=D: LATENCIES=D)
 #   REPS=3                  repetitions (medians reported)
 #   K=12                    instances changed (layer alarm of team TEAM)
 #   CHANGE=edit             how the change is made: edit (the changed blocks' text is
@@ -57,19 +68,19 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 FLAVOUR=${FLAVOUR:-terraform_data}
-if [[ $FLAVOUR == aws ]]; then NS=${NS:-"100 300"}; else NS=${NS:-"100 500 1000 2847"}; fi
-LATENCY_MS=${LATENCY_MS:-0}
+NS=${NS:-"100 500 1000 2847"}
+if [[ $FLAVOUR == aws ]]; then LATENCIES=${LATENCIES:-${LATENCY_MS:-"0 50"}}; else LATENCIES=0; fi
 REPS=${REPS:-3}
 K=${K:-12}
 CHANGE=${CHANGE:-edit}
 if [[ $CHANGE == edit ]]; then TEAM=${TEAM:-root}; else TEAM=${TEAM:-0}; fi
 SEED=${SEED:-1}
 BUILD=${BUILD:-terraform}
-OUT_DIR=${OUT_DIR:-$ROOT/benches/results}
+OUT_DIR=$(realpath -m "${OUT_DIR:-$ROOT/benches/results}")
 PLOT=${PLOT:-1}
 TIME_BIN=/usr/bin/time
 CMDLINE="$0${*:+ $*}"
-ENVLINE=$(env | grep -E '^(FLAVOUR|NS|LATENCY_MS|REPS|K|CHANGE|TEAM|SEED|BUILD|STATEGRAPH_BIN|PG_DURABLE)=' | sort | tr '\n' ' ' || true)
+ENVLINE=$(env | grep -E '^(FLAVOUR|NS|LATENCIES|LATENCY_MS|REPS|K|CHANGE|TEAM|SEED|BUILD|STATEGRAPH_BIN|PG_DURABLE)=' | sort | tr '\n' ' ' || true)
 BENCH_START=$(date +%s)
 
 say() { printf 'plan_sweep.sh: %s\n' "$*" >&2; }
@@ -83,7 +94,7 @@ source "$(dirname "$0")/lib.sh"
 [[ $CHANGE == edit || $CHANGE == tfvars ]] || die "CHANGE must be edit or tfvars"
 [[ $FLAVOUR == terraform_data || $FLAVOUR == aws ]] || die "FLAVOUR must be terraform_data or aws"
 command -v python3 >/dev/null || die "python3 not found"
-[[ -x $TIME_BIN ]] && $TIME_BIN -f '%e' true 2>/dev/null || die "GNU time not found at $TIME_BIN"
+[[ -x $TIME_BIN ]] && $TIME_BIN -f '%e %M' true 2>/dev/null || die "GNU time not found at $TIME_BIN"
 TERRAFORM=${STATEGRAPH_TERRAFORM:-terraform}
 command -v "$TERRAFORM" >/dev/null || die "terraform not found; set STATEGRAPH_TERRAFORM"
 TERRAFORM=$(command -v "$TERRAFORM")
@@ -101,14 +112,14 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# run_timed RESULT_FILE LOG CMD...: appends the wall time of CMD to RESULT_FILE.
+# run_timed RESULT_FILE LOG CMD...: appends "wall cpu rss_kib" of CMD to RESULT_FILE.
 run_timed() {
     local res=$1 log=$2
     shift 2
-    if ! $TIME_BIN -f '%e' -o "$WORK/time.one" "$@" >"$log" 2>&1; then
+    if ! $TIME_BIN -f '%e %U %S %M' -o "$WORK/time.one" "$@" >"$log" 2>&1; then
         say "failed: $*"; tail -n 40 "$log" >&2; exit 1
     fi
-    tail -n1 "$WORK/time.one" >>"$res"
+    tail -n1 "$WORK/time.one" | awk '{ printf "%s %.2f %s\n", $1, $2 + $3, $4 }' >>"$res"
 }
 
 # check_plan LOG EXPECTED WHO: the plan's summary line is EXPECTED ("A to add, C to change, D to destroy").
@@ -141,20 +152,52 @@ if [[ $FLAVOUR == aws ]]; then
         die "no terraform provider mirror with hashicorp/aws (set STATEGRAPH_TF_PLUGIN_MIRROR)"
     export TF_CLI_CONFIG_FILE="$WORK/mirror.tfrc"
     start_moto || die "moto's server did not start (pip install 'moto[server]')"
-    if [[ $LATENCY_MS != 0 ]]; then
-        start_latency_proxy "$LATENCY_MS" || die "the latency proxy did not start"
+    if [[ $LATENCIES != 0 ]]; then
+        start_latency_proxy 0 || die "the latency proxy did not start"
         PLAN_EP="http://127.0.0.1:$PROXY_PORT"
     fi
 fi
 requests() { if [[ $FLAVOUR == aws ]]; then moto_requests; else echo 0; fi; }
+set_latency() { if [[ -n $PLAN_EP ]]; then proxy_set_delay "$1"; fi; }
+
+# The floor: terraform with nothing to do, the same provider.
+floor_dir="$WORK/floor"
+mkdir -p "$floor_dir"
+if [[ $FLAVOUR == aws ]]; then
+    moto_provider_tf >"$floor_dir/moto_provider.tf"
+    cat >"$floor_dir/main.tf" <<'EOF'
+terraform {
+  required_providers {
+    aws = { source = "hashicorp/aws" }
+  }
+}
+resource "aws_ssm_parameter" "floor" {
+  name  = "/stategraph-bench/floor"
+  type  = "String"
+  value = "1"
+}
+EOF
+else
+    echo 'resource "terraform_data" "floor" { input = "1" }' >"$floor_dir/main.tf"
+fi
+(cd "$floor_dir" && "$TERRAFORM" init -input=false -no-color >"$floor_dir/init.log" 2>&1) ||
+    { cat "$floor_dir/init.log" >&2; die "terraform init of the floor configuration failed"; }
+: >"$WORK/floor.res"
+for ((rep = 1; rep <= REPS; rep++)); do
+    (cd "$floor_dir" && run_timed "$WORK/floor.res" "$floor_dir/plan.log" \
+        "$TERRAFORM" plan -refresh=false -input=false -no-color)
+done
+FLOOR_S=$(col "$WORK/floor.res" 1); FLOOR_CPU=$(col "$WORK/floor.res" 2)
+say "floor: one terraform command with nothing to do ($FLAVOUR): ${FLOOR_S}s wall, ${FLOOR_CPU}s CPU"
 
 mkdir -p "$OUT_DIR"
 MD="$WORK/plan_sweep$SUFFIX.md"
 CSV="$WORK/plan_sweep$SUFFIX.csv"
-echo "flavour,n,edges,depth,teams,changed,cone,build_s,push_s,first_plan_s,tf_plan_s,sg_plan_s,sg_over_tf,tf_refreshed,sg_refreshed,tf_requests,sg_requests,sg_over_tf_requests,latency_ms,ph_init_s,ph_discovery_s,ph_refresh_s,ph_show_s,ph_targeted_s,ph_other_tf_s,ph_stategraph_s" >"$CSV"
+echo "flavour,n,edges,depth,teams,changed,cone,build_s,push_s,first_plan_s,latency_ms,tf_plan_s,sg_plan_s,sg_over_tf,tf_cpu_s,sg_cpu_s,tf_rss_mib,sg_rss_mib,tf_refreshed,sg_refreshed,tf_requests,sg_requests,sg_over_tf_requests,sg_tf_commands,floor_s,ph_init_s,ph_discovery_s,ph_refresh_s,ph_show_s,ph_targeted_s,ph_other_tf_s,ph_stategraph_s,ph_side_by_side_s" >"$CSV"
 ROWS="$WORK/rows.md"
+BROWS="$WORK/build-rows.md"
 PROWS="$WORK/phase-rows.md"
-: >"$ROWS"; : >"$PROWS"
+: >"$ROWS"; : >"$BROWS"; : >"$PROWS"
 
 for N in $NS; do
     d="$WORK/n$N"
@@ -227,47 +270,65 @@ print(s["edges"], s["depth"], s["teams"], c["changed"], c["cone"], "%s/%s/%s" % 
         cp "$d/main.tf.edited" "$d/sg/main.tf"
     fi
 
-    : >"$d/tf.res"; : >"$d/sg.res"; : >"$d/tf.req"; : >"$d/sg.req"; : >"$d/phases"
-    mkdir -p "$d/sglogs"
+    echo "| $N | $edges | $depth | $cone | $build_s | $push_s | $first_s |" >>"$BROWS"
+
+    for lat in $LATENCIES; do
+        : >"$d/tf-$lat.res"; : >"$d/sg-$lat.res"; : >"$d/tf-$lat.req"; : >"$d/sg-$lat.req"
+        : >"$d/phases-$lat"; : >"$d/ncmd-$lat"
+        mkdir -p "$d/sglogs-$lat"
+    done
     for ((rep = 1; rep <= REPS; rep++)); do
         order="tf sg"
         ((rep % 2 == 0)) && order="sg tf"
-        for who in $order; do
-            r0=$(requests)
-            if [[ $who == tf ]]; then
-                (cd "$d/tf" && run_timed "$d/tf.res" "$d/tf.log" \
-                    "$TERRAFORM" plan -input=false -no-color "${VARFILE[@]}")
-                echo "$(($(requests) - r0))" >>"$d/tf.req"
-                check_plan "$d/tf.log" "$expect" terraform
-            else
-                (cd "$d/sg" && SG_TF_LOG="$d/sglogs/$rep.tflog" run_timed "$d/sg.res" "$d/sg.log" \
-                    "$STATEGRAPH_BIN" --state "sweep$N" plan -no-color "${VARFILE[@]}")
-                echo "$(($(requests) - r0))" >>"$d/sg.req"
-                check_plan "$d/sg.log" "$expect" stategraph
-                tf_phases "$d/sglogs/$rep.tflog" "$(tail -n1 "$d/sg.res")" >>"$d/phases"
-            fi
+        for lat in $LATENCIES; do
+            set_latency "$lat"
+            for who in $order; do
+                r0=$(requests)
+                if [[ $who == tf ]]; then
+                    (cd "$d/tf" && run_timed "$d/tf-$lat.res" "$d/tf-$lat.log" \
+                        "$TERRAFORM" plan -input=false -no-color "${VARFILE[@]}")
+                    echo "$(($(requests) - r0))" >>"$d/tf-$lat.req"
+                    check_plan "$d/tf-$lat.log" "$expect" terraform
+                else
+                    tflog="$d/sglogs-$lat/$rep.tflog"
+                    (cd "$d/sg" && SG_TF_LOG="$tflog" run_timed "$d/sg-$lat.res" "$d/sg-$lat.log" \
+                        "$STATEGRAPH_BIN" --state "sweep$N" plan -no-color "${VARFILE[@]}")
+                    echo "$(($(requests) - r0))" >>"$d/sg-$lat.req"
+                    check_plan "$d/sg-$lat.log" "$expect" stategraph
+                    tf_phases "$tflog" "$(tail -n1 "$d/sg-$lat.res" | cut -d' ' -f1)" >>"$d/phases-$lat"
+                    wc -l <"$tflog" >>"$d/ncmd-$lat"
+                fi
+            done
+            line="  rep $rep"
+            [[ $FLAVOUR == aws ]] && line+=", ${lat} ms"
+            line+=": terraform $(tail -n1 "$d/tf-$lat.res" | cut -d' ' -f1)s"
+            [[ $FLAVOUR == aws ]] && line+="/$(tail -n1 "$d/tf-$lat.req") req"
+            line+=", stategraph $(tail -n1 "$d/sg-$lat.res" | cut -d' ' -f1)s"
+            [[ $FLAVOUR == aws ]] && line+="/$(tail -n1 "$d/sg-$lat.req") req"
+            say "$line (phases: $(tail -n1 "$d/phases-$lat"))"
         done
-        if [[ $FLAVOUR == aws ]]; then
-            say "  rep $rep: terraform $(tail -n1 "$d/tf.res")s/$(tail -n1 "$d/tf.req") req, stategraph $(tail -n1 "$d/sg.res")s/$(tail -n1 "$d/sg.req") req (phases: $(tail -n1 "$d/phases"))"
-        else
-            say "  rep $rep: terraform $(tail -n1 "$d/tf.res")s, stategraph $(tail -n1 "$d/sg.res")s (phases: $(tail -n1 "$d/phases"))"
-        fi
     done
-    tfw=$(median <"$d/tf.res"); sgw=$(median <"$d/sg.res")
-    tfq=$(median <"$d/tf.req" | awk '{ printf "%.0f", $1 }'); sgq=$(median <"$d/sg.req" | awk '{ printf "%.0f", $1 }')
-    tfr=$(grep -c 'Refreshing state' "$d/tf.log" || true)
-    sgr=$(grep -c 'Refreshing state' "$d/sg.log" || true)
-    ph=()
-    for c in 1 2 3 4 5 6 7; do ph+=("$(col "$d/phases" "$c")"); done
-    reqratio="-"
-    [[ $FLAVOUR == aws ]] && reqratio=$(ratio "$sgq" "$tfq")
-    echo "$FLAVOUR,$N,$edges,$depth,$teams,$changed,$cone,$build_s,$push_s,$first_s,$tfw,$sgw,$(ratio "$sgw" "$tfw"),$tfr,$sgr,$tfq,$sgq,$reqratio,$LATENCY_MS,$(IFS=,; echo "${ph[*]}")" >>"$CSV"
-    if [[ $FLAVOUR == aws ]]; then
-        echo "| $N | $edges | $depth | $cone | $build_s | $push_s | $first_s | $tfw | $sgw | **$(ratio "$sgw" "$tfw")** | $tfr | $sgr | $tfq | $sgq | **$reqratio** |" >>"$ROWS"
-    else
-        echo "| $N | $edges | $depth | $cone | $build_s | $push_s | $first_s | $tfw | $sgw | **$(ratio "$sgw" "$tfw")** | $(ratio "$tfw" "$sgw") | $tfr | $sgr |" >>"$ROWS"
-    fi
-    echo "| $N | $sgw | ${ph[0]} | ${ph[1]} | ${ph[2]} | ${ph[3]} | ${ph[4]} | ${ph[5]} | ${ph[6]} | $tfw |" >>"$PROWS"
+    for lat in $LATENCIES; do
+        tfw=$(col "$d/tf-$lat.res" 1); sgw=$(col "$d/sg-$lat.res" 1)
+        tfc=$(col "$d/tf-$lat.res" 2); sgc=$(col "$d/sg-$lat.res" 2)
+        tfm=$(mib "$(col "$d/tf-$lat.res" 3)"); sgm=$(mib "$(col "$d/sg-$lat.res" 3)")
+        tfq=$(median <"$d/tf-$lat.req" | awk '{ printf "%.0f", $1 }'); sgq=$(median <"$d/sg-$lat.req" | awk '{ printf "%.0f", $1 }')
+        tfr=$(grep -c 'Refreshing state' "$d/tf-$lat.log" || true)
+        sgr=$(grep -c 'Refreshing state' "$d/sg-$lat.log" || true)
+        ncmd=$(median <"$d/ncmd-$lat" | awk '{ printf "%.0f", $1 }')
+        ph=()
+        for c in 1 2 3 4 5 6 7 8; do ph+=("$(col "$d/phases-$lat" "$c")"); done
+        reqratio="-"
+        [[ $FLAVOUR == aws ]] && reqratio=$(ratio "$sgq" "$tfq")
+        echo "$FLAVOUR,$N,$edges,$depth,$teams,$changed,$cone,$build_s,$push_s,$first_s,$lat,$tfw,$sgw,$(ratio "$sgw" "$tfw"),$tfc,$sgc,$tfm,$sgm,$tfr,$sgr,$tfq,$sgq,$reqratio,$ncmd,$FLOOR_S,$(IFS=,; echo "${ph[*]}")" >>"$CSV"
+        if [[ $FLAVOUR == aws ]]; then
+            echo "| $N | $lat ms | $cone | $tfw | $sgw | **$(ratio "$sgw" "$tfw")** | $tfc | $sgc | $tfm | $sgm | $tfr | $sgr | $tfq | $sgq | **$reqratio** |" >>"$ROWS"
+        else
+            echo "| $N | $cone | $tfw | $sgw | **$(ratio "$sgw" "$tfw")** | $(ratio "$tfw" "$sgw") | $tfc | $sgc | $tfm | $sgm | $tfr | $sgr |" >>"$ROWS"
+        fi
+        floor_part=$(awk -v n="$ncmd" -v f="$FLOOR_S" 'BEGIN { printf "%.2f", n * f }')
+        echo "| $N | $lat ms | $sgw | ${ph[0]} | ${ph[1]} | ${ph[2]} | ${ph[3]} | ${ph[4]} | ${ph[5]} | ${ph[6]} | ${ph[7]} | $ncmd | $floor_part | $tfw |" >>"$PROWS"
+    done
 done
 
 {
@@ -280,22 +341,29 @@ done
     echo "- sg first plan: stategraph's first plan of the unchanged configuration after the state push (no change; it records the baseline later plans compare the configuration with)"
     echo "- state built with: $BUILD; medians over $REPS repetitions, the tools alternating which goes first"
     echo "- terraform plan refreshes everything (default -parallelism=10); both plans verified to show exactly the change"
+    echo "- each plan timed with GNU time: wall, CPU (user + system, children included: terraform and its providers), peak RSS (largest process)"
+    echo "- floor: one terraform command with nothing to do (\`plan -refresh=false\` of a one-resource $FLAVOUR configuration): **${FLOOR_S} s** wall, ${FLOOR_CPU} s CPU (medians of $REPS)"
     if [[ $FLAVOUR == aws ]]; then
-        echo "- aws resources on a local moto server; API requests counted in moto's log; added latency per request during the plans: ${LATENCY_MS} ms"
-        echo
-        echo "| N | edges | depth | cone | build (s) | push (s) | sg first plan (s) | terraform plan (s) | stategraph plan (s) | sg / tf | tf refreshed | sg refreshed | tf API requests | sg API requests | sg / tf requests |"
+        echo "- aws resources on a local moto server; API requests counted in moto's log; the plans go through benches/latency_proxy.py, which holds each request the given latency (0 ms: no delay), switched between passes in every repetition"
+    fi
+    echo
+    echo "| N | edges | depth | cone | build (s) | push (s) | sg first plan (s) |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|"
+    cat "$BROWS"
+    echo
+    if [[ $FLAVOUR == aws ]]; then
+        echo "| N | added latency | cone | terraform plan (s) | stategraph plan (s) | sg / tf | CPU tf (s) | CPU sg (s) | RSS tf (MiB) | RSS sg (MiB) | tf refreshed | sg refreshed | tf API requests | sg API requests | sg / tf requests |"
         echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     else
-        echo
-        echo "| N | edges | depth | cone | build (s) | push (s) | sg first plan (s) | terraform plan (s) | stategraph plan (s) | sg / tf | speed-up | tf refreshed | sg refreshed |"
-        echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        echo "| N | cone | terraform plan (s) | stategraph plan (s) | sg / tf | speed-up | CPU tf (s) | CPU sg (s) | RSS tf (MiB) | RSS sg (MiB) | tf refreshed | sg refreshed |"
+        echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     fi
     cat "$ROWS"
     echo
-    echo "Where stategraph's plan time goes (medians per phase over the repetitions, so they need not add up exactly to the median total; \"stategraph itself\" is the wall time outside terraform: PostgreSQL, the cone, state materialization, process start-ups):"
+    echo "Where stategraph's plan time goes (medians per phase over the repetitions, so they need not add up exactly to the median total). \"stategraph itself\" is the wall time when no terraform command ran (PostgreSQL, reading the configuration, the cone, writing the private state, process start-ups); \"side by side\" is how long two terraform commands ran at once (the scoped refresh next to the plan of the cone), counted in both of their phases; \"floor × commands\" is what the terraform commands would cost with nothing to do:"
     echo
-    echo "| N | stategraph plan (s) | init | discovery plan | scoped refresh | show -json | targeted plan | other terraform | stategraph itself | terraform plan (s), for comparison |"
-    echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| N | added latency | stategraph plan (s) | init | discovery plan | scoped refresh | show -json | targeted plan | other terraform | stategraph itself | side by side | terraform commands | floor × commands (s) | terraform plan (s), for comparison |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     cat "$PROWS"
     echo
     echo "Refreshed: \"Refreshing state...\" lines in one plan's output. Total bench time: $(($(date +%s) - BENCH_START)) s."

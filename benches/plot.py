@@ -33,8 +33,13 @@ if THROUGHPUT:
     tf = [float(r["tf_applies_per_min"]) for r in rows]
     sg = [float(r["sg_applies_per_min"]) for r in rows]
 else:
-    rows = [r for r in allrows if r["tf_plan_s"] not in ("?", "")]
-    rows.sort(key=lambda r: int(r["n"]))
+    allrows = [r for r in allrows if r["tf_plan_s"] not in ("?", "")]
+    # One series per added latency (plan_sweep.sh LATENCIES); the phases
+    # plot and the plain PNG show the highest one.
+    lats = sorted({int(r.get("latency_ms") or 0) for r in allrows})
+    by_lat = {l: sorted((r for r in allrows if int(r.get("latency_ms") or 0) == l), key=lambda r: int(r["n"]))
+              for l in lats}
+    rows = by_lat[lats[-1]] if lats else []
     ns = [int(r["n"]) for r in rows]
     tf = [float(r["tf_plan_s"]) for r in rows]
     sg = [float(r["sg_plan_s"]) for r in rows]
@@ -86,6 +91,8 @@ PHASES = [("ph_init_s", "init", "tab:gray"), ("ph_discovery_s", "discovery plan"
           ("ph_refresh_s", "scoped refresh", "tab:cyan"),
           ("ph_show_s", "show -json", "tab:olive"), ("ph_targeted_s", "targeted plan", "tab:green"),
           ("ph_other_tf_s", "other terraform", "tab:purple"), ("ph_stategraph_s", "stategraph itself", "tab:blue")]
+# Terraform commands run side by side are counted in both phases: taken off
+# the stack (drawn hatched below zero) so that the bar's top is the wall time.
 
 
 def phases_matplotlib():
@@ -100,15 +107,29 @@ def phases_matplotlib():
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     xs = range(len(rows))
     bottom = [0.0] * len(rows)
+    side = [max(0.0, float(r.get("ph_side_by_side_s") or 0)) for r in rows]
+    bottom = [-v for v in side]
+    if any(side):
+        ax.bar([x + 0.2 for x in xs], side, 0.38, bottom=bottom, color="white", edgecolor="gray",
+               hatch="//", label="side by side (counted twice)")
     for key, label, color in PHASES:
         v = [max(0.0, float(r.get(key) or 0)) for r in rows]
+        if not any(v):
+            continue
         ax.bar([x + 0.2 for x in xs], v, 0.38, bottom=bottom, color=color, label=label)
         bottom = [b + x for b, x in zip(bottom, v)]
     ax.bar([x - 0.2 for x in xs], tf, 0.38, color="tab:red", label="terraform plan (whole)")
+    floor = float(rows[0].get("floor_s") or 0)
+    if floor:
+        ax.axhline(floor, color="black", linestyle=":", linewidth=1,
+                   label=f"floor: one terraform command with nothing to do ({floor:.1f} s)")
+    ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(list(xs))
     ax.set_xticklabels([f"N={n}" for n in ns])
     ax.set_ylabel("wall time (s, median)")
     flav = rows[0].get("flavour", "terraform_data")
+    lat = rows[0].get("latency_ms", "0")
+    flav += f", +{lat} ms/request" if lat not in ("", "0") else ""
     ax.set_title(f"Where stategraph's plan time goes ({flav})\nleft: terraform plan, right: stategraph plan by phase", fontsize=10)
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
@@ -122,29 +143,39 @@ def with_matplotlib():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    ax.plot(ns, tf, "o-", color="tab:red", label="terraform plan (full refresh)")
-    ax.plot(ns, sg, "s-", color="tab:blue", label="stategraph plan (change cone)")
-    for x, a, b in zip(ns, tf, sg):
-        ax.annotate(f"{a:.1f}s", (x, a), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8, color="tab:red")
-        ax.annotate(f"{b:.1f}s", (x, b), textcoords="offset points", xytext=(0, -14), ha="center", fontsize=8, color="tab:blue")
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=110)
+    styles = ["-", "--", "-.", ":"]
+    top = 0.0
+    for i, lat in enumerate(lats):
+        rs = by_lat[lat]
+        xs = [int(r["n"]) for r in rs]
+        t = [float(r["tf_plan_s"]) for r in rs]
+        g = [float(r["sg_plan_s"]) for r in rs]
+        top = max([top] + t + g)
+        suffix = f", +{lat} ms/request" if len(lats) > 1 or lat else ""
+        ls = styles[i % len(styles)]
+        ax.plot(xs, t, "o" + ls, color="tab:red", label=f"terraform plan (full refresh{suffix})")
+        ax.plot(xs, g, "s" + ls, color="tab:blue", label=f"stategraph plan (change cone{suffix})")
+        for x, a, b, r in zip(xs, t, g, rs):
+            note_tf, note_sg = f"{a:.1f}s", f"{b:.1f}s"
+            if r.get("tf_requests", "0") not in ("", "0"):
+                note_tf += f" {r['tf_requests']} req"
+                note_sg += f" {r['sg_requests']} req"
+            ax.annotate(note_tf, (x, a), textcoords="offset points", xytext=(0, 7 + 10 * i), ha="center",
+                        fontsize=7, color="tab:red")
+            ax.annotate(note_sg, (x, b), textcoords="offset points", xytext=(0, -14 - 10 * i), ha="center",
+                        fontsize=7, color="tab:blue")
     cones = sorted({r["cone"] for r in rows})
     flav = rows[0].get("flavour", "terraform_data")
     flav = "aws on moto" if flav == "aws" else flav
-    lat = rows[0].get("latency_ms", "0")
-    flav += f", +{lat} ms/request" if lat not in ("", "0") else ""
     ax.set_title(f"Plan wall time vs state size ({flav}; {rows[0]['changed']}-instance change, cone {'/'.join(cones)})",
                  fontsize=10)
-    if rows[0].get("tf_requests", "0") not in ("", "0"):
-        for x, a, b, r in zip(ns, tf, sg, rows):
-            ax.annotate(f"{r['tf_requests']} req", (x, a), textcoords="offset points", xytext=(0, 18), ha="center", fontsize=7, color="tab:red")
-            ax.annotate(f"{r['sg_requests']} req", (x, b), textcoords="offset points", xytext=(0, -24), ha="center", fontsize=7, color="tab:blue")
     ax.set_xlabel("resource instances in the state (N)")
     ax.set_ylabel("plan wall time (s, median)")
     ax.set_xlim(left=0)
-    ax.set_ylim(0, max(tf + sg) * 1.15)
+    ax.set_ylim(0, top * 1.2)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper left")
+    ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     fig.savefig(dst)
 

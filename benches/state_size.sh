@@ -23,6 +23,7 @@
 #   STATEGRAPH_BIN         use this binary instead of `cargo build --release`
 #   STATEGRAPH_TERRAFORM   terraform binary (default: terraform on PATH)
 #   STATEGRAPH_PG_BIN      directory holding initdb/pg_ctl/postgres
+#   OUT_DIR=benches/results  where state_size.md and state_size.csv go
 #   KEEP_WORK=1            keep the work dir (states, outputs, logs)
 #   PG_DURABLE=on          fsync/synchronous_commit/full_page_writes of the
 #                          bench cluster; "off" measures without disk flushes
@@ -37,6 +38,9 @@ REPS=${REPS:-3}
 SEED=${SEED:-1}
 CONE_K=${CONE_K:-12}
 BENCH_STATEGRAPH=${BENCH_STATEGRAPH:-1}
+OUT_DIR=$(realpath -m "${OUT_DIR:-$ROOT/benches/results}")
+CMDLINE="$0${*:+ $*}"
+ENVLINE=$(env | grep -E '^(SIZES|REPS|SEED|CONE_K|STATEGRAPH_BIN|PG_DURABLE)=' | sort | tr '\n' ' ' || true)
 TIME_BIN=/usr/bin/time
 
 say() { printf 'state_size.sh: %s\n' "$*" >&2; }
@@ -113,6 +117,7 @@ measure() {
     mib=$(awk -v k="$rss" 'BEGIN { printf "%.0f", k / 1024 }')
     say "$label N=$n: wall $(tr '\n' ' ' <<<"$(awk '{print $1}' "$times")")s, median $wall s, $mib MiB"
     echo "| $label | $n | $wall | $mib |" >>"$WORK/rows.md"
+    echo "$label,$n,$wall,$mib" >>"$WORK/rows.csv"
 }
 
 # ---------------------------------------------------------------- main
@@ -136,6 +141,7 @@ export TF_CLI_CONFIG_FILE="$WORK/tf/cli.tfrc" CHECKPOINT_DISABLE=1 TF_IN_AUTOMAT
 unset TF_DATA_DIR TF_WORKSPACE TF_CLI_ARGS
 cd "$WORK/tf"
 : >"$WORK/rows.md"
+echo "operation,n,wall_s,rss_mib" >"$WORK/rows.csv"
 
 for n in $SIZES; do
     state="$WORK/state-$n.json"
@@ -173,16 +179,37 @@ except ValueError as e:
 print(f"  cone: write {len(c.get('write', []))}, read {len(c.get('read', []))}, "
       f"instances {c.get('instances')}, timings {c.get('timings')}")
 EOF
+        # The cone computation alone (the command also loads and builds the graph).
+        python3 - "$WORK/cone-$n.json" "$n" <<'EOF' >>"$WORK/rows.csv"
+import json, sys
+t = json.load(open(sys.argv[1])).get("timings", {})
+print(f"stategraph cone computation,{sys.argv[2]},{t.get('cone_ms', 0) / 1e3:.6f},")
+print(f"stategraph cone graph load,{sys.argv[2]},{t.get('load_ms', 0) / 1e3:.3f},")
+print(f"stategraph cone graph build,{sys.argv[2]},{t.get('build_ms', 0) / 1e3:.3f},")
+EOF
     fi
     measure "terraform show -json" "$n" /dev/null "$TERRAFORM" show -json "$state"
     measure "terraform state list" "$n" /dev/null "$TERRAFORM" state list -state="$state"
     rm -f "$state"
 done
 
-echo
-echo "| operation | N | wall median (s) | peak RSS median (MiB) |"
-echo "|---|---:|---:|---:|"
-cat "$WORK/rows.md"
-echo
 tf_version=$("$TERRAFORM" version -json | python3 -c 'import json, sys; print(json.load(sys.stdin)["terraform_version"])' || echo '?')
-echo "REPS=$REPS, SEED=$SEED, $(nproc) cores, terraform $tf_version; medians over the repetitions."
+{
+    echo "# State size: push, pull, cone, next to terraform"
+    echo
+    echo "- command: \`${ENVLINE}${CMDLINE}\`"
+    echo "- machine: $(nproc) cores, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), load at end: $(cut -d' ' -f1-3 /proc/loadavg); terraform $tf_version; ${PG_VERSION:-no PostgreSQL} (PG_DURABLE=$PG_DURABLE)"
+    echo "- REPS=$REPS, SEED=$SEED; medians over the repetitions; \`cone\` is given $CONE_K leaf instances of one team"
+    echo
+    echo "| operation | N | wall median (s) | peak RSS median (MiB) |"
+    echo "|---|---:|---:|---:|"
+    cat "$WORK/rows.md"
+    grep '^stategraph cone computation' "$WORK/rows.csv" |
+        awk -F, '{ printf "| stategraph cone: the computation alone (from `cone --json` timings, last run) | %s | %s |  |\n", $2, $3 }'
+} >"$WORK/report.md"
+echo
+cat "$WORK/report.md"
+mkdir -p "$OUT_DIR"
+cp "$WORK/report.md" "$OUT_DIR/state_size.md"
+cp "$WORK/rows.csv" "$OUT_DIR/state_size.csv"
+say "report: $OUT_DIR/state_size.md"
