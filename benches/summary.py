@@ -44,7 +44,7 @@ goals = []  # (goal, measured, target, met)
 
 
 def goal(text, measured, target, met):
-    verdict = "?" if met is None else ("**met**" if met else "**not met**")
+    verdict = "-" if met is None else ("**met**" if met else "**not met**")
     goals.append(f"| {text} | {measured} | {target} | {verdict} |")
 
 
@@ -52,15 +52,17 @@ def goal(text, measured, target, met):
 if aws:
     largest = max(int(r["n"]) for r in aws)
     at = [r for r in aws if int(r["n"]) == largest]
+    # The goals are stated at N = 2,847; a smaller run only reports.
+    judged = largest == 2847
     req = num(at[0]["sg_over_tf_requests"])
     goal(f"API requests of a {at[0]['changed']}-resource-change plan, N = {largest:,}, stategraph / terraform",
-         f"{fmt(req, 3)} ({at[0]['sg_requests']} / {at[0]['tf_requests']})", "≤ 0.03",
-         None if req is None else req <= 0.03)
+         f"{fmt(req, 3)} ({at[0]['sg_requests']} / {at[0]['tf_requests']})", "≤ 0.03 at N = 2,847",
+         None if req is None or not judged else req <= 0.03)
     for r in sorted(at, key=lambda r: int(r["latency_ms"])):
         ratio = num(r["sg_over_tf"])
         goal(f"plan wall time, N = {largest:,}, +{r['latency_ms']} ms per request, stategraph / terraform",
-             f"{fmt(ratio)} ({r['sg_plan_s']} s / {r['tf_plan_s']} s)", "≤ 0.05 (1/20) with latency on",
-             None if ratio is None or r["latency_ms"] == "0" else ratio <= 0.05)
+             f"{fmt(ratio)} ({r['sg_plan_s']} s / {r['tf_plan_s']} s)", "≤ 0.05 (1/20) at N = 2,847, latency on",
+             None if ratio is None or r["latency_ms"] == "0" or not judged else ratio <= 0.05)
 else:
     goals.append("| aws plan sweep | not run (plan_sweep_aws.csv missing) | | ? |")
 
