@@ -499,6 +499,15 @@ fn index_key_order(a: &Option<Value>, b: &Option<Value>) -> std::cmp::Ordering {
 }
 
 impl State {
+    /// The address of every instance object, in the state's order (a
+    /// deposed object repeats its instance's address).
+    pub fn instance_addresses(&self) -> impl Iterator<Item = String> + '_ {
+        self.resources.iter().flat_map(|r| {
+            let address = r.address();
+            r.instances.iter().map(move |i| i.address(&address))
+        })
+    }
+
     /// Sorts outputs by name, resources by (module, mode, type, name) and
     /// instances by (index key, deposed key), as terraform's state writer does.
     pub fn sort(&mut self) {

@@ -356,17 +356,7 @@ async fn workspace(settings: &Settings, args: &[String]) -> Result<()> {
 
 /// Every instance address of a state.
 fn addresses(state: &State) -> Vec<String> {
-    let mut out: Vec<String> = state
-        .resources
-        .iter()
-        .flat_map(|r| {
-            let raddr = r.address();
-            r.instances
-                .iter()
-                .map(move |i| i.address(&raddr))
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let mut out: Vec<String> = state.instance_addresses().collect();
     out.sort();
     out.dedup();
     out

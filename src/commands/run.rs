@@ -80,8 +80,18 @@ pub async fn run(settings: &Settings, kind: Kind, args: &[String]) -> Result<()>
         );
     }
     let ui = settings.ui;
-    let tf = Terraform::discover(settings.terraform.as_deref())?.with_ui(ui);
-    let store = crate::db::open(settings).await?;
+    // `terraform version` (tens of milliseconds) runs while we connect to
+    // PostgreSQL; no terraform at all is said before anything else.
+    let Some(bin) = settings.terraform.clone() else {
+        return Err(crate::terraform::TerraformError::NotConfigured.into());
+    };
+    let version = tokio::task::spawn_blocking(move || Terraform::discover(Some(&bin)));
+    let store = crate::db::open(settings).await;
+    let tf = version
+        .await
+        .map_err(|e| anyhow!("terraform version check did not finish: {e}"))??
+        .with_ui(ui);
+    let store = store?;
     let name = settings.state_name();
     ensure_state(&store, settings, &name).await?;
     let state_id = store
@@ -852,9 +862,12 @@ async fn planned_changes(
 /// [`Settings::scoped_refresh`]). Terraform's targeted plan refreshes the
 /// targets and every instance of every resource they depend on (all module
 /// instances of a module's resources); a refresh of the written instances
-/// alone costs one terraform run more, worth it when it saves refreshing at
-/// least as many instances as it refreshes, and at least 20 (instances of
-/// `terraform_data`, refreshed without a remote call, do not count).
+/// alone costs one terraform run more. Run beside the plan (see
+/// [`scoped_plan`]) that run costs CPU, not wall time: worth it when it
+/// saves refreshing at least 20 instances. One after the other, it must
+/// also save refreshing at least as many instances as it refreshes.
+/// Instances of `terraform_data`, refreshed without a remote call, do not
+/// count.
 fn scoped_refresh(settings: &Settings, flags: &TfFlags, cone: &Cone, rows: &[GraphRow]) -> bool {
     use crate::settings::ScopedRefresh;
     // Not for a refresh-less or refresh-only run, nor for machine-readable output.
@@ -900,9 +913,21 @@ fn scoped_refresh(settings: &Settings, flags: &TfFlags, cone: &Cone, rows: &[Gra
                 .filter(remote)
                 .count();
             let saved = targeted.saturating_sub(written);
-            saved >= written.max(20)
+            match side_by_side(settings, flags) {
+                true => saved >= 20,
+                false => saved >= written.max(20),
+            }
         }
     }
+}
+
+/// Whether a scoped refresh may run beside the plan of the cone: not where
+/// terraform may ask a question (its output is held back meanwhile, and
+/// would hide it), nor with `STATEGRAPH_SPECULATIVE_PLAN=0`.
+fn side_by_side(settings: &Settings, flags: &TfFlags) -> bool {
+    use std::io::IsTerminal;
+    let can_ask = !flags.no_input && settings.tf_input && std::io::stdin().is_terminal();
+    settings.speculative_plan && !can_ask
 }
 
 /// The plan of the cone with a scoped refresh (see [`scoped_refresh`]).
@@ -928,20 +953,11 @@ async fn scoped_plan(
     plan_run: &impl Fn(bool) -> crate::terraform::Run,
     ui: crate::ui::Ui,
 ) -> Result<Result<crate::terraform::Finished, crate::terraform::TerraformError>> {
-    use std::io::IsTerminal;
     const NOT_POSSIBLE: &str =
         "not possible on a partial state: the plan refreshes the cone's dependencies too";
     let write: HashSet<&str> = cone.write.iter().map(String::as_str).collect();
     let stored: BTreeSet<String> = fresh
-        .resources
-        .iter()
-        .flat_map(|r| {
-            let address = r.address();
-            r.instances
-                .iter()
-                .map(move |i| i.address(&address))
-                .collect::<Vec<_>>()
-        })
+        .instance_addresses()
         .filter(|a| write.contains(a.as_str()))
         .collect();
     let what = format!(
@@ -949,9 +965,7 @@ async fn scoped_plan(
         thousands(stored.len()),
         if stored.len() == 1 { "" } else { "s" }
     );
-    // Held back, terraform's output could hide a question it asks.
-    let can_ask = !flags.no_input && settings.tf_input && std::io::stdin().is_terminal();
-    if can_ask || !settings.speculative_plan {
+    if !side_by_side(settings, flags) {
         let step = ui.step(what);
         return Ok(
             match refresh_write_set(ws, tf, flags, fresh, &cone.write, config).await? {
@@ -991,11 +1005,11 @@ async fn scoped_plan(
         // Interrupted: terraform's own words on what it stopped.
         (Err(e), Ok(done)) => {
             step.fail();
+            if done.interrupts == 0 {
+                return Err(e);
+            }
             replay(done);
-            return match done.interrupts {
-                0 => Err(e),
-                _ => Ok(planned),
-            };
+            return Ok(planned);
         }
         (Err(e), Err(_)) => {
             step.fail();
