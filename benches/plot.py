@@ -91,8 +91,6 @@ PHASES = [("ph_init_s", "init", "tab:gray"), ("ph_discovery_s", "discovery plan"
           ("ph_refresh_s", "scoped refresh", "tab:cyan"),
           ("ph_show_s", "show -json", "tab:olive"), ("ph_targeted_s", "targeted plan", "tab:green"),
           ("ph_other_tf_s", "other terraform", "tab:purple"), ("ph_stategraph_s", "stategraph itself", "tab:blue")]
-# Terraform commands run side by side are counted in both phases: taken off
-# the stack (drawn hatched below zero) so that the bar's top is the wall time.
 
 
 def phases_matplotlib():
@@ -107,13 +105,16 @@ def phases_matplotlib():
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     xs = range(len(rows))
     bottom = [0.0] * len(rows)
-    side = [max(0.0, float(r.get("ph_side_by_side_s") or 0)) for r in rows]
-    bottom = [-v for v in side]
-    if any(side):
-        ax.bar([x + 0.2 for x in xs], side, 0.38, bottom=bottom, color="white", edgecolor="gray",
-               hatch="//", label="side by side (counted twice)")
+    # A scoped refresh run beside the plan overlaps it: drawn as a thin bar
+    # of its own next to the stack, whose top is then the wall time.
+    side = [float(r.get("ph_side_by_side_s") or 0) > 0.05 for r in rows]
+    bottom = [0.0] * len(rows)
     for key, label, color in PHASES:
         v = [max(0.0, float(r.get(key) or 0)) for r in rows]
+        beside = [x if (key == "ph_refresh_s" and sd) else 0.0 for x, sd in zip(v, side)]
+        v = [x - y for x, y in zip(v, beside)]
+        if any(beside):
+            ax.bar([x + 0.45 for x in xs], beside, 0.1, color=color, label=f"{label}, beside the plan")
         if not any(v):
             continue
         ax.bar([x + 0.2 for x in xs], v, 0.38, bottom=bottom, color=color, label=label)
@@ -123,7 +124,6 @@ def phases_matplotlib():
     if floor:
         ax.axhline(floor, color="black", linestyle=":", linewidth=1,
                    label=f"floor: one terraform command with nothing to do ({floor:.1f} s)")
-    ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(list(xs))
     ax.set_xticklabels([f"N={n}" for n in ns])
     ax.set_ylabel("wall time (s, median)")
@@ -165,6 +165,10 @@ def with_matplotlib():
                         fontsize=7, color="tab:red")
             ax.annotate(note_sg, (x, b), textcoords="offset points", xytext=(0, -14 - 10 * i), ha="center",
                         fontsize=7, color="tab:blue")
+    floor = float(rows[0].get("floor_s") or 0)
+    if floor:
+        ax.axhline(floor, color="black", linestyle=":", linewidth=1,
+                   label=f"one terraform command with nothing to do ({floor:.1f} s)")
     cones = sorted({r["cone"] for r in rows})
     flav = rows[0].get("flavour", "terraform_data")
     flav = "aws on moto" if flav == "aws" else flav
@@ -173,7 +177,7 @@ def with_matplotlib():
     ax.set_xlabel("resource instances in the state (N)")
     ax.set_ylabel("plan wall time (s, median)")
     ax.set_xlim(left=0)
-    ax.set_ylim(0, top * 1.2)
+    ax.set_ylim(-0.08 * top, top * 1.2)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
