@@ -287,8 +287,9 @@ fn a_changed_value_is_planned_on_the_blocks_that_read_it_only() {
     let sg = Logged::new("teams");
     let (code, _, err, _) = sg.run(&db, &["apply", "-auto-approve", "-no-color"], true);
     assert_eq!(code, 0, "{err}");
-    // var.gen reaches every team's base through the module call: which
-    // bases change takes a plan of those blocks, not of the configuration.
+    // var.sleep_seconds reaches every team's base through the module call:
+    // which bases change takes a plan of those blocks, not of the
+    // configuration (none does: it only reaches a provisioner).
     let (code, out, err, ran) = sg.run(
         &db,
         &[
@@ -296,16 +297,14 @@ fn a_changed_value_is_planned_on_the_blocks_that_read_it_only() {
             "-no-color",
             "-detailed-exitcode",
             "-var",
-            r#"gen={c="2"}"#,
+            "sleep_seconds=1",
         ],
         false,
     );
-    assert_eq!(code, 2, "{out}{err}");
-    assert_eq!(plans(&ran), 2, "{ran:?}\n{err}");
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(plans(&ran), 1, "{ran:?}\n{err}");
     assert!(err.contains("read changed values"), "{err}");
-    // Team c only: its base and 2 services written, the shared resource read.
-    assert!(err.contains("(3 write, 1 read)"), "{err}");
-    assert!(out.contains("1 to add, 2 to change, 1 to destroy"), "{out}");
+    assert!(out.contains("No changes."), "{out}");
     // The same with terraform's full plan as the oracle.
     let (code, out, err, _) = sg.run(
         &db,
@@ -314,14 +313,99 @@ fn a_changed_value_is_planned_on_the_blocks_that_read_it_only() {
             "-no-color",
             "-detailed-exitcode",
             "-var",
-            r#"gen={c="2"}"#,
+            "sleep_seconds=1",
         ],
         true,
     );
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+/// `gen = lookup(var.gen, each.key, "1")` in a `for_each` module call: a
+/// team's entry of the map changes that team's module instance only, known
+/// from the configuration without a plan of every team.
+#[test]
+fn a_map_entry_read_by_instance_key_plans_that_instance_only() {
+    let db = test_db();
+    let sg = Logged::new("teams");
+    let (code, _, err, _) = sg.run(&db, &["apply", "-auto-approve", "-no-color"], true);
+    assert_eq!(code, 0, "{err}");
+    let plan = |gen: &str, oracle: bool| {
+        sg.run(
+            &db,
+            &[
+                "plan",
+                "-no-color",
+                "-detailed-exitcode",
+                "-var",
+                &format!("gen={gen}"),
+            ],
+            oracle,
+        )
+    };
+    let (code, out, err, ran) = plan(r#"{c="2"}"#, false);
     assert_eq!(code, 2, "{out}{err}");
-    // Planned as no-op, the bases are converged under the default again.
-    let (code, out, err, ran) = sg.run(&db, &["plan", "-no-color", "-detailed-exitcode"], false);
+    assert_eq!(plans(&ran), 1, "{ran:?}\n{err}");
+    assert!(err.contains("1 block changed, 1 to plan"), "{err}");
+    // Team c only: its base and 2 services written, the shared resource read.
+    assert!(err.contains("(3 write, 1 read)"), "{err}");
+    assert!(out.contains("1 to add, 2 to change, 1 to destroy"), "{out}");
+    // terraform's full plan, as the oracle, finds nothing else.
+    let (code, out, err, _) = plan(r#"{c="2"}"#, true);
+    assert_eq!(code, 2, "{out}{err}");
+
+    // Applied: then another team's entry is the only change.
+    let (code, out, err, _) = sg.run(
+        &db,
+        &[
+            "apply",
+            "-auto-approve",
+            "-no-color",
+            "-var",
+            r#"gen={c="2"}"#,
+        ],
+        false,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err, ran) = plan(r#"{c="2",a="2"}"#, false);
+    assert_eq!(code, 2, "{out}{err}");
+    assert_eq!(plans(&ran), 1, "{ran:?}\n{err}");
+    assert!(err.contains("(3 write, 1 read)"), "{err}");
+    assert!(
+        out.contains(r#"module.team["a"].terraform_data.base must be replaced"#)
+            && !out.contains(r#"module.team["c"]"#),
+        "{out}"
+    );
+    let (code, out, err, _) = plan(r#"{c="2",a="2"}"#, true);
+    assert_eq!(code, 2, "{out}{err}");
+    // Leaving the entry out brings team c back to the default.
+    let (code, out, err, ran) = plan("{}", false);
+    assert_eq!(code, 2, "{out}{err}");
+    assert_eq!(plans(&ran), 1, "{ran:?}\n{err}");
+    assert!(
+        out.contains(r#"module.team["c"].terraform_data.base must be replaced"#),
+        "{out}"
+    );
+    // As applied: nothing to plan at all.
+    let (code, out, err, ran) = plan(r#"{c="2"}"#, false);
     assert_eq!((code, plans(&ran)), (0, 0), "{out}{err}{ran:?}");
+
+    // A row of one team removed behind the baseline: that team's block only.
+    sg_ok(
+        &db,
+        &[
+            "--state",
+            "teams",
+            "state",
+            "rm",
+            r#"module.team["b"].terraform_data.service[1]"#,
+        ],
+    );
+    let (code, out, err, ran) = plan(r#"{c="2"}"#, false);
+    assert_eq!(code, 2, "{out}{err}");
+    assert_eq!(plans(&ran), 1, "{ran:?}\n{err}");
+    assert!(out.contains("1 to add, 0 to change, 0 to destroy"), "{out}");
+    let (code, out, err, _) = plan(r#"{c="2"}"#, true);
+    assert_eq!(code, 2, "{out}{err}");
 }
 
 #[test]

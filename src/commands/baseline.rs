@@ -31,12 +31,50 @@ pub(super) fn block_of(address: &str) -> String {
     strip_module_keys(crate::address::strip_instance_key(address))
 }
 
+/// Baseline key of a resource (one module instance's part of a block),
+/// for blocks with per-instance hashes ([`crate::terraform::config::Keyed`]).
+fn keyed_key(resource: &str) -> String {
+    format!("keyed:{resource}")
+}
+
+/// The third part of a per-instance entry: the block's text hash and the
+/// hash of the instance's map entries.
+fn keyed_text(text: &str, entries: &str) -> String {
+    format!("{text}|{entries}")
+}
+
 /// Digest of each block's stored rows and the rows they depend on.
 pub(super) fn digests(state: &State) -> HashMap<String, String> {
-    let hash = |bytes: &[u8]| -> String {
-        let d = Sha256::digest(bytes);
-        d[..16].iter().map(|b| format!("{b:02x}")).collect()
-    };
+    let mut parts: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (address, line) in lines(state) {
+        parts.entry(block_of(&address)).or_default().push(line);
+    }
+    parts
+        .into_iter()
+        .map(|(block, mut lines)| {
+            lines.sort();
+            (block, hash(lines.join("\n").as_bytes()))
+        })
+        .collect()
+}
+
+/// Digest of each managed resource's stored rows and the rows they depend
+/// on, by resource address (`module.m["a"].t.n`).
+fn resource_digests(state: &State) -> HashMap<String, String> {
+    lines(state)
+        .into_iter()
+        .map(|(address, line)| (address, hash(line.as_bytes())))
+        .collect()
+}
+
+fn hash(bytes: &[u8]) -> String {
+    let d = Sha256::digest(bytes);
+    d[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One line per managed resource: its rows' digest and those of the rows
+/// its instances depend on.
+fn lines(state: &State) -> Vec<(String, String)> {
     let mut by_resource: HashMap<String, String> = HashMap::new();
     // Dependencies name resources without module keys: keyless address ->
     // (address, digest) of every resource it may name.
@@ -53,7 +91,7 @@ pub(super) fn digests(state: &State) -> HashMap<String, String> {
             .push((address.clone(), digest.clone()));
         by_resource.insert(address, digest);
     }
-    let mut parts: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut out = Vec::new();
     for r in state.resources.iter().filter(|r| r.mode == "managed") {
         let address = r.address();
         let deps: BTreeSet<&String> = r.instances.iter().flat_map(|i| &i.dependencies).collect();
@@ -77,15 +115,9 @@ pub(super) fn digests(state: &State) -> HashMap<String, String> {
                 false => line.push_str(&format!(" {d}=[{}]", named.join(","))),
             }
         }
-        parts.entry(block_of(&address)).or_default().push(line);
+        out.push((address, line));
     }
-    parts
-        .into_iter()
-        .map(|(block, mut lines)| {
-            lines.sort();
-            (block, hash(lines.join("\n").as_bytes()))
-        })
-        .collect()
+    out
 }
 
 /// The part of the resource address `address` naming the module steps it
@@ -196,7 +228,8 @@ pub(super) struct Candidates {
     /// How many blocks are candidates.
     pub blocks: usize,
     /// Whether every candidate's own text changed (or it is new, removed,
-    /// or its rows changed): then all its instances are planned. Otherwise
+    /// or its rows changed, or, hashed per module instance, that instance's
+    /// map entries changed): then all its instances are planned. Otherwise
     /// a value a candidate reads changed, and which of its instances change
     /// takes terraform's plan of the candidates.
     pub precise: bool,
@@ -221,6 +254,7 @@ pub(super) fn candidates(
         }
     }
     let digests = digests(state);
+    let resource_digests = resource_digests(state);
     let mut stored: BTreeMap<String, Vec<&crate::tfstate::Resource>> = BTreeMap::new();
     let mut total = 0;
     for r in state.resources.iter().filter(|r| r.mode == "managed") {
@@ -250,6 +284,52 @@ pub(super) fn candidates(
         if same {
             continue;
         }
+        let resources = stored.get(key).map(Vec::as_slice).unwrap_or_default();
+        if let (Some(keyed), false) = (&block.keyed, resources.is_empty()) {
+            // Per module instance: only those whose own hash or rows
+            // changed are planned, every instance of them.
+            let local = key[block.module.len()..].trim_start_matches('.');
+            let mut changed: Vec<String> = Vec::new();
+            let mut held: BTreeSet<&str> = BTreeSet::new();
+            for r in resources {
+                held.insert(r.module.as_str());
+                let address = r.address();
+                let recorded = baseline.get(&keyed_key(&address));
+                let (converged, value) = match (keyed.hash_in(&r.module), recorded) {
+                    (Some(h), Some([rh, rd, rt])) => {
+                        let same_rows = resource_digests.get(&address) == Some(rd);
+                        let same_text = *rt == keyed_text(&block.text, &h.entries);
+                        // The entries are the module instance's, read by
+                        // this block or not: its hash says whether it
+                        // reads them. Same text, rows and entries with
+                        // another hash: another value it reads changed.
+                        (h.hash == *rh && same_rows, same_rows && same_text)
+                    }
+                    _ => (false, false),
+                };
+                if !converged {
+                    if value {
+                        precise = false;
+                    }
+                    changed.extend(r.instances.iter().map(|i| i.address(&address)));
+                    if block.expanded {
+                        changed.push(address);
+                    }
+                }
+            }
+            // Module instances holding none of its rows: it may be added there.
+            for p in prefixes.get(&block.module).into_iter().flatten() {
+                if !held.contains(p) {
+                    changed.push(join_module(p, local));
+                }
+            }
+            if !changed.is_empty() {
+                blocks += 1;
+                candidate_blocks.insert(key.as_str());
+                out.extend(changed);
+            }
+            continue;
+        }
         blocks += 1;
         candidate_blocks.insert(key.as_str());
         // Same text, same rows: a value it reads changed (or it reads data).
@@ -257,7 +337,6 @@ pub(super) fn candidates(
         if block.hash.is_none() || text_same {
             precise = false;
         }
-        let resources = stored.get(key).map(Vec::as_slice).unwrap_or_default();
         for r in resources {
             let address = r.address();
             out.extend(r.instances.iter().map(|i| i.address(&address)));
@@ -344,6 +423,24 @@ pub(super) fn after_plan_of(
     let planned: Option<BTreeSet<String>> = only.map(|o| o.iter().map(|a| block_of(a)).collect());
     let digests = digests(state);
     let mut out = Vec::new();
+    // Module instances of keyed blocks with nothing planned inside.
+    let changed_resources: BTreeSet<&str> = changed
+        .iter()
+        .map(|a| crate::address::strip_instance_key(a))
+        .collect();
+    let planned_resources: Option<BTreeSet<&str>> = only.map(|o| {
+        o.iter()
+            .map(|a| crate::address::strip_instance_key(a))
+            .collect()
+    });
+    let quiet = state.resources.iter().filter(|r| {
+        let a = r.address();
+        !changed_resources.contains(a.as_str())
+            && planned_resources
+                .as_ref()
+                .is_none_or(|p| p.contains(a.as_str()))
+    });
+    out.extend(keyed_entries(config, state, quiet));
     for (key, block) in &config.blocks {
         if changed_blocks.contains(key) || planned.as_ref().is_some_and(|p| !p.contains(key)) {
             continue;
@@ -375,12 +472,37 @@ pub(super) fn converged<'a>(
     calls: bool,
 ) -> Vec<(String, [String; 3])> {
     let digests = digests(state);
-    let mut out = Vec::new();
-    let keys: BTreeSet<String> = blocks.into_iter().map(block_of).collect();
+    let addresses: Vec<&str> = blocks.into_iter().collect();
+    let resources: BTreeSet<&str> = addresses
+        .iter()
+        .map(|a| crate::address::strip_instance_key(a))
+        .collect();
+    let mut out = keyed_entries(
+        config,
+        state,
+        state
+            .resources
+            .iter()
+            .filter(|r| resources.contains(r.address().as_str())),
+    );
+    let keys: BTreeSet<String> = addresses.into_iter().map(block_of).collect();
     for key in keys {
         let Some(block) = config.blocks.get(&key) else {
             continue;
         };
+        // A keyed block's other module instances were not applied: its
+        // per-instance entries say what is converged, the block's entry
+        // would say it of all of them.
+        let partly = block.keyed.is_some()
+            && state.resources.iter().any(|r| {
+                r.mode == "managed" && {
+                    let a = r.address();
+                    block_of(&a) == key && !resources.contains(a.as_str())
+                }
+            });
+        if partly {
+            continue;
+        }
         if let Some(h) = &block.hash {
             let d = digests.get(&key).cloned().unwrap_or_else(empty_digest);
             out.push((key, [h.clone(), d, block.text.clone()]));
@@ -391,6 +513,38 @@ pub(super) fn converged<'a>(
             if let Some(h) = &call.hash {
                 out.push((call_key(path), [h.clone(), String::new(), String::new()]));
             }
+        }
+    }
+    out
+}
+
+/// Per-instance entries ([`crate::terraform::config::Keyed`]) recording
+/// `resources` (managed, of keyed blocks) as converged.
+fn keyed_entries<'a>(
+    config: &Config,
+    state: &State,
+    resources: impl Iterator<Item = &'a crate::tfstate::Resource>,
+) -> Vec<(String, [String; 3])> {
+    let mut digests: Option<HashMap<String, String>> = None;
+    let mut out = Vec::new();
+    for r in resources.filter(|r| r.mode == "managed") {
+        let address = r.address();
+        let Some(block) = config.blocks.get(&block_of(&address)) else {
+            continue;
+        };
+        let Some(h) = block.keyed.as_ref().and_then(|k| k.hash_in(&r.module)) else {
+            continue;
+        };
+        let digests = digests.get_or_insert_with(|| resource_digests(state));
+        if let Some(d) = digests.get(&address) {
+            out.push((
+                keyed_key(&address),
+                [
+                    h.hash.clone(),
+                    d.clone(),
+                    keyed_text(&block.text, &h.entries),
+                ],
+            ));
         }
     }
     out

@@ -30,7 +30,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use hcl_edit::expr::{Expression, FuncCall, Traversal, TraversalOperator};
+use hcl_edit::expr::{Expression, FuncCall, ObjectKey, Traversal, TraversalOperator};
 use hcl_edit::structure::{Body, Structure};
 use hcl_edit::visit::{visit_expr, visit_func_call, visit_traversal_operator, Visit};
 use hcl_edit::Span;
@@ -119,6 +119,55 @@ pub struct Block {
     /// (configuration addresses): when one of them changes, so may the set
     /// of its instances.
     pub expansion_reads: Vec<String>,
+    /// Its hash per instance of the root `for_each` module call it sits in,
+    /// where that call hands each instance its own element of root map
+    /// variables (see [`Keyed`]).
+    pub keyed: Option<Keyed>,
+}
+
+/// The hashes of a block inside a root `for_each` module call whose
+/// arguments read root map variables only by the instance's key
+/// (`lookup(var.gen, each.key, "1")`, `var.gen[each.key]`,
+/// `try(var.gen[each.key], "1")`): each module instance's hash covers its
+/// own element of those maps, not the whole maps, so changing one team's
+/// entry changes that team's hash only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keyed {
+    /// The call's module path (`module.team`).
+    pub call: String,
+    /// The block in the instance of each key the maps name.
+    pub by_key: BTreeMap<String, InstanceHash>,
+    /// The block in the instance of any other key.
+    pub other: InstanceHash,
+}
+
+/// A block's hash in one module instance of a keyed call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceHash {
+    /// Of everything its plan depends on there (as [`Block::hash`], with the
+    /// instance's own map entries).
+    pub hash: String,
+    /// Of the instance's map entries alone: when only this changed, the
+    /// instance was given other entries, and is planned whole.
+    pub entries: String,
+}
+
+impl Keyed {
+    /// The block's hash in module instance `module` (`module.team["a"]`,
+    /// or a module path below it), if it is an instance of this call.
+    pub fn hash_in(&self, module: &str) -> Option<&InstanceHash> {
+        let path = crate::address::parse_module_path(module).ok()?;
+        let step = path.0.first()?;
+        if format!("module.{}", step.name) != self.call {
+            return None;
+        }
+        match &step.key {
+            Some(crate::address::InstanceKey::Str(k)) => {
+                Some(self.by_key.get(k).unwrap_or(&self.other))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// One module call, by module path.
@@ -245,6 +294,11 @@ struct ModuleCall {
     /// Text of `source`, `version`, `count`, `for_each`, `depends_on`, `providers`.
     meta: Item,
     expanded: bool,
+    /// Whether it has `for_each`.
+    for_each: bool,
+    /// Arguments that read a root map variable by the instance's key only:
+    /// argument name -> variable name (see [`keyed_var`]).
+    keyed: BTreeMap<String, String>,
     args: BTreeMap<String, Item>,
 }
 
@@ -261,6 +315,8 @@ struct Module {
     resources: BTreeMap<String, (Item, bool, Refs)>,
     data: BTreeMap<String, Item>,
     variables: BTreeMap<String, String>,
+    /// The text of each variable's `default`.
+    defaults: BTreeMap<String, String>,
     locals: BTreeMap<String, Item>,
     outputs: BTreeMap<String, Item>,
     calls: BTreeMap<String, ModuleCall>,
@@ -295,6 +351,7 @@ pub fn read(root: &Path, inputs: &Inputs) -> Result<Config, Unsupported> {
         inputs,
         memo: HashMap::new(),
         active: BTreeSet::new(),
+        keyed: None,
     };
     let global = sha(&global.iter().map(String::as_str).collect::<Vec<_>>());
 
@@ -329,12 +386,226 @@ pub fn read(root: &Path, inputs: &Inputs) -> Result<Config, Unsupported> {
                         reader.deps(i, expansion, &mut out, &mut BTreeSet::new());
                         out.into_iter().collect()
                     },
+                    keyed: None,
                 },
             );
         }
     }
     config.info = reader.info();
+    keyed_hashes(&modules, &root_values, inputs, &global, &mut config);
     Ok(config)
+}
+
+/// At most this many keys in a call's keyed maps: each costs one more
+/// hashing of the called module's blocks.
+const MAX_KEYS: usize = 512;
+
+/// Fills [`Block::keyed`] for the blocks of every root `for_each` module
+/// call with keyed arguments whose maps this reader can split by key.
+fn keyed_hashes(
+    modules: &[Module],
+    root_values: &BTreeMap<String, String>,
+    inputs: &Inputs,
+    global: &str,
+    config: &mut Config,
+) {
+    let Some(root) = modules.first() else {
+        return;
+    };
+    for (name, call) in &root.calls {
+        if !call.for_each || call.keyed.is_empty() {
+            continue;
+        }
+        let Some(&child) = root.children.get(name) else {
+            continue;
+        };
+        // Each keyed variable's elements by key, from its value or else its
+        // default; `None` for one with neither (terraform asks for it).
+        let mut maps: BTreeMap<&str, Option<BTreeMap<String, String>>> = BTreeMap::new();
+        let mut readable = true;
+        for var in call.keyed.values() {
+            let value = root_values
+                .get(var)
+                .cloned()
+                .or_else(|| root.defaults.get(var).map(|d| format!("hcl:{d}")));
+            match value.map(|v| map_elements(&v)) {
+                None => {
+                    maps.insert(var, None);
+                }
+                Some(Some(m)) => {
+                    maps.insert(var, Some(m));
+                }
+                Some(None) => readable = false,
+            }
+        }
+        let keys: BTreeSet<&String> = maps.values().flatten().flat_map(|m| m.keys()).collect();
+        if !readable || keys.len() > MAX_KEYS {
+            continue;
+        }
+        let path = format!("module.{name}");
+        let inside = |m: &Module| m.path == path || m.path.starts_with(&format!("{path}."));
+        let hash_all = |key: Option<&str>| -> BTreeMap<String, Option<InstanceHash>> {
+            let elements: BTreeMap<String, String> = maps
+                .iter()
+                .map(|(var, m)| {
+                    let element = match (m, key) {
+                        (None, _) => "unset".to_owned(),
+                        (Some(m), Some(k)) => m
+                            .get(k)
+                            .map(|e| format!("element:{e}"))
+                            .unwrap_or_else(|| "absent".to_owned()),
+                        (Some(_), None) => "absent".to_owned(),
+                    };
+                    ((*var).to_owned(), element)
+                })
+                .collect();
+            let entries = sha(&elements
+                .iter()
+                .flat_map(|(k, v)| [k.as_str(), v.as_str()])
+                .collect::<Vec<_>>());
+            let mut reader = Reader {
+                modules,
+                root_values,
+                inputs,
+                memo: HashMap::new(),
+                active: BTreeSet::new(),
+                keyed: Some((child, elements)),
+            };
+            let mut out = BTreeMap::new();
+            for (i, m) in modules.iter().enumerate().filter(|(_, m)| inside(m)) {
+                let chain = reader.chain(i);
+                for (block, (item, _, _)) in &m.resources {
+                    let own = reader.item_hash(i, item);
+                    let hash = match (&chain, own) {
+                        (Some((c, _)), Some(own)) => Some(InstanceHash {
+                            hash: sha(&[global, c, &own]),
+                            entries: entries.clone(),
+                        }),
+                        _ => None,
+                    };
+                    out.insert(join(&m.path, block), hash);
+                }
+            }
+            out
+        };
+        let other = hash_all(None);
+        let by_key: Vec<(&String, BTreeMap<String, Option<InstanceHash>>)> =
+            keys.iter().map(|k| (*k, hash_all(Some(k)))).collect();
+        for (block, other) in other {
+            let Some(other) = other else {
+                continue;
+            };
+            let by_key: Option<BTreeMap<String, InstanceHash>> = by_key
+                .iter()
+                .map(|(k, hashes)| Some(((*k).clone(), hashes.get(&block)?.clone()?)))
+                .collect();
+            if let (Some(by_key), Some(b)) = (by_key, config.blocks.get_mut(&block)) {
+                if b.hash.is_some() {
+                    b.keyed = Some(Keyed {
+                        call: path.clone(),
+                        by_key,
+                        other,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The elements of a map value as a variable's value text gives it
+/// ([`root_values`]): key -> the element's text. `None` where it is not a
+/// map of literal keys.
+fn map_elements(value: &str) -> Option<BTreeMap<String, String>> {
+    let (kind, text) = value.split_once(':')?;
+    let mut out = BTreeMap::new();
+    if kind == "json" {
+        let v: serde_json::Value = serde_json::from_str(text).ok()?;
+        for (k, v) in v.as_object()? {
+            out.insert(k.clone(), v.to_string());
+        }
+        return Some(out);
+    }
+    let e: Expression = text.trim().parse().ok()?;
+    let Expression::Object(o) = e else {
+        return None;
+    };
+    for (k, v) in o.iter() {
+        let key = match k {
+            ObjectKey::Ident(i) => i.as_str().to_owned(),
+            ObjectKey::Expression(Expression::String(s)) => s.value().clone(),
+            _ => return None,
+        };
+        let element = v.expr().to_string().trim().to_owned();
+        if out.insert(key, element).is_some() {
+            // The same key twice: leave that to terraform.
+            return None;
+        }
+    }
+    Some(out)
+}
+
+/// The root variable an argument of a `for_each` module call reads by the
+/// instance's key only: `lookup(var.X, each.key)`, `lookup(var.X, each.key,
+/// D)`, `var.X[each.key]` or `try(var.X[each.key], D)`, with D a literal.
+fn keyed_var(e: &Expression) -> Option<String> {
+    fn root_var(e: &Expression) -> Option<String> {
+        let Expression::Traversal(t) = e else {
+            return None;
+        };
+        match (&t.expr, t.operators.as_slice()) {
+            (Expression::Variable(v), [op]) if v.as_str() == "var" => match op.value() {
+                TraversalOperator::GetAttr(x) => Some(x.as_str().to_owned()),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+    fn each_key(e: &Expression) -> bool {
+        let Expression::Traversal(t) = e else {
+            return false;
+        };
+        matches!((&t.expr, t.operators.as_slice()), (Expression::Variable(v), [op])
+            if v.as_str() == "each"
+                && matches!(op.value(), TraversalOperator::GetAttr(k) if k.as_str() == "key"))
+    }
+    fn literal(e: &Expression) -> bool {
+        matches!(
+            e,
+            Expression::Null(_)
+                | Expression::Bool(_)
+                | Expression::Number(_)
+                | Expression::String(_)
+        )
+    }
+    /// `var.X[each.key]`
+    fn indexed(e: &Expression) -> Option<String> {
+        let Expression::Traversal(t) = e else {
+            return None;
+        };
+        match (&t.expr, t.operators.as_slice()) {
+            (Expression::Variable(v), [attr, index]) if v.as_str() == "var" => {
+                match (attr.value(), index.value()) {
+                    (TraversalOperator::GetAttr(x), TraversalOperator::Index(k)) if each_key(k) => {
+                        Some(x.as_str().to_owned())
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+    match e {
+        Expression::FuncCall(f) if f.name.namespace.is_empty() && !f.args.expand_final() => {
+            let args: Vec<&Expression> = f.args.iter().collect();
+            match (f.name.name.as_str(), args.as_slice()) {
+                ("lookup", [m, k]) if each_key(k) => root_var(m),
+                ("lookup", [m, k, d]) if each_key(k) && literal(d) => root_var(m),
+                ("try", [x, d]) if literal(d) => indexed(x),
+                _ => None,
+            }
+        }
+        e => indexed(e),
+    }
 }
 
 fn join(module: &str, rest: &str) -> String {
@@ -458,6 +729,9 @@ fn load(
                     m.data.insert(format!("{t}.{n}"), Item { text, refs });
                 }
                 ("variable", [n]) => {
+                    if let Some(d) = b.body.get_attribute("default") {
+                        m.defaults.insert((*n).to_owned(), d.value.to_string());
+                    }
                     m.variables.insert((*n).to_owned(), text);
                 }
                 ("locals", []) => {
@@ -490,6 +764,7 @@ fn load(
                                 if matches!(key, "count" | "for_each") {
                                     call.expanded = true;
                                 }
+                                call.for_each |= key == "for_each";
                                 if key == "source" {
                                     if let Expression::String(s) = &a.value {
                                         sources.push(((*n).to_owned(), s.as_str().to_owned()));
@@ -500,6 +775,9 @@ fn load(
                                 call.meta.refs.impure |= item.refs.impure;
                             }
                             _ => {
+                                if let Some(var) = keyed_var(&a.value) {
+                                    call.keyed.insert(key.to_owned(), var);
+                                }
                                 call.args.insert(key.to_owned(), item);
                             }
                         }
@@ -631,6 +909,10 @@ struct Reader<'a> {
     memo: HashMap<(usize, Ref), Option<String>>,
     /// Values being hashed (a cycle is not followed twice).
     active: BTreeSet<(usize, Ref)>,
+    /// Hashing one instance of a keyed call (see [`Keyed`]): the called
+    /// module's index, and the instance's element of each keyed root
+    /// variable (its text, `absent`, or `unset`).
+    keyed: Option<(usize, BTreeMap<String, String>)>,
 }
 
 impl Reader<'_> {
@@ -677,14 +959,24 @@ impl Reader<'_> {
                         Some(sha(&[&decl, &value]))
                     }
                     Some(p) => {
-                        let arg = modules[p]
-                            .calls
-                            .get(&module.call_name)
-                            .and_then(|c| c.args.get(n))
-                            .cloned();
-                        match arg {
-                            Some(arg) => self.item_hash(p, &arg).map(|a| sha(&[&decl, &a])),
-                            None => Some(sha(&[&decl])),
+                        let call = modules[p].calls.get(&module.call_name);
+                        let arg = call.and_then(|c| c.args.get(n)).cloned();
+                        let element = match (&self.keyed, call) {
+                            (Some((child, elements)), Some(call)) if *child == m => {
+                                call.keyed.get(n).and_then(|var| elements.get(var))
+                            }
+                            _ => None,
+                        };
+                        match (element, arg) {
+                            // This instance's element of a root map, and the
+                            // argument's text (its default).
+                            (Some(element), Some(arg)) => {
+                                Some(sha(&[&decl, &arg.text, "keyed", element]))
+                            }
+                            (_, arg) => match arg {
+                                Some(arg) => self.item_hash(p, &arg).map(|a| sha(&[&decl, &a])),
+                                None => Some(sha(&[&decl])),
+                            },
                         }
                     }
                 }
@@ -1031,6 +1323,97 @@ mod tests {
         std::fs::write(dir.path().join("p.tf"), "provider \"null\" {}\n").unwrap();
         let provider = read(dir.path(), &Inputs::default()).unwrap();
         assert_eq!(differing(&base, &provider).len(), base.blocks.len());
+    }
+
+    #[test]
+    fn a_map_read_by_instance_key_changes_that_instance_only() {
+        let dir = copy("teams");
+        let with = |vars: &[&str]| {
+            let inputs = Inputs {
+                vars: vars.iter().map(|s| s.to_string()).collect(),
+                ..Inputs::default()
+            };
+            read(dir.path(), &inputs).unwrap()
+        };
+        let base = "module.team.terraform_data.base";
+        let service = "module.team.terraform_data.service";
+        let one = with(&[r#"-var=gen={a="2",b="1"}"#]);
+        let two = with(&[r#"-var=gen={a="3", "b" = "1"}"#]);
+        // The block's hash covers the whole map: it changes ...
+        assert_eq!(differing(&one, &two), [base]);
+        // ... but per instance, only team a's does.
+        let (k1, k2) = (
+            one.blocks[base].keyed.as_ref().unwrap(),
+            two.blocks[base].keyed.as_ref().unwrap(),
+        );
+        assert_eq!(k1.call, "module.team");
+        let at = |k: &Keyed, m: &str| k.hash_in(m).unwrap().hash.clone();
+        assert_ne!(at(k1, r#"module.team["a"]"#), at(k2, r#"module.team["a"]"#));
+        assert_eq!(at(k1, r#"module.team["b"]"#), at(k2, r#"module.team["b"]"#));
+        assert_eq!(at(k1, r#"module.team["c"]"#), at(k2, r#"module.team["c"]"#));
+        assert_ne!(at(k1, r#"module.team["a"]"#), at(k1, r#"module.team["c"]"#));
+        let entries = |k: &Keyed, m: &str| k.hash_in(m).unwrap().entries.clone();
+        assert_ne!(
+            entries(k1, r#"module.team["a"]"#),
+            entries(k2, r#"module.team["a"]"#)
+        );
+        assert_eq!(
+            entries(k1, r#"module.team["b"]"#),
+            entries(k2, r#"module.team["b"]"#)
+        );
+        assert_eq!(k1.hash_in("module.other[\"a\"]"), None);
+        // A key absent from the map takes the argument's default; an unset
+        // map is its declared default (`{}`).
+        let empty = with(&["-var=gen={}"]);
+        let unset = with(&[]);
+        let (ke, ku) = (
+            empty.blocks[base].keyed.as_ref().unwrap(),
+            unset.blocks[base].keyed.as_ref().unwrap(),
+        );
+        assert_eq!(at(k1, r#"module.team["c"]"#), at(ke, r#"module.team["c"]"#));
+        assert_eq!(at(ke, r#"module.team["c"]"#), at(ku, r#"module.team["c"]"#));
+        assert_eq!(at(ke, r#"module.team["a"]"#), at(ku, r#"module.team["a"]"#));
+        assert_ne!(at(k1, r#"module.team["a"]"#), at(ku, r#"module.team["a"]"#));
+        // A block that does not read the map: the same in every instance.
+        let ks = one.blocks[service].keyed.as_ref().unwrap();
+        assert_eq!(at(ks, r#"module.team["a"]"#), at(ks, r#"module.team["b"]"#));
+        // A value every instance reads changes every instance's hash.
+        let slept = with(&[r#"-var=gen={a="2",b="1"}"#, "-var=sleep_seconds=3"]);
+        let kz = slept.blocks[base].keyed.as_ref().unwrap();
+        assert_ne!(at(k1, r#"module.team["b"]"#), at(kz, r#"module.team["b"]"#));
+        // ... though not its entries.
+        assert_eq!(
+            entries(k1, r#"module.team["b"]"#),
+            entries(kz, r#"module.team["b"]"#)
+        );
+        // A map this reader cannot split by key: no per-instance hashes.
+        let computed = with(&[r#"-var=gen={(local.x)="2"}"#]);
+        assert!(computed.blocks[base].keyed.is_none());
+        assert!(computed.blocks[base].hash.is_some());
+    }
+
+    #[test]
+    fn what_reads_a_map_by_instance_key() {
+        let var = |text: &str| keyed_var(&text.parse::<Expression>().unwrap());
+        for keyed in [
+            r#"lookup(var.gen, each.key, "1")"#,
+            "lookup(var.gen, each.key)",
+            "var.gen[each.key]",
+            "try(var.gen[each.key], null)",
+        ] {
+            assert_eq!(var(keyed).as_deref(), Some("gen"), "{keyed}");
+        }
+        for other in [
+            "lookup(var.gen, each.value)",
+            "lookup(var.gen, each.key, var.default)",
+            "lookup(local.gen, each.key)",
+            "var.gen[each.key].x",
+            "var.gen",
+            "try(var.gen[each.key], local.d)",
+            "provider::x::lookup(var.gen, each.key)",
+        ] {
+            assert_eq!(var(other), None, "{other}");
+        }
     }
 
     #[test]
