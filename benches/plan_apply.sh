@@ -180,7 +180,7 @@ OUT="$WORK/report.md"
     echo
     echo "- command: \`${ENVLINE}${CMDLINE}\`"
     echo "- machine: $(nproc) cores, ${CPU_MODEL:-unknown CPU}, $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "- terraform $TF_VERSION; $PG_VERSION (PG_DURABLE=$PG_DURABLE); stategraph $("$STATEGRAPH_BIN" --version 2>/dev/null || echo "$STATEGRAPH_BIN")"
+    echo "- terraform $TF_VERSION; $PG_VERSION (PG_DURABLE=$PG_DURABLE); $("$STATEGRAPH_BIN" --version 2>/dev/null || echo "$STATEGRAPH_BIN")"
     echo "- medians over the repetitions; the tools alternate which goes first in each repetition"
     echo
 } >"$OUT"

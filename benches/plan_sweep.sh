@@ -296,7 +296,9 @@ print(s["edges"], s["depth"], s["teams"], c["changed"], c["cone"], "%s/%s/%s" % 
                     echo "$(($(requests) - r0))" >>"$d/sg-$lat.req"
                     check_plan "$d/sg-$lat.log" "$expect" stategraph
                     tf_phases "$tflog" "$(tail -n1 "$d/sg-$lat.res" | cut -d' ' -f1)" >>"$d/phases-$lat"
-                    wc -l <"$tflog" >>"$d/ncmd-$lat"
+                    # Commands that start terraform's graph and providers
+                    # (`terraform version` does neither).
+                    { grep -cv '^version ' "$tflog" || true; } >>"$d/ncmd-$lat"
                 fi
             done
             line="  rep $rep"
@@ -360,7 +362,7 @@ done
     fi
     cat "$ROWS"
     echo
-    echo "Where stategraph's plan time goes (medians per phase over the repetitions, so they need not add up exactly to the median total). \"stategraph itself\" is the wall time when no terraform command ran (PostgreSQL, reading the configuration, the cone, writing the private state, process start-ups); \"side by side\" is how long two terraform commands ran at once (the scoped refresh next to the plan of the cone), counted in both of their phases; \"floor × commands\" is what the terraform commands would cost with nothing to do:"
+    echo "Where stategraph's plan time goes (medians per phase over the repetitions, so they need not add up exactly to the median total). \"stategraph itself\" is the wall time when no terraform command ran (PostgreSQL, reading the configuration, the cone, writing the private state, process start-ups); \"side by side\" is how long two terraform commands ran at once (the scoped refresh next to the plan of the cone), counted in both of their phases; \"terraform commands\" counts those that load the configuration and providers (not \`terraform version\`), \"floor × commands\" is what they would cost with nothing to do, run one after the other:"
     echo
     echo "| N | added latency | stategraph plan (s) | init | discovery plan | scoped refresh | show -json | targeted plan | other terraform | stategraph itself | side by side | terraform commands | floor × commands (s) | terraform plan (s), for comparison |"
     echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
