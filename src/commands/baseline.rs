@@ -43,28 +43,35 @@ fn keyed_text(text: &str, entries: &str) -> String {
     format!("{text}|{entries}")
 }
 
-/// Digest of each block's stored rows and the rows they depend on.
-pub(super) fn digests(state: &State) -> HashMap<String, String> {
-    let mut parts: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (address, line) in lines(state) {
-        parts.entry(block_of(&address)).or_default().push(line);
-    }
-    parts
-        .into_iter()
-        .map(|(block, mut lines)| {
-            lines.sort();
-            (block, hash(lines.join("\n").as_bytes()))
-        })
-        .collect()
+/// Digests of a state's stored rows and the rows they depend on.
+struct Digests {
+    /// By block (`module.m.t.n`).
+    blocks: HashMap<String, String>,
+    /// By managed resource (`module.m["a"].t.n`), for per-instance entries.
+    resources: HashMap<String, String>,
 }
 
-/// Digest of each managed resource's stored rows and the rows they depend
-/// on, by resource address (`module.m["a"].t.n`).
-fn resource_digests(state: &State) -> HashMap<String, String> {
-    lines(state)
-        .into_iter()
-        .map(|(address, line)| (address, hash(line.as_bytes())))
-        .collect()
+impl Digests {
+    fn of(state: &State) -> Digests {
+        let mut parts: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut resources = HashMap::new();
+        for (address, line) in lines(state) {
+            resources.insert(address.clone(), hash(line.as_bytes()));
+            parts.entry(block_of(&address)).or_default().push(line);
+        }
+        let blocks = parts
+            .into_iter()
+            .map(|(block, mut lines)| {
+                lines.sort();
+                (block, hash(lines.join("\n").as_bytes()))
+            })
+            .collect();
+        Digests { blocks, resources }
+    }
+
+    fn block(&self, key: &str) -> String {
+        self.blocks.get(key).cloned().unwrap_or_else(empty_digest)
+    }
 }
 
 fn hash(bytes: &[u8]) -> String {
@@ -253,8 +260,7 @@ pub(super) fn candidates(
             )));
         }
     }
-    let digests = digests(state);
-    let resource_digests = resource_digests(state);
+    let digests = Digests::of(state);
     let mut stored: BTreeMap<String, Vec<&crate::tfstate::Resource>> = BTreeMap::new();
     let mut total = 0;
     for r in state.resources.iter().filter(|r| r.mode == "managed") {
@@ -275,7 +281,7 @@ pub(super) fn candidates(
     let mut precise = true;
     let mut candidate_blocks: BTreeSet<&str> = BTreeSet::new();
     for (key, block) in &config.blocks {
-        let digest = digests.get(key).cloned().unwrap_or_else(empty_digest);
+        let digest = digests.block(key);
         let recorded = baseline.get(key);
         let same = match (&block.hash, recorded) {
             (Some(h), Some([rh, rd, _])) => h == rh && &digest == rd,
@@ -297,7 +303,7 @@ pub(super) fn candidates(
                 let recorded = baseline.get(&keyed_key(&address));
                 let (converged, value) = match (keyed.hash_in(&r.module), recorded) {
                     (Some(h), Some([rh, rd, rt])) => {
-                        let same_rows = resource_digests.get(&address) == Some(rd);
+                        let same_rows = digests.resources.get(&address) == Some(rd);
                         let same_text = *rt == keyed_text(&block.text, &h.entries);
                         // The entries are the module instance's, read by
                         // this block or not: its hash says whether it
@@ -421,7 +427,7 @@ pub(super) fn after_plan_of(
 ) -> Vec<(String, [String; 3])> {
     let changed_blocks: BTreeSet<String> = changed.iter().map(|a| block_of(a)).collect();
     let planned: Option<BTreeSet<String>> = only.map(|o| o.iter().map(|a| block_of(a)).collect());
-    let digests = digests(state);
+    let digests = Digests::of(state);
     let mut out = Vec::new();
     // Module instances of keyed blocks with nothing planned inside.
     let changed_resources: BTreeSet<&str> = changed
@@ -440,14 +446,16 @@ pub(super) fn after_plan_of(
                 .as_ref()
                 .is_none_or(|p| p.contains(a.as_str()))
     });
-    out.extend(keyed_entries(config, state, quiet));
+    out.extend(keyed_entries(config, &digests, quiet));
     for (key, block) in &config.blocks {
         if changed_blocks.contains(key) || planned.as_ref().is_some_and(|p| !p.contains(key)) {
             continue;
         }
         if let Some(h) = &block.hash {
-            let d = digests.get(key).cloned().unwrap_or_else(empty_digest);
-            out.push((key.clone(), [h.clone(), d, block.text.clone()]));
+            out.push((
+                key.clone(),
+                [h.clone(), digests.block(key), block.text.clone()],
+            ));
         }
     }
     if planned.is_none() {
@@ -471,40 +479,32 @@ pub(super) fn converged<'a>(
     blocks: impl IntoIterator<Item = &'a str>,
     calls: bool,
 ) -> Vec<(String, [String; 3])> {
-    let digests = digests(state);
+    let digests = Digests::of(state);
     let addresses: Vec<&str> = blocks.into_iter().collect();
     let resources: BTreeSet<&str> = addresses
         .iter()
         .map(|a| crate::address::strip_instance_key(a))
         .collect();
-    let mut out = keyed_entries(
-        config,
-        state,
-        state
-            .resources
-            .iter()
-            .filter(|r| resources.contains(r.address().as_str())),
-    );
+    let (inside, outside): (Vec<_>, Vec<_>) = state
+        .resources
+        .iter()
+        .filter(|r| r.mode == "managed")
+        .partition(|r| resources.contains(r.address().as_str()));
+    let mut out = keyed_entries(config, &digests, inside.into_iter());
+    // Blocks with rows outside the write set: for a keyed block, its
+    // per-instance entries say which module instances are converged; the
+    // block's entry would say it of all of them.
+    let partly: BTreeSet<String> = outside.iter().map(|r| block_of(&r.address())).collect();
     let keys: BTreeSet<String> = addresses.into_iter().map(block_of).collect();
     for key in keys {
         let Some(block) = config.blocks.get(&key) else {
             continue;
         };
-        // A keyed block's other module instances were not applied: its
-        // per-instance entries say what is converged, the block's entry
-        // would say it of all of them.
-        let partly = block.keyed.is_some()
-            && state.resources.iter().any(|r| {
-                r.mode == "managed" && {
-                    let a = r.address();
-                    block_of(&a) == key && !resources.contains(a.as_str())
-                }
-            });
-        if partly {
+        if block.keyed.is_some() && partly.contains(&key) {
             continue;
         }
         if let Some(h) = &block.hash {
-            let d = digests.get(&key).cloned().unwrap_or_else(empty_digest);
+            let d = digests.block(&key);
             out.push((key, [h.clone(), d, block.text.clone()]));
         }
     }
@@ -522,11 +522,13 @@ pub(super) fn converged<'a>(
 /// `resources` (managed, of keyed blocks) as converged.
 fn keyed_entries<'a>(
     config: &Config,
-    state: &State,
+    digests: &Digests,
     resources: impl Iterator<Item = &'a crate::tfstate::Resource>,
 ) -> Vec<(String, [String; 3])> {
-    let mut digests: Option<HashMap<String, String>> = None;
     let mut out = Vec::new();
+    if config.blocks.values().all(|b| b.keyed.is_none()) {
+        return out;
+    }
     for r in resources.filter(|r| r.mode == "managed") {
         let address = r.address();
         let Some(block) = config.blocks.get(&block_of(&address)) else {
@@ -535,8 +537,7 @@ fn keyed_entries<'a>(
         let Some(h) = block.keyed.as_ref().and_then(|k| k.hash_in(&r.module)) else {
             continue;
         };
-        let digests = digests.get_or_insert_with(|| resource_digests(state));
-        if let Some(d) = digests.get(&address) {
+        if let Some(d) = digests.resources.get(&address) {
             out.push((
                 keyed_key(&address),
                 [
@@ -601,7 +602,10 @@ mod tests {
             );
             crate::tfstate::parse(text.as_bytes()).unwrap()
         };
-        let (before, after) = (digests(&state("1")), digests(&state("2")));
+        let (before, after) = (
+            Digests::of(&state("1")).blocks,
+            Digests::of(&state("2")).blocks,
+        );
         // One block (module.t.terraform_data.svc) holds both instances' rows.
         assert_ne!(
             before["module.t.terraform_data.svc"],
