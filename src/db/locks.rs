@@ -10,9 +10,12 @@
 //! dead holder blocks others no longer than its lease. Every lease is
 //! measured with the database clock, never the local one.
 //!
-//! A holder renews its lease ([`Heartbeat`]); the merge that writes its
-//! changes calls [`Store::check_fence`] in the same transaction, so a holder
-//! that lost its lease (reaped, or force-unlocked) cannot write.
+//! A holder renews its lease ([`Heartbeat`]). Every write made under a
+//! lock — opening a run's transaction, each merge of its changes, extending
+//! its locks — first calls the one fence, [`Store::fence`], in the same
+//! database transaction, so a holder that lost its lease (reaped, or
+//! force-unlocked) cannot write. What "live" means is said once,
+//! [`LEASE_LIVE`], and the reaping, renewal and listing use the same words.
 //!
 //! This module must not spawn terraform or print anything: callers render
 //! [`LockError`] (its text reads like terraform's lock error).
@@ -26,7 +29,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_postgres::{GenericClient, Row, Transaction};
+use tokio_postgres::{Row, Transaction};
 
 use super::store::{Actor, Store};
 
@@ -47,6 +50,12 @@ const HOLDERS_SHOWN: usize = 5;
 /// query joining `lock_holders h` and `states s`.
 const HOLDER_COLUMNS: &str = "h.id, h.state_id, s.name, h.txn_id, h.actor_user, h.actor_host, \
      h.ci_job, h.command, h.acquired_at, h.lease_expires_at";
+
+/// The one definition of a live lease, on the database's clock (a row of
+/// `lock_holders`): fences, renewals, reaping and listings all use it.
+const LEASE_LIVE: &str = "lease_expires_at > clock_timestamp()";
+/// Its negation: a lease that ran out.
+const LEASE_EXPIRED: &str = "lease_expires_at <= clock_timestamp()";
 
 /// How an address is locked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -282,20 +291,22 @@ async fn acquire_in(
     // on we see every acquisition that committed before we got the lock.
     let dead = tx
         .query(
-            "WITH dead AS (
-                 DELETE FROM lock_holders
-                 WHERE state_id = $1 AND lease_expires_at < clock_timestamp()
-                 RETURNING id, txn_id
-             )
-             UPDATE transactions t
-             SET status = 'aborted',
-                 finished_at = clock_timestamp(),
-                 summary = coalesce(t.summary, '{}'::jsonb)
-                     || jsonb_build_object('aborted', format('the lease of lock %s expired', dead.id))
-             FROM dead
-             WHERE t.id = dead.txn_id AND t.status = 'running'
-             RETURNING t.id, dead.id, t.command, t.actor_user, t.actor_host, t.ci_job,
-                       t.started_at, t.summary",
+            &format!(
+                "WITH dead AS (
+                     DELETE FROM lock_holders
+                     WHERE state_id = $1 AND {LEASE_EXPIRED}
+                     RETURNING id, txn_id
+                 )
+                 UPDATE transactions t
+                 SET status = 'aborted',
+                     finished_at = clock_timestamp(),
+                     summary = coalesce(t.summary, '{{}}'::jsonb)
+                         || jsonb_build_object('aborted', format('the lease of lock %s expired', dead.id))
+                 FROM dead
+                 WHERE t.id = dead.txn_id AND t.status = 'running'
+                 RETURNING t.id, dead.id, t.command, t.actor_user, t.actor_host, t.ci_job,
+                           t.started_at, t.summary"
+            ),
             &[&state_id],
         )
         .await?;
@@ -525,7 +536,7 @@ impl Store {
         let Some(row) = tx
             .query_opt(
                 &format!(
-                    "SELECT {HOLDER_COLUMNS}, h.lease_expires_at < clock_timestamp()
+                    "SELECT {HOLDER_COLUMNS}, h.{LEASE_EXPIRED}
                      FROM lock_holders h JOIN states s ON s.id = h.state_id
                      WHERE h.id = $1
                      FOR UPDATE OF h"
@@ -580,7 +591,7 @@ impl Store {
         let holders = tx
             .query(
                 &format!(
-                    "SELECT {HOLDER_COLUMNS}, h.lease_expires_at < clock_timestamp()
+                    "SELECT {HOLDER_COLUMNS}, h.{LEASE_EXPIRED}
                      FROM lock_holders h JOIN states s ON s.id = h.state_id
                      WHERE $1::bigint IS NULL OR h.state_id = $1
                      ORDER BY h.id"
@@ -617,13 +628,35 @@ impl Store {
             .collect())
     }
 
-    /// The fence of a merge: call it inside the transaction that writes the
-    /// holder's changes, before committing. It locks the holder row until
-    /// that transaction ends (so the holder cannot be reaped or
-    /// force-unlocked meanwhile) and fails with [`LockError::LeaseLost`]
-    /// unless the holder exists and its lease has not run out.
+    /// The fence of every write made under a lock: call it inside the
+    /// transaction that writes, before writing. It locks the holder's row
+    /// until that transaction ends (so the holder cannot be reaped or
+    /// force-unlocked meanwhile) and says whether the holder exists, holds
+    /// locks on `state_id` (when given) and its lease is live.
+    pub async fn fence(
+        tx: &Transaction<'_>,
+        holder_id: i64,
+        state_id: Option<i64>,
+    ) -> Result<bool, tokio_postgres::Error> {
+        let held = tx
+            .query_opt(
+                &format!(
+                    "SELECT 1 FROM lock_holders
+                     WHERE id = $1 AND ($2::bigint IS NULL OR state_id = $2) AND {LEASE_LIVE}
+                     FOR UPDATE"
+                ),
+                &[&holder_id, &state_id],
+            )
+            .await?;
+        Ok(held.is_some())
+    }
+
+    /// [`Store::fence`] of `holder_id` on any state, as a [`LockError`].
     pub async fn check_fence(tx: &Transaction<'_>, holder_id: i64) -> Result<(), LockError> {
-        fence(tx, holder_id).await
+        match Store::fence(tx, holder_id, None).await? {
+            true => Ok(()),
+            false => Err(LockError::LeaseLost { holder_id }),
+        }
     }
 
     /// Starts renewing the holder's lease in the background (see [`Heartbeat`]).
@@ -632,28 +665,15 @@ impl Store {
     }
 }
 
-async fn fence(client: &impl GenericClient, holder_id: i64) -> Result<(), LockError> {
-    let held = client
-        .query_opt(
-            "SELECT 1 FROM lock_holders
-             WHERE id = $1 AND lease_expires_at >= clock_timestamp()
-             FOR UPDATE",
-            &[&holder_id],
-        )
-        .await?;
-    match held {
-        Some(_) => Ok(()),
-        None => Err(LockError::LeaseLost { holder_id }),
-    }
-}
-
 async fn renew(pool: &Pool, holder_id: i64, lease: Duration) -> Result<(), LockError> {
     let client = pool.get().await?;
     let n = client
         .execute(
-            "UPDATE lock_holders
-             SET lease_expires_at = clock_timestamp() + $2::bigint * interval '1 millisecond'
-             WHERE id = $1 AND lease_expires_at >= clock_timestamp()",
+            &format!(
+                "UPDATE lock_holders
+                 SET lease_expires_at = clock_timestamp() + $2::bigint * interval '1 millisecond'
+                 WHERE id = $1 AND {LEASE_LIVE}"
+            ),
             &[&holder_id, &millis(lease)],
         )
         .await?;

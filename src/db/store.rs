@@ -559,14 +559,7 @@ impl Store {
             });
         }
         if let Some(holder) = m.holder_id {
-            let valid = tx
-                .query_opt(
-                    "SELECT 1 FROM lock_holders
-                     WHERE id = $1 AND state_id = $2 AND lease_expires_at > now() FOR UPDATE",
-                    &[&holder, &state_id],
-                )
-                .await?;
-            if valid.is_none() {
+            if !Store::fence(&tx, holder, Some(state_id)).await? {
                 return Err(StoreError::LeaseLost {
                     name: m.state_name.to_owned(),
                 });
@@ -699,14 +692,7 @@ impl Store {
         let state_id: i64 = head.get(0);
         let (lineage, serial, version): (String, i64, String) =
             (head.get(1), head.get(2), head.get(3));
-        let valid = tx
-            .query_opt(
-                "SELECT 1 FROM lock_holders
-                 WHERE id = $1 AND state_id = $2 AND lease_expires_at > clock_timestamp() FOR UPDATE",
-                &[&b.holder_id, &state_id],
-            )
-            .await?;
-        if valid.is_none() {
+        if !Store::fence(&tx, b.holder_id, Some(state_id)).await? {
             return Err(StoreError::LeaseLost {
                 name: b.state_name.to_owned(),
             });
