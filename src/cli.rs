@@ -224,7 +224,8 @@ pub enum StateCommand {
     /// Show one resource instance's attributes, as `terraform state show` does.
     Show(ShowArgs),
 
-    /// Other terraform state commands (mv, rm, ...): refused with what to do instead.
+    /// Other terraform state commands: mv, rm and replace-provider run with
+    /// the whole state locked, the others are refused with what to do instead.
     #[command(external_subcommand)]
     Other(Vec<String>),
 }

@@ -13,12 +13,22 @@ use std::process::ExitCode;
 #[error("exit status {0}")]
 pub struct Exit(pub u8);
 
+impl Exit {
+    /// `Ok` for 0, else this exit code: terraform's exit code is ours.
+    pub fn with(code: u8) -> anyhow::Result<()> {
+        match code {
+            0 => Ok(()),
+            code => Err(Exit(code).into()),
+        }
+    }
+}
+
 /// Prints `err` to stderr and returns the exit code for it.
 pub fn report(err: &anyhow::Error) -> ExitCode {
     if let Some(Exit(code)) = err.downcast_ref::<Exit>() {
         return ExitCode::from(*code);
     }
-    eprintln!("{}", render(err));
+    crate::ui::error(&render(err));
     ExitCode::from(1)
 }
 

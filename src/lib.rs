@@ -3,20 +3,26 @@
 //!
 //! The shape of the crate:
 //! - `cli` parses raw flags; `settings` turns flags + environment into one
-//!   validated [`settings::Settings`] (nothing else reads the environment).
-//! - `commands` has one file per subcommand, all `async fn run(&Settings, args)`.
-//! - `tfstate` is the terraform state v4 model and its lossless round trip (pure).
-//! - `address` parses and prints terraform addresses (pure).
+//!   validated [`settings::Settings`] (the only reader of the environment).
+//! - `commands` has one thin file per subcommand: argv -> engine -> render.
+//! - `engine` holds the stages of one plan/apply run, a file per stage, and
+//!   the other paths that write a stored state (saved plans, commands on the
+//!   whole state, recovery files); `engine::pipeline` reads like the flow.
+//! - `tfargs` parses terraform's own command lines (pure).
+//! - `terraform` is the only place that spawns terraform: version check,
+//!   invocations, signals, the private run dir, plan and config reading.
 //! - `graph` builds the petgraph of instances and computes change cones (pure).
+//! - `tfstate` is the terraform state v4 model and its lossless round trip;
+//!   `address` parses and prints terraform addresses (both pure).
 //! - `db` owns PostgreSQL: the pool, embedded migrations, the embedded
-//!   cluster, state rows, the transaction log.
-//! - `ui` is the one place that writes progress and messages to stderr.
-//! - `error` maps failures to exit codes and hints.
+//!   cluster, state rows, locks and their lease fence, the transaction log.
+//! - `ui` is the one place that prints; `error` maps failures to exit codes.
 
 pub mod address;
 pub mod cli;
 pub mod commands;
 pub mod db;
+pub mod engine;
 pub mod error;
 pub mod graph;
 pub mod settings;

@@ -14,11 +14,11 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("Error: cannot start the async runtime: {e}");
+            stategraph::ui::error(&format!("Error: cannot start the async runtime: {e}"));
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(stategraph::commands::run(cli)) {
+    match runtime.block_on(stategraph::commands::dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => stategraph::error::report(&e),
     }

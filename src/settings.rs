@@ -1,8 +1,11 @@
 //! Flags + environment + defaults -> one validated [`Settings`].
 //!
-//! This is the only module that reads the environment (clap reads the
-//! `env = ...` flags). Everything downstream takes `&Settings` and never
-//! re-parses or re-reads a variable.
+//! This is the only module that reads stategraph's own environment (clap
+//! reads the `env = ...` flags). Everything downstream takes `&Settings` and
+//! never re-parses or re-reads a variable. Terraform's child processes
+//! inherit the environment as it is, so terraform reads its own variables
+//! itself; what stategraph must know of them (`TF_DATA_DIR`,
+//! `TF_WORKSPACE`, `TF_INPUT`, `TF_VAR_*`, `TF_CLI_ARGS*`) is read here once.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -28,9 +31,20 @@ pub struct Settings {
     pub workspace: String,
     /// Whether `TF_WORKSPACE` chose the workspace (then it cannot be switched).
     pub workspace_from_env: bool,
-    /// The user's terraform data directory (`TF_DATA_DIR`, else `.terraform`),
-    /// where `workspace select` records the workspace.
+    /// The user's terraform data directory (`TF_DATA_DIR`, relative to the
+    /// working directory, else `.terraform`): where `init` installed
+    /// providers and modules, and where `workspace select` records the
+    /// workspace.
     pub tf_data_dir: PathBuf,
+    /// `TF_VAR_*` variables, sorted: values of the configuration's
+    /// variables, for discovery.
+    pub tf_vars: Vec<(String, String)>,
+    /// `TF_CLI_ARGS`, `TF_CLI_ARGS_plan` and `TF_CLI_ARGS_apply`, where set:
+    /// arguments terraform adds itself, for discovery.
+    pub tf_cli_args: Vec<(String, String)>,
+    /// The system temp dir (`TMPDIR`, else `/tmp`): private run dirs, the
+    /// override lock files.
+    pub temp_dir: PathBuf,
     /// The embedded cluster's configuration (used when `database` is `Embedded`,
     /// and by `stategraph db`).
     pub embedded: EmbeddedConfig,
@@ -60,6 +74,10 @@ pub struct Settings {
     pub speculative_plan: bool,
     /// `TF_INPUT` is not `0`/`false`: terraform (and we) may ask questions.
     pub tf_input: bool,
+    /// `STATEGRAPH_DISCOVERY_ORACLE=1` (the tests): every discovery is
+    /// checked against terraform's full refresh-less plan, and every plan
+    /// file read against `terraform show -json`.
+    pub discovery_oracle: bool,
     /// Messages and progress.
     pub ui: Ui,
 }
@@ -93,6 +111,8 @@ pub struct EmbeddedConfig {
     /// The unprivileged user that runs PostgreSQL when we are root
     /// (`STATEGRAPH_PG_USER`, default `postgres`); `None` when not root.
     pub run_as: Option<String>,
+    /// `PATH`, where `initdb` is looked for without `STATEGRAPH_PG_BIN`.
+    pub search_path: Option<String>,
 }
 
 impl Settings {
@@ -172,6 +192,7 @@ impl Settings {
             pg_bin: get("STATEGRAPH_PG_BIN").map(PathBuf::from),
             run_as: is_root
                 .then(|| get("STATEGRAPH_PG_USER").unwrap_or_else(|| "postgres".to_owned())),
+            search_path: get("PATH"),
         };
 
         let terraform = match get("STATEGRAPH_TERRAFORM") {
@@ -236,11 +257,30 @@ impl Settings {
             get("TF_INPUT").as_deref(),
             Some("0" | "false" | "FALSE" | "False")
         );
+        let discovery_oracle = get("STATEGRAPH_DISCOVERY_ORACLE").as_deref() == Some("1");
+        // Set but empty counts: `TF_VAR_x=` gives x the empty string.
+        let tf_vars: Vec<(String, String)> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("TF_VAR_"))
+            .filter_map(|(k, v)| Some((k.clone(), v.to_str()?.to_owned())))
+            .collect();
+        let tf_cli_args = ["TF_CLI_ARGS", "TF_CLI_ARGS_plan", "TF_CLI_ARGS_apply"]
+            .iter()
+            .filter_map(|k| Some((k.to_string(), env.get(*k)?.to_str()?.to_owned())))
+            .collect();
+        let temp_dir = get("TMPDIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/tmp"));
+        let ci = get("CI").is_some_and(|v| v != "false");
 
         Ok(Settings {
             tf_data_dir,
+            tf_vars,
+            tf_cli_args,
+            temp_dir,
             workspace_from_env,
             tf_input,
+            discovery_oracle,
             lock_lease,
             db_retry,
             scoped_refresh,
@@ -252,8 +292,18 @@ impl Settings {
             workspace,
             embedded,
             terraform,
-            ui: Ui::new(global.no_color),
+            ui: Ui::new(global.no_color, ci),
         })
+    }
+
+    /// Where this command's private run dirs are made, for the root module
+    /// in the working directory.
+    pub fn layout(&self) -> crate::terraform::rundir::Layout {
+        crate::terraform::rundir::Layout {
+            temp_dir: self.temp_dir.clone(),
+            root: self.workdir.clone(),
+            user_data_dir: self.tf_data_dir.clone(),
+        }
     }
 
     /// The state name: `--state`, else the root module's path relative to the

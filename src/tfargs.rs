@@ -1,19 +1,22 @@
-//! Terraform's own flags for plan/apply/destroy, as stategraph reads them
-//! (pure: no I/O).
+//! Terraform's own flags, as stategraph reads them: the one place that
+//! parses a terraform command line (pure: no I/O).
 //!
 //! stategraph interprets the flags that change what it must lock and how
 //! (`-target`, `-replace`, `-destroy`, `-refresh`, `-refresh-only`,
 //! `-lock-timeout`, `-out`, ...) and passes every flag, interpreted or not,
 //! on to terraform as the user wrote it, except the few it replaces with its
-//! own (`-lock`, `-lock-timeout`, `-state*`, `-backup`). Syntax follows Go's
-//! flag package, as terraform's does: `-name=value`, `-name value` for
-//! flags that take a value, `--name` as well as `-name`, and the first
-//! argument that is not a flag ends the flags (a plan file for `apply`).
+//! own (`-lock`, `-lock-timeout`) or refuses (`-state*`, `-backup`). Syntax
+//! follows Go's flag package, as terraform's does: `-name=value`,
+//! `-name value` for flags that take a value, `--name` as well as `-name`,
+//! and the first argument that is not a flag ends the flags (a plan file for
+//! `apply`, the addresses of `taint` or `state mv`).
 
 use std::time::Duration;
 
 /// Flags that take a value (`-name value` consumes the next argument).
 const VALUE_FLAGS: &[&str] = &[
+    "config",
+    "provider",
     "target",
     "replace",
     "var",
@@ -63,10 +66,62 @@ pub struct TfFlags {
     /// `-parallelism=N`, if given.
     pub parallelism: Option<String>,
     /// Every flag to hand to terraform, in order, minus those stategraph
-    /// replaces (`-lock`, `-lock-timeout`).
-    pub passthrough: Vec<String>,
+    /// replaces (`-lock`, `-lock-timeout`); see [`TfFlags::pass`].
+    pub passthrough: Vec<Given>,
     /// Positional arguments after the flags (a saved plan file for `apply`).
     pub positional: Vec<String>,
+}
+
+/// One flag as the user wrote it: one argument, or two (`-var a=1`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Given {
+    /// Its name without dashes or value (`var`).
+    pub name: String,
+    /// The arguments as written.
+    pub args: Vec<String>,
+}
+
+impl TfFlags {
+    /// The flags to hand on, as written and in order, without those named
+    /// in `except` (stategraph says them itself, or they mean nothing to
+    /// the terraform command it runs).
+    pub fn pass(&self, except: &[&str]) -> Vec<String> {
+        self.passthrough
+            .iter()
+            .filter(|g| !except.contains(&g.name.as_str()))
+            .flat_map(|g| g.args.iter().cloned())
+            .collect()
+    }
+
+    /// Whether the boolean flag `name` (one stategraph does not interpret,
+    /// e.g. `workspace select -or-create`) was given and not set false.
+    pub fn is_set(&self, name: &str) -> bool {
+        self.passthrough
+            .iter()
+            .rev()
+            .find(|g| g.name == name)
+            .is_some_and(|g| {
+                let value = g.args[0].split_once('=').map(|(_, v)| v);
+                parse_bool(name, value).unwrap_or(false)
+            })
+    }
+
+    /// The flags `terraform apply PLANFILE` accepts (variables, targets and
+    /// planning options were given to the plan).
+    pub fn for_saved_plan(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.no_color {
+            out.push("-no-color".to_owned());
+        }
+        if self.json {
+            out.push("-json".to_owned());
+        }
+        if let Some(p) = &self.parallelism {
+            out.push(format!("-parallelism={p}"));
+        }
+        out.push("-input=false".to_owned());
+        out
+    }
 }
 
 fn parse_bool(flag: &str, value: Option<&str>) -> Result<bool, FlagError> {
@@ -190,13 +245,128 @@ pub fn parse(args: &[String]) -> Result<TfFlags, FlagError> {
             _ => {}
         }
         if pass {
-            f.passthrough.push(arg.clone());
+            let mut args = vec![arg.clone()];
             if consumed_next {
-                f.passthrough.push(value.unwrap_or_default());
+                args.push(value.unwrap_or_default());
             }
+            f.passthrough.push(Given {
+                name: name.to_owned(),
+                args,
+            });
         }
     }
     Ok(f)
+}
+
+/// What stategraph does with a terraform command it does not run itself
+/// (anything but init, plan, apply, destroy and `state push|pull|list|show`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Never touches the state: run in the user's directory as it is.
+    NoState,
+    /// Only reads the state: run on a private copy of the stored state.
+    ReadState,
+    /// Writes the state: run on a private copy with the whole state locked,
+    /// and merged back.
+    WriteState,
+    /// `workspace` (or `env`): workspaces are stored states.
+    Workspace,
+    /// No meaning here (legacy `push`): refused with what to do instead.
+    Refused,
+    /// Not a command stategraph knows.
+    Unknown,
+}
+
+/// Commands that never touch the state.
+pub const NO_STATE: &[&str] = &[
+    "version", "fmt", "get", "login", "logout", "metadata", "test",
+];
+
+/// Commands that only read the state.
+pub const READ_STATE: &[&str] = &[
+    "output",
+    "show",
+    "validate",
+    "console",
+    "graph",
+    "providers",
+    "modules",
+];
+
+/// Commands that write the state.
+const WRITE_STATE: &[&str] = &["import", "taint", "untaint", "refresh"];
+
+/// `state` subcommands that write the state.
+pub const WRITE_STATE_SUBCOMMANDS: &[&str] = &["mv", "rm", "replace-provider"];
+
+/// What stategraph does with the terraform command `args` (`args[0]` is its name).
+pub fn classify(args: &[String]) -> Class {
+    let sub = args.get(1).map(String::as_str);
+    match args.first().map(String::as_str).unwrap_or_default() {
+        // `providers lock` and `providers mirror` read only the configuration.
+        "providers" if matches!(sub, Some("lock" | "mirror")) => Class::NoState,
+        c if READ_STATE.contains(&c) => Class::ReadState,
+        c if NO_STATE.contains(&c) => Class::NoState,
+        c if WRITE_STATE.contains(&c) => Class::WriteState,
+        "workspace" | "env" => Class::Workspace,
+        "push" => Class::Refused,
+        _ => Class::Unknown,
+    }
+}
+
+/// Whether terraform's arguments ask for help (`-h`, `-help`, `--help`).
+pub fn asks_for_help(args: &[String]) -> bool {
+    args.iter()
+        .any(|a| matches!(a.as_str(), "-h" | "-help" | "--help"))
+}
+
+/// Undoes [`crate::cli::normalize_args`] for terraform's flags (`--json` ->
+/// `-json`) up to `--`, so that terraform sees and messages show what the
+/// user wrote.
+pub fn terraform_style(args: &[String]) -> Vec<String> {
+    let mut positional = false;
+    args.iter()
+        .map(|a| {
+            if positional || a == "--" {
+                positional = true;
+                return a.clone();
+            }
+            match a.strip_prefix("--") {
+                Some(rest) if rest.starts_with(|c: char| c.is_ascii_alphabetic()) => {
+                    format!("-{rest}")
+                }
+                _ => a.clone(),
+            }
+        })
+        .collect()
+}
+
+/// `init` flags that configure a backend.
+const BACKEND_FLAGS: &[&str] = &[
+    "backend-config",
+    "reconfigure",
+    "migrate-state",
+    "force-copy",
+];
+
+/// The first flag of `init` that configures a backend (before `--`), as given.
+pub fn backend_flag(args: &[String]) -> Option<&str> {
+    for a in args.iter().take_while(|a| *a != "--") {
+        let Some(flag) = a.strip_prefix("--").or_else(|| a.strip_prefix('-')) else {
+            continue;
+        };
+        let (name, value) = match flag.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (flag, None),
+        };
+        let refused = BACKEND_FLAGS.contains(&name)
+            // -backend=false is what we run anyway; -cloud is its alias.
+            || (matches!(name, "backend" | "cloud") && value != Some("false"));
+        if refused {
+            return Some(a);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -219,7 +389,7 @@ mod tests {
         ]);
         assert_eq!(f.targets, ["aws_vpc.a", "module.m[\"k\"].x.y"]);
         assert_eq!(
-            f.passthrough,
+            f.pass(&[]),
             [
                 "-target=aws_vpc.a",
                 "--target",
@@ -243,8 +413,12 @@ mod tests {
         assert!(f.auto_approve && !f.refresh && f.no_input);
         assert_eq!(f.lock_timeout, Duration::from_secs(90));
         assert_eq!(
-            f.passthrough,
+            f.pass(&[]),
             ["-auto-approve", "-refresh=false", "-input=false"]
+        );
+        assert_eq!(
+            f.pass(&["auto-approve"]),
+            ["-refresh=false", "-input=false"]
         );
         assert_eq!(parse(&["-lock=false".into()]), Err(FlagError::NoLock));
         assert!(matches!(
@@ -262,9 +436,55 @@ mod tests {
     }
 
     #[test]
+    fn booleans_we_do_not_interpret_can_be_asked_for() {
+        assert!(p(&["-or-create", "staging"]).is_set("or-create"));
+        assert!(p(&["-or-create=true", "staging"]).is_set("or-create"));
+        assert!(!p(&["-or-create=false", "staging"]).is_set("or-create"));
+        assert!(!p(&["staging"]).is_set("or-create"));
+    }
+
+    #[test]
     fn first_positional_ends_the_flags() {
         let f = p(&["-auto-approve", "saved.tfplan", "-extra"]);
         assert_eq!(f.positional, ["saved.tfplan", "-extra"]);
+    }
+
+    #[test]
+    fn lock_timeout_in_either_syntax_is_ours() {
+        for args in [
+            &["-lock-timeout=5m", "terraform_data.a"][..],
+            &["-lock-timeout", "5m", "terraform_data.a"][..],
+        ] {
+            let f = p(args);
+            assert_eq!(f.lock_timeout, Duration::from_secs(300), "{args:?}");
+            assert!(f.pass(&[]).is_empty(), "{args:?}");
+            assert_eq!(f.positional, ["terraform_data.a"]);
+        }
+    }
+
+    #[test]
+    fn backend_flags_are_found_in_either_spelling() {
+        let strings = |args: &[&str]| args.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let found = |args: &[&str]| backend_flag(&strings(args)).map(str::to_owned);
+        assert_eq!(found(&["-upgrade"]), None);
+        assert_eq!(found(&["-backend=false"]), None);
+        assert_eq!(found(&["-reconfigure"]).as_deref(), Some("-reconfigure"));
+        assert_eq!(
+            found(&["-upgrade", "--backend-config=bucket=x"]).as_deref(),
+            Some("--backend-config=bucket=x")
+        );
+        assert_eq!(found(&["-backend=true"]).as_deref(), Some("-backend=true"));
+        assert_eq!(found(&["-cloud"]).as_deref(), Some("-cloud"));
+        assert_eq!(found(&["--", "-reconfigure"]), None);
+    }
+
+    #[test]
+    fn flags_are_written_back_terraform_style() {
+        let strings = |args: &[&str]| args.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            terraform_style(&strings(&["output", "--json", "x", "--", "--raw"])),
+            ["output", "-json", "x", "--", "--raw"]
+        );
     }
 
     #[test]

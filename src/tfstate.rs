@@ -499,6 +499,28 @@ fn index_key_order(a: &Option<Value>, b: &Option<Value>) -> std::cmp::Ordering {
 }
 
 impl State {
+    /// A state with nothing in it (serial 0), as terraform starts one.
+    pub fn empty(lineage: String) -> State {
+        State {
+            terraform_version: String::new(),
+            serial: 0,
+            lineage,
+            outputs: Vec::new(),
+            resources: Vec::new(),
+            check_results: None,
+            extra: Map::new(),
+        }
+    }
+
+    /// Every instance address, sorted, each once (deposed objects share
+    /// their instance's).
+    pub fn sorted_addresses(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.instance_addresses().collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// The address of every instance object, in the state's order (a
     /// deposed object repeats its instance's address).
     pub fn instance_addresses(&self) -> impl Iterator<Item = String> + '_ {

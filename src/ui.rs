@@ -1,33 +1,52 @@
-//! Everything stategraph itself prints to stderr: messages, warnings and
-//! progress. stdout is for data and is written by the commands directly.
+//! Everything stategraph itself prints, in one place: messages, warnings
+//! and progress on stderr; human text, data and the approval prompt on
+//! stdout; terraform output a run held back and shows later.
 //!
 //! On a terminal, long work shows a spinner; in CI, with `--no-color`, or when
 //! stderr is not a terminal, the same steps print as plain lines so logs read
-//! well. Nothing else in the crate writes to stderr.
+//! well. With machine-readable output (`-json`), stdout carries terraform's
+//! JSON only: human text goes to stderr. No other module writes to stdout or
+//! stderr; terraform's own output reaches them directly (the child inherits
+//! them) or through [`Ui::terraform_output`].
 
-use std::io::{IsTerminal, Write};
+use std::io::{BufWriter, IsTerminal, StdoutLock, Write};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// How we talk to the person (or the CI log) on stderr.
+/// How we talk to the person (or the CI log).
 #[derive(Debug, Clone, Copy)]
 pub struct Ui {
     fancy: bool,
+    /// stdout is for machines (`-json`): no human text there.
+    machine: bool,
 }
 
 impl Ui {
-    /// Spinners only on an interactive stderr outside CI, and not when asked for plain output.
-    pub fn new(no_color: bool) -> Ui {
-        let in_ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false");
+    /// Spinners only on an interactive stderr outside CI, and not when asked
+    /// for plain output.
+    pub fn new(no_color: bool, ci: bool) -> Ui {
         Ui {
-            fancy: !no_color && !in_ci && std::io::stderr().is_terminal(),
+            fancy: !no_color && !ci && std::io::stderr().is_terminal(),
+            machine: false,
         }
     }
 
     /// A Ui that never draws spinners (for tests and scripts).
     pub fn plain() -> Ui {
-        Ui { fancy: false }
+        Ui {
+            fancy: false,
+            machine: false,
+        }
+    }
+
+    /// This Ui for a command whose stdout is machine-readable when `yes`
+    /// (terraform's `-json`): [`Ui::say`] then writes to stderr.
+    pub fn machine_readable(self, yes: bool) -> Ui {
+        Ui {
+            machine: yes,
+            ..self
+        }
     }
 
     /// Whether spinners are drawn (a terminal outside CI).
@@ -47,6 +66,49 @@ impl Ui {
         } else {
             eprintln!("Warning: {}", msg.as_ref());
         }
+    }
+
+    /// Human text on stdout, where terraform prints its own ("No changes.",
+    /// "Apply cancelled."); on stderr when stdout is machine-readable.
+    pub fn say(&self, text: impl AsRef<str>) {
+        if self.machine {
+            eprintln!("{}", text.as_ref());
+        } else {
+            println!("{}", text.as_ref());
+        }
+    }
+
+    /// Data on stdout (a table, JSON, a state), buffered. A reader that
+    /// stops early (`| head`) is not an error.
+    pub fn data(&self) -> Data {
+        Data {
+            out: BufWriter::with_capacity(1 << 20, std::io::stdout().lock()),
+        }
+    }
+
+    /// Asks `question` on stdout, as terraform asks for approval, and
+    /// returns the line typed on stdin.
+    pub fn ask(&self, question: &str) -> std::io::Result<String> {
+        let mut out = std::io::stdout().lock();
+        out.write_all(question.as_bytes())?;
+        out.flush()?;
+        drop(out);
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        Ok(answer)
+    }
+
+    /// Shows what terraform printed while its output was held back.
+    pub fn replay(&self, stdout: &[u8], stderr: &[u8]) {
+        let _ = std::io::stdout().lock().write_all(stdout);
+        let _ = std::io::stderr().lock().write_all(stderr);
+    }
+
+    /// Shows terraform output as it arrives (captured and shown live).
+    pub fn terraform_output(&self, bytes: &[u8]) -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        out.write_all(bytes)?;
+        out.flush()
     }
 
     /// Starts a step such as "Pushing state". Finish it with [`Step::done`].
@@ -69,6 +131,33 @@ impl Ui {
             msg,
             bar,
             started: Instant::now(),
+        }
+    }
+}
+
+/// An error report (see [`crate::error::report`]), before or after any
+/// [`Ui`] exists.
+pub fn error(text: &str) {
+    eprintln!("{text}");
+}
+
+/// Buffered data on stdout (see [`Ui::data`]).
+pub struct Data {
+    out: BufWriter<StdoutLock<'static>>,
+}
+
+impl Write for Data {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.out.write(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(buf.len()),
+            other => other,
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self.out.flush() {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            other => other,
         }
     }
 }

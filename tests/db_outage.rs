@@ -16,7 +16,8 @@ use common::*;
 
 /// `pg_ctl ARGS` on `data`, as the server's user.
 fn pg_ctl(data: &Path, args: &[&str]) {
-    let bin = stategraph::db::embedded::find_pg_bin(None).expect("PostgreSQL server binaries");
+    let bin = stategraph::db::embedded::find_pg_bin(None, std::env::var("PATH").ok().as_deref())
+        .expect("PostgreSQL server binaries");
     let pg_ctl = bin.join("pg_ctl");
     let mut cmd = if nix::unistd::geteuid().is_root() {
         let mut c = Command::new("runuser");
@@ -151,7 +152,9 @@ impl Outage {
 
 impl Drop for Outage {
     fn drop(&mut self) {
-        let bin = stategraph::db::embedded::find_pg_bin(None).expect("PostgreSQL server binaries");
+        let bin =
+            stategraph::db::embedded::find_pg_bin(None, std::env::var("PATH").ok().as_deref())
+                .expect("PostgreSQL server binaries");
         let _ = Command::new("runuser")
             .args(["-u", "postgres", "--"])
             .arg(bin.join("pg_ctl"))

@@ -83,7 +83,8 @@ impl Drop for StopOnDrop {
 
 /// psql over the unix socket, as root or as ourselves.
 fn psql_socket(data: &Path, sql: &str) -> String {
-    let bin = stategraph::db::embedded::find_pg_bin(None).unwrap();
+    let bin =
+        stategraph::db::embedded::find_pg_bin(None, std::env::var("PATH").ok().as_deref()).unwrap();
     let out = StdCommand::new(bin.join("psql"))
         .args(["-XAtq", "-v", "ON_ERROR_STOP=1", "-h"])
         .arg(data.join("run"))

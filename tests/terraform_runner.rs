@@ -1,5 +1,5 @@
 //! The terraform runner against the real terraform binary: discovery, a
-//! refresh-less plan and a targeted apply through a private [`Workspace`],
+//! refresh-less plan and a targeted apply through a private [`RunDir`],
 //! the user's directory left byte-identical, concurrent workspaces in one
 //! directory, exit codes and interrupts.
 
@@ -11,13 +11,24 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::terraform::{self as tfh, TfWorkdir};
-use stategraph::terraform::workspace::OVERRIDE_FILE;
-use stategraph::terraform::{plan, Output, Terraform, TerraformError, Workspace};
+use stategraph::terraform::rundir::{Layout, OVERRIDE_FILE};
+use stategraph::terraform::{plan, Output, RunDir, Terraform, TerraformError};
 use stategraph::tfstate::{self, State};
 
 const GEN_A2: &str = r#"gen={a="2",b="1",c="1"}"#;
 const BRANCH_A_L1: &str = r#"module.branch["a"].terraform_data.l1"#;
 const BRANCH_A_L2: &str = r#"module.branch["a"].terraform_data.l2"#;
+
+/// A private run dir for the root module in `root`, as stategraph makes them.
+fn run_dir(root: &Path, state: &State) -> RunDir {
+    Layout {
+        temp_dir: std::env::temp_dir(),
+        root: root.to_path_buf(),
+        user_data_dir: root.join(".terraform"),
+    }
+    .run_dir(state)
+    .unwrap()
+}
 
 /// The real terraform with the test environment (its own CLI config, no prompts).
 fn terraform(wd: &TfWorkdir) -> Terraform {
@@ -93,7 +104,7 @@ fn chain_user_dir() -> TfWorkdir {
     wd
 }
 
-async fn plan_json(ws: &Workspace, tf: &Terraform, vars: &[&str]) -> plan::Plan {
+async fn plan_json(ws: &RunDir, tf: &Terraform, vars: &[&str]) -> plan::Plan {
     let plan_file = ws.plan_path("discover");
     ws.command(tf)
         .args(["plan", "-refresh=false", "-input=false", "-no-color"])
@@ -148,7 +159,7 @@ async fn plans_and_applies_the_cone_leaving_the_user_dir_untouched() {
     let before = snapshot(wd.path());
     let state = read_state(&wd.state_path());
 
-    let ws = Workspace::new(wd.path(), &state).unwrap();
+    let ws = run_dir(wd.path(), &state);
     assert!(wd.path().join(OVERRIDE_FILE).is_file());
     let started = Instant::now();
     ws.init(&tf).await.expect("terraform init in the workspace");
@@ -213,8 +224,8 @@ async fn two_workspaces_in_one_directory() {
     let state = read_state(&wd.state_path());
     let override_file = wd.path().join(OVERRIDE_FILE);
 
-    let a = Workspace::new(wd.path(), &state).unwrap();
-    let b = Workspace::new(wd.path(), &state).unwrap();
+    let a = run_dir(wd.path(), &state);
+    let b = run_dir(wd.path(), &state);
     let (ra, rb) = tokio::join!(
         async {
             a.init(&tf).await?;
@@ -241,7 +252,7 @@ async fn two_workspaces_in_one_directory() {
 
     // A leftover of a killed run is removed by the next run that ends.
     fs::write(&override_file, "terraform {\n  backend \"local\" {}\n}\n").unwrap();
-    drop(Workspace::new(wd.path(), &state).unwrap());
+    drop(run_dir(wd.path(), &state));
     assert!(!override_file.exists());
 }
 
@@ -250,7 +261,7 @@ async fn exit_codes_pass_through() {
     let wd = chain_user_dir();
     let tf = terraform(&wd);
     let state = read_state(&wd.state_path());
-    let ws = Workspace::new(wd.path(), &state).unwrap();
+    let ws = run_dir(wd.path(), &state);
     ws.init(&tf).await.unwrap();
 
     let done = ws
@@ -284,7 +295,7 @@ async fn exit_codes_pass_through() {
     // A configuration error fails init with terraform's code.
     let broken = TfWorkdir::from_fixture("chain");
     broken.write_file("broken.tf", "resource \"terraform_data\" {\n");
-    let ws = Workspace::new(broken.path(), &state).unwrap();
+    let ws = run_dir(broken.path(), &state);
     let err = ws.init(&terraform(&broken)).await.unwrap_err();
     assert_eq!(err.exit_code(), Some(1), "{err}");
 }
@@ -299,7 +310,7 @@ async fn sigint_stops_terraform_gracefully() {
     let wd = chain_user_dir();
     let tf = terraform(&wd);
     let state = read_state(&wd.state_path());
-    let ws = Workspace::new(wd.path(), &state).unwrap();
+    let ws = run_dir(wd.path(), &state);
     ws.init(&tf).await.unwrap();
 
     let started = Instant::now();

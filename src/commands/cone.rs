@@ -13,7 +13,8 @@ use crate::graph::{InstanceInput, StateGraph};
 use crate::settings::Settings;
 use crate::ui::{duration, thousands};
 
-pub async fn run(settings: &Settings, args: &ConeArgs) -> Result<()> {
+/// `stategraph cone ADDR... [--json]`.
+pub async fn execute(settings: &Settings, args: &ConeArgs) -> Result<()> {
     let targets = args
         .addresses
         .iter()
@@ -71,7 +72,7 @@ pub async fn run(settings: &Settings, args: &ConeArgs) -> Result<()> {
         duration(computed)
     ));
 
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut out = settings.ui.data();
     if args.json {
         let doc = json!({
             "state": name,

@@ -12,7 +12,7 @@ use crate::db::embedded::{self, EmbeddedStatus};
 use crate::settings::{DatabaseTarget, Settings};
 
 /// Runs one `db` subcommand.
-pub async fn run(settings: &Settings, cmd: &DbCommand) -> Result<()> {
+pub async fn execute(settings: &Settings, cmd: &DbCommand) -> Result<()> {
     let cfg = &settings.embedded;
     let ui = &settings.ui;
     let (status, args) = match cmd {
@@ -27,15 +27,18 @@ pub async fn run(settings: &Settings, cmd: &DbCommand) -> Result<()> {
         DatabaseTarget::Remote(target) => Some(target.display.as_str()),
         DatabaseTarget::Embedded => None,
     };
-    print(&status, remote, matches!(cmd, DbCommand::Status(_)), args)
+    let text = render(&status, remote, matches!(cmd, DbCommand::Status(_)), args)?;
+    settings.ui.say(text.trim_end());
+    Ok(())
 }
 
-fn print(
+/// What `db` prints: JSON, the detailed summary, or the headline.
+fn render(
     status: &EmbeddedStatus,
     remote: Option<&str>,
     detailed: bool,
     args: &DbArgs,
-) -> Result<()> {
+) -> Result<String> {
     if args.json {
         #[derive(Serialize)]
         struct Json<'a> {
@@ -44,18 +47,16 @@ fn print(
             /// The configured remote database (`host:port/db`), used instead of the embedded one.
             remote_database: Option<&'a str>,
         }
-        let json = serde_json::to_string(&Json {
+        serde_json::to_string(&Json {
             status,
             remote_database: remote,
         })
-        .context("cannot encode the status as JSON")?;
-        println!("{json}");
+        .context("cannot encode the status as JSON")
     } else if detailed {
-        print!("{}", summary(status, remote));
+        Ok(summary(status, remote))
     } else {
-        println!("{}", headline(status));
+        Ok(headline(status))
     }
-    Ok(())
 }
 
 /// One line: exists? running? pid?

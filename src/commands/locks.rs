@@ -29,7 +29,7 @@ pub async fn list(settings: &Settings, json: bool) -> Result<()> {
         .held_locks(state_id)
         .await
         .context("cannot list the locks")?;
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut out = settings.ui.data();
     if json {
         let items: Vec<_> = held.iter().map(to_json).collect();
         serde_json::to_writer_pretty(&mut out, &items)?;
@@ -66,9 +66,7 @@ pub async fn force_unlock(settings: &Settings, id: &str) -> Result<()> {
         );
     };
     let h = &freed.holder;
-    let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
+    settings.ui.say(format!(
         "Stategraph state has been successfully unlocked!\n\n\
          Freed lock {} on state \"{}\": {} exclusive and {} shared addresses, held by {} \
          for \"{}\" since {}{}.\n\
@@ -85,7 +83,7 @@ pub async fn force_unlock(settings: &Settings, id: &str) -> Result<()> {
         } else {
             ""
         },
-    )?;
+    ));
     Ok(())
 }
 

@@ -8,12 +8,13 @@ use crate::cli::LogArgs;
 use crate::db;
 use crate::settings::Settings;
 
-pub async fn run(settings: &Settings, args: &LogArgs) -> Result<()> {
+/// `stategraph log [--all] [--limit N] [--json]`.
+pub async fn execute(settings: &Settings, args: &LogArgs) -> Result<()> {
     let store = db::open(settings).await?;
     let name = settings.state_name();
     let scope = (!args.all).then_some(name.as_str());
     let entries = store.log(scope, args.limit).await?;
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut out = settings.ui.data();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &entries)?;
         writeln!(out)?;

@@ -1,54 +1,68 @@
-//! One file per subcommand. Each exposes `async fn run(&Settings, &Args) -> anyhow::Result<()>`.
+//! One thin file per subcommand: its arguments in, one call of the engine
+//! (or of the store), its result rendered. Command files never import each
+//! other: what two of them need lives in [`crate::engine`],
+//! [`crate::tfargs`] or [`crate::ui`].
 
-mod baseline;
-pub mod cone;
-pub mod db;
-pub mod locks;
-pub mod log;
-pub mod passthrough;
-pub mod record;
-pub mod recover;
-pub mod run;
-pub mod saved;
-pub mod state;
+mod apply;
+mod cone;
+mod db;
+mod init;
+mod locks;
+mod log;
+mod passthrough;
+mod plan;
+mod recover;
+mod state;
+mod workspace;
+mod write;
 
 use anyhow::Result;
 
 use crate::cli::{Cli, Command, StateCommand};
 use crate::settings::Settings;
+use crate::tfargs::{self, Class};
+use crate::ui::Ui;
 
-/// Resolves settings and dispatches to the subcommand.
-pub async fn run(cli: Cli) -> Result<()> {
+/// Resolves settings and hands the command to its file.
+pub async fn dispatch(cli: Cli) -> Result<()> {
     // `plan -help` and friends: terraform's flags pass through, so clap's
     // own help flag is off for these; answer it here instead of running.
     if let Command::Plan(a) | Command::Apply(a) | Command::Destroy(a) | Command::Init(a) =
         &cli.command
     {
-        if a.args
-            .iter()
-            .any(|x| matches!(x.as_str(), "-h" | "-help" | "--help"))
-        {
+        if tfargs::asks_for_help(&a.args) {
             return print_terraform_command_help(&cli.command);
         }
     }
     let settings = Settings::resolve(&cli.global)?;
+    let s = &settings;
     match &cli.command {
-        Command::State(StateCommand::Push(args)) => state::push(&settings, args).await,
-        Command::State(StateCommand::Pull) => state::pull(&settings).await,
-        Command::State(StateCommand::List(args)) => state::list(&settings, args).await,
-        Command::State(StateCommand::Show(args)) => state::show(&settings, args).await,
-        Command::State(StateCommand::Other(args)) => passthrough::state(&settings, args).await,
-        Command::Cone(args) => cone::run(&settings, args).await,
-        Command::Plan(a) => run::run(&settings, run::Kind::Plan, &a.args).await,
-        Command::Apply(a) => run::run(&settings, run::Kind::Apply, &a.args).await,
-        Command::Destroy(a) => run::run(&settings, run::Kind::Destroy, &a.args).await,
-        Command::Log(args) => log::run(&settings, args).await,
-        Command::Locks(args) => locks::list(&settings, args.json).await,
-        Command::ForceUnlock(args) => locks::force_unlock(&settings, &args.id).await,
-        Command::Recover(args) => recover::run(&settings, args).await,
-        Command::Db(cmd) => db::run(&settings, cmd).await,
-        Command::Init(a) => passthrough::init(&settings, &a.args, cli.global.no_color).await,
-        Command::Terraform(args) => passthrough::run(&settings, args).await,
+        Command::State(StateCommand::Push(args)) => state::push(s, args).await,
+        Command::State(StateCommand::Pull) => state::pull(s).await,
+        Command::State(StateCommand::List(args)) => state::list(s, args).await,
+        Command::State(StateCommand::Show(args)) => state::show(s, args).await,
+        Command::State(StateCommand::Other(args)) => write::state(s, args).await,
+        Command::Cone(args) => cone::execute(s, args).await,
+        Command::Plan(a) => plan::execute(s, &a.args).await,
+        Command::Apply(a) => apply::apply(s, &a.args).await,
+        Command::Destroy(a) => apply::destroy(s, &a.args).await,
+        Command::Log(args) => log::execute(s, args).await,
+        Command::Locks(args) => locks::list(s, args.json).await,
+        Command::ForceUnlock(args) => locks::force_unlock(s, &args.id).await,
+        Command::Recover(args) => recover::execute(s, args).await,
+        Command::Db(cmd) => db::execute(s, cmd).await,
+        Command::Init(a) => init::execute(s, &a.args, cli.global.no_color).await,
+        Command::Terraform(args) => {
+            let args = tfargs::terraform_style(args);
+            match tfargs::classify(&args) {
+                Class::WriteState => write::execute(s, &args).await,
+                Class::Workspace => workspace::execute(s, &args[1..]).await,
+                Class::Refused => Err(write::refuse(&args)),
+                Class::NoState | Class::ReadState | Class::Unknown => {
+                    passthrough::execute(s, &args).await
+                }
+            }
+        }
     }
 }
 
@@ -65,9 +79,10 @@ fn print_terraform_command_help(command: &Command) -> Result<()> {
     let sub = cli
         .find_subcommand_mut(name)
         .expect("terraform commands are defined in cli.rs");
-    println!("{}", sub.render_long_help());
-    println!(
+    let ui = Ui::plain();
+    ui.say(sub.render_long_help().to_string());
+    ui.say(format!(
         "Every flag of `terraform {name}` is accepted and passed on; see `terraform {name} -help`."
-    );
+    ));
     Ok(())
 }

@@ -2,8 +2,6 @@
 //! terraform's semantics, our storage.
 
 use std::io::{Read, Write};
-use std::path::Path;
-use std::process::Stdio;
 
 use anyhow::{anyhow, bail, Context, Result};
 
@@ -12,6 +10,7 @@ use crate::cli::{ListArgs, PushArgs, ShowArgs};
 use crate::db;
 use crate::error::Exit;
 use crate::settings::Settings;
+use crate::terraform::{rundir::write_private, Terraform};
 use crate::tfstate::{self, State};
 use crate::ui::thousands;
 
@@ -72,12 +71,9 @@ pub async fn push(settings: &Settings, args: &PushArgs) -> Result<()> {
 pub async fn pull(settings: &Settings) -> Result<()> {
     let name = settings.state_name();
     let state = load(settings, &name).await?;
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-    state
-        .write_json(&mut out)
-        .and_then(|()| out.flush())
-        .or_else(ignore_broken_pipe)?;
+    let mut out = settings.ui.data();
+    state.write_json(&mut out)?;
+    out.flush()?;
     Ok(())
 }
 
@@ -119,11 +115,11 @@ pub async fn list(settings: &Settings, args: &ListArgs) -> Result<()> {
         }
     }
     found.sort();
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut out = settings.ui.data();
     for a in &found {
-        writeln!(out, "{a}").or_else(ignore_broken_pipe)?;
+        writeln!(out, "{a}")?;
     }
-    out.flush().or_else(ignore_broken_pipe)?;
+    out.flush()?;
     Ok(())
 }
 
@@ -147,40 +143,31 @@ pub async fn show(settings: &Settings, args: &ShowArgs) -> Result<()> {
         );
     }
     state.outputs.clear();
-    let terraform = settings.terraform.as_deref().ok_or_else(|| {
-        anyhow!(
+    let Some(bin) = settings.terraform.as_deref() else {
+        bail!(
             "terraform is needed to render a resource the way terraform does, and it is not on PATH\n\n\
              Install terraform >= 1.5 (or OpenTofu), or set STATEGRAPH_TERRAFORM to its path."
-        )
-    })?;
+        );
+    };
+    let tf = Terraform::discover(Some(bin))?.with_ui(settings.ui);
     // The state holds secrets: a private directory (0700) and file (0600), removed on return.
     let dir = tempfile::Builder::new()
         .prefix("stategraph-")
-        .tempdir()
+        .tempdir_in(&settings.temp_dir)
         .context("cannot create a private temporary directory")?;
     let file = dir.path().join("show.tfstate");
-    write_private(&file, &state.to_json())?;
-    let mut show = tokio::process::Command::new(terraform);
-    for k in crate::terraform::HIDDEN_ENV {
-        show.env_remove(k);
-    }
-    let status = show
-        .arg("state")
-        .arg("show")
+    write_private(&file, &state.to_json())
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    let done = tf
+        .command(&settings.workdir)
+        .env("CHECKPOINT_DISABLE", "1")
+        .args(["state", "show"])
         .arg(format!("-state={}", file.display()))
         .arg(&wanted)
-        .current_dir(&settings.workdir)
-        .env("CHECKPOINT_DISABLE", "1")
-        .stdin(Stdio::null())
-        .status()
-        .await
-        .with_context(|| format!("cannot run {}", terraform.display()))?;
+        .run()
+        .await?;
     drop(dir);
-    match status.code() {
-        Some(0) => Ok(()),
-        Some(code) => Err(Exit(code.clamp(1, 255) as u8).into()),
-        None => Err(anyhow!("terraform was killed by a signal")),
-    }
+    Exit::with(done.code)
 }
 
 /// The named state, or an error telling how to create one.
@@ -193,26 +180,4 @@ async fn load(settings: &Settings, name: &str) -> Result<State> {
             store.display()
         )
     })
-}
-
-/// Writes a file only its owner can read.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(bytes)
-        .with_context(|| format!("cannot write {}", path.display()))
-}
-
-/// `stategraph state pull | head` must not fail noisily.
-fn ignore_broken_pipe(e: std::io::Error) -> std::io::Result<()> {
-    if e.kind() == std::io::ErrorKind::BrokenPipe {
-        Ok(())
-    } else {
-        Err(e)
-    }
 }

@@ -228,9 +228,10 @@ pub async fn stop(cfg: &EmbeddedConfig, ui: &Ui) -> Result<EmbeddedStatus> {
 }
 
 /// The directory holding `initdb`, `pg_ctl` and `postgres`: `explicit`
-/// (STATEGRAPH_PG_BIN), else the directory `initdb` on PATH resolves to,
-/// else the newest `/usr/lib/postgresql/*/bin` (or `/usr/pgsql-*/bin`).
-pub fn find_pg_bin(explicit: Option<&Path>) -> Result<PathBuf> {
+/// (STATEGRAPH_PG_BIN), else the directory `initdb` on `search_path` (PATH)
+/// resolves to, else the newest `/usr/lib/postgresql/*/bin` (or
+/// `/usr/pgsql-*/bin`). The test harness finds its binaries the same way.
+pub fn find_pg_bin(explicit: Option<&Path>, search_path: Option<&str>) -> Result<PathBuf> {
     if let Some(dir) = explicit {
         if let Some(missing) = missing_server_binary(dir) {
             return Err(EmbeddedError::IncompleteBinDir {
@@ -241,10 +242,7 @@ pub fn find_pg_bin(explicit: Option<&Path>) -> Result<PathBuf> {
         }
         return Ok(dir.to_owned());
     }
-    // PATH is read here rather than in settings: it only matters for this
-    // fallback search, and the same rule serves the test harness.
-    let path = std::env::var("PATH").ok();
-    if let Some(initdb) = crate::settings::find_on_path("initdb", path.as_deref()) {
+    if let Some(initdb) = crate::settings::find_on_path("initdb", search_path) {
         // Follow symlinks (/usr/local/bin/initdb -> /usr/lib/postgresql/15/bin/initdb)
         // so pg_ctl and postgres come from the same installation.
         if let Some(dir) = fs::canonicalize(&initdb)
@@ -347,7 +345,7 @@ fn cluster_version(dir: &Path) -> Option<String> {
 /// Server binaries matching the existing cluster's version: a cluster made by
 /// PostgreSQL 14 needs 14's binaries even if 15 is also installed.
 fn pg_bin_for(cfg: &EmbeddedConfig, layout: &Layout) -> Result<(PathBuf, String)> {
-    let found = find_pg_bin(cfg.pg_bin.as_deref())?;
+    let found = find_pg_bin(cfg.pg_bin.as_deref(), cfg.search_path.as_deref())?;
     let found_version = binaries_version(&found)?;
     let Some(cluster) = cluster_version(&layout.cluster_dir) else {
         return Ok((found, found_version));
@@ -660,7 +658,7 @@ fn lock_data_dir(layout: &Layout) -> Result<DirLock> {
 fn start_locked(cfg: &EmbeddedConfig, layout: &Layout, ui: &Ui) -> Result<()> {
     // Find the binaries before creating anything, so a machine without
     // PostgreSQL gets the install hint and no stray directories.
-    find_pg_bin(cfg.pg_bin.as_deref())?;
+    find_pg_bin(cfg.pg_bin.as_deref(), cfg.search_path.as_deref())?;
     let user = ServerUser::resolve(cfg)?;
     prepare_data_dir(layout, &user)?;
     let _lock = lock_data_dir(layout)?;
@@ -1086,7 +1084,7 @@ mod tests {
     #[test]
     fn explicit_bin_dir_lacking_a_binary_names_it() {
         let dir = tempfile::tempdir().unwrap();
-        let e = find_pg_bin(Some(dir.path())).unwrap_err();
+        let e = find_pg_bin(Some(dir.path()), None).unwrap_err();
         let text = e.to_string();
         assert!(
             text.contains("STATEGRAPH_PG_BIN") && text.contains("`initdb`"),
@@ -1146,6 +1144,7 @@ mod tests {
             data_dir: dir.path().join("sg"),
             pg_bin: None,
             run_as: None,
+            search_path: None,
         };
         let s = status(&cfg).unwrap();
         assert!(!s.exists && !s.running && s.pid.is_none() && s.version.is_none());

@@ -27,7 +27,7 @@ fn call_key(path: &str) -> String {
 }
 
 /// The block (configuration address) of an instance or resource address.
-pub(super) fn block_of(address: &str) -> String {
+pub fn block_of(address: &str) -> String {
     strip_module_keys(crate::address::strip_instance_key(address))
 }
 
@@ -228,7 +228,7 @@ fn empty_digest() -> String {
 }
 
 /// What the configuration alone says may change.
-pub(super) struct Candidates {
+pub struct Candidates {
     /// The candidate blocks' instance addresses (and resource addresses
     /// where instances may be added), sorted.
     pub addresses: Vec<String>,
@@ -244,7 +244,7 @@ pub(super) struct Candidates {
 
 /// What may change, from the configuration alone. `Err` says why
 /// terraform's full plan is needed instead.
-pub(super) fn candidates(
+pub fn candidates(
     config: &Config,
     baseline: &HashMap<String, [String; 3]>,
     state: &State,
@@ -419,7 +419,7 @@ pub(super) fn candidates(
 /// planned, among those of `only` when the plan was targeted at them, and,
 /// for a plan of the whole configuration, every module call with nothing
 /// planned inside.
-pub(super) fn after_plan_of(
+pub fn after_plan_of(
     config: &Config,
     state: &State,
     changed: &[String],
@@ -473,7 +473,7 @@ pub(super) fn after_plan_of(
 /// Entries to record for `blocks` whose rows in `state` are what the
 /// configuration says (applied, or planned as no-op by terraform); with
 /// `calls`, every module call too (a whole plan was applied).
-pub(super) fn converged<'a>(
+pub fn converged<'a>(
     config: &Config,
     state: &State,
     blocks: impl IntoIterator<Item = &'a str>,

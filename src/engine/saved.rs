@@ -17,16 +17,19 @@ use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use super::record::Recording;
-use super::run::{acquire, Kind, Scope};
-use crate::db::locks::LockRequest;
-use crate::db::store::Store;
-use crate::error::Exit;
+use super::change_set::ChangeSet;
+use super::record::{Recording, Scope};
+use super::refresh::final_plan;
+use super::session::{prepare, Session};
+use super::{Kind, Outcome};
 use crate::settings::Settings;
-use crate::terraform::workspace::Workspace;
-use crate::terraform::{Output, Terraform};
+use crate::terraform::{Output, RunDir, Terraform};
 use crate::tfargs::TfFlags;
 use crate::tfstate::{self, State};
+
+/// The prefix of the private dir a saved plan is made in (random after it,
+/// so not guessable in advance).
+pub const DIR_PREFIX: &str = "stategraph-plan-";
 
 /// Format version of the bundle.
 const FORMAT: u32 = 1;
@@ -51,34 +54,33 @@ struct Bundle {
     workspace: String,
 }
 
-/// Writes the bundle of a finished `plan -out`.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn write(
-    store: &Store,
-    name: &str,
+/// Writes the bundle of a finished `plan -out` to `path`: terraform's plan
+/// of `cs` made in `dir` against `snapshot`, and the version of every row
+/// it read or writes.
+pub async fn write(
+    session: &Session<'_>,
     snapshot: &State,
-    write: &[String],
-    read: &[String],
+    cs: &ChangeSet,
     outputs: &[String],
-    terraform_plan: &Path,
-    workspace: &str,
+    dir: &RunDir,
     path: &Path,
 ) -> Result<()> {
-    let plan_bytes = std::fs::read(terraform_plan)
+    let terraform_plan = final_plan(dir);
+    let plan_bytes = std::fs::read(&terraform_plan)
         .with_context(|| format!("cannot read terraform's plan {}", terraform_plan.display()))?;
-    let addresses: Vec<String> = write.iter().chain(read).cloned().collect();
+    let addresses: Vec<String> = cs.write.iter().chain(&cs.read).cloned().collect();
     let bundle = Bundle {
         stategraph_plan: FORMAT,
-        state: name.to_owned(),
+        state: session.name.clone(),
         lineage: snapshot.lineage.clone(),
         serial: snapshot.serial,
-        write: write.to_vec(),
-        read: read.to_vec(),
+        write: cs.write.clone(),
+        read: cs.read.clone(),
         outputs: outputs.to_vec(),
-        versions: store.versions(name, &addresses).await?,
+        versions: session.store.versions(&session.name, &addresses).await?,
         snapshot: serde_json::from_slice(&snapshot.to_json()).expect("our own JSON"),
         terraform_plan: base64::engine::general_purpose::STANDARD.encode(plan_bytes),
-        workspace: workspace.to_owned(),
+        workspace: dir.dir_name(),
     };
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -93,8 +95,10 @@ pub(super) async fn write(
     Ok(())
 }
 
-/// `stategraph apply FILE`.
-pub(super) async fn apply(settings: &Settings, flags: &TfFlags, file: &str) -> Result<()> {
+/// `stategraph apply FILE`: locks the plan's cone, refuses if a row it
+/// read or writes changed since, applies terraform's plan and records the
+/// result.
+pub async fn apply(settings: &Settings, flags: &TfFlags, file: &str) -> Result<Outcome> {
     let path = settings.workdir.join(file);
     let bytes = std::fs::read(&path)
         .with_context(|| format!("cannot read the saved plan {}", path.display()))?;
@@ -119,91 +123,45 @@ pub(super) async fn apply(settings: &Settings, flags: &TfFlags, file: &str) -> R
             bundle.state
         );
     }
-    let ui = settings.ui;
-    let tf = Terraform::discover(settings.terraform.as_deref())?.with_ui(ui);
+    let tf = Terraform::discover(settings.terraform.as_deref())?.with_ui(settings.ui);
     let store = crate::db::open(settings).await?;
     let state_id = store
         .state_id(&name)
         .await?
         .ok_or_else(|| anyhow!("no state named \"{name}\": the saved plan cannot be applied"))?;
     let command = format!("stategraph apply {file}");
-
-    let request = LockRequest {
-        state_id,
-        exclusive: &bundle.write,
-        shared: &bundle.read,
-        command: &command,
-        actor: &settings.actor,
-        lease: settings.lock_lease,
-        txn_id: None,
-    };
-    let (holder, held, heartbeat) = acquire(&store, settings, &request, flags.lock_timeout).await?;
-
-    let result = apply_locked(
-        settings, &tf, &store, &name, &holder, &bundle, flags, &command,
-    )
-    .await;
-    heartbeat.stop().await;
-    let released = held.release().await;
-    let code = result?;
+    let session = Session::new(settings, store, (name, state_id), Kind::Apply, command);
+    session.rescue_dead_runs();
+    let lease = session
+        .lease(&bundle.write, &bundle.read, flags.lock_timeout)
+        .await?;
+    let result = apply_locked(&session, &tf, lease.holder(), &bundle, flags).await;
+    let released = lease.release().await;
+    let (code, report) = result?;
     released?;
-    match code {
-        0 => Ok(()),
-        code => Err(Exit(code).into()),
-    }
+    Ok(Outcome::Ran {
+        code,
+        saved: None,
+        written: Some((session.name.clone(), report)),
+    })
 }
 
-/// One line per changed row, `  KEY: changed by transaction N (who, command,
-/// when)`, or `gone` when the row no longer exists.
-pub(super) async fn describe_changes(
-    store: &Store,
-    name: &str,
-    changed: &[(String, Option<i64>)],
-    gone: &str,
-) -> Result<Vec<String>> {
-    let log = store.log(Some(name), 500).await?;
-    Ok(changed
-        .iter()
-        .map(|(key, txn)| {
-            let by = txn.and_then(|t| log.iter().find(|e| e.id == t)).map(|e| {
-                format!(
-                    "changed by transaction {} ({}@{}, {}, {})",
-                    e.id,
-                    e.user,
-                    e.host,
-                    e.command,
-                    e.started_at.format("%Y-%m-%d %H:%M:%S UTC")
-                )
-            });
-            format!("  {key}: {}", by.unwrap_or_else(|| gone.to_owned()))
-        })
-        .collect())
-}
-
-/// The part of `apply FILE` that runs under the lock; returns terraform's exit code.
-#[allow(clippy::too_many_arguments)]
+/// The part of `apply FILE` that runs under the lock; returns terraform's
+/// exit code and what was written.
 async fn apply_locked(
-    settings: &Settings,
+    session: &Session<'_>,
     tf: &Terraform,
-    store: &Store,
-    name: &str,
     holder: &crate::db::locks::Holder,
     bundle: &Bundle,
     flags: &TfFlags,
-    command: &str,
-) -> Result<u8> {
+) -> Result<(u8, crate::db::store::PushReport)> {
     // Stale only if a row the plan read or writes changed.
     let addresses: Vec<String> = bundle.write.iter().chain(&bundle.read).cloned().collect();
-    let now = store.versions(name, &addresses).await?;
-    let mut changed: Vec<(String, Option<i64>)> = Vec::new();
-    for key in bundle.versions.keys().chain(now.keys()) {
-        let (then, current) = (bundle.versions.get(key), now.get(key));
-        if then != current && !changed.iter().any(|(k, _)| k == key) {
-            changed.push((key.clone(), current.map(|(_, txn)| *txn)));
-        }
-    }
+    let changed = session.changed_since(&addresses, &bundle.versions).await?;
     if !changed.is_empty() {
-        let lines = describe_changes(store, name, &changed, "removed since the plan").await?;
+        let lines = session
+            .describe_changes(&changed, "removed since the plan")
+            .await?;
         bail!(
             "Saved plan is stale\n\n\
              Resources this plan read or changes were changed since it was made:\n{}\n\n\
@@ -214,20 +172,23 @@ async fn apply_locked(
 
     let snapshot = tfstate::parse(bundle.snapshot.to_string().as_bytes())
         .context("the saved plan's state snapshot is not valid")?;
-    if !bundle.workspace.starts_with("stategraph-plan-") || bundle.workspace.contains('/') {
+    if !bundle.workspace.starts_with(DIR_PREFIX) || bundle.workspace.contains('/') {
         bail!(
             "the saved plan names an unexpected private directory {:?}",
             bundle.workspace
         );
     }
-    let ws = Workspace::new_named(&settings.workdir, &snapshot, &bundle.workspace).with_context(|| {
-        format!(
-            "cannot recreate the saved plan's private directory {} (is the plan being applied twice at once?)",
-            std::env::temp_dir().join(&bundle.workspace).display()
-        )
-    })?;
-    super::run::prepare(&ws, tf, store).await?;
-    let plan_file = ws.plan_path("saved");
+    let layout = session.settings.layout();
+    let dir = layout
+        .named_run_dir(&snapshot, &bundle.workspace)
+        .with_context(|| {
+            format!(
+                "cannot recreate the saved plan's private directory {} (is the plan being applied twice at once?)",
+                layout.temp_dir.join(&bundle.workspace).display()
+            )
+        })?;
+    prepare(&dir, tf, &session.store).await?;
+    let plan_file = dir.plan_path("saved");
     let plan_bytes = base64::engine::general_purpose::STANDARD
         .decode(&bundle.terraform_plan)
         .context("the saved plan's terraform plan is not valid base64")?;
@@ -240,15 +201,8 @@ async fn apply_locked(
             .open(&plan_file)?;
         f.write_all(&plan_bytes)?;
     }
-    let passthrough: Vec<&String> = flags
-        .passthrough
-        .iter()
-        .filter(|a| !matches!(a.as_str(), "-auto-approve" | "--auto-approve"))
-        .collect();
     let recording = Recording {
-        store,
-        settings,
-        name,
+        session,
         holder,
         before: &snapshot,
         scope: Scope {
@@ -257,21 +211,15 @@ async fn apply_locked(
             outputs: &bundle.outputs,
             changed: &[],
         },
-        command,
-        kind: Kind::Apply,
     };
     let begun = recording.begin().await?;
-    let run = ws
+    let apply = dir
         .command(tf)
         .args(["apply", "-lock=false"])
-        .args(passthrough)
+        .args(flags.pass(&["auto-approve"]))
         .arg(&plan_file)
         .stdout(Output::Inherit);
-    let done = recording.run_with_checkpoints(&begun, &ws, run).await?;
-    let report = recording.finish(Some(&begun), &ws).await?;
-    settings.ui.info(format!(
-        "stategraph: transaction {} wrote {} added, {} changed, {} removed to state \"{name}\"",
-        report.txn_id, report.added, report.changed, report.removed
-    ));
-    Ok(done.code)
+    let done = recording.run_with_checkpoints(&begun, &dir, apply).await?;
+    let report = recording.finish(Some(&begun), &dir).await?;
+    Ok((done.code, report))
 }

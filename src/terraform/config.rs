@@ -37,7 +37,7 @@ use hcl_edit::Span;
 use sha2::{Digest, Sha256};
 
 use super::plan::ConfigInfo;
-use super::workspace::OVERRIDE_FILE;
+use super::rundir::OVERRIDE_FILE;
 
 /// Why a configuration cannot be read here (terraform's plan is used instead).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,27 +78,11 @@ pub struct Inputs {
     pub tf_version: String,
     /// `TF_CLI_ARGS` and `TF_CLI_ARGS_plan`/`_apply`.
     pub cli_args: Vec<(String, String)>,
-}
-
-impl Inputs {
-    /// The inputs of a run in this process's environment.
-    pub fn from_env(vars: &[String], tf_version: &str) -> Inputs {
-        let mut env: Vec<(String, String)> = std::env::vars()
-            .filter(|(k, _)| k.starts_with("TF_VAR_"))
-            .collect();
-        env.sort();
-        let cli_args = ["TF_CLI_ARGS", "TF_CLI_ARGS_plan", "TF_CLI_ARGS_apply"]
-            .iter()
-            .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
-            .collect();
-        Inputs {
-            vars: vars.to_vec(),
-            env,
-            cli_args,
-            workspace: std::env::var("TF_WORKSPACE").unwrap_or_else(|_| "default".to_owned()),
-            tf_version: tf_version.to_owned(),
-        }
-    }
+    /// The user's terraform data dir, where `init` recorded the installed
+    /// modules (`None`: `.terraform` in the root module).
+    pub data_dir: Option<PathBuf>,
+    /// terraform's `path.cwd`: the directory it runs in.
+    pub cwd: String,
 }
 
 /// One managed resource block.
@@ -336,10 +320,22 @@ fn sha(parts: &[&str]) -> String {
 
 /// Reads the configuration rooted at `root`.
 pub fn read(root: &Path, inputs: &Inputs) -> Result<Config, Unsupported> {
-    let manifest = read_manifest(root);
-    let mut modules: Vec<Module> = Vec::new();
-    let mut global: Vec<String> = Vec::new();
-    load(root, "", None, "", &manifest, &mut modules, &mut global, 0)?;
+    let data_dir = inputs
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| root.join(".terraform"));
+    let manifest = read_manifest(root, &data_dir);
+    let mut loader = Loader {
+        manifest: &manifest,
+        modules: Vec::new(),
+        global: Vec::new(),
+    };
+    loader.load(root, "", None, "", 0)?;
+    let Loader {
+        modules,
+        mut global,
+        ..
+    } = loader;
     global.push(inputs.tf_version.clone());
     // Arguments terraform takes from the environment (`-var`s among them).
     global.extend(inputs.cli_args.iter().map(|(k, v)| format!("{k}={v}")));
@@ -616,12 +612,8 @@ fn join(module: &str, rest: &str) -> String {
     }
 }
 
-/// `.terraform/modules/modules.json`: module key (`a.b`) to directory.
-fn read_manifest(root: &Path) -> HashMap<String, PathBuf> {
-    let dir = std::env::var_os("TF_DATA_DIR")
-        .map(PathBuf::from)
-        .map(|d| if d.is_absolute() { d } else { root.join(d) })
-        .unwrap_or_else(|| root.join(".terraform"));
+/// `<data dir>/modules/modules.json`: module key (`a.b`) to directory.
+fn read_manifest(root: &Path, dir: &Path) -> HashMap<String, PathBuf> {
     let Ok(text) = std::fs::read(dir.join("modules").join("modules.json")) else {
         return HashMap::new();
     };
@@ -640,200 +632,203 @@ fn read_manifest(root: &Path) -> HashMap<String, PathBuf> {
         .collect()
 }
 
-#[allow(clippy::too_many_arguments)]
-fn load(
-    dir: &Path,
-    path: &str,
-    parent: Option<usize>,
-    call_name: &str,
-    manifest: &HashMap<String, PathBuf>,
-    modules: &mut Vec<Module>,
-    global: &mut Vec<String>,
-    depth: usize,
-) -> Result<usize, Unsupported> {
-    if depth > 32 {
-        return Err(Unsupported(format!(
-            "modules nested deeper than 32 at {path}"
-        )));
-    }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| Unsupported(format!("cannot read {}: {e}", dir.display())))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
-    let mut m = Module {
-        path: path.to_owned(),
-        parent,
-        call_name: call_name.to_owned(),
-        ..Module::default()
-    };
-    let mut sources: Vec<(String, String)> = Vec::new();
-    for file in &files {
-        let name = file.file_name().unwrap_or_default().to_string_lossy();
-        if name.ends_with(".tf.json") {
+/// Reads a root module and the modules it calls, depth first.
+struct Loader<'a> {
+    /// Installed modules by key (see [`read_manifest`]).
+    manifest: &'a HashMap<String, PathBuf>,
+    /// Every module read, the root first.
+    modules: Vec<Module>,
+    /// Text of the blocks that apply to every resource block.
+    global: Vec<String>,
+}
+
+impl Loader<'_> {
+    /// Reads the module in `dir` at module path `path` (called `call_name` by
+    /// the module at index `parent`) and what it calls; returns its index.
+    fn load(
+        &mut self,
+        dir: &Path,
+        path: &str,
+        parent: Option<usize>,
+        call_name: &str,
+        depth: usize,
+    ) -> Result<usize, Unsupported> {
+        if depth > 32 {
             return Err(Unsupported(format!(
-                "{} is JSON configuration",
-                file.display()
+                "modules nested deeper than 32 at {path}"
             )));
         }
-        if !name.ends_with(".tf") || name == OVERRIDE_FILE {
-            continue;
-        }
-        if name == "override.tf" || name.ends_with("_override.tf") {
-            return Err(Unsupported(format!(
-                "{} is an override file",
-                file.display()
-            )));
-        }
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| Unsupported(format!("cannot read {}: {e}", file.display())))?;
-        let body: Body = text
-            .parse()
-            .map_err(|e| Unsupported(format!("cannot parse {}: {e}", file.display())))?;
-        for s in body.iter() {
-            let Structure::Block(b) = s else {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| Unsupported(format!("cannot read {}: {e}", dir.display())))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+        let mut m = Module {
+            path: path.to_owned(),
+            parent,
+            call_name: call_name.to_owned(),
+            ..Module::default()
+        };
+        let mut sources: Vec<(String, String)> = Vec::new();
+        for file in &files {
+            let name = file.file_name().unwrap_or_default().to_string_lossy();
+            if name.ends_with(".tf.json") {
+                return Err(Unsupported(format!(
+                    "{} is JSON configuration",
+                    file.display()
+                )));
+            }
+            if !name.ends_with(".tf") || name == OVERRIDE_FILE {
                 continue;
-            };
-            let labels: Vec<&str> = b.labels.iter().map(|l| l.as_str()).collect();
-            let text = match b.span() {
-                Some(r) => text[r].to_owned(),
-                None => format!("{} {labels:?} {{{}}}", b.ident.as_str(), b.body),
-            };
-            match (b.ident.as_str(), labels.as_slice()) {
-                ("resource", [t, n]) => {
-                    let expanded = b.body.get_attribute("count").is_some()
-                        || b.body.get_attribute("for_each").is_some();
-                    let mut refs = Refs::of_body(&b.body);
-                    // replace_triggered_by plans a replacement when what it
-                    // names changes, whether or not the state says it depends on it.
-                    let triggered = b
-                        .body
-                        .get_blocks("lifecycle")
-                        .any(|l| l.body.get_attribute("replace_triggered_by").is_some());
-                    refs.impure |= triggered;
-                    let mut expansion = Refs::default();
-                    for key in ["count", "for_each"] {
-                        if let Some(a) = b.body.get_attribute(key) {
-                            expansion.visit_expr(&a.value);
+            }
+            if name == "override.tf" || name.ends_with("_override.tf") {
+                return Err(Unsupported(format!(
+                    "{} is an override file",
+                    file.display()
+                )));
+            }
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| Unsupported(format!("cannot read {}: {e}", file.display())))?;
+            let body: Body = text
+                .parse()
+                .map_err(|e| Unsupported(format!("cannot parse {}: {e}", file.display())))?;
+            for s in body.iter() {
+                let Structure::Block(b) = s else {
+                    continue;
+                };
+                let labels: Vec<&str> = b.labels.iter().map(|l| l.as_str()).collect();
+                let text = match b.span() {
+                    Some(r) => text[r].to_owned(),
+                    None => format!("{} {labels:?} {{{}}}", b.ident.as_str(), b.body),
+                };
+                match (b.ident.as_str(), labels.as_slice()) {
+                    ("resource", [t, n]) => {
+                        let expanded = b.body.get_attribute("count").is_some()
+                            || b.body.get_attribute("for_each").is_some();
+                        let mut refs = Refs::of_body(&b.body);
+                        // replace_triggered_by plans a replacement when what it
+                        // names changes, whether or not the state says it depends on it.
+                        let triggered = b
+                            .body
+                            .get_blocks("lifecycle")
+                            .any(|l| l.body.get_attribute("replace_triggered_by").is_some());
+                        refs.impure |= triggered;
+                        let mut expansion = Refs::default();
+                        for key in ["count", "for_each"] {
+                            if let Some(a) = b.body.get_attribute(key) {
+                                expansion.visit_expr(&a.value);
+                            }
                         }
-                    }
-                    m.resources.insert(
-                        format!("{t}.{n}"),
-                        (Item { text, refs }, expanded, expansion),
-                    );
-                }
-                ("data", [t, n]) => {
-                    let refs = Refs::of_body(&b.body);
-                    m.data.insert(format!("{t}.{n}"), Item { text, refs });
-                }
-                ("variable", [n]) => {
-                    if let Some(d) = b.body.get_attribute("default") {
-                        m.defaults.insert((*n).to_owned(), d.value.to_string());
-                    }
-                    m.variables.insert((*n).to_owned(), text);
-                }
-                ("locals", []) => {
-                    for a in b.body.attributes() {
-                        m.locals.insert(
-                            a.key.as_str().to_owned(),
-                            Item {
-                                text: a.value.to_string(),
-                                refs: Refs::of_expr(&a.value),
-                            },
+                        m.resources.insert(
+                            format!("{t}.{n}"),
+                            (Item { text, refs }, expanded, expansion),
                         );
                     }
-                }
-                ("output", [n]) => {
-                    let refs = Refs::of_body(&b.body);
-                    m.outputs.insert((*n).to_owned(), Item { text, refs });
-                }
-                ("module", [n]) => {
-                    let mut call = ModuleCall::default();
-                    let mut meta: Vec<String> = Vec::new();
-                    for a in b.body.attributes() {
-                        let key = a.key.as_str();
-                        let item = Item {
-                            text: a.value.to_string(),
-                            refs: Refs::of_expr(&a.value),
-                        };
-                        match key {
-                            "source" | "version" | "count" | "for_each" | "depends_on"
-                            | "providers" => {
-                                if matches!(key, "count" | "for_each") {
-                                    call.expanded = true;
-                                }
-                                call.for_each |= key == "for_each";
-                                if key == "source" {
-                                    if let Expression::String(s) = &a.value {
-                                        sources.push(((*n).to_owned(), s.as_str().to_owned()));
-                                    }
-                                }
-                                meta.push(format!("{key}={}", item.text));
-                                call.meta.refs.refs.extend(item.refs.refs);
-                                call.meta.refs.impure |= item.refs.impure;
-                            }
-                            _ => {
-                                if let Some(var) = keyed_var(&a.value) {
-                                    call.keyed.insert(key.to_owned(), var);
-                                }
-                                call.args.insert(key.to_owned(), item);
-                            }
+                    ("data", [t, n]) => {
+                        let refs = Refs::of_body(&b.body);
+                        m.data.insert(format!("{t}.{n}"), Item { text, refs });
+                    }
+                    ("variable", [n]) => {
+                        if let Some(d) = b.body.get_attribute("default") {
+                            m.defaults.insert((*n).to_owned(), d.value.to_string());
+                        }
+                        m.variables.insert((*n).to_owned(), text);
+                    }
+                    ("locals", []) => {
+                        for a in b.body.attributes() {
+                            m.locals.insert(
+                                a.key.as_str().to_owned(),
+                                Item {
+                                    text: a.value.to_string(),
+                                    refs: Refs::of_expr(&a.value),
+                                },
+                            );
                         }
                     }
-                    if b.body.blocks().next().is_some() {
-                        meta.push(b.body.to_string());
+                    ("output", [n]) => {
+                        let refs = Refs::of_body(&b.body);
+                        m.outputs.insert((*n).to_owned(), Item { text, refs });
                     }
-                    call.meta.text = meta.join("\n");
-                    m.calls.insert((*n).to_owned(), call);
+                    ("module", [n]) => {
+                        let mut call = ModuleCall::default();
+                        let mut meta: Vec<String> = Vec::new();
+                        for a in b.body.attributes() {
+                            let key = a.key.as_str();
+                            let item = Item {
+                                text: a.value.to_string(),
+                                refs: Refs::of_expr(&a.value),
+                            };
+                            match key {
+                                "source" | "version" | "count" | "for_each" | "depends_on"
+                                | "providers" => {
+                                    if matches!(key, "count" | "for_each") {
+                                        call.expanded = true;
+                                    }
+                                    call.for_each |= key == "for_each";
+                                    if key == "source" {
+                                        if let Expression::String(s) = &a.value {
+                                            sources.push(((*n).to_owned(), s.as_str().to_owned()));
+                                        }
+                                    }
+                                    meta.push(format!("{key}={}", item.text));
+                                    call.meta.refs.refs.extend(item.refs.refs);
+                                    call.meta.refs.impure |= item.refs.impure;
+                                }
+                                _ => {
+                                    if let Some(var) = keyed_var(&a.value) {
+                                        call.keyed.insert(key.to_owned(), var);
+                                    }
+                                    call.args.insert(key.to_owned(), item);
+                                }
+                            }
+                        }
+                        if b.body.blocks().next().is_some() {
+                            meta.push(b.body.to_string());
+                        }
+                        call.meta.text = meta.join("\n");
+                        m.calls.insert((*n).to_owned(), call);
+                    }
+                    _ => self.global.push(text),
                 }
-                _ => global.push(text),
             }
         }
-    }
-    let index = modules.len();
-    modules.push(m);
-    for (name, source) in sources {
-        let child_path = join(path, &format!("module.{name}"));
-        let key = child_path
-            .split('.')
-            .filter(|s| *s != "module")
-            .collect::<Vec<_>>()
-            .join(".");
-        let child_dir = if source.starts_with("./") || source.starts_with("../") {
-            dir.join(&source)
-        } else if let Some(d) = manifest.get(&key) {
-            d.clone()
-        } else {
+        let index = self.modules.len();
+        self.modules.push(m);
+        for (name, source) in sources {
+            let child_path = join(path, &format!("module.{name}"));
+            let key = child_path
+                .split('.')
+                .filter(|s| *s != "module")
+                .collect::<Vec<_>>()
+                .join(".");
+            let child_dir = if source.starts_with("./") || source.starts_with("../") {
+                dir.join(&source)
+            } else if let Some(d) = self.manifest.get(&key) {
+                d.clone()
+            } else {
+                return Err(Unsupported(format!(
+                    "module {child_path} ({source}) is not installed here"
+                )));
+            };
+            let child = self.load(&child_dir, &child_path, Some(index), &name, depth + 1)?;
+            self.modules[index].children.insert(name, child);
+        }
+        let loaded = &self.modules[index];
+        if loaded.children.len() != loaded.calls.len() {
+            let missing: Vec<&String> = loaded
+                .calls
+                .keys()
+                .filter(|c| !loaded.children.contains_key(*c))
+                .collect();
             return Err(Unsupported(format!(
-                "module {child_path} ({source}) is not installed here"
+                "module call(s) {missing:?} in {} have no literal source",
+                dir.display()
             )));
-        };
-        let child = load(
-            &child_dir,
-            &child_path,
-            Some(index),
-            &name,
-            manifest,
-            modules,
-            global,
-            depth + 1,
-        )?;
-        modules[index].children.insert(name, child);
+        }
+        Ok(index)
     }
-    if modules[index].children.len() != modules[index].calls.len() {
-        let missing: Vec<&String> = modules[index]
-            .calls
-            .keys()
-            .filter(|c| !modules[index].children.contains_key(*c))
-            .collect();
-        return Err(Unsupported(format!(
-            "module call(s) {missing:?} in {} have no literal source",
-            dir.display()
-        )));
-    }
-    Ok(index)
 }
 
 /// The text that sets each root variable, last definition wins:
@@ -943,9 +938,7 @@ impl Reader<'_> {
         let v = match r {
             Ref::Resource(_) => Some(String::new()),
             Ref::Data(_) => None,
-            Ref::Cwd => std::env::current_dir()
-                .ok()
-                .map(|d| d.to_string_lossy().into_owned()),
+            Ref::Cwd => Some(self.inputs.cwd.clone()),
             Ref::Workspace => Some(self.inputs.workspace.clone()),
             Ref::Local(n) => match module.locals.get(n) {
                 Some(item) => self.item_hash(m, item),

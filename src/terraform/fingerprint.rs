@@ -9,7 +9,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use super::workspace::OVERRIDE_FILE;
+use super::rundir::OVERRIDE_FILE;
 
 /// `sha256` (hex) over the terraform version and the configuration files
 /// (`*.tf`, `*.tf.json`) of `root` and of every installed module, by

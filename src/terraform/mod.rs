@@ -3,8 +3,8 @@
 //! of its output with optional capture, exact exit codes, and signals.
 //!
 //! [`Terraform::discover`] checks the binary once; [`Terraform::command`]
-//! builds one invocation and [`Run::run`] executes it with stderr (and by
-//! default stdout) passed through live. [`workspace`] materializes the
+//! builds one invocation and [`Invocation::run`] executes it with stderr (and by
+//! default stdout) passed through live. [`rundir`] materializes the
 //! private state, data dir and backend override one run needs; [`plan`] holds
 //! the `show -json` plan types. This module must not talk to PostgreSQL or
 //! decide what to plan: callers choose the arguments.
@@ -23,7 +23,7 @@ pub mod config;
 pub mod fingerprint;
 pub mod plan;
 pub mod planfile;
-pub mod workspace;
+pub mod rundir;
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -32,7 +32,6 @@ use std::process::Stdio;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use std::io::Write;
 
 use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{signal, SignalKind};
@@ -40,7 +39,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::ui::Ui;
 
 pub use plan::Plan;
-pub use workspace::Workspace;
+pub use rundir::RunDir;
 
 /// The oldest terraform we drive (plan JSON 1.x, `-lockfile=readonly`, `terraform_data`).
 pub const MIN_VERSION: Version = Version {
@@ -222,6 +221,11 @@ impl Terraform {
         self
     }
 
+    /// Where this module's own messages go.
+    pub fn ui(&self) -> Ui {
+        self.ui
+    }
+
     /// The binary's path as given.
     pub fn bin(&self) -> &Path {
         &self.bin
@@ -243,8 +247,8 @@ impl Terraform {
     }
 
     /// A terraform invocation run in `dir` (the root module), not yet started.
-    pub fn command(&self, dir: &Path) -> Run {
-        Run {
+    pub fn command(&self, dir: &Path) -> Invocation {
+        Invocation {
             bin: self.bin.clone(),
             dir: dir.to_path_buf(),
             args: Vec::new(),
@@ -281,14 +285,14 @@ pub enum Output {
 
 /// One terraform invocation being built.
 #[derive(Debug)]
-pub struct Run {
+pub struct Invocation {
     bin: PathBuf,
     dir: PathBuf,
     args: Vec<OsString>,
     env: Vec<(OsString, Option<OsString>)>,
     interactive: bool,
     stdout: Output,
-    /// stderr captured, never shown (see [`Run::quiet`]).
+    /// stderr captured, never shown (see [`Invocation::quiet`]).
     quiet: bool,
     ui: Ui,
 }
@@ -300,7 +304,7 @@ pub struct Finished {
     pub code: u8,
     /// Captured stdout (empty with [`Output::Inherit`]).
     pub stdout: Vec<u8>,
-    /// Captured stderr (empty unless [`Run::quiet`]).
+    /// Captured stderr (empty unless [`Invocation::quiet`]).
     pub stderr: Vec<u8>,
     /// How many interrupts (SIGINT/SIGTERM) stategraph received while it ran.
     pub interrupts: u32,
@@ -313,15 +317,15 @@ impl Finished {
     }
 }
 
-impl Run {
+impl Invocation {
     /// Appends one argument.
-    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Run {
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Invocation {
         self.args.push(arg.as_ref().to_owned());
         self
     }
 
     /// Appends arguments.
-    pub fn args<I, S>(mut self, args: I) -> Run
+    pub fn args<I, S>(mut self, args: I) -> Invocation
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
@@ -332,33 +336,33 @@ impl Run {
     }
 
     /// Sets an environment variable for terraform.
-    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Run {
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Invocation {
         self.env
             .push((key.as_ref().to_owned(), Some(value.as_ref().to_owned())));
         self
     }
 
     /// Removes an environment variable (e.g. a `TF_CLI_ARGS_plan` colliding with our flags).
-    pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> Run {
+    pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> Invocation {
         self.env.push((key.as_ref().to_owned(), None));
         self
     }
 
     /// Inherit stdin (approval prompts, `-input=true`); otherwise stdin is `/dev/null`.
-    pub fn interactive(mut self, yes: bool) -> Run {
+    pub fn interactive(mut self, yes: bool) -> Invocation {
         self.interactive = yes;
         self
     }
 
     /// Where stdout goes (default [`Output::Inherit`]).
-    pub fn stdout(mut self, output: Output) -> Run {
+    pub fn stdout(mut self, output: Output) -> Invocation {
         self.stdout = output;
         self
     }
 
     /// Captures stderr instead of showing it: for a run whose failure
     /// stategraph handles itself.
-    pub fn quiet(mut self) -> Run {
+    pub fn quiet(mut self) -> Invocation {
         self.quiet = true;
         self
     }
@@ -424,6 +428,7 @@ impl Run {
         })?;
         let pid = child.id().map(|id| Pid::from_raw(id as i32));
         let tee = self.stdout == Output::Tee;
+        let ui = self.ui;
         let reader = child.stdout.take().map(|mut out| {
             tokio::spawn(async move {
                 let mut captured = Vec::new();
@@ -437,9 +442,7 @@ impl Run {
                     if tee {
                         // Blocking write (tokio's io-std is not enabled): terraform
                         // output is small, and a full stdout pipe must slow it anyway.
-                        let mut ours = std::io::stdout().lock();
-                        ours.write_all(&buf[..n])?;
-                        ours.flush()?;
+                        ui.terraform_output(&buf[..n])?;
                     }
                 }
                 Ok::<_, std::io::Error>(captured)
@@ -500,7 +503,7 @@ impl Run {
         })
     }
 
-    /// Like [`Run::run`], and a non-zero exit is [`TerraformError::Failed`].
+    /// Like [`Invocation::run`], and a non-zero exit is [`TerraformError::Failed`].
     pub async fn run_ok(self) -> Result<Finished, TerraformError> {
         let command = self.describe();
         let done = self.run().await?;

@@ -1,10 +1,14 @@
-//! A private working setup for one terraform run against the user's root
-//! module directory, leaving that directory as it was.
+//! The private run directory: a working setup for one terraform run against
+//! the user's root module directory, leaving that directory as it was.
+//! (Not a terraform workspace: those are stored states, see
+//! [`crate::settings::Settings::state_name`].)
 //!
 //! Owns a private temp dir (0700) holding the state handed to terraform
 //! (0600), a private `TF_DATA_DIR` and plan files, plus the shared backend
 //! override file in the user's directory. It must not touch the user's
-//! `.terraform/`, `.terraform.lock.hcl` or local state files.
+//! data dir (`.terraform/` or `TF_DATA_DIR`), `.terraform.lock.hcl` or local
+//! state files, and reads no environment variable: [`Layout`] says where
+//! everything is.
 //!
 //! How terraform is pointed at our state whatever backend the configuration
 //! declares (measured with terraform 1.11.4):
@@ -40,7 +44,7 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{Flock, FlockArg, OFlag};
 use sha2::{Digest, Sha256};
 
-use super::{io_err, Output, Run, Terraform, TerraformError};
+use super::{io_err, Invocation, Output, Terraform, TerraformError};
 use crate::tfstate::{self, State};
 
 /// The backend override every run shares; it sorts after other override files.
@@ -51,13 +55,44 @@ pub const OVERRIDE_CONTENT: &str = "# Written by stategraph while it runs terraf
 /// The file in a private dir naming the pid of the run that owns it.
 const OWNER_FILE: &str = "owner.pid";
 
-/// Private dirs of runs of this user that died without removing them
-/// (SIGKILL, a lost machine): their owner pid is gone, and no process still
-/// uses them (a dead run's terraform may still be stopping gracefully: its
-/// `TF_DATA_DIR` points inside).
-pub fn orphans() -> Vec<PathBuf> {
+/// Where private run dirs are made, and the user's directories they serve.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The system temp dir (`TMPDIR`), where private run dirs live.
+    pub temp_dir: PathBuf,
+    /// The user's root module directory.
+    pub root: PathBuf,
+    /// The user's terraform data dir (`TF_DATA_DIR`, else `.terraform`),
+    /// whose installed providers and modules runs reuse.
+    pub user_data_dir: PathBuf,
+}
+
+impl Layout {
+    /// A new private run dir with `state` as the state terraform sees.
+    pub fn run_dir(&self, state: &State) -> Result<RunDir, TerraformError> {
+        RunDir::create(self, state, None)
+    }
+
+    /// Like [`Layout::run_dir`], in a private dir of the exact name `name`
+    /// under the temp dir (it must not exist). A saved plan records the
+    /// path of the state it was planned with, so the run that applies it,
+    /// perhaps on another machine, must use the same path.
+    pub fn named_run_dir(&self, state: &State, name: &str) -> Result<RunDir, TerraformError> {
+        RunDir::create(self, state, Some(name))
+    }
+
+    /// Private dirs of runs of this user that died without removing them
+    /// (SIGKILL, a lost machine): their owner pid is gone, and no process
+    /// still uses them (a dead run's terraform may still be stopping
+    /// gracefully: its `TF_DATA_DIR` points inside).
+    pub fn orphans(&self) -> Vec<PathBuf> {
+        orphans_in(&self.temp_dir)
+    }
+}
+
+fn orphans_in(temp_dir: &Path) -> Vec<PathBuf> {
     use std::os::unix::fs::MetadataExt;
-    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+    let Ok(entries) = fs::read_dir(temp_dir) else {
         return Vec::new();
     };
     let uid = nix::unistd::geteuid().as_raw();
@@ -123,7 +158,9 @@ fn data_dirs_in_use() -> Vec<PathBuf> {
 
 /// One run's private state, data dir and plan files.
 #[derive(Debug)]
-pub struct Workspace {
+pub struct RunDir {
+    /// Where it was made (the root canonical), for a sibling dir.
+    layout: Layout,
     root: PathBuf,
     // Field order matters for Drop: remove our files, then release the override.
     dir: tempfile::TempDir,
@@ -132,53 +169,49 @@ pub struct Workspace {
     override_guard: OverrideGuard,
 }
 
-impl Workspace {
-    /// Creates the private setup for the root module `root` with `state` as the state terraform sees.
-    pub fn new(root: &Path, state: &State) -> Result<Workspace, TerraformError> {
-        Workspace::create(root, state, None)
-    }
-
-    /// Like [`Workspace::new`], in a private dir of the exact name `name`
-    /// under the system temp dir (it must not exist). A saved plan records
-    /// the path of the state it was planned with, so the run that applies
-    /// it, perhaps on another machine, must use the same path.
-    pub fn new_named(root: &Path, state: &State, name: &str) -> Result<Workspace, TerraformError> {
-        Workspace::create(root, state, Some(name))
-    }
-
-    fn create(root: &Path, state: &State, name: Option<&str>) -> Result<Workspace, TerraformError> {
-        let root = root
+impl RunDir {
+    fn create(
+        layout: &Layout,
+        state: &State,
+        name: Option<&str>,
+    ) -> Result<RunDir, TerraformError> {
+        let root = layout
+            .root
             .canonicalize()
-            .map_err(io_err(format!("cannot open {}", root.display())))?;
+            .map_err(io_err(format!("cannot open {}", layout.root.display())))?;
         let mut builder = tempfile::Builder::new();
         match name {
             Some(n) => builder.prefix(n).rand_bytes(0),
             None => builder.prefix("stategraph-run-"),
         };
         let dir = builder
-            .tempdir()
+            .tempdir_in(&layout.temp_dir)
             .map_err(io_err("cannot create a private temp dir"))?;
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700))
             .map_err(io_err("cannot restrict the private temp dir"))?;
 
         // Who owns it: a run killed with SIGKILL cannot remove its dir; a
         // later run finds it by this pid being gone (see [`orphans`]).
-        write_private(
+        write_new(
             &dir.path().join(OWNER_FILE),
             std::process::id().to_string().as_bytes(),
         )?;
         let state_path = dir.path().join("terraform.tfstate");
-        write_private(&state_path, &state.to_json())?;
+        write_new(&state_path, &state.to_json())?;
 
         let data_dir = dir.path().join("data");
         fs::create_dir(&data_dir).map_err(io_err("cannot create TF_DATA_DIR"))?;
         seed_backend_cache(&data_dir, &state_path)?;
-        let user_data = root.join(".terraform");
+        let user_data = &layout.user_data_dir;
         link_modules(&user_data.join("modules"), &data_dir.join("modules"))?;
         link_tree(&user_data.join("providers"), &data_dir.join("providers"), 5)?;
 
-        let override_guard = OverrideGuard::acquire(&root)?;
-        Ok(Workspace {
+        let override_guard = OverrideGuard::acquire(&root, &layout.temp_dir)?;
+        Ok(RunDir {
+            layout: Layout {
+                root: root.clone(),
+                ..layout.clone()
+            },
             root,
             dir,
             state_path,
@@ -192,6 +225,12 @@ impl Workspace {
         &self.root
     }
 
+    /// Where this dir was made: another run dir for the same root module
+    /// (a refresh run beside the plan) is made with it.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
     /// The state file terraform reads and writes.
     pub fn state_path(&self) -> &Path {
         &self.state_path
@@ -202,7 +241,7 @@ impl Workspace {
         &self.data_dir
     }
 
-    /// The name of the private dir (see [`Workspace::new_named`]).
+    /// The name of the private dir (see [`Layout::named_run_dir`]).
     pub fn dir_name(&self) -> String {
         self.dir
             .path()
@@ -224,7 +263,7 @@ impl Workspace {
     /// A terraform command in the user's directory wired to this workspace:
     /// private `TF_DATA_DIR`, `TF_IN_AUTOMATION`, no `TF_WORKSPACE` (our
     /// private backend holds exactly one state, in the default workspace).
-    pub fn command(&self, tf: &Terraform) -> Run {
+    pub fn command(&self, tf: &Terraform) -> Invocation {
         debug_assert!(self.override_guard.active());
         tf.command(&self.root)
             .env("TF_DATA_DIR", &self.data_dir)
@@ -247,8 +286,8 @@ impl Workspace {
         let command = run.describe();
         let done = run.run().await?;
         if !done.success() {
-            let mut err = std::io::stderr();
-            let _ = err.write_all(&done.stdout);
+            // Terraform's explanation, as a failed `init` shows it.
+            tf.ui().replay(&[], &done.stdout);
             return Err(TerraformError::Failed {
                 command,
                 code: done.code,
@@ -259,7 +298,7 @@ impl Workspace {
 
     /// Makes `init` unnecessary: the backend cache gets terraform's hash of
     /// our backend block (learned from an earlier `init` by the same
-    /// terraform version, see [`Workspace::backend_hash`]); providers and
+    /// terraform version, see [`RunDir::backend_hash`]); providers and
     /// modules are the user's, linked. Commands then run as after `init`.
     pub fn skip_init(&self, hash: u64) -> Result<(), TerraformError> {
         let path = self.data_dir.join("terraform.tfstate");
@@ -286,7 +325,7 @@ impl Workspace {
         f.write_all(&state.to_json()).map_err(io_err(what()))
     }
 
-    /// The state terraform left in [`Workspace::state_path`], parsed.
+    /// The state terraform left in [`RunDir::state_path`], parsed.
     pub fn read_state(&self) -> Result<State, TerraformError> {
         let bytes = fs::read(&self.state_path).map_err(io_err(format!(
             "cannot read the state terraform wrote to {}",
@@ -299,16 +338,19 @@ impl Workspace {
     }
 }
 
-/// Writes a new file only we can read.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TerraformError> {
-    let what = || format!("cannot write {}", path.display());
+/// Writes a new file only its owner can read (state holds secrets).
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)
-        .map_err(io_err(what()))?;
-    f.write_all(bytes).map_err(io_err(what()))
+        .open(path)?;
+    f.write_all(bytes)
+}
+
+/// [`write_private`], with the error terraform's runs report.
+fn write_new(path: &Path, bytes: &[u8]) -> Result<(), TerraformError> {
+    write_private(path, bytes).map_err(io_err(format!("cannot write {}", path.display())))
 }
 
 /// Writes the backend cache (`TF_DATA_DIR/terraform.tfstate`, format 3) that
@@ -316,7 +358,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TerraformError> {
 /// our state. The hash is left 0; init recomputes it without migrating
 /// because the effective configuration matches.
 fn seed_backend_cache(data_dir: &Path, state_path: &Path) -> Result<(), TerraformError> {
-    write_private(
+    write_new(
         &data_dir.join("terraform.tfstate"),
         &backend_cache(state_path, 0)?,
     )
@@ -398,8 +440,8 @@ struct OverrideGuard {
 impl OverrideGuard {
     /// Takes the shared lock (waiting for a run that is removing the file),
     /// then makes sure the override file is in place.
-    fn acquire(root: &Path) -> Result<OverrideGuard, TerraformError> {
-        let lock_path = lock_path(root);
+    fn acquire(root: &Path, temp_dir: &Path) -> Result<OverrideGuard, TerraformError> {
+        let lock_path = lock_path(root, temp_dir);
         let file = open_lock_file(&lock_path)?;
         let lock =
             Flock::lock(file, FlockArg::LockShared).map_err(|(_, errno)| TerraformError::Io {
@@ -443,11 +485,11 @@ impl Drop for OverrideGuard {
 
 /// `<tmp>/stategraph-override-<sha256(dir)[..16]>.lock`, outside the user's
 /// directory. Never removed: removing it would race with a run opening it.
-fn lock_path(root: &Path) -> PathBuf {
+fn lock_path(root: &Path, temp_dir: &Path) -> PathBuf {
     use std::os::unix::ffi::OsStrExt;
     let digest = Sha256::digest(root.as_os_str().as_bytes());
     let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-    std::env::temp_dir().join(format!("stategraph-override-{hex}.lock"))
+    temp_dir.join(format!("stategraph-override-{hex}.lock"))
 }
 
 fn open_lock_file(path: &Path) -> Result<File, TerraformError> {

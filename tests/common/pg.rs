@@ -111,7 +111,7 @@ fn cluster() -> &'static Cluster {
 
 fn start_cluster() -> Cluster {
     let explicit = std::env::var_os("STATEGRAPH_PG_BIN").map(PathBuf::from);
-    let bin = stategraph::db::embedded::find_pg_bin(explicit.as_deref()).unwrap_or_else(|e| {
+    let bin = stategraph::db::embedded::find_pg_bin(explicit.as_deref(), std::env::var("PATH").ok().as_deref()).unwrap_or_else(|e| {
         panic!("the tests need a PostgreSQL server to run against.\n{e:#}\n(./install.sh installs it; STATEGRAPH_PG_BIN names its bin directory.)")
     });
     let psql = match bin.join("psql") {
@@ -465,7 +465,7 @@ fn redact_url(url: &str) -> String {
 /// logging settings all take effect on reload.
 pub fn start_cluster_with(extra_conf: &str, files: &[(&str, &[u8])]) -> ClusterHandle {
     let explicit = std::env::var_os("STATEGRAPH_PG_BIN").map(PathBuf::from);
-    let bin = stategraph::db::embedded::find_pg_bin(explicit.as_deref()).unwrap_or_else(|e| {
+    let bin = stategraph::db::embedded::find_pg_bin(explicit.as_deref(), std::env::var("PATH").ok().as_deref()).unwrap_or_else(|e| {
         panic!("the tests need a PostgreSQL server to run against.\n{e:#}\n(./install.sh installs it; STATEGRAPH_PG_BIN names its bin directory.)")
     });
     let psql = match bin.join("psql") {

@@ -1,0 +1,96 @@
+//! Terraform commands that may write anywhere in the state (`import`,
+//! `taint`, `untaint`, `refresh`, `state mv|rm|replace-provider`): run on a
+//! private copy of the stored state with every instance locked exclusively,
+//! their result merged back in one transaction.
+//!
+//! These commands are short: no checkpoints, but the same transaction,
+//! retry and recovery file as an apply ([`super::record`]).
+
+use anyhow::Result;
+
+use super::record::{Recording, Scope};
+use super::session::{prepare, Session};
+use super::{Kind, Outcome};
+use crate::settings::Settings;
+use crate::terraform::Terraform;
+use crate::tfargs::TfFlags;
+
+/// Runs terraform's `words` (`["taint"]`, `["state", "mv"]`) with `flags`
+/// (parsed from the arguments after them) on the whole state locked.
+pub async fn run(settings: &Settings, words: &[String], flags: &TfFlags) -> Result<Outcome> {
+    let tf = Terraform::discover(settings.terraform.as_deref())?.with_ui(settings.ui);
+    let store = crate::db::open(settings).await?;
+    let name = settings.state_name();
+    let state_id = super::session::ensure_state(&store, settings, &name).await?;
+    let given: Vec<String> = words
+        .iter()
+        .cloned()
+        .chain(flags.pass(&[]))
+        .chain(flags.positional.iter().cloned())
+        .collect();
+    let command = format!("stategraph {}", given.join(" "));
+    let session = Session::new(settings, store, (name, state_id), Kind::Write, command);
+    session.rescue_dead_runs();
+
+    let all = session.pull().await?.sorted_addresses();
+    let lease = session.lease(&all, &[], flags.lock_timeout).await?;
+    let fresh = session.pull().await?;
+    let dir = settings.layout().run_dir(&fresh)?;
+    prepare(&dir, &tf, &session.store).await?;
+    let mut args: Vec<String> = words.to_vec();
+    args.push("-lock=false".to_owned());
+    if words.len() == 2 {
+        // `state mv|rm|replace-provider` write a backup of the state, in
+        // the user's directory unless told otherwise.
+        args.push(format!("-backup={}", dir.plan_path("backup").display()));
+    }
+    args.extend(flags.pass(&[]));
+    args.extend(flags.positional.iter().cloned());
+
+    // Terraform may write anything in the state (and add addresses, with
+    // import): the run writes it all.
+    let mut write = fresh.sorted_addresses();
+    let mut outputs: Vec<String> = fresh.outputs.iter().map(|(n, _)| n.clone()).collect();
+    let begun = Recording {
+        session: &session,
+        holder: lease.holder(),
+        before: &fresh,
+        scope: Scope {
+            write: &write,
+            read: &[],
+            outputs: &outputs,
+            changed: &[],
+        },
+    }
+    .begin()
+    .await?;
+    let done = dir.command(&tf).args(&args).interactive(true).run().await?;
+    let after = dir.read_state()?;
+    let mut written = None;
+    if after != fresh {
+        write.extend(after.sorted_addresses());
+        write.sort();
+        write.dedup();
+        outputs.extend(after.outputs.iter().map(|(n, _)| n.clone()));
+        let recording = Recording {
+            session: &session,
+            holder: lease.holder(),
+            before: &fresh,
+            scope: Scope {
+                write: &write,
+                read: &[],
+                outputs: &outputs,
+                changed: &[],
+            },
+        };
+        let report = recording.finish(Some(&begun), &dir).await?;
+        written = Some((session.name.clone(), report));
+    }
+    lease.release().await?;
+    drop(dir);
+    Ok(Outcome::Ran {
+        code: done.code,
+        saved: None,
+        written,
+    })
+}

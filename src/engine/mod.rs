@@ -1,0 +1,145 @@
+//! The engine: the stages of one plan/apply run, a file per stage, and the
+//! other paths that write a stored state with the same guarantees.
+//!
+//! [`pipeline::run`] reads top to bottom like the flow in the README:
+//!
+//! 1. [`session`]: open the store (terraform's version is checked
+//!    meanwhile), make sure the state exists, rescue the private dirs of
+//!    runs that died, ready a private run dir for terraform.
+//! 2. [`discover`]: what may change — the configuration's HCL against the
+//!    recorded [`baseline`] where it can tell, else terraform's refresh-less
+//!    plan (the tests' oracle runs both).
+//! 3. [`change_set`]: the write set (changed instances and everything
+//!    downstream) and the read set (what they depend on), on the stored graph.
+//! 4. [`lease`]: lock them — exclusive on the write set, shared on the read
+//!    set (shared on both for `plan`) — with a lease renewed while held.
+//! 5. Re-check under the lock: rows of the cone that changed meanwhile are
+//!    planned again; a cone that grew is locked again.
+//! 6. [`refresh`]: terraform's plan of the cone, with a scoped refresh of
+//!    only the written instances where that saves refreshing.
+//! 7. [`verify`]: what terraform planned must lie in the locked write set;
+//!    what lies outside is locked too and planned again, never applied
+//!    unlocked.
+//! 8. [`record`]: the run's transaction opened before terraform writes,
+//!    checkpoints merged while it applies, the final merge retried while
+//!    the database is unreachable, a [`recovery`] file when it cannot be
+//!    written.
+//! 9. The lease is released.
+//!
+//! Besides the pipeline: [`saved`] plans (`plan -out`, `apply FILE`),
+//! [`locked`] terraform commands that may write anywhere in the state
+//! (`taint`, `import`, `state mv` ...), and [`recovery`] (`recover FILE`).
+//!
+//! Commands ([`crate::commands`]) parse argv, call one entry point here and
+//! render what it returns; nothing here parses a command line.
+
+pub mod baseline;
+pub mod change_set;
+pub mod discover;
+pub mod lease;
+pub mod locked;
+pub mod pipeline;
+pub mod record;
+pub mod recovery;
+pub mod refresh;
+pub mod saved;
+pub mod session;
+pub mod verify;
+
+use std::path::PathBuf;
+
+use crate::db::store::PushReport;
+use crate::error::Exit;
+use crate::ui::Ui;
+
+/// What kind of run writes the state (as the transaction log names it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Plan,
+    Apply,
+    Destroy,
+    /// A terraform command that writes state (taint, import, state mv, ...).
+    Write,
+    /// `stategraph recover`: the result of an earlier run.
+    Recover,
+}
+
+impl Kind {
+    /// The name in the transaction log and in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Plan => "plan",
+            Kind::Apply => "apply",
+            Kind::Destroy => "destroy",
+            Kind::Write => "command",
+            Kind::Recover => "recover",
+        }
+    }
+}
+
+/// How a plan or apply ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Discovery found nothing to change; terraform planned nothing.
+    /// `explained`: say that resources outside a change are not refreshed.
+    NoChanges { explained: bool },
+    /// Terraform ran; its exit code is ours.
+    Ran {
+        code: u8,
+        /// The saved plan written (`plan -out`), as the user named it.
+        saved: Option<(PathBuf, String)>,
+        /// What the run wrote to the stored state.
+        written: Option<(String, PushReport)>,
+    },
+    /// The user did not approve the plan.
+    Cancelled,
+}
+
+impl Outcome {
+    /// Says how the run ended, as terraform would, and returns its exit
+    /// code as the command's result. `json`: stdout is terraform's JSON.
+    pub fn finish(self, ui: Ui, json: bool) -> anyhow::Result<()> {
+        match self {
+            Outcome::NoChanges { explained } => {
+                if !json {
+                    ui.say(if explained {
+                        "\nNo changes. Your infrastructure matches the configuration.\n\n\
+                         stategraph found no change in the configuration; resources outside a \
+                         change are not refreshed."
+                    } else {
+                        "\nNo changes. Your infrastructure matches the configuration."
+                    });
+                }
+                Ok(())
+            }
+            Outcome::Ran {
+                code,
+                saved,
+                written,
+            } => {
+                if let Some((path, given)) = saved {
+                    ui.info(format!(
+                        "stategraph: saved plan written to {} (apply it with `stategraph apply {given}`)",
+                        path.display()
+                    ));
+                }
+                if let Some((name, report)) = written {
+                    ui.info(written_line(&name, &report));
+                }
+                Exit::with(code)
+            }
+            Outcome::Cancelled => {
+                ui.say("\nApply cancelled.");
+                Err(Exit(1).into())
+            }
+        }
+    }
+}
+
+/// `stategraph: transaction N wrote A added, C changed, R removed to state "NAME"`.
+pub fn written_line(name: &str, report: &PushReport) -> String {
+    format!(
+        "stategraph: transaction {} wrote {} added, {} changed, {} removed to state \"{name}\"",
+        report.txn_id, report.added, report.changed, report.removed
+    )
+}

@@ -1,0 +1,325 @@
+//! One `stategraph plan`, `apply` or `destroy`, top to bottom: the stages
+//! of [`super`] in the order they run. Terraform's output reaches the user
+//! live and its exit code is the run's.
+
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+
+use super::change_set::ChangeSet;
+use super::discover::{discover, Discovered};
+use super::lease::Lease;
+use super::record::Recording;
+use super::refresh::{final_plan, plan_cone};
+use super::session::{prepare, Context};
+use super::{baseline, saved, verify, Kind, Outcome};
+use crate::db::store::PushReport;
+use crate::terraform::{Finished, RunDir};
+use crate::tfstate::State;
+use crate::ui::thousands;
+
+/// How many times the cone may grow under the lock before we give up
+/// (unless -lock-timeout leaves more time).
+const MAX_ATTEMPTS: usize = 3;
+
+/// Plans (and for apply and destroy, applies) the change cone.
+pub async fn run(cx: &Context<'_>) -> Result<Outcome> {
+    let (session, flags) = (&cx.session, &cx.flags);
+    session.rescue_dead_runs();
+    // Retries go on for at least MAX_ATTEMPTS, and as long as -lock-timeout allows.
+    let retry_until = Instant::now() + flags.lock_timeout;
+    let out_of_attempts = |attempt: usize| attempt >= MAX_ATTEMPTS && Instant::now() >= retry_until;
+    // Addresses terraform planned to change outside an earlier cone.
+    let mut forced: Vec<String> = Vec::new();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        // Snapshot, and a private run dir holding it.
+        let snapshot = session.pull().await?;
+        let dir = run_dir(cx, &snapshot)?;
+        prepare(&dir, &cx.tf, &session.store).await?;
+
+        // Discover what changes, and compute the change set on the stored graph.
+        let found = discover(cx, &dir, &snapshot, &forced).await?;
+        if found.changed.is_empty() {
+            return Ok(Outcome::NoChanges { explained: true });
+        }
+        let step = session.ui.step("Computing change cone");
+        let rows = session
+            .store
+            .graph_rows(&session.name)
+            .await?
+            .unwrap_or_default();
+        let cs = ChangeSet::compute(&rows, &found.changed, &found.info)?;
+        step.done(format!(
+            "{} of {} instances ({} write, {} read)",
+            thousands(cs.write.len() + cs.read.len()),
+            thousands(rows.len() + cs.new),
+            thousands(cs.write.len()),
+            thousands(cs.read.len())
+        ));
+
+        // Lock it: exclusive on the write set, shared on the read set (all
+        // shared for plan).
+        let (exclusive, shared) = cs.locks(session.kind);
+        let lease = session
+            .lease(&exclusive, &shared, flags.lock_timeout)
+            .await?;
+
+        // Re-check under the lock: rows of the cone may have changed between
+        // the snapshot and the lock.
+        let fresh = session.pull().await?;
+        dir.write_state(&fresh)?;
+        let (found, cs, rows) = if cs.rows_differ(&snapshot, &fresh) {
+            match recheck(cx, &dir, &fresh, &forced, &cs).await? {
+                Recheck::Fits(again) => *again,
+                Recheck::NoChanges => {
+                    lease.release().await?;
+                    return Ok(Outcome::NoChanges { explained: false });
+                }
+                Recheck::Grew => {
+                    lease.release().await?;
+                    if out_of_attempts(attempt) {
+                        bail!(
+                            "the change cone kept growing while waiting for locks ({attempt} attempts); try again"
+                        );
+                    }
+                    session.ui.info("The change cone grew; locking it again.");
+                    continue;
+                }
+            }
+        } else {
+            (found, cs, rows)
+        };
+
+        // Terraform plans the cone first (for apply too): what it plans is
+        // checked against the locks before anything is applied.
+        let planned = plan_cone(cx, &dir, &fresh, &cs, &found.info, &rows).await?;
+        if session.kind == Kind::Plan {
+            let done = planned?;
+            let saved = save(cx, &dir, &fresh, &cs, &found, &done).await;
+            let released = lease.release().await;
+            let saved = saved?;
+            released?;
+            return Ok(Outcome::Ran {
+                code: done.code,
+                saved,
+                written: None,
+            });
+        }
+        let done = planned?;
+        if !done.success() {
+            lease.release().await?;
+            return Ok(ran(done.code, None));
+        }
+
+        // Never apply anything unlocked: changes terraform plans outside the
+        // write set (drift of a dependency, say) are locked too, and the
+        // cone planned again.
+        let (outside, planned) =
+            verify::outside_write_set(cx, &dir, &final_plan(&dir), &cs).await?;
+        if !outside.is_empty() {
+            lease.release().await?;
+            if out_of_attempts(attempt) {
+                bail!(
+                    "terraform keeps planning changes outside the locked cone ({}); nothing was applied",
+                    outside.join(", ")
+                );
+            }
+            session.ui.info(format!(
+                "terraform also plans to change {}: locking {} too and planning again.",
+                outside.join(", "),
+                if outside.len() == 1 { "it" } else { "them" }
+            ));
+            forced.extend(outside);
+            continue;
+        }
+        if planned.is_empty() && !flags.refresh_only {
+            // Nothing to do in the cone: its rows are converged.
+            if let Some(config) = &found.config {
+                let write = cs.write.iter().map(String::as_str);
+                let entries = baseline::converged(config, &fresh, write, false);
+                session
+                    .store
+                    .put_baseline(session.state_id, &entries)
+                    .await?;
+            }
+            lease.release().await?;
+            return Ok(ran(0, None));
+        }
+        if !flags.auto_approve && !approve(cx)? {
+            lease.release().await?;
+            return Ok(Outcome::Cancelled);
+        }
+        let (code, report) = apply(cx, &dir, &fresh, &cs, &found, &lease).await;
+        let released = lease.release().await;
+        let (code, report) = (code?, report?);
+        released?;
+        return Ok(ran(code, Some(report)));
+    }
+}
+
+/// What the re-check under the lock found.
+enum Recheck {
+    /// Discovery on the fresh rows: its change set lies in what is locked.
+    Fits(Box<(Discovered, ChangeSet, Vec<crate::db::store::GraphRow>)>),
+    /// Nothing to change any more.
+    NoChanges,
+    /// The change set outgrew the locks.
+    Grew,
+}
+
+/// Rows of the cone changed between the snapshot and the lock. Nobody can
+/// change them now: discover again on the fresh state `fresh` (in `dir`)
+/// while holding the lock, and go round only if the cone grew beyond `held`.
+async fn recheck(
+    cx: &Context<'_>,
+    dir: &RunDir,
+    fresh: &State,
+    forced: &[String],
+    held: &ChangeSet,
+) -> Result<Recheck> {
+    let session = &cx.session;
+    session.ui.info(
+        "Rows of the cone changed before the locks were taken; planning again on the new state.",
+    );
+    let found = discover(cx, dir, fresh, forced).await?;
+    if found.changed.is_empty() {
+        return Ok(Recheck::NoChanges);
+    }
+    let rows = session
+        .store
+        .graph_rows(&session.name)
+        .await?
+        .unwrap_or_default();
+    let grown = ChangeSet::compute(&rows, &found.changed, &found.info)?;
+    Ok(match grown.fits_in(held, session.kind) {
+        true => Recheck::Fits(Box::new((found, grown, rows))),
+        false => Recheck::Grew,
+    })
+}
+
+/// The private run dir of one attempt. A saved plan records its state's
+/// path: give it a name the applying run can recreate (random, so not
+/// guessable in advance).
+fn run_dir(cx: &Context<'_>, snapshot: &State) -> Result<RunDir> {
+    let layout = cx.session.settings.layout();
+    Ok(match &cx.flags.out {
+        Some(_) => layout.named_run_dir(
+            snapshot,
+            &format!("{}{}", saved::DIR_PREFIX, super::session::new_lineage()?),
+        )?,
+        None => layout.run_dir(snapshot)?,
+    })
+}
+
+/// `plan -out=FILE`: writes the saved plan when terraform's plan succeeded
+/// (or found changes, with `-detailed-exitcode`); returns its path and the
+/// name the user gave it.
+async fn save(
+    cx: &Context<'_>,
+    dir: &RunDir,
+    fresh: &State,
+    cs: &ChangeSet,
+    found: &Discovered,
+    done: &Finished,
+) -> Result<Option<(std::path::PathBuf, String)>> {
+    let flags = &cx.flags;
+    let Some(out) = &flags.out else {
+        return Ok(None);
+    };
+    if !(done.code == 0 || (flags.detailed_exitcode && done.code == 2)) {
+        return Ok(None);
+    }
+    let outputs = cs.allowed_outputs(&found.info, fresh);
+    let path = cx.session.settings.workdir.join(out);
+    saved::write(&cx.session, fresh, cs, &outputs, dir, &path).await?;
+    Ok(Some((path, out.clone())))
+}
+
+/// Asks for approval as terraform does; false unless the answer is `yes`.
+fn approve(cx: &Context<'_>) -> Result<bool> {
+    let (settings, flags) = (cx.session.settings, &cx.flags);
+    if flags.no_input || !settings.tf_input {
+        bail!(
+            "apply requires approval, and input is disabled (-input=false or TF_INPUT=0)\n\n\
+             Pass -auto-approve to apply without asking."
+        );
+    }
+    let question = match cx.session.kind {
+        Kind::Destroy => {
+            "\nDo you really want to destroy all resources in the change cone?\n  \
+             Terraform will destroy the resources shown above.\n  \
+             There is no undo. Only 'yes' will be accepted to confirm.\n\n  Enter a value: "
+        }
+        _ => {
+            "\nDo you want to perform these actions?\n  \
+             Terraform will perform the actions described above.\n  \
+             Only 'yes' will be accepted to approve.\n\n  Enter a value: "
+        }
+    };
+    Ok(cx.session.ui.ask(question)?.trim() == "yes")
+}
+
+/// Applies terraform's plan of the cone under `lease`, recording it
+/// (checkpoints while terraform applies, the final merge after); returns
+/// terraform's exit code and what was written. Terraform may have applied
+/// part before it failed: that is recorded too.
+async fn apply(
+    cx: &Context<'_>,
+    dir: &RunDir,
+    fresh: &State,
+    cs: &ChangeSet,
+    found: &Discovered,
+    lease: &Lease<'_>,
+) -> (Result<u8>, Result<(String, PushReport)>) {
+    let session = &cx.session;
+    let outputs = cs.allowed_outputs(&found.info, fresh);
+    let recording = Recording {
+        session,
+        holder: lease.holder(),
+        before: fresh,
+        scope: super::record::Scope {
+            write: &cs.write,
+            read: &cs.read,
+            outputs: &outputs,
+            changed: &cs.changed,
+        },
+    };
+    let begun = match recording.begin().await {
+        Ok(begun) => begun,
+        Err(e) => return (Err(e), Err(anyhow::anyhow!("nothing was applied"))),
+    };
+    let apply = dir
+        .command(&cx.tf)
+        .args(["apply", "-lock=false"])
+        .args(cx.flags.for_saved_plan())
+        .arg(final_plan(dir));
+    let done = recording.run_with_checkpoints(&begun, dir, apply).await;
+    let Ok(done) = done else {
+        let e = done.unwrap_err();
+        return (Err(e.into()), Err(anyhow::anyhow!("terraform did not run")));
+    };
+    let recorded = recording.finish(Some(&begun), dir).await;
+    if let (Some(config), true, Ok(_)) = (&found.config, done.success(), &recorded) {
+        // The applied blocks' rows are what the configuration says.
+        // Best effort: without it the next run plans those blocks again.
+        if let Ok(after) = dir.read_state() {
+            let write = cs.write.iter().map(String::as_str);
+            let entries = baseline::converged(config, &after, write, true);
+            let _ = session.store.put_baseline(session.state_id, &entries).await;
+        }
+    }
+    (
+        Ok(done.code),
+        recorded.map(|report| (session.name.clone(), report)),
+    )
+}
+
+fn ran(code: u8, written: Option<(String, PushReport)>) -> Outcome {
+    Outcome::Ran {
+        code,
+        saved: None,
+        written,
+    }
+}

@@ -1,0 +1,421 @@
+//! Recording what terraform writes while a run holds its locks: the run's
+//! transaction opened before terraform starts writing, checkpoints merged
+//! while it applies, the final merge retried while the database is
+//! unreachable, and a private [`super::recovery`] file (finished later with
+//! `stategraph recover FILE`) when the result cannot be written.
+//!
+//! Every state-writing path (apply, destroy, saved-plan apply, taint/import/
+//! state mv ..., recover) goes through [`Recording`], so each gets the same
+//! guarantees: what terraform finished is in PostgreSQL or in a recovery
+//! file, never only in a private temp dir. Every write is fenced by the
+//! lock holder's lease in the database ([`crate::db::locks`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{anyhow, Context, Result};
+use serde_json::{json, Value};
+
+use super::recovery::{self, RecoveryFile};
+use super::session::Session;
+use crate::db::locks::Holder;
+use crate::db::store::{Begin, Merge, PushReport, StoreError};
+use crate::terraform::{Finished, Invocation, RunDir, TerraformError};
+use crate::tfstate::{self, State};
+
+/// What one run may write, and what it read.
+#[derive(Clone, Copy)]
+pub struct Scope<'a> {
+    pub write: &'a [String],
+    pub read: &'a [String],
+    pub outputs: &'a [String],
+    /// What its plan found changing (for the log).
+    pub changed: &'a [String],
+}
+
+/// How often the state file terraform writes is looked at during an apply.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+/// First and longest pause between attempts to reach the database.
+const RETRY_START: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// One run's writes to one state under one lock holder.
+pub struct Recording<'a> {
+    pub session: &'a Session<'a>,
+    pub holder: &'a Holder,
+    /// The state handed to terraform.
+    pub before: &'a State,
+    pub scope: Scope<'a>,
+}
+
+/// A run's open transaction.
+pub struct Begun {
+    pub txn_id: i64,
+    /// Version and writing transaction of each write-set object when it
+    /// began (see [`crate::db::store::Store::versions`]): what `recover`
+    /// checks against.
+    pub versions: BTreeMap<String, (i64, i64)>,
+}
+
+/// Checkpoints taken during one terraform run.
+#[derive(Default)]
+struct Checkpoints {
+    /// (modified time, length) of the state file last looked at.
+    seen: Option<(SystemTime, u64)>,
+    /// Serial of the state last merged.
+    merged_serial: Option<i64>,
+    recorded: u32,
+    /// Set when checkpoints cannot go on (lock lost, refused merge).
+    stopped: bool,
+    warned_unreachable: bool,
+}
+
+impl<'a> Recording<'a> {
+    /// Opens the run's transaction (status `running`, linked to the lock
+    /// holder) right before terraform may write.
+    pub async fn begin(&self) -> Result<Begun> {
+        let s = self.session;
+        let txn_id = s
+            .store
+            .begin(&Begin {
+                state_name: &s.name,
+                holder_id: self.holder.id,
+                kind: s.kind.name(),
+                command: &s.command,
+                actor: &s.settings.actor,
+                cone: self.cone(),
+                summary: json!({"changed_by_plan": self.scope.changed}),
+            })
+            .await
+            .with_context(|| format!("cannot start the transaction in {}", s.store.display()))?;
+        let versions = s.store.versions(&s.name, self.scope.write).await?;
+        Ok(Begun { txn_id, versions })
+    }
+
+    fn cone(&self) -> Value {
+        json!({"write": self.scope.write, "read": self.scope.read})
+    }
+
+    /// Runs terraform (`apply`, which writes the run dir's state file) and,
+    /// while it runs, merges each new state it writes into the run's
+    /// transaction, so that what it finished is recorded even if
+    /// stategraph, terraform or the machine dies before the end.
+    pub async fn run_with_checkpoints(
+        &self,
+        begun: &Begun,
+        dir: &RunDir,
+        apply: Invocation,
+    ) -> Result<Finished, TerraformError> {
+        // If stategraph dies (SIGKILL), what terraform writes after the last
+        // checkpoint stays in the private dir: this note lets a later run
+        // turn it into a recovery file (see [`recovery::rescue_orphans`]).
+        // The state handed to terraform is copied as it is (no second
+        // serialization of a possibly large state), the note refers to it.
+        if let Ok(pending) = self.recovery_file(
+            Some(begun),
+            Value::Null,
+            Value::Null,
+            "the run died before it finished".into(),
+        ) {
+            recovery::leave_note(dir, &pending);
+        }
+        let mut checkpoints = Checkpoints::default();
+        if let Ok(meta) = std::fs::metadata(dir.state_path()) {
+            checkpoints.seen = meta.modified().ok().map(|m| (m, meta.len()));
+        }
+        let run = apply.run();
+        tokio::pin!(run);
+        loop {
+            tokio::select! {
+                done = &mut run => return done,
+                _ = tokio::time::sleep(CHECKPOINT_EVERY), if !checkpoints.stopped => {
+                    // Terraform goes on (and its signals are forwarded) while
+                    // a checkpoint is written; it finishes before we return.
+                    let step = self.checkpoint(begun, dir, &mut checkpoints);
+                    tokio::pin!(step);
+                    tokio::select! {
+                        done = &mut run => {
+                            step.await;
+                            return done;
+                        }
+                        () = &mut step => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn checkpoint(&self, begun: &Begun, dir: &RunDir, ck: &mut Checkpoints) {
+        let Ok(meta) = std::fs::metadata(dir.state_path()) else {
+            return;
+        };
+        let seen = meta.modified().ok().map(|m| (m, meta.len()));
+        if seen.is_none() || seen == ck.seen {
+            return;
+        }
+        // Terraform rewrites the file in place: a read may catch it half
+        // written. Then try again at the next tick.
+        let Ok(bytes) = std::fs::read(dir.state_path()) else {
+            return;
+        };
+        let Ok(state) = tfstate::parse(&bytes) else {
+            return;
+        };
+        ck.seen = seen;
+        if ck.merged_serial == Some(state.serial) || state.serial == self.before.serial {
+            return;
+        }
+        match self.merge(&state, Some(begun), false).await {
+            Ok(_) => {
+                ck.merged_serial = Some(state.serial);
+                ck.recorded += 1;
+            }
+            Err(e) if e.is_unreachable() => {
+                if !std::mem::replace(&mut ck.warned_unreachable, true) {
+                    self.session.ui.warn(format!(
+                        "cannot record progress in {}: the database is unreachable ({e}); \
+                         terraform goes on, and its result will be written when the database is back",
+                        self.session.store.display()
+                    ));
+                }
+                // Look at this file again next time.
+                ck.seen = None;
+            }
+            Err(e) => {
+                ck.stopped = true;
+                self.session.ui.warn(format!(
+                    "progress is no longer recorded during this apply: {e}"
+                ));
+            }
+        }
+    }
+
+    /// Merges the state terraform wrote into the stored state (write-set
+    /// rows and allowed outputs only), fenced by the lock holder's lease.
+    pub async fn merge(
+        &self,
+        after: &State,
+        begun: Option<&Begun>,
+        finish: bool,
+    ) -> Result<PushReport, StoreError> {
+        self.merge_as(self.holder.id, after, begun, finish).await
+    }
+
+    async fn merge_as(
+        &self,
+        holder_id: i64,
+        after: &State,
+        begun: Option<&Begun>,
+        finish: bool,
+    ) -> Result<PushReport, StoreError> {
+        // Data sources are read afresh by every run that needs them and hold
+        // no managed object: what terraform read is written without an
+        // exclusive lock (the last reader wins), so that a widely used data
+        // source does not pull every resource depending on it into every
+        // cone.
+        let mut write_set = self.scope.write.to_vec();
+        write_set.extend(changed_data_sources(self.before, after));
+        let s = self.session;
+        let m = Merge {
+            state_name: &s.name,
+            holder_id: Some(holder_id),
+            write_set: &write_set,
+            outputs: self.scope.outputs,
+            before: self.before,
+            after,
+            kind: s.kind.name(),
+            command: &s.command,
+            actor: &s.settings.actor,
+            cone: self.cone(),
+            started_at: Some(self.holder.acquired_at),
+            summary: json!({"changed_by_plan": self.scope.changed}),
+            txn_id: begun.map(|b| b.txn_id),
+            finish,
+        };
+        s.store.merge(&m).await
+    }
+
+    /// Writes terraform's final state: retried with backoff while the
+    /// database is unreachable (up to `STATEGRAPH_DB_RETRY`); kept in a
+    /// private recovery file if it cannot be written, with the command that
+    /// finishes the job.
+    pub async fn finish(&self, begun: Option<&Begun>, dir: &RunDir) -> Result<PushReport> {
+        let after = dir.read_state()?;
+        self.finish_with(begun, after).await
+    }
+
+    async fn finish_with(&self, begun: Option<&Begun>, after: State) -> Result<PushReport> {
+        let (settings, store) = (self.session.settings, &self.session.store);
+        let ui = self.session.ui;
+        let started = Instant::now();
+        let mut pause = RETRY_START;
+        let mut step: Option<crate::ui::Step> = None;
+        let mut relocked = false;
+        let error = loop {
+            match self.merge(&after, begun, true).await {
+                Ok(report) => {
+                    if let Some(step) = step {
+                        step.done("written");
+                    }
+                    return Ok(report);
+                }
+                Err(e) if e.is_unreachable() && started.elapsed() < settings.db_retry => {
+                    let left = settings.db_retry.saturating_sub(started.elapsed());
+                    let detail = format!(
+                        "database unreachable ({e}); trying again for {}",
+                        crate::ui::duration(left)
+                    );
+                    match &step {
+                        Some(s) => s.progress(&detail),
+                        None => {
+                            let s = ui
+                                .step(format!("Writing terraform's result to {}", store.display()));
+                            s.progress(&detail);
+                            if !ui.is_fancy() {
+                                ui.info(format!(
+                                    "stategraph: the database {} is unreachable ({e}); trying again for up to {}",
+                                    store.display(),
+                                    crate::ui::duration(settings.db_retry)
+                                ));
+                            }
+                            step = Some(s);
+                        }
+                    }
+                    tokio::time::sleep(pause.min(left)).await;
+                    pause = (pause * 2).min(RETRY_MAX);
+                }
+                Err(StoreError::LeaseLost { .. }) if !relocked => {
+                    // The lease ran out (a long outage): if nobody took the
+                    // locks meanwhile and nothing changed, lock again and write.
+                    relocked = true;
+                    match self.relock_and_merge(begun, &after).await {
+                        Some(report) => {
+                            if let Some(step) = step {
+                                step.done("written");
+                            }
+                            return Ok(report);
+                        }
+                        None => continue,
+                    }
+                }
+                Err(e) => break e,
+            }
+        };
+        if let Some(step) = step {
+            step.fail();
+        }
+        let file = self.recovery_file(
+            begun,
+            recovery::state_value(self.before)?,
+            recovery::state_value(&after)?,
+            error.to_string(),
+        )?;
+        let kept = file.keep(settings)?;
+        let next = match &error {
+            StoreError::OutsideWriteSet { .. } | StoreError::LineageChanged { .. } => format!(
+                "Keep this file: it is the only record of what terraform just applied. \
+                 `stategraph recover {}` writes it once the cause is fixed.",
+                kept.display()
+            ),
+            _ => format!(
+                "Keep this file: it is the only record of what terraform just applied. Once the \
+                 database is reachable, finish with:\n\n    stategraph recover {}\n\n\
+                 It writes the result if nobody changed those resources since, and otherwise \
+                 refuses and keeps the file.",
+                kept.display()
+            ),
+        };
+        Err(anyhow!(error).context(format!(
+            "the result of terraform was not written to state \"{}\" in {}; it is kept in {}\n\n{next}",
+            self.session.name,
+            store.display(),
+            kept.display()
+        )))
+    }
+}
+
+impl Recording<'_> {
+    /// After the lease ran out: takes the same locks again (never waiting)
+    /// and writes the result if every write-set object is as the run found
+    /// it or as its own checkpoints left it. `None` if that cannot be done;
+    /// the caller then keeps the result in a recovery file.
+    async fn relock_and_merge(&self, begun: Option<&Begun>, after: &State) -> Option<PushReport> {
+        let begun = begun?;
+        let s = self.session;
+        let lease = s.try_lease(self.scope.write, self.scope.read).await?;
+        let outcome = async {
+            let now = s.store.versions(&s.name, self.scope.write).await.ok()?;
+            let removed = s.store.removed_by(&s.name, self.scope.write).await.ok()?;
+            let changed =
+                recovery::changed_since(&begun.versions, Some(begun.txn_id), &now, &removed, after);
+            if !changed.is_empty() {
+                return None;
+            }
+            self.merge_as(lease.holder().id, after, None, true)
+                .await
+                .ok()
+        }
+        .await;
+        let id = lease.holder().id;
+        let _ = lease.release().await;
+        if outcome.is_some() {
+            s.ui.info(format!(
+                "stategraph: the lock's lease ran out while the database was unreachable; \
+                 nobody had taken it or changed those resources, so they were locked again \
+                 (lock {id}) and the result written"
+            ));
+        }
+        outcome
+    }
+
+    fn recovery_file(
+        &self,
+        begun: Option<&Begun>,
+        before: Value,
+        after: Value,
+        error: String,
+    ) -> Result<RecoveryFile> {
+        let s = self.session;
+        Ok(RecoveryFile {
+            format: recovery::FORMAT.to_owned(),
+            version: recovery::VERSION,
+            state: s.name.clone(),
+            database: s.store.display().to_owned(),
+            holder_id: self.holder.id,
+            txn_id: begun.map(|b| b.txn_id),
+            kind: s.kind.name().to_owned(),
+            command: s.command.clone(),
+            write: self.scope.write.to_vec(),
+            read: self.scope.read.to_vec(),
+            outputs: self.scope.outputs.to_vec(),
+            changed: self.scope.changed.to_vec(),
+            versions: begun.map(|b| b.versions.clone()).unwrap_or_default(),
+            error,
+            before,
+            after,
+        })
+    }
+}
+
+/// Addresses of data-source instances whose objects differ between `before` and `after`.
+fn changed_data_sources(before: &State, after: &State) -> Vec<String> {
+    let objects = |s: &State| -> HashMap<String, crate::tfstate::Instance> {
+        let mut out = HashMap::new();
+        for r in s.resources.iter().filter(|r| r.mode == "data") {
+            let raddr = r.address();
+            for i in &r.instances {
+                out.insert(i.address(&raddr), i.clone());
+            }
+        }
+        out
+    };
+    let (b, a) = (objects(before), objects(after));
+    let mut changed: Vec<String> = a
+        .iter()
+        .filter(|(k, v)| b.get(*k) != Some(*v))
+        .map(|(k, _)| k.clone())
+        .chain(b.keys().filter(|k| !a.contains_key(*k)).cloned())
+        .collect();
+    changed.sort();
+    changed
+}

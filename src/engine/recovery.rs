@@ -1,0 +1,364 @@
+//! Recovery files: what a run could not write to the database, kept in a
+//! private file that `stategraph recover FILE` writes later, if nobody
+//! changed those resources since; and the private dirs of runs that died
+//! (SIGKILL, a lost machine), whose last state becomes such a file.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::record::{Recording, Scope};
+use super::session::Session;
+use super::Kind;
+use crate::db::store::{PushReport, Store};
+use crate::settings::Settings;
+use crate::terraform::rundir::write_private;
+use crate::terraform::RunDir;
+use crate::tfstate::{self, State};
+
+/// What a recovery file says it is.
+pub const FORMAT: &str = "stategraph-recovery";
+/// The version of the recovery file this stategraph writes and reads.
+pub const VERSION: u32 = 1;
+
+/// The note a run leaves in its private dir while terraform applies.
+const PENDING_FILE: &str = "pending-recovery.json";
+/// The copy of the state handed to terraform the note refers to.
+const BEFORE_FILE: &str = "before.tfstate";
+
+/// Leaves the note of a run that is about to let terraform apply in its
+/// private dir: if stategraph dies (SIGKILL), what terraform writes after
+/// the last checkpoint stays there, and this note lets a later run turn it
+/// into a recovery file (see [`rescue_orphans`]). The state handed to
+/// terraform is copied as it is (no second serialization of a possibly
+/// large state); the note refers to it. Best effort.
+pub fn leave_note(dir: &RunDir, pending: &RecoveryFile) {
+    if std::fs::copy(dir.state_path(), dir.dir().join(BEFORE_FILE)).is_err() {
+        return;
+    }
+    if let Ok(bytes) = serde_json::to_vec(pending) {
+        let _ = write_private(&dir.dir().join(PENDING_FILE), &bytes);
+    }
+}
+
+/// Removes the private dirs of runs that died (SIGKILL, a lost machine)
+/// without removing them: they hold state, hence secrets. When one was
+/// applying against `database` and its terraform wrote a state, that state
+/// becomes a recovery file first; returns a line about each one kept.
+pub fn rescue_orphans(settings: &Settings, database: &str) -> Vec<String> {
+    let mut said = Vec::new();
+    for dir in settings.layout().orphans() {
+        let pending = std::fs::read(dir.join(PENDING_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<RecoveryFile>(&b).ok());
+        if let Some(mut file) = pending {
+            if file.database != database {
+                continue; // a run against another database: its own runs rescue it
+            }
+            // Terraform rewrites its state in place: if it stopped halfway
+            // through, the previous snapshot is in the backup it keeps.
+            let written = ["terraform.tfstate", "terraform.tfstate.backup"]
+                .iter()
+                .find_map(|f| tfstate::parse(&std::fs::read(dir.join(f)).ok()?).ok());
+            let Some(before) = std::fs::read(dir.join(BEFORE_FILE))
+                .ok()
+                .and_then(|b| tfstate::parse(&b).ok())
+            else {
+                continue; // keep the dir rather than lose what it holds
+            };
+            if let Some(after) = written.filter(|s| s.serial != before.serial) {
+                let (Ok(before), Ok(after)) = (state_value(&before), state_value(&after)) else {
+                    continue;
+                };
+                file.before = before;
+                file.after = after;
+                file.error = "the run died while terraform applied; this is the last state its \
+                              terraform wrote"
+                    .to_owned();
+                match file.keep(settings) {
+                    Ok(path) => said.push(format!(
+                        "a run that died (`{}`, state \"{}\") left the last state its terraform \
+                         wrote, which may hold more than that run had recorded. It is kept in {}; \
+                         `stategraph recover {}` writes it if nobody changed those resources since.",
+                        file.command,
+                        file.state,
+                        path.display(),
+                        path.display()
+                    )),
+                    Err(_) => continue, // keep the dir rather than lose it
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    said
+}
+
+/// A state as a JSON value (what a recovery file holds).
+pub fn state_value(state: &State) -> Result<Value> {
+    serde_json::from_slice(&state.to_json()).context("cannot serialize the state")
+}
+
+/// What a run could not write: everything `stategraph recover` needs to
+/// finish it, or to refuse precisely. Holds the state, so it is private.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RecoveryFile {
+    pub format: String,
+    pub version: u32,
+    /// The stored state's name, and the database it lives in (for messages).
+    pub state: String,
+    pub database: String,
+    /// The lock holder of the run that wrote it, and its transaction.
+    pub holder_id: i64,
+    pub txn_id: Option<i64>,
+    pub kind: String,
+    pub command: String,
+    pub write: Vec<String>,
+    pub read: Vec<String>,
+    pub outputs: Vec<String>,
+    pub changed: Vec<String>,
+    /// Write-set objects' (version, transaction) when the run began.
+    pub versions: BTreeMap<String, (i64, i64)>,
+    /// Why it was not written.
+    pub error: String,
+    /// The state handed to terraform, and the one terraform wrote.
+    pub before: Value,
+    pub after: Value,
+}
+
+impl RecoveryFile {
+    /// Reads and checks a recovery file.
+    pub fn read(path: &Path) -> Result<RecoveryFile> {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let value: Value = serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "{} is not a stategraph recovery file (not JSON)",
+                path.display()
+            )
+        })?;
+        if value.get("format").and_then(Value::as_str) != Some(FORMAT) {
+            anyhow::bail!(
+                "{} is not a stategraph recovery file{}",
+                path.display(),
+                if value.get("lineage").is_some() {
+                    " (it is a terraform state: push it with `stategraph state push`)"
+                } else {
+                    ""
+                }
+            );
+        }
+        let file: RecoveryFile = serde_json::from_value(value)
+            .with_context(|| format!("{} is a damaged recovery file", path.display()))?;
+        if file.version != VERSION {
+            anyhow::bail!(
+                "{} is a recovery file of version {}; this stategraph reads version {VERSION}",
+                path.display(),
+                file.version
+            );
+        }
+        Ok(file)
+    }
+
+    /// The states it holds.
+    pub fn states(&self) -> Result<(State, State)> {
+        let parse = |v: &Value, what: &str| {
+            tfstate::parse(v.to_string().as_bytes())
+                .with_context(|| format!("the recovery file's {what} state is not valid"))
+        };
+        Ok((parse(&self.before, "before")?, parse(&self.after, "after")?))
+    }
+
+    /// Writes it to a new private file under the data directory (or the
+    /// system temp dir when that is not writable).
+    pub fn keep(&self, settings: &Settings) -> Result<PathBuf> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let mut dir = settings.embedded.data_dir.join("recovery");
+        let private_dir = |d: &Path| {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(d)
+        };
+        if private_dir(&dir).is_err() {
+            dir = settings
+                .temp_dir
+                .join(format!("stategraph-recovery-{}", nix::unistd::geteuid()));
+            private_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let path = dir.join(format!(
+            "{}-{}.recovery.json",
+            chrono::Utc::now().format("%Y%m%dT%H%M%S"),
+            std::process::id()
+        ));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        let bytes =
+            serde_json::to_vec_pretty(self).context("cannot serialize the recovery file")?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        Ok(path)
+    }
+}
+
+/// Objects whose (version, transaction) is no longer `then`, other than by
+/// the run's own transaction `own` or by a removal the run also made:
+/// `(key, transaction now, or None if removed)`.
+pub fn changed_since(
+    then: &BTreeMap<String, (i64, i64)>,
+    own: Option<i64>,
+    now: &BTreeMap<String, (i64, i64)>,
+    removed_by: &BTreeMap<String, i64>,
+    after: &State,
+) -> Vec<(String, Option<i64>)> {
+    let in_after: HashSet<String> = after
+        .resources
+        .iter()
+        .flat_map(|r| {
+            let raddr = r.address();
+            r.instances
+                .iter()
+                .map(move |i| match &i.deposed {
+                    Some(d) => format!("{} deposed {d}", i.address(&raddr)),
+                    None => i.address(&raddr),
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut out = Vec::new();
+    let keys: std::collections::BTreeSet<&String> = then.keys().chain(now.keys()).collect();
+    for key in keys {
+        let (then, current) = (then.get(key), now.get(key));
+        // Written or removed last by the run itself (a checkpoint).
+        let ours = match current {
+            Some((_, txn)) => Some(*txn) == own,
+            None => removed_by.get(key).copied() == own && own.is_some(),
+        };
+        let gone_as_intended = current.is_none() && !in_after.contains(key);
+        if then != current && !ours && !gone_as_intended {
+            out.push((key.clone(), current.map(|(_, txn)| *txn)));
+        }
+    }
+    out
+}
+
+/// What `stategraph recover FILE` wrote.
+pub struct Recovered {
+    pub state: String,
+    pub report: PushReport,
+    /// The command of the run that wrote the file.
+    pub command: String,
+}
+
+/// Writes the result kept in the recovery file at `path`: frees the dead
+/// run's locks, takes them again (waiting up to `timeout`), and writes the
+/// file's write set if every object of it is as the run found it (or as
+/// its own checkpoints left it); otherwise refuses, naming what changed.
+/// The file is removed once written, and kept on any failure.
+pub async fn recover(
+    settings: &Settings,
+    path: &Path,
+    timeout: std::time::Duration,
+) -> Result<Recovered> {
+    let ui = settings.ui;
+    let file = RecoveryFile::read(path)?;
+    let (before, after) = file.states()?;
+    let store = crate::db::open(settings).await?;
+    let name = file.state.clone();
+    let state_id = store.state_id(&name).await?.ok_or_else(|| {
+        anyhow!(
+            "no state named \"{name}\" in {} (the file was written for {}); the file is kept",
+            store.display(),
+            file.database
+        )
+    })?;
+
+    // The run that wrote the file has ended: its locks, if its lease has
+    // not run out yet, go now.
+    if store.release(file.holder_id).await? {
+        ui.info(format!(
+            "Freed lock {} of the run that wrote this file ({}).",
+            file.holder_id, file.command
+        ));
+    }
+    let command = format!("stategraph recover {}", path.display());
+    let session = Session::new(settings, store, (name, state_id), Kind::Recover, command);
+    let lease = session
+        .lease(&file.write, &file.read, timeout)
+        .await
+        .with_context(|| format!("nothing was written; the file is kept: {}", path.display()))?;
+
+    // Fencing by versions: every object of the write set must be as the run
+    // found it (or as its own checkpoints left it).
+    let changed = conflicts(&session.store, &session.name, &file, &after).await?;
+    if !changed.is_empty() {
+        lease.release().await?;
+        let lines = session.describe_changes(&changed, "removed since").await?;
+        bail!(
+            "cannot recover: resources of this run were changed since it ran\n{}\n\n\
+             Nothing was written and the file is kept: {}\n\
+             Writing it now would undo those changes. Compare it with `stategraph state pull` \
+             and decide what the state should hold; `stategraph plan` shows how the real \
+             resources differ.",
+            lines.join("\n"),
+            path.display()
+        );
+    }
+
+    let recording = Recording {
+        session: &session,
+        holder: lease.holder(),
+        before: &before,
+        scope: Scope {
+            write: &file.write,
+            read: &file.read,
+            outputs: &file.outputs,
+            changed: &file.changed,
+        },
+    };
+    let written = recording.merge(&after, None, true).await;
+    let released = lease.release().await;
+    let report = written.with_context(|| {
+        format!(
+            "cannot write the recovery file to state \"{}\" in {}; the file is kept: {}",
+            session.name,
+            session.store.display(),
+            path.display()
+        )
+    })?;
+    released?;
+    std::fs::remove_file(path)
+        .with_context(|| format!("written, but cannot remove {}", path.display()))?;
+    Ok(Recovered {
+        state: session.name.clone(),
+        report,
+        command: file.command,
+    })
+}
+
+/// Objects of the file's write set that someone other than the recorded
+/// run wrote since it began.
+async fn conflicts(
+    store: &Store,
+    name: &str,
+    file: &RecoveryFile,
+    after: &State,
+) -> Result<Vec<(String, Option<i64>)>> {
+    let now = store.versions(name, &file.write).await?;
+    let removed_by = store.removed_by(name, &file.write).await?;
+    Ok(changed_since(
+        &file.versions,
+        file.txn_id,
+        &now,
+        &removed_by,
+        after,
+    ))
+}

@@ -1,0 +1,313 @@
+//! What a run works with: the store and the state it writes, who runs it
+//! and how the transaction log names it ([`Session`]); for plan and apply,
+//! terraform and the user's flags as well ([`Context`]). Also readies a
+//! private run dir for terraform ([`prepare`]).
+//!
+//! Every lock request is built here ([`Session::lease`]), so that each run
+//! locks with the same holder description and lease.
+
+use std::collections::BTreeMap;
+
+use anyhow::{anyhow, Context as _, Result};
+use serde_json::json;
+
+use super::lease::Lease;
+use super::recovery;
+use super::Kind;
+use crate::db::locks::LockRequest;
+use crate::db::store::{Store, StoreError};
+use crate::error::Exit;
+use crate::settings::Settings;
+use crate::terraform::{RunDir, Terraform, TerraformError};
+use crate::tfargs::TfFlags;
+use crate::tfstate::State;
+use crate::ui::Ui;
+
+/// One run's store, state and log identity.
+pub struct Session<'a> {
+    pub settings: &'a Settings,
+    pub ui: Ui,
+    pub store: Store,
+    /// The stored state's name and id.
+    pub name: String,
+    pub state_id: i64,
+    pub kind: Kind,
+    /// The command as the transaction log and lock holders show it.
+    pub command: String,
+}
+
+/// A plan or apply run: its session, terraform and the user's flags.
+pub struct Context<'a> {
+    pub session: Session<'a>,
+    pub tf: Terraform,
+    pub flags: TfFlags,
+}
+
+impl<'a> Context<'a> {
+    /// The context of a `kind` run with terraform's arguments `args`
+    /// (parsed as `flags`): the session (see
+    /// [`Session::open_with_terraform`]) and terraform. With `-json`,
+    /// stdout is terraform's JSON only.
+    pub async fn open(
+        settings: &'a Settings,
+        kind: Kind,
+        args: &[String],
+        flags: TfFlags,
+    ) -> Result<Context<'a>> {
+        let command = std::iter::once(format!("stategraph {}", kind.name()))
+            .chain(args.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let (mut session, tf) = Session::open_with_terraform(settings, kind, command).await?;
+        session.ui = session.ui.machine_readable(flags.json);
+        Ok(Context { session, tf, flags })
+    }
+}
+
+impl<'a> Session<'a> {
+    /// A session on the stored state `name` (id `state_id`) of `store`.
+    pub fn new(
+        settings: &'a Settings,
+        store: Store,
+        (name, state_id): (String, i64),
+        kind: Kind,
+        command: String,
+    ) -> Session<'a> {
+        Session {
+            settings,
+            ui: settings.ui,
+            store,
+            name,
+            state_id,
+            kind,
+            command,
+        }
+    }
+
+    /// Opens the store while terraform's version is checked (tens of
+    /// milliseconds, side by side), and makes sure this directory's state
+    /// exists. No terraform at all is said before anything else.
+    pub async fn open_with_terraform(
+        settings: &'a Settings,
+        kind: Kind,
+        command: String,
+    ) -> Result<(Session<'a>, Terraform)> {
+        let Some(bin) = settings.terraform.clone() else {
+            return Err(TerraformError::NotConfigured.into());
+        };
+        let version = tokio::task::spawn_blocking(move || Terraform::discover(Some(&bin)));
+        let store = crate::db::open(settings).await;
+        let tf = version
+            .await
+            .map_err(|e| anyhow!("terraform version check did not finish: {e}"))??
+            .with_ui(settings.ui);
+        let store = store?;
+        let name = settings.state_name();
+        let state_id = ensure_state(&store, settings, &name).await?;
+        Ok((
+            Session::new(settings, store, (name, state_id), kind, command),
+            tf,
+        ))
+    }
+
+    /// The stored state as it is now.
+    pub async fn pull(&self) -> Result<State> {
+        self.store
+            .pull(&self.name)
+            .await?
+            .ok_or_else(|| anyhow!("state \"{}\" vanished", self.name))
+    }
+
+    /// Locks `exclusive` and `shared` for this run, waiting up to `timeout`
+    /// and showing whom it waits for (see [`Lease::acquire`]).
+    pub async fn lease(
+        &self,
+        exclusive: &[String],
+        shared: &[String],
+        timeout: std::time::Duration,
+    ) -> Result<Lease<'_>> {
+        Lease::acquire(
+            &self.store,
+            self.ui,
+            &self.request(exclusive, shared),
+            timeout,
+        )
+        .await
+    }
+
+    /// Locks `exclusive` and `shared` at once, or not at all (never waits).
+    pub async fn try_lease(&self, exclusive: &[String], shared: &[String]) -> Option<Lease<'_>> {
+        Lease::try_acquire(&self.store, &self.request(exclusive, shared)).await
+    }
+
+    fn request<'r>(&'r self, exclusive: &'r [String], shared: &'r [String]) -> LockRequest<'r> {
+        LockRequest {
+            state_id: self.state_id,
+            exclusive,
+            shared,
+            command: &self.command,
+            actor: &self.settings.actor,
+            lease: self.settings.lock_lease,
+            txn_id: None,
+        }
+    }
+
+    /// Removes the private dirs of this user's runs that died, keeping what
+    /// their terraform wrote in a recovery file first, and warns about each.
+    pub fn rescue_dead_runs(&self) {
+        for line in recovery::rescue_orphans(self.settings, self.store.display()) {
+            self.ui.warn(line);
+        }
+    }
+
+    /// One line per changed row, `  KEY: changed by transaction N (who,
+    /// command, when)`, or `gone` when the row no longer exists.
+    pub async fn describe_changes(
+        &self,
+        changed: &[(String, Option<i64>)],
+        gone: &str,
+    ) -> Result<Vec<String>> {
+        let log = self.store.log(Some(&self.name), 500).await?;
+        Ok(changed
+            .iter()
+            .map(|(key, txn)| {
+                let by = txn.and_then(|t| log.iter().find(|e| e.id == t)).map(|e| {
+                    format!(
+                        "changed by transaction {} ({}@{}, {}, {})",
+                        e.id,
+                        e.user,
+                        e.host,
+                        e.command,
+                        e.started_at.format("%Y-%m-%d %H:%M:%S UTC")
+                    )
+                });
+                format!("  {key}: {}", by.unwrap_or_else(|| gone.to_owned()))
+            })
+            .collect())
+    }
+
+    /// Rows of `addresses` whose (version, transaction) is no longer as in
+    /// `then`: `(key, transaction now, or None if gone)`.
+    pub async fn changed_since(
+        &self,
+        addresses: &[String],
+        then: &BTreeMap<String, (i64, i64)>,
+    ) -> Result<Vec<(String, Option<i64>)>> {
+        let now = self.store.versions(&self.name, addresses).await?;
+        let mut changed: Vec<(String, Option<i64>)> = Vec::new();
+        for key in then.keys().chain(now.keys()) {
+            let (before, current) = (then.get(key), now.get(key));
+            if before != current && !changed.iter().any(|(k, _)| k == key) {
+                changed.push((key.clone(), current.map(|(_, txn)| *txn)));
+            }
+        }
+        Ok(changed)
+    }
+}
+
+/// The id of the state `name`, created empty (new lineage, serial 0) if
+/// none is stored.
+pub async fn ensure_state(store: &Store, settings: &Settings, name: &str) -> Result<i64> {
+    if let Some(id) = store.state_id(name).await? {
+        return Ok(id);
+    }
+    match store
+        .push(
+            name,
+            &State::empty(new_lineage()?),
+            false,
+            &settings.actor,
+            "create",
+        )
+        .await
+    {
+        Ok(_) => settings
+            .ui
+            .info(format!("Created state \"{name}\" in {}", store.display())),
+        // Someone else created it at the same moment: theirs is as good.
+        Err(StoreError::Lineage { .. }) | Err(StoreError::OlderSerial { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    store
+        .state_id(name)
+        .await?
+        .ok_or_else(|| anyhow!("state \"{name}\" vanished"))
+}
+
+/// A random UUID (v4), as terraform's lineages are.
+pub fn new_lineage() -> Result<String> {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .context("cannot read /dev/urandom for a new lineage")?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    ))
+}
+
+/// Readies a private run dir for terraform: `init`, or, once this terraform
+/// version's hash of our backend block is known (learned from an earlier
+/// `init`, kept in the database), nothing but writing that hash: the user's
+/// providers and modules are linked already. Skipped only where the user's
+/// directory was initialized (or needs nothing installed), so that a
+/// missing provider still gets terraform's own "run init" error.
+pub async fn prepare(dir: &RunDir, tf: &Terraform, store: &Store) -> Result<()> {
+    let key = format!("terraform {} local backend hash", tf.version_text());
+    let (root, user_data) = (dir.root(), &dir.layout().user_data_dir);
+    let providers_ready =
+        user_data.join("providers").is_dir() || !root.join(".terraform.lock.hcl").exists();
+    let modules_ready =
+        user_data.join("modules").join("modules.json").is_file() || !declares_modules(root);
+    if providers_ready && modules_ready {
+        if let Ok(Some(v)) = store.config_info(&key).await {
+            if let Some(hash) = v["hash"].as_u64() {
+                dir.skip_init(hash)?;
+                return Ok(());
+            }
+        }
+    }
+    dir.init(tf).await.map_err(exit_on_terraform_failure)?;
+    if let Some(hash) = dir.backend_hash() {
+        // Best effort: without it the next run runs init again.
+        let _ = store.put_config_info(&key, &json!({ "hash": hash })).await;
+    }
+    Ok(())
+}
+
+/// Whether a configuration file of the root module declares a module call
+/// (then `init` must install modules; nested calls need a root one first).
+fn declares_modules(root: &std::path::Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return true;
+    };
+    entries.flatten().any(|e| {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let text = || std::fs::read_to_string(e.path()).unwrap_or_default();
+        if name.ends_with(".tf") {
+            text()
+                .lines()
+                .any(|l| l.trim_start().starts_with("module "))
+        } else if name.ends_with(".tf.json") {
+            text().contains("\"module\"")
+        } else {
+            false
+        }
+    })
+}
+
+/// Terraform failed before we did anything: its message is out, pass its code.
+pub fn exit_on_terraform_failure(e: TerraformError) -> anyhow::Error {
+    match e.exit_code() {
+        Some(code) => Exit(code).into(),
+        None => e.into(),
+    }
+}
