@@ -55,8 +55,10 @@ pub struct GlobalArgs {
     )]
     pub database_url: Option<String>,
 
-    /// Name of the stored state. Default: the root module's path relative to
-    /// the git top level, plus ":WORKSPACE" for a workspace other than "default".
+    /// Name of the stored state. Default: the repository's origin remote and
+    /// the root module's path in it (github.com/acme/infra//envs/prod; the
+    /// path alone without a remote, the absolute path outside git), plus
+    /// ":WORKSPACE" for a workspace other than "default".
     #[arg(long, global = true, env = "STATEGRAPH_STATE")]
     pub state: Option<String>,
 
@@ -67,6 +69,13 @@ pub struct GlobalArgs {
     /// How long a lock lives without renewal (default 60s; STATEGRAPH_LOCK_LEASE).
     #[arg(long, global = true, value_name = "DURATION")]
     pub lock_lease: Option<String>,
+
+    /// Record this checkout as where the state comes from. A state remembers
+    /// the repository (its origin remote) and path it was created from, and
+    /// a plan or apply from another checkout is refused; after the repository
+    /// or the root module moved, one run with --adopt-state accepts the move.
+    #[arg(long, global = true)]
+    pub adopt_state: bool,
 
     /// Plain output: no colours, no spinners (implied when stderr is not a
     /// terminal or CI is set).

@@ -8,7 +8,8 @@
 //! - `engine` holds the stages of one plan/apply run, a file per stage, and
 //!   the other paths that write a stored state (saved plans, commands on the
 //!   whole state, recovery files); `engine::pipeline` reads like the flow.
-//! - `tfargs` parses terraform's own command lines (pure).
+//! - `tfargs` parses terraform's own command lines (pure); `checkout`
+//!   reads the git repository a root module lives in.
 //! - `terraform` is the only place that spawns terraform: version check,
 //!   invocations, signals, the private run dir, plan and config reading.
 //! - `graph` builds the petgraph of instances and computes change cones (pure).
@@ -19,6 +20,7 @@
 //! - `ui` is the one place that prints; `error` maps failures to exit codes.
 
 pub mod address;
+pub mod checkout;
 pub mod cli;
 pub mod commands;
 pub mod db;

@@ -9,10 +9,11 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
+use crate::checkout::Checkout;
 use crate::cli::GlobalArgs;
 use crate::db::pool::{PgTarget, TlsMode};
 use crate::db::store::Actor;
@@ -27,6 +28,11 @@ pub struct Settings {
     pub workdir: PathBuf,
     /// `--state` / `STATEGRAPH_STATE`, if given.
     pub explicit_state: Option<String>,
+    /// The root module's checkout: its repository and path, which name its
+    /// default state and record where states come from.
+    pub checkout: Checkout,
+    /// `--adopt-state`: record this checkout as the state's origin.
+    pub adopt_state: bool,
     /// Terraform workspace (`TF_WORKSPACE`, else `.terraform/environment`, else `default`).
     pub workspace: String,
     /// Whether `TF_WORKSPACE` chose the workspace (then it cannot be switched).
@@ -45,6 +51,13 @@ pub struct Settings {
     /// The system temp dir (`TMPDIR`, else `/tmp`): private run dirs, the
     /// override lock files.
     pub temp_dir: PathBuf,
+    /// Where a run keeps what it could not write (`STATEGRAPH_RECOVERY_DIR`,
+    /// else `stategraph/recovery` in the terraform data dir of the working
+    /// directory: it stays with the checkout, and a CI job can keep it as
+    /// an artifact).
+    pub recovery_dir: PathBuf,
+    /// Whether this runs in CI (`CI` set and not `false`).
+    pub ci: bool,
     /// The embedded cluster's configuration (used when `database` is `Embedded`,
     /// and by `stategraph db`).
     pub embedded: EmbeddedConfig,
@@ -113,6 +126,10 @@ pub struct EmbeddedConfig {
     pub run_as: Option<String>,
     /// `PATH`, where `initdb` is looked for without `STATEGRAPH_PG_BIN`.
     pub search_path: Option<String>,
+    /// Refuse to create the cluster: in CI (`CI` set) a runner thrown away
+    /// after the job would lose the state, unless `STATEGRAPH_ALLOW_EMBEDDED=1`.
+    /// An existing cluster is used; `stategraph db start` creates it anyway.
+    pub refuse_create: bool,
 }
 
 impl Settings {
@@ -176,6 +193,7 @@ impl Settings {
         };
 
         let is_root = nix::unistd::geteuid().is_root();
+        let ci = get("CI").is_some_and(|v| v != "false");
         let data_dir = if let Some(d) = get("STATEGRAPH_DATA_DIR") {
             PathBuf::from(d)
         } else if is_root {
@@ -193,6 +211,7 @@ impl Settings {
             run_as: is_root
                 .then(|| get("STATEGRAPH_PG_USER").unwrap_or_else(|| "postgres".to_owned())),
             search_path: get("PATH"),
+            refuse_create: ci && get("STATEGRAPH_ALLOW_EMBEDDED").as_deref() != Some("1"),
         };
 
         let terraform = match get("STATEGRAPH_TERRAFORM") {
@@ -271,13 +290,19 @@ impl Settings {
         let temp_dir = get("TMPDIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/tmp"));
-        let ci = get("CI").is_some_and(|v| v != "false");
+        let recovery_dir = get("STATEGRAPH_RECOVERY_DIR")
+            .map(|d| workdir.join(d))
+            .unwrap_or_else(|| tf_data_dir.join("stategraph").join("recovery"));
 
+        let checkout = Checkout::of(&workdir);
         Ok(Settings {
+            checkout,
             tf_data_dir,
             tf_vars,
             tf_cli_args,
             temp_dir,
+            recovery_dir,
+            ci,
             workspace_from_env,
             tf_input,
             discovery_oracle,
@@ -289,6 +314,7 @@ impl Settings {
             database,
             workdir,
             explicit_state: global.state.clone(),
+            adopt_state: global.adopt_state,
             workspace,
             embedded,
             terraform,
@@ -306,9 +332,8 @@ impl Settings {
         }
     }
 
-    /// The state name: `--state`, else the root module's path relative to the
-    /// git top level (`.` at the top), plus `:WORKSPACE` unless the workspace
-    /// is `default`. Outside a git repository the absolute path is used.
+    /// The state name: `--state`, else [`Checkout::state_name`], plus
+    /// `:WORKSPACE` unless the workspace is `default`.
     pub fn state_name(&self) -> String {
         match &self.explicit_state {
             Some(name) => name.clone(),
@@ -326,24 +351,15 @@ impl Settings {
         }
     }
 
-    /// The root module's path relative to the git top level (`.` at the
-    /// top; the absolute path outside git): the state name of `default`.
+    /// The state name of `default` in this root module (see
+    /// [`Checkout::state_name`]).
     pub fn base_state_name(&self) -> String {
-        let dir = self
-            .workdir
-            .canonicalize()
-            .unwrap_or_else(|_| self.workdir.clone());
-        match git_top_level(&dir) {
-            Some(top) => {
-                let rel = dir.strip_prefix(&top).unwrap_or(&dir);
-                if rel.as_os_str().is_empty() {
-                    ".".to_owned()
-                } else {
-                    rel.to_string_lossy().into_owned()
-                }
-            }
-            None => dir.to_string_lossy().into_owned(),
-        }
+        self.checkout.state_name()
+    }
+
+    /// Where a state created from this checkout comes from.
+    pub fn origin(&self) -> crate::checkout::Origin {
+        self.checkout.origin(&self.actor.host)
     }
 }
 
@@ -365,13 +381,6 @@ fn ci_job(get: &dyn Fn(&str) -> Option<String>) -> Option<String> {
     ]
     .iter()
     .find_map(|k| get(k))
-}
-
-/// The nearest ancestor (or self) holding `.git` (a directory, or a file for worktrees).
-fn git_top_level(dir: &Path) -> Option<PathBuf> {
-    dir.ancestors()
-        .find(|d| d.join(".git").exists())
-        .map(Path::to_path_buf)
 }
 
 /// First executable named `name` on `path`.
@@ -413,6 +422,7 @@ mod tests {
             chdir: None,
             no_color: true,
             lock_lease: None,
+            adopt_state: false,
         }
     }
 

@@ -43,6 +43,31 @@ pub enum FlagError {
     StateFile(String),
     #[error("-lock=false is not supported: stategraph always locks the change cone (only the cone is locked, so others are rarely blocked)")]
     NoLock,
+    #[error(
+        "Failed to parse command-line flags\n\nflag provided but not defined: -{flag}{hint}\n\n\
+         For more help on using this command, run:\n  stategraph {command} -help"
+    )]
+    Undefined {
+        flag: String,
+        command: String,
+        hint: &'static str,
+    },
+}
+
+/// Refuses a command line terraform's `command` (plan, apply or destroy)
+/// would refuse: a flag it does not define (see [`undefined_flag`]).
+pub fn check(command: &str, flags: &TfFlags) -> Result<(), FlagError> {
+    match undefined_flag(command, flags) {
+        None => Ok(()),
+        Some(g) => Err(FlagError::Undefined {
+            flag: g.name.clone(),
+            command: command.to_owned(),
+            hint: match g.name.as_str() {
+                "chdir" => "\n\n-chdir goes before the command: stategraph -chdir=DIR COMMAND ...",
+                _ => "",
+            },
+        }),
+    }
 }
 
 /// The flags of one plan/apply/destroy run.
@@ -314,6 +339,54 @@ pub fn classify(args: &[String]) -> Class {
     }
 }
 
+/// Flags `terraform plan`, `apply` and `destroy` all define (terraform 1.5
+/// to 1.11, OpenTofu to 1.9).
+const RUN_FLAGS: &[&str] = &[
+    "destroy",
+    "refresh-only",
+    "refresh",
+    "replace",
+    "target",
+    "var",
+    "var-file",
+    "compact-warnings",
+    "input",
+    "lock",
+    "lock-timeout",
+    "no-color",
+    "parallelism",
+    "state",
+    "json",
+    "allow-deferral",
+    // OpenTofu's
+    "exclude",
+    "concise",
+    "show-sensitive",
+    "consolidate-warnings",
+    "consolidate-errors",
+    "deprecation",
+];
+
+/// Flags of `terraform plan` only.
+const PLAN_FLAGS: &[&str] = &["out", "detailed-exitcode", "generate-config-out"];
+
+/// Flags of `terraform apply` and `destroy` only.
+const APPLY_FLAGS: &[&str] = &["auto-approve", "backup", "state-out"];
+
+/// The first flag of `flags` that terraform's `command` (plan, apply or
+/// destroy) does not define: terraform would refuse the command line, and
+/// so does stategraph, even when it would run no terraform.
+pub fn undefined_flag<'f>(command: &str, flags: &'f TfFlags) -> Option<&'f Given> {
+    let own = match command {
+        "plan" => PLAN_FLAGS,
+        _ => APPLY_FLAGS,
+    };
+    flags
+        .passthrough
+        .iter()
+        .find(|g| !RUN_FLAGS.contains(&g.name.as_str()) && !own.contains(&g.name.as_str()))
+}
+
 /// Whether terraform's arguments ask for help (`-h`, `-help`, `--help`).
 pub fn asks_for_help(args: &[String]) -> bool {
     args.iter()
@@ -348,6 +421,38 @@ const BACKEND_FLAGS: &[&str] = &[
     "migrate-state",
     "force-copy",
 ];
+
+/// `init`'s arguments split into its `-backend-config` flags (with their
+/// values, in either syntax) and the rest, minus the other backend flags
+/// (`-migrate-state`, `-reconfigure`, `-force-copy`, `-backend`), which
+/// mean nothing for a migration into stategraph.
+pub fn split_backend_flags(args: &[String]) -> (Vec<String>, Vec<String>) {
+    let (mut config, mut rest) = (Vec::new(), Vec::new());
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        i += 1;
+        if a == "--" {
+            rest.extend(args[i - 1..].iter().cloned());
+            break;
+        }
+        let Some(found) = backend_flag(std::slice::from_ref(a)) else {
+            rest.push(a.clone());
+            continue;
+        };
+        let name = found.trim_start_matches('-');
+        if name == "backend-config" {
+            config.push(a.clone());
+            if let Some(value) = args.get(i) {
+                config.push(value.clone());
+                i += 1;
+            }
+        } else if name.starts_with("backend-config=") {
+            config.push(a.clone());
+        }
+    }
+    (config, rest)
+}
 
 /// The first flag of `init` that configures a backend (before `--`), as given.
 pub fn backend_flag(args: &[String]) -> Option<&str> {
@@ -479,11 +584,49 @@ mod tests {
     }
 
     #[test]
+    fn backend_config_flags_are_taken_with_their_values() {
+        let strings = |args: &[&str]| args.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (config, rest) = split_backend_flags(&strings(&[
+            "-upgrade",
+            "-migrate-state",
+            "-backend-config=bucket=x",
+            "-backend-config",
+            "key=y",
+            "-force-copy",
+            "-no-color",
+        ]));
+        assert_eq!(
+            config,
+            ["-backend-config=bucket=x", "-backend-config", "key=y"]
+        );
+        assert_eq!(rest, ["-upgrade", "-no-color"]);
+    }
+
+    #[test]
     fn flags_are_written_back_terraform_style() {
         let strings = |args: &[&str]| args.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
             terraform_style(&strings(&["output", "--json", "x", "--", "--raw"])),
             ["output", "-json", "x", "--", "--raw"]
+        );
+    }
+
+    #[test]
+    fn flags_terraform_does_not_define_are_found() {
+        let name = |command: &str, args: &[&str]| {
+            undefined_flag(command, &p(args)).map(|g| g.args[0].clone())
+        };
+        assert_eq!(name("plan", &["-var", "a=1", "-out=x", "-json"]), None);
+        assert_eq!(name("apply", &["-auto-approve", "-target=a.b"]), None);
+        assert_eq!(name("plan", &["-chdir=x"]).as_deref(), Some("-chdir=x"));
+        assert_eq!(
+            name("plan", &["-auto-approve"]).as_deref(),
+            Some("-auto-approve")
+        );
+        assert_eq!(name("apply", &["-out=x"]).as_deref(), Some("-out=x"));
+        assert_eq!(
+            name("destroy", &["-var-fle=x"]).as_deref(),
+            Some("-var-fle=x")
         );
     }
 

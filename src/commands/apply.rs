@@ -5,7 +5,6 @@
 
 use anyhow::{anyhow, bail, Result};
 
-use crate::engine::session::Context;
 use crate::engine::{pipeline, saved, Kind};
 use crate::settings::Settings;
 use crate::tfargs;
@@ -22,6 +21,7 @@ pub async fn destroy(settings: &Settings, args: &[String]) -> Result<()> {
 
 async fn apply_as(settings: &Settings, kind: Kind, args: &[String]) -> Result<()> {
     let mut flags = tfargs::parse(args).map_err(|e| anyhow!("{e}"))?;
+    tfargs::check(kind.name(), &flags).map_err(|e| anyhow!("{e}"))?;
     if kind == Kind::Destroy {
         flags.destroy = true;
     }
@@ -44,7 +44,9 @@ async fn apply_as(settings: &Settings, kind: Kind, args: &[String]) -> Result<()
             kind.name()
         );
     }
+    let ui = settings.ui.machine_readable(flags.json);
     let json = flags.json;
-    let cx = Context::open(settings, kind, args, flags).await?;
-    pipeline::run(&cx).await?.finish(cx.session.ui, json)
+    pipeline::run(settings, kind, args, flags)
+        .await?
+        .finish(ui, json)
 }

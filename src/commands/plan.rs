@@ -3,7 +3,6 @@
 
 use anyhow::{anyhow, bail, Result};
 
-use crate::engine::session::Context;
 use crate::engine::{pipeline, Kind};
 use crate::settings::Settings;
 use crate::tfargs;
@@ -11,12 +10,15 @@ use crate::tfargs;
 /// `stategraph plan [terraform's flags]`.
 pub async fn execute(settings: &Settings, args: &[String]) -> Result<()> {
     let flags = tfargs::parse(args).map_err(|e| anyhow!("{e}"))?;
+    tfargs::check("plan", &flags).map_err(|e| anyhow!("{e}"))?;
     if let Some(first) = flags.positional.first() {
         bail!(
             "unexpected argument {first:?}: only `stategraph apply` takes one, a saved plan file"
         );
     }
+    let ui = settings.ui.machine_readable(flags.json);
     let json = flags.json;
-    let cx = Context::open(settings, Kind::Plan, args, flags).await?;
-    pipeline::run(&cx).await?.finish(cx.session.ui, json)
+    pipeline::run(settings, Kind::Plan, args, flags)
+        .await?
+        .finish(ui, json)
 }

@@ -55,6 +55,16 @@ pub async fn push(settings: &Settings, args: &PushArgs) -> Result<()> {
             ));
         }
     };
+    if report.created && settings.explicit_state.is_none() {
+        // Pushed from the checkout whose default state this is: that is
+        // where it comes from (under a name given with --state, the first
+        // apply records it).
+        if let Some(id) = store.state_id(&name).await? {
+            store
+                .set_origin(id, &serde_json::to_value(settings.origin())?)
+                .await?;
+        }
+    }
     step.done(format!(
         "{} added, {} changed, {} removed, {} unchanged (transaction {}, serial {})",
         thousands(report.added as usize),

@@ -78,15 +78,21 @@ pub async fn execute(settings: &Settings, args: &[String]) -> Result<()> {
                 );
             }
             if !exists(&names, &ws) {
+                let name = settings.state_name_for(&ws);
                 store
                     .push(
-                        &settings.state_name_for(&ws),
+                        &name,
                         &State::empty(new_lineage()?),
                         false,
                         &settings.actor,
                         "workspace new",
                     )
                     .await?;
+                if let Some(id) = store.state_id(&name).await? {
+                    store
+                        .set_origin(id, &serde_json::to_value(settings.origin())?)
+                        .await?;
+                }
             }
             std::fs::create_dir_all(&settings.tf_data_dir)
                 .with_context(|| format!("cannot create {}", settings.tf_data_dir.display()))?;

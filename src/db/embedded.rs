@@ -65,6 +65,17 @@ to the directory holding them, or use a PostgreSQL server with --database-url \
     NoServerBinaries,
 
     #[error(
+        "no database is configured, and this looks like a CI runner (CI is set): stategraph \
+will not create its embedded PostgreSQL here.\n\n\
+A runner thrown away after the job would take the state with it, and the next job would \
+plan every resource as new. Point every runner at one shared PostgreSQL with --database-url \
+or STATEGRAPH_DATABASE_URL (or the libpq PG* variables). To create the embedded cluster on \
+this runner anyway (a runner that keeps {} between jobs), set STATEGRAPH_ALLOW_EMBEDDED=1.",
+        data_dir.display()
+    )]
+    CiRunner { data_dir: PathBuf },
+
+    #[error(
         "STATEGRAPH_PG_BIN={}: no `{missing}` there.\n\n\
 Set STATEGRAPH_PG_BIN to the directory holding initdb, pg_ctl and postgres \
 (e.g. /usr/lib/postgresql/15/bin), or unset it to search the usual places.",
@@ -211,9 +222,14 @@ pub fn status(cfg: &EmbeddedConfig) -> Result<EmbeddedStatus> {
     })
 }
 
-/// Starts the cluster (creating it on first use) and reports its status.
+/// Starts the cluster (creating it on first use, even in CI: it was asked
+/// for) and reports its status.
 pub async fn start(cfg: &EmbeddedConfig, ui: &Ui) -> Result<EmbeddedStatus> {
-    ensure_running(cfg, ui).await?;
+    let asked = EmbeddedConfig {
+        refuse_create: false,
+        ..cfg.clone()
+    };
+    ensure_running(&asked, ui).await?;
     status(cfg)
 }
 
@@ -656,6 +672,12 @@ fn lock_data_dir(layout: &Layout) -> Result<DirLock> {
 
 /// The locked part of [`ensure_running`]: create if missing, start if stopped.
 fn start_locked(cfg: &EmbeddedConfig, layout: &Layout, ui: &Ui) -> Result<()> {
+    if cfg.refuse_create && cluster_version(&layout.cluster_dir).is_none() {
+        return Err(EmbeddedError::CiRunner {
+            data_dir: layout.data_dir.clone(),
+        }
+        .into());
+    }
     // Find the binaries before creating anything, so a machine without
     // PostgreSQL gets the install hint and no stray directories.
     find_pg_bin(cfg.pg_bin.as_deref(), cfg.search_path.as_deref())?;
@@ -1145,6 +1167,7 @@ mod tests {
             pg_bin: None,
             run_as: None,
             search_path: None,
+            refuse_create: false,
         };
         let s = status(&cfg).unwrap();
         assert!(!s.exists && !s.running && s.pid.is_none() && s.version.is_none());

@@ -33,6 +33,16 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "discovery_baseline",
         sql: include_str!("../../migrations/0003_discovery_baseline.sql"),
     },
+    Migration {
+        version: 4,
+        name: "row_versions",
+        sql: include_str!("../../migrations/0004_row_versions.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "origins",
+        sql: include_str!("../../migrations/0005_origins.sql"),
+    },
 ];
 
 /// Key of the advisory lock that serializes migrations (ASCII "sgmigrat").

@@ -5,6 +5,8 @@
 //! - `migrations`: the schema, embedded in the binary.
 //! - `store`: one type, [`store::Store`], with one async function per query
 //!   or write; multi-statement writes run in explicit transactions.
+//! - `locks`: the subgraph locks, their leases and the one fence every
+//!   write under a lock passes ([`store::Store::fence`]).
 
 pub mod embedded;
 pub mod locks;

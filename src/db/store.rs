@@ -275,7 +275,19 @@ impl Store {
                 || row.get::<_, Option<Value>>(5) != extra
                 || row.get::<_, Option<Value>>(6) != husks);
 
-        if !created && !force {
+        // As terraform's, any state may be pushed over an empty one (one a
+        // run created and never wrote to, or everything destroyed),
+        // whatever its lineage and serial.
+        let stored_empty: bool = tx
+            .query_one(
+                "SELECT NOT EXISTS (SELECT 1 FROM instances WHERE state_id = $1)
+                    AND NOT EXISTS (SELECT 1 FROM outputs WHERE state_id = $1)",
+                &[&state_id],
+            )
+            .await?
+            .get(0);
+        let checked = !created && !force && !stored_empty;
+        if checked {
             if stored_lineage != state.lineage {
                 return Err(StoreError::Lineage {
                     name: name.to_owned(),
@@ -319,15 +331,18 @@ impl Store {
             ..PushReport::default()
         };
 
-        let existing: i64 = tx
+        // A state with no rows and no history (new, or never written):
+        // nothing to compare with, and every version starts at 1.
+        let blank: bool = tx
             .query_one(
-                "SELECT count(*) FROM instances WHERE state_id = $1",
+                "SELECT NOT EXISTS (SELECT 1 FROM instances WHERE state_id = $1)
+                    AND NOT EXISTS (SELECT 1 FROM instance_history WHERE state_id = $1)",
                 &[&state_id],
             )
             .await?
             .get(0);
-        if existing == 0 {
-            // Nothing to compare with: copy straight into the table.
+        if blank {
+            // Copy straight into the table.
             let sink = tx
                 .copy_in(&format!(
                     "COPY instances ({INSTANCE_COLUMNS}, state_id, version, txn_id) FROM STDIN BINARY"
@@ -351,7 +366,7 @@ impl Store {
 
         let anything_changed = meta_changed
             || report.added + report.changed + report.removed + report.outputs_changed > 0;
-        if !created && !force && serial == stored_serial && anything_changed {
+        if checked && serial == stored_serial && anything_changed {
             return Err(StoreError::SameSerial { serial });
         }
 
@@ -729,6 +744,85 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(txn_id)
+    }
+
+    /// Marks the transaction of a run whose result could not be written
+    /// `failed`, with what terraform changed (over `write`, between
+    /// `before` and `after`) and `note` (why, and where the result is
+    /// kept) in its summary, so that the log shows it instead of losing
+    /// it. A transaction that committed is left alone.
+    pub async fn fail(
+        &self,
+        txn_id: i64,
+        before: &State,
+        after: &State,
+        write: &[String],
+        note: Value,
+    ) -> Result<(), StoreError> {
+        let scope: HashSet<&str> = write.iter().map(String::as_str).collect();
+        let changes = ObjectChanges::between(before, after, Some(&scope));
+        let mut summary = json!({
+            "added": changes.added.len(),
+            "changed": changes.changed.len(),
+            "removed": changes.removed.len(),
+            "not_written": {
+                "added": changes.added,
+                "changed": changes.changed,
+                "removed": changes.removed,
+            },
+        });
+        if let (Value::Object(map), Value::Object(note)) = (&mut summary, note) {
+            map.extend(note);
+        }
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "UPDATE transactions
+                 SET status = 'failed', finished_at = clock_timestamp(),
+                     summary = coalesce(summary, '{}'::jsonb) || $2
+                 WHERE id = $1 AND status <> 'committed'",
+                &[&txn_id, &summary],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Notes on the transaction of a run whose result `recover` wrote (in
+    /// transaction `by`) that it failed and what finished it.
+    pub async fn recovered(&self, txn_id: i64, by: i64) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "UPDATE transactions
+                 SET status = 'failed', finished_at = coalesce(finished_at, clock_timestamp()),
+                     summary = coalesce(summary, '{}'::jsonb) || jsonb_build_object('recovered_by', $2::bigint)
+                 WHERE id = $1 AND status <> 'committed'",
+                &[&txn_id, &by],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Where the state was created from ([`crate::checkout::Origin`]), if
+    /// recorded.
+    pub async fn origin(&self, state_id: i64) -> Result<Option<Value>, StoreError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt("SELECT origin FROM states WHERE id = $1", &[&state_id])
+            .await?;
+        Ok(row.and_then(|r| r.get(0)))
+    }
+
+    /// Records where the state was created from.
+    pub async fn set_origin(&self, state_id: i64, origin: &Value) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "UPDATE states SET origin = $2 WHERE id = $1",
+                &[&state_id, origin],
+            )
+            .await?;
+        Ok(())
     }
 
     /// The newest `limit` transactions, of one state or of all.

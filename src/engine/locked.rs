@@ -9,7 +9,7 @@
 use anyhow::Result;
 
 use super::record::{Recording, Scope};
-use super::session::{prepare, Session};
+use super::session::{create_state, find_state, new_lineage, prepare, Session};
 use super::{Kind, Outcome};
 use crate::settings::Settings;
 use crate::terraform::Terraform;
@@ -21,7 +21,10 @@ pub async fn run(settings: &Settings, words: &[String], flags: &TfFlags) -> Resu
     let tf = Terraform::discover(settings.terraform.as_deref())?.with_ui(settings.ui);
     let store = crate::db::open(settings).await?;
     let name = settings.state_name();
-    let state_id = super::session::ensure_state(&store, settings, &name).await?;
+    let state_id = match find_state(&store, settings, &name, Kind::Write).await? {
+        Some(id) => id,
+        None => create_state(&store, settings, &name, new_lineage()?).await?,
+    };
     let given: Vec<String> = words
         .iter()
         .cloned()

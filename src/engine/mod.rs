@@ -3,9 +3,12 @@
 //!
 //! [`pipeline::run`] reads top to bottom like the flow in the README:
 //!
+//! 0. [`preflight`]: what terraform refuses before planning (no
+//!    configuration files, undeclared or malformed `-var`s) is refused.
 //! 1. [`session`]: open the store (terraform's version is checked
-//!    meanwhile), make sure the state exists, rescue the private dirs of
-//!    runs that died, ready a private run dir for terraform.
+//!    meanwhile), find the state (refusing one created from another
+//!    checkout; a plan of a state not created yet plans from nothing),
+//!    rescue the private dirs of runs that died, ready a private run dir.
 //! 2. [`discover`]: what may change — the configuration's HCL against the
 //!    recorded [`baseline`] where it can tell, else terraform's refresh-less
 //!    plan (the tests' oracle runs both).
@@ -28,7 +31,8 @@
 //!
 //! Besides the pipeline: [`saved`] plans (`plan -out`, `apply FILE`),
 //! [`locked`] terraform commands that may write anywhere in the state
-//! (`taint`, `import`, `state mv` ...), and [`recovery`] (`recover FILE`).
+//! (`taint`, `import`, `state mv` ...), [`recovery`] (`recover FILE`) and
+//! [`migrate`] (`init -migrate-state`).
 //!
 //! Commands ([`crate::commands`]) parse argv, call one entry point here and
 //! render what it returns; nothing here parses a command line.
@@ -38,7 +42,9 @@ pub mod change_set;
 pub mod discover;
 pub mod lease;
 pub mod locked;
+pub mod migrate;
 pub mod pipeline;
+pub mod preflight;
 pub mod record;
 pub mod recovery;
 pub mod refresh;

@@ -11,10 +11,12 @@ use super::discover::{discover, Discovered};
 use super::lease::Lease;
 use super::record::Recording;
 use super::refresh::{final_plan, plan_cone};
-use super::session::{prepare, Context};
-use super::{baseline, saved, verify, Kind, Outcome};
-use crate::db::store::PushReport;
-use crate::terraform::{Finished, RunDir};
+use super::session::{self, prepare, Context, Session};
+use super::{baseline, migrate, preflight, saved, verify, Kind, Outcome};
+use crate::db::store::{PushReport, Store};
+use crate::settings::Settings;
+use crate::terraform::{Finished, RunDir, Terraform};
+use crate::tfargs::TfFlags;
 use crate::tfstate::State;
 use crate::ui::thousands;
 
@@ -22,8 +24,45 @@ use crate::ui::thousands;
 /// (unless -lock-timeout leaves more time).
 const MAX_ATTEMPTS: usize = 3;
 
-/// Plans (and for apply and destroy, applies) the change cone.
-pub async fn run(cx: &Context<'_>) -> Result<Outcome> {
+/// `stategraph plan`, `apply` or `destroy` (`kind`) with terraform's
+/// arguments `args`, parsed as `flags`: refuses what terraform would
+/// refuse, opens the store and the state (a plan of a state that does not
+/// exist yet plans from nothing and creates none), then plans (and for
+/// apply and destroy, applies) the change cone.
+pub async fn run(
+    settings: &Settings,
+    kind: Kind,
+    args: &[String],
+    flags: TfFlags,
+) -> Result<Outcome> {
+    preflight::check(settings, kind, &flags)?;
+    let (store, tf) = session::connect(settings).await?;
+    let name = settings.state_name();
+    let found = session::find_state(&store, settings, &name, kind).await?;
+    if let (None, Some(elsewhere)) = (found, migrate::unmigrated(settings, &name)) {
+        return Err(elsewhere);
+    }
+    let state_id = match found {
+        Some(id) => id,
+        None if kind == Kind::Plan => {
+            settings
+                .ui
+                .warn(session::new_state_warning(&name, store.display(), false));
+            return plan_new(settings, &store, &tf, &name, &flags).await;
+        }
+        None => session::create_state(&store, settings, &name, session::new_lineage()?).await?,
+    };
+    let command = std::iter::once(format!("stategraph {}", kind.name()))
+        .chain(args.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut session = Session::new(settings, store, (name, state_id), kind, command);
+    session.ui = session.ui.machine_readable(flags.json);
+    run_stored(&Context { session, tf, flags }).await
+}
+
+/// Plans (and for apply and destroy, applies) the change cone of a stored state.
+async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
     let (session, flags) = (&cx.session, &cx.flags);
     session.rescue_dead_runs();
     // Retries go on for at least MAX_ATTEMPTS, and as long as -lock-timeout allows.
@@ -36,7 +75,7 @@ pub async fn run(cx: &Context<'_>) -> Result<Outcome> {
         attempt += 1;
         // Snapshot, and a private run dir holding it.
         let snapshot = session.pull().await?;
-        let dir = run_dir(cx, &snapshot)?;
+        let dir = run_dir(session.settings, flags, &snapshot)?;
         prepare(&dir, &cx.tf, &session.store).await?;
 
         // Discover what changes, and compute the change set on the stored graph.
@@ -202,9 +241,9 @@ async fn recheck(
 /// The private run dir of one attempt. A saved plan records its state's
 /// path: give it a name the applying run can recreate (random, so not
 /// guessable in advance).
-fn run_dir(cx: &Context<'_>, snapshot: &State) -> Result<RunDir> {
-    let layout = cx.session.settings.layout();
-    Ok(match &cx.flags.out {
+fn run_dir(settings: &Settings, flags: &TfFlags, snapshot: &State) -> Result<RunDir> {
+    let layout = settings.layout();
+    Ok(match &flags.out {
         Some(_) => layout.named_run_dir(
             snapshot,
             &format!("{}{}", saved::DIR_PREFIX, super::session::new_lineage()?),
@@ -233,7 +272,17 @@ async fn save(
     }
     let outputs = cs.allowed_outputs(&found.info, fresh);
     let path = cx.session.settings.workdir.join(out);
-    saved::write(&cx.session, fresh, cs, &outputs, dir, &path).await?;
+    let session = &cx.session;
+    saved::write(
+        &session.store,
+        &session.name,
+        fresh,
+        cs,
+        &outputs,
+        dir,
+        &path,
+    )
+    .await?;
     Ok(Some((path, out.clone())))
 }
 
@@ -314,6 +363,57 @@ async fn apply(
         Ok(done.code),
         recorded.map(|report| (session.name.clone(), report)),
     )
+}
+
+/// `plan` of a state that does not exist yet: terraform's plan of the
+/// whole configuration on an empty state, nothing locked, nothing stored (a
+/// plan never creates a state). With `-out`, the saved plan writes every
+/// address it changes; applying it creates the state.
+async fn plan_new(
+    settings: &Settings,
+    store: &Store,
+    tf: &Terraform,
+    name: &str,
+    flags: &TfFlags,
+) -> Result<Outcome> {
+    let empty = State::empty(session::new_lineage()?);
+    let dir = run_dir(settings, flags, &empty)?;
+    prepare(&dir, tf, store).await?;
+    let mut plan = dir.command(tf).args(["plan", "-lock=false"]);
+    if flags.destroy {
+        plan = plan.arg("-destroy");
+    }
+    if flags.out.is_some() {
+        plan = plan.arg(format!("-out={}", final_plan(&dir).display()));
+    }
+    let done = plan
+        .args(flags.pass(&["out", "destroy"]))
+        .interactive(true)
+        .run()
+        .await?;
+    let saved = match &flags.out {
+        Some(out) if done.code == 0 || (flags.detailed_exitcode && done.code == 2) => {
+            let write =
+                verify::planned_changes(tf, settings.discovery_oracle, &dir, &final_plan(&dir))
+                    .await?;
+            let cs = ChangeSet {
+                changed: write.clone(),
+                write,
+                read: Vec::new(),
+                new: 0,
+                targets: Vec::new(),
+            };
+            let path = settings.workdir.join(out);
+            saved::write(store, name, &empty, &cs, &[], &dir, &path).await?;
+            Some((path, out.clone()))
+        }
+        _ => None,
+    };
+    Ok(Outcome::Ran {
+        code: done.code,
+        saved,
+        written: None,
+    })
 }
 
 fn ran(code: u8, written: Option<(String, PushReport)>) -> Outcome {

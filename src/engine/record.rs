@@ -311,20 +311,19 @@ impl<'a> Recording<'a> {
             error.to_string(),
         )?;
         let kept = file.keep(settings)?;
-        let next = match &error {
-            StoreError::OutsideWriteSet { .. } | StoreError::LineageChanged { .. } => format!(
-                "Keep this file: it is the only record of what terraform just applied. \
-                 `stategraph recover {}` writes it once the cause is fixed.",
-                kept.display()
-            ),
-            _ => format!(
-                "Keep this file: it is the only record of what terraform just applied. Once the \
-                 database is reachable, finish with:\n\n    stategraph recover {}\n\n\
-                 It writes the result if nobody changed those resources since, and otherwise \
-                 refuses and keeps the file.",
-                kept.display()
-            ),
-        };
+        let next = advice(&error, &kept, settings.ci);
+        if let Some(begun) = begun {
+            // The log keeps the run, failed, with what it did not write and
+            // where that is (best effort: the database may be unreachable;
+            // then the run shows as aborted, and `recover` marks it).
+            let note = json!({
+                "failed": error.to_string(),
+                "recovery_file": kept.display().to_string(),
+            });
+            let _ = store
+                .fail(begun.txn_id, self.before, &after, self.scope.write, note)
+                .await;
+        }
         Err(anyhow!(error).context(format!(
             "the result of terraform was not written to state \"{}\" in {}; it is kept in {}\n\n{next}",
             self.session.name,
@@ -332,6 +331,37 @@ impl<'a> Recording<'a> {
             kept.display()
         )))
     }
+}
+
+/// What to do with a recovery file, for the cause that made it.
+fn advice(error: &StoreError, kept: &std::path::Path, ci: bool) -> String {
+    let recover = format!("stategraph recover {}", kept.display());
+    let mut out =
+        String::from("Keep this file: it is the only record of what terraform just applied. ");
+    out += &match error {
+        e if e.is_unreachable() => format!(
+            "Once the database is reachable, finish with:\n\n    {recover}\n\n\
+             It writes the result if nobody changed those resources since, and otherwise \
+             refuses and keeps the file."
+        ),
+        StoreError::LeaseLost { .. } => format!(
+            "The lock on these resources was lost before the result was written, so another \
+             run may have changed them since. `{recover}` writes the result if nobody did, and \
+             otherwise refuses, names what changed and keeps the file."
+        ),
+        _ => format!(
+            "The database is reachable but refused the write (the cause is above). `{recover}` \
+             writes it once the cause is fixed."
+        ),
+    };
+    if ci {
+        out += &format!(
+            "\n\nThis is a CI job: save {} as an artifact of the job before the runner is \
+             thrown away (STATEGRAPH_RECOVERY_DIR chooses where recovery files go).",
+            kept.display()
+        );
+    }
+    out
 }
 
 impl Recording<'_> {

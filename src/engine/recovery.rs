@@ -173,11 +173,12 @@ impl RecoveryFile {
         Ok((parse(&self.before, "before")?, parse(&self.after, "after")?))
     }
 
-    /// Writes it to a new private file under the data directory (or the
-    /// system temp dir when that is not writable).
+    /// Writes it to a new private file in the recovery dir
+    /// ([`Settings::recovery_dir`]; the system temp dir when that is not
+    /// writable).
     pub fn keep(&self, settings: &Settings) -> Result<PathBuf> {
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        let mut dir = settings.embedded.data_dir.join("recovery");
+        let mut dir = settings.recovery_dir.clone();
         let private_dir = |d: &Path| {
             std::fs::DirBuilder::new()
                 .recursive(true)
@@ -335,6 +336,10 @@ pub async fn recover(
         )
     })?;
     released?;
+    if let Some(failed) = file.txn_id {
+        // Best effort: the log says which run this finished.
+        let _ = session.store.recovered(failed, report.txn_id).await;
+    }
     std::fs::remove_file(path)
         .with_context(|| format!("written, but cannot remove {}", path.display()))?;
     Ok(Recovered {

@@ -20,8 +20,9 @@ use serde::{Deserialize, Serialize};
 use super::change_set::ChangeSet;
 use super::record::{Recording, Scope};
 use super::refresh::final_plan;
-use super::session::{prepare, Session};
+use super::session::{create_state, find_state, prepare, Session};
 use super::{Kind, Outcome};
+use crate::db::store::Store;
 use crate::settings::Settings;
 use crate::terraform::{Output, RunDir, Terraform};
 use crate::tfargs::TfFlags;
@@ -58,7 +59,8 @@ struct Bundle {
 /// of `cs` made in `dir` against `snapshot`, and the version of every row
 /// it read or writes.
 pub async fn write(
-    session: &Session<'_>,
+    store: &Store,
+    name: &str,
     snapshot: &State,
     cs: &ChangeSet,
     outputs: &[String],
@@ -71,13 +73,13 @@ pub async fn write(
     let addresses: Vec<String> = cs.write.iter().chain(&cs.read).cloned().collect();
     let bundle = Bundle {
         stategraph_plan: FORMAT,
-        state: session.name.clone(),
+        state: name.to_owned(),
         lineage: snapshot.lineage.clone(),
         serial: snapshot.serial,
         write: cs.write.clone(),
         read: cs.read.clone(),
         outputs: outputs.to_vec(),
-        versions: session.store.versions(&session.name, &addresses).await?,
+        versions: store.versions(name, &addresses).await?,
         snapshot: serde_json::from_slice(&snapshot.to_json()).expect("our own JSON"),
         terraform_plan: base64::engine::general_purpose::STANDARD.encode(plan_bytes),
         workspace: dir.dir_name(),
@@ -125,10 +127,15 @@ pub async fn apply(settings: &Settings, flags: &TfFlags, file: &str) -> Result<O
     }
     let tf = Terraform::discover(settings.terraform.as_deref())?.with_ui(settings.ui);
     let store = crate::db::open(settings).await?;
-    let state_id = store
-        .state_id(&name)
-        .await?
-        .ok_or_else(|| anyhow!("no state named \"{name}\": the saved plan cannot be applied"))?;
+    let state_id = match find_state(&store, settings, &name, Kind::Apply).await? {
+        Some(id) => id,
+        // Planned before the state existed (a plan creates none): the
+        // state the plan was made against is created now, empty.
+        None if bundle.serial == 0 && bundle.versions.is_empty() => {
+            create_state(&store, settings, &name, bundle.lineage.clone()).await?
+        }
+        None => bail!("no state named \"{name}\": the saved plan cannot be applied"),
+    };
     let command = format!("stategraph apply {file}");
     let session = Session::new(settings, store, (name, state_id), Kind::Apply, command);
     session.rescue_dead_runs();

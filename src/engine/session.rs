@@ -8,12 +8,13 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{anyhow, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use serde_json::json;
 
 use super::lease::Lease;
 use super::recovery;
 use super::Kind;
+use crate::checkout::Origin;
 use crate::db::locks::LockRequest;
 use crate::db::store::{Store, StoreError};
 use crate::error::Exit;
@@ -43,27 +44,6 @@ pub struct Context<'a> {
     pub flags: TfFlags,
 }
 
-impl<'a> Context<'a> {
-    /// The context of a `kind` run with terraform's arguments `args`
-    /// (parsed as `flags`): the session (see
-    /// [`Session::open_with_terraform`]) and terraform. With `-json`,
-    /// stdout is terraform's JSON only.
-    pub async fn open(
-        settings: &'a Settings,
-        kind: Kind,
-        args: &[String],
-        flags: TfFlags,
-    ) -> Result<Context<'a>> {
-        let command = std::iter::once(format!("stategraph {}", kind.name()))
-            .chain(args.iter().cloned())
-            .collect::<Vec<_>>()
-            .join(" ");
-        let (mut session, tf) = Session::open_with_terraform(settings, kind, command).await?;
-        session.ui = session.ui.machine_readable(flags.json);
-        Ok(Context { session, tf, flags })
-    }
-}
-
 impl<'a> Session<'a> {
     /// A session on the stored state `name` (id `state_id`) of `store`.
     pub fn new(
@@ -82,32 +62,6 @@ impl<'a> Session<'a> {
             kind,
             command,
         }
-    }
-
-    /// Opens the store while terraform's version is checked (tens of
-    /// milliseconds, side by side), and makes sure this directory's state
-    /// exists. No terraform at all is said before anything else.
-    pub async fn open_with_terraform(
-        settings: &'a Settings,
-        kind: Kind,
-        command: String,
-    ) -> Result<(Session<'a>, Terraform)> {
-        let Some(bin) = settings.terraform.clone() else {
-            return Err(TerraformError::NotConfigured.into());
-        };
-        let version = tokio::task::spawn_blocking(move || Terraform::discover(Some(&bin)));
-        let store = crate::db::open(settings).await;
-        let tf = version
-            .await
-            .map_err(|e| anyhow!("terraform version check did not finish: {e}"))??
-            .with_ui(settings.ui);
-        let store = store?;
-        let name = settings.state_name();
-        let state_id = ensure_state(&store, settings, &name).await?;
-        Ok((
-            Session::new(settings, store, (name, state_id), kind, command),
-            tf,
-        ))
     }
 
     /// The stored state as it is now.
@@ -205,16 +159,80 @@ impl<'a> Session<'a> {
     }
 }
 
-/// The id of the state `name`, created empty (new lineage, serial 0) if
-/// none is stored.
-pub async fn ensure_state(store: &Store, settings: &Settings, name: &str) -> Result<i64> {
-    if let Some(id) = store.state_id(name).await? {
-        return Ok(id);
+/// Opens the store while terraform's version is checked (tens of
+/// milliseconds, side by side). No terraform at all is said before
+/// anything else.
+pub async fn connect(settings: &Settings) -> Result<(Store, Terraform)> {
+    let Some(bin) = settings.terraform.clone() else {
+        return Err(TerraformError::NotConfigured.into());
+    };
+    let version = tokio::task::spawn_blocking(move || Terraform::discover(Some(&bin)));
+    let store = crate::db::open(settings).await;
+    let tf = version
+        .await
+        .map_err(|e| anyhow!("terraform version check did not finish: {e}"))??
+        .with_ui(settings.ui);
+    Ok((store?, tf))
+}
+
+/// The id of the stored state `name` for a run of `kind` from this
+/// checkout, `None` if there is none. A state created from another checkout
+/// (another repository, or another root module of this one) is refused:
+/// planning its resources here would plan to destroy what this
+/// configuration does not declare. A state with no recorded origin (older,
+/// or pushed under an explicit name) takes this checkout's when a run
+/// writes it; `--adopt-state` records this checkout in place of another.
+pub async fn find_state(
+    store: &Store,
+    settings: &Settings,
+    name: &str,
+    kind: Kind,
+) -> Result<Option<i64>> {
+    let Some(id) = store.state_id(name).await? else {
+        return Ok(None);
+    };
+    let here = settings.origin();
+    let recorded = store
+        .origin(id)
+        .await?
+        .and_then(|v| serde_json::from_value::<Origin>(v).ok());
+    let writes = kind != Kind::Plan;
+    match recorded {
+        Some(origin) if origin == here => {}
+        Some(origin) if !settings.adopt_state => bail!(
+            "state \"{name}\" was created from another checkout\n\n\
+             It holds the resources of {origin}, and this directory is {here}. Planning it from \
+             here would plan to destroy every resource this configuration does not declare.\n\n\
+             Run from a checkout of {origin}, or name this directory's own state with --state \
+             NAME (STATEGRAPH_STATE). If this checkout is where that state's configuration \
+             lives now (the repository or the root module moved), run once with \
+             --adopt-state to record it."
+        ),
+        Some(origin) if writes => {
+            store.set_origin(id, &serde_json::to_value(&here)?).await?;
+            settings.ui.info(format!(
+                "stategraph: state \"{name}\" now comes from {here} (was {origin}; --adopt-state)"
+            ));
+        }
+        None if writes => store.set_origin(id, &serde_json::to_value(&here)?).await?,
+        _ => {}
     }
+    Ok(Some(id))
+}
+
+/// Creates the state `name`, empty (serial 0, `lineage`), recording this
+/// checkout as its origin, and says so prominently: every resource of the
+/// configuration will be planned as new.
+pub async fn create_state(
+    store: &Store,
+    settings: &Settings,
+    name: &str,
+    lineage: String,
+) -> Result<i64> {
     match store
         .push(
             name,
-            &State::empty(new_lineage()?),
+            &State::empty(lineage),
             false,
             &settings.actor,
             "create",
@@ -223,15 +241,35 @@ pub async fn ensure_state(store: &Store, settings: &Settings, name: &str) -> Res
     {
         Ok(_) => settings
             .ui
-            .info(format!("Created state \"{name}\" in {}", store.display())),
+            .warn(new_state_warning(name, store.display(), true)),
         // Someone else created it at the same moment: theirs is as good.
         Err(StoreError::Lineage { .. }) | Err(StoreError::OlderSerial { .. }) => {}
         Err(e) => return Err(e.into()),
     }
-    store
+    let id = store
         .state_id(name)
         .await?
-        .ok_or_else(|| anyhow!("state \"{name}\" vanished"))
+        .ok_or_else(|| anyhow!("state \"{name}\" vanished"))?;
+    if store.origin(id).await?.is_none() {
+        store
+            .set_origin(id, &serde_json::to_value(settings.origin())?)
+            .await?;
+    }
+    Ok(id)
+}
+
+/// What a run says when the state it plans does not exist yet.
+pub fn new_state_warning(name: &str, database: &str, created: bool) -> String {
+    let what = match created {
+        true => format!("created state \"{name}\" in {database}, empty"),
+        false => format!("there is no state \"{name}\" in {database} yet"),
+    };
+    format!(
+        "{what}: every resource of this configuration is planned as new.\n\n\
+         If these resources exist already (a terraform state kept elsewhere: a local \
+         terraform.tfstate or a backend), stop here and bring that state in first with \
+         `stategraph init -migrate-state`, or name the state that holds them with --state."
+    )
 }
 
 /// A random UUID (v4), as terraform's lineages are.

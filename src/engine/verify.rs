@@ -8,7 +8,7 @@ use anyhow::{bail, Context as _, Result};
 
 use super::change_set::ChangeSet;
 use super::session::Context;
-use crate::terraform::{plan, Output, RunDir};
+use crate::terraform::{plan, Output, RunDir, Terraform};
 
 /// The instances the plan file at `plan_file` changes that lie outside the
 /// write set of `cs` (empty when everything planned is locked), and
@@ -19,7 +19,8 @@ pub async fn outside_write_set(
     plan_file: &std::path::Path,
     cs: &ChangeSet,
 ) -> Result<(Vec<String>, Vec<String>)> {
-    let planned = planned_changes(cx, dir, plan_file).await?;
+    let planned =
+        planned_changes(&cx.tf, cx.session.settings.discovery_oracle, dir, plan_file).await?;
     let write: HashSet<&str> = cs.write.iter().map(String::as_str).collect();
     let outside = planned
         .iter()
@@ -31,20 +32,20 @@ pub async fn outside_write_set(
 
 /// The instances the plan file at `plan_file` changes: read from the file
 /// itself where [`crate::terraform::planfile`] is sure of it, else from
-/// `terraform show -json` (one terraform start-up more). With the oracle on
-/// (the tests), both run and must agree.
-async fn planned_changes(
-    cx: &Context<'_>,
+/// `terraform show -json` (one terraform start-up more). With the `oracle`
+/// on (the tests), both run and must agree.
+pub async fn planned_changes(
+    tf: &Terraform,
+    oracle: bool,
     dir: &RunDir,
     plan_file: &std::path::Path,
 ) -> Result<Vec<String>> {
-    let oracle = cx.session.settings.discovery_oracle;
-    let read = crate::terraform::planfile::changed_addresses(plan_file, cx.tf.version_text());
+    let read = crate::terraform::planfile::changed_addresses(plan_file, tf.version_text());
     if let (Some(changed), false) = (&read, oracle) {
         return Ok(changed.clone());
     }
     let shown = dir
-        .command(&cx.tf)
+        .command(tf)
         .args(["show", "-json"])
         .arg(plan_file)
         .stdout(Output::Capture)
@@ -59,7 +60,7 @@ async fn planned_changes(
             read.unwrap_or_default()
         );
     }
-    if oracle && read.is_none() && !cx.tf.is_opentofu() {
+    if oracle && read.is_none() && !tf.is_opentofu() {
         bail!("plan file oracle: terraform's plan file could not be read");
     }
     Ok(planned)

@@ -831,6 +831,141 @@ impl Loader<'_> {
     }
 }
 
+/// The root module's input variables as terraform checks them before it
+/// plans: each declared variable and whether it has a default, and the
+/// names given a value (`TF_VAR_*`, tfvars files, `-var`, `-var-file`).
+#[derive(Debug, Clone, Default)]
+pub struct RootVariables {
+    /// Declared variables: name -> whether it has a default.
+    pub declared: BTreeMap<String, bool>,
+    /// Names given a value.
+    pub given: BTreeSet<String>,
+}
+
+/// Reads the root module's variable blocks (its `.tf` files only, override
+/// files included) and the values `inputs` and the tfvars files give.
+/// `Err` where this reader cannot tell (JSON configuration, a file it
+/// cannot read or parse): terraform then checks for itself.
+pub fn root_variables(root: &Path, inputs: &Inputs) -> Result<RootVariables, Unsupported> {
+    let mut declared = BTreeMap::new();
+    let entries = std::fs::read_dir(root)
+        .map_err(|e| Unsupported(format!("cannot read {}: {e}", root.display())))?;
+    for path in entries.flatten().map(|e| e.path()) {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if name.ends_with(".tf.json") {
+            return Err(Unsupported(format!(
+                "{} is JSON configuration",
+                path.display()
+            )));
+        }
+        if !name.ends_with(".tf") || name == OVERRIDE_FILE || !path.is_file() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Unsupported(format!("cannot read {}: {e}", path.display())))?;
+        let body: Body = text
+            .parse()
+            .map_err(|e| Unsupported(format!("cannot parse {}: {e}", path.display())))?;
+        for b in body.blocks().filter(|b| b.ident.as_str() == "variable") {
+            if let [label] = b.labels.as_slice() {
+                let has_default = b.body.get_attribute("default").is_some();
+                let entry = declared.entry(label.as_str().to_owned()).or_insert(false);
+                *entry |= has_default;
+            }
+        }
+    }
+    let given = root_values(root, inputs)?.into_keys().collect();
+    Ok(RootVariables { declared, given })
+}
+
+/// Where the configuration keeps its state, as its `terraform` block says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// No backend block: `terraform.tfstate` in the root module.
+    Default,
+    /// `backend "local"`, with its `path` and `workspace_dir` if set.
+    Local {
+        path: Option<String>,
+        workspace_dir: Option<String>,
+    },
+    /// Any other backend (`s3`, `gcs`, `http`, ...), or `cloud`.
+    Other(String),
+}
+
+/// The backend the root module's `terraform` blocks declare (stategraph's
+/// own override file aside; other override files win, as terraform merges
+/// them). `Err` where the files cannot be read or parsed.
+pub fn backend(root: &Path) -> Result<Backend, Unsupported> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root)
+        .map_err(|e| Unsupported(format!("cannot read {}: {e}", root.display())))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            name.ends_with(".tf") && name != OVERRIDE_FILE && p.is_file()
+        })
+        .collect();
+    // Override files last, as terraform applies them.
+    files.sort_by_key(|p| {
+        let stem = p
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        (stem == "override" || stem.ends_with("_override"), p.clone())
+    });
+    let mut found = Backend::Default;
+    for path in files {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Unsupported(format!("cannot read {}: {e}", path.display())))?;
+        let body: Body = text
+            .parse()
+            .map_err(|e| Unsupported(format!("cannot parse {}: {e}", path.display())))?;
+        for t in body.blocks().filter(|b| b.ident.as_str() == "terraform") {
+            if t.body.get_blocks("cloud").next().is_some() {
+                found = Backend::Other("cloud".to_owned());
+            }
+            for b in t.body.get_blocks("backend") {
+                let Some(kind) = b.labels.first().map(|l| l.as_str().to_owned()) else {
+                    continue;
+                };
+                let text_of = |key: &str| {
+                    b.body.get_attribute(key).and_then(|a| match &a.value {
+                        Expression::String(s) => Some(s.as_str().to_owned()),
+                        _ => None,
+                    })
+                };
+                found = match kind.as_str() {
+                    "local" => Backend::Local {
+                        path: text_of("path"),
+                        workspace_dir: text_of("workspace_dir"),
+                    },
+                    _ => Backend::Other(kind),
+                };
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Whether `root` holds a configuration file terraform counts as one:
+/// `.tf` or `.tf.json`, not an override file (nor stategraph's own).
+pub fn has_configuration(root: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let stem = name
+            .strip_suffix(".tf.json")
+            .or_else(|| name.strip_suffix(".tf"));
+        match stem {
+            Some(stem) => stem != "override" && !stem.ends_with("_override") && e.path().is_file(),
+            None => false,
+        }
+    })
+}
+
 /// The text that sets each root variable, last definition wins:
 /// `TF_VAR_*`, `terraform.tfvars`, `*.auto.tfvars`, then `-var`/`-var-file`
 /// in order.

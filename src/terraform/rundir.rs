@@ -90,6 +90,70 @@ impl Layout {
     }
 }
 
+impl Layout {
+    /// A private `TF_DATA_DIR` in which terraform reaches the
+    /// configuration's own backend (`init`, then `state pull`), with the
+    /// user's providers and modules linked. Made while no stategraph run
+    /// uses the directory (it waits for them): their override file would
+    /// hide that backend.
+    pub fn backend_dir(&self) -> Result<BackendDir, TerraformError> {
+        let root = self
+            .root
+            .canonicalize()
+            .map_err(io_err(format!("cannot open {}", self.root.display())))?;
+        let lock_path = lock_path(&root, &self.temp_dir);
+        let file = open_lock_file(&lock_path)?;
+        let exclusive = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| {
+            TerraformError::Io {
+                what: format!("cannot lock {}", lock_path.display()),
+                source: errno.into(),
+            }
+        })?;
+        // Left by a run that was killed: no run is active now.
+        let _ = fs::remove_file(root.join(OVERRIDE_FILE));
+        let dir = tempfile::Builder::new()
+            .prefix("stategraph-backend-")
+            .tempdir_in(&self.temp_dir)
+            .map_err(io_err("cannot create a private temp dir"))?;
+        let data_dir = dir.path().join("data");
+        fs::create_dir(&data_dir).map_err(io_err("cannot create TF_DATA_DIR"))?;
+        link_modules(
+            &self.user_data_dir.join("modules"),
+            &data_dir.join("modules"),
+        )?;
+        link_tree(
+            &self.user_data_dir.join("providers"),
+            &data_dir.join("providers"),
+            5,
+        )?;
+        Ok(BackendDir {
+            root,
+            data_dir,
+            _dir: dir,
+            _exclusive: exclusive,
+        })
+    }
+}
+
+/// See [`Layout::backend_dir`]. Removed, and the directory free for runs
+/// again, when dropped.
+#[derive(Debug)]
+pub struct BackendDir {
+    root: PathBuf,
+    data_dir: PathBuf,
+    _dir: tempfile::TempDir,
+    _exclusive: Flock<File>,
+}
+
+impl BackendDir {
+    /// A terraform command in the user's directory, its data in this dir.
+    pub fn command(&self, tf: &Terraform) -> Invocation {
+        tf.command(&self.root)
+            .env("TF_DATA_DIR", &self.data_dir)
+            .env("TF_IN_AUTOMATION", "1")
+    }
+}
+
 fn orphans_in(temp_dir: &Path) -> Vec<PathBuf> {
     use std::os::unix::fs::MetadataExt;
     let Ok(entries) = fs::read_dir(temp_dir) else {
