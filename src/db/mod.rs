@@ -5,10 +5,12 @@
 //! - `migrations`: the schema, embedded in the binary.
 //! - `store`: one type, [`store::Store`], with one async function per query
 //!   or write; multi-statement writes run in explicit transactions.
+//! - `jsonb`: JSON as `jsonb` can hold it (U+0000 escaped, losslessly).
 //! - `locks`: the subgraph locks, their leases and the one fence every
 //!   write under a lock passes ([`store::Store::fence`]).
 
 pub mod embedded;
+pub mod jsonb;
 pub mod locks;
 pub mod migrations;
 pub mod pool;

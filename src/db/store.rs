@@ -11,6 +11,7 @@ use serde_json::{json, Map, Value};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 
+use super::jsonb;
 use crate::tfstate::{Instance, Output, Resource, State};
 
 /// Who is writing, for the transaction log.
@@ -243,9 +244,12 @@ impl Store {
             .iter()
             .filter(|r| r.instances.is_empty())
             .collect();
-        let husks =
-            (!husks.is_empty()).then(|| serde_json::to_value(&husks).expect("serializable"));
-        let extra = extra_json(&state.extra);
+        let husks = (!husks.is_empty()).then(|| {
+            jsonb::encode(&serde_json::to_value(&husks).expect("serializable")).into_owned()
+        });
+        let extra = extra_json(&state.extra).map(|e| jsonb::encode(&e).into_owned());
+        let check_results = jsonb::encode_opt(&state.check_results);
+        let check_results = check_results.as_deref();
         let serial = state.serial;
 
         let inserted = tx
@@ -253,7 +257,7 @@ impl Store {
                 "INSERT INTO states (name, lineage, serial, terraform_version, check_results, extra, husks)
                  VALUES ($1, $2, $3, $4, $5, $6, $7)
                  ON CONFLICT (name) DO NOTHING RETURNING id",
-                &[&name, &state.lineage, &serial, &state.terraform_version, &state.check_results, &extra, &husks],
+                &[&name, &state.lineage, &serial, &state.terraform_version, &check_results, &extra, &husks],
             )
             .await?;
         let created = inserted.is_some();
@@ -271,7 +275,7 @@ impl Store {
             && (stored_lineage != state.lineage
                 || stored_serial != serial
                 || row.get::<_, String>(3) != state.terraform_version
-                || row.get::<_, Option<Value>>(4) != state.check_results
+                || row.get::<_, Option<Value>>(4).as_ref() != check_results
                 || row.get::<_, Option<Value>>(5) != extra
                 || row.get::<_, Option<Value>>(6) != husks);
 
@@ -373,7 +377,7 @@ impl Store {
         tx.execute(
             "UPDATE states SET lineage = $2, serial = $3, terraform_version = $4, check_results = $5,
                 extra = $6, husks = $7, updated_at = now() WHERE id = $1",
-            &[&state_id, &state.lineage, &serial, &state.terraform_version, &state.check_results, &extra, &husks],
+            &[&state_id, &state.lineage, &serial, &state.terraform_version, &check_results, &extra, &husks],
         )
         .await?;
         let summary = json!({
@@ -447,7 +451,7 @@ impl Store {
                         each: row.get(7),
                         provider: row.get(8),
                         instances: Vec::new(),
-                        extra: object(row.get(19)),
+                        extra: object(jsonb::decode_opt(row.get(19))),
                     });
                     by_address.insert(key, resources.len() - 1);
                     resources.len() - 1
@@ -455,20 +459,20 @@ impl Store {
             };
             let deposed: String = row.get(1);
             resources[idx].instances.push(Instance {
-                index_key: row.get(9),
+                index_key: jsonb::decode_opt(row.get(9)),
                 status: row.get(10),
                 deposed: (!deposed.is_empty()).then_some(deposed),
                 schema_version: row.get(11),
-                attributes: row.get(12),
-                attributes_flat: row.get(13),
-                sensitive_attributes: row.get(14),
+                attributes: jsonb::decode_opt(row.get(12)),
+                attributes_flat: jsonb::decode_opt(row.get(13)),
+                sensitive_attributes: jsonb::decode_opt(row.get(14)),
                 private: row.get(15),
                 dependencies: row.get(16),
                 create_before_destroy: row.get(17),
-                extra: object(row.get(18)),
+                extra: object(jsonb::decode_opt(row.get(18))),
             });
         }
-        if let Some(Value::Array(husks)) = head.get::<_, Option<Value>>(6) {
+        if let Some(Value::Array(husks)) = jsonb::decode_opt(head.get(6)) {
             for h in husks {
                 let mut doc = json!({"version": 4, "serial": 0, "lineage": "", "resources": [h]});
                 doc["terraform_version"] = json!("");
@@ -489,10 +493,10 @@ impl Store {
                 (
                     r.get::<_, String>(0),
                     Output {
-                        value: r.get(1),
-                        type_: r.get(2),
+                        value: jsonb::decode(r.get(1)),
+                        type_: jsonb::decode(r.get(2)),
                         sensitive: r.get(3),
-                        extra: object(r.get(4)),
+                        extra: object(jsonb::decode_opt(r.get(4))),
                     },
                 )
             })
@@ -504,8 +508,8 @@ impl Store {
             lineage: head.get(1),
             outputs,
             resources,
-            check_results: head.get(4),
-            extra: object(head.get(5)),
+            check_results: jsonb::decode_opt(head.get(4)),
+            extra: object(jsonb::decode_opt(head.get(5))),
         };
         state.sort();
         Ok(Some(state))
@@ -1228,10 +1232,22 @@ async fn copy_rows(
         let raddr = r.address();
         let config_address = r.config_address();
         let resource_extra = extra_json(&r.extra);
+        let resource_extra = jsonb::encode_opt(&resource_extra);
+        let resource_extra = resource_extra.as_deref();
         for i in &r.instances {
             let address = i.address(&raddr);
             let deposed = i.deposed.as_deref().unwrap_or("");
             let extra = extra_json(&i.extra);
+            let extra = jsonb::encode_opt(&extra);
+            let encoded = [
+                jsonb::encode_opt(&i.index_key),
+                jsonb::encode_opt(&i.attributes),
+                jsonb::encode_opt(&i.attributes_flat),
+                jsonb::encode_opt(&i.sensitive_attributes),
+                extra,
+            ];
+            let [index_key, attributes, attributes_flat, sensitive_attributes, extra] =
+                encoded.each_ref().map(|v| v.as_deref());
             let mut row: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(20 + suffix.len());
             row.extend_from_slice(&[
                 &address,
@@ -1243,12 +1259,12 @@ async fn copy_rows(
                 &r.name,
                 &r.each,
                 &r.provider,
-                &i.index_key,
+                &index_key,
                 &i.status,
                 &i.schema_version,
-                &i.attributes,
-                &i.attributes_flat,
-                &i.sensitive_attributes,
+                &attributes,
+                &attributes_flat,
+                &sensitive_attributes,
                 &i.private,
                 &i.dependencies,
                 &i.create_before_destroy,
@@ -1284,10 +1300,13 @@ async fn push_outputs(
     let mut upsert: Vec<&(String, Output)> = Vec::new();
     for pair in outputs.iter().filter(|(n, _)| in_scope(n)) {
         let (name, o) = pair;
-        let extra = extra_json(&o.extra);
+        let extra = extra_json(&o.extra).map(|e| jsonb::encode(&e).into_owned());
         match stored.get(name) {
             Some((v, t, s, e))
-                if *v == o.value && *t == o.type_ && *s == o.sensitive && *e == extra => {}
+                if *v == *jsonb::encode(&o.value)
+                    && *t == *jsonb::encode(&o.type_)
+                    && *s == o.sensitive
+                    && *e == extra => {}
             _ => upsert.push(pair),
         }
     }
@@ -1322,7 +1341,8 @@ async fn push_outputs(
         .await?;
     }
     for (name, o) in &upsert {
-        let extra = extra_json(&o.extra);
+        let extra = extra_json(&o.extra).map(|e| jsonb::encode(&e).into_owned());
+        let (value, type_) = (jsonb::encode(&o.value), jsonb::encode(&o.type_));
         tx.execute(
             "INSERT INTO outputs (state_id, name, value, type, sensitive, extra, version, txn_id)
              VALUES ($1, $2, $3, $4, $5, $6,
@@ -1332,7 +1352,7 @@ async fn push_outputs(
              ON CONFLICT (state_id, name) DO UPDATE SET value = EXCLUDED.value, type = EXCLUDED.type,
                 sensitive = EXCLUDED.sensitive, extra = EXCLUDED.extra,
                 version = outputs.version + 1, txn_id = EXCLUDED.txn_id",
-            &[&state_id, name, &o.value, &o.type_, &o.sensitive, &extra, &txn_id],
+            &[&state_id, name, &*value, &*type_, &o.sensitive, &extra, &txn_id],
         )
         .await?;
     }
