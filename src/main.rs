@@ -5,7 +5,16 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let args = stategraph::cli::normalize_args(std::env::args_os());
+    use stategraph::terraform::rundir::{watch_override, WATCH_ARG};
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // The watcher of an override file a run started (not a user command).
+    if let [_, arg, root, lock] = raw.as_slice() {
+        if arg == WATCH_ARG {
+            watch_override(root.as_ref(), lock.as_ref());
+            return ExitCode::SUCCESS;
+        }
+    }
+    let args = stategraph::cli::normalize_args(raw);
     let cli = stategraph::cli::Cli::parse_from(args);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

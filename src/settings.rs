@@ -329,6 +329,7 @@ impl Settings {
             temp_dir: self.temp_dir.clone(),
             root: self.workdir.clone(),
             user_data_dir: self.tf_data_dir.clone(),
+            watcher: std::env::current_exe().ok(),
         }
     }
 

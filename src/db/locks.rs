@@ -696,10 +696,12 @@ fn jittered(d: Duration) -> Duration {
 /// Renews a holder's lease every third of the lease until stopped or dropped.
 ///
 /// [`Heartbeat::lost`] turns true, and the renewals stop, when the lease is
-/// known to be gone (reaped or force-unlocked) or when no renewal has
-/// succeeded for a whole lease (e.g. the database was unreachable): from
-/// then on the run must not write, and the fence of its merge would refuse
-/// anyway.
+/// known to be gone (reaped or force-unlocked), or when no renewal has
+/// succeeded for the lease minus a margin (a quarter of it: the database
+/// is unreachable, or this machine is cut off from it) — before the lease
+/// can have run out in the database, so that the run stops its terraform
+/// before another run may take the locks. From then on the run must not
+/// write, and the fence of its merge would refuse anyway.
 pub struct Heartbeat {
     /// `None` once stopped.
     task: Option<JoinHandle<()>>,
@@ -711,16 +713,24 @@ impl Heartbeat {
     pub fn start(pool: Pool, holder_id: i64, lease: Duration) -> Heartbeat {
         let (tx, rx) = watch::channel(false);
         let every = (lease / 3).max(Duration::from_millis(10));
+        let margin = lease / 4;
         let task = tokio::spawn(async move {
-            let mut last_ok = tokio::time::Instant::now();
+            // When the lease was last set: at the latest, when the request
+            // that set it was sent.
+            let mut renewed_at = tokio::time::Instant::now();
             loop {
-                tokio::time::sleep(every).await;
-                match renew(&pool, holder_id, lease).await {
-                    Ok(()) => last_ok = tokio::time::Instant::now(),
-                    Err(LockError::LeaseLost { .. }) => break,
-                    // Transient: try again, unless the lease must be over by now.
-                    Err(_) if last_ok.elapsed() < lease => continue,
-                    Err(_) => break,
+                let deadline = renewed_at + lease - margin;
+                let next = tokio::time::Instant::now() + every;
+                tokio::time::sleep_until(next.min(deadline)).await;
+                if tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+                let sent = tokio::time::Instant::now();
+                match tokio::time::timeout_at(deadline, renew(&pool, holder_id, lease)).await {
+                    Ok(Ok(())) => renewed_at = sent,
+                    Ok(Err(LockError::LeaseLost { .. })) => break,
+                    // Transient, or too slow: try again until the deadline.
+                    Ok(Err(_)) | Err(_) => continue,
                 }
             }
             let _ = tx.send(true);

@@ -86,6 +86,15 @@ impl<'s> Lease<'s> {
         &self.holder
     }
 
+    /// Turns true when the lease is lost, or about to run out unrenewed
+    /// (see [`Heartbeat`]): a terraform writing under it must stop.
+    pub fn lost(&self) -> tokio::sync::watch::Receiver<bool> {
+        match &self.heartbeat {
+            Some(h) => h.lost(),
+            None => tokio::sync::watch::channel(true).1,
+        }
+    }
+
     /// Stops renewing and frees the locks.
     pub async fn release(mut self) -> Result<(), LockError> {
         if let Some(heartbeat) = self.heartbeat.take() {

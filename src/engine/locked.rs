@@ -67,7 +67,13 @@ pub async fn run(settings: &Settings, words: &[String], flags: &TfFlags) -> Resu
     }
     .begin()
     .await?;
-    let done = dir.command(&tf).args(&args).interactive(true).run().await?;
+    let done = dir
+        .command(&tf)
+        .args(&args)
+        .interactive(true)
+        .stop_on(lease.lost())
+        .run()
+        .await?;
     let after = dir.read_state()?;
     let mut written = None;
     if after != fresh {

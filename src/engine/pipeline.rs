@@ -343,7 +343,8 @@ async fn apply(
         .command(&cx.tf)
         .args(["apply", "-lock=false"])
         .args(cx.flags.for_saved_plan())
-        .arg(final_plan(dir));
+        .arg(final_plan(dir))
+        .stop_on(lease.lost());
     let done = recording.run_with_checkpoints(&begun, dir, apply).await;
     let Ok(done) = done else {
         let e = done.unwrap_err();

@@ -142,7 +142,7 @@ pub async fn apply(settings: &Settings, flags: &TfFlags, file: &str) -> Result<O
     let lease = session
         .lease(&bundle.write, &bundle.read, flags.lock_timeout)
         .await?;
-    let result = apply_locked(&session, &tf, lease.holder(), &bundle, flags).await;
+    let result = apply_locked(&session, &tf, &lease, &bundle, flags).await;
     let released = lease.release().await;
     let (code, report) = result?;
     released?;
@@ -158,7 +158,7 @@ pub async fn apply(settings: &Settings, flags: &TfFlags, file: &str) -> Result<O
 async fn apply_locked(
     session: &Session<'_>,
     tf: &Terraform,
-    holder: &crate::db::locks::Holder,
+    lease: &super::lease::Lease<'_>,
     bundle: &Bundle,
     flags: &TfFlags,
 ) -> Result<(u8, crate::db::store::PushReport)> {
@@ -210,7 +210,7 @@ async fn apply_locked(
     }
     let recording = Recording {
         session,
-        holder,
+        holder: lease.holder(),
         before: &snapshot,
         scope: Scope {
             write: &bundle.write,
@@ -225,7 +225,8 @@ async fn apply_locked(
         .args(["apply", "-lock=false"])
         .args(flags.pass(&["auto-approve"]))
         .arg(&plan_file)
-        .stdout(Output::Inherit);
+        .stdout(Output::Inherit)
+        .stop_on(lease.lost());
     let done = recording.run_with_checkpoints(&begun, &dir, apply).await?;
     let report = recording.finish(Some(&begun), &dir).await?;
     Ok((done.code, report))

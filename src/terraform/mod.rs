@@ -257,6 +257,7 @@ impl Terraform {
             stdout: Output::Inherit,
             quiet: false,
             ui: self.ui,
+            stop: None,
         }
     }
 }
@@ -295,6 +296,8 @@ pub struct Invocation {
     /// stderr captured, never shown (see [`Invocation::quiet`]).
     quiet: bool,
     ui: Ui,
+    /// Turns true when terraform must stop (see [`Invocation::stop_on`]).
+    stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// How a finished terraform run ended.
@@ -364,6 +367,14 @@ impl Invocation {
     /// stategraph handles itself.
     pub fn quiet(mut self) -> Invocation {
         self.quiet = true;
+        self
+    }
+
+    /// Sends terraform its graceful stop (SIGINT, once) when `stop` turns
+    /// true: the run lost the lease of its locks, and another run may take
+    /// them soon.
+    pub fn stop_on(mut self, stop: tokio::sync::watch::Receiver<bool>) -> Invocation {
+        self.stop = Some(stop);
         self
     }
 
@@ -458,11 +469,26 @@ impl Invocation {
         });
 
         let mut interrupts = 0u32;
+        let mut stop = self.stop.clone();
         let status = loop {
             let sig = tokio::select! {
                 status = child.wait() => break status.map_err(io_err("waiting for terraform"))?,
                 _ = sigint.recv() => Signal::SIGINT,
                 _ = sigterm.recv() => Signal::SIGTERM,
+                Some(()) = must_stop(&mut stop) => {
+                    stop = None;
+                    self.ui.warn(
+                        "the lease of this run's locks could not be renewed in time (the \
+                         database is unreachable from here): stopping terraform now, before the \
+                         lease runs out and another run may take these resources. What \
+                         terraform finishes is recorded when the database is reachable, or kept \
+                         in a recovery file.",
+                    );
+                    if let Some(pid) = pid {
+                        let _ = kill(pid, Signal::SIGINT);
+                    }
+                    continue;
+                }
             };
             interrupts += 1;
             if interrupts >= 2 {
@@ -515,6 +541,14 @@ impl Invocation {
                 code: done.code,
             })
         }
+    }
+}
+
+/// Resolves once `stop` is true; never without one.
+async fn must_stop(stop: &mut Option<tokio::sync::watch::Receiver<bool>>) -> Option<()> {
+    match stop {
+        Some(rx) => rx.wait_for(|s| *s).await.ok().map(|_| ()),
+        None => std::future::pending().await,
     }
 }
 

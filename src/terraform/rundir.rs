@@ -33,8 +33,11 @@
 //! - The override file appears while at least one run is active in the
 //!   directory: each run holds a shared `flock` on a lock file in the system
 //!   temp dir named by a hash of the canonical directory; a run that ends
-//!   removes the override only if a non-blocking exclusive lock succeeds. A
-//!   file left by a killed run is removed by the next run that ends.
+//!   removes the override only if a non-blocking exclusive lock succeeds.
+//!   A run killed with SIGKILL cannot: a watcher process (the stategraph
+//!   binary again, [`WATCH_ARG`], in a process group of its own) waits for
+//!   the run's end on a pipe only the run holds, and then does the same.
+//!   The user's directory is left as it was, whatever happens to the run.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -52,6 +55,11 @@ pub const OVERRIDE_FILE: &str = "zzzz_stategraph_override.tf";
 /// Its content: the path is given per run with `-backend-config`.
 pub const OVERRIDE_CONTENT: &str = "# Written by stategraph while it runs terraform here; removed when it is done.\nterraform {\n  backend \"local\" {}\n}\n";
 
+/// The hidden first argument that makes the stategraph binary the watcher
+/// of one directory's override file: `stategraph WATCH_ARG ROOT LOCK_PATH`
+/// (see [`watch_override`]).
+pub const WATCH_ARG: &str = "__stategraph-watch-override";
+
 /// The file in a private dir naming the pid of the run that owns it.
 const OWNER_FILE: &str = "owner.pid";
 
@@ -65,6 +73,9 @@ pub struct Layout {
     /// The user's terraform data dir (`TF_DATA_DIR`, else `.terraform`),
     /// whose installed providers and modules runs reuse.
     pub user_data_dir: PathBuf,
+    /// The stategraph binary, run as the override file's watcher (see the
+    /// module docs); `None`: no watcher (a library user, the tests).
+    pub watcher: Option<PathBuf>,
 }
 
 impl Layout {
@@ -270,7 +281,8 @@ impl RunDir {
         link_modules(&user_data.join("modules"), &data_dir.join("modules"))?;
         link_tree(&user_data.join("providers"), &data_dir.join("providers"), 5)?;
 
-        let override_guard = OverrideGuard::acquire(&root, &layout.temp_dir)?;
+        let override_guard =
+            OverrideGuard::acquire(&root, &layout.temp_dir, layout.watcher.as_deref())?;
         Ok(RunDir {
             layout: Layout {
                 root: root.clone(),
@@ -499,12 +511,18 @@ fn link_tree(from: &Path, to: &Path, depth: usize) -> Result<(), TerraformError>
 struct OverrideGuard {
     override_path: PathBuf,
     lock: Option<Flock<File>>,
+    /// The watcher that removes the file if this process dies first.
+    watcher: Option<std::process::Child>,
 }
 
 impl OverrideGuard {
     /// Takes the shared lock (waiting for a run that is removing the file),
-    /// then makes sure the override file is in place.
-    fn acquire(root: &Path, temp_dir: &Path) -> Result<OverrideGuard, TerraformError> {
+    /// starts the watcher, then makes sure the override file is in place.
+    fn acquire(
+        root: &Path,
+        temp_dir: &Path,
+        watcher: Option<&Path>,
+    ) -> Result<OverrideGuard, TerraformError> {
         let lock_path = lock_path(root, temp_dir);
         let file = open_lock_file(&lock_path)?;
         let lock =
@@ -516,6 +534,7 @@ impl OverrideGuard {
         let guard = OverrideGuard {
             override_path,
             lock: Some(lock),
+            watcher: watcher.and_then(|bin| start_watcher(bin, root, &lock_path)),
         };
         if fs::read(&guard.override_path).ok().as_deref() != Some(OVERRIDE_CONTENT.as_bytes()) {
             // Atomic replace: a terraform of a concurrent run reading the
@@ -544,6 +563,43 @@ impl Drop for OverrideGuard {
             let _ = fs::remove_file(&self.override_path);
         }
         drop(lock);
+        if let Some(mut watcher) = self.watcher.take() {
+            // Its stdin closes: it looks once more, finds nothing to do, ends.
+            drop(watcher.stdin.take());
+            let _ = watcher.wait();
+        }
+    }
+}
+
+/// Starts `bin` as the watcher of `root`'s override file (see the module
+/// docs); `None` if it cannot start (then a killed run's file is removed by
+/// the next run, as without one).
+fn start_watcher(bin: &Path, root: &Path, lock_path: &Path) -> Option<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new(bin)
+        .arg(WATCH_ARG)
+        .arg(root)
+        .arg(lock_path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        // Not in the terminal's process group: a Ctrl-C must not stop it.
+        .process_group(0)
+        .spawn()
+        .ok()
+}
+
+/// The watcher's work (`stategraph WATCH_ARG ROOT LOCK_PATH`): waits until
+/// the run that started it closes its stdin or dies, then removes the
+/// override file of `root` unless another run holds the lock at
+/// `lock_path`.
+pub fn watch_override(root: &Path, lock_path: &Path) {
+    let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+    let Ok(file) = open_lock_file(lock_path) else {
+        return;
+    };
+    if let Ok(_exclusive) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        let _ = fs::remove_file(root.join(OVERRIDE_FILE));
     }
 }
 
