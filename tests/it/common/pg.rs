@@ -1,4 +1,3 @@
-#![allow(dead_code)]
 //! An ephemeral PostgreSQL cluster for integration tests, one per test
 //! process, and a fresh empty database per test.
 //!

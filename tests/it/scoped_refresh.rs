@@ -3,9 +3,7 @@
 //! refresh; the plan is the same as with terraform's targeted refresh of
 //! the written instances and everything they depend on.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn refreshed(stdout: &str) -> Vec<String> {
     let mut lines: Vec<String> = stdout
@@ -144,8 +142,8 @@ fn only_the_written_instances_are_refreshed_and_the_plan_is_the_same() {
 #[test]
 fn on_aws_a_scoped_refresh_makes_fewer_api_requests_for_the_same_plan() {
     let db = test_db();
-    let moto = common::moto::Moto::start();
-    let wd = common::moto::produce_aws_state(&moto, "aws_teams");
+    let moto = moto::Moto::start();
+    let wd = moto::produce_aws_state(&moto, "aws_teams");
     // terraform wrote each role before its inline policy: the stored role
     // would lack the policy a refresh reads (a change, as far as stategraph
     // can tell). Recorded as refreshed, the rows are what the provider reads.

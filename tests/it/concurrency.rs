@@ -2,13 +2,12 @@
 //! one shared state cannot. And on a 211-instance state, a change to one
 //! team touches only that team.
 
-mod common;
-
 use std::process::{Command, Output};
 use std::time::Instant;
 
-use common::*;
 use serde_json::Value;
+
+use crate::common::*;
 
 fn sg(db: &TestDb, wd: &TfWorkdir, args: &[&str]) -> Command {
     sg_tf(db, wd, "teams", args)

@@ -69,7 +69,11 @@ const SMALL_STATE: &str = r#"{
   "check_results": null
 }"#;
 
-const CHAIN_PLAN: &str = include_str!("../src/terraform/testdata/chain_plan.json");
+// From the package root, so that where this file sits does not matter.
+const CHAIN_PLAN: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/src/terraform/testdata/chain_plan.json"
+));
 
 // ---------------------------------------------------------------------------
 // Strategies

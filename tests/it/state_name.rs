@@ -1,11 +1,9 @@
 //! The state name: `--state`, else the root module's path relative to the git
 //! top level plus the terraform workspace.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 const EMPTY_STATE: &str = r#"{"version": 4, "terraform_version": "1.11.4", "serial": 1,
   "lineage": "3f1c8c2e-0000-4000-8000-000000000001", "outputs": {}, "resources": [], "check_results": null}"#;

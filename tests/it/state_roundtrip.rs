@@ -1,12 +1,11 @@
 //! `state push` / `state pull` / `state list` / `state show` against a real
 //! PostgreSQL, on states written by the real terraform binary.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
 use serde_json::Value;
+
+use crate::common::*;
 
 /// Pushes the workdir's state, pulls it back, and checks the round trip is lossless.
 fn assert_round_trip(db: &TestDb, name: &str, wd: &TfWorkdir) -> Value {

@@ -12,11 +12,9 @@
 //! finds, and the changes read from the stream must equal those of the
 //! plan file.)
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn an_unchanged_configuration_needs_no_show_json_nor_init() {
@@ -30,7 +28,7 @@ fn an_unchanged_configuration_needs_no_show_json_nor_init() {
         format!(
             "#!/bin/sh\necho \"$1\" >> '{}'\nexec '{}' \"$@\"\n",
             log.display(),
-            common::terraform::terraform_bin().display()
+            terraform::terraform_bin().display()
         ),
     )
     .unwrap();
@@ -122,7 +120,7 @@ impl Logged {
             format!(
                 "#!/bin/sh\necho \"$1\" >> '{}'\nexec '{}' \"$@\"\n",
                 log.display(),
-                common::terraform::terraform_bin().display()
+                terraform::terraform_bin().display()
             ),
         )
         .unwrap();

@@ -4,11 +4,9 @@
 //!
 //! Each test gets a fresh data directory and stops its cluster at the end,
 //! also when it fails (a Drop guard runs `stategraph db stop`). The last test
-//! checks the ephemeral cluster of `common/pg.rs` (used by the other test
-//! binaries) is removed when its test process is killed with SIGKILL.
-
-#[path = "common/pg.rs"]
-mod pg;
+//! checks the ephemeral cluster of `common/pg.rs` (used by the other
+//! modules) is removed when its test process is killed with SIGKILL: it runs
+//! this test binary again, as a child, to start one.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -17,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use assert_cmd::prelude::*;
 use assert_cmd::Command;
+
+use crate::common::pg;
 
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
@@ -454,7 +454,8 @@ fn test_cluster_is_removed_when_its_test_process_is_killed() {
         .args([
             "--ignored",
             "--exact",
-            "helper_start_test_cluster_and_wait",
+            // The test's name within the `it` binary: its module path.
+            "embedded::helper_start_test_cluster_and_wait",
             "--nocapture",
         ])
         .env("STATEGRAPH_TEST_PG_HELPER", "1")

@@ -5,14 +5,12 @@
 //! refuses to write over changes made since), and no lock stuck beyond its
 //! lease.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::pg::start_cluster_with;
-use common::*;
+use crate::common::pg::{start_cluster_with, ClusterHandle};
+use crate::common::*;
 
 /// `pg_ctl ARGS` on `data`, as the server's user.
 fn pg_ctl(data: &Path, args: &[&str]) {
@@ -37,7 +35,7 @@ fn pg_ctl(data: &Path, args: &[&str]) {
 /// A cluster of its own (it is stopped and started) and a stategraph
 /// command in a `slow_chain` workdir with short leases and retries.
 struct Outage {
-    cluster: common::pg::ClusterHandle,
+    cluster: ClusterHandle,
     url: String,
     wd: TfWorkdir,
 }

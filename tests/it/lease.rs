@@ -1,11 +1,9 @@
 //! A holder killed with SIGKILL blocks others no longer than its lease.
 
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn a_killed_apply_blocks_the_next_one_only_until_its_lease_expires() {

@@ -1,8 +1,6 @@
 //! Embedded migrations: applied once, concurrently safe, tamper-evident.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[test]
 fn ten_processes_starting_at_once_on_an_empty_database_all_succeed() {

@@ -8,15 +8,13 @@
 //! The random choices come from a per-worker xorshift generator; the base
 //! seed is printed and can be set with `STATEGRAPH_STRESS_SEED`.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Output};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const STATE: &str = "teams";
 const TEAMS: usize = 8;

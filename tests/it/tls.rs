@@ -8,15 +8,14 @@
 //! stategraph's connections were encrypted; the server log (log_connections)
 //! and pg_stat_ssl confirm it.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command as StdCommand, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use assert_cmd::Command;
-use common::pg::{start_cluster_with, ClusterHandle};
+
+use crate::common::pg::{start_cluster_with, ClusterHandle};
 
 /// Put in every URL given to stategraph: it must never be printed.
 const PASSWORD: &str = "s3cretpw";

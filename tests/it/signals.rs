@@ -1,11 +1,9 @@
 //! Ctrl-C: terraform stops gracefully, what it finished is recorded, the
 //! locks are free at once, and the exit status is non-zero.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn sigint_mid_apply_records_what_terraform_finished_and_frees_the_locks() {

@@ -1,4 +1,3 @@
-#![allow(dead_code)]
 //! A local AWS API (moto's server) for tests that need a real cloud provider.
 //!
 //! Owns: starting `python3 -m moto.server` on a free loopback port, waiting
@@ -94,11 +93,6 @@ impl Moto {
         }
     }
 
-    /// The port moto listens on (127.0.0.1).
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     /// `http://127.0.0.1:PORT`, the endpoint for every AWS service.
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
@@ -121,12 +115,6 @@ impl Moto {
             .lines()
             .filter(|l| l.contains("\" ") && l.contains(" HTTP/") && !l.contains("/moto-api/"))
             .count()
-    }
-
-    /// Forgets every resource moto holds (`POST /moto-api/reset`).
-    pub fn reset(&self) {
-        let status = http_status(self.port, "POST", "/moto-api/reset");
-        assert_eq!(status, Some(200), "resetting moto failed:\n{}", self.log());
     }
 
     /// Runs `script` in moto's python with `client(SERVICE)`, a boto3 client

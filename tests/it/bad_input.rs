@@ -1,9 +1,8 @@
 //! Bad input gets a clear error, a non-zero exit, and nothing written.
 
-mod common;
-
-use common::*;
 use serde_json::Value;
+
+use crate::common::*;
 
 fn chain_state() -> (TfWorkdir, Value) {
     let wd = produce_state("chain");

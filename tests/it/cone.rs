@@ -1,9 +1,8 @@
 //! `stategraph cone` on a state written by terraform.
 
-mod common;
-
-use common::*;
 use serde_json::Value;
+
+use crate::common::*;
 
 fn cone_json(db: &TestDb, args: &[&str]) -> Value {
     let mut all = vec!["--state", "chain", "cone", "--json"];

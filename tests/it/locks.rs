@@ -2,8 +2,6 @@
 //! all-or-nothing, waiting, leases, fencing, force-unlock, and a randomized
 //! stress run checking mutual exclusion and freedom from deadlock.
 
-mod common;
-
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -14,6 +12,8 @@ use stategraph::db::locks::{LockError, LockMode, LockRequest};
 use stategraph::db::pool::PgTarget;
 use stategraph::db::store::{Actor, Store};
 
+use crate::common::{test_db, TestDb};
+
 const LEASE: Duration = Duration::from_secs(30);
 
 struct Fixture {
@@ -21,12 +21,12 @@ struct Fixture {
     /// The store's pool, for looking at the tables directly.
     pool: deadpool_postgres::Pool,
     state_id: i64,
-    _db: common::TestDb,
+    _db: TestDb,
 }
 
 /// A fresh database with the schema and one empty state.
 async fn fixture(pool_size: usize) -> Fixture {
-    let db = common::test_db();
+    let db = test_db();
     let pool = PgTarget::from_url(&db.url)
         .expect("test URL")
         .connect(pool_size)

@@ -1,4 +1,3 @@
-#![allow(dead_code)]
 //! Running the real terraform binary from integration tests.
 //!
 //! Owns: finding terraform, the hermetic environment every terraform (or
@@ -147,7 +146,6 @@ pub struct TfWorkdir {
     /// The temp dir; it is also terraform's working directory.
     pub dir: tempfile::TempDir,
     cli_config: PathBuf,
-    fixture: String,
 }
 
 /// File name of the CLI config inside the workdir (terraform ignores it: not `.tf`).
@@ -178,7 +176,6 @@ impl TfWorkdir {
         TfWorkdir {
             dir,
             cli_config: cli_path,
-            fixture: name.to_string(),
         }
     }
 
@@ -190,11 +187,6 @@ impl TfWorkdir {
     /// The CLI config file every terraform run here uses.
     pub fn cli_config(&self) -> &Path {
         &self.cli_config
-    }
-
-    /// The fixture this workdir was copied from.
-    pub fn fixture(&self) -> &str {
-        &self.fixture
     }
 
     /// `terraform.tfstate` in the workdir (the local backend's default).

@@ -1,9 +1,8 @@
 //! `stategraph log`: the transaction log, newest first.
 
-mod common;
-
-use common::*;
 use serde_json::Value;
+
+use crate::common::*;
 
 #[test]
 fn log_lists_pushes_newest_first_with_who_and_serials() {

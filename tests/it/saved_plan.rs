@@ -1,8 +1,6 @@
 //! Saved plans: stale only when something the plan read or writes changed.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn gen_of(db: &TestDb, team: &str) -> String {
     db.psql(&format!(

@@ -1,14 +1,13 @@
 //! `stategraph init` and the terraform commands stategraph passes on: the
 //! real terraform on `fixtures/tf/chain`, the state in a real PostgreSQL.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Output;
 
-use common::*;
 use serde_json::Value;
+
+use crate::common::*;
 
 /// `stategraph --state STATE ARGS` in the workdir.
 fn sg_state(db: &TestDb, wd: &TfWorkdir, state: &str, args: &[&str]) -> Output {

@@ -1,14 +1,13 @@
 //! `stategraph plan` / `apply` end to end: the real terraform on
 //! `fixtures/tf/chain`, the state in a real PostgreSQL.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Output;
 
-use common::*;
 use serde_json::Value;
+
+use crate::common::*;
 
 const CHANGE_A: &str = r#"gen={a="2",b="1",c="1"}"#;
 

@@ -1,13 +1,12 @@
 //! `Store::merge`: only the write set's rows are written, concurrent disjoint
 //! merges keep each other's changes, and a lost lease writes nothing.
 
-mod common;
-
-use common::*;
 use serde_json::{json, Value};
 use stategraph::db::pool::PgTarget;
 use stategraph::db::store::{Actor, Merge, Store, StoreError};
 use stategraph::tfstate::State;
+
+use crate::common::*;
 
 async fn store(db: &TestDb) -> Store {
     let target = PgTarget::from_url(&db.url).unwrap();

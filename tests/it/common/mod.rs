@@ -1,7 +1,6 @@
 //! Shared harness for the integration tests: an ephemeral PostgreSQL
 //! (`pg`), terraform fixtures (`terraform`), a local AWS API (`moto`), and
 //! the real `stategraph` binary wired to them.
-#![allow(dead_code, unused_imports)]
 
 pub mod moto;
 pub mod pg;

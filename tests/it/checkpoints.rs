@@ -3,12 +3,10 @@
 //! recorded; the next run on the state finds the dead transaction once its
 //! lease has expired, marks it aborted and says what it had recorded.
 
-mod common;
-
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const FIRST_GEN: &str =
     "SELECT attributes->'input'->'value'->>'gen' FROM instances WHERE address = 'terraform_data.first'";

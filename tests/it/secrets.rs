@@ -1,9 +1,7 @@
 //! Secrets: stategraph prints no sensitive value in plan, apply, log, locks,
 //! cone or errors, and leaves no private temporary file behind.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 const SECRETS: &[&str] = &["hunter2-not-a-real-secret", "tok-0123456789"];
 

@@ -3,17 +3,17 @@
 //! the user's directory left byte-identical, concurrent workspaces in one
 //! directory, exit codes and interrupts.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::terraform::{self as tfh, TfWorkdir};
 use stategraph::terraform::workspace::OVERRIDE_FILE;
 use stategraph::terraform::{plan, Output, Terraform, TerraformError, Workspace};
 use stategraph::tfstate::{self, State};
+
+use crate::common::produce_state;
+use crate::common::terraform::{self as tfh, TfWorkdir};
 
 const GEN_A2: &str = r#"gen={a="2",b="1",c="1"}"#;
 const BRANCH_A_L1: &str = r#"module.branch["a"].terraform_data.l1"#;
@@ -82,7 +82,7 @@ fn instances(state: &State) -> BTreeMap<String, serde_json::Value> {
 /// `fixtures/tf/chain` applied with terraform in its own directory (no
 /// backend block, a local `terraform.tfstate` there), plus a lock file.
 fn chain_user_dir() -> TfWorkdir {
-    let wd = common::produce_state("chain");
+    let wd = produce_state("chain");
     // Built-in providers only: terraform writes no lock file; give one anyway
     // so that its bytes are checked.
     wd.write_file(

@@ -1,9 +1,8 @@
 //! `stategraph locks` and `stategraph force-unlock` through the real binary.
 
-mod common;
-
-use common::*;
 use serde_json::Value;
+
+use crate::common::*;
 
 #[test]
 fn locks_lists_holders_and_force_unlock_frees_them() {
