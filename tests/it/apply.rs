@@ -2,49 +2,19 @@
 //! `fixtures/tf/chain`, the state in a real PostgreSQL.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Output;
 
 use serde_json::Value;
 
 use crate::common::*;
 
+/// The state every test here stores `fixtures/tf/chain` as.
+const STATE: &str = "chain";
 const CHANGE_A: &str = r#"gen={a="2",b="1",c="1"}"#;
 
-/// `stategraph --state chain ARGS` in the workdir.
-fn sg_in(db: &TestDb, wd: &TfWorkdir, args: &[&str]) -> Output {
-    sg_tf(db, wd, "chain", args)
-        .output()
-        .expect("run stategraph")
-}
-
-fn ok(out: &Output) -> (String, String) {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "stategraph failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    (stdout, stderr)
-}
-
-/// Every file under `dir` (names and bytes), to check nothing is left behind.
-fn listing(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            let rel = p.strip_prefix(base).unwrap().to_string_lossy().into_owned();
-            if p.is_dir() {
-                walk(base, &p, out);
-            } else {
-                out.insert(rel, std::fs::read(&p).unwrap_or_default());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
+/// Asserts that a stategraph run succeeded; its stdout and stderr.
+#[track_caller]
+fn ok(out: &std::process::Output) -> (String, String) {
+    assert_ok("stategraph", out)
 }
 
 fn versions(db: &TestDb) -> BTreeMap<String, i64> {
@@ -61,8 +31,8 @@ fn versions(db: &TestDb) -> BTreeMap<String, i64> {
 fn apply_of_a_fresh_config_gives_a_state_terraform_accepts() {
     let db = test_db();
     let wd = TfWorkdir::from_fixture("chain");
-    let before = listing(wd.path());
-    let (stdout, stderr) = ok(&sg_in(&db, &wd, &["apply", "-auto-approve"]));
+    let before = files_under(wd.path());
+    let (stdout, stderr) = ok(&sg_in(&db, &wd, STATE, &["apply", "-auto-approve"]));
     assert!(
         stdout.contains("Apply complete! Resources: 19 added"),
         "{stdout}"
@@ -72,7 +42,11 @@ fn apply_of_a_fresh_config_gives_a_state_terraform_accepts() {
         "{stderr}"
     );
     assert!(stderr.contains("transaction"), "{stderr}");
-    assert_eq!(listing(wd.path()), before, "the user's directory changed");
+    assert_eq!(
+        files_under(wd.path()),
+        before,
+        "the user's directory changed"
+    );
 
     // The stored state is one terraform itself finds up to date.
     let pulled = pull_to(&db, "chain", wd.path());
@@ -103,13 +77,14 @@ fn apply_of_a_fresh_config_gives_a_state_terraform_accepts() {
 fn a_change_writes_only_its_cone_and_plan_writes_nothing() {
     let db = test_db();
     let wd = TfWorkdir::from_fixture("chain");
-    ok(&sg_in(&db, &wd, &["apply", "-auto-approve"]));
+    ok(&sg_in(&db, &wd, STATE, &["apply", "-auto-approve"]));
     let v1 = versions(&db);
 
     // plan: terraform's exit code 2 (changes) passes through; nothing written, nothing locked.
     let out = sg_in(
         &db,
         &wd,
+        STATE,
         &["plan", "-detailed-exitcode", "-no-color", "-var", CHANGE_A],
     );
     assert_eq!(
@@ -133,6 +108,7 @@ fn a_change_writes_only_its_cone_and_plan_writes_nothing() {
     let (_, stderr) = ok(&sg_in(
         &db,
         &wd,
+        STATE,
         &["apply", "-auto-approve", "-no-color", "-var", CHANGE_A],
     ));
     assert!(
@@ -168,7 +144,7 @@ fn a_change_writes_only_its_cone_and_plan_writes_nothing() {
 fn a_held_lock_fails_fast_naming_the_holder_or_is_waited_for() {
     let db = test_db();
     let wd = TfWorkdir::from_fixture("chain");
-    ok(&sg_in(&db, &wd, &["apply", "-auto-approve"]));
+    ok(&sg_in(&db, &wd, STATE, &["apply", "-auto-approve"]));
     let v1 = versions(&db);
     let holder = db.psql(
         "WITH h AS (INSERT INTO lock_holders (state_id, actor_user, actor_host, command, lease_expires_at)
@@ -182,6 +158,7 @@ fn a_held_lock_fails_fast_naming_the_holder_or_is_waited_for() {
     let out = sg_in(
         &db,
         &wd,
+        STATE,
         &["apply", "-auto-approve", "-no-color", "-var", CHANGE_A],
     );
     assert!(!out.status.success());
@@ -212,6 +189,7 @@ fn a_held_lock_fails_fast_naming_the_holder_or_is_waited_for() {
     let (_, stderr) = ok(&sg_in(
         &db,
         &wd,
+        STATE,
         &[
             "apply",
             "-auto-approve",
@@ -235,7 +213,12 @@ fn a_held_lock_fails_fast_naming_the_holder_or_is_waited_for() {
 fn a_configuration_error_passes_terraform_message_and_code_through() {
     let db = test_db();
     let wd = TfWorkdir::from_fixture("chain");
-    let out = sg_in(&db, &wd, &["plan", "-no-color", "-var", "nonexistent=1"]);
+    let out = sg_in(
+        &db,
+        &wd,
+        STATE,
+        &["plan", "-no-color", "-var", "nonexistent=1"],
+    );
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("Value for undeclared variable"), "{stderr}");
@@ -247,7 +230,7 @@ fn help_of_a_terraform_command_explains_and_runs_nothing() {
     let db = test_db();
     let wd = TfWorkdir::from_fixture("chain");
     for cmd in ["plan", "apply", "destroy", "init"] {
-        let (stdout, _) = ok(&sg_in(&db, &wd, &[cmd, "-help"]));
+        let (stdout, _) = ok(&sg_in(&db, &wd, STATE, &[cmd, "-help"]));
         assert!(
             stdout.contains(&format!("terraform {cmd} -help")),
             "{stdout}"
@@ -266,16 +249,14 @@ fn apply_asks_for_approval_as_terraform_does() {
     use std::io::Write as _;
     let db = test_db();
     let wd = TfWorkdir::from_fixture("chain");
-    ok(&sg_in(&db, &wd, &["apply", "-auto-approve"]));
+    ok(&sg_in(&db, &wd, STATE, &["apply", "-auto-approve"]));
     let v1 = versions(&db);
     let answer = |text: &str| {
-        let mut child = sg_tf(&db, &wd, "chain", &["apply", "-no-color", "-var", CHANGE_A])
-            .env("TF_INPUT", "1")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_piped(
+            sg_tf(&db, &wd, STATE, &["apply", "-no-color", "-var", CHANGE_A])
+                .env("TF_INPUT", "1")
+                .stdin(std::process::Stdio::piped()),
+        );
         child
             .stdin
             .take()
@@ -297,7 +278,7 @@ fn apply_asks_for_approval_as_terraform_does() {
     assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "0");
 
     // Without input, approval cannot be asked: terraform's advice.
-    let out = sg_in(&db, &wd, &["apply", "-no-color", "-var", CHANGE_A]);
+    let out = sg_in(&db, &wd, STATE, &["apply", "-no-color", "-var", CHANGE_A]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("-auto-approve"));
 
@@ -315,10 +296,11 @@ fn apply_asks_for_approval_as_terraform_does() {
 fn refresh_only_covers_the_whole_state() {
     let db = test_db();
     let wd = TfWorkdir::from_fixture("chain");
-    ok(&sg_in(&db, &wd, &["apply", "-auto-approve"]));
+    ok(&sg_in(&db, &wd, STATE, &["apply", "-auto-approve"]));
     let (_, stderr) = ok(&sg_in(
         &db,
         &wd,
+        STATE,
         &["apply", "-refresh-only", "-auto-approve", "-no-color"],
     ));
     assert!(
@@ -326,7 +308,12 @@ fn refresh_only_covers_the_whole_state() {
         "{stderr}"
     );
     assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "0");
-    let (stdout, _) = ok(&sg_in(&db, &wd, &["plan", "-refresh-only", "-no-color"]));
+    let (stdout, _) = ok(&sg_in(
+        &db,
+        &wd,
+        STATE,
+        &["plan", "-refresh-only", "-no-color"],
+    ));
     assert!(stdout.contains("No changes"), "{stdout}");
 }
 
@@ -343,7 +330,7 @@ fn an_overlapping_apply_waits_then_plans_again_on_the_first_ones_result() {
 
     // The first changes team a slowly; the second (a newer checkout) has
     // team a's change too, plus team b's.
-    let slow = run(
+    let mut slow = spawn_piped(&mut run(
         &first,
         &[
             "apply",
@@ -354,28 +341,8 @@ fn an_overlapping_apply_waits_then_plans_again_on_the_first_ones_result() {
             "-var",
             r#"gen={a="2"}"#,
         ],
-    )
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let mut slow = slow;
-    while db.psql("SELECT count(*) FROM lock_holders") == "0" {
-        if let Ok(Some(_)) = slow.try_wait() {
-            let out = slow.wait_with_output().unwrap();
-            panic!(
-                "the first apply ended before it locked:\n{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the first apply never locked"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    ));
+    wait_until_locked(&db, &mut slow, "the first apply never locked");
     let out = run(
         &second,
         &[

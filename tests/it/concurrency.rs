@@ -2,26 +2,15 @@
 //! one shared state cannot. And on a 211-instance state, a change to one
 //! team touches only that team.
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Instant;
 
 use serde_json::Value;
 
 use crate::common::*;
 
-fn sg(db: &TestDb, wd: &TfWorkdir, args: &[&str]) -> Command {
-    sg_tf(db, wd, "teams", args)
-}
-
-fn assert_ok(what: &str, out: &Output) {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+/// The state every test here stores `fixtures/tf/teams` as.
+const STATE: &str = "teams";
 
 /// The `gen` each team's base was last applied with.
 fn gens(db: &TestDb) -> Vec<(String, String)> {
@@ -43,9 +32,7 @@ fn three_disjoint_applies_from_three_checkouts_run_at_the_same_time() {
     let first = TfWorkdir::from_fixture("teams");
     assert_ok(
         "initial apply",
-        &sg(&db, &first, &["apply", "-auto-approve", "-no-color"])
-            .output()
-            .unwrap(),
+        &sg_in(&db, &first, STATE, &["apply", "-auto-approve", "-no-color"]),
     );
 
     // Three checkouts, each changing its own team; each base replacement sleeps 6 s.
@@ -58,9 +45,10 @@ fn three_disjoint_applies_from_three_checkouts_run_at_the_same_time() {
         .iter()
         .map(|(wd, team)| {
             let gen = format!("gen={{{team}=\"2\"}}");
-            sg(
+            spawn_piped(&mut sg_tf(
                 &db,
                 wd,
+                STATE,
                 &[
                     "apply",
                     "-auto-approve",
@@ -70,11 +58,7 @@ fn three_disjoint_applies_from_three_checkouts_run_at_the_same_time() {
                     "-var",
                     &gen,
                 ],
-            )
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
+            ))
         })
         .collect();
     let outputs: Vec<Output> = children
@@ -149,9 +133,7 @@ fn terraform_alone_on_one_shared_state_refuses_concurrent_applies() {
                 "-var",
                 &gen,
             ]);
-            cmd.stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped());
-            cmd.spawn().unwrap()
+            spawn_piped(&mut cmd)
         })
         .collect();
     let outputs: Vec<Output> = children
@@ -178,7 +160,7 @@ fn on_211_instances_a_change_to_one_team_refreshes_and_writes_only_that_team() {
     let size = ["-var", "teams=10", "-var", "per_team=20"];
     let mut args = vec!["apply", "-auto-approve", "-no-color"];
     args.extend(size);
-    assert_ok("initial apply", &sg(&db, &wd, &args).output().unwrap());
+    assert_ok("initial apply", &sg_in(&db, &wd, STATE, &args));
     assert_eq!(db.psql("SELECT count(*) FROM instances"), "211");
     let before = db
         .psql("SELECT string_agg(address || '=' || version, ',' ORDER BY address) FROM instances");
@@ -186,7 +168,7 @@ fn on_211_instances_a_change_to_one_team_refreshes_and_writes_only_that_team() {
     // The plan refreshes the cone only.
     let mut plan = vec!["plan", "-no-color", "-var", r#"gen={c="2"}"#];
     plan.extend(size);
-    let out = sg(&db, &wd, &plan).output().unwrap();
+    let out = sg_in(&db, &wd, STATE, &plan);
     assert_ok("plan", &out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let refreshed: Vec<&str> = stdout
@@ -209,7 +191,7 @@ fn on_211_instances_a_change_to_one_team_refreshes_and_writes_only_that_team() {
         r#"gen={c="2"}"#,
     ];
     apply.extend(size);
-    let out = sg(&db, &wd, &apply).output().unwrap();
+    let out = sg_in(&db, &wd, STATE, &apply);
     assert_ok("apply", &out);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

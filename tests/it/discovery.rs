@@ -19,31 +19,12 @@ use crate::common::*;
 #[test]
 fn an_unchanged_configuration_needs_no_show_json_nor_init() {
     let db = test_db();
-    let wd = TfWorkdir::from_fixture("chain");
     // The real terraform, behind a wrapper that logs each subcommand.
-    let log = wd.path().join("terraform.log");
-    let wrapper = wd.path().join("terraform-logged");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\necho \"$1\" >> '{}'\nexec '{}' \"$@\"\n",
-            log.display(),
-            terraform::terraform_bin().display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sg = Logged::new("chain");
     let run = |args: &[&str]| {
-        let _ = std::fs::remove_file(&log);
-        let out = sg_tf(&db, &wd, "chain", args)
-            .env("STATEGRAPH_TERRAFORM", &wrapper)
-            .env_remove("STATEGRAPH_DISCOVERY_ORACLE")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "{stderr}");
-        let ran = std::fs::read_to_string(&log).unwrap_or_default();
-        (stderr, ran.lines().map(str::to_owned).collect::<Vec<_>>())
+        let (code, _, stderr, ran) = sg.run(&db, args, false);
+        assert_eq!(code, 0, "{stderr}");
+        (stderr, ran)
     };
     run(&["apply", "-auto-approve", "-no-color"]);
     // The directory initialized as a user would (modules installed).
@@ -67,7 +48,7 @@ fn an_unchanged_configuration_needs_no_show_json_nor_init() {
     // A new resource reading branch a's tail: the configuration changed, its
     // edges are read again, and the new resource's cone reads the tail and what it depends on.
     std::fs::write(
-        wd.path().join("extra.tf"),
+        sg.wd.path().join("extra.tf"),
         "resource \"terraform_data\" \"extra\" {\n  input = module.branch[\"a\"].tail_id\n}\n",
     )
     .unwrap();

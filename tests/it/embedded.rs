@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use assert_cmd::prelude::*;
 use assert_cmd::Command;
 
-use crate::common::pg;
+use crate::common::{exists, pg, poll_until, text};
 
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
@@ -55,10 +55,6 @@ fn sg(data: &Path, args: &[&str]) -> Command {
     configure(&mut cmd, data);
     cmd.current_dir(data.parent().unwrap()).args(args);
     Command::from_std(cmd)
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn status_json(data: &Path) -> serde_json::Value {
@@ -352,10 +348,9 @@ fn half_created_crashed_and_stale_pid_clusters_recover() {
     // The server is killed (crash, OOM): the pid file and socket stay behind.
     let pid = status_json(&data)["pid"].as_u64().unwrap() as i32;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::path::Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    poll_until(Duration::from_secs(10), Duration::from_millis(20), || {
+        !exists(pid as u32)
+    });
     assert!(data.join("pg/postmaster.pid").exists());
     assert_eq!(
         status_json(&data)["running"],
@@ -494,12 +489,9 @@ fn test_cluster_is_removed_when_its_test_process_is_killed() {
 
     child.kill().unwrap(); // SIGKILL: no destructor, no atexit
     child.wait().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while (dir.exists() || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
-        && Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    poll_until(Duration::from_secs(15), Duration::from_millis(50), || {
+        !dir.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+    });
     assert!(!dir.exists(), "{} survived its test process", dir.display());
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),

@@ -1,54 +1,19 @@
 //! `stategraph init` and the terraform commands stategraph passes on: the
 //! real terraform on `fixtures/tf/chain`, the state in a real PostgreSQL.
 
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::Output;
 
 use serde_json::Value;
 
 use crate::common::*;
 
-/// `stategraph --state STATE ARGS` in the workdir.
-fn sg_state(db: &TestDb, wd: &TfWorkdir, state: &str, args: &[&str]) -> Output {
-    sg_tf(db, wd, state, args).output().expect("run stategraph")
-}
+/// The state the tests here store `fixtures/tf/chain` as.
+const STATE: &str = "chain";
 
-fn sg_in(db: &TestDb, wd: &TfWorkdir, args: &[&str]) -> Output {
-    sg_state(db, wd, "chain", args)
-}
-
-fn ok(args: &[&str], out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "stategraph {args:?} failed ({}):\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
+/// `stategraph --state chain ARGS` in the workdir, asserting success; its stdout.
+#[track_caller]
 fn run_ok(db: &TestDb, wd: &TfWorkdir, args: &[&str]) -> String {
-    ok(args, &sg_in(db, wd, args))
-}
-
-/// Every file under `dir` (names and bytes), to check nothing is left behind.
-fn listing(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            let rel = p.strip_prefix(base).unwrap().to_string_lossy().into_owned();
-            if p.is_dir() && !p.is_symlink() {
-                walk(base, &p, out);
-            } else {
-                out.insert(rel, std::fs::read(&p).unwrap_or_default());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
+    assert_ok(&format!("stategraph {args:?}"), &sg_in(db, wd, STATE, args)).0
 }
 
 fn pulled(db: &TestDb) -> Value {
@@ -61,7 +26,7 @@ fn read_only_commands_run_on_the_stored_state_and_leave_the_directory_alone() {
     let wd = TfWorkdir::from_fixture("chain");
     run_ok(&db, &wd, &["apply", "-auto-approve", "-no-color"]);
     let stored = pulled(&db);
-    let before = listing(wd.path());
+    let before = files_under(wd.path());
 
     // output -json: the stored outputs, values as stored.
     let out: Value = serde_json::from_str(&run_ok(&db, &wd, &["output", "-json"])).unwrap();
@@ -110,7 +75,7 @@ fn read_only_commands_run_on_the_stored_state_and_leave_the_directory_alone() {
     assert!(version.starts_with("Terraform v1."), "{version}");
 
     // Terraform's exit code passes through.
-    let missing = sg_in(&db, &wd, &["output", "-no-color", "nonexistent"]);
+    let missing = sg_in(&db, &wd, STATE, &["output", "-no-color", "nonexistent"]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&missing.stderr).contains("Output \"nonexistent\" not found"),
@@ -118,7 +83,11 @@ fn read_only_commands_run_on_the_stored_state_and_leave_the_directory_alone() {
         String::from_utf8_lossy(&missing.stderr)
     );
 
-    assert_eq!(listing(wd.path()), before, "the user's directory changed");
+    assert_eq!(
+        files_under(wd.path()),
+        before,
+        "the user's directory changed"
+    );
     assert_eq!(pulled(&db), stored, "a read-only command changed the state");
 }
 
@@ -127,8 +96,11 @@ fn without_a_stored_state_outputs_are_empty_and_nothing_is_created() {
     let db = test_db();
     let wd = TfWorkdir::from_fixture("chain");
     let args = ["output", "-json"];
-    let out: Value = serde_json::from_str(&ok(&args, &sg_state(&db, &wd, "nothing", &args)))
-        .expect("output -json prints JSON");
+    let (stdout, _) = assert_ok(
+        "stategraph output -json",
+        &sg_in(&db, &wd, "nothing", &args),
+    );
+    let out: Value = serde_json::from_str(&stdout).expect("output -json prints JSON");
     assert_eq!(out, serde_json::json!({}));
     assert_eq!(
         db.psql("SELECT count(*) FROM states WHERE name = 'nothing'"),
@@ -141,7 +113,7 @@ fn commands_that_write_state_run_with_the_state_locked_and_are_merged() {
     let db = test_db();
     let wd = TfWorkdir::from_fixture("chain");
     run_ok(&db, &wd, &["apply", "-auto-approve", "-no-color"]);
-    let before = listing(wd.path());
+    let before = files_under(wd.path());
     let status = |addr: &str| {
         db.psql(&format!(
             "SELECT coalesce(status, 'ok') FROM instances WHERE address = '{addr}'"
@@ -174,7 +146,7 @@ fn commands_that_write_state_run_with_the_state_locked_and_are_merged() {
 
     // Commands with no meaning here are still refused, and write nothing.
     let stored = pulled(&db);
-    let out = sg_in(&db, &wd, &["push"]);
+    let out = sg_in(&db, &wd, STATE, &["push"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("not supported by stategraph"),
@@ -182,7 +154,7 @@ fn commands_that_write_state_run_with_the_state_locked_and_are_merged() {
         String::from_utf8_lossy(&out.stderr)
     );
     // Workspaces belong to a directory, not to an explicit --state.
-    let out = sg_in(&db, &wd, &["workspace", "new", "other"]);
+    let out = sg_in(&db, &wd, STATE, &["workspace", "new", "other"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("workspaces do not apply"));
     // Our own state commands are not shadowed by the pass-through.
@@ -193,7 +165,11 @@ fn commands_that_write_state_run_with_the_state_locked_and_are_merged() {
     );
 
     assert_eq!(pulled(&db), stored, "a refused command changed the state");
-    assert_eq!(listing(wd.path()), before, "the user's directory changed");
+    assert_eq!(
+        files_under(wd.path()),
+        before,
+        "the user's directory changed"
+    );
     assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "0");
 }
 
@@ -202,7 +178,7 @@ fn init_installs_modules_without_a_backend_and_plan_works_after_it() {
     let db = test_db();
     let wd = TfWorkdir::from_fixture("chain");
 
-    let out = sg_in(&db, &wd, &["init", "-reconfigure"]);
+    let out = sg_in(&db, &wd, STATE, &["init", "-reconfigure"]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -232,11 +208,11 @@ fn init_installs_modules_without_a_backend_and_plan_works_after_it() {
     );
     assert!(!wd.state_path().exists());
 
-    let before = listing(wd.path());
+    let before = files_under(wd.path());
     let plan = run_ok(&db, &wd, &["plan", "-no-color"]);
     assert!(plan.contains("Plan: 19 to add, 0 to change"), "{plan}");
     assert_eq!(
-        listing(wd.path()),
+        files_under(wd.path()),
         before,
         "plan changed the user's directory"
     );
@@ -251,15 +227,7 @@ fn sg_ws(db: &TestDb, wd: &TfWorkdir, args: &[&str]) -> Output {
 fn workspaces_are_stored_states_of_the_directory() {
     let db = test_db();
     let wd = TfWorkdir::from_fixture("chain");
-    let ok = |args: &[&str]| {
-        let out = sg_ws(&db, &wd, args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let ok = |args: &[&str]| assert_ok(&format!("stategraph {args:?}"), &sg_ws(&db, &wd, args)).0;
     let base = wd
         .path()
         .canonicalize()

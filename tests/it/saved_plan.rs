@@ -2,37 +2,33 @@
 
 use crate::common::*;
 
+/// The `gen` team `team`'s base is stored with.
 fn gen_of(db: &TestDb, team: &str) -> String {
-    db.psql(&format!(
-        r#"SELECT attributes->'input'->'value'->>'gen' FROM instances WHERE address = 'module.team["{team}"].terraform_data.base'"#
-    ))
+    input_gen(db, &format!(r#"module.team["{team}"].terraform_data.base"#))
 }
 
+/// `stategraph --state teams ARGS` in `wd`, run to completion.
 fn run(db: &TestDb, wd: &TfWorkdir, args: &[&str]) -> std::process::Output {
-    sg_tf(db, wd, "teams", args).output().unwrap()
+    sg_in(db, wd, "teams", args)
 }
 
-fn assert_ok(out: &std::process::Output) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "failed: {}\n{stderr}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    stderr
+/// Asserts that a stategraph run succeeded; its stderr.
+#[track_caller]
+fn ok(out: &std::process::Output) -> String {
+    assert_ok("stategraph", out).1
 }
 
 #[test]
 fn a_saved_plan_survives_unrelated_changes_and_is_applied_elsewhere() {
     let db = test_db();
     let planner = TfWorkdir::from_fixture("teams");
-    assert_ok(&run(
+    ok(&run(
         &db,
         &planner,
         &["apply", "-auto-approve", "-no-color"],
     ));
 
-    let stderr = assert_ok(&run(
+    let stderr = ok(&run(
         &db,
         &planner,
         &[
@@ -53,7 +49,7 @@ fn a_saved_plan_survives_unrelated_changes_and_is_applied_elsewhere() {
     assert_eq!(gen_of(&db, "a"), "1", "plan -out wrote to the state");
 
     // Someone changes team b in between: unrelated to the plan.
-    assert_ok(&run(
+    ok(&run(
         &db,
         &planner,
         &[
@@ -68,7 +64,7 @@ fn a_saved_plan_survives_unrelated_changes_and_is_applied_elsewhere() {
     // Another checkout (another CI job) applies the saved plan.
     let applier = TfWorkdir::from_fixture("teams");
     std::fs::copy(&plan, applier.path().join("a.sgplan")).unwrap();
-    assert_ok(&run(&db, &applier, &["apply", "-no-color", "a.sgplan"]));
+    ok(&run(&db, &applier, &["apply", "-no-color", "a.sgplan"]));
     assert_eq!(gen_of(&db, "a"), "2");
     assert_eq!(
         gen_of(&db, "b"),
@@ -82,8 +78,8 @@ fn a_saved_plan_survives_unrelated_changes_and_is_applied_elsewhere() {
 fn a_saved_plan_whose_rows_changed_is_refused_naming_them() {
     let db = test_db();
     let wd = TfWorkdir::from_fixture("teams");
-    assert_ok(&run(&db, &wd, &["apply", "-auto-approve", "-no-color"]));
-    assert_ok(&run(
+    ok(&run(&db, &wd, &["apply", "-auto-approve", "-no-color"]));
+    ok(&run(
         &db,
         &wd,
         &[
@@ -95,7 +91,7 @@ fn a_saved_plan_whose_rows_changed_is_refused_naming_them() {
         ],
     ));
     // Team a itself changes before the plan is applied.
-    assert_ok(&run(
+    ok(&run(
         &db,
         &wd,
         &[

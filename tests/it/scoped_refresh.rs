@@ -15,6 +15,15 @@ fn refreshed(stdout: &str) -> Vec<String> {
     lines
 }
 
+/// The plan in terraform's output: each resource's heading and the summary.
+fn plan_of(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("# ") || l.starts_with("Plan:"))
+        .map(str::to_owned)
+        .collect()
+}
+
 const CONFIG: &str = r#"
 variable "gen" {
   type    = string
@@ -53,11 +62,7 @@ fn only_the_written_instances_are_refreshed_and_the_plan_is_the_same() {
             .env("STATEGRAPH_SCOPED_REFRESH", mode)
             .output()
             .unwrap();
-        let (stdout, stderr) = (
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        );
-        (out.status.code(), stdout, stderr)
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
     };
     let (code, out, err) = run("auto", &["apply", "-auto-approve", "-no-color"]);
     assert_eq!(code, Some(0), "{out}{err}");
@@ -89,12 +94,6 @@ fn only_the_written_instances_are_refreshed_and_the_plan_is_the_same() {
     both.sort();
     assert_eq!(refreshed(&wide), both, "{wide}");
     // The same plan either way.
-    let plan_of = |out: &str| -> Vec<String> {
-        out.lines()
-            .filter(|l| l.trim_start().starts_with("# ") || l.starts_with("Plan:"))
-            .map(str::to_owned)
-            .collect()
-    };
     assert_eq!(plan_of(&wide), plan_of(&scoped));
     assert!(
         scoped.contains("Plan: 0 to add, 4 to change, 0 to destroy."),
@@ -163,11 +162,7 @@ fn on_aws_a_scoped_refresh_makes_fewer_api_requests_for_the_same_plan() {
             .env_remove("STATEGRAPH_DISCOVERY_ORACLE")
             .output()
             .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
     };
     // The first plan after the push records the discovery baseline.
     let (code, out, err) = run("never", &["plan", "-no-color", "-detailed-exitcode"]);
@@ -192,12 +187,6 @@ fn on_aws_a_scoped_refresh_makes_fewer_api_requests_for_the_same_plan() {
         err.contains("written instances only, planning meanwhile... done"),
         "{err}"
     );
-    let plan_of = |out: &str| -> Vec<String> {
-        out.lines()
-            .filter(|l| l.trim_start().starts_with("# ") || l.starts_with("Plan:"))
-            .map(str::to_owned)
-            .collect()
-    };
     assert_eq!(plan_of(&wide), plan_of(&scoped));
     assert!(
         scoped.contains("Plan: 0 to add, 6 to change, 0 to destroy."),

@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
+
 use crate::common::*;
 
 #[test]
@@ -10,7 +12,7 @@ fn sigint_mid_apply_records_what_terraform_finished_and_frees_the_locks() {
     let db = test_db();
     sg_ok(&db, &["--state", "teams", "state", "list"]); // creates the schema, for polling
     let wd = TfWorkdir::from_fixture("teams");
-    let child = sg_tf(
+    let mut child = spawn_piped(&mut sg_tf(
         &db,
         &wd,
         "teams",
@@ -21,23 +23,11 @@ fn sigint_mid_apply_records_what_terraform_finished_and_frees_the_locks() {
             "-var",
             "sleep_seconds=5",
         ],
-    )
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while db.psql("SELECT count(*) FROM lock_holders") == "0" {
-        assert!(Instant::now() < deadline, "the apply never took its locks");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    ));
+    wait_until_locked(&db, &mut child, "the apply never took its locks");
     // Let terraform create the shared resource and start the slow bases.
     std::thread::sleep(Duration::from_millis(2500));
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    send_signal(child.id(), Signal::SIGINT);
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);

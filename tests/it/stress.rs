@@ -9,7 +9,6 @@
 //! seed is printed and can be set with `STATEGRAPH_STRESS_SEED`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Command, Output};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -22,10 +21,6 @@ const PER_TEAM: usize = 30;
 const WORKERS: usize = 6;
 const ROUNDS: usize = 10;
 const SIZE: [&str; 4] = ["-var", "teams=8", "-var", "per_team=30"];
-
-fn sg(db: &TestDb, wd: &TfWorkdir, args: &[&str]) -> Command {
-    sg_tf(db, wd, STATE, args)
-}
 
 fn team_names() -> Vec<String> {
     (0..TEAMS)
@@ -141,7 +136,7 @@ fn worker(db: &TestDb, w: usize, seed: u64) -> Vec<Apply> {
         args.extend(SIZE);
         args.extend(targets.iter().map(String::as_str));
         let start = Instant::now();
-        let out = sg(db, &wd, &args).output().expect("run stategraph apply");
+        let out = sg_in(db, &wd, STATE, &args);
         let end = Instant::now();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         applies.push(Apply {
@@ -159,23 +154,13 @@ fn worker(db: &TestDb, w: usize, seed: u64) -> Vec<Apply> {
     applies
 }
 
-fn assert_ok(what: &str, out: &Output) {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn six_workers_apply_overlapping_teams_and_nothing_is_lost() {
     let db = Arc::new(test_db());
     let first = TfWorkdir::from_fixture("teams");
     let mut args = vec!["apply", "-auto-approve", "-no-color"];
     args.extend(SIZE);
-    let out = sg(&db, &first, &args).output().unwrap();
+    let out = sg_in(&db, &first, STATE, &args);
     assert_ok("initial apply", &out);
     let initial_txn = txn_id(&String::from_utf8_lossy(&out.stderr))
         .expect("the initial apply printed its transaction");

@@ -22,15 +22,8 @@ const BRANCH_A_L2: &str = r#"module.branch["a"].terraform_data.l2"#;
 /// The real terraform with the test environment (its own CLI config, no prompts).
 fn terraform(wd: &TfWorkdir) -> Terraform {
     let mut tf = Terraform::discover(Some(&tfh::terraform_bin())).expect("terraform is usable");
-    for (key, _) in std::env::vars_os() {
-        let Some(key) = key.to_str() else { continue };
-        if key.starts_with("TF_CLI_ARGS")
-            || key.starts_with("TF_VAR_")
-            || key.starts_with("TF_LOG")
-            || matches!(key, "TF_DATA_DIR" | "TF_WORKSPACE" | "TF_PLUGIN_CACHE_DIR")
-        {
-            tf = tf.without_env(key);
-        }
+    for key in tfh::leaking_env_vars() {
+        tf = tf.without_env(&key);
     }
     tf.with_env("TF_CLI_CONFIG_FILE", wd.cli_config())
         .with_env("CHECKPOINT_DISABLE", "1")
@@ -343,9 +336,14 @@ async fn sigint_stops_terraform_gracefully() {
     assert_eq!(after.lineage, state.lineage);
 }
 
-/// A direct child of this process whose command line holds `needle`.
+/// A direct child of this process that runs terraform with `needle` in its
+/// command line. Every test of the binary shares this process, so the
+/// children of the other tests running meanwhile are ours too: only
+/// terraform itself may get the signal, not, say, a stategraph another
+/// test started with the same variable.
 fn find_child(needle: &str) -> Option<i32> {
     let me = std::process::id().to_string();
+    let terraform = fs::canonicalize(tfh::terraform_bin()).ok();
     for entry in fs::read_dir("/proc").ok()?.flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
             continue;
@@ -356,7 +354,7 @@ fn find_child(needle: &str) -> Option<i32> {
         let ppid = stat
             .rsplit_once(')')
             .and_then(|(_, r)| r.split_whitespace().nth(1));
-        if ppid != Some(me.as_str()) {
+        if ppid != Some(me.as_str()) || fs::read_link(entry.path().join("exe")).ok() != terraform {
             continue;
         }
         let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();

@@ -16,6 +16,7 @@ use std::sync::OnceLock;
 use assert_cmd::Command;
 
 use crate::common::pg::{start_cluster_with, ClusterHandle};
+use crate::common::{stategraph_without_db, text};
 
 /// Put in every URL given to stategraph: it must never be printed.
 const PASSWORD: &str = "s3cretpw";
@@ -266,31 +267,8 @@ impl TlsCluster {
 /// The real binary with `--database-url url` and nothing else to go on: no
 /// libpq variables, no embedded database to fall back on.
 fn stategraph(url: &str) -> Command {
-    let mut cmd =
-        Command::cargo_bin("stategraph").expect("the stategraph binary is built by cargo test");
-    cmd.arg("--database-url")
-        .arg(url)
-        .env("CI", "true")
-        .env(
-            "STATEGRAPH_DATA_DIR",
-            "/nonexistent/stategraph-tests-must-not-use-the-embedded-db",
-        )
-        .env_remove("STATEGRAPH_DATABASE_URL")
-        .env_remove("STATEGRAPH_STATE");
-    for var in [
-        "PGHOST",
-        "PGHOSTADDR",
-        "PGPORT",
-        "PGUSER",
-        "PGPASSWORD",
-        "PGDATABASE",
-        "PGSERVICE",
-        "PGSSLMODE",
-        "PGSSLROOTCERT",
-        "PGCONNECT_TIMEOUT",
-    ] {
-        cmd.env_remove(var);
-    }
+    let mut cmd = stategraph_without_db();
+    cmd.arg("--database-url").arg(url);
     cmd
 }
 
@@ -300,10 +278,6 @@ fn list(url: &str) -> Output {
         .args(["--state", "t", "state", "list"])
         .output()
         .expect("run stategraph")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// Asserts that `out` succeeded with empty stdout (an empty state lists nothing).

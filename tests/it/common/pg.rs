@@ -29,7 +29,9 @@ const SUPERUSER: &str = "postgres";
 /// How long the server may take to accept connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A fresh, empty database in the per-process cluster.
+/// A fresh, empty database in the per-process cluster (or, built by hand,
+/// any database a test's commands should use).
+#[derive(Clone)]
 pub struct TestDb {
     /// `postgres://postgres@127.0.0.1:PORT/NAME`.
     pub url: String,
@@ -72,16 +74,14 @@ pub fn cluster_dir() -> &'static Path {
 impl TestDb {
     /// Runs `sql` with psql and returns its trimmed stdout; panics with stderr on failure.
     pub fn psql(&self, sql: &str) -> String {
-        let out = Command::new(&cluster().psql)
+        let psql = psql_bin();
+        let out = clean_psql(&psql)
             .args(["-XAtq", "-v", "ON_ERROR_STOP=1"])
             .arg(&self.url)
             .arg("-c")
             .arg(sql)
-            .env_remove("PGPASSWORD")
-            .env_remove("PGSERVICE")
-            .stdin(Stdio::null())
             .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", cluster().psql.display()));
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", psql.display()));
         if !out.status.success() {
             panic!(
                 "psql failed on database {} ({}):\n{sql}\n{}",
@@ -98,7 +98,6 @@ struct Cluster {
     port: u16,
     /// The temp directory holding the cluster and its log.
     dir: PathBuf,
-    psql: PathBuf,
     /// The supervisor; its stdin is the pipe whose closing stops everything.
     _supervisor: Mutex<Child>,
 }
@@ -109,37 +108,55 @@ fn cluster() -> &'static Cluster {
 }
 
 fn start_cluster() -> Cluster {
-    let explicit = std::env::var_os("STATEGRAPH_PG_BIN").map(PathBuf::from);
-    let bin = stategraph::db::embedded::find_pg_bin(explicit.as_deref()).unwrap_or_else(|e| {
-        panic!("the tests need a PostgreSQL server to run against.\n{e:#}\n(./install.sh installs it; STATEGRAPH_PG_BIN names its bin directory.)")
-    });
-    let psql = match bin.join("psql") {
+    let (port, dir, supervisor) = start_new_cluster();
+    Cluster {
+        port,
+        dir,
+        _supervisor: Mutex::new(supervisor),
+    }
+}
+
+/// The PostgreSQL server binaries: `$STATEGRAPH_PG_BIN`, else where
+/// stategraph itself looks. Panics saying how to install them.
+fn pg_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let explicit = std::env::var_os("STATEGRAPH_PG_BIN").map(PathBuf::from);
+        stategraph::db::embedded::find_pg_bin(explicit.as_deref()).unwrap_or_else(|e| {
+            panic!("the tests need a PostgreSQL server to run against.\n{e:#}\n(./install.sh installs it; STATEGRAPH_PG_BIN names its bin directory.)")
+        })
+    })
+}
+
+/// psql beside the server binaries, else the one on PATH.
+fn psql_bin() -> PathBuf {
+    match pg_bin().join("psql") {
         p if p.is_file() => p,
         _ => PathBuf::from("psql"),
-    };
-    // A port the OS gave us may be taken again before postgres binds it
-    // (another test process did the same): then start over on a new port.
+    }
+}
+
+/// initdb and start a cluster (see [`try_start`]): its port, temp directory
+/// and supervisor. A port the OS gave us may be taken again before postgres
+/// binds it (another test process did the same): then start over on a new
+/// port, three times at most.
+fn start_new_cluster() -> (u16, PathBuf, Child) {
     let mut last_error = String::new();
     for _ in 0..3 {
         let started = Instant::now();
-        match try_start(&bin) {
+        match try_start(pg_bin()) {
             Ok((port, dir, supervisor)) => {
                 eprintln!(
                     "test PostgreSQL ready on 127.0.0.1:{port} in {:.2} s",
                     started.elapsed().as_secs_f64()
                 );
-                return Cluster {
-                    port,
-                    dir,
-                    psql,
-                    _supervisor: Mutex::new(supervisor),
-                };
+                return (port, dir, supervisor);
             }
             Err(StartError::PortTaken(log)) => last_error = log,
             Err(StartError::Failed(msg)) => panic!("{msg}"),
         }
     }
-    panic!("the test PostgreSQL could not bind a free port three times; last log:\n{last_error}");
+    panic!("a test PostgreSQL could not bind a free port three times; last log:\n{last_error}");
 }
 
 enum StartError {
@@ -312,37 +329,29 @@ fn accepts_connections(bin: &Path, port: u16) -> bool {
     if TcpStream::connect(("127.0.0.1", port)).is_err() {
         return false;
     }
+    let port = port.to_string();
+    let target = [
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-U",
+        SUPERUSER,
+        "-d",
+        "postgres",
+    ];
     let isready = bin.join("pg_isready");
     let probe = if isready.is_file() {
         Command::new(isready)
-            .args([
-                "-q",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-U",
-                SUPERUSER,
-                "-d",
-                "postgres",
-            ])
+            .arg("-q")
+            .args(target)
             .stdin(Stdio::null())
             .status()
     } else {
         Command::new("psql")
-            .args([
-                "-XAtq",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-U",
-                SUPERUSER,
-                "-d",
-                "postgres",
-                "-c",
-                "select 1",
-            ])
+            .arg("-XAtq")
+            .args(target)
+            .args(["-c", "select 1"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -373,7 +382,6 @@ pub struct ClusterHandle {
     pub dir: PathBuf,
     /// The data directory (owned by the server user).
     pub data_dir: PathBuf,
-    psql: PathBuf,
     log: PathBuf,
     /// Its stdin is the pipe whose closing stops everything.
     _supervisor: Child,
@@ -388,13 +396,14 @@ impl ClusterHandle {
     /// Runs `sql` with psql against `url` (a full libpq URL or conninfo),
     /// with no libpq variables from the environment; returns the raw output.
     pub fn psql_output(&self, url: &str, sql: &str) -> std::process::Output {
-        clean_psql(&self.psql)
+        let psql = psql_bin();
+        clean_psql(&psql)
             .args(["-XAtq", "-v", "ON_ERROR_STOP=1"])
             .arg(url)
             .arg("-c")
             .arg(sql)
             .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.psql.display()))
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", psql.display()))
     }
 
     /// Like [`ClusterHandle::psql_output`], returning trimmed stdout; panics
@@ -414,25 +423,31 @@ impl ClusterHandle {
     }
 }
 
-/// psql with the libpq variables that could redirect or alter it removed.
+/// The libpq variables that could redirect or alter a connection (host,
+/// credentials, TLS, options): removed from every client a test starts, so
+/// that only what the test says counts.
+pub const LIBPQ_VARS: &[&str] = &[
+    "PGHOST",
+    "PGHOSTADDR",
+    "PGPORT",
+    "PGUSER",
+    "PGDATABASE",
+    "PGPASSWORD",
+    "PGPASSFILE",
+    "PGSERVICE",
+    "PGSERVICEFILE",
+    "PGSSLMODE",
+    "PGSSLROOTCERT",
+    "PGSSLCERT",
+    "PGSSLKEY",
+    "PGOPTIONS",
+    "PGCONNECT_TIMEOUT",
+];
+
+/// psql with [`LIBPQ_VARS`] removed and no stdin.
 fn clean_psql(psql: &Path) -> Command {
     let mut cmd = Command::new(psql);
-    for var in [
-        "PGHOST",
-        "PGHOSTADDR",
-        "PGPORT",
-        "PGUSER",
-        "PGDATABASE",
-        "PGPASSWORD",
-        "PGPASSFILE",
-        "PGSERVICE",
-        "PGSERVICEFILE",
-        "PGSSLMODE",
-        "PGSSLROOTCERT",
-        "PGSSLCERT",
-        "PGSSLKEY",
-        "PGOPTIONS",
-    ] {
+    for var in LIBPQ_VARS {
         cmd.env_remove(var);
     }
     cmd.stdin(Stdio::null());
@@ -463,35 +478,12 @@ fn redact_url(url: &str) -> String {
 /// as are configuration or pg_hba errors; `ssl` and its files, pg_hba and
 /// logging settings all take effect on reload.
 pub fn start_cluster_with(extra_conf: &str, files: &[(&str, &[u8])]) -> ClusterHandle {
-    let explicit = std::env::var_os("STATEGRAPH_PG_BIN").map(PathBuf::from);
-    let bin = stategraph::db::embedded::find_pg_bin(explicit.as_deref()).unwrap_or_else(|e| {
-        panic!("the tests need a PostgreSQL server to run against.\n{e:#}\n(./install.sh installs it; STATEGRAPH_PG_BIN names its bin directory.)")
-    });
-    let psql = match bin.join("psql") {
-        p if p.is_file() => p,
-        _ => PathBuf::from("psql"),
-    };
-    let mut last_error = String::new();
-    let mut started = None;
-    for _ in 0..3 {
-        match try_start(&bin) {
-            Ok(s) => {
-                started = Some(s);
-                break;
-            }
-            Err(StartError::PortTaken(log)) => last_error = log,
-            Err(StartError::Failed(msg)) => panic!("{msg}"),
-        }
-    }
-    let Some((port, dir, supervisor)) = started else {
-        panic!("a test PostgreSQL could not bind a free port three times; last log:\n{last_error}");
-    };
+    let (port, dir, supervisor) = start_new_cluster();
     let handle = ClusterHandle {
         port,
         data_dir: dir.join("data"),
         log: dir.join("postgresql.log"),
         dir,
-        psql,
         _supervisor: supervisor,
     };
 

@@ -64,20 +64,30 @@ pub fn terraform_bin() -> PathBuf {
 /// of those on purpose. Use it on a `stategraph` command too: the terraform it
 /// spawns inherits the environment.
 pub fn tf_env(cmd: &mut Command, cli_config: &Path) {
-    for (key, _) in std::env::vars_os() {
-        let Some(key) = key.to_str() else { continue };
-        let leaks = key.starts_with("TF_CLI_ARGS")
-            || key.starts_with("TF_VAR_")
-            || key.starts_with("TF_LOG")
-            || matches!(key, "TF_DATA_DIR" | "TF_WORKSPACE" | "TF_PLUGIN_CACHE_DIR");
-        if leaks {
-            cmd.env_remove(key);
-        }
+    for key in leaking_env_vars() {
+        cmd.env_remove(key);
     }
     cmd.env("TF_CLI_CONFIG_FILE", cli_config)
         .env("CHECKPOINT_DISABLE", "1")
         .env("TF_IN_AUTOMATION", "1")
         .env("TF_INPUT", "0");
+}
+
+/// The variables of this process's environment that would change how
+/// terraform behaves in a test (see [`tf_env`]).
+pub fn leaking_env_vars() -> Vec<String> {
+    std::env::vars_os()
+        .filter_map(|(key, _)| key.into_string().ok())
+        .filter(|key| {
+            key.starts_with("TF_CLI_ARGS")
+                || key.starts_with("TF_VAR_")
+                || key.starts_with("TF_LOG")
+                || matches!(
+                    key.as_str(),
+                    "TF_DATA_DIR" | "TF_WORKSPACE" | "TF_PLUGIN_CACHE_DIR"
+                )
+        })
+        .collect()
 }
 
 /// The offline provider mirror (holding `hashicorp/aws`):
