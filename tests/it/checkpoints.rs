@@ -3,66 +3,27 @@
 //! recorded; the next run on the state finds the dead transaction once its
 //! lease has expired, marks it aborted and says what it had recorded.
 
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
 
 use crate::common::*;
-
-const FIRST_GEN: &str =
-    "SELECT attributes->'input'->'value'->>'gen' FROM instances WHERE address = 'terraform_data.first'";
 
 #[test]
 fn a_killed_apply_keeps_its_checkpoints_and_the_next_run_reports_it() {
     let db = test_db();
-    let wd = TfWorkdir::from_fixture("slow_chain");
-    // A temp dir of its own: no other stategraph on the machine (another
-    // test, a bench) may sweep this test's dead run before it looks.
-    let tmp = wd.path().join("tmp");
-    std::fs::create_dir(&tmp).unwrap();
-    let run = |args: &[&str]| {
-        let mut cmd = sg_tf(&db, &wd, "slow", args);
-        cmd.env("TMPDIR", &tmp);
-        cmd
-    };
-    let out = run(&["apply", "-auto-approve", "-no-color"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(db.psql(FIRST_GEN), "1");
+    // Its own temp dir (see SlowChain::tmp): no other stategraph on the
+    // machine may sweep this test's dead run before it looks.
+    let chain = SlowChain::new(&db);
+    let (wd, tmp) = (&chain.wd, &chain.tmp);
+    assert_ok("apply of gen 1", &chain.apply_gen1().output().unwrap());
+    assert_eq!(chain.gen("first"), "1");
 
     // gen 2: `first` is updated at once, `second` takes 60 s.
-    let mut victim = run(&[
-        "--lock-lease=5s",
-        "apply",
-        "-auto-approve",
-        "-no-color",
-        "-var",
-        "gen=2",
-        "-var",
-        "sleep_seconds=60",
-    ])
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
+    let mut victim = spawn_quiet(&mut chain.apply_gen2(&["--lock-lease=5s"], 60));
 
     // `first` reaches the database while the apply is still running.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while db.psql(FIRST_GEN) != "2" {
-        assert!(
-            victim.try_wait().unwrap().is_none(),
-            "the apply ended before its checkpoint was seen"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "no checkpoint recorded terraform_data.first"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    chain.wait_until_first_is_recorded(&mut victim);
     assert!(
         victim.try_wait().unwrap().is_none(),
         "the apply is over already"
@@ -81,13 +42,10 @@ fn a_killed_apply_keeps_its_checkpoints_and_the_next_run_reports_it() {
     );
     // `second` is being replaced (destroyed, not yet created again): the
     // checkpoint shows it as terraform's state does, not with gen 2.
-    assert_ne!(
-        db.psql("SELECT attributes->'input'->'value'->>'gen' FROM instances WHERE address = 'terraform_data.second'"),
-        "2"
-    );
+    assert_ne!(chain.gen("second"), "2");
 
     // Its private dir (state inside, so secrets).
-    let private: Vec<std::path::PathBuf> = std::fs::read_dir(&tmp)
+    let private: Vec<std::path::PathBuf> = std::fs::read_dir(tmp)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| {
@@ -98,32 +56,16 @@ fn a_killed_apply_keeps_its_checkpoints_and_the_next_run_reports_it() {
     assert_eq!(private.len(), 1, "the run's private dir: {private:?}");
 
     // kill -9: stategraph cannot clean up; its terraform is told to stop.
-    let children = String::from_utf8(
-        std::process::Command::new("pgrep")
-            .args(["-P", &victim.id().to_string()])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    assert!(
-        !children.trim().is_empty(),
-        "no terraform under the running apply"
-    );
+    let children = child_pids(victim.id());
+    assert!(!children.is_empty(), "no terraform under the running apply");
     victim.kill().unwrap();
     victim.wait().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(45);
-    while children
-        .split_whitespace()
-        .any(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
-    {
-        assert!(
-            Instant::now() < deadline,
-            "terraform kept running unsupervised"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(db.psql(FIRST_GEN), "2", "the checkpoint was lost");
+    wait_until_gone(
+        &children,
+        Duration::from_secs(45),
+        "terraform kept running unsupervised",
+    );
+    assert_eq!(chain.gen("first"), "2", "the checkpoint was lost");
     // Terraform's provisioner (`sleep 60`) outlives it and still uses the
     // private dir, which is kept for as long; end it, as the end of a real
     // provisioner would.
@@ -131,15 +73,16 @@ fn a_killed_apply_keeps_its_checkpoints_and_the_next_run_reports_it() {
         let env = std::fs::read(p.path().join("environ")).unwrap_or_default();
         let marker = format!("TF_DATA_DIR={}", private[0].display());
         if String::from_utf8_lossy(&env).contains(&marker) {
-            let pid = p.file_name().to_string_lossy().into_owned();
+            let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
             let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
             eprintln!(
                 "ending {pid}: {}",
                 String::from_utf8_lossy(&cmdline).replace('\0', " ")
             );
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", &pid])
-                .status();
+            // It may be gone already.
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
 
@@ -162,16 +105,17 @@ fn a_killed_apply_keeps_its_checkpoints_and_the_next_run_reports_it() {
     );
 
     // The next run waits for the lease, then reports the dead run.
-    let out = run(&[
-        "apply",
-        "-auto-approve",
-        "-no-color",
-        "-lock-timeout=60s",
-        "-var",
-        "gen=2",
-    ])
-    .output()
-    .unwrap();
+    let out = chain
+        .sg(&[
+            "apply",
+            "-auto-approve",
+            "-no-color",
+            "-lock-timeout=60s",
+            "-var",
+            "gen=2",
+        ])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     eprintln!("the next run said:\n{stderr}");
@@ -193,7 +137,7 @@ fn a_killed_apply_keeps_its_checkpoints_and_the_next_run_reports_it() {
         !private[0].exists(),
         "the dead run's private dir is left behind"
     );
-    let recovery = wd.path().join(".sg-data-unused/recovery");
+    let recovery = data_dir(wd).join("recovery");
     let kept: Vec<_> = std::fs::read_dir(&recovery)
         .map(|d| d.map(|e| e.unwrap().path()).collect())
         .unwrap_or_default();
@@ -210,7 +154,8 @@ fn a_killed_apply_keeps_its_checkpoints_and_the_next_run_reports_it() {
         );
         assert_eq!(kept.len(), 1, "{kept:?}");
         // ...which is stale now (this run wrote `second`): recover refuses it.
-        let out = run(&["recover", kept[0].to_str().unwrap()])
+        let out = chain
+            .sg(&["recover", kept[0].to_str().unwrap()])
             .output()
             .unwrap();
         let said = String::from_utf8_lossy(&out.stderr);
@@ -225,7 +170,8 @@ fn a_killed_apply_keeps_its_checkpoints_and_the_next_run_reports_it() {
     );
 
     // Consistent: the configuration and the stored state agree.
-    let out = run(&["plan", "-detailed-exitcode", "-no-color", "-var", "gen=2"])
+    let out = chain
+        .sg(&["plan", "-detailed-exitcode", "-no-color", "-var", "gen=2"])
         .output()
         .unwrap();
     assert_eq!(

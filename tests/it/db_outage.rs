@@ -6,7 +6,7 @@
 //! lease.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use crate::common::pg::{start_cluster_with, ClusterHandle};
@@ -32,12 +32,18 @@ fn pg_ctl(data: &Path, args: &[&str]) {
     );
 }
 
-/// A cluster of its own (it is stopped and started) and a stategraph
-/// command in a `slow_chain` workdir with short leases and retries.
+/// `cmd` retrying a lost database for `retry` (`STATEGRAPH_DB_RETRY`).
+fn with_retry(mut cmd: Command, retry: &str) -> Command {
+    cmd.env("STATEGRAPH_DB_RETRY", retry);
+    cmd
+}
+
+/// A cluster of its own (it is stopped and started) and the `slow_chain`
+/// scenario on it, with short leases and retries.
 struct Outage {
     cluster: ClusterHandle,
     url: String,
-    wd: TfWorkdir,
+    chain: SlowChain,
 }
 
 impl Outage {
@@ -50,21 +56,26 @@ impl Outage {
         // The test cluster runs with synchronous_commit=off; an immediate
         // stop could then lose the last commits, which a real server keeps.
         cluster.psql(&url, "ALTER DATABASE postgres SET synchronous_commit = on");
+        let db = TestDb {
+            url: url.clone(),
+            name: "postgres".into(),
+        };
         Outage {
             cluster,
             url,
-            wd: TfWorkdir::from_fixture("slow_chain"),
+            chain: SlowChain::new(&db),
         }
     }
 
     fn sg(&self, retry: &str, args: &[&str]) -> Command {
-        let db = TestDb {
-            url: self.url.clone(),
-            name: "postgres".into(),
-        };
-        let mut cmd = sg_tf(&db, &self.wd, "slow", args);
-        cmd.env("STATEGRAPH_DB_RETRY", retry);
-        cmd
+        with_retry(self.chain.sg(args), retry)
+    }
+
+    /// `stategraph recover FILE`, run to completion.
+    fn recover(&self, file: &Path) -> Output {
+        self.sg("0s", &["recover", file.to_str().unwrap()])
+            .output()
+            .unwrap()
     }
 
     fn psql(&self, sql: &str) -> String {
@@ -72,50 +83,20 @@ impl Outage {
     }
 
     fn gen(&self, name: &str) -> String {
-        self.psql(&format!(
-            "SELECT attributes->'input'->'value'->>'gen' FROM instances WHERE address = 'terraform_data.{name}'"
-        ))
+        self.chain.gen(name)
     }
 
     /// Starts `apply gen=2` with a 4 s `second`, and stops the database
     /// once terraform has been applying for a while.
     fn apply_and_stop_the_database(&self, lease: &str, retry: &str) -> std::process::Child {
-        let out = self
-            .sg(retry, &["apply", "-auto-approve", "-no-color"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        assert_ok(
+            "apply of gen 1",
+            &with_retry(self.chain.apply_gen1(), retry).output().unwrap(),
         );
-        let child = self
-            .sg(
-                retry,
-                &[
-                    &format!("--lock-lease={lease}"),
-                    "apply",
-                    "-auto-approve",
-                    "-no-color",
-                    "-var",
-                    "gen=2",
-                    "-var",
-                    "sleep_seconds=4",
-                ],
-            )
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let lease = format!("--lock-lease={lease}");
+        let mut child = spawn_piped(&mut with_retry(self.chain.apply_gen2(&[&lease], 4), retry));
         // `first` recorded by a checkpoint: terraform is in its 4 s step.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.gen("first") != "2" {
-            assert!(
-                Instant::now() < deadline,
-                "the apply never reached terraform"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.chain.wait_until_first_is_recorded(&mut child);
         pg_ctl(&self.cluster.data_dir, &["-m", "immediate", "stop"]);
         child
     }
@@ -213,7 +194,7 @@ fn an_outage_longer_than_the_lease_is_ridden_out_when_nobody_took_the_locks() {
 #[test]
 fn a_longer_outage_keeps_the_result_for_recover_which_refuses_stale_files() {
     let o = Outage::new();
-    let recovery = o.wd.path().join(".sg-data-unused/recovery");
+    let recovery = data_dir(&o.chain.wd).join("recovery");
     let child = o.apply_and_stop_the_database("3s", "2s");
     let t = Instant::now();
     let out = child.wait_with_output().unwrap();
@@ -248,14 +229,11 @@ fn a_longer_outage_keeps_the_result_for_recover_which_refuses_stale_files() {
         stderr.contains(&format!("stategraph recover {}", file.display())),
         "no command to finish:\n{stderr}"
     );
-    let stale_copy = o.wd.path().join("copy.recovery.json");
+    let stale_copy = o.chain.wd.path().join("copy.recovery.json");
     std::fs::copy(file, &stale_copy).unwrap();
 
     // recover before the database is back: a clear error, the file is kept.
-    let out = o
-        .sg("0s", &["recover", file.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = o.recover(file);
     assert!(!out.status.success());
     assert!(
         file.exists(),
@@ -267,10 +245,7 @@ fn a_longer_outage_keeps_the_result_for_recover_which_refuses_stale_files() {
     o.start_database();
     assert_eq!(o.gen("first"), "2");
     assert_ne!(o.gen("second"), "2", "a half-written merge");
-    let out = o
-        .sg("0s", &["recover", file.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = o.recover(file);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("recovered"), "{stderr}");
@@ -285,10 +260,7 @@ fn a_longer_outage_keeps_the_result_for_recover_which_refuses_stale_files() {
 
     // The same result again: its rows changed since (by the recovery), so
     // it is refused, naming them, and the file is kept.
-    let out = o
-        .sg("0s", &["recover", stale_copy.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = o.recover(&stale_copy);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),
@@ -302,11 +274,8 @@ fn a_longer_outage_keeps_the_result_for_recover_which_refuses_stale_files() {
     assert_eq!(o.psql("SELECT count(*) FROM lock_holders"), "0");
 
     // A file that is not a recovery file is refused clearly.
-    let state = o.wd.path().join("main.tf");
-    let out = o
-        .sg("0s", &["recover", state.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let state = o.chain.wd.path().join("main.tf");
+    let out = o.recover(&state);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(

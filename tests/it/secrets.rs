@@ -84,24 +84,6 @@ fn no_command_prints_a_sensitive_value() {
     assert_eq!(mode & 0o077, 0, "the saved plan is readable by others");
 }
 
-/// Every descendant of `pid` (children, their children, ...).
-fn descendants(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    let mut todo = vec![pid];
-    while let Some(p) = todo.pop() {
-        let children = std::process::Command::new("pgrep")
-            .args(["-P", &p.to_string()])
-            .output()
-            .unwrap();
-        for c in String::from_utf8_lossy(&children.stdout).split_whitespace() {
-            let c: u32 = c.parse().unwrap();
-            out.push(c);
-            todo.push(c);
-        }
-    }
-    out
-}
-
 #[test]
 fn the_database_password_is_in_no_argv_and_no_environment_of_terraform() {
     let db = test_db();
@@ -122,38 +104,12 @@ fn the_database_password_is_in_no_argv_and_no_environment_of_terraform() {
         url,
         name: db.name.clone(),
     };
-    let wd = TfWorkdir::from_fixture("slow_chain");
-    // Its own temp dir, so that the other test's count of private temp
-    // dirs is not disturbed (and this one's can be checked).
-    let tmp = wd.path().join("tmp");
-    std::fs::create_dir(&tmp).unwrap();
-    let sg = |args: &[&str]| {
-        let mut cmd = sg_tf(&with_password, &wd, "slow", args);
-        cmd.env("TMPDIR", &tmp);
-        cmd
-    };
-    let out = sg(&["apply", "-auto-approve", "-no-color"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // Its own temp dir (SlowChain::tmp), so that the other test's count of
+    // private temp dirs is not disturbed (and this one's can be checked).
+    let chain = SlowChain::new(&with_password);
+    assert_ok("apply of gen 1", &chain.apply_gen1().output().unwrap());
 
-    let child = sg(&[
-        "apply",
-        "-auto-approve",
-        "-no-color",
-        "-var",
-        "gen=2",
-        "-var",
-        "sleep_seconds=5",
-    ])
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
+    let child = spawn_piped(&mut chain.apply_gen2(&[], 5));
     // Look at every process under stategraph while terraform applies.
     let mut looked = 0;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -197,6 +153,6 @@ fn the_database_password_is_in_no_argv_and_no_environment_of_terraform() {
     for stream in [&out.stdout, &out.stderr] {
         assert!(!String::from_utf8_lossy(stream).contains(PASSWORD));
     }
-    let left = temp_entries(&tmp);
+    let left = temp_entries(&chain.tmp);
     assert!(left.is_empty(), "private temp files left behind: {left:?}");
 }

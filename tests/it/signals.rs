@@ -1,7 +1,7 @@
 //! Ctrl-C: terraform stops gracefully, what it finished is recorded, the
 //! locks are free at once, and the exit status is non-zero.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
@@ -66,70 +66,30 @@ fn sigint_mid_apply_records_what_terraform_finished_and_frees_the_locks() {
 #[test]
 fn a_second_interrupt_warns_then_forces_terraform_and_still_records_and_unlocks() {
     let db = test_db();
-    let wd = TfWorkdir::from_fixture("slow_chain");
-    let run = |args: &[&str]| sg_tf(&db, &wd, "slow", args);
-    let out = run(&["apply", "-auto-approve", "-no-color"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let first = "SELECT attributes->'input'->'value'->>'gen' FROM instances WHERE address = 'terraform_data.first'";
+    let chain = SlowChain::new(&db);
+    assert_ok("apply of gen 1", &chain.apply_gen1().output().unwrap());
 
-    let child = run(&[
-        "apply",
-        "-auto-approve",
-        "-no-color",
-        "-var",
-        "gen=2",
-        "-var",
-        "sleep_seconds=60",
-    ])
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
+    let mut child = spawn_piped(&mut chain.apply_gen2(&[], 60));
     // Terraform is in the 60 s step once `first` is recorded.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while db.psql(first) != "2" {
-        assert!(Instant::now() < deadline, "the apply never got going");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let kill = |sig: &str, pid: &str| {
-        let status = std::process::Command::new("kill")
-            .args([sig, pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    };
+    chain.wait_until_first_is_recorded(&mut child);
     // Terraform answers an interrupt within milliseconds here (the
     // provisioner is killed at once), too fast to interrupt it twice. Hold
     // it stopped meanwhile: both interrupts reach stategraph while terraform
     // still runs. (Terraform itself then sees one: a stopped process keeps
     // one pending SIGINT.)
-    let children = String::from_utf8(
-        std::process::Command::new("pgrep")
-            .args(["-P", &child.id().to_string()])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    let terraform: Vec<&str> = children.split_whitespace().collect();
+    let terraform = child_pids(child.id());
     assert_eq!(
         terraform.len(),
         1,
-        "expected one terraform child: {children:?}"
+        "expected one terraform child: {terraform:?}"
     );
-    let sg = child.id().to_string();
-    kill("-STOP", terraform[0]);
-    kill("-INT", &sg);
+    let sg = child.id();
+    send_signal(terraform[0], Signal::SIGSTOP);
+    send_signal(sg, Signal::SIGINT);
     std::thread::sleep(Duration::from_millis(300));
-    kill("-INT", &sg);
+    send_signal(sg, Signal::SIGINT);
     std::thread::sleep(Duration::from_millis(300));
-    kill("-CONT", terraform[0]);
+    send_signal(terraform[0], Signal::SIGCONT);
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -148,7 +108,7 @@ fn a_second_interrupt_warns_then_forces_terraform_and_still_records_and_unlocks(
         "the interrupts were not passed on to terraform:\n{stdout}"
     );
     // What terraform finished is recorded; nothing is locked or left running.
-    assert_eq!(db.psql(first), "2");
+    assert_eq!(chain.gen("first"), "2");
     assert_eq!(
         db.psql("SELECT count(*) FROM lock_holders"),
         "0",

@@ -1,11 +1,13 @@
 //! Shared harness for the integration tests: an ephemeral PostgreSQL
 //! (`pg`), terraform fixtures (`terraform`), a local AWS API (`moto`), child
-//! processes and waiting (`process`), and here the real `stategraph` binary
-//! wired to them and what the tests assert about its runs.
+//! processes and waiting (`process`), the `slow_chain` scenario of the
+//! failure tests (`slow_chain`), and here the real `stategraph` binary wired
+//! to them and what the tests assert about its runs.
 
 pub mod moto;
 pub mod pg;
 pub mod process;
+pub mod slow_chain;
 pub mod terraform;
 
 use std::collections::BTreeMap;
@@ -17,6 +19,7 @@ use assert_cmd::Command;
 
 pub use pg::{test_db, TestDb};
 pub use process::*;
+pub use slow_chain::SlowChain;
 pub use terraform::{produce_state, TfWorkdir};
 
 /// The real binary with plain output, none of the libpq variables, and no

@@ -64,6 +64,19 @@ pub fn child_pids(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// Every descendant of `pid` (children, their children, ...).
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        for c in child_pids(p) {
+            out.push(c);
+            todo.push(c);
+        }
+    }
+    out
+}
+
 /// Whether process `pid` exists (a zombie counts: it is not reaped yet).
 pub fn exists(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
