@@ -25,7 +25,7 @@ fn config_with(cases: u32) -> ProptestConfig {
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or(cases),
-        // Only tests/properties.rs belongs to these tests: no regression
+        // Only tests/it/properties.rs belongs to these tests: no regression
         // files next to it; a failure prints its minimal input instead.
         failure_persistence: None,
         ..ProptestConfig::default()

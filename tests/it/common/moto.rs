@@ -144,7 +144,7 @@ impl Moto {
     pub fn provider_block(&self) -> String {
         let endpoint = self.endpoint();
         format!(
-            r#"# Written by tests/common/moto.rs: the local moto server, dummy credentials.
+            r#"# Written by tests/it/common/moto.rs: the local moto server, dummy credentials.
 provider "aws" {{
   access_key                  = "test"
   secret_key                  = "test"
