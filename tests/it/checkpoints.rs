@@ -170,15 +170,5 @@ fn a_killed_apply_keeps_its_checkpoints_and_the_next_run_reports_it() {
     );
 
     // Consistent: the configuration and the stored state agree.
-    let out = chain
-        .sg(&["plan", "-detailed-exitcode", "-no-color", "-var", "gen=2"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_no_changes(&chain.plan_gen2().output().unwrap());
 }

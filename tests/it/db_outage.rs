@@ -110,21 +110,9 @@ impl Outage {
         );
     }
 
+    #[track_caller]
     fn assert_consistent(&self) {
-        let out = self
-            .sg(
-                "0s",
-                &["plan", "-detailed-exitcode", "-no-color", "-var", "gen=2"],
-            )
-            .output()
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "the stored state does not match what was applied:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_no_changes(&with_retry(self.chain.plan_gen2(), "0s").output().unwrap());
     }
 }
 

@@ -19,7 +19,7 @@ use assert_cmd::Command;
 
 pub use pg::{test_db, TestDb};
 pub use process::*;
-pub use slow_chain::SlowChain;
+pub use slow_chain::{assert_no_changes, SlowChain};
 pub use terraform::{produce_state, TfWorkdir};
 
 /// The real binary with plain output, none of the libpq variables, and no

@@ -7,10 +7,11 @@
 //! from its database.
 //!
 //! Owns: the workdir, the temp dir every stategraph run of the scenario
-//! uses, the two applies, and waiting for the checkpoint of `first`.
+//! uses, the two applies, waiting for the checkpoint of `first`, and the
+//! plan at gen 2 that shows the stored state is what was applied.
 
 use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::{Child, Command, Output};
 use std::time::Duration;
 
 use super::{assert_running, input_gen, sg_tf, wait_until, TestDb, TfWorkdir};
@@ -73,6 +74,12 @@ impl SlowChain {
         self.sg(&args)
     }
 
+    /// `plan -detailed-exitcode` at gen 2: once gen 2 is applied and
+    /// recorded, it finds nothing to do (see [`assert_no_changes`]).
+    pub fn plan_gen2(&self) -> Command {
+        self.sg(&["plan", "-detailed-exitcode", "-no-color", "-var", "gen=2"])
+    }
+
     /// The `gen` that `terraform_data.NAME` is recorded with.
     pub fn gen(&self, name: &str) -> String {
         input_gen(&self.db, &format!("terraform_data.{name}"))
@@ -96,4 +103,18 @@ impl SlowChain {
             },
         );
     }
+}
+
+/// Asserts that a run of [`SlowChain::plan_gen2`] found no changes: the
+/// configuration and the stored state agree, so what was applied is what
+/// was recorded.
+#[track_caller]
+pub fn assert_no_changes(plan: &Output) {
+    assert_eq!(
+        plan.status.code(),
+        Some(0),
+        "the stored state does not match what was applied:\n{}{}",
+        String::from_utf8_lossy(&plan.stdout),
+        String::from_utf8_lossy(&plan.stderr)
+    );
 }
