@@ -138,7 +138,7 @@ EOF
 }
 
 # AWS API requests moto served so far (its own /moto-api/ calls excluded),
-# as tests/common/moto.rs counts them.
+# as tests/it/common/moto.rs counts them.
 moto_requests() {
     grep -F '" ' "$MOTO_LOG" | grep -F ' HTTP/' | grep -vcF '/moto-api/' || true
 }

@@ -1,0 +1,386 @@
+//! `stategraph plan` / `apply` end to end: the real terraform on
+//! `fixtures/tf/chain`, the state in a real PostgreSQL.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::common::*;
+
+/// The state every test here stores `fixtures/tf/chain` as.
+const STATE: &str = "chain";
+const CHANGE_A: &str = r#"gen={a="2",b="1",c="1"}"#;
+
+/// Asserts that a stategraph run succeeded; its stdout and stderr.
+#[track_caller]
+fn ok(out: &std::process::Output) -> (String, String) {
+    assert_ok("stategraph", out)
+}
+
+fn versions(db: &TestDb) -> BTreeMap<String, i64> {
+    db.psql("SELECT address || '=' || version FROM instances ORDER BY address")
+        .lines()
+        .map(|l| {
+            let (a, v) = l.rsplit_once('=').unwrap();
+            (a.to_owned(), v.parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn apply_of_a_fresh_config_gives_a_state_terraform_accepts() {
+    let db = test_db();
+    let wd = TfWorkdir::from_fixture("chain");
+    let before = files_under(wd.path());
+    let (stdout, stderr) = ok(&sg_in(&db, &wd, STATE, &["apply", "-auto-approve"]));
+    assert!(
+        stdout.contains("Apply complete! Resources: 19 added"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("Locking subgraph (19 exclusive, 0 shared)... ready"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("transaction"), "{stderr}");
+    assert_eq!(
+        files_under(wd.path()),
+        before,
+        "the user's directory changed"
+    );
+
+    // The stored state is one terraform itself finds up to date.
+    let pulled = pull_to(&db, "chain", wd.path());
+    let doc: Value = terraform::read_json(&pulled);
+    assert_eq!(terraform::count_instances(&doc, |_| true), 19);
+    assert_eq!(
+        doc["outputs"].as_object().unwrap().len(),
+        2,
+        "outputs missing: {doc}"
+    );
+    std::fs::rename(&pulled, wd.state_path()).unwrap();
+    wd.terraform(&["init", "-no-color"]);
+    let plan = wd.terraform_allow_fail(&["plan", "-detailed-exitcode", "-no-color"]);
+    assert_eq!(
+        plan.status.code(),
+        Some(0),
+        "terraform sees changes: {}",
+        String::from_utf8_lossy(&plan.stdout)
+    );
+    assert_eq!(
+        db.psql("SELECT count(*) FROM locks"),
+        "0",
+        "locks left behind"
+    );
+}
+
+#[test]
+fn a_change_writes_only_its_cone_and_plan_writes_nothing() {
+    let db = test_db();
+    let wd = TfWorkdir::from_fixture("chain");
+    ok(&sg_in(&db, &wd, STATE, &["apply", "-auto-approve"]));
+    let v1 = versions(&db);
+
+    // plan: terraform's exit code 2 (changes) passes through; nothing written, nothing locked.
+    let out = sg_in(
+        &db,
+        &wd,
+        STATE,
+        &["plan", "-detailed-exitcode", "-no-color", "-var", CHANGE_A],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(r#"module.branch["a"].terraform_data.l1 must be replaced"#),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains(r#"module.branch["b"]"#),
+        "branch b appears in the plan: {stdout}"
+    );
+    assert_eq!(versions(&db), v1);
+    assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "0");
+
+    let (_, stderr) = ok(&sg_in(
+        &db,
+        &wd,
+        STATE,
+        &["apply", "-auto-approve", "-no-color", "-var", CHANGE_A],
+    ));
+    assert!(
+        stderr.contains("Computing change cone... 17 of 19 instances (6 write, 11 read)"),
+        "{stderr}"
+    );
+    let v2 = versions(&db);
+    let bumped: Vec<&String> = v2
+        .keys()
+        .filter(|a| v2[*a] != v1.get(*a).copied().unwrap_or(0))
+        .collect();
+    // l1 is replaced, l2 updated in place; nothing outside branch a and join moves.
+    assert!(!bumped.is_empty());
+    for a in &bumped {
+        assert!(
+            a.starts_with(r#"module.branch["a"]"#) || a.as_str() == "terraform_data.join",
+            "{a} was written outside the cone"
+        );
+    }
+    for a in v1
+        .keys()
+        .filter(|a| a.contains(r#"["b"]"#) || a.contains(r#"["c"]"#) || a.contains("island"))
+    {
+        assert_eq!(v1[a], v2[a], "{a} changed");
+    }
+    let log: Value =
+        serde_json::from_str(&sg_ok(&db, &["--state", "chain", "log", "--json"])).unwrap();
+    assert_eq!(log[0]["kind"], "apply");
+    assert_eq!(log[0]["cone"]["write"].as_array().unwrap().len(), 6);
+}
+
+#[test]
+fn a_held_lock_fails_fast_naming_the_holder_or_is_waited_for() {
+    let db = test_db();
+    let wd = TfWorkdir::from_fixture("chain");
+    ok(&sg_in(&db, &wd, STATE, &["apply", "-auto-approve"]));
+    let v1 = versions(&db);
+    let holder = db.psql(
+        "WITH h AS (INSERT INTO lock_holders (state_id, actor_user, actor_host, command, lease_expires_at)
+                    SELECT id, 'bob', 'laptop', 'stategraph apply -var x', now() + interval '1 hour'
+                    FROM states WHERE name = 'chain' RETURNING id, state_id),
+              l AS (INSERT INTO locks (state_id, address, mode, holder_id)
+                    SELECT state_id, 'terraform_data.join', 'exclusive', id FROM h)
+         SELECT id FROM h",
+    );
+
+    let out = sg_in(
+        &db,
+        &wd,
+        STATE,
+        &["apply", "-auto-approve", "-no-color", "-var", CHANGE_A],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Error acquiring the state lock"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("bob") && stderr.contains("terraform_data.join"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&holder), "{stderr}");
+    assert_eq!(versions(&db), v1, "a refused apply wrote something");
+    assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "1");
+
+    // With a timeout it waits for the holder to go, then applies.
+    let url = db.url.clone();
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let out = std::process::Command::new("psql")
+            .args(["-XAtq", &url, "-c", "DELETE FROM lock_holders"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    });
+    let started = std::time::Instant::now();
+    let (_, stderr) = ok(&sg_in(
+        &db,
+        &wd,
+        STATE,
+        &[
+            "apply",
+            "-auto-approve",
+            "-no-color",
+            "-lock-timeout=60s",
+            "-var",
+            CHANGE_A,
+        ],
+    ));
+    releaser.join().unwrap();
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(2),
+        "did not wait"
+    );
+    assert!(stderr.contains("Waiting for lock"), "{stderr}");
+    assert_ne!(versions(&db), v1);
+    assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "0");
+}
+
+#[test]
+fn a_configuration_error_passes_terraform_message_and_code_through() {
+    let db = test_db();
+    let wd = TfWorkdir::from_fixture("chain");
+    let out = sg_in(
+        &db,
+        &wd,
+        STATE,
+        &["plan", "-no-color", "-var", "nonexistent=1"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Value for undeclared variable"), "{stderr}");
+    assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "0");
+}
+
+#[test]
+fn help_of_a_terraform_command_explains_and_runs_nothing() {
+    let db = test_db();
+    let wd = TfWorkdir::from_fixture("chain");
+    for cmd in ["plan", "apply", "destroy", "init"] {
+        let (stdout, _) = ok(&sg_in(&db, &wd, STATE, &[cmd, "-help"]));
+        assert!(
+            stdout.contains(&format!("terraform {cmd} -help")),
+            "{stdout}"
+        );
+    }
+    // Nothing ran: no schema was even needed.
+    assert_eq!(
+        db.psql("SELECT count(*) FROM pg_tables WHERE tablename = 'states'"),
+        "0"
+    );
+    assert!(!wd.path().join(".terraform").exists());
+}
+
+#[test]
+fn apply_asks_for_approval_as_terraform_does() {
+    use std::io::Write as _;
+    let db = test_db();
+    let wd = TfWorkdir::from_fixture("chain");
+    ok(&sg_in(&db, &wd, STATE, &["apply", "-auto-approve"]));
+    let v1 = versions(&db);
+    let answer = |text: &str| {
+        let mut child = spawn_piped(
+            sg_tf(&db, &wd, STATE, &["apply", "-no-color", "-var", CHANGE_A])
+                .env("TF_INPUT", "1")
+                .stdin(std::process::Stdio::piped()),
+        );
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+
+    let out = answer("no\n");
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("Do you want to perform these actions?"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Apply cancelled."), "{stdout}");
+    assert_eq!(versions(&db), v1, "a cancelled apply wrote something");
+    assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "0");
+
+    // Without input, approval cannot be asked: terraform's advice.
+    let out = sg_in(&db, &wd, STATE, &["apply", "-no-color", "-var", CHANGE_A]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("-auto-approve"));
+
+    let out = answer("yes\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Apply complete!"));
+    assert_ne!(versions(&db), v1);
+}
+
+#[test]
+fn refresh_only_covers_the_whole_state() {
+    let db = test_db();
+    let wd = TfWorkdir::from_fixture("chain");
+    ok(&sg_in(&db, &wd, STATE, &["apply", "-auto-approve"]));
+    let (_, stderr) = ok(&sg_in(
+        &db,
+        &wd,
+        STATE,
+        &["apply", "-refresh-only", "-auto-approve", "-no-color"],
+    ));
+    assert!(
+        stderr.contains("Locking subgraph (19 exclusive, 0 shared)"),
+        "{stderr}"
+    );
+    assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "0");
+    let (stdout, _) = ok(&sg_in(
+        &db,
+        &wd,
+        STATE,
+        &["plan", "-refresh-only", "-no-color"],
+    ));
+    assert!(stdout.contains("No changes"), "{stdout}");
+}
+
+#[test]
+fn an_overlapping_apply_waits_then_plans_again_on_the_first_ones_result() {
+    let db = test_db();
+    let first = TfWorkdir::from_fixture("teams");
+    let second = TfWorkdir::from_fixture("teams");
+    let run = |wd: &TfWorkdir, args: &[&str]| sg_tf(&db, wd, "teams", args);
+    let out = run(&first, &["apply", "-auto-approve", "-no-color"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+
+    // The first changes team a slowly; the second (a newer checkout) has
+    // team a's change too, plus team b's.
+    let mut slow = spawn_piped(&mut run(
+        &first,
+        &[
+            "apply",
+            "-auto-approve",
+            "-no-color",
+            "-var",
+            "sleep_seconds=4",
+            "-var",
+            r#"gen={a="2"}"#,
+        ],
+    ));
+    wait_until_locked(&db, &mut slow, "the first apply never locked");
+    let out = run(
+        &second,
+        &[
+            "apply",
+            "-auto-approve",
+            "-no-color",
+            "-lock-timeout=60s",
+            "-var",
+            r#"gen={a="2",b="2"}"#,
+        ],
+    )
+    .output()
+    .unwrap();
+    let first_out = slow.wait_with_output().unwrap();
+    assert!(
+        first_out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first_out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("Waiting for lock"), "{stderr}");
+    assert!(
+        stderr.contains("planning again"),
+        "it did not re-plan on the new state: {stderr}"
+    );
+
+    // Both changes landed, each once: team a was not replaced a second time.
+    let gens = db.psql(
+        "SELECT string_agg(address || '=' || (attributes->'input'->'value'->>'gen') || '@v' || version, ',' ORDER BY address)
+         FROM instances WHERE name = 'base'",
+    );
+    assert_eq!(
+        gens,
+        r#"module.team["a"].terraform_data.base=2@v2,module.team["b"].terraform_data.base=2@v2,module.team["c"].terraform_data.base=1@v1"#
+    );
+    assert_eq!(
+        db.psql("SELECT count(*) FROM transactions WHERE kind = 'apply' AND status = 'committed'"),
+        "3"
+    );
+}

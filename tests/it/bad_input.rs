@@ -1,0 +1,191 @@
+//! Bad input gets a clear error, a non-zero exit, and nothing written.
+
+use serde_json::Value;
+
+use crate::common::*;
+
+fn chain_state() -> (TfWorkdir, Value) {
+    let wd = produce_state("chain");
+    let doc = terraform::read_json(&wd.state_path());
+    (wd, doc)
+}
+
+/// Pushes `bytes` as state `name`; asserts refusal and returns stderr.
+fn refused(db: &TestDb, wd: &TfWorkdir, name: &str, bytes: &[u8]) -> String {
+    let p = wd.path().join(format!("{name}.input"));
+    std::fs::write(&p, bytes).unwrap();
+    sg_err(db, &["--state", name, "state", "push", p.to_str().unwrap()])
+}
+
+#[test]
+fn malformed_states_are_refused_with_where_and_why() {
+    let db = test_db();
+    // Create the schema, so that "nothing written" below is a real check.
+    sg_ok(&db, &["--state", "x", "state", "list"]);
+    let (wd, doc) = chain_state();
+    let text = serde_json::to_string_pretty(&doc).unwrap();
+
+    let err = refused(&db, &wd, "trunc", &text.as_bytes()[..text.len() / 2]);
+    assert!(
+        err.contains("not valid JSON") && err.contains("line"),
+        "{err}"
+    );
+
+    let err = refused(&db, &wd, "nonjson", b"<html>oops</html>");
+    assert!(
+        err.contains("not valid JSON") && err.contains("line 1, column 1"),
+        "{err}"
+    );
+
+    let err = refused(&db, &wd, "empty", b"");
+    assert!(err.contains("empty"), "{err}");
+
+    let v3 = br#"{"version": 3, "terraform_version": "0.11.14", "serial": 4, "lineage": "x", "modules": [{"path": ["root"], "outputs": {}, "resources": {}}]}"#;
+    let err = refused(&db, &wd, "v3", v3);
+    assert!(err.contains("version 3 is not supported"), "{err}");
+
+    let mut wrong = doc.clone();
+    wrong["resources"][1]["instances"][0]["schema_version"] = Value::from("zero");
+    let addr = {
+        let r = &doc["resources"][1];
+        let module = r["module"]
+            .as_str()
+            .map(|m| format!("{m}."))
+            .unwrap_or_default();
+        format!(
+            "{module}{}.{}",
+            r["type"].as_str().unwrap(),
+            r["name"].as_str().unwrap()
+        )
+    };
+    let err = refused(&db, &wd, "types", &serde_json::to_vec(&wrong).unwrap());
+    assert!(
+        err.contains("schema_version") && err.contains(&addr),
+        "{err}"
+    );
+
+    let mut wrong = doc.clone();
+    wrong["serial"] = Value::from("12");
+    let err = refused(&db, &wd, "serial", &serde_json::to_vec(&wrong).unwrap());
+    assert!(err.contains("\"serial\" must be"), "{err}");
+
+    let mut dup = doc.clone();
+    let first = dup["resources"][0]["instances"][0].clone();
+    dup["resources"][0]["instances"]
+        .as_array_mut()
+        .unwrap()
+        .push(first);
+    let err = refused(&db, &wd, "dup", &serde_json::to_vec(&dup).unwrap());
+    assert!(err.contains("appears twice"), "{err}");
+
+    let mut dangling = doc.clone();
+    let inst = dangling["resources"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|r| r["name"] == "join")
+        .unwrap();
+    inst["instances"][0]["dependencies"] = serde_json::json!(["terraform_data.vanished[0]"]);
+    let err = refused(
+        &db,
+        &wd,
+        "dangling",
+        &serde_json::to_vec(&dangling).unwrap(),
+    );
+    assert!(
+        err.contains("terraform_data.vanished[0]") && err.contains("terraform_data.join"),
+        "{err}"
+    );
+
+    let err = sg_err(
+        &db,
+        &[
+            "--state",
+            "missing",
+            "state",
+            "push",
+            "/nonexistent/x.tfstate",
+        ],
+    );
+    assert!(err.contains("cannot read /nonexistent/x.tfstate"), "{err}");
+
+    // Nothing was written by any of the refused pushes.
+    assert_eq!(db.psql("SELECT count(*) FROM states"), "0");
+    assert_eq!(db.psql("SELECT count(*) FROM transactions"), "0");
+}
+
+#[test]
+fn refused_push_leaves_the_stored_state_exactly_as_before() {
+    let db = test_db();
+    let (wd, doc) = chain_state();
+    push(&db, "keep", &wd.state_path());
+    let before = pull_to(&db, "keep", wd.path());
+    let before = std::fs::read(before).unwrap();
+    let rows_before =
+        db.psql("SELECT md5(string_agg(to_jsonb(i)::text, '' ORDER BY id)) FROM instances i");
+
+    let mut dup = doc.clone();
+    dup["serial"] = Value::from(doc["serial"].as_i64().unwrap() + 5);
+    let first = dup["resources"][0]["instances"][0].clone();
+    dup["resources"][0]["instances"]
+        .as_array_mut()
+        .unwrap()
+        .push(first);
+    refused(&db, &wd, "keep", &serde_json::to_vec(&dup).unwrap());
+
+    let after = std::fs::read(pull_to(&db, "keep", wd.path())).unwrap();
+    assert_eq!(before, after);
+    assert_eq!(
+        rows_before,
+        db.psql("SELECT md5(string_agg(to_jsonb(i)::text, '' ORDER BY id)) FROM instances i")
+    );
+}
+
+#[test]
+fn unreachable_database_names_host_and_database_not_password() {
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://alice:hunter2secret@127.0.0.1:{port}/tfstate?sslmode=disable");
+    let out = assert_cmd::Command::cargo_bin("stategraph")
+        .unwrap()
+        .env("STATEGRAPH_DATABASE_URL", &url)
+        .env("CI", "true")
+        .args(["--state", "x", "state", "list"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("127.0.0.1:{port}/tfstate")), "{err}");
+    assert!(!err.contains("hunter2secret"), "the password leaked: {err}");
+    assert!(err.contains("--database-url"), "no next step in: {err}");
+}
+
+#[test]
+fn misconfigured_database_urls_are_explained() {
+    for (url, expect) in [
+        ("postgres://u@h/db?sslmode=sometimes", "sslmode=sometimes"),
+        ("postgres://u:pw@h:notaport/db", "not valid"),
+    ] {
+        let out = assert_cmd::Command::cargo_bin("stategraph")
+            .unwrap()
+            .args(["--database-url", url, "state", "list"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expect), "{url}: {err}");
+        assert!(!err.contains("pw@"), "{url}: the password leaked: {err}");
+    }
+}
+
+#[test]
+fn pull_of_an_unknown_state_says_how_to_create_one() {
+    let db = test_db();
+    let err = sg_err(&db, &["--state", "nothing-here", "state", "pull"]);
+    assert!(err.contains("no state named \"nothing-here\""), "{err}");
+    assert!(err.contains("state push"), "{err}");
+}

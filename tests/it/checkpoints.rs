@@ -1,0 +1,174 @@
+//! Checkpoints: what terraform finishes during an apply is in PostgreSQL
+//! before the apply ends, so a run killed with SIGKILL loses nothing it
+//! recorded; the next run on the state finds the dead transaction once its
+//! lease has expired, marks it aborted and says what it had recorded.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::common::*;
+
+#[test]
+fn a_killed_apply_keeps_its_checkpoints_and_the_next_run_reports_it() {
+    let db = test_db();
+    // Its own temp dir (see SlowChain::tmp): no other stategraph on the
+    // machine may sweep this test's dead run before it looks.
+    let chain = SlowChain::new(&db);
+    let (wd, tmp) = (&chain.wd, &chain.tmp);
+    assert_ok("apply of gen 1", &chain.apply_gen1().output().unwrap());
+    assert_eq!(chain.gen("first"), "1");
+
+    // gen 2: `first` is updated at once, `second` takes 60 s.
+    let mut victim = spawn_quiet(&mut chain.apply_gen2(&["--lock-lease=5s"], 60));
+
+    // `first` reaches the database while the apply is still running.
+    chain.wait_until_first_is_recorded(&mut victim);
+    assert!(
+        victim.try_wait().unwrap().is_none(),
+        "the apply is over already"
+    );
+    let txn = db.psql("SELECT id FROM transactions WHERE status = 'running'");
+    assert!(
+        !txn.is_empty(),
+        "no running transaction while the apply runs"
+    );
+    assert_eq!(
+        db.psql(&format!(
+            "SELECT count(*) FROM lock_holders WHERE txn_id = {txn}"
+        )),
+        "1",
+        "the running transaction is not linked to the lock"
+    );
+    // `second` is being replaced (destroyed, not yet created again): the
+    // checkpoint shows it as terraform's state does, not with gen 2.
+    assert_ne!(chain.gen("second"), "2");
+
+    // Its private dir (state inside, so secrets).
+    let private: Vec<std::path::PathBuf> = std::fs::read_dir(tmp)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            std::fs::read_to_string(p.join("owner.pid"))
+                .is_ok_and(|o| o.trim() == victim.id().to_string())
+        })
+        .collect();
+    assert_eq!(private.len(), 1, "the run's private dir: {private:?}");
+
+    // kill -9: stategraph cannot clean up; its terraform is told to stop.
+    let children = child_pids(victim.id());
+    assert!(!children.is_empty(), "no terraform under the running apply");
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    wait_until_gone(
+        &children,
+        Duration::from_secs(45),
+        "terraform kept running unsupervised",
+    );
+    assert_eq!(chain.gen("first"), "2", "the checkpoint was lost");
+    // Terraform's provisioner (`sleep 60`) outlives it and still uses the
+    // private dir, which is kept for as long; end it, as the end of a real
+    // provisioner would.
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        let env = std::fs::read(p.path().join("environ")).unwrap_or_default();
+        let marker = format!("TF_DATA_DIR={}", private[0].display());
+        if String::from_utf8_lossy(&env).contains(&marker) {
+            let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+            eprintln!(
+                "ending {pid}: {}",
+                String::from_utf8_lossy(&cmdline).replace('\0', " ")
+            );
+            // It may be gone already.
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+
+    let left: Vec<String> = std::fs::read_dir(&private[0])
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let serial = std::fs::read_to_string(private[0].join("terraform.tfstate"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .map(|v| v["serial"].clone());
+    let raw = std::fs::read(private[0].join("terraform.tfstate")).unwrap_or_default();
+    eprintln!(
+        "the dead run left {left:?}, its terraform's state has serial {serial:?} ({} bytes: {:?})",
+        raw.len(),
+        String::from_utf8_lossy(&raw[..raw.len().min(60)])
+    );
+
+    // The next run waits for the lease, then reports the dead run.
+    let out = chain
+        .sg(&[
+            "apply",
+            "-auto-approve",
+            "-no-color",
+            "-lock-timeout=60s",
+            "-var",
+            "gen=2",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    eprintln!("the next run said:\n{stderr}");
+    assert!(
+        stderr.contains(&format!("transaction {txn} ")) && stderr.contains("died"),
+        "the dead run is not reported:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("terraform_data.first"),
+        "the report does not say what the dead run recorded:\n{stderr}"
+    );
+    assert_eq!(
+        db.psql(&format!("SELECT status FROM transactions WHERE id = {txn}")),
+        "aborted"
+    );
+    // The dead run's private dir is gone; what its terraform wrote after the
+    // last checkpoint became a recovery file...
+    assert!(
+        !private[0].exists(),
+        "the dead run's private dir is left behind"
+    );
+    let recovery = data_dir(wd).join("recovery");
+    let kept: Vec<_> = std::fs::read_dir(&recovery)
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    if serial.is_none() {
+        // Terraform's state file was cut short as it stopped (it rewrites
+        // the file in place), and its backup holds nothing newer than what
+        // the run started from: nothing to rescue.
+        eprintln!("the dead run's terraform left a truncated state: nothing to rescue");
+        assert!(kept.is_empty(), "{kept:?}");
+    } else {
+        assert!(
+            stderr.contains("left the last state its terraform wrote"),
+            "{stderr}"
+        );
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        // ...which is stale now (this run wrote `second`): recover refuses it.
+        let out = chain
+            .sg(&["recover", kept[0].to_str().unwrap()])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "a stale rescue was written: {said}");
+        assert!(said.contains("terraform_data.second"), "{said}");
+        assert!(kept[0].exists());
+    }
+    assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "0");
+    assert_eq!(
+        db.psql("SELECT count(*) FROM transactions WHERE status = 'running'"),
+        "0"
+    );
+
+    // Consistent: the configuration and the stored state agree.
+    assert_no_changes(&chain.plan_gen2().output().unwrap());
+}

@@ -1,0 +1,215 @@
+//! Disjoint applies of one state run at the same time; terraform alone on
+//! one shared state cannot. And on a 211-instance state, a change to one
+//! team touches only that team.
+
+use std::process::Output;
+use std::time::Instant;
+
+use serde_json::Value;
+
+use crate::common::*;
+
+/// The state every test here stores `fixtures/tf/teams` as.
+const STATE: &str = "teams";
+
+/// The `gen` each team's base was last applied with.
+fn gens(db: &TestDb) -> Vec<(String, String)> {
+    db.psql(
+        "SELECT address || ' ' || (attributes->'input'->'value'->>'gen') FROM instances
+         WHERE name = 'base' ORDER BY address",
+    )
+    .lines()
+    .map(|l| {
+        let (a, g) = l.split_once(' ').unwrap();
+        (a.to_owned(), g.to_owned())
+    })
+    .collect()
+}
+
+#[test]
+fn three_disjoint_applies_from_three_checkouts_run_at_the_same_time() {
+    let db = test_db();
+    let first = TfWorkdir::from_fixture("teams");
+    assert_ok(
+        "initial apply",
+        &sg_in(&db, &first, STATE, &["apply", "-auto-approve", "-no-color"]),
+    );
+
+    // Three checkouts, each changing its own team; each base replacement sleeps 6 s.
+    let checkouts: Vec<(TfWorkdir, &str)> = ["a", "b", "c"]
+        .into_iter()
+        .map(|t| (TfWorkdir::from_fixture("teams"), t))
+        .collect();
+    let started = Instant::now();
+    let children: Vec<_> = checkouts
+        .iter()
+        .map(|(wd, team)| {
+            let gen = format!("gen={{{team}=\"2\"}}");
+            spawn_piped(&mut sg_tf(
+                &db,
+                wd,
+                STATE,
+                &[
+                    "apply",
+                    "-auto-approve",
+                    "-no-color",
+                    "-var",
+                    "sleep_seconds=6",
+                    "-var",
+                    &gen,
+                ],
+            ))
+        })
+        .collect();
+    let outputs: Vec<Output> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let elapsed = started.elapsed();
+    for (out, (_, team)) in outputs.iter().zip(&checkouts) {
+        assert_ok(&format!("apply of team {team}"), out);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("Waiting for"),
+            "team {team} waited for a lock:\n{stderr}"
+        );
+    }
+
+    // All three changes are in the final state.
+    assert_eq!(
+        gens(&db),
+        [
+            (
+                r#"module.team["a"].terraform_data.base"#.to_owned(),
+                "2".to_owned()
+            ),
+            (
+                r#"module.team["b"].terraform_data.base"#.to_owned(),
+                "2".to_owned()
+            ),
+            (
+                r#"module.team["c"].terraform_data.base"#.to_owned(),
+                "2".to_owned()
+            ),
+        ]
+    );
+    // Their lock-to-merge intervals overlap: they ran at the same time.
+    let overlap = db.psql(
+        "SELECT max(started_at) < min(finished_at) FROM transactions WHERE kind = 'apply' AND id > (
+            SELECT min(id) FROM transactions WHERE kind = 'apply')",
+    );
+    assert_eq!(overlap, "t", "the three applies did not overlap in time");
+    eprintln!("three disjoint applies with a 6 s step each took {elapsed:?}");
+    assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "0");
+}
+
+#[test]
+fn terraform_alone_on_one_shared_state_refuses_concurrent_applies() {
+    let first = TfWorkdir::from_fixture("teams");
+    first.terraform(&["init", "-no-color"]);
+    first.terraform(&["apply", "-auto-approve", "-no-color"]);
+    let shared = first.state_path();
+    let checkouts: Vec<(TfWorkdir, &str)> = ["a", "b", "c"]
+        .into_iter()
+        .map(|t| {
+            let wd = TfWorkdir::from_fixture("teams");
+            wd.terraform(&["init", "-no-color"]);
+            (wd, t)
+        })
+        .collect();
+    let state_flag = format!("-state={}", shared.display());
+    let children: Vec<_> = checkouts
+        .iter()
+        .map(|(wd, team)| {
+            let gen = format!("gen={{{team}=\"2\"}}");
+            let mut cmd = wd.command(&[
+                "apply",
+                "-auto-approve",
+                "-no-color",
+                "-lock-timeout=0s",
+                &state_flag,
+                "-var",
+                "sleep_seconds=4",
+                "-var",
+                &gen,
+            ]);
+            spawn_piped(&mut cmd)
+        })
+        .collect();
+    let outputs: Vec<Output> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let refused = outputs
+        .iter()
+        .filter(|o| {
+            !o.status.success()
+                && String::from_utf8_lossy(&o.stderr).contains("Error acquiring the state lock")
+        })
+        .count();
+    assert!(
+        refused >= 1,
+        "terraform let concurrent applies share one state"
+    );
+}
+
+#[test]
+fn on_211_instances_a_change_to_one_team_refreshes_and_writes_only_that_team() {
+    let db = test_db();
+    let wd = TfWorkdir::from_fixture("teams");
+    let size = ["-var", "teams=10", "-var", "per_team=20"];
+    let mut args = vec!["apply", "-auto-approve", "-no-color"];
+    args.extend(size);
+    assert_ok("initial apply", &sg_in(&db, &wd, STATE, &args));
+    assert_eq!(db.psql("SELECT count(*) FROM instances"), "211");
+    let before = db
+        .psql("SELECT string_agg(address || '=' || version, ',' ORDER BY address) FROM instances");
+
+    // The plan refreshes the cone only.
+    let mut plan = vec!["plan", "-no-color", "-var", r#"gen={c="2"}"#];
+    plan.extend(size);
+    let out = sg_in(&db, &wd, STATE, &plan);
+    assert_ok("plan", &out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let refreshed: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("Refreshing state..."))
+        .collect();
+    assert_eq!(refreshed.len(), 22, "{stdout}");
+    assert!(
+        refreshed
+            .iter()
+            .all(|l| l.contains(r#"module.team["c"]"#) || l.contains("terraform_data.shared")),
+        "{stdout}"
+    );
+
+    let mut apply = vec![
+        "apply",
+        "-auto-approve",
+        "-no-color",
+        "-var",
+        r#"gen={c="2"}"#,
+    ];
+    apply.extend(size);
+    let out = sg_in(&db, &wd, STATE, &apply);
+    assert_ok("apply", &out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("22 of 211 instances (21 write, 1 read)"),
+        "{stderr}"
+    );
+    let after = db
+        .psql("SELECT string_agg(address || '=' || version, ',' ORDER BY address) FROM instances");
+    for (b, a) in before.split(',').zip(after.split(',')) {
+        if b != a {
+            assert!(
+                b.starts_with(r#"module.team["c"]"#),
+                "{b} -> {a} outside team c"
+            );
+        }
+    }
+    assert_ne!(before, after);
+    let log: Value =
+        serde_json::from_str(&sg_ok(&db, &["--state", "teams", "log", "--json"])).unwrap();
+    assert_eq!(log[0]["cone"]["write"].as_array().unwrap().len(), 21);
+}

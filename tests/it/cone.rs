@@ -1,0 +1,116 @@
+//! `stategraph cone` on a state written by terraform.
+
+use serde_json::Value;
+
+use crate::common::*;
+
+fn cone_json(db: &TestDb, args: &[&str]) -> Value {
+    let mut all = vec!["--state", "chain", "cone", "--json"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&sg_ok(db, &all)).expect("cone --json prints JSON")
+}
+
+fn strings(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn cone_of_one_branch_leaves_the_other_branches_alone() {
+    let db = test_db();
+    let wd = produce_state("chain");
+    push(&db, "chain", &wd.state_path());
+
+    let c = cone_json(&db, &[r#"module.branch["a"].terraform_data.l1"#]);
+    assert_eq!(c["instances"], 19);
+    // Dependencies first, ties by address: the lock order.
+    assert_eq!(
+        strings(&c["write"]),
+        [
+            r#"module.branch["a"].terraform_data.l1"#,
+            r#"module.branch["a"].terraform_data.l2"#,
+            r#"module.branch["a"].terraform_data.l3[0]"#,
+            r#"module.branch["a"].terraform_data.l3[1]"#,
+            r#"module.branch["a"].terraform_data.l4"#,
+            "terraform_data.join",
+        ]
+    );
+    // Read: the shared root, and the other branches because `join` reads them.
+    let read = strings(&c["read"]);
+    assert_eq!(read.len(), 11, "{read:?}");
+    assert_eq!(read[0], "terraform_data.root");
+    assert!(read.iter().all(|a| !a.contains(r#"["a"]"#)), "{read:?}");
+    for k in ["load_ms", "build_ms", "cone_ms"] {
+        assert!(c["timings"][k].as_f64().is_some(), "timing {k} missing");
+    }
+
+    // A resource address names all its instances; an island has no read set.
+    let c = cone_json(&db, &["terraform_data.island"]);
+    assert_eq!(
+        strings(&c["write"]),
+        ["terraform_data.island[0]", "terraform_data.island[1]"]
+    );
+    assert!(strings(&c["read"]).is_empty());
+
+    // A module instance names everything inside it.
+    let c = cone_json(&db, &[r#"module.branch["b"]"#]);
+    assert_eq!(c["write"].as_array().unwrap().len(), 6);
+    assert_eq!(strings(&c["write"])[5], "terraform_data.join");
+    assert_eq!(c["read"].as_array().unwrap().len(), 11);
+
+    // A leaf of one branch: nothing of the other branches, not even read.
+    let c = cone_json(&db, &[r#"module.branch["c"].terraform_data.l3[1]"#]);
+    assert_eq!(
+        strings(&c["write"]),
+        [
+            r#"module.branch["c"].terraform_data.l3[1]"#,
+            r#"module.branch["c"].terraform_data.l4"#,
+            "terraform_data.join"
+        ]
+    );
+    assert!(strings(&c["read"]).contains(&r#"module.branch["c"].terraform_data.l2"#));
+
+    // The shared root reaches everything but the islands.
+    let c = cone_json(&db, &["terraform_data.root"]);
+    assert_eq!(c["write"].as_array().unwrap().len(), 17);
+    assert!(strings(&c["read"]).is_empty());
+}
+
+#[test]
+fn cone_reports_counts_for_humans() {
+    let db = test_db();
+    let wd = produce_state("chain");
+    push(&db, "chain", &wd.state_path());
+    let out = stategraph(&db)
+        .args(["--state", "chain", "cone", "terraform_data.island[1]"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.contains("1 of 19 instances"), "{stdout}");
+    assert!(stdout.contains("  terraform_data.island[1]"), "{stdout}");
+    assert!(
+        stderr.contains("Computing change cone... 1 of 19 instances"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn cone_of_unknown_or_malformed_addresses_fails_clearly() {
+    let db = test_db();
+    let wd = produce_state("chain");
+    push(&db, "chain", &wd.state_path());
+    let err = sg_err(&db, &["--state", "chain", "cone", "terraform_data.nope"]);
+    assert!(
+        err.contains("terraform_data.nope matches no instance"),
+        "{err}"
+    );
+    let err = sg_err(&db, &["--state", "chain", "cone", "module.[oops"]);
+    assert!(err.contains("module.[oops"), "{err}");
+    let err = sg_err(&db, &["--state", "absent", "cone", "terraform_data.root"]);
+    assert!(err.contains("no state named \"absent\""), "{err}");
+}

@@ -1,0 +1,276 @@
+//! The database lost in the middle of an apply. Back within the retry
+//! window: the apply writes its result by itself. Gone for longer: a clear
+//! message, nothing half-written, terraform's result in a private recovery
+//! file that `stategraph recover` writes once the database is back (and
+//! refuses to write over changes made since), and no lock stuck beyond its
+//! lease.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use crate::common::pg::{start_cluster_with, ClusterHandle};
+use crate::common::*;
+
+/// `pg_ctl ARGS` on `data`, as the server's user.
+fn pg_ctl(data: &Path, args: &[&str]) {
+    let bin = stategraph::db::embedded::find_pg_bin(None, std::env::var("PATH").ok().as_deref())
+        .expect("PostgreSQL server binaries");
+    let pg_ctl = bin.join("pg_ctl");
+    let mut cmd = if nix::unistd::geteuid().is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(&pg_ctl);
+        c
+    } else {
+        Command::new(&pg_ctl)
+    };
+    let out = cmd.arg("-D").arg(data).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "pg_ctl {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `cmd` retrying a lost database for `retry` (`STATEGRAPH_DB_RETRY`).
+fn with_retry(mut cmd: Command, retry: &str) -> Command {
+    cmd.env("STATEGRAPH_DB_RETRY", retry);
+    cmd
+}
+
+/// A cluster of its own (it is stopped and started) and the `slow_chain`
+/// scenario on it, with short leases and retries.
+struct Outage {
+    cluster: ClusterHandle,
+    url: String,
+    chain: SlowChain,
+}
+
+impl Outage {
+    fn new() -> Outage {
+        let cluster = start_cluster_with("", &[]);
+        let url = format!(
+            "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
+            cluster.port
+        );
+        // The test cluster runs with synchronous_commit=off; an immediate
+        // stop could then lose the last commits, which a real server keeps.
+        cluster.psql(&url, "ALTER DATABASE postgres SET synchronous_commit = on");
+        let db = TestDb {
+            url: url.clone(),
+            name: "postgres".into(),
+        };
+        Outage {
+            cluster,
+            url,
+            chain: SlowChain::new(&db),
+        }
+    }
+
+    fn sg(&self, retry: &str, args: &[&str]) -> Command {
+        with_retry(self.chain.sg(args), retry)
+    }
+
+    /// `stategraph recover FILE`, run to completion.
+    fn recover(&self, file: &Path) -> Output {
+        self.sg("0s", &["recover", file.to_str().unwrap()])
+            .output()
+            .unwrap()
+    }
+
+    fn psql(&self, sql: &str) -> String {
+        self.cluster.psql(&self.url, sql)
+    }
+
+    fn gen(&self, name: &str) -> String {
+        self.chain.gen(name)
+    }
+
+    /// Starts `apply gen=2` with a 4 s `second`, and stops the database
+    /// once terraform has been applying for a while.
+    fn apply_and_stop_the_database(&self, lease: &str, retry: &str) -> std::process::Child {
+        assert_ok(
+            "apply of gen 1",
+            &with_retry(self.chain.apply_gen1(), retry).output().unwrap(),
+        );
+        let lease = format!("--lock-lease={lease}");
+        let mut child = spawn_piped(&mut with_retry(self.chain.apply_gen2(&[&lease], 4), retry));
+        // `first` recorded by a checkpoint: terraform is in its 4 s step.
+        self.chain.wait_until_first_is_recorded(&mut child);
+        pg_ctl(&self.cluster.data_dir, &["-m", "immediate", "stop"]);
+        child
+    }
+
+    fn start_database(&self) {
+        let log = self.cluster.data_dir.join("restart.log");
+        pg_ctl(
+            &self.cluster.data_dir,
+            // `restart` starts a stopped server with its previous options.
+            &["-w", "-l", log.to_str().unwrap(), "restart"],
+        );
+    }
+
+    #[track_caller]
+    fn assert_consistent(&self) {
+        assert_no_changes(&with_retry(self.chain.plan_gen2(), "0s").output().unwrap());
+    }
+}
+
+impl Drop for Outage {
+    fn drop(&mut self) {
+        let bin =
+            stategraph::db::embedded::find_pg_bin(None, std::env::var("PATH").ok().as_deref())
+                .expect("PostgreSQL server binaries");
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.cluster.data_dir)
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+#[test]
+fn a_database_restart_within_the_retry_window_is_ridden_out() {
+    let o = Outage::new();
+    let child = o.apply_and_stop_the_database("60s", "120s");
+    // Down for a few seconds, about when terraform finishes.
+    std::thread::sleep(Duration::from_secs(5));
+    o.start_database();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the apply did not ride out the restart:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("unreachable"),
+        "no word about the outage:\n{stderr}"
+    );
+    assert!(!stderr.contains("recover"), "{stderr}");
+    assert_eq!(o.gen("second"), "2");
+    assert_eq!(o.psql("SELECT count(*) FROM lock_holders"), "0");
+    assert_eq!(
+        o.psql("SELECT string_agg(status, ',' ORDER BY id) FROM transactions WHERE kind = 'apply'"),
+        "committed,committed"
+    );
+    o.assert_consistent();
+}
+
+#[test]
+fn an_outage_longer_than_the_lease_is_ridden_out_when_nobody_took_the_locks() {
+    let o = Outage::new();
+    // A 3 s lease, down for 5 s: the lease is over when the database is back.
+    let child = o.apply_and_stop_the_database("3s", "120s");
+    std::thread::sleep(Duration::from_secs(5));
+    o.start_database();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the apply did not lock again:\n{stderr}"
+    );
+    assert!(stderr.contains("locked again"), "{stderr}");
+    assert_eq!(o.gen("second"), "2");
+    assert_eq!(o.psql("SELECT count(*) FROM lock_holders"), "0");
+    assert_eq!(
+        o.psql("SELECT count(*) FROM transactions WHERE status = 'running'"),
+        "0"
+    );
+    o.assert_consistent();
+}
+
+#[test]
+fn a_longer_outage_keeps_the_result_for_recover_which_refuses_stale_files() {
+    let o = Outage::new();
+    let recovery = data_dir(&o.chain.wd).join("recovery");
+    let child = o.apply_and_stop_the_database("3s", "2s");
+    let t = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    eprintln!("apply without database ended after {:?}", t.elapsed());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the apply succeeded without its database:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{}/postgres", o.cluster.port)),
+        "the message does not name the database:\n{stderr}"
+    );
+
+    // What terraform applied is kept, privately, with the command to finish.
+    let kept: Vec<_> = std::fs::read_dir(&recovery)
+        .unwrap_or_else(|e| panic!("no recovery dir {}: {e}\n{stderr}", recovery.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let file = &kept[0];
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(file).unwrap().permissions().mode() & 0o077,
+        0
+    );
+    assert_eq!(
+        std::fs::metadata(&recovery).unwrap().permissions().mode() & 0o077,
+        0
+    );
+    assert!(
+        stderr.contains(&format!("stategraph recover {}", file.display())),
+        "no command to finish:\n{stderr}"
+    );
+    let stale_copy = o.chain.wd.path().join("copy.recovery.json");
+    std::fs::copy(file, &stale_copy).unwrap();
+
+    // recover before the database is back: a clear error, the file is kept.
+    let out = o.recover(file);
+    assert!(!out.status.success());
+    assert!(
+        file.exists(),
+        "the file went away while the database was down"
+    );
+
+    // Back up: nothing half-written (the checkpoint of `first` is there,
+    // `second` is not written), then recover writes the rest.
+    o.start_database();
+    assert_eq!(o.gen("first"), "2");
+    assert_ne!(o.gen("second"), "2", "a half-written merge");
+    let out = o.recover(file);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("recovered"), "{stderr}");
+    assert!(!file.exists(), "a recovered file is removed");
+    assert_eq!(o.gen("second"), "2");
+    assert_eq!(o.psql("SELECT count(*) FROM lock_holders"), "0");
+    assert_eq!(
+        o.psql("SELECT count(*) FROM transactions WHERE kind = 'recover' AND status = 'committed'"),
+        "1"
+    );
+    o.assert_consistent();
+
+    // The same result again: its rows changed since (by the recovery), so
+    // it is refused, naming them, and the file is kept.
+    let out = o.recover(&stale_copy);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a stale recovery file was written:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("terraform_data.second") && stderr.contains("changed by transaction"),
+        "{stderr}"
+    );
+    assert!(stale_copy.exists());
+    assert_eq!(o.psql("SELECT count(*) FROM lock_holders"), "0");
+
+    // A file that is not a recovery file is refused clearly.
+    let state = o.chain.wd.path().join("main.tf");
+    let out = o.recover(&state);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("not a stategraph recovery file"),
+        "{stderr}"
+    );
+}

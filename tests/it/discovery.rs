@@ -1,0 +1,432 @@
+//! Discovery. Where the configuration can be compared with the recorded
+//! baseline, no terraform plan of the whole configuration runs: edited,
+//! added and removed blocks, blocks reading a changed variable, and blocks
+//! whose rows changed behind the baseline are planned, with one targeted
+//! plan. Otherwise terraform's refresh-less plan says what changes, its
+//! changes read from the streamed output and the configuration's edges from
+//! a cache keyed by the configuration files: a second plan of an unchanged
+//! configuration runs no `show -json` (and, in an initialized directory, no
+//! `init`); a changed file brings `show` back, with the new edges.
+//! (The other tests run every discovery with the oracle on: the
+//! configuration's reading must cover every change terraform's full plan
+//! finds, and the changes read from the stream must equal those of the
+//! plan file.)
+
+use std::os::unix::fs::PermissionsExt;
+
+use crate::common::*;
+
+#[test]
+fn an_unchanged_configuration_needs_no_show_json_nor_init() {
+    let db = test_db();
+    // The real terraform, behind a wrapper that logs each subcommand.
+    let sg = Logged::new("chain");
+    let run = |args: &[&str]| {
+        let (code, _, stderr, ran) = sg.run(&db, args, false);
+        assert_eq!(code, 0, "{stderr}");
+        (stderr, ran)
+    };
+    run(&["apply", "-auto-approve", "-no-color"]);
+    // The directory initialized as a user would (modules installed).
+    run(&["init", "-no-color"]);
+
+    let change = ["plan", "-no-color", "-var", r#"gen={a="2"}"#];
+    let (_, first) = run(&change);
+    let (said, second) = run(&change);
+    assert!(
+        !second.iter().any(|c| c == "show"),
+        "an unchanged configuration ran show again: {second:?} (first run: {first:?})"
+    );
+    assert!(said.contains("to change"), "{said}");
+    // Nor init: the backend hash of this terraform is known by now, and the
+    // user's directory is initialized.
+    assert!(
+        !second.iter().any(|c| c == "init"),
+        "an initialized directory ran init again: {second:?}"
+    );
+
+    // A new resource reading branch a's tail: the configuration changed, its
+    // edges are read again, and the new resource's cone reads the tail and what it depends on.
+    std::fs::write(
+        sg.wd.path().join("extra.tf"),
+        "resource \"terraform_data\" \"extra\" {\n  input = module.branch[\"a\"].tail_id\n}\n",
+    )
+    .unwrap();
+    // With a module's for_each changed too, terraform's full plan runs
+    // (see below), and its edges are not taken from the stale cache.
+    let (said, third) = run(&[
+        "plan",
+        "-no-color",
+        "-var",
+        r#"gen={a="1",b="1",c="1",d="1"}"#,
+    ]);
+    assert!(
+        third.iter().any(|c| c == "show"),
+        "a changed configuration reused stale edges: {third:?}"
+    );
+    assert!(said.contains("may have changed"), "{said}");
+    // Without: the configuration alone says what changes (one new block),
+    // with its edges read from the files.
+    let (said, fourth) = run(&["plan", "-no-color"]);
+    assert_eq!(
+        fourth
+            .iter()
+            .filter(|c| *c == "plan" || *c == "show")
+            .count(),
+        1,
+        "{fourth:?}\n{said}"
+    );
+    assert!(
+        said.contains("(1 write, ") && !said.contains("(1 write, 0 read)"),
+        "the new resource's cone does not read what it references:\n{said}"
+    );
+}
+
+/// The real terraform behind a wrapper that logs each subcommand, for one
+/// checkout of `fixture`.
+struct Logged {
+    wd: TfWorkdir,
+    state: String,
+    log: std::path::PathBuf,
+    wrapper: std::path::PathBuf,
+}
+
+impl Logged {
+    fn new(fixture: &str) -> Logged {
+        let wd = TfWorkdir::from_fixture(fixture);
+        let log = wd.path().join("terraform.log");
+        let wrapper = wd.path().join("terraform-logged");
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\necho \"$1\" >> '{}'\nexec '{}' \"$@\"\n",
+                log.display(),
+                terraform::terraform_bin().display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Logged {
+            wd,
+            state: fixture.to_owned(),
+            log,
+            wrapper,
+        }
+    }
+
+    /// Runs stategraph; its exit code, stdout, stderr and the terraform
+    /// subcommands it ran. `oracle`: also run terraform's full plan and check
+    /// the configuration's reading against it.
+    fn run(&self, db: &TestDb, args: &[&str], oracle: bool) -> (i32, String, String, Vec<String>) {
+        let _ = std::fs::remove_file(&self.log);
+        let mut cmd = sg_tf(db, &self.wd, &self.state, args);
+        cmd.env("STATEGRAPH_TERRAFORM", &self.wrapper);
+        if !oracle {
+            cmd.env_remove("STATEGRAPH_DISCOVERY_ORACLE");
+        }
+        let out = cmd.output().unwrap();
+        let ran = std::fs::read_to_string(&self.log).unwrap_or_default();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            ran.lines().map(str::to_owned).collect(),
+        )
+    }
+
+    fn edit(&self, file: &str, from: &str, to: &str) {
+        let p = self.wd.path().join(file);
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains(from), "{file} has no {from:?}");
+        std::fs::write(&p, text.replacen(from, to, 1)).unwrap();
+    }
+}
+
+fn plans(ran: &[String]) -> usize {
+    ran.iter().filter(|c| *c == "plan").count()
+}
+
+#[test]
+fn edited_blocks_are_planned_without_a_plan_of_the_whole_configuration() {
+    let db = test_db();
+    let sg = Logged::new("chain");
+    let (code, _, err, _) = sg.run(&db, &["apply", "-auto-approve", "-no-color"], true);
+    assert_eq!(code, 0, "{err}");
+
+    // Nothing changed: stategraph says so without running a plan at all.
+    let (code, out, err, ran) = sg.run(&db, &["plan", "-no-color", "-detailed-exitcode"], false);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        plans(&ran),
+        0,
+        "an unchanged configuration ran terraform plan: {ran:?}\n{err}\n{out}"
+    );
+    assert!(out.contains("No changes."), "{out}");
+
+    // An edited block: one targeted plan, with what terraform would plan.
+    sg.edit(
+        "main.tf",
+        r#""island-${count.index}""#,
+        r#""isle-${count.index}""#,
+    );
+    let (code, out, err, ran) = sg.run(&db, &["plan", "-no-color", "-detailed-exitcode"], false);
+    assert_eq!(code, 2, "{out}{err}");
+    assert_eq!(plans(&ran), 1, "{ran:?}\n{err}");
+    assert!(err.contains("1 block changed"), "{err}");
+    assert!(out.contains("0 to add, 2 to change, 0 to destroy"), "{out}");
+    // The oracle (terraform's full plan) agrees that this covers every change.
+    let (code, out, err, _) = sg.run(&db, &["plan", "-no-color", "-detailed-exitcode"], true);
+    assert_eq!(code, 2, "{out}{err}");
+    let (code, out, err, ran) = sg.run(&db, &["apply", "-auto-approve", "-no-color"], false);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(plans(&ran), 1, "{ran:?}");
+    assert!(out.contains("0 added, 2 changed, 0 destroyed"), "{out}");
+    // Applied blocks are converged again: no plan, and the oracle agrees.
+    let (code, out, err, ran) = sg.run(&db, &["plan", "-no-color", "-detailed-exitcode"], false);
+    assert_eq!((code, plans(&ran)), (0, 0), "{out}{err}{ran:?}");
+    let (code, out, err, _) = sg.run(&db, &["plan", "-no-color", "-detailed-exitcode"], true);
+    assert_eq!(code, 0, "{out}{err}");
+
+    // A new block, and one more instance of a counted block (terraform
+    // plans the new instance outside the locked cone: it is locked too).
+    std::fs::write(
+        sg.wd.path().join("extra.tf"),
+        "resource \"terraform_data\" \"extra\" {\n  input = terraform_data.root.id\n}\n",
+    )
+    .unwrap();
+    sg.edit("main.tf", "count = 2", "count = 3");
+    let (code, out, err, ran) = sg.run(&db, &["plan", "-no-color", "-detailed-exitcode"], true);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(out.contains("2 to add, 0 to change, 0 to destroy"), "{out}");
+    let (code, out, err, ran2) = sg.run(&db, &["apply", "-auto-approve", "-no-color"], false);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("2 added, 0 changed, 0 destroyed"),
+        "{out}\n{err}"
+    );
+    assert!(!ran2.iter().any(|c| c == "init") || ran.iter().any(|c| c == "init"));
+    let listed = sg_ok(&db, &["--state", "chain", "state", "list"]);
+    assert!(
+        listed.contains("terraform_data.island[2]") && listed.contains("terraform_data.extra"),
+        "{listed}"
+    );
+
+    // A removed block: its instances are destroyed.
+    std::fs::remove_file(sg.wd.path().join("extra.tf")).unwrap();
+    let (code, out, err, ran) = sg.run(&db, &["apply", "-auto-approve", "-no-color"], false);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(plans(&ran), 1, "{ran:?}");
+    assert!(out.contains("0 added, 0 changed, 1 destroyed"), "{out}");
+
+    // A variable read by one block: that block only (the oracle checks it).
+    let (code, out, err, _) = sg.run(
+        &db,
+        &[
+            "plan",
+            "-no-color",
+            "-detailed-exitcode",
+            "-var",
+            "sleep_seconds=0",
+        ],
+        true,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+
+    // Terraform's plan of the exported state agrees that all is applied.
+    let (code, out, err, _) = sg.run(&db, &["plan", "-no-color", "-detailed-exitcode"], true);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+#[test]
+fn rows_changed_behind_the_baseline_are_planned_again() {
+    let db = test_db();
+    let sg = Logged::new("chain");
+    let (code, _, err, _) = sg.run(&db, &["apply", "-auto-approve", "-no-color"], true);
+    assert_eq!(code, 0, "{err}");
+    // A row removed outside any apply: its block is no longer as recorded.
+    sg_ok(
+        &db,
+        &[
+            "--state",
+            "chain",
+            "state",
+            "rm",
+            "terraform_data.island[1]",
+        ],
+    );
+    let (code, out, err, ran) = sg.run(&db, &["plan", "-no-color", "-detailed-exitcode"], false);
+    assert_eq!(code, 2, "{out}{err}");
+    assert_eq!(plans(&ran), 1, "{ran:?}\n{err}");
+    assert!(out.contains("1 to add, 0 to change, 0 to destroy"), "{out}");
+}
+
+#[test]
+fn a_changed_value_is_planned_on_the_blocks_that_read_it_only() {
+    let db = test_db();
+    let sg = Logged::new("teams");
+    let (code, _, err, _) = sg.run(&db, &["apply", "-auto-approve", "-no-color"], true);
+    assert_eq!(code, 0, "{err}");
+    // var.sleep_seconds reaches every team's base through the module call:
+    // which bases change takes a plan of those blocks, not of the
+    // configuration (none does: it only reaches a provisioner).
+    let (code, out, err, ran) = sg.run(
+        &db,
+        &[
+            "plan",
+            "-no-color",
+            "-detailed-exitcode",
+            "-var",
+            "sleep_seconds=1",
+        ],
+        false,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(plans(&ran), 1, "{ran:?}\n{err}");
+    assert!(err.contains("read changed values"), "{err}");
+    assert!(out.contains("No changes."), "{out}");
+    // The same with terraform's full plan as the oracle.
+    let (code, out, err, _) = sg.run(
+        &db,
+        &[
+            "plan",
+            "-no-color",
+            "-detailed-exitcode",
+            "-var",
+            "sleep_seconds=1",
+        ],
+        true,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+/// `gen = lookup(var.gen, each.key, "1")` in a `for_each` module call: a
+/// team's entry of the map changes that team's module instance only, known
+/// from the configuration without a plan of every team.
+#[test]
+fn a_map_entry_read_by_instance_key_plans_that_instance_only() {
+    let db = test_db();
+    let sg = Logged::new("teams");
+    let (code, _, err, _) = sg.run(&db, &["apply", "-auto-approve", "-no-color"], true);
+    assert_eq!(code, 0, "{err}");
+    let plan = |gen: &str, oracle: bool| {
+        sg.run(
+            &db,
+            &[
+                "plan",
+                "-no-color",
+                "-detailed-exitcode",
+                "-var",
+                &format!("gen={gen}"),
+            ],
+            oracle,
+        )
+    };
+    let (code, out, err, ran) = plan(r#"{c="2"}"#, false);
+    assert_eq!(code, 2, "{out}{err}");
+    assert_eq!(plans(&ran), 1, "{ran:?}\n{err}");
+    assert!(err.contains("1 block changed, 1 to plan"), "{err}");
+    // Team c only: its base and 2 services written, the shared resource read.
+    assert!(err.contains("(3 write, 1 read)"), "{err}");
+    assert!(out.contains("1 to add, 2 to change, 1 to destroy"), "{out}");
+    // terraform's full plan, as the oracle, finds nothing else.
+    let (code, out, err, _) = plan(r#"{c="2"}"#, true);
+    assert_eq!(code, 2, "{out}{err}");
+
+    // Applied: then another team's entry is the only change.
+    let (code, out, err, _) = sg.run(
+        &db,
+        &[
+            "apply",
+            "-auto-approve",
+            "-no-color",
+            "-var",
+            r#"gen={c="2"}"#,
+        ],
+        false,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err, ran) = plan(r#"{c="2",a="2"}"#, false);
+    assert_eq!(code, 2, "{out}{err}");
+    assert_eq!(plans(&ran), 1, "{ran:?}\n{err}");
+    assert!(err.contains("(3 write, 1 read)"), "{err}");
+    assert!(
+        out.contains(r#"module.team["a"].terraform_data.base must be replaced"#)
+            && !out.contains(r#"module.team["c"]"#),
+        "{out}"
+    );
+    let (code, out, err, _) = plan(r#"{c="2",a="2"}"#, true);
+    assert_eq!(code, 2, "{out}{err}");
+    // Leaving the entry out brings team c back to the default.
+    let (code, out, err, ran) = plan("{}", false);
+    assert_eq!(code, 2, "{out}{err}");
+    assert_eq!(plans(&ran), 1, "{ran:?}\n{err}");
+    assert!(
+        out.contains(r#"module.team["c"].terraform_data.base must be replaced"#),
+        "{out}"
+    );
+    // As applied: nothing to plan at all.
+    let (code, out, err, ran) = plan(r#"{c="2"}"#, false);
+    assert_eq!((code, plans(&ran)), (0, 0), "{out}{err}{ran:?}");
+
+    // A row of one team removed behind the baseline: that team's block only.
+    sg_ok(
+        &db,
+        &[
+            "--state",
+            "teams",
+            "state",
+            "rm",
+            r#"module.team["b"].terraform_data.service[1]"#,
+        ],
+    );
+    let (code, out, err, ran) = plan(r#"{c="2"}"#, false);
+    assert_eq!(code, 2, "{out}{err}");
+    assert_eq!(plans(&ran), 1, "{ran:?}\n{err}");
+    assert!(out.contains("1 to add, 0 to change, 0 to destroy"), "{out}");
+    let (code, out, err, _) = plan(r#"{c="2"}"#, true);
+    assert_eq!(code, 2, "{out}{err}");
+}
+
+#[test]
+fn instances_a_changed_block_adds_through_for_each_are_planned() {
+    let db = test_db();
+    let sg = Logged::new("chain");
+    std::fs::remove_dir_all(sg.wd.path().join("modules")).unwrap();
+    sg.wd.write_file(
+        "main.tf",
+        r#"
+resource "terraform_data" "src" {
+  input = {}
+}
+
+resource "terraform_data" "each" {
+  for_each = terraform_data.src.input
+  input    = each.value
+}
+
+# Unrelated: keeps the change below a small part of the state.
+resource "terraform_data" "other" {
+  count = 4
+  input = count.index
+}
+"#,
+    );
+    let (code, out, err, _) = sg.run(&db, &["apply", "-auto-approve", "-no-color"], true);
+    assert_eq!(code, 0, "{out}{err}");
+    // `each` has no instance yet, so nothing in the state depends on src:
+    // its for_each reading src is what brings it into the plan.
+    sg.edit("main.tf", "input = {}", r#"input = { a = "1" }"#);
+    let (code, out, err, ran) = sg.run(&db, &["plan", "-no-color", "-detailed-exitcode"], true);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(out.contains("1 to add, 1 to change, 0 to destroy"), "{out}");
+    assert!(err.contains("2 blocks changed"), "{err}");
+    let (code, out, err, ran2) = sg.run(&db, &["apply", "-auto-approve", "-no-color"], false);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("1 added, 1 changed, 0 destroyed"),
+        "{out}\n{err}"
+    );
+    let _ = (ran, ran2);
+    let (code, out, err, ran) = sg.run(&db, &["plan", "-no-color", "-detailed-exitcode"], false);
+    assert_eq!((code, plans(&ran)), (0, 0), "{out}{err}{ran:?}");
+}

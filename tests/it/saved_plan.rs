@@ -1,0 +1,122 @@
+//! Saved plans: stale only when something the plan read or writes changed.
+
+use crate::common::*;
+
+/// The `gen` team `team`'s base is stored with.
+fn gen_of(db: &TestDb, team: &str) -> String {
+    input_gen(db, &format!(r#"module.team["{team}"].terraform_data.base"#))
+}
+
+/// `stategraph --state teams ARGS` in `wd`, run to completion.
+fn run(db: &TestDb, wd: &TfWorkdir, args: &[&str]) -> std::process::Output {
+    sg_in(db, wd, "teams", args)
+}
+
+/// Asserts that a stategraph run succeeded; its stderr.
+#[track_caller]
+fn ok(out: &std::process::Output) -> String {
+    assert_ok("stategraph", out).1
+}
+
+#[test]
+fn a_saved_plan_survives_unrelated_changes_and_is_applied_elsewhere() {
+    let db = test_db();
+    let planner = TfWorkdir::from_fixture("teams");
+    ok(&run(
+        &db,
+        &planner,
+        &["apply", "-auto-approve", "-no-color"],
+    ));
+
+    let stderr = ok(&run(
+        &db,
+        &planner,
+        &[
+            "plan",
+            "-no-color",
+            "-out=a.sgplan",
+            "-var",
+            r#"gen={a="2"}"#,
+        ],
+    ));
+    assert!(stderr.contains("saved plan written"), "{stderr}");
+    let plan = planner.path().join("a.sgplan");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&plan).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(gen_of(&db, "a"), "1", "plan -out wrote to the state");
+
+    // Someone changes team b in between: unrelated to the plan.
+    ok(&run(
+        &db,
+        &planner,
+        &[
+            "apply",
+            "-auto-approve",
+            "-no-color",
+            "-var",
+            r#"gen={b="2"}"#,
+        ],
+    ));
+
+    // Another checkout (another CI job) applies the saved plan.
+    let applier = TfWorkdir::from_fixture("teams");
+    std::fs::copy(&plan, applier.path().join("a.sgplan")).unwrap();
+    ok(&run(&db, &applier, &["apply", "-no-color", "a.sgplan"]));
+    assert_eq!(gen_of(&db, "a"), "2");
+    assert_eq!(
+        gen_of(&db, "b"),
+        "2",
+        "applying the saved plan lost team b's change"
+    );
+    assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "0");
+}
+
+#[test]
+fn a_saved_plan_whose_rows_changed_is_refused_naming_them() {
+    let db = test_db();
+    let wd = TfWorkdir::from_fixture("teams");
+    ok(&run(&db, &wd, &["apply", "-auto-approve", "-no-color"]));
+    ok(&run(
+        &db,
+        &wd,
+        &[
+            "plan",
+            "-no-color",
+            "-out=a.sgplan",
+            "-var",
+            r#"gen={a="2"}"#,
+        ],
+    ));
+    // Team a itself changes before the plan is applied.
+    ok(&run(
+        &db,
+        &wd,
+        &[
+            "apply",
+            "-auto-approve",
+            "-no-color",
+            "-var",
+            r#"gen={a="3"}"#,
+        ],
+    ));
+    let txn = db.psql("SELECT max(id) FROM transactions");
+
+    let out = run(&db, &wd, &["apply", "-no-color", "a.sgplan"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Saved plan is stale"), "{stderr}");
+    assert!(
+        stderr.contains(r#"module.team["a"].terraform_data.base"#),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&format!("transaction {txn}")), "{stderr}");
+    assert_eq!(gen_of(&db, "a"), "3", "a stale plan was applied");
+    assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "0");
+
+    let err = run(&db, &wd, &["apply", "main.tf"]);
+    assert!(!err.status.success());
+    assert!(String::from_utf8_lossy(&err.stderr).contains("not a stategraph saved plan"));
+}
