@@ -66,23 +66,19 @@ impl Checkout {
         }
     }
 
-    /// What identifies where a state came from: the repository (its remote,
-    /// else the top of its work tree on this host) and the path in it; the
-    /// directory itself outside git.
-    pub fn origin(&self, host: &str) -> Origin {
-        match &self.repo {
-            Some(repo) => Origin {
-                repository: match &repo.remote {
-                    Some(remote) => remote.clone(),
-                    None => format!("{host}:{}", repo.top.display()),
-                },
-                path: repo.path.clone(),
+    /// What identifies where a state came from: the repository (its
+    /// remote, else the top of its work tree on this host) and the path in
+    /// it. `None` outside git: nothing tells two copies of a configuration
+    /// apart there, so nothing is recorded or checked.
+    pub fn origin(&self, host: &str) -> Option<Origin> {
+        let repo = self.repo.as_ref()?;
+        Some(Origin {
+            repository: match &repo.remote {
+                Some(remote) => remote.clone(),
+                None => format!("{host}:{}", repo.top.display()),
             },
-            None => Origin {
-                repository: format!("{host}:{}", self.dir.display()),
-                path: String::new(),
-            },
-        }
+            path: repo.path.clone(),
+        })
     }
 }
 
@@ -282,9 +278,17 @@ mod tests {
         assert_eq!(repo(None, "").state_name(), ".");
         assert_eq!(repo(None, "envs/prod").state_name(), "envs/prod");
         assert_eq!(
-            repo(None, "envs/prod").origin("h").to_string(),
+            repo(None, "envs/prod").origin("h").unwrap().to_string(),
             "h:/w/infra//envs/prod"
         );
-        assert_eq!(repo(r, "").origin("h").to_string(), "github.com/acme/infra");
+        assert_eq!(
+            repo(r, "").origin("h").unwrap().to_string(),
+            "github.com/acme/infra"
+        );
+        let outside = Checkout {
+            dir: PathBuf::from("/w/x"),
+            repo: None,
+        };
+        assert_eq!(outside.origin("h"), None);
     }
 }

@@ -358,8 +358,9 @@ impl Settings {
         self.checkout.state_name()
     }
 
-    /// Where a state created from this checkout comes from.
-    pub fn origin(&self) -> crate::checkout::Origin {
+    /// Where a state created from this checkout comes from (`None` outside
+    /// git, see [`Checkout::origin`]).
+    pub fn origin(&self) -> Option<crate::checkout::Origin> {
         self.checkout.origin(&self.actor.host)
     }
 }

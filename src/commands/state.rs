@@ -8,6 +8,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use crate::address;
 use crate::cli::{ListArgs, PushArgs, ShowArgs};
 use crate::db;
+use crate::engine::session::record_origin;
 use crate::error::Exit;
 use crate::settings::Settings;
 use crate::terraform::{rundir::write_private, Terraform};
@@ -60,9 +61,7 @@ pub async fn push(settings: &Settings, args: &PushArgs) -> Result<()> {
         // where it comes from (under a name given with --state, the first
         // apply records it).
         if let Some(id) = store.state_id(&name).await? {
-            store
-                .set_origin(id, &serde_json::to_value(settings.origin())?)
-                .await?;
+            record_origin(&store, settings, id).await?;
         }
     }
     step.done(format!(

@@ -5,7 +5,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::engine::session::new_lineage;
+use crate::engine::session::{new_lineage, record_origin};
 use crate::settings::Settings;
 use crate::tfargs;
 use crate::tfstate::State;
@@ -89,9 +89,7 @@ pub async fn execute(settings: &Settings, args: &[String]) -> Result<()> {
                     )
                     .await?;
                 if let Some(id) = store.state_id(&name).await? {
-                    store
-                        .set_origin(id, &serde_json::to_value(settings.origin())?)
-                        .await?;
+                    record_origin(&store, settings, id).await?;
                 }
             }
             std::fs::create_dir_all(&settings.tf_data_dir)

@@ -203,7 +203,8 @@ const INSTANCE_TYPES: &[Type] = &[
     Type::JSONB,
 ];
 
-/// The database behind one type.
+/// The database behind one type (cheap to clone: the pool is shared).
+#[derive(Clone)]
 pub struct Store {
     /// Shared with the other `impl Store` blocks of `db` (locks, ...).
     pub(crate) pool: Pool,
@@ -1116,8 +1117,10 @@ struct RowCounts {
 
 /// Writes the instance objects of `objects` through a staging table and a
 /// set-based diff: rows that differ are updated (their old version goes to
-/// the history), new ones inserted, and rows absent from `objects` removed,
-/// within `scope` (instance addresses) or the whole state when `None`.
+/// the history, unless this transaction wrote it: a version is one
+/// transaction's write), new ones inserted, and rows absent from `objects`
+/// removed, within `scope` (instance addresses) or the whole state when
+/// `None`.
 async fn stage_and_diff(
     tx: &tokio_postgres::Transaction<'_>,
     state_id: i64,
@@ -1164,7 +1167,8 @@ async fn stage_and_diff(
                             i.address IS NULL, to_jsonb(c)
                      FROM instances c LEFT JOIN incoming i ON i.address = c.address AND i.deposed = c.deposed
                      WHERE c.state_id = $1 AND (i.address IS NULL OR {differs})
-                       AND ($3::text[] IS NULL OR c.address = ANY($3))"
+                       AND ($3::text[] IS NULL OR c.address = ANY($3))
+                       AND c.txn_id <> $2"
                 ),
                 &[&state_id, &txn_id, &scope],
             )
@@ -1187,14 +1191,19 @@ async fn stage_and_diff(
     let changed = tx
             .execute(
                 &format!(
-                    "UPDATE instances c SET {set}, version = c.version + 1, txn_id = $2
+                    "UPDATE instances c SET {set},
+                            version = CASE WHEN c.txn_id = $2 THEN c.version ELSE c.version + 1 END,
+                            txn_id = $2
                      FROM incoming i
                      WHERE c.state_id = $1 AND i.address = c.address AND i.deposed = c.deposed AND {differs}"
                 ),
                 &[&state_id, &txn_id],
             )
             .await?;
-    debug_assert_eq!(replaced, removed + changed);
+    // A row the same transaction wrote before (a checkpoint) is rewritten
+    // in place: a version is one transaction's write, and the history
+    // keeps the last version of every other transaction.
+    debug_assert!(replaced <= removed + changed);
     let added = tx
         .execute(
             &format!(
@@ -1330,7 +1339,7 @@ async fn push_outputs(
         tx.execute(
             "INSERT INTO output_history (state_id, name, version, written_by, superseded_by, removed, row)
              SELECT o.state_id, o.name, o.version, o.txn_id, $2, o.name = ANY($4), to_jsonb(o)
-             FROM outputs o WHERE o.state_id = $1 AND o.name = ANY($3)",
+             FROM outputs o WHERE o.state_id = $1 AND o.name = ANY($3) AND o.txn_id <> $2",
             &[&state_id, &txn_id, &replaced, &gone],
         )
         .await?;
@@ -1351,7 +1360,9 @@ async fn push_outputs(
                      $7)
              ON CONFLICT (state_id, name) DO UPDATE SET value = EXCLUDED.value, type = EXCLUDED.type,
                 sensitive = EXCLUDED.sensitive, extra = EXCLUDED.extra,
-                version = outputs.version + 1, txn_id = EXCLUDED.txn_id",
+                version = CASE WHEN outputs.txn_id = EXCLUDED.txn_id THEN outputs.version
+                               ELSE outputs.version + 1 END,
+                txn_id = EXCLUDED.txn_id",
             &[&state_id, name, &*value, &*type_, &o.sensitive, &extra, &txn_id],
         )
         .await?;

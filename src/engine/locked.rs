@@ -33,7 +33,7 @@ pub async fn run(settings: &Settings, words: &[String], flags: &TfFlags) -> Resu
         .collect();
     let command = format!("stategraph {}", given.join(" "));
     let session = Session::new(settings, store, (name, state_id), Kind::Write, command);
-    session.rescue_dead_runs();
+    session.rescue_dead_runs().await;
 
     let all = session.pull().await?.sorted_addresses();
     let lease = session.lease(&all, &[], flags.lock_timeout).await?;
@@ -63,6 +63,7 @@ pub async fn run(settings: &Settings, words: &[String], flags: &TfFlags) -> Resu
             read: &[],
             outputs: &outputs,
             changed: &[],
+            provisioned: &[],
         },
     }
     .begin()
@@ -90,6 +91,7 @@ pub async fn run(settings: &Settings, words: &[String], flags: &TfFlags) -> Resu
                 read: &[],
                 outputs: &outputs,
                 changed: &[],
+                provisioned: &[],
             },
         };
         let report = recording.finish(Some(&begun), &dir).await?;

@@ -167,9 +167,7 @@ pub async fn migrate(settings: &Settings, backend_args: &[String]) -> Result<()>
             .ok_or_else(|| anyhow!("state \"{name}\" vanished"))?,
     };
     if existing.is_none() {
-        store
-            .set_origin(id, &serde_json::to_value(settings.origin())?)
-            .await?;
+        session::record_origin(&store, settings, id).await?;
     }
     ui.info(format!(
         "stategraph: state \"{name}\" in {} holds the configuration's state: transaction {}, {} \

@@ -64,7 +64,7 @@ pub async fn run(
 /// Plans (and for apply and destroy, applies) the change cone of a stored state.
 async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
     let (session, flags) = (&cx.session, &cx.flags);
-    session.rescue_dead_runs();
+    session.rescue_dead_runs().await;
     // Retries go on for at least MAX_ATTEMPTS, and as long as -lock-timeout allows.
     let retry_until = Instant::now() + flags.lock_timeout;
     let out_of_attempts = |attempt: usize| attempt >= MAX_ATTEMPTS && Instant::now() >= retry_until;
@@ -324,6 +324,13 @@ async fn apply(
 ) -> (Result<u8>, Result<(String, PushReport)>) {
     let session = &cx.session;
     let outputs = cs.allowed_outputs(&found.info, fresh);
+    let provisioned: Vec<String> = found
+        .config
+        .iter()
+        .flat_map(|c| c.blocks.iter())
+        .filter(|(_, b)| b.provisioned)
+        .map(|(address, _)| address.clone())
+        .collect();
     let recording = Recording {
         session,
         holder: lease.holder(),
@@ -333,6 +340,7 @@ async fn apply(
             read: &cs.read,
             outputs: &outputs,
             changed: &cs.changed,
+            provisioned: &provisioned,
         },
     };
     let begun = match recording.begin().await {

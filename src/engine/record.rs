@@ -31,6 +31,9 @@ pub struct Scope<'a> {
     pub outputs: &'a [String],
     /// What its plan found changing (for the log).
     pub changed: &'a [String],
+    /// Blocks (configuration addresses) with creation-time provisioners,
+    /// where known: see [`Recording::provisional`].
+    pub provisioned: &'a [String],
 }
 
 /// How often the state file terraform writes is looked at during an apply.
@@ -165,6 +168,7 @@ impl<'a> Recording<'a> {
         if ck.merged_serial == Some(state.serial) || state.serial == self.before.serial {
             return;
         }
+        let state = self.provisional(state);
         match self.merge(&state, Some(begun), false).await {
             Ok(_) => {
                 ck.merged_serial = Some(state.serial);
@@ -188,6 +192,49 @@ impl<'a> Recording<'a> {
                 ));
             }
         }
+    }
+
+    /// `after`, a state terraform wrote while it applies, with the objects
+    /// it created for blocks with creation-time provisioners marked
+    /// tainted: terraform records a new object before its provisioners run,
+    /// and marks it tainted if they fail. Until terraform's final state says
+    /// otherwise, a checkpoint records such an object as terraform would
+    /// leave it if the run died now.
+    fn provisional(&self, mut after: State) -> State {
+        if self.scope.provisioned.is_empty() {
+            return after;
+        }
+        let ids: HashMap<String, Option<&serde_json::Value>> = self
+            .before
+            .resources
+            .iter()
+            .flat_map(|r| {
+                let address = r.address();
+                r.instances
+                    .iter()
+                    .filter(|i| i.deposed.is_none())
+                    .map(move |i| {
+                        let id = i.attributes.as_ref().and_then(|a| a.get("id"));
+                        (i.address(&address), id)
+                    })
+            })
+            .collect();
+        for r in &mut after.resources {
+            if !self.scope.provisioned.contains(&r.config_address()) {
+                continue;
+            }
+            let address = r.address();
+            for i in r.instances.iter_mut().filter(|i| i.deposed.is_none()) {
+                let id = i.attributes.as_ref().and_then(|a| a.get("id"));
+                let created = ids
+                    .get(&i.address(&address))
+                    .is_none_or(|before| *before != id);
+                if created {
+                    i.status = Some("tainted".to_owned());
+                }
+            }
+        }
+        after
     }
 
     /// Merges the state terraform wrote into the stored state (write-set

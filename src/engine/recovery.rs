@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,7 @@ use super::Kind;
 use crate::db::store::{PushReport, Store};
 use crate::settings::Settings;
 use crate::terraform::rundir::write_private;
+use crate::terraform::rundir::Orphan;
 use crate::terraform::RunDir;
 use crate::tfstate::{self, State};
 
@@ -45,57 +47,163 @@ pub fn leave_note(dir: &RunDir, pending: &RecoveryFile) {
     }
 }
 
-/// Removes the private dirs of runs that died (SIGKILL, a lost machine)
-/// without removing them: they hold state, hence secrets. When one was
-/// applying against `database` and its terraform wrote a state, that state
-/// becomes a recovery file first; returns a line about each one kept.
-pub fn rescue_orphans(settings: &Settings, database: &str) -> Vec<String> {
+/// How long the next run waits for a dead run's terraform to stop (it got
+/// its graceful stop when its stategraph died, and finishes what it was
+/// doing) before it leaves that run's dir to a later run.
+const DEAD_TERRAFORM_WAIT: Duration = Duration::from_secs(30);
+
+/// Takes in what runs of this user that died (SIGKILL, a lost machine) left
+/// in their private dirs, before this run plans over their resources:
+/// waits (up to [`DEAD_TERRAFORM_WAIT`]) for a dead run's terraform to
+/// stop; when that terraform wrote more than the run recorded, writes it
+/// into the state if every row it wrote is still as the run left it (as
+/// `stategraph recover` does), else keeps it in a recovery file; removes
+/// the dirs (they hold state, hence secrets). Runs against another
+/// database than `store`'s are left to their own. Returns a warning about
+/// each run taken in or kept.
+pub async fn rescue_orphans(settings: &Settings, store: &Store) -> Vec<String> {
     let mut said = Vec::new();
-    for dir in settings.layout().orphans() {
+    for orphan in settings.layout().orphans() {
+        let dir = &orphan.path;
         let pending = std::fs::read(dir.join(PENDING_FILE))
             .ok()
             .and_then(|b| serde_json::from_slice::<RecoveryFile>(&b).ok());
-        if let Some(mut file) = pending {
-            if file.database != database {
-                continue; // a run against another database: its own runs rescue it
+        let Some(mut file) = pending else {
+            if orphan.busy.is_empty() {
+                let _ = std::fs::remove_dir_all(dir);
             }
-            // Terraform rewrites its state in place: if it stopped halfway
-            // through, the previous snapshot is in the backup it keeps.
-            let written = ["terraform.tfstate", "terraform.tfstate.backup"]
-                .iter()
-                .find_map(|f| tfstate::parse(&std::fs::read(dir.join(f)).ok()?).ok());
-            let Some(before) = std::fs::read(dir.join(BEFORE_FILE))
-                .ok()
-                .and_then(|b| tfstate::parse(&b).ok())
+            continue;
+        };
+        if file.database != store.display() {
+            continue; // a run against another database: its own runs rescue it
+        }
+        if !orphan.busy.is_empty() && !wait_for_stop(settings, &orphan, &file).await {
+            said.push(format!(
+                "the terraform of a run that died (`{}`, state \"{}\", pid {}) is still \
+                 running after {}: it is finishing what it was doing when its stategraph died. \
+                 What it writes is taken in by the first run after it stops.",
+                file.command,
+                file.state,
+                orphan.busy[0],
+                crate::ui::duration(DEAD_TERRAFORM_WAIT)
+            ));
+            continue;
+        }
+        // Terraform rewrites its state in place: if it stopped halfway
+        // through, the previous snapshot is in the backup it keeps.
+        let written = ["terraform.tfstate", "terraform.tfstate.backup"]
+            .iter()
+            .find_map(|f| tfstate::parse(&std::fs::read(dir.join(f)).ok()?).ok());
+        let Some(before) = std::fs::read(dir.join(BEFORE_FILE))
+            .ok()
+            .and_then(|b| tfstate::parse(&b).ok())
+        else {
+            continue; // keep the dir rather than lose what it holds
+        };
+        if let Some(after) = written.filter(|s| s.serial != before.serial) {
+            let (Ok(before_value), Ok(after_value)) = (state_value(&before), state_value(&after))
             else {
-                continue; // keep the dir rather than lose what it holds
+                continue;
             };
-            if let Some(after) = written.filter(|s| s.serial != before.serial) {
-                let (Ok(before), Ok(after)) = (state_value(&before), state_value(&after)) else {
-                    continue;
-                };
-                file.before = before;
-                file.after = after;
-                file.error = "the run died while terraform applied; this is the last state its \
-                              terraform wrote"
-                    .to_owned();
-                match file.keep(settings) {
+            file.before = before_value;
+            file.after = after_value;
+            file.error = "the run died while terraform applied; this is the last state its \
+                          terraform wrote"
+                .to_owned();
+            match take_in(settings, store, &file, &before, &after).await {
+                Ok(report) => said.push(format!(
+                    "a run that died ({}`{}`, state \"{}\", writing {}) had applied more than \
+                     its checkpoints recorded: the last state its terraform wrote is now in the \
+                     state (transaction {}: {} added, {} changed, {} removed).",
+                    file.txn_id
+                        .map(|t| format!("transaction {t}, "))
+                        .unwrap_or_default(),
+                    file.command,
+                    file.state,
+                    shown(&file.write),
+                    report.txn_id,
+                    report.added,
+                    report.changed,
+                    report.removed
+                )),
+                Err(why) => match file.keep(settings) {
                     Ok(path) => said.push(format!(
                         "a run that died (`{}`, state \"{}\") left the last state its terraform \
-                         wrote, which may hold more than that run had recorded. It is kept in {}; \
-                         `stategraph recover {}` writes it if nobody changed those resources since.",
+                         wrote, which may hold more than that run had recorded, and it cannot be \
+                         written now: {why:#}. It is kept in {}; `stategraph recover {}` writes \
+                         it if nobody changed those resources since.",
                         file.command,
                         file.state,
                         path.display(),
                         path.display()
                     )),
                     Err(_) => continue, // keep the dir rather than lose it
-                }
+                },
             }
         }
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(dir);
     }
     said
+}
+
+/// Addresses for a message: the first ten, and how many more.
+fn shown(addresses: &[String]) -> String {
+    match addresses.len() {
+        0..=10 => addresses.join(", "),
+        n => format!("{} and {} more", addresses[..10].join(", "), n - 10),
+    }
+}
+
+/// Waits for the processes still using a dead run's dir (its terraform,
+/// stopping) to end; false if they still run after [`DEAD_TERRAFORM_WAIT`].
+async fn wait_for_stop(settings: &Settings, orphan: &Orphan, file: &RecoveryFile) -> bool {
+    let step = settings.ui.step(format!(
+        "Waiting for the terraform of a run that died to stop (`{}`, pid {})",
+        file.command, orphan.busy[0]
+    ));
+    let until = tokio::time::Instant::now() + DEAD_TERRAFORM_WAIT;
+    loop {
+        if orphan.still_busy().is_empty() {
+            step.done("stopped");
+            return true;
+        }
+        if tokio::time::Instant::now() >= until {
+            step.done("still running");
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Writes what a dead run's terraform wrote after its last checkpoint:
+/// frees the dead run's locks (its process and its terraform are gone),
+/// locks its cone again (never waiting), and merges `after` if no row of
+/// its write set changed since the run began but by its own checkpoints.
+async fn take_in(
+    settings: &Settings,
+    store: &Store,
+    file: &RecoveryFile,
+    before: &State,
+    after: &State,
+) -> Result<PushReport> {
+    let id = store
+        .state_id(&file.state)
+        .await?
+        .ok_or_else(|| anyhow!("no state named \"{}\"", file.state))?;
+    store.release(file.holder_id).await?;
+    let command = format!("stategraph recover (a run that died: {})", file.command);
+    let session = Session::new(
+        settings,
+        store.clone(),
+        (file.state.clone(), id),
+        Kind::Recover,
+        command,
+    );
+    let report = write_locked(&session, file, before, after, Duration::ZERO).await?;
+    if let Some(dead) = file.txn_id {
+        let _ = store.recovered(dead, report.txn_id).await;
+    }
+    Ok(report)
 }
 
 /// A state as a JSON value (what a recovery file holds).
@@ -292,50 +400,14 @@ pub async fn recover(
     }
     let command = format!("stategraph recover {}", path.display());
     let session = Session::new(settings, store, (name, state_id), Kind::Recover, command);
-    let lease = session
-        .lease(&file.write, &file.read, timeout)
+    let report = write_locked(&session, &file, &before, &after, timeout)
         .await
-        .with_context(|| format!("nothing was written; the file is kept: {}", path.display()))?;
-
-    // Fencing by versions: every object of the write set must be as the run
-    // found it (or as its own checkpoints left it).
-    let changed = conflicts(&session.store, &session.name, &file, &after).await?;
-    if !changed.is_empty() {
-        lease.release().await?;
-        let lines = session.describe_changes(&changed, "removed since").await?;
-        bail!(
-            "cannot recover: resources of this run were changed since it ran\n{}\n\n\
-             Nothing was written and the file is kept: {}\n\
-             Writing it now would undo those changes. Compare it with `stategraph state pull` \
-             and decide what the state should hold; `stategraph plan` shows how the real \
-             resources differ.",
-            lines.join("\n"),
-            path.display()
-        );
-    }
-
-    let recording = Recording {
-        session: &session,
-        holder: lease.holder(),
-        before: &before,
-        scope: Scope {
-            write: &file.write,
-            read: &file.read,
-            outputs: &file.outputs,
-            changed: &file.changed,
-        },
-    };
-    let written = recording.merge(&after, None, true).await;
-    let released = lease.release().await;
-    let report = written.with_context(|| {
-        format!(
-            "cannot write the recovery file to state \"{}\" in {}; the file is kept: {}",
-            session.name,
-            session.store.display(),
-            path.display()
-        )
-    })?;
-    released?;
+        .with_context(|| {
+            format!(
+                "cannot recover: nothing was written, and the file is kept: {}",
+                path.display()
+            )
+        })?;
     if let Some(failed) = file.txn_id {
         // Best effort: the log says which run this finished.
         let _ = session.store.recovered(failed, report.txn_id).await;
@@ -347,6 +419,56 @@ pub async fn recover(
         report,
         command: file.command,
     })
+}
+
+/// Writes the result `file` holds (`before` and `after` are its states):
+/// locks its cone (waiting up to `timeout`) and merges `after` into the
+/// write set, if every object of it is as the run found it or as its own
+/// checkpoints left it; otherwise refuses, naming what changed.
+async fn write_locked(
+    session: &Session<'_>,
+    file: &RecoveryFile,
+    before: &State,
+    after: &State,
+    timeout: Duration,
+) -> Result<PushReport> {
+    let lease = session.lease(&file.write, &file.read, timeout).await?;
+    // Fencing by versions.
+    let changed = conflicts(&session.store, &session.name, file, after).await?;
+    if !changed.is_empty() {
+        lease.release().await?;
+        let lines = session.describe_changes(&changed, "removed since").await?;
+        bail!(
+            "resources of this run were changed since it ran\n{}\n\n\
+             Writing its result now would undo those changes. Compare it with `stategraph \
+             state pull` and decide what the state should hold; `stategraph plan` shows how \
+             the real resources differ.",
+            lines.join("\n")
+        );
+    }
+    let recording = Recording {
+        session,
+        holder: lease.holder(),
+        before,
+        scope: Scope {
+            write: &file.write,
+            read: &file.read,
+            outputs: &file.outputs,
+            changed: &file.changed,
+            provisioned: &[],
+        },
+    };
+    let written = recording.merge(after, None, true).await;
+    let released = lease.release().await;
+    let report = written.with_context(|| {
+        format!(
+            "cannot write it to state \"{}\" in {}",
+            session.name,
+            session.store.display()
+        )
+    })?;
+    released?;
+    Ok(report)
 }
 
 /// Objects of the file's write set that someone other than the recorded

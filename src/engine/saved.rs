@@ -138,7 +138,7 @@ pub async fn apply(settings: &Settings, flags: &TfFlags, file: &str) -> Result<O
     };
     let command = format!("stategraph apply {file}");
     let session = Session::new(settings, store, (name, state_id), Kind::Apply, command);
-    session.rescue_dead_runs();
+    session.rescue_dead_runs().await;
     let lease = session
         .lease(&bundle.write, &bundle.read, flags.lock_timeout)
         .await?;
@@ -217,6 +217,7 @@ async fn apply_locked(
             read: &bundle.read,
             outputs: &bundle.outputs,
             changed: &[],
+            provisioned: &[],
         },
     };
     let begun = recording.begin().await?;

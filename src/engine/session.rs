@@ -106,10 +106,10 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Removes the private dirs of this user's runs that died, keeping what
-    /// their terraform wrote in a recovery file first, and warns about each.
-    pub fn rescue_dead_runs(&self) {
-        for line in recovery::rescue_orphans(self.settings, self.store.display()) {
+    /// Takes in what this user's runs that died left (see
+    /// [`recovery::rescue_orphans`]), and warns about each.
+    pub async fn rescue_dead_runs(&self) {
+        for line in recovery::rescue_orphans(self.settings, &self.store).await {
             self.ui.warn(line);
         }
     }
@@ -179,9 +179,10 @@ pub async fn connect(settings: &Settings) -> Result<(Store, Terraform)> {
 /// checkout, `None` if there is none. A state created from another checkout
 /// (another repository, or another root module of this one) is refused:
 /// planning its resources here would plan to destroy what this
-/// configuration does not declare. A state with no recorded origin (older,
-/// or pushed under an explicit name) takes this checkout's when a run
-/// writes it; `--adopt-state` records this checkout in place of another.
+/// configuration does not declare. A state with no recorded origin (older)
+/// takes this checkout's when a run writes it under its default name;
+/// `--adopt-state` records this checkout in place of another. Outside git
+/// nothing is checked (see [`crate::checkout::Checkout::origin`]).
 pub async fn find_state(
     store: &Store,
     settings: &Settings,
@@ -191,7 +192,9 @@ pub async fn find_state(
     let Some(id) = store.state_id(name).await? else {
         return Ok(None);
     };
-    let here = settings.origin();
+    let Some(here) = settings.origin() else {
+        return Ok(Some(id));
+    };
     let recorded = store
         .origin(id)
         .await?
@@ -214,10 +217,20 @@ pub async fn find_state(
                 "stategraph: state \"{name}\" now comes from {here} (was {origin}; --adopt-state)"
             ));
         }
-        None if writes => store.set_origin(id, &serde_json::to_value(&here)?).await?,
+        None if writes && (settings.explicit_state.is_none() || settings.adopt_state) => {
+            store.set_origin(id, &serde_json::to_value(&here)?).await?
+        }
         _ => {}
     }
     Ok(Some(id))
+}
+
+/// Records this checkout as the origin of state `id` (nothing outside git).
+pub async fn record_origin(store: &Store, settings: &Settings, id: i64) -> Result<()> {
+    if let Some(origin) = settings.origin() {
+        store.set_origin(id, &serde_json::to_value(origin)?).await?;
+    }
+    Ok(())
 }
 
 /// Creates the state `name`, empty (serial 0, `lineage`), recording this
@@ -251,9 +264,7 @@ pub async fn create_state(
         .await?
         .ok_or_else(|| anyhow!("state \"{name}\" vanished"))?;
     if store.origin(id).await?.is_none() {
-        store
-            .set_origin(id, &serde_json::to_value(settings.origin())?)
-            .await?;
+        record_origin(store, settings, id).await?;
     }
     Ok(id)
 }

@@ -107,6 +107,9 @@ pub struct Block {
     /// where that call hands each instance its own element of root map
     /// variables (see [`Keyed`]).
     pub keyed: Option<Keyed>,
+    /// Whether it has creation-time provisioners: terraform records a new
+    /// object before they run, and marks it tainted if they fail.
+    pub provisioned: bool,
 }
 
 /// The hashes of a block inside a root `for_each` module call whose
@@ -301,6 +304,8 @@ struct Module {
     variables: BTreeMap<String, String>,
     /// The text of each variable's `default`.
     defaults: BTreeMap<String, String>,
+    /// Resources (`TYPE.NAME`) with creation-time provisioners.
+    provisioned: BTreeSet<String>,
     locals: BTreeMap<String, Item>,
     outputs: BTreeMap<String, Item>,
     calls: BTreeMap<String, ModuleCall>,
@@ -383,6 +388,7 @@ pub fn read(root: &Path, inputs: &Inputs) -> Result<Config, Unsupported> {
                         out.into_iter().collect()
                     },
                     keyed: None,
+                    provisioned: m.provisioned.contains(name),
                 },
             );
         }
@@ -720,6 +726,14 @@ impl Loader<'_> {
                             if let Some(a) = b.body.get_attribute(key) {
                                 expansion.visit_expr(&a.value);
                             }
+                        }
+                        let at_creation = b.body.get_blocks("provisioner").any(|p| {
+                            p.body
+                                .get_attribute("when")
+                                .is_none_or(|w| w.value.to_string().trim() != "destroy")
+                        });
+                        if at_creation {
+                            m.provisioned.insert(format!("{t}.{n}"));
                         }
                         m.resources.insert(
                             format!("{t}.{n}"),

@@ -93,12 +93,101 @@ impl Layout {
     }
 
     /// Private dirs of runs of this user that died without removing them
-    /// (SIGKILL, a lost machine): their owner pid is gone, and no process
-    /// still uses them (a dead run's terraform may still be stopping
-    /// gracefully: its `TF_DATA_DIR` points inside).
-    pub fn orphans(&self) -> Vec<PathBuf> {
+    /// (SIGKILL, a lost machine): their owner pid is gone. A dead run's
+    /// terraform may still be stopping gracefully (its `TF_DATA_DIR`
+    /// points inside): [`Orphan::busy`] names such processes.
+    pub fn orphans(&self) -> Vec<Orphan> {
         orphans_in(&self.temp_dir)
     }
+}
+
+/// See [`Layout::orphans`].
+#[derive(Debug, Clone)]
+pub struct Orphan {
+    /// The private dir.
+    pub path: PathBuf,
+    /// Processes still using it (the dead run's terraform, stopping).
+    pub busy: Vec<i32>,
+}
+
+impl Orphan {
+    /// Processes using the dir now (see [`Orphan::busy`]).
+    pub fn still_busy(&self) -> Vec<i32> {
+        data_dirs_in_use()
+            .into_iter()
+            .filter(|(_, d)| d.starts_with(&self.path))
+            .map(|(pid, _)| pid)
+            .collect()
+    }
+}
+
+fn orphans_in(temp_dir: &Path) -> Vec<Orphan> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = fs::read_dir(temp_dir) else {
+        return Vec::new();
+    };
+    let uid = nix::unistd::geteuid().as_raw();
+    // Read every process's environment only when a dead owner was found
+    // (this runs at the start of every plan and apply).
+    let mut in_use: Option<Vec<(i32, PathBuf)>> = None;
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with("stategraph-run-") || name.starts_with("stategraph-plan-")) {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if !meta.is_dir() || meta.uid() != uid {
+            continue;
+        }
+        let Some(pid) = fs::read_to_string(path.join(OWNER_FILE))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let alive = !matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        );
+        if alive {
+            continue;
+        }
+        let busy = in_use
+            .get_or_insert_with(data_dirs_in_use)
+            .iter()
+            .filter(|(_, d)| d.starts_with(&path))
+            .map(|(pid, _)| *pid)
+            .collect();
+        out.push(Orphan { path, busy });
+    }
+    out
+}
+
+/// `TF_DATA_DIR` of every process we can read (ours), with its pid.
+fn data_dirs_in_use() -> Vec<(i32, PathBuf)> {
+    let mut out = Vec::new();
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for p in procs.flatten() {
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(env) = fs::read(p.path().join("environ")) else {
+            continue;
+        };
+        for var in env.split(|b| *b == 0) {
+            if let Some(v) = var.strip_prefix(b"TF_DATA_DIR=") {
+                out.push((pid, PathBuf::from(String::from_utf8_lossy(v).into_owned())));
+            }
+        }
+    }
+    out
 }
 
 impl Layout {
@@ -163,72 +252,6 @@ impl BackendDir {
             .env("TF_DATA_DIR", &self.data_dir)
             .env("TF_IN_AUTOMATION", "1")
     }
-}
-
-fn orphans_in(temp_dir: &Path) -> Vec<PathBuf> {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(entries) = fs::read_dir(temp_dir) else {
-        return Vec::new();
-    };
-    let uid = nix::unistd::geteuid().as_raw();
-    // Read every process's environment only when a dead owner was found
-    // (this runs at the start of every plan and apply).
-    let mut in_use: Option<Vec<PathBuf>> = None;
-    let mut out = Vec::new();
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if !(name.starts_with("stategraph-run-") || name.starts_with("stategraph-plan-")) {
-            continue;
-        }
-        let path = entry.path();
-        let Ok(meta) = fs::symlink_metadata(&path) else {
-            continue;
-        };
-        if !meta.is_dir() || meta.uid() != uid {
-            continue;
-        }
-        let Some(pid) = fs::read_to_string(path.join(OWNER_FILE))
-            .ok()
-            .and_then(|p| p.trim().parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let alive = !matches!(
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
-            Err(nix::errno::Errno::ESRCH)
-        );
-        if alive {
-            continue;
-        }
-        let used = in_use
-            .get_or_insert_with(data_dirs_in_use)
-            .iter()
-            .any(|d| d.starts_with(&path));
-        if !used {
-            out.push(path);
-        }
-    }
-    out
-}
-
-/// `TF_DATA_DIR` of every process we can read (ours).
-fn data_dirs_in_use() -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(procs) = fs::read_dir("/proc") else {
-        return out;
-    };
-    for p in procs.flatten() {
-        let Ok(env) = fs::read(p.path().join("environ")) else {
-            continue;
-        };
-        for var in env.split(|b| *b == 0) {
-            if let Some(v) = var.strip_prefix(b"TF_DATA_DIR=") {
-                out.push(PathBuf::from(String::from_utf8_lossy(v).into_owned()));
-            }
-        }
-    }
-    out
 }
 
 /// One run's private state, data dir and plan files.
@@ -511,8 +534,9 @@ fn link_tree(from: &Path, to: &Path, depth: usize) -> Result<(), TerraformError>
 struct OverrideGuard {
     override_path: PathBuf,
     lock: Option<Flock<File>>,
-    /// The watcher that removes the file if this process dies first.
-    watcher: Option<std::process::Child>,
+    /// The write end of the watcher's stdin: when it closes (this run ends
+    /// or dies), the watcher removes the file if no run uses it.
+    watcher: Option<std::process::ChildStdin>,
 }
 
 impl OverrideGuard {
@@ -563,20 +587,18 @@ impl Drop for OverrideGuard {
             let _ = fs::remove_file(&self.override_path);
         }
         drop(lock);
-        if let Some(mut watcher) = self.watcher.take() {
-            // Its stdin closes: it looks once more, finds nothing to do, ends.
-            drop(watcher.stdin.take());
-            let _ = watcher.wait();
-        }
+        // The watcher's stdin closes: it looks once more and ends.
+        drop(self.watcher.take());
     }
 }
 
 /// Starts `bin` as the watcher of `root`'s override file (see the module
-/// docs); `None` if it cannot start (then a killed run's file is removed by
-/// the next run, as without one).
-fn start_watcher(bin: &Path, root: &Path, lock_path: &Path) -> Option<std::process::Child> {
+/// docs) and returns its stdin; `None` if it cannot start (then a killed
+/// run's file is removed by the next run, as without one). The watcher
+/// detaches at once (see [`watch_override`]): it is no child of this run.
+fn start_watcher(bin: &Path, root: &Path, lock_path: &Path) -> Option<std::process::ChildStdin> {
     use std::os::unix::process::CommandExt;
-    std::process::Command::new(bin)
+    let mut child = std::process::Command::new(bin)
         .arg(WATCH_ARG)
         .arg(root)
         .arg(lock_path)
@@ -586,7 +608,10 @@ fn start_watcher(bin: &Path, root: &Path, lock_path: &Path) -> Option<std::proce
         // Not in the terminal's process group: a Ctrl-C must not stop it.
         .process_group(0)
         .spawn()
-        .ok()
+        .ok()?;
+    let stdin = child.stdin.take();
+    // The process started exits once it has forked the watcher.
+    child.wait().ok()?.success().then_some(stdin)?
 }
 
 /// The watcher's work (`stategraph WATCH_ARG ROOT LOCK_PATH`): waits until
@@ -594,6 +619,13 @@ fn start_watcher(bin: &Path, root: &Path, lock_path: &Path) -> Option<std::proce
 /// override file of `root` unless another run holds the lock at
 /// `lock_path`.
 pub fn watch_override(root: &Path, lock_path: &Path) {
+    // Detach: the run that started this process waits for it to exit, and
+    // the watcher goes on as an orphan (no child of the run, reaped by init).
+    // SAFETY: single-threaded here (before any runtime or thread starts).
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {}
+        Ok(nix::unistd::ForkResult::Parent { .. }) | Err(_) => return,
+    }
     let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
     let Ok(file) = open_lock_file(lock_path) else {
         return;

@@ -160,33 +160,62 @@ fn a_database_restart_within_the_retry_window_is_ridden_out() {
 }
 
 #[test]
-fn an_outage_longer_than_the_lease_is_ridden_out_when_nobody_took_the_locks() {
+fn an_outage_longer_than_the_lease_stops_terraform_in_time_and_its_result_is_still_written() {
     let o = Outage::new();
-    // A 3 s lease, down for 5 s: the lease is over when the database is back.
+    // A 3 s lease, down for 5 s: the lease would be over while terraform
+    // still applies. Before it runs out (lease minus a quarter after the
+    // last renewal), terraform gets its graceful stop, so that no other run
+    // may take the locks while it still changes those resources.
     let child = o.apply_and_stop_the_database("3s", "120s");
     std::thread::sleep(Duration::from_secs(5));
     o.start_database();
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        out.status.success(),
-        "the apply did not lock again:\n{stderr}"
+        !out.status.success(),
+        "terraform was not stopped when the lease could not be renewed:\n{stderr}"
     );
+    assert!(
+        stderr.contains("stopping terraform now, before the lease runs out"),
+        "{stderr}"
+    );
+    // What terraform did before it stopped is written once the database is
+    // back (nobody took the locks meanwhile): `second` was being replaced,
+    // and terraform left the new object tainted (its provisioner was
+    // stopped), as its own state would hold it.
     assert!(stderr.contains("locked again"), "{stderr}");
     assert_eq!(o.gen("second"), "2");
+    assert_eq!(
+        o.psql("SELECT status FROM instances WHERE address = 'terraform_data.second'"),
+        "tainted"
+    );
     assert_eq!(o.psql("SELECT count(*) FROM lock_holders"), "0");
     assert_eq!(
         o.psql("SELECT count(*) FROM transactions WHERE status = 'running'"),
         "0"
     );
+    // A plan replaces the tainted object, as terraform's would; applying it
+    // converges.
+    let out = o
+        .chain
+        .sg(&["apply", "-auto-approve", "-no-color", "-var", "gen=2"])
+        .output()
+        .unwrap();
+    assert_ok("the apply after the outage", &out);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("is tainted, so must be replaced"), "{said}");
     o.assert_consistent();
 }
 
 #[test]
 fn a_longer_outage_keeps_the_result_for_recover_which_refuses_stale_files() {
     let o = Outage::new();
-    let recovery = data_dir(&o.chain.wd).join("recovery");
-    let child = o.apply_and_stop_the_database("3s", "2s");
+    // Recovery files stay with the checkout (they survive a CI runner
+    // only as its artifacts): .terraform/stategraph/recovery.
+    let recovery = o.chain.wd.path().join(".terraform/stategraph/recovery");
+    // A lease long enough for terraform to finish its 4 s step; a retry
+    // window the outage outlasts.
+    let child = o.apply_and_stop_the_database("30s", "2s");
     let t = Instant::now();
     let out = child.wait_with_output().unwrap();
     eprintln!("apply without database ended after {:?}", t.elapsed());
