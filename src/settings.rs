@@ -235,6 +235,8 @@ impl Settings {
                 .and_then(|h| h.into_string().ok())
                 .unwrap_or_else(|| "unknown".to_owned()),
             ci_job: ci_job(&get),
+            git_commit: None,
+            git_branch: None,
         };
 
         let lease_text = global
@@ -295,6 +297,11 @@ impl Settings {
             .unwrap_or_else(|| tf_data_dir.join("stategraph").join("recovery"));
 
         let checkout = Checkout::of(&workdir);
+        let mut actor = actor;
+        if let Some(repo) = &checkout.repo {
+            actor.git_commit = repo.commit.clone();
+            actor.git_branch = repo.branch.clone();
+        }
         Ok(Settings {
             checkout,
             tf_data_dir,

@@ -90,8 +90,12 @@ pub struct TfFlags {
     pub vars: Vec<String>,
     /// `-parallelism=N`, if given.
     pub parallelism: Option<String>,
+    /// `-allow-revert` (stategraph's own, not passed on): apply even where
+    /// it reverts rows written from commits this checkout does not contain.
+    pub allow_revert: bool,
     /// Every flag to hand to terraform, in order, minus those stategraph
-    /// replaces (`-lock`, `-lock-timeout`); see [`TfFlags::pass`].
+    /// replaces (`-lock`, `-lock-timeout`) or adds (`-allow-revert`); see
+    /// [`TfFlags::pass`].
     pub passthrough: Vec<Given>,
     /// Positional arguments after the flags (a saved plan file for `apply`).
     pub positional: Vec<String>,
@@ -250,6 +254,10 @@ pub fn parse(args: &[String]) -> Result<TfFlags, FlagError> {
             "detailed-exitcode" => f.detailed_exitcode = parse_bool(name, v)?,
             "json" => f.json = parse_bool(name, v)?,
             "no-color" => f.no_color = parse_bool(name, v)?,
+            "allow-revert" => {
+                f.allow_revert = parse_bool(name, v)?;
+                pass = false;
+            }
             "input" => f.no_input = !parse_bool(name, v)?,
             "out" => f.out = value.clone(),
             "var" | "var-file" => f.vars.push(format!("-{name}={}", v.unwrap_or_default())),
@@ -370,8 +378,9 @@ const RUN_FLAGS: &[&str] = &[
 /// Flags of `terraform plan` only.
 const PLAN_FLAGS: &[&str] = &["out", "detailed-exitcode", "generate-config-out"];
 
-/// Flags of `terraform apply` and `destroy` only.
-const APPLY_FLAGS: &[&str] = &["auto-approve", "backup", "state-out"];
+/// Flags of `terraform apply` and `destroy` only (and stategraph's own
+/// `-allow-revert`).
+const APPLY_FLAGS: &[&str] = &["auto-approve", "backup", "state-out", "allow-revert"];
 
 /// The first flag of `flags` that terraform's `command` (plan, apply or
 /// destroy) does not define: terraform would refuse the command line, and

@@ -11,6 +11,9 @@ use crate::tfargs;
 pub async fn execute(settings: &Settings, args: &[String]) -> Result<()> {
     let flags = tfargs::parse(args).map_err(|e| anyhow!("{e}"))?;
     tfargs::check("plan", &flags).map_err(|e| anyhow!("{e}"))?;
+    if flags.allow_revert {
+        bail!("-allow-revert is a flag of `stategraph apply` (a plan changes nothing)");
+    }
     if let Some(first) = flags.positional.first() {
         bail!(
             "unexpected argument {first:?}: only `stategraph apply` takes one, a saved plan file"

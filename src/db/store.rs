@@ -2,7 +2,7 @@
 //! function each. Multi-statement writes run in one explicit transaction, so
 //! a refused or failed write leaves the stored state exactly as before.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::pin::Pin;
 
 use deadpool_postgres::Pool;
@@ -15,12 +15,17 @@ use super::jsonb;
 use crate::tfstate::{Instance, Output, Resource, State};
 
 /// Who is writing, for the transaction log.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Actor {
     pub user: String,
     pub host: String,
     /// CI job id or URL when running in CI.
     pub ci_job: Option<String>,
+    /// The commit and branch of the checkout the run is in, where known:
+    /// recorded with each transaction, so that a run from a checkout that
+    /// does not contain that commit is told it would revert its changes.
+    pub git_commit: Option<String>,
+    pub git_branch: Option<String>,
 }
 
 /// Failures of store operations.
@@ -168,6 +173,15 @@ pub struct LogEntry {
 }
 
 /// One node of the stored graph: a current (not deposed) instance.
+/// The transaction that last wrote a row, and where it ran from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastWriter {
+    pub txn_id: i64,
+    pub git_commit: Option<String>,
+    pub git_branch: Option<String>,
+    pub command: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct GraphRow {
     pub address: String,
@@ -312,8 +326,9 @@ impl Store {
         let txn_id: i64 = tx
             .query_one(
                 "INSERT INTO transactions (state_id, kind, command, actor_user, actor_host, ci_job,
-                    terraform_version, status, serial_before, serial_after, lineage_before, lineage_after)
-                 VALUES ($1, 'push', $2, $3, $4, $5, $6, 'running', $7, $8, $9, $10) RETURNING id",
+                    terraform_version, status, serial_before, serial_after, lineage_before, lineage_after,
+                    git_commit, git_branch)
+                 VALUES ($1, 'push', $2, $3, $4, $5, $6, 'running', $7, $8, $9, $10, $11, $12) RETURNING id",
                 &[
                     &state_id,
                     &command,
@@ -325,6 +340,8 @@ impl Store {
                     &serial,
                     &(!created).then_some(stored_lineage.as_str()),
                     &state.lineage,
+                    &actor.git_commit,
+                    &actor.git_branch,
                 ],
             )
             .await?
@@ -606,9 +623,9 @@ impl Store {
                 .query_one(
                     "INSERT INTO transactions (state_id, kind, command, actor_user, actor_host, ci_job,
                         terraform_version, status, serial_before, lineage_before, lineage_after,
-                        cone, started_at)
+                        cone, started_at, git_commit, git_branch)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, $9, $9, $10,
-                             COALESCE($11, now())) RETURNING id",
+                             COALESCE($11, now()), $12, $13) RETURNING id",
                     &[
                         &state_id,
                         &m.kind,
@@ -621,6 +638,8 @@ impl Store {
                         &lineage,
                         &m.cone,
                         &m.started_at,
+                        &m.actor.git_commit,
+                        &m.actor.git_branch,
                     ],
                 )
                 .await?
@@ -721,8 +740,9 @@ impl Store {
             .query_one(
                 "INSERT INTO transactions (state_id, kind, command, actor_user, actor_host, ci_job,
                     terraform_version, status, serial_before, lineage_before, lineage_after,
-                    cone, summary, started_at)
-                 SELECT $1, $2, $3, $4, $5, $6, $7, 'running', $8, $9, $9, $10, $11, h.acquired_at
+                    cone, summary, started_at, git_commit, git_branch)
+                 SELECT $1, $2, $3, $4, $5, $6, $7, 'running', $8, $9, $9, $10, $11, h.acquired_at,
+                        $13, $14
                  FROM lock_holders h WHERE h.id = $12
                  RETURNING id",
                 &[
@@ -738,6 +758,8 @@ impl Store {
                     &b.cone,
                     &b.summary,
                     &b.holder_id,
+                    &b.actor.git_commit,
+                    &b.actor.git_branch,
                 ],
             )
             .await?
@@ -828,6 +850,40 @@ impl Store {
             )
             .await?;
         Ok(())
+    }
+
+    /// Who last wrote each of `addresses` (current objects) in state
+    /// `name`: the transaction, and the commit and branch it ran from.
+    pub async fn last_writers(
+        &self,
+        name: &str,
+        addresses: &[String],
+    ) -> Result<BTreeMap<String, LastWriter>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT i.address, t.id, t.git_commit, t.git_branch, t.command
+                 FROM instances i
+                 JOIN states s ON s.id = i.state_id
+                 JOIN transactions t ON t.id = i.txn_id
+                 WHERE s.name = $1 AND i.deposed = '' AND i.address = ANY($2)",
+                &[&name, &addresses],
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                (
+                    r.get(0),
+                    LastWriter {
+                        txn_id: r.get(1),
+                        git_commit: r.get(2),
+                        git_branch: r.get(3),
+                        command: r.get(4),
+                    },
+                )
+            })
+            .collect())
     }
 
     /// The newest `limit` transactions, of one state or of all.

@@ -22,7 +22,8 @@
 //!    only the written instances where that saves refreshing.
 //! 7. [`verify`]: what terraform planned must lie in the locked write set;
 //!    what lies outside is locked too and planned again, never applied
-//!    unlocked.
+//!    unlocked. [`revert`]: what it plans to change must not undo a change
+//!    made from a commit this checkout does not contain.
 //! 8. [`record`]: the run's transaction opened before terraform writes,
 //!    checkpoints merged while it applies, the final merge retried while
 //!    the database is unreachable, a [`recovery`] file when it cannot be
@@ -48,6 +49,7 @@ pub mod preflight;
 pub mod record;
 pub mod recovery;
 pub mod refresh;
+pub mod revert;
 pub mod saved;
 pub mod session;
 pub mod verify;

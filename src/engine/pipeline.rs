@@ -12,7 +12,7 @@ use super::lease::Lease;
 use super::record::Recording;
 use super::refresh::{final_plan, plan_cone};
 use super::session::{self, prepare, Context, Session};
-use super::{baseline, migrate, preflight, saved, verify, Kind, Outcome};
+use super::{baseline, migrate, preflight, revert, saved, verify, Kind, Outcome};
 use crate::db::store::{PushReport, Store};
 use crate::settings::Settings;
 use crate::terraform::{Finished, RunDir, Terraform};
@@ -136,6 +136,9 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
         let planned = plan_cone(cx, &dir, &fresh, &cs, &found.info, &rows).await?;
         if session.kind == Kind::Plan {
             let done = planned?;
+            if matches!(done.code, 0 | 2) {
+                warn_reverts(cx, &cs, &found).await?;
+            }
             let saved = save(cx, &dir, &fresh, &cs, &found, &done).await;
             let released = lease.release().await;
             let saved = saved?;
@@ -172,6 +175,29 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
             ));
             forced.extend(outside);
             continue;
+        }
+        let reverted = revert::reverts(session, &planned).await?;
+        let certain: Vec<&revert::Revert> = reverted.iter().filter(|r| r.certain).collect();
+        if !certain.is_empty() && !flags.allow_revert {
+            lease.release().await?;
+            bail!(
+                "this {} would revert changes this checkout does not contain\n\n{}\n\n\
+                 Applying now would undo them. Bring this checkout up to date (merge or pull the \
+                 commits named above) and apply again, or pass -allow-revert to undo them.",
+                session.kind.name(),
+                certain
+                    .iter()
+                    .map(|r| format!("  {}", r.describe()))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+        for r in &reverted {
+            session.ui.warn(format!(
+                "{}: this {} reverts it",
+                r.describe(),
+                session.kind.name()
+            ));
         }
         if planned.is_empty() && !flags.refresh_only {
             // Nothing to do in the cone: its rows are converged.
@@ -236,6 +262,32 @@ async fn recheck(
         true => Recheck::Fits(Box::new((found, grown, rows))),
         false => Recheck::Grew,
     })
+}
+
+/// After a plan: the rows it may change that were last written from a
+/// commit this checkout does not contain, one warning each (an apply of
+/// them is refused without `-allow-revert`). The rows are those of the
+/// write set that discovery found changing.
+async fn warn_reverts(cx: &Context<'_>, cs: &ChangeSet, found: &Discovered) -> Result<()> {
+    let changing: std::collections::HashSet<&str> =
+        found.changed.iter().map(String::as_str).collect();
+    let candidates: Vec<String> = cs
+        .write
+        .iter()
+        .filter(|a| {
+            changing.contains(a.as_str())
+                || changing.contains(crate::address::strip_instance_key(a))
+        })
+        .cloned()
+        .collect();
+    for r in revert::reverts(&cx.session, &candidates).await? {
+        cx.session.ui.warn(format!(
+            "{}: if this plan changes it, it reverts that change (`stategraph apply` refuses \
+             to without -allow-revert)",
+            r.describe()
+        ));
+    }
+    Ok(())
 }
 
 /// The private run dir of one attempt. A saved plan records its state's

@@ -59,6 +59,7 @@ fn actor(user: &str) -> Actor {
         user: user.to_owned(),
         host: "test-host".to_owned(),
         ci_job: None,
+        ..Actor::default()
     }
 }
 

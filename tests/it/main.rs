@@ -32,6 +32,7 @@ mod merge;
 mod migrations;
 mod passthrough;
 mod properties;
+mod revert;
 mod saved_plan;
 mod scoped_refresh;
 mod secrets;

@@ -19,6 +19,7 @@ fn actor() -> Actor {
         user: "tester".into(),
         host: "here".into(),
         ci_job: None,
+        ..Actor::default()
     }
 }
 
