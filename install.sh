@@ -80,7 +80,8 @@ say "installed $BIN ($("$BIN" --version))"
 demo=$(mktemp -d)
 trap 'rm -rf "$demo"' EXIT
 cp -r fixtures/tf/chain/. "$demo/"
-export CHECKPOINT_DISABLE=1 STATEGRAPH_TERRAFORM="$TERRAFORM"
+# The demo is about the embedded database: made here even under CI=true.
+export CHECKPOINT_DISABLE=1 STATEGRAPH_TERRAFORM="$TERRAFORM" STATEGRAPH_ALLOW_EMBEDDED=1
 say "demo: fixtures/tf/chain (19 terraform_data instances in three branches) in $demo, state \"demo\""
 cd "$demo"
 set -x
