@@ -11,9 +11,11 @@ use anyhow::Result;
 use super::record::{Recording, Scope};
 use super::session::{create_state, find_state, new_lineage, prepare, Session};
 use super::{Kind, Outcome};
+use crate::db::locks::Holder;
 use crate::settings::Settings;
 use crate::terraform::Terraform;
 use crate::tfargs::TfFlags;
+use crate::tfstate::State;
 
 /// Runs terraform's `words` (`["taint"]`, `["state", "mv"]`) with `flags`
 /// (parsed from the arguments after them) on the whole state locked.
@@ -54,20 +56,9 @@ pub async fn run(settings: &Settings, words: &[String], flags: &TfFlags) -> Resu
     // import): the run writes it all.
     let mut write = fresh.sorted_addresses();
     let mut outputs: Vec<String> = fresh.outputs.iter().map(|(n, _)| n.clone()).collect();
-    let begun = Recording {
-        session: &session,
-        holder: lease.holder(),
-        before: &fresh,
-        scope: Scope {
-            write: &write,
-            read: &[],
-            outputs: &outputs,
-            changed: &[],
-            provisioned: &[],
-        },
-    }
-    .begin()
-    .await?;
+    let begun = whole(&session, lease.holder(), &fresh, &write, &outputs)
+        .begin()
+        .await?;
     let done = dir
         .command(&tf)
         .args(&args)
@@ -82,19 +73,9 @@ pub async fn run(settings: &Settings, words: &[String], flags: &TfFlags) -> Resu
         write.sort();
         write.dedup();
         outputs.extend(after.outputs.iter().map(|(n, _)| n.clone()));
-        let recording = Recording {
-            session: &session,
-            holder: lease.holder(),
-            before: &fresh,
-            scope: Scope {
-                write: &write,
-                read: &[],
-                outputs: &outputs,
-                changed: &[],
-                provisioned: &[],
-            },
-        };
-        let report = recording.finish(Some(&begun), &dir).await?;
+        let report = whole(&session, lease.holder(), &fresh, &write, &outputs)
+            .finish(Some(&begun), &dir)
+            .await?;
         written = Some((session.name.clone(), report));
     }
     lease.release().await?;
@@ -104,4 +85,26 @@ pub async fn run(settings: &Settings, words: &[String], flags: &TfFlags) -> Resu
         saved: None,
         written,
     })
+}
+
+/// The recording of a command that may write any of `write` and `outputs`.
+fn whole<'a>(
+    session: &'a Session<'a>,
+    holder: &'a Holder,
+    before: &'a State,
+    write: &'a [String],
+    outputs: &'a [String],
+) -> Recording<'a> {
+    Recording {
+        session,
+        holder,
+        before,
+        scope: Scope {
+            write,
+            read: &[],
+            outputs,
+            changed: &[],
+            provisioned: &[],
+        },
+    }
 }

@@ -13,7 +13,7 @@ use super::record::Recording;
 use super::refresh::{final_plan, plan_cone};
 use super::session::{self, prepare, Context, Session};
 use super::{baseline, migrate, preflight, revert, saved, verify, Kind, Outcome};
-use crate::db::store::{PushReport, Store};
+use crate::db::store::{GraphRow, PushReport, Store};
 use crate::settings::Settings;
 use crate::terraform::{Finished, RunDir, Terraform};
 use crate::tfargs::TfFlags;
@@ -84,12 +84,7 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
             return Ok(Outcome::NoChanges { explained: true });
         }
         let step = session.ui.step("Computing change cone");
-        let rows = session
-            .store
-            .graph_rows(&session.name)
-            .await?
-            .unwrap_or_default();
-        let cs = ChangeSet::compute(&rows, &found.changed, &found.info)?;
+        let (cs, rows) = change_set(cx, &found).await?;
         step.done(format!(
             "{} of {} instances ({} write, {} read)",
             thousands(cs.write.len() + cs.read.len()),
@@ -224,10 +219,23 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
     }
 }
 
+/// The change set of what discovery found, on the stored graph, and the
+/// graph's rows.
+async fn change_set(cx: &Context<'_>, found: &Discovered) -> Result<(ChangeSet, Vec<GraphRow>)> {
+    let session = &cx.session;
+    let rows = session
+        .store
+        .graph_rows(&session.name)
+        .await?
+        .unwrap_or_default();
+    let cs = ChangeSet::compute(&rows, &found.changed, &found.info)?;
+    Ok((cs, rows))
+}
+
 /// What the re-check under the lock found.
 enum Recheck {
     /// Discovery on the fresh rows: its change set lies in what is locked.
-    Fits(Box<(Discovered, ChangeSet, Vec<crate::db::store::GraphRow>)>),
+    Fits(Box<(Discovered, ChangeSet, Vec<GraphRow>)>),
     /// Nothing to change any more.
     NoChanges,
     /// The change set outgrew the locks.
@@ -252,12 +260,7 @@ async fn recheck(
     if found.changed.is_empty() {
         return Ok(Recheck::NoChanges);
     }
-    let rows = session
-        .store
-        .graph_rows(&session.name)
-        .await?
-        .unwrap_or_default();
-    let grown = ChangeSet::compute(&rows, &found.changed, &found.info)?;
+    let (grown, rows) = change_set(cx, &found).await?;
     Ok(match grown.fits_in(held, session.kind) {
         true => Recheck::Fits(Box::new((found, grown, rows))),
         false => Recheck::Grew,

@@ -862,24 +862,7 @@ pub struct RootVariables {
 /// cannot read or parse): terraform then checks for itself.
 pub fn root_variables(root: &Path, inputs: &Inputs) -> Result<RootVariables, Unsupported> {
     let mut declared = BTreeMap::new();
-    let entries = std::fs::read_dir(root)
-        .map_err(|e| Unsupported(format!("cannot read {}: {e}", root.display())))?;
-    for path in entries.flatten().map(|e| e.path()) {
-        let name = path.file_name().unwrap_or_default().to_string_lossy();
-        if name.ends_with(".tf.json") {
-            return Err(Unsupported(format!(
-                "{} is JSON configuration",
-                path.display()
-            )));
-        }
-        if !name.ends_with(".tf") || name == OVERRIDE_FILE || !path.is_file() {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| Unsupported(format!("cannot read {}: {e}", path.display())))?;
-        let body: Body = text
-            .parse()
-            .map_err(|e| Unsupported(format!("cannot parse {}: {e}", path.display())))?;
+    for body in root_bodies(root)? {
         for b in body.blocks().filter(|b| b.ident.as_str() == "variable") {
             if let [label] = b.labels.as_slice() {
                 let has_default = b.body.get_attribute("default").is_some();
@@ -910,31 +893,8 @@ pub enum Backend {
 /// own override file aside; other override files win, as terraform merges
 /// them). `Err` where the files cannot be read or parsed.
 pub fn backend(root: &Path) -> Result<Backend, Unsupported> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(root)
-        .map_err(|e| Unsupported(format!("cannot read {}: {e}", root.display())))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            let name = p.file_name().unwrap_or_default().to_string_lossy();
-            name.ends_with(".tf") && name != OVERRIDE_FILE && p.is_file()
-        })
-        .collect();
-    // Override files last, as terraform applies them.
-    files.sort_by_key(|p| {
-        let stem = p
-            .file_stem()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        (stem == "override" || stem.ends_with("_override"), p.clone())
-    });
     let mut found = Backend::Default;
-    for path in files {
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| Unsupported(format!("cannot read {}: {e}", path.display())))?;
-        let body: Body = text
-            .parse()
-            .map_err(|e| Unsupported(format!("cannot parse {}: {e}", path.display())))?;
+    for body in root_bodies(root)? {
         for t in body.blocks().filter(|b| b.ident.as_str() == "terraform") {
             if t.body.get_blocks("cloud").next().is_some() {
                 found = Backend::Other("cloud".to_owned());
@@ -960,6 +920,43 @@ pub fn backend(root: &Path) -> Result<Backend, Unsupported> {
         }
     }
     Ok(found)
+}
+
+/// The root module's `.tf` files (stategraph's own override file aside),
+/// parsed, in the order terraform merges them: override files last. `Err`
+/// for JSON configuration, or a file that cannot be read or parsed.
+fn root_bodies(root: &Path) -> Result<Vec<Body>, Unsupported> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root)
+        .map_err(|e| Unsupported(format!("cannot read {}: {e}", root.display())))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort_by_key(|p| {
+        let name = p.file_name().unwrap_or_default().to_string_lossy();
+        let stem = name.trim_end_matches(".json").trim_end_matches(".tf");
+        (stem == "override" || stem.ends_with("_override"), p.clone())
+    });
+    let mut out = Vec::new();
+    for path in files {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if name.ends_with(".tf.json") {
+            return Err(Unsupported(format!(
+                "{} is JSON configuration",
+                path.display()
+            )));
+        }
+        if !name.ends_with(".tf") || name == OVERRIDE_FILE {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Unsupported(format!("cannot read {}: {e}", path.display())))?;
+        out.push(
+            text.parse()
+                .map_err(|e| Unsupported(format!("cannot parse {}: {e}", path.display())))?,
+        );
+    }
+    Ok(out)
 }
 
 /// Whether `root` holds a configuration file terraform counts as one:
