@@ -28,7 +28,7 @@ Flags may be written terraform-style with one dash (-force) or with two (--force
 stategraph init                             providers and modules (never a backend)\n  \
 stategraph plan -var-file=prod.tfvars       plan only the change cone\n  \
 stategraph apply -lock-timeout=5m           apply it; unrelated applies run at the same time\n  \
-stategraph state push terraform.tfstate     import an existing terraform state\n  \
+stategraph init -migrate-state              bring this configuration's terraform state in\n  \
 stategraph cone aws_vpc.main                what a change to aws_vpc.main touches\n  \
 stategraph state pull > backup.tfstate      export the state again, losslessly\n\n\
 Other terraform commands that read state (output, show, validate, console, graph,\n\
@@ -151,9 +151,12 @@ pub enum Command {
     ///
     /// Writes `.terraform/modules`, `.terraform/providers` and
     /// `.terraform.lock.hcl` as terraform does, but configures no backend:
-    /// the state lives in PostgreSQL. Flags after `init` are terraform's;
-    /// backend flags (-backend-config, -reconfigure, -migrate-state,
-    /// -force-copy) are refused.
+    /// the state lives in PostgreSQL. Flags after `init` are terraform's.
+    /// With -migrate-state, the configuration's existing state (a local
+    /// terraform.tfstate, a backend "local" path, or any other backend, read
+    /// through terraform with the -backend-config flags given) is stored in
+    /// PostgreSQL with its lineage and serial. Other backend flags
+    /// (-reconfigure, -force-copy, -backend-config alone) are refused.
     #[command(disable_help_flag = true)]
     Init(TerraformArgs),
 
