@@ -16,6 +16,7 @@
 
 mod common;
 
+mod adoption;
 mod apply;
 mod bad_input;
 mod checkpoints;

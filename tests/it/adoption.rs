@@ -1,0 +1,374 @@
+//! Adopting stategraph safely (issue 14), end to end with the real binary,
+//! PostgreSQL and terraform: a state is named after the checkout it belongs
+//! to (the normalized `origin` remote plus the root module's path) and
+//! refuses runs from another checkout unless `--adopt-state`; a plan never
+//! creates a state; a push over an empty state takes any lineage; and
+//! terraform's own refusals (no configuration, bad or undeclared `-var`,
+//! required variables, flags after the command) come first and touch no
+//! stored state.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use crate::common::terraform::read_json;
+use crate::common::*;
+
+/// `git ARGS` in `dir`; panics saying git is needed.
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("git is needed by the checkout tests (install git): {e}"));
+    assert!(
+        out.status.success(),
+        "git {args:?} failed:\n{}",
+        text(&out.stderr)
+    );
+}
+
+/// An empty workdir made a git repository, with `origin` set to `remote`
+/// when given.
+fn git_repo(remote: Option<&str>) -> TfWorkdir {
+    let wd = TfWorkdir::empty();
+    git(wd.path(), &["init", "-q"]);
+    if let Some(url) = remote {
+        git(wd.path(), &["remote", "add", "origin", url]);
+    }
+    wd
+}
+
+/// A configuration of one `terraform_data` per name.
+fn resources(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("resource \"terraform_data\" \"{n}\" {{\n  input = \"{n}\"\n}}\n"))
+        .collect()
+}
+
+/// Every stored state's name, sorted, comma-separated.
+fn state_names(db: &TestDb) -> String {
+    db.psql("SELECT coalesce(string_agg(name, ',' ORDER BY name), '') FROM states")
+}
+
+/// Every stored row (state, address, version, writing transaction): what a
+/// refused run must leave as it was.
+fn rows(db: &TestDb) -> String {
+    db.psql(
+        "SELECT coalesce(string_agg(s.name || ' ' || i.address || ' v' || i.version || ' t' || i.txn_id,
+                                    ',' ORDER BY s.name, i.address), '')
+         FROM instances i JOIN states s ON s.id = i.state_id",
+    )
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("run stategraph")
+}
+
+/// Asserts that `out` failed with exit code 1 and that its stderr holds
+/// every one of `needles`; returns stderr.
+#[track_caller]
+fn assert_refused(what: &str, out: &Output, needles: &[&str]) -> String {
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{what}: expected exit code 1:\nstdout:\n{}\nstderr:\n{stderr}",
+        text(&out.stdout)
+    );
+    for needle in needles {
+        assert!(
+            stderr.contains(needle),
+            "{what}: stderr does not say {needle:?}:\n{stderr}"
+        );
+    }
+    stderr
+}
+
+// ---------------------------------------------------------------------------
+// State identity
+// ---------------------------------------------------------------------------
+
+#[test]
+fn the_default_state_is_the_remote_plus_the_path_and_repositories_never_share_one() {
+    let db = test_db();
+    // Repository A: one root module at its top, one in infra/.
+    let a = git_repo(Some("git@github.com:acme/repo-a.git"));
+    a.write_file("main.tf", &resources(&["a1", "a2"]));
+    a.write_file("infra/main.tf", &resources(&["net"]));
+    // Repository B: another remote, its root module at its top.
+    let b = git_repo(Some("https://github.com/acme/repo-b.git"));
+    b.write_file("main.tf", &resources(&["b1"]));
+
+    let apply = ["apply", "-auto-approve", "-no-color"];
+    assert_ok("apply at A's top", &run(&mut sg_wd(&db, &a, &apply)));
+    assert_ok(
+        "apply in A's infra/",
+        &run(sg_wd(&db, &a, &apply).current_dir(a.path().join("infra"))),
+    );
+    assert_eq!(
+        state_names(&db),
+        "github.com/acme/repo-a,github.com/acme/repo-a//infra"
+    );
+
+    // The state name used to be the root module's path in its repository
+    // alone: `.` at the top of A and of B alike, so B's apply planned
+    // against A's rows and destroyed a1 and a2, which B does not declare.
+    let (stdout, _) = assert_ok("apply at B's top", &run(&mut sg_wd(&db, &b, &apply)));
+    assert!(
+        stdout.contains("Plan: 1 to add, 0 to change, 0 to destroy"),
+        "B's apply planned more than its own resource:\n{stdout}"
+    );
+    assert!(
+        !stdout.contains("will be destroyed") && stdout.contains("0 destroyed"),
+        "{stdout}"
+    );
+    assert_eq!(
+        state_names(&db),
+        "github.com/acme/repo-a,github.com/acme/repo-a//infra,github.com/acme/repo-b"
+    );
+    assert_eq!(
+        db.psql(
+            "SELECT string_agg(s.name || ' ' || i.address, ',' ORDER BY s.name, i.address)
+             FROM instances i JOIN states s ON s.id = i.state_id"
+        ),
+        "github.com/acme/repo-a terraform_data.a1,github.com/acme/repo-a terraform_data.a2,\
+         github.com/acme/repo-a//infra terraform_data.net,github.com/acme/repo-b terraform_data.b1"
+    );
+}
+
+#[test]
+fn a_state_made_from_another_checkout_is_refused_until_adopted() {
+    let db = test_db();
+    // Two repositories without a remote, each with its root module at its
+    // top: both default to the state `.`.
+    let x = git_repo(None);
+    let y = git_repo(None);
+    for wd in [&x, &y] {
+        wd.write_file("main.tf", &resources(&["shared"]));
+    }
+    let apply = ["apply", "-auto-approve", "-no-color"];
+    assert_ok("apply in X", &run(&mut sg_wd(&db, &x, &apply)));
+    assert_eq!(state_names(&db), ".");
+    let x_rows = rows(&db);
+    let x_top = x.path().canonicalize().unwrap().display().to_string();
+    let y_top = y.path().canonicalize().unwrap().display().to_string();
+
+    // Y's runs used to plan (and apply) against X's rows without a word:
+    // with another configuration, that destroys what X declares.
+    for args in [&["plan", "-no-color"][..], &apply[..]] {
+        let out = run(&mut sg_wd(&db, &y, args));
+        assert_refused(
+            &format!("{args:?} from Y"),
+            &out,
+            &[
+                "state \".\" was created from another checkout",
+                &x_top,
+                "--state",
+                "--adopt-state",
+            ],
+        );
+    }
+    assert_eq!(rows(&db), x_rows, "a refused run changed X's rows");
+
+    // The checkout moved (same configuration): --adopt-state accepts it.
+    let out = run(&mut sg_wd(
+        &db,
+        &y,
+        &["--adopt-state", "apply", "-auto-approve", "-no-color"],
+    ));
+    let (_, stderr) = assert_ok("apply --adopt-state from Y", &out);
+    assert!(stderr.contains("now comes from"), "{stderr}");
+    assert_eq!(
+        rows(&db),
+        x_rows,
+        "adopting an unchanged configuration wrote"
+    );
+    let out = run(&mut sg_wd(
+        &db,
+        &y,
+        &["plan", "-detailed-exitcode", "-no-color"],
+    ));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "Y's plan after adopting:\n{}",
+        text(&out.stderr)
+    );
+    // Now X is the other checkout.
+    let out = run(&mut sg_wd(&db, &x, &["plan", "-no-color"]));
+    assert_refused(
+        "plan from X after Y adopted",
+        &out,
+        &["was created from another checkout", &y_top],
+    );
+}
+
+#[test]
+fn a_plan_creates_no_state_and_its_saved_plan_creates_it_when_applied() {
+    let db = test_db();
+    let wd = TfWorkdir::from_fixture("slow_chain");
+    // A plan used to create the state it planned (empty, with a lineage of
+    // its own): a typo in --state, or a plan before the migration, left a
+    // state behind that the real one could not be pushed over.
+    let out = run(&mut sg_wd(&db, &wd, &["plan", "-no-color"]));
+    let (stdout, stderr) = assert_ok("plan of a state that does not exist", &out);
+    assert!(stderr.contains("there is no state"), "{stderr}");
+    assert!(
+        stdout.contains("Plan: 3 to add, 0 to change, 0 to destroy"),
+        "terraform's plan is not shown:\n{stdout}"
+    );
+    assert_eq!(db.psql("SELECT count(*) FROM states"), "0");
+
+    let out = run(&mut sg_wd(&db, &wd, &["plan", "-no-color", "-out=tfplan"]));
+    assert_ok("plan -out of a state that does not exist", &out);
+    assert_eq!(db.psql("SELECT count(*) FROM states"), "0");
+    let out = run(&mut sg_wd(&db, &wd, &["apply", "-no-color", "tfplan"]));
+    let (stdout, _) = assert_ok("apply of the saved plan", &out);
+    assert!(stdout.contains("3 added"), "{stdout}");
+    assert_eq!(db.psql("SELECT count(*) FROM states"), "1");
+    assert_eq!(db.psql("SELECT count(*) FROM instances"), "3");
+    let out = run(&mut sg_wd(
+        &db,
+        &wd,
+        &["plan", "-detailed-exitcode", "-no-color"],
+    ));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_push_over_an_empty_state_takes_any_lineage_but_not_over_resources() {
+    let db = test_db();
+    // A configuration with nothing in it: the apply creates the state, empty.
+    let wd = TfWorkdir::empty();
+    wd.write_file(
+        "main.tf",
+        "terraform {\n  required_version = \">= 1.5.0\"\n}\n",
+    );
+    let out = sg_in(&db, &wd, "e", &["apply", "-auto-approve", "-no-color"]);
+    let (_, stderr) = assert_ok("apply of an empty configuration", &out);
+    assert!(stderr.contains("created state \"e\""), "{stderr}");
+    let lineage = db.psql("SELECT lineage FROM states WHERE name = 'e'");
+
+    // Another terraform state (another lineage) is accepted over it, as
+    // terraform's `state push` accepts it over an empty state. It used to
+    // be refused for its lineage: the state the apply made up was in the
+    // way of the real one.
+    let real = produce_state("slow_chain");
+    let pushed = read_json(&real.state_path());
+    assert_ne!(pushed["lineage"], lineage.as_str());
+    let path = real.state_path();
+    let out = sg_in(&db, &wd, "e", &["state", "push", path.to_str().unwrap()]);
+    assert_ok("push over an empty state", &out);
+    assert_eq!(
+        db.psql("SELECT lineage FROM states WHERE name = 'e'"),
+        pushed["lineage"].as_str().unwrap()
+    );
+    assert_eq!(db.psql("SELECT count(*) FROM instances"), "3");
+
+    // Over resources, another lineage is refused, and nothing written.
+    let before = rows(&db);
+    let other = produce_state("slow_chain");
+    let path = other.state_path();
+    let out = sg_in(&db, &wd, "e", &["state", "push", path.to_str().unwrap()]);
+    assert_refused("push of another lineage over resources", &out, &["lineage"]);
+    assert_eq!(rows(&db), before);
+}
+
+// ---------------------------------------------------------------------------
+// Terraform's own refusals
+// ---------------------------------------------------------------------------
+
+/// `terraform ARGS` in `wd` (no stategraph, no state): its exit code.
+fn terraform_code(wd: &TfWorkdir, args: &[&str]) -> Option<i32> {
+    wd.terraform_allow_fail(args).status.code()
+}
+
+#[test]
+fn a_directory_without_configuration_is_refused_and_the_stored_state_untouched() {
+    let db = test_db();
+    let held = produce_state("slow_chain");
+    push(&db, "held", &held.state_path());
+    let before = rows(&db);
+    let serial = db.psql("SELECT serial FROM states");
+
+    // No .tf file here. stategraph used to plan the stored state against
+    // nothing: every resource in it to destroy, and apply destroyed them.
+    let empty = TfWorkdir::empty();
+    for args in [
+        &["apply", "-auto-approve", "-no-color"][..],
+        &["plan", "-no-color"][..],
+    ] {
+        let out = sg_in(&db, &empty, "held", args);
+        assert_refused(&format!("{args:?}"), &out, &["No configuration files"]);
+        assert_eq!(
+            terraform_code(&empty, args),
+            Some(1),
+            "terraform {args:?} in the same directory"
+        );
+        assert_eq!(rows(&db), before, "{args:?} touched the stored state");
+        assert_eq!(db.psql("SELECT serial FROM states"), serial);
+    }
+
+    // -destroy is what terraform accepts without configuration.
+    let out = sg_in(&db, &empty, "held", &["plan", "-destroy", "-no-color"]);
+    let (stdout, stderr) = assert_ok("plan -destroy without configuration", &out);
+    assert!(!stderr.contains("No configuration files"), "{stderr}");
+    assert!(stdout.contains("3 to destroy"), "{stdout}");
+    assert_eq!(rows(&db), before, "a plan wrote");
+}
+
+#[test]
+fn variables_and_flags_terraform_refuses_are_refused_before_anything_runs() {
+    let db = test_db();
+    let wd = TfWorkdir::from_fixture("slow_chain");
+    assert_ok(
+        "first apply",
+        &sg_in(&db, &wd, "vars", &["apply", "-auto-approve", "-no-color"]),
+    );
+    let before = rows(&db);
+    // Nothing changed since: discovery needs no terraform run (the oracle,
+    // which would run one anyway, is off), and such a plan used to exit 0
+    // "no changes" without terraform ever seeing the bad variable.
+    let plan = |args: &[&str]| -> (Output, Vec<String>) {
+        let mut all = vec!["plan", "-no-color"];
+        all.extend_from_slice(args);
+        let out = sg_tf(&db, &wd, "vars", &all)
+            .env_remove("STATEGRAPH_DISCOVERY_ORACLE")
+            .output()
+            .unwrap();
+        (out, all.iter().map(|a| a.to_string()).collect())
+    };
+    let (out, _) = plan(&["-detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    for (args, said) in [
+        (
+            &["-var", "nosuchvar=1"][..],
+            "Value for undeclared variable",
+        ),
+        (&["-var", "novalue"][..], "Invalid -var option"),
+        (&["-chdir=.."][..], "flag provided but not defined: -chdir"),
+    ] {
+        let (out, all) = plan(args);
+        assert_refused(&format!("stategraph {all:?}"), &out, &[said]);
+        assert_eq!(
+            terraform_code(&wd, &all.iter().map(String::as_str).collect::<Vec<_>>()),
+            Some(1),
+            "terraform {all:?} in the same directory"
+        );
+    }
+
+    // A required variable with no value.
+    wd.write_file("required.tf", "variable \"needed\" {\n  type = string\n}\n");
+    let (out, all) = plan(&[]);
+    assert_refused(
+        "plan without a required variable",
+        &out,
+        &["No value for required variable", "needed"],
+    );
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    assert_eq!(terraform_code(&wd, &all), Some(1));
+    assert_eq!(rows(&db), before, "a refused plan wrote");
+}
