@@ -2,13 +2,16 @@
 //! PostgreSQL and terraform: a state is named after the checkout it belongs
 //! to (the normalized `origin` remote plus the root module's path) and
 //! refuses runs from another checkout unless `--adopt-state`; a plan never
-//! creates a state; a push over an empty state takes any lineage; and
+//! creates a state; a push over an empty state takes any lineage;
 //! terraform's own refusals (no configuration, bad or undeclared `-var`,
 //! required variables, flags after the command) come first and touch no
-//! stored state.
+//! stored state; and `init -migrate-state` brings a local, `backend
+//! "local"` or `backend "http"` state in with its lineage, serial and
+//! discovery baseline.
 
+use std::io::BufRead;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 use crate::common::terraform::read_json;
 use crate::common::*;
@@ -371,4 +374,237 @@ fn variables_and_flags_terraform_refuses_are_refused_before_anything_runs() {
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
     assert_eq!(terraform_code(&wd, &all), Some(1));
     assert_eq!(rows(&db), before, "a refused plan wrote");
+}
+
+// ---------------------------------------------------------------------------
+// Migration
+// ---------------------------------------------------------------------------
+
+/// (lineage, serial) of the stored state `name`.
+fn stored_identity(db: &TestDb, name: &str) -> (String, String) {
+    let row = db.psql(&format!(
+        "SELECT lineage || ' ' || serial FROM states WHERE name = '{name}'"
+    ));
+    let (lineage, serial) = row
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("no state {name:?}: {row:?}"));
+    (lineage.to_owned(), serial.to_owned())
+}
+
+/// (lineage, serial) of a terraform state file.
+fn file_identity(path: &Path) -> (String, String) {
+    let v = read_json(path);
+    (
+        v["lineage"].as_str().unwrap().to_owned(),
+        v["serial"].to_string(),
+    )
+}
+
+/// The instances of state `name`, pulled, as (address-ordered) JSON.
+fn pulled_resources(db: &TestDb, name: &str) -> serde_json::Value {
+    let pulled = sg_ok(db, &["--state", name, "state", "pull"]);
+    let v: serde_json::Value = serde_json::from_str(&pulled).unwrap();
+    v["resources"].clone()
+}
+
+#[test]
+fn init_migrate_state_brings_a_local_state_in_and_leaves_the_file_alone() {
+    let db = test_db();
+    // Applied with plain terraform: the state is terraform.tfstate.
+    let wd = produce_state("slow_chain");
+    let file = wd.state_path();
+    let bytes = std::fs::read(&file).unwrap();
+
+    // A plan used to start an empty state here and plan every resource as
+    // new (and an apply to create them all again).
+    let out = run(&mut sg_wd(&db, &wd, &["plan", "-no-color"]));
+    assert_refused(
+        "plan of an unmigrated configuration",
+        &out,
+        &["stategraph init -migrate-state", "terraform.tfstate"],
+    );
+    assert_eq!(state_names(&db), "");
+
+    let out = run(&mut sg_wd(
+        &db,
+        &wd,
+        &["init", "-migrate-state", "-no-color"],
+    ));
+    assert_ok("init -migrate-state", &out);
+    let name = db.psql("SELECT name FROM states");
+    assert_eq!(stored_identity(&db, &name), file_identity(&file));
+    assert_eq!(
+        pulled_resources(&db, &name),
+        read_json(&file)["resources"],
+        "the stored state is not the file's"
+    );
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        bytes,
+        "the local state file changed"
+    );
+
+    // The discovery baseline is recorded: the next plan compares the
+    // configuration with it, and runs no plan of the whole configuration.
+    assert_eq!(db.psql("SELECT count(*) FROM discovery_baseline"), "1");
+    let out = sg_wd(&db, &wd, &["plan", "-detailed-exitcode", "-no-color"])
+        .env_remove("STATEGRAPH_DISCOVERY_ORACLE")
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("configuration against the baseline"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("plan without refresh"), "{stderr}");
+    assert_eq!(std::fs::read(&file).unwrap(), bytes);
+}
+
+#[test]
+fn a_local_backend_path_is_migrated_from_that_path() {
+    let db = test_db();
+    let wd = TfWorkdir::from_fixture("slow_chain");
+    wd.write_file(
+        "backend.tf",
+        "terraform {\n  backend \"local\" {\n    path = \"other.tfstate\"\n  }\n}\n",
+    );
+    wd.terraform(&["init", "-input=false", "-no-color"]);
+    wd.terraform(&["apply", "-auto-approve", "-input=false", "-no-color"]);
+    let file = wd.path().join("other.tfstate");
+    assert!(file.is_file() && !wd.state_path().exists());
+
+    let out = run(&mut sg_wd(
+        &db,
+        &wd,
+        &["init", "-migrate-state", "-no-color"],
+    ));
+    let (_, stderr) = assert_ok("init -migrate-state", &out);
+    assert!(stderr.contains("other.tfstate"), "{stderr}");
+    let name = db.psql("SELECT name FROM states");
+    assert_eq!(stored_identity(&db, &name), file_identity(&file));
+    assert_eq!(db.psql("SELECT count(*) FROM instances"), "3");
+}
+
+#[test]
+fn migrating_over_a_state_of_another_lineage_is_refused_and_writes_nothing() {
+    let db = test_db();
+    let wd = produce_state("slow_chain");
+    let other = produce_state("slow_chain");
+    push(&db, "target", &other.state_path());
+    let before = (
+        rows(&db),
+        stored_identity(&db, "target"),
+        db.psql("SELECT count(*) FROM transactions"),
+    );
+    let out = sg_in(&db, &wd, "target", &["init", "-migrate-state", "-no-color"]);
+    assert_refused(
+        "migration over another lineage",
+        &out,
+        &["another lineage", "nothing was written"],
+    );
+    let after = (
+        rows(&db),
+        stored_identity(&db, "target"),
+        db.psql("SELECT count(*) FROM transactions"),
+    );
+    assert_eq!(after, before);
+}
+
+/// A tiny HTTP server (python's http.server) on 127.0.0.1 serving one
+/// terraform state at every GET, as terraform's `http` backend reads it;
+/// any other method is answered 405. Killed when dropped.
+struct StateServer {
+    child: Child,
+    port: u16,
+}
+
+const STATE_SERVER: &str = r#"
+import http.server, sys
+body = open(sys.argv[1], 'rb').read()
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header('Content-Type', 'application/json')
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def refuse(self):
+        self.send_response(405)
+        self.send_header('Content-Length', '0')
+        self.end_headers()
+    do_POST = do_PUT = do_DELETE = do_LOCK = do_UNLOCK = refuse
+    def log_message(self, *args):
+        sys.stderr.write('%s %s\n' % (self.command, self.path))
+server = http.server.HTTPServer(('127.0.0.1', 0), Handler)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"#;
+
+impl StateServer {
+    fn start(state: &Path) -> StateServer {
+        let python = crate::common::moto::python_bin();
+        let mut child = Command::new(&python)
+            .args(["-c", STATE_SERVER])
+            .arg(state)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("this test needs python3 ({python}): {e}"));
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().parse().unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("the state server printed no port: {line:?}")
+        });
+        StateServer { child, port }
+    }
+}
+
+impl Drop for StateServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_http_backend_is_migrated_through_terraform() {
+    let db = test_db();
+    let source = produce_state("slow_chain");
+    let server = StateServer::start(&source.state_path());
+    let wd = TfWorkdir::from_fixture("slow_chain");
+    wd.write_file(
+        "backend.tf",
+        &format!(
+            "terraform {{\n  backend \"http\" {{\n    address = \"http://127.0.0.1:{}/state\"\n  }}\n}}\n",
+            server.port
+        ),
+    );
+    // A plan stops: the configuration keeps its state elsewhere.
+    let out = run(&mut sg_wd(&db, &wd, &["plan", "-no-color"]));
+    assert_refused(
+        "plan of a configuration with an http backend",
+        &out,
+        &["backend \"http\"", "stategraph init -migrate-state"],
+    );
+    let out = run(&mut sg_wd(
+        &db,
+        &wd,
+        &["init", "-migrate-state", "-no-color"],
+    ));
+    assert_ok("init -migrate-state from the http backend", &out);
+    let name = db.psql("SELECT name FROM states");
+    assert_eq!(
+        stored_identity(&db, &name),
+        file_identity(&source.state_path())
+    );
+    assert_eq!(
+        pulled_resources(&db, &name),
+        read_json(&source.state_path())["resources"]
+    );
+    drop(server);
 }
