@@ -5,15 +5,21 @@
 //! creates a state; a push over an empty state takes any lineage;
 //! terraform's own refusals (no configuration, bad or undeclared `-var`,
 //! required variables, flags after the command) come first and touch no
-//! stored state; and `init -migrate-state` brings a local, `backend
-//! "local"` or `backend "http"` state in with its lineage, serial and
-//! discovery baseline.
+//! stored state; `init -migrate-state` brings a local, `backend "local"` or
+//! `backend "http"` state in with its lineage, serial and discovery
+//! baseline; a run killed with SIGKILL leaves no override file in the
+//! user's directory; on a CI runner without a database the embedded
+//! cluster is refused (unless `STATEGRAPH_ALLOW_EMBEDDED=1`), and recovery
+//! files go where `STATEGRAPH_RECOVERY_DIR` says.
 
 use std::io::BufRead;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
 
-use crate::common::terraform::read_json;
+use nix::sys::signal::Signal;
+
+use crate::common::terraform::{read_json, terraform_bin, tf_env};
 use crate::common::*;
 
 /// `git ARGS` in `dir`; panics saying git is needed.
@@ -607,4 +613,160 @@ fn an_http_backend_is_migrated_through_terraform() {
         read_json(&source.state_path())["resources"]
     );
     drop(server);
+}
+
+// ---------------------------------------------------------------------------
+// Nothing left in the user's directory
+// ---------------------------------------------------------------------------
+
+/// Ends what is left of a killed run of `chain`: the processes whose
+/// terraform data dir is in the scenario's temp dir (its terraform, and the
+/// provisioner's `sleep`), started by this test.
+fn end_leftovers(chain: &SlowChain) {
+    let marker = format!("TF_DATA_DIR={}", chain.tmp.display());
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let env = std::fs::read(p.path().join("environ")).unwrap_or_default();
+        if String::from_utf8_lossy(&env).contains(&marker) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+#[test]
+fn a_run_killed_with_sigkill_leaves_no_override_file() {
+    let db = test_db();
+    let chain = SlowChain::new(&db);
+    let override_file = chain
+        .wd
+        .path()
+        .join(stategraph::terraform::rundir::OVERRIDE_FILE);
+    assert_ok("apply of gen 1", &chain.apply_gen1().output().unwrap());
+    assert!(!override_file.exists());
+
+    let mut victim = spawn_quiet(&mut chain.apply_gen2(&[], 30));
+    chain.wait_until_first_is_recorded(&mut victim);
+    assert!(
+        override_file.exists(),
+        "no override file while terraform applies"
+    );
+    // kill -9: stategraph cannot clean up. The override file used to stay
+    // in the user's directory, where the user's own `terraform plan` then
+    // read it (a local backend instead of theirs).
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    let gone = poll_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        !override_file.exists()
+    });
+    end_leftovers(&chain);
+    assert!(
+        gone,
+        "{} is still there 10 s after the run was killed",
+        override_file.display()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// CI runners
+// ---------------------------------------------------------------------------
+
+/// `stategraph ARGS` in `wd` as on a CI runner with no database configured
+/// (no URL, no PG* variable) and the data dir `data`.
+fn on_ci_runner(wd: &TfWorkdir, data: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("stategraph"));
+    tf_env(&mut cmd, wd.cli_config());
+    cmd.current_dir(wd.path())
+        .env("CI", "true")
+        .env("STATEGRAPH_DATA_DIR", data)
+        .env("STATEGRAPH_TERRAFORM", terraform_bin())
+        .env_remove("STATEGRAPH_DATABASE_URL")
+        .env_remove("STATEGRAPH_STATE")
+        .env_remove("STATEGRAPH_ALLOW_EMBEDDED")
+        .env_remove("STATEGRAPH_PG_USER")
+        .args(args);
+    for var in pg::LIBPQ_VARS {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// Stops the embedded cluster of a test when it ends, passed or failed.
+struct StopEmbedded<'a> {
+    wd: &'a TfWorkdir,
+    data: PathBuf,
+}
+
+impl Drop for StopEmbedded<'_> {
+    fn drop(&mut self) {
+        if self.data.join("pg").exists() {
+            let _ = on_ci_runner(self.wd, &self.data, &["db", "stop"]).output();
+        }
+    }
+}
+
+#[test]
+fn a_ci_runner_without_a_database_gets_no_embedded_cluster_unless_allowed() {
+    let wd = TfWorkdir::from_fixture("slow_chain");
+    // The server user (when we are root) must traverse the data dir's parent.
+    let tmp = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let data = tmp.path().join("sg");
+    let _stop = StopEmbedded {
+        wd: &wd,
+        data: data.clone(),
+    };
+
+    // A CI runner used to get a cluster of its own, thrown away with the
+    // runner after the job: the next job planned every resource as new.
+    let out = run(&mut on_ci_runner(&wd, &data, &["plan", "-no-color"]));
+    assert_refused(
+        "plan on a CI runner without a database",
+        &out,
+        &["--database-url", "STATEGRAPH_ALLOW_EMBEDDED"],
+    );
+    assert!(!data.exists(), "the refused run created {}", data.display());
+
+    let out =
+        run(on_ci_runner(&wd, &data, &["plan", "-no-color"]).env("STATEGRAPH_ALLOW_EMBEDDED", "1"));
+    let (stdout, stderr) = assert_ok("plan with STATEGRAPH_ALLOW_EMBEDDED=1", &out);
+    assert!(
+        stderr.contains("Creating the embedded PostgreSQL"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("Plan: 3 to add"), "{stdout}");
+    assert!(data.join("pg").is_dir());
+}
+
+#[test]
+fn a_recovery_file_goes_to_stategraph_recovery_dir() {
+    let db = test_db();
+    let chain = SlowChain::new(&db);
+    assert_ok("apply of gen 1", &chain.apply_gen1().output().unwrap());
+    let chosen = tempfile::tempdir().unwrap();
+    let dir = chosen.path().join("artifacts");
+    // The final write fails (the database is reachable and refuses it):
+    // terraform's result is kept in a recovery file.
+    refuse_row_writes(&db, "terraform_data.first");
+    let out = chain
+        .apply_gen2(&[], 0)
+        .env("STATEGRAPH_RECOVERY_DIR", &dir)
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "the apply succeeded:\n{stderr}");
+    // It used to go to the system temp dir, gone with a CI runner.
+    let kept = recovery_files(&dir);
+    assert_eq!(kept.len(), 1, "{kept:?}\n{stderr}");
+    assert!(
+        recovery_files(&chain.wd.path().join(".terraform/stategraph/recovery")).is_empty(),
+        "a recovery file in the default place too"
+    );
+    // CI is set: the message says to keep it as an artifact of the job.
+    assert!(
+        stderr.contains(&format!("save {} as an artifact", kept[0].display())),
+        "{stderr}"
+    );
 }
