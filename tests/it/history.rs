@@ -1,0 +1,429 @@
+//! What a write leaves behind (issue 14): row versions stay above their
+//! history whatever the sequence of pushes, forced pushes and merges (a
+//! destroyed state pushed back and destroyed again included).
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+use proptest::test_runner::{TestCaseError, TestRunner};
+use serde_json::{json, Value};
+use stategraph::db::pool::PgTarget;
+use stategraph::db::store::{Actor, Begin, Merge, Store};
+use stategraph::tfstate::{self, State};
+
+use crate::common::*;
+
+/// SQL counting the rows of the state named by the SQL expression `name`
+/// whose version is not above every version of them in the history
+/// (instances and outputs): the next write of such a row collides with the
+/// history's primary key. Must be 0.
+fn behind_history(name: &str) -> String {
+    format!(
+        "SELECT
+           (SELECT count(*) FROM instances c JOIN instance_history h
+              ON h.state_id = c.state_id AND h.address = c.address AND h.deposed = c.deposed
+            WHERE c.state_id = (SELECT id FROM states WHERE name = {name})
+              AND h.version >= c.version)
+         + (SELECT count(*) FROM outputs o JOIN output_history h
+              ON h.state_id = o.state_id AND h.name = o.name
+            WHERE o.state_id = (SELECT id FROM states WHERE name = {name})
+              AND h.version >= o.version)"
+    )
+}
+
+// ---------------------------------------------------------------------------
+// History after a restore
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_destroyed_state_pushed_back_is_destroyed_again() {
+    let db = test_db();
+    let wd = TfWorkdir::from_fixture("slow_chain");
+    let sg = |args: &[&str]| sg_in(&db, &wd, "h", args);
+    assert_ok("apply", &sg(&["apply", "-auto-approve", "-no-color"]));
+
+    // state pull > b; destroy; state push -force b; destroy
+    let (backup, _) = assert_ok("state pull", &sg(&["state", "pull"]));
+    let b = wd.write_file("b.tfstate", &backup);
+    assert_ok("destroy", &sg(&["destroy", "-auto-approve", "-no-color"]));
+    assert_eq!(db.psql("SELECT count(*) FROM instances"), "0");
+    assert_ok(
+        "state push -force of the backup",
+        &sg(&["state", "push", "-force", b.to_str().unwrap()]),
+    );
+    assert_eq!(db.psql("SELECT count(*) FROM instances"), "3");
+    // The push used to copy the rows in at version 1, which the history
+    // holds already (the first destroy put them there): the next write of
+    // any of them failed with `duplicate key value violates unique
+    // constraint "instance_history_pkey"`.
+    assert_eq!(db.psql(&behind_history("'h'")), "0");
+    let out = sg(&["destroy", "-auto-approve", "-no-color"]);
+    let (_, stderr) = assert_ok("the second destroy", &out);
+    assert!(!stderr.contains("duplicate key"), "{stderr}");
+    assert_eq!(db.psql("SELECT count(*) FROM instances"), "0");
+    assert_eq!(
+        db.psql(
+            "SELECT string_agg(DISTINCT versions, ',') FROM (
+               SELECT address, string_agg(version::text, ' ' ORDER BY version) AS versions
+               FROM instance_history GROUP BY address) v"
+        ),
+        "1 2",
+        "each address's history: its first life, then its restored one"
+    );
+}
+
+/// The addresses of the property test: `terraform_data.r0` ... `r3`.
+const ADDRESSES: usize = 4;
+
+/// A state's objects: address index -> generation of its content.
+type Objects = BTreeMap<usize, u8>;
+
+/// One write of a sequence.
+#[derive(Debug, Clone)]
+enum Write {
+    /// `state push`: this state's lineage, the next serial.
+    Push(Objects),
+    /// `state push -force`: perhaps another lineage, perhaps an older serial.
+    ForcePush {
+        objects: Objects,
+        new_lineage: bool,
+        older: bool,
+    },
+    /// A run's merge of `write` (what it applied), after `checkpoints`
+    /// checkpoint merges in its own transaction (each with other contents
+    /// for the whole write set); without checkpoints, a merge of its own.
+    Merge {
+        objects: Objects,
+        write: BTreeSet<usize>,
+        checkpoints: u8,
+    },
+}
+
+fn objects() -> impl Strategy<Value = Objects> {
+    prop::collection::btree_map(0..ADDRESSES, 0u8..3, 0..=ADDRESSES)
+}
+
+fn write() -> impl Strategy<Value = Write> {
+    prop_oneof![
+        objects().prop_map(Write::Push),
+        (objects(), any::<bool>(), any::<bool>()).prop_map(|(objects, new_lineage, older)| {
+            Write::ForcePush {
+                objects,
+                new_lineage,
+                older,
+            }
+        }),
+        (
+            objects(),
+            prop::collection::btree_set(0..ADDRESSES, 1..=ADDRESSES),
+            0u8..3
+        )
+            .prop_map(|(objects, write, checkpoints)| Write::Merge {
+                objects,
+                write,
+                checkpoints
+            }),
+    ]
+}
+
+fn address(i: usize) -> String {
+    format!("terraform_data.r{i}")
+}
+
+/// A state holding `objects` (one `terraform_data` each) and, when it holds
+/// any, an output counting them.
+fn state_of(lineage: &str, serial: i64, objects: &Objects) -> State {
+    let resources: Vec<Value> = objects
+        .iter()
+        .map(|(i, gen)| {
+            json!({
+                "mode": "managed",
+                "type": "terraform_data",
+                "name": format!("r{i}"),
+                "provider": "provider[\"terraform.io/builtin/terraform\"]",
+                "instances": [{
+                    "schema_version": 0,
+                    "attributes": {
+                        "id": format!("id-{i}-{gen}"),
+                        "input": {"value": format!("gen {gen}"), "type": "string"},
+                        "output": {"value": format!("gen {gen}"), "type": "string"},
+                        "triggers_replace": null
+                    },
+                    "sensitive_attributes": []
+                }]
+            })
+        })
+        .collect();
+    let outputs = match objects.len() {
+        0 => json!({}),
+        n => json!({"count": {"value": n, "type": "number"}}),
+    };
+    let doc = json!({
+        "version": 4,
+        "terraform_version": "1.11.4",
+        "serial": serial,
+        "lineage": lineage,
+        "outputs": outputs,
+        "resources": resources,
+        "check_results": null
+    });
+    tfstate::parse(doc.to_string().as_bytes()).expect("a valid state")
+}
+
+/// Address -> input of every object of `state`.
+fn contents(state: &State) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for r in &state.resources {
+        let raddr = r.address();
+        for i in &r.instances {
+            let input = &i.attributes.as_ref().unwrap()["input"]["value"];
+            out.insert(i.address(&raddr), input.as_str().unwrap().to_owned());
+        }
+    }
+    out
+}
+
+fn expected(objects: &Objects) -> BTreeMap<String, String> {
+    objects
+        .iter()
+        .map(|(i, gen)| (address(*i), format!("gen {gen}")))
+        .collect()
+}
+
+/// What every merge of one run shares.
+struct Run<'a> {
+    name: &'a str,
+    write_set: &'a [String],
+    outputs: &'a [String],
+    before: &'a State,
+    actor: &'a Actor,
+}
+
+impl<'a> Run<'a> {
+    /// The merge of `after` (in the run's transaction `txn_id`, fenced by
+    /// `holder_id`, when given); `finish`: the final one.
+    fn merge(
+        &self,
+        after: &'a State,
+        txn_id: Option<i64>,
+        holder_id: Option<i64>,
+        finish: bool,
+    ) -> Merge<'a> {
+        Merge {
+            state_name: self.name,
+            holder_id,
+            write_set: self.write_set,
+            outputs: self.outputs,
+            before: self.before,
+            after,
+            kind: "apply",
+            command: "apply",
+            actor: self.actor,
+            cone: json!({"write": self.write_set}),
+            started_at: None,
+            summary: json!({}),
+            txn_id,
+            finish,
+        }
+    }
+}
+
+fn fail(what: &str, e: impl std::fmt::Display) -> TestCaseError {
+    TestCaseError::fail(format!("{what} failed: {e}"))
+}
+
+/// Runs one sequence of writes on the new state `name`, checking after
+/// each that it succeeded, that the stored state holds what was written,
+/// and that no row is behind its history.
+async fn check_sequence(
+    store: &Store,
+    pool: &deadpool_postgres::Pool,
+    name: &str,
+    first: &Objects,
+    writes: &[Write],
+) -> Result<(), TestCaseError> {
+    let actor = Actor {
+        user: "tester".into(),
+        host: "here".into(),
+        ci_job: None,
+    };
+    let mut lineages = 0;
+    let mut new_lineage = || {
+        lineages += 1;
+        format!("{name}-lineage-{lineages}")
+    };
+    let mut model = first.clone();
+    let lineage = new_lineage();
+    store
+        .push(name, &state_of(&lineage, 1, first), false, &actor, "push")
+        .await
+        .map_err(|e| fail("the first push", e))?;
+    let client = pool.get().await.map_err(|e| fail("a connection", e))?;
+    for (n, w) in writes.iter().enumerate() {
+        let stored = store
+            .pull(name)
+            .await
+            .map_err(|e| fail("pull", e))?
+            .expect("the state exists");
+        let what = format!("write {n} ({w:?})");
+        match w {
+            Write::Push(objects) => {
+                let state = state_of(&stored.lineage, stored.serial + 1, objects);
+                store
+                    .push(name, &state, false, &actor, "state push")
+                    .await
+                    .map_err(|e| fail(&what, e))?;
+                model = objects.clone();
+            }
+            Write::ForcePush {
+                objects,
+                new_lineage: another,
+                older,
+            } => {
+                let lineage = match another {
+                    true => new_lineage(),
+                    false => stored.lineage.clone(),
+                };
+                let serial = match older {
+                    true => (stored.serial - 1).max(0),
+                    false => stored.serial + 1,
+                };
+                let state = state_of(&lineage, serial, objects);
+                store
+                    .push(name, &state, true, &actor, "state push -force")
+                    .await
+                    .map_err(|e| fail(&what, e))?;
+                model = objects.clone();
+            }
+            Write::Merge {
+                objects,
+                write,
+                checkpoints,
+            } => {
+                let write_set: Vec<String> = write.iter().map(|i| address(*i)).collect();
+                let outputs = vec!["count".to_owned()];
+                let mut after = model.clone();
+                for i in write {
+                    match objects.get(i) {
+                        Some(gen) => after.insert(*i, *gen),
+                        None => after.remove(i),
+                    };
+                }
+                let run = Run {
+                    name,
+                    write_set: &write_set,
+                    outputs: &outputs,
+                    before: &stored,
+                    actor: &actor,
+                };
+                let last = state_of(&stored.lineage, stored.serial + 1, &after);
+                if *checkpoints == 0 {
+                    store
+                        .merge(&run.merge(&last, None, None, true))
+                        .await
+                        .map_err(|e| fail(&what, e))?;
+                } else {
+                    // A run holding its locks: its transaction, checkpoints
+                    // (every address of the write set at a generation of
+                    // its own), then the final merge.
+                    let holder: i64 = client
+                        .query_one(
+                            "INSERT INTO lock_holders (state_id, actor_user, actor_host, command,
+                                                       lease_expires_at)
+                             SELECT id, 'tester', 'here', 'apply', now() + interval '1 hour'
+                             FROM states WHERE name = $1 RETURNING id",
+                            &[&name],
+                        )
+                        .await
+                        .map_err(|e| fail("a lock holder", e))?
+                        .get(0);
+                    let txn_id = store
+                        .begin(&Begin {
+                            state_name: name,
+                            holder_id: holder,
+                            kind: "apply",
+                            command: "apply",
+                            actor: &actor,
+                            cone: json!({"write": write_set}),
+                            summary: json!({}),
+                        })
+                        .await
+                        .map_err(|e| fail(&what, e))?;
+                    for k in 0..*checkpoints {
+                        let mut during = model.clone();
+                        for i in write {
+                            during.insert(*i, 10 + k);
+                        }
+                        let state = state_of(&stored.lineage, stored.serial + 1, &during);
+                        store
+                            .merge(&run.merge(&state, Some(txn_id), Some(holder), false))
+                            .await
+                            .map_err(|e| fail(&format!("checkpoint {k} of {what}"), e))?;
+                    }
+                    store
+                        .merge(&run.merge(&last, Some(txn_id), Some(holder), true))
+                        .await
+                        .map_err(|e| fail(&what, e))?;
+                    client
+                        .execute("DELETE FROM lock_holders WHERE id = $1", &[&holder])
+                        .await
+                        .map_err(|e| fail("releasing the holder", e))?;
+                }
+                model = after;
+            }
+        }
+        let now = store
+            .pull(name)
+            .await
+            .map_err(|e| fail("pull", e))?
+            .expect("the state exists");
+        prop_assert_eq!(contents(&now), expected(&model), "after {}", what);
+        let behind: i64 = client
+            .query_one(&behind_history("$1"), &[&name])
+            .await
+            .map_err(|e| fail("the history check", e))?
+            .get(0);
+        prop_assert_eq!(behind, 0, "rows behind their history after {}", what);
+    }
+    Ok(())
+}
+
+#[test]
+fn no_sequence_of_pushes_and_merges_collides_with_the_history() {
+    let db = test_db();
+    sg_ok(&db, &["--state", "none", "state", "list"]); // creates the schema
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (store, pool) = rt.block_on(async {
+        let target = PgTarget::from_url(&db.url).unwrap();
+        let pool = target.connect(4).await.unwrap();
+        (Store::new(pool.clone(), target.display), pool)
+    });
+    // ~20 cases (a few seconds); PROPTEST_CASES searches longer.
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let case = Cell::new(0);
+    let result = runner.run(
+        &(objects(), prop::collection::vec(write(), 1..8)),
+        |(first, writes)| {
+            // Every case (shrinking included) on a state of its own.
+            case.set(case.get() + 1);
+            let name = format!("seq{}", case.get());
+            rt.block_on(check_sequence(&store, &pool, &name, &first, &writes))
+        },
+    );
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
