@@ -1,6 +1,8 @@
 //! What a write leaves behind (issue 14): row versions stay above their
 //! history whatever the sequence of pushes, forced pushes and merges (a
-//! destroyed state pushed back and destroyed again included).
+//! destroyed state pushed back and destroyed again included), and values
+//! PostgreSQL's `jsonb` cannot hold (U+0000) are stored and read back
+//! unchanged.
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -426,4 +428,130 @@ fn no_sequence_of_pushes_and_merges_collides_with_the_history() {
     if let Err(e) = result {
         panic!("{e}");
     }
+}
+
+// ---------------------------------------------------------------------------
+// Values jsonb cannot hold
+// ---------------------------------------------------------------------------
+
+#[test]
+fn strings_holding_nul_are_pushed_and_pulled_back_unchanged() {
+    let db = test_db();
+    // U+0000 in attribute values and keys, in outputs, next to U+E000 (the
+    // escape character) and to text that only looks like an escape.
+    let doc = json!({
+        "version": 4,
+        "terraform_version": "1.11.4",
+        "serial": 3,
+        "lineage": "0c0c0c0c-0000-4000-8000-000000000000",
+        "outputs": {
+            "nul": {"value": "x\u{0}y", "type": "string"},
+            "tricky": {
+                "value": {"k\u{0}ey": "\u{E000}0", "\u{E000}": "\\u0000", "plain": "p"},
+                "type": ["map", "string"]
+            }
+        },
+        "resources": [{
+            "mode": "managed",
+            "type": "terraform_data",
+            "name": "nul",
+            "provider": "provider[\"terraform.io/builtin/terraform\"]",
+            "instances": [{
+                "schema_version": 0,
+                "attributes": {
+                    "id": "i\u{0}d",
+                    "input": {
+                        "value": {"a\u{0}b": ["\u{0}", "\u{E000}", "\u{E000}\u{E000}0", "\u{0}\u{0}"]},
+                        "type": ["map", ["list", "string"]]
+                    },
+                    "output": {"value": "\u{0}", "type": "string"},
+                    "triggers_replace": null
+                },
+                "sensitive_attributes": []
+            }]
+        }],
+        "check_results": null
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("nul.tfstate");
+    std::fs::write(&file, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    assert!(std::fs::read_to_string(&file).unwrap().contains("\\u0000"));
+
+    // jsonb refuses U+0000 ("unsupported Unicode escape sequence"): such a
+    // push used to fail, and a run's write of such a value to leave its
+    // result in a recovery file.
+    push(&db, "nul", &file);
+    let pulled: Value = serde_json::from_str(&sg_ok(&db, &["--state", "nul", "state", "pull"]))
+        .expect("the pulled state is JSON");
+    assert_eq!(pulled, doc, "the state pulled back differs");
+
+    // Pushed again, nothing differs (the stored form compares equal).
+    push(&db, "nul", &file);
+    assert_eq!(
+        db.psql(
+            "SELECT (summary->>'added') || (summary->>'changed') || (summary->>'removed')
+                    || (summary->>'outputs_changed')
+             FROM transactions ORDER BY id DESC LIMIT 1"
+        ),
+        "0000"
+    );
+    assert_eq!(db.psql("SELECT count(*) FROM transactions"), "2");
+}
+
+#[test]
+fn an_applied_nul_is_recorded_and_the_next_plan_finds_no_changes() {
+    let db = test_db();
+    let wd = TfWorkdir::empty();
+    wd.write_file(
+        "main.tf",
+        r#"variable "gen" {
+  type    = string
+  default = "1"
+}
+
+resource "terraform_data" "nul" {
+  input = "a${"\u0000"}b${var.gen}"
+}
+
+output "nul" {
+  value = terraform_data.nul.output
+}
+"#,
+    );
+    for gen in ["1", "2"] {
+        let var = format!("gen={gen}");
+        let out = sg_in(
+            &db,
+            &wd,
+            "nul",
+            &["apply", "-auto-approve", "-no-color", "-var", &var],
+        );
+        let (_, stderr) = assert_ok(&format!("apply at gen {gen}"), &out);
+        assert!(!stderr.contains("recover"), "{stderr}");
+        let out = sg_in(
+            &db,
+            &wd,
+            "nul",
+            &["plan", "-detailed-exitcode", "-no-color", "-var", &var],
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "the plan after the apply at gen {gen} finds changes:\n{}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        let pulled: Value =
+            serde_json::from_str(&sg_ok(&db, &["--state", "nul", "state", "pull"])).unwrap();
+        let value = format!("a\u{0}b{gen}");
+        assert_eq!(
+            pulled["resources"][0]["instances"][0]["attributes"]["input"]["value"],
+            value.as_str()
+        );
+        assert_eq!(pulled["outputs"]["nul"]["value"], value.as_str());
+    }
+    assert_eq!(
+        db.psql("SELECT count(*) FROM transactions WHERE status <> 'committed'"),
+        "0"
+    );
 }
