@@ -1,8 +1,10 @@
 //! What a write leaves behind (issue 14): row versions stay above their
 //! history whatever the sequence of pushes, forced pushes and merges (a
-//! destroyed state pushed back and destroyed again included), and values
+//! destroyed state pushed back and destroyed again included), values
 //! PostgreSQL's `jsonb` cannot hold (U+0000) are stored and read back
-//! unchanged.
+//! unchanged, and a result the database refuses to write stays in the
+//! transaction log as `failed`, naming its recovery file and what was not
+//! written.
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -554,4 +556,104 @@ output "nul" {
         db.psql("SELECT count(*) FROM transactions WHERE status <> 'committed'"),
         "0"
     );
+}
+
+// ---------------------------------------------------------------------------
+// A failed write is never invisible
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_write_the_database_refuses_stays_in_the_log_as_failed() {
+    let db = test_db();
+    let chain = SlowChain::new(&db);
+    assert_ok("apply of gen 1", &chain.apply_gen1().output().unwrap());
+    // The database stays reachable and refuses the run's write of `first`.
+    refuse_row_writes(&db, "terraform_data.first");
+    let out = chain.apply_gen2(&[], 0).output().unwrap();
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "the apply succeeded:\n{stderr}");
+    let kept = recovery_files(&chain.wd.path().join(".terraform/stategraph/recovery"));
+    assert_eq!(kept.len(), 1, "{kept:?}\n{stderr}");
+    let file = kept[0].display().to_string();
+    assert!(
+        stderr.contains("writes of terraform_data.first are refused"),
+        "the cause is not said:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("stategraph recover {file}")),
+        "{stderr}"
+    );
+    // The advice used to be the outage's whatever the cause.
+    assert!(
+        !stderr
+            .to_lowercase()
+            .contains("once the database is reachable"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("reachable but refused the write"),
+        "{stderr}"
+    );
+    assert_eq!(chain.gen("first"), "1", "a refused write was written");
+
+    // The run's transaction used to stay `running` until its lease ran
+    // out (then `aborted`): nothing in the log said what terraform had
+    // changed nor where its result was.
+    let log = chain.sg(&["log", "--json"]).output().unwrap();
+    let (log, _) = assert_ok("log --json", &log);
+    let log: Value = serde_json::from_str(&log).unwrap();
+    let failed: Vec<&Value> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["status"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{log:#}");
+    let entry = failed[0];
+    assert_eq!(entry["kind"], "apply", "{entry:#}");
+    let summary = &entry["summary"];
+    assert_eq!(summary["recovery_file"], file.as_str(), "{entry:#}");
+    let mut not_written: Vec<&str> = summary["not_written"]["changed"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no not_written.changed: {entry:#}"))
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    not_written.sort();
+    assert_eq!(
+        not_written,
+        ["terraform_data.first", "terraform_data.second"],
+        "{entry:#}"
+    );
+    // Why it failed, as the log and the recovery file keep it (checked last).
+    let logged_cause = summary["failed"].as_str().unwrap_or_default().to_owned();
+    let kept_cause = crate::common::terraform::read_json(&kept[0])["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        db.psql("SELECT count(*) FROM transactions WHERE status = 'running'"),
+        "0"
+    );
+    assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "0");
+
+    // Once the cause is gone, the recovery file finishes the job.
+    allow_row_writes(&db);
+    let out = chain.sg(&["recover", &file]).output().unwrap();
+    assert_ok("recover", &out);
+    assert_eq!(chain.gen("first"), "2");
+    assert_no_changes(&chain.plan_gen2().output().unwrap());
+
+    // The log and the recovery file say why the write failed in
+    // PostgreSQL's words, as stderr did, not only "database error: db
+    // error" (tokio_postgres's text for every error the server reports).
+    for (what, cause) in [
+        ("the log", &logged_cause),
+        ("the recovery file", &kept_cause),
+    ] {
+        assert!(
+            cause.contains("writes of terraform_data.first are refused"),
+            "{what} does not say why the write failed: {cause:?}"
+        );
+    }
 }

@@ -206,6 +206,11 @@ pub fn refuse_row_writes(db: &TestDb, address: &str) {
     ));
 }
 
+/// Undoes [`refuse_row_writes`].
+pub fn allow_row_writes(db: &TestDb) {
+    db.psql("DROP TRIGGER sg_test_refuse ON instances; DROP FUNCTION sg_test_refuse();");
+}
+
 /// The recovery files in `dir` (none if it does not exist).
 pub fn recovery_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
