@@ -16,6 +16,7 @@
 
 mod common;
 
+mod adoption;
 mod apply;
 mod bad_input;
 mod checkpoints;
@@ -24,6 +25,7 @@ mod cone;
 mod db_outage;
 mod discovery;
 mod embedded;
+mod history;
 mod lease;
 mod locks;
 mod locks_cli;

@@ -190,3 +190,32 @@ pub fn files_under(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     walk(dir, dir, &mut out);
     out
 }
+
+/// Makes PostgreSQL refuse every change to the stored row of `address`
+/// (any state of `db`): a trigger raises an error on its UPDATE or DELETE,
+/// so that a run's write of that row fails while the database stays
+/// reachable (a constraint, a permission, a bug: not an outage). Undone by
+/// [`allow_row_writes`].
+pub fn refuse_row_writes(db: &TestDb, address: &str) {
+    let literal = format!("'{}'", address.replace('\'', "''"));
+    db.psql(&format!(
+        "CREATE FUNCTION sg_test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN RAISE EXCEPTION 'test trigger: writes of % are refused', OLD.address; END $$;
+         CREATE TRIGGER sg_test_refuse BEFORE UPDATE OR DELETE ON instances
+         FOR EACH ROW WHEN (OLD.address = {literal}) EXECUTE FUNCTION sg_test_refuse();"
+    ));
+}
+
+/// Undoes [`refuse_row_writes`].
+pub fn allow_row_writes(db: &TestDb) {
+    db.psql("DROP TRIGGER sg_test_refuse ON instances; DROP FUNCTION sg_test_refuse();");
+}
+
+/// The recovery files in `dir` (none if it does not exist).
+pub fn recovery_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.map(|e| e.expect("a directory entry").path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+}

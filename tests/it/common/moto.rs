@@ -192,7 +192,8 @@ pub fn produce_aws_state(moto: &Moto, fixture: &str) -> TfWorkdir {
     wd
 }
 
-fn python_bin() -> String {
+/// The python interpreter: `$STATEGRAPH_PYTHON`, else `python3`.
+pub fn python_bin() -> String {
     std::env::var(PYTHON_ENV)
         .ok()
         .filter(|p| !p.is_empty())

@@ -168,6 +168,22 @@ impl TfWorkdir {
         TfWorkdir::from_fixture_with_cli_config(name, BUILTIN_CLI_CONFIG)
     }
 
+    /// A fresh temp dir with no configuration in it (the test writes what
+    /// it needs with [`TfWorkdir::write_file`]) and the CLI config for
+    /// built-in providers.
+    pub fn empty() -> TfWorkdir {
+        let dir = tempfile::Builder::new()
+            .prefix("sg-tf-empty-")
+            .tempdir()
+            .expect("creating a temp dir for a terraform workdir");
+        let cli_path = dir.path().join(CLI_CONFIG_NAME);
+        fs::write(&cli_path, BUILTIN_CLI_CONFIG).expect("writing the terraform CLI config");
+        TfWorkdir {
+            dir,
+            cli_config: cli_path,
+        }
+    }
+
     /// Like [`TfWorkdir::from_fixture`] with the given CLI config text.
     pub fn from_fixture_with_cli_config(name: &str, cli_config: &str) -> TfWorkdir {
         let source = fixtures_dir().join(name);
