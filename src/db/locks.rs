@@ -199,7 +199,7 @@ pub enum LockError {
          Nothing may be written under a lost lock. Run the command again."
     )]
     LeaseLost { holder_id: i64 },
-    #[error("database error while locking: {0}")]
+    #[error("database error while locking: {}", super::describe(.0))]
     Db(#[from] tokio_postgres::Error),
     #[error("cannot get a database connection: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),

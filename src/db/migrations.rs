@@ -51,7 +51,7 @@ const MIGRATION_LOCK: i64 = 0x7367_6d69_6772_6174;
 /// Migration failures.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrationError {
-    #[error("database error while migrating the schema: {0}")]
+    #[error("database error while migrating the schema: {}", super::describe(.0))]
     Db(#[from] tokio_postgres::Error),
     #[error(
         "migration {version} ({name}) was changed after it was applied to this database \

@@ -42,6 +42,18 @@ pub async fn open(settings: &Settings) -> Result<Store> {
     Ok(Store::new(pool, target.display))
 }
 
+/// What went wrong, as the server said it (`message: detail (SQLSTATE
+/// code)`) rather than tokio-postgres's bare "db error".
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let detail = db.detail().map(|d| format!(": {d}")).unwrap_or_default();
+            format!("{}{detail} (SQLSTATE {})", db.message(), db.code().code())
+        }
+        None => e.to_string(),
+    }
+}
+
 /// Whether `e` means the connection to PostgreSQL failed or was lost (the
 /// server is down, restarting or unreachable), as opposed to PostgreSQL
 /// refusing a statement.

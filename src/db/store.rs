@@ -31,7 +31,7 @@ pub struct Actor {
 /// Failures of store operations.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database error: {0}")]
+    #[error("database error: {}", super::describe(.0))]
     Db(#[from] tokio_postgres::Error),
     #[error("cannot get a database connection: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),

@@ -397,7 +397,7 @@ fn advice(error: &StoreError, kept: &std::path::Path, ci: bool) -> String {
              otherwise refuses, names what changed and keeps the file."
         ),
         _ => format!(
-            "The database is reachable but refused the write (the cause is above). `{recover}` \
+            "The database is reachable but refused the write (the cause follows). `{recover}` \
              writes it once the cause is fixed."
         ),
     };

@@ -627,11 +627,18 @@ pub fn watch_override(root: &Path, lock_path: &Path) {
         Ok(nix::unistd::ForkResult::Parent { .. }) | Err(_) => return,
     }
     let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
-    let Ok(file) = open_lock_file(lock_path) else {
-        return;
-    };
-    if let Ok(_exclusive) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        let _ = fs::remove_file(root.join(OVERRIDE_FILE));
+    // A killed run's pipe may close before the kernel drops its shared
+    // lock: try for a moment before concluding that another run holds the
+    // directory (then that run removes the file when it ends).
+    for _ in 0..100 {
+        let Ok(file) = open_lock_file(lock_path) else {
+            return;
+        };
+        if let Ok(_exclusive) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            let _ = fs::remove_file(root.join(OVERRIDE_FILE));
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 

@@ -251,6 +251,7 @@ async fn check_sequence(
         user: "tester".into(),
         host: "here".into(),
         ci_job: None,
+        ..Actor::default()
     };
     let mut lineages = 0;
     let mut new_lineage = || {
