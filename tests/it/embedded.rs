@@ -38,8 +38,13 @@ fn fresh_data_dir() -> (tempfile::TempDir, PathBuf) {
     (tmp, data)
 }
 
+/// The embedded cluster in `data`, as on a developer's machine: not a CI
+/// runner (where creating it is refused unless allowed; see adoption.rs),
+/// whatever the environment the tests run in.
 fn configure(cmd: &mut StdCommand, data: &Path) {
     cmd.env("STATEGRAPH_DATA_DIR", data)
+        .env_remove("CI")
+        .env_remove("STATEGRAPH_ALLOW_EMBEDDED")
         .env_remove("STATEGRAPH_DATABASE_URL")
         .env_remove("STATEGRAPH_PG_USER")
         .env_remove("PGHOST")
