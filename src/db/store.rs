@@ -1131,6 +1131,33 @@ impl ObjectChanges {
 /// How many addresses a transaction's summary lists as recorded.
 const RECORDED_SHOWN: usize = 50;
 
+/// Objects (by address) of `before` and `after` that differ in their
+/// `create_before_destroy` flag and in nothing else.
+fn cbd_flag_only(before: &State, after: &State) -> HashSet<String> {
+    let objects = |s: &State| -> HashMap<(String, Option<String>), Instance> {
+        let mut out = HashMap::new();
+        for r in &s.resources {
+            let address = r.address();
+            for i in &r.instances {
+                out.insert((i.address(&address), i.deposed.clone()), i.clone());
+            }
+        }
+        out
+    };
+    let (b, a) = (objects(before), objects(after));
+    a.into_iter()
+        .filter_map(|(key, new)| {
+            let old = b.get(&key)?;
+            let flag_only = old.create_before_destroy != new.create_before_destroy
+                && Instance {
+                    create_before_destroy: new.create_before_destroy,
+                    ..old.clone()
+                } == new;
+            flag_only.then_some(key.0)
+        })
+        .collect()
+}
+
 /// Instance addresses (and `output.NAME`s) whose objects differ between
 /// `before` and `after` but are not in the write set (or allowed outputs).
 fn changed_outside(
@@ -1147,6 +1174,13 @@ fn changed_outside(
         .chain(all.removed)
         .filter(|a| !write.contains(a.as_str()))
         .collect();
+    // Terraform sets `create_before_destroy` on the objects a
+    // create-before-destroy resource depends on, and clears it again when
+    // no such dependent is in a targeted run: the cone's dependencies flip
+    // it as a matter of course. That is no change of theirs to write (the
+    // stored flag stays; terraform derives it again from the configuration).
+    let flag_only = cbd_flag_only(before, after);
+    outside.retain(|a| !flag_only.contains(a.as_str()));
     let old: HashMap<&str, &Output> = before
         .outputs
         .iter()
