@@ -240,6 +240,7 @@ async fn config_info(
     let shown = dir
         .command(&cx.tf)
         .args(["show", "-json"])
+        .own()
         .arg(plan_file)
         .stdout(Output::Capture)
         .run_ok()

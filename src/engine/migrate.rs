@@ -222,7 +222,7 @@ async fn pull_through_terraform(
         settings.ui.replay(&init.stdout, &[]);
         bail!("terraform could not reach the configuration's backend (init failed, above)");
     }
-    let mut pull = dir.command(tf).args(["state", "pull"]);
+    let mut pull = dir.command(tf).args(["state", "pull"]).own();
     if settings.workspace != "default" {
         pull = pull.env("TF_WORKSPACE", &settings.workspace);
     }

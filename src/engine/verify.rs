@@ -47,6 +47,7 @@ pub async fn planned_changes(
     let shown = dir
         .command(tf)
         .args(["show", "-json"])
+        .own()
         .arg(plan_file)
         .stdout(Output::Capture)
         .run_ok()

@@ -160,6 +160,11 @@ impl Terraform {
         for k in HIDDEN_ENV {
             version.env_remove(k);
         }
+        // The user's extra arguments are for their commands, not this one
+        // (`TF_CLI_ARGS=-var=...` would make `version` fail).
+        version
+            .env_remove("TF_CLI_ARGS")
+            .env_remove("TF_CLI_ARGS_version");
         let out = version
             .args(["version", "-json"])
             // `version` otherwise asks checkpoint.hashicorp.com whether it is outdated.
@@ -368,6 +373,19 @@ impl Invocation {
     pub fn quiet(mut self) -> Invocation {
         self.quiet = true;
         self
+    }
+
+    /// A command stategraph runs for itself (`show -json`, `state pull`):
+    /// the user's `TF_CLI_ARGS` and `TF_CLI_ARGS_<command>` are for the
+    /// user's own commands and may not even be flags of this one.
+    pub fn own(self) -> Invocation {
+        let command = self
+            .args
+            .first()
+            .map(|a| a.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.env_remove("TF_CLI_ARGS")
+            .env_remove(format!("TF_CLI_ARGS_{command}"))
     }
 
     /// Sends terraform its graceful stop (SIGINT, once) when `stop` turns

@@ -92,3 +92,34 @@ fn a_create_before_destroy_resource_and_its_dependencies_are_recorded() {
     assert!(plan.contains("No changes"), "{plan}");
     terraform_agrees(&db, &wd);
 }
+
+#[test]
+fn variables_in_tf_cli_args_reach_the_plan_and_break_nothing_stategraph_runs_itself() {
+    // TF_CLI_ARGS is added to every terraform command; `terraform version`
+    // (which stategraph runs to check the binary) has no -var and failed.
+    let db = test_db();
+    let wd = TfWorkdir::from_fixture("chain");
+    sg(&db, &wd, &["apply", "-auto-approve", "-no-color"]);
+    let out = sg_tf(
+        &db,
+        &wd,
+        STATE,
+        &["plan", "-detailed-exitcode", "-no-color"],
+    )
+    .env("TF_CLI_ARGS", r#"-var=gen={a="2",b="1",c="1"}"#)
+    .output()
+    .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        !stderr.contains("flag provided but not defined"),
+        "{stderr}"
+    );
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(r#"module.branch["a"]"#) && !stdout.contains(r#"module.branch["b"]"#),
+        "{stdout}"
+    );
+}
