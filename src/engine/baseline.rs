@@ -401,7 +401,21 @@ pub fn candidates(
             }
         }
     }
-    let instances = out.len();
+    // Stored instances only: resource and module addresses where instances
+    // may be added are not instances of the state.
+    let stored_instances: BTreeSet<String> = state
+        .resources
+        .iter()
+        .filter(|r| r.mode == "managed")
+        .flat_map(|r| {
+            let address = r.address();
+            r.instances
+                .iter()
+                .map(move |i| i.address(&address))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let instances = out.iter().filter(|a| stored_instances.contains(*a)).count();
     if total > 0 && instances * 2 > total {
         return Err(Unsupported(format!(
             "{instances} of {total} instances may change: one full plan costs less"

@@ -123,3 +123,27 @@ fn variables_in_tf_cli_args_reach_the_plan_and_break_nothing_stategraph_runs_its
         "{stdout}"
     );
 }
+
+#[test]
+fn adding_many_resources_to_a_small_state_needs_no_full_plan() {
+    // The fallback compared candidate addresses (new resources included)
+    // with the stored instances: "8 of 2 instances may change: one full
+    // plan costs less", a count above the total.
+    let db = test_db();
+    let wd = TfWorkdir::empty();
+    let resource =
+        |n: usize| format!("resource \"terraform_data\" \"r{n}\" {{\n  input = \"{n}\"\n}}\n");
+    wd.write_file("main.tf", &(0..2).map(resource).collect::<String>());
+    sg(&db, &wd, &["apply", "-auto-approve", "-no-color"]);
+    wd.write_file("main.tf", &(0..8).map(resource).collect::<String>());
+    let (stdout, stderr) = sg(&db, &wd, &["plan", "-no-color"]);
+    assert!(
+        stdout.contains("Plan: 6 to add, 0 to change, 0 to destroy"),
+        "{stdout}"
+    );
+    assert!(!stderr.contains("may change: one full plan"), "{stderr}");
+    assert!(
+        stderr.contains("configuration against the baseline"),
+        "{stderr}"
+    );
+}
