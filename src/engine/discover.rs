@@ -120,7 +120,7 @@ pub async fn discover(
     let mut changed = streamed.changed;
     if flags.refresh_only {
         // Drift can be anywhere: a refresh-only run covers the whole state.
-        let rows = store.graph_rows(&session.name).await?.unwrap_or_default();
+        let rows = session.graph_rows().await?;
         changed.extend(rows.into_iter().map(|r| r.address));
     }
     let changed = with_forced(changed, forced);
@@ -237,15 +237,10 @@ async fn config_info(
             return Ok(info);
         }
     }
-    let shown = dir
-        .command(&cx.tf)
-        .args(["show", "-json"])
-        .own()
-        .arg(plan_file)
-        .stdout(Output::Capture)
-        .run_ok()
-        .await?;
-    let discovered = plan::parse(&shown.stdout).context("cannot read terraform's plan")?;
+    let discovered = dir
+        .show_plan(&cx.tf, plan_file)
+        .await
+        .context("cannot read terraform's plan")?;
     if oracle && discovered.changed_addresses() != streamed {
         bail!(
             "discovery oracle: terraform's streamed plan changes {:?}, its plan file {:?}",
@@ -271,12 +266,7 @@ async fn check_oracle(
     info: &ConfigInfo,
     planned: &[String],
 ) -> Result<()> {
-    let session = &cx.session;
-    let rows = session
-        .store
-        .graph_rows(&session.name)
-        .await?
-        .unwrap_or_default();
+    let rows = cx.session.graph_rows().await?;
     let cone = ChangeSet::compute(&rows, candidates, &config.info)?;
     let covered: HashSet<&str> = cone.write.iter().map(String::as_str).collect();
     let missed: Vec<&String> = planned

@@ -222,12 +222,7 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
 /// The change set of what discovery found, on the stored graph, and the
 /// graph's rows.
 async fn change_set(cx: &Context<'_>, found: &Discovered) -> Result<(ChangeSet, Vec<GraphRow>)> {
-    let session = &cx.session;
-    let rows = session
-        .store
-        .graph_rows(&session.name)
-        .await?
-        .unwrap_or_default();
+    let rows = cx.session.graph_rows().await?;
     let cs = ChangeSet::compute(&rows, &found.changed, &found.info)?;
     Ok((cs, rows))
 }

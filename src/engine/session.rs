@@ -72,6 +72,15 @@ impl<'a> Session<'a> {
             .ok_or_else(|| anyhow!("state \"{}\" vanished", self.name))
     }
 
+    /// The stored graph's rows (none when the state holds nothing).
+    pub async fn graph_rows(&self) -> Result<Vec<crate::db::store::GraphRow>> {
+        Ok(self
+            .store
+            .graph_rows(&self.name)
+            .await?
+            .unwrap_or_default())
+    }
+
     /// Locks `exclusive` and `shared` for this run, waiting up to `timeout`
     /// and showing whom it waits for (see [`Lease::acquire`]).
     pub async fn lease(

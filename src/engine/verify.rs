@@ -8,7 +8,7 @@ use anyhow::{bail, Context as _, Result};
 
 use super::change_set::ChangeSet;
 use super::session::Context;
-use crate::terraform::{plan, Output, RunDir, Terraform};
+use crate::terraform::{RunDir, Terraform};
 
 /// The instances the plan file at `plan_file` changes that lie outside the
 /// write set of `cs` (empty when everything planned is locked), and
@@ -44,15 +44,9 @@ pub async fn planned_changes(
     if let (Some(changed), false) = (&read, oracle) {
         return Ok(changed.clone());
     }
-    let shown = dir
-        .command(tf)
-        .args(["show", "-json"])
-        .own()
-        .arg(plan_file)
-        .stdout(Output::Capture)
-        .run_ok()
-        .await?;
-    let planned = plan::parse(&shown.stdout)
+    let planned = dir
+        .show_plan(tf, plan_file)
+        .await
         .context("cannot read terraform's plan")?
         .changed_addresses();
     if oracle && read.as_ref().is_some_and(|r| *r != planned) {

@@ -424,6 +424,23 @@ impl RunDir {
         f.write_all(&state.to_json()).map_err(io_err(what()))
     }
 
+    /// `terraform show -json` of the plan file at `plan_file`, parsed.
+    pub async fn show_plan(
+        &self,
+        tf: &Terraform,
+        plan_file: &Path,
+    ) -> Result<super::Plan, TerraformError> {
+        let shown = self
+            .command(tf)
+            .args(["show", "-json"])
+            .own()
+            .arg(plan_file)
+            .stdout(Output::Capture)
+            .run_ok()
+            .await?;
+        Ok(super::plan::parse(&shown.stdout)?)
+    }
+
     /// The state terraform left in [`RunDir::state_path`], parsed.
     pub fn read_state(&self) -> Result<State, TerraformError> {
         let bytes = fs::read(&self.state_path).map_err(io_err(format!(
