@@ -401,6 +401,33 @@ pub fn candidates(
             }
         }
     }
+    // A `moved` block whose old address still holds rows: terraform moves
+    // them (whatever the baseline says of either block), so both addresses
+    // are planned.
+    for (from, to) in &config.moved {
+        let under = |a: &str| {
+            a == from
+                || a.strip_prefix(from.as_str())
+                    .is_some_and(|rest| rest.starts_with(['.', '[']))
+        };
+        let held: Vec<String> = state
+            .resources
+            .iter()
+            .flat_map(|r| {
+                let address = r.address();
+                r.instances
+                    .iter()
+                    .map(move |i| i.address(&address))
+                    .collect::<Vec<_>>()
+            })
+            .filter(|a| under(a))
+            .collect();
+        if !held.is_empty() {
+            blocks += 1;
+            out.extend(held);
+            out.insert(to.clone());
+        }
+    }
     // Stored instances only: resource and module addresses where instances
     // may be added are not instances of the state.
     let stored_instances: BTreeSet<String> = state

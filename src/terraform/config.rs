@@ -178,6 +178,9 @@ pub struct Config {
     /// Dependency edges, as [`super::plan::Plan::config_info`] gives them
     /// (locals are followed here, so there may be more).
     pub info: ConfigInfo,
+    /// `moved` blocks: (from, to), absolute (`module.m.` prefixed inside a
+    /// module), as written (a resource, an instance or a module).
+    pub moved: Vec<(String, String)>,
 }
 
 /// A reference, as far as this reader tells them apart.
@@ -334,11 +337,13 @@ pub fn read(root: &Path, inputs: &Inputs) -> Result<Config, Unsupported> {
         manifest: &manifest,
         modules: Vec::new(),
         global: Vec::new(),
+        moved: Vec::new(),
     };
     loader.load(root, "", None, "", 0)?;
     let Loader {
         modules,
         mut global,
+        moved,
         ..
     } = loader;
     global.push(inputs.tf_version.clone());
@@ -356,7 +361,10 @@ pub fn read(root: &Path, inputs: &Inputs) -> Result<Config, Unsupported> {
     };
     let global = sha(&global.iter().map(String::as_str).collect::<Vec<_>>());
 
-    let mut config = Config::default();
+    let mut config = Config {
+        moved,
+        ..Config::default()
+    };
     for (i, m) in modules.iter().enumerate() {
         let chain = reader.chain(i);
         let chain_text = reader.chain_text(i);
@@ -646,6 +654,8 @@ struct Loader<'a> {
     modules: Vec<Module>,
     /// Text of the blocks that apply to every resource block.
     global: Vec<String>,
+    /// `moved` blocks (see [`Config::moved`]).
+    moved: Vec<(String, String)>,
 }
 
 impl Loader<'_> {
@@ -803,6 +813,17 @@ impl Loader<'_> {
                         }
                         call.meta.text = meta.join("\n");
                         m.calls.insert((*n).to_owned(), call);
+                    }
+                    ("moved", []) => {
+                        let end = |key: &str| {
+                            b.body
+                                .get_attribute(key)
+                                .map(|a| join(path, a.value.to_string().trim()))
+                        };
+                        if let (Some(from), Some(to)) = (end("from"), end("to")) {
+                            self.moved.push((from, to));
+                        }
+                        self.global.push(text);
                     }
                     _ => self.global.push(text),
                 }

@@ -240,12 +240,16 @@ pub fn parse(bytes: &[u8]) -> Result<Plan, PlanError> {
 impl Plan {
     /// Instance addresses whose actions are not `no-op`/`read`, sorted, deduplicated.
     pub fn changed_addresses(&self) -> Vec<String> {
-        let set: BTreeSet<&str> = self
-            .resource_changes
-            .iter()
-            .filter(|rc| rc.change.is_change())
-            .map(|rc| rc.address.as_str())
-            .collect();
+        let mut set: BTreeSet<&str> = BTreeSet::new();
+        for rc in &self.resource_changes {
+            // A move (a `moved` block) changes the stored rows of both
+            // addresses, whatever its action.
+            let moved = rc.previous_address.as_deref().filter(|p| *p != rc.address);
+            if rc.change.is_change() || moved.is_some() {
+                set.insert(rc.address.as_str());
+            }
+            set.extend(moved);
+        }
         set.into_iter().map(str::to_owned).collect()
     }
 
@@ -344,14 +348,17 @@ pub fn parse_stream(bytes: &[u8]) -> Streamed {
         match msg.get("type").and_then(Value::as_str) {
             Some("planned_change") => {
                 let change = &msg["change"];
-                // As `show -json` counts them: no-op, read, a pure move and
-                // an import without changes are not changes.
-                let is_change = matches!(
-                    change["action"].as_str(),
-                    Some("create" | "update" | "replace" | "delete" | "remove")
-                );
+                // No-op, read and an import without changes are not
+                // changes; a move (a `moved` block) is, of both addresses.
+                let moved = change["previous_resource"]["addr"].as_str();
+                let is_change = moved.is_some()
+                    || matches!(
+                        change["action"].as_str(),
+                        Some("create" | "update" | "replace" | "delete" | "remove" | "move")
+                    );
                 if let (true, Some(addr)) = (is_change, change["resource"]["addr"].as_str()) {
                     changed.insert(addr.to_owned());
+                    changed.extend(moved.filter(|p| *p != addr).map(str::to_owned));
                 }
             }
             Some("diagnostic") if msg["@level"] == "error" => errors += 1,

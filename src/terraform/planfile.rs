@@ -40,6 +40,9 @@ struct ResourceInstanceChange {
     /// The instance address, as `show -json` writes it (`module.m["k"].aws_x.y[0]`).
     #[prost(string, tag = "13")]
     addr: String,
+    /// The address before a `moved` block renamed it; empty if none.
+    #[prost(string, tag = "14")]
+    prev_run_addr: String,
     #[prost(message, optional, tag = "9")]
     change: Option<Change>,
 }
@@ -57,7 +60,7 @@ const NOOP: i32 = 0;
 const READ: i32 = 2;
 
 /// The addresses of the instances the plan at `path` changes (any action
-/// but no-op and read), sorted, as [`super::plan::Plan::changed_addresses`]
+/// but no-op and read, and both addresses of a move), sorted, as [`super::plan::Plan::changed_addresses`]
 /// gives them from `show -json`; `None` when the file is not one this
 /// reader is sure of (see the module docs). `tf_version` is the version of
 /// the terraform that wrote it.
@@ -85,8 +88,13 @@ fn from_plan(plan: &Plan, tf_version: &str) -> Option<Vec<String>> {
             return None;
         }
         let action = rc.change.as_ref().map_or(NOOP, |c| c.action);
-        if action != NOOP && action != READ {
+        // A move (a `moved` block) changes the rows of both addresses.
+        let moved = !rc.prev_run_addr.is_empty() && rc.prev_run_addr != rc.addr;
+        if (action != NOOP && action != READ) || moved {
             changed.insert(rc.addr.clone());
+        }
+        if moved {
+            changed.insert(rc.prev_run_addr.clone());
         }
     }
     Some(changed.into_iter().collect())
@@ -99,6 +107,7 @@ mod tests {
     fn change(addr: &str, action: i32) -> ResourceInstanceChange {
         ResourceInstanceChange {
             addr: addr.to_owned(),
+            prev_run_addr: String::new(),
             change: Some(Change { action }),
         }
     }
@@ -133,6 +142,18 @@ mod tests {
                 r#"module.t["b"].terraform_data.x"#,
                 "terraform_data.gone",
             ]
+        );
+    }
+
+    #[test]
+    fn a_move_changes_both_addresses() {
+        let mut moved = change("terraform_data.a2", NOOP);
+        moved.prev_run_addr = "terraform_data.a".to_owned();
+        let p = plan(vec![moved, change("terraform_data.b", NOOP)]);
+        let decoded = Plan::decode(p.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(
+            from_plan(&decoded, "1.11.4").unwrap(),
+            ["terraform_data.a", "terraform_data.a2"]
         );
     }
 

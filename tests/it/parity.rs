@@ -14,24 +14,11 @@ fn sg(db: &TestDb, wd: &TfWorkdir, args: &[&str]) -> (String, String) {
 
 /// Plain terraform, on the state stategraph stored, finds nothing to do.
 fn terraform_agrees(db: &TestDb, wd: &TfWorkdir) {
-    let pulled = sg_in(db, wd, STATE, &["state", "pull"]);
-    assert_ok("state pull", &pulled);
-    let check = TfWorkdir::empty();
-    for e in std::fs::read_dir(wd.path()).unwrap().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".tf") && !name.starts_with("zzzz_") {
-            std::fs::copy(e.path(), check.path().join(&name)).unwrap();
-        }
-    }
-    std::fs::write(check.state_path(), &pulled.stdout).unwrap();
-    check.terraform(&["init", "-no-color"]);
-    let plan = check.terraform_allow_fail(&["plan", "-detailed-exitcode", "-no-color"]);
+    let (code, plan) = terraform_plan(db, wd);
     assert_eq!(
-        plan.status.code(),
+        code,
         Some(0),
-        "terraform plans changes on the state stategraph stored:\n{}{}",
-        String::from_utf8_lossy(&plan.stdout),
-        String::from_utf8_lossy(&plan.stderr)
+        "terraform plans changes on the state stategraph stored:\n{plan}"
     );
 }
 
@@ -146,4 +133,129 @@ fn adding_many_resources_to_a_small_state_needs_no_full_plan() {
         stderr.contains("configuration against the baseline"),
         "{stderr}"
     );
+}
+
+/// `terraform plan -detailed-exitcode` of plain terraform on the state
+/// stategraph stored and the configuration in `wd`: its exit code and output.
+fn terraform_plan(db: &TestDb, wd: &TfWorkdir) -> (Option<i32>, String) {
+    let pulled = sg_in(db, wd, STATE, &["state", "pull"]);
+    assert_ok("state pull", &pulled);
+    let check = TfWorkdir::empty();
+    copy_configuration(wd, &check);
+    std::fs::write(check.state_path(), &pulled.stdout).unwrap();
+    check.terraform(&["init", "-no-color"]);
+    let plan = check.terraform_allow_fail(&["plan", "-detailed-exitcode", "-no-color"]);
+    (
+        plan.status.code(),
+        String::from_utf8_lossy(&plan.stdout).into_owned(),
+    )
+}
+
+/// The `.tf` files of `from` (and its `modules/`), copied into `to`.
+fn copy_configuration(from: &TfWorkdir, to: &TfWorkdir) {
+    for e in walk(from.path()) {
+        let rel = e.strip_prefix(from.path()).unwrap();
+        let name = rel.to_string_lossy();
+        if name.ends_with(".tf") && !name.contains("zzzz_") && !name.starts_with('.') {
+            let target = to.path().join(rel);
+            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+            std::fs::copy(&e, target).unwrap();
+        }
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() && !p.file_name().unwrap().to_string_lossy().starts_with('.') {
+            out.extend(walk(&p));
+        } else if p.is_file() {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn moved_blocks_are_planned_and_applied_as_terraform_does() {
+    // A `moved` block gave "No changes" (terraform: "has moved to", exit 2)
+    // and kept the old address; the next plan then failed with "Moved
+    // resource instances excluded by targeting".
+    let db = test_db();
+    let wd = TfWorkdir::empty();
+    wd.write_file(
+        "main.tf",
+        "resource \"terraform_data\" \"a\" {\n  input = \"1\"\n}\n\
+         resource \"terraform_data\" \"b\" {\n  input = terraform_data.a.output\n}\n",
+    );
+    sg(&db, &wd, &["apply", "-auto-approve", "-no-color"]);
+    wd.write_file(
+        "main.tf",
+        "resource \"terraform_data\" \"a2\" {\n  input = \"1\"\n}\n\
+         resource \"terraform_data\" \"b\" {\n  input = terraform_data.a2.output\n}\n\
+         moved {\n  from = terraform_data.a\n  to   = terraform_data.a2\n}\n",
+    );
+    let (tf_code, tf_plan) = terraform_plan(&db, &wd);
+    assert_eq!(tf_code, Some(2), "{tf_plan}");
+    for _ in 0..2 {
+        let out = sg_in(
+            &db,
+            &wd,
+            STATE,
+            &["plan", "-detailed-exitcode", "-no-color"],
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("terraform_data.a has moved to terraform_data.a2"),
+            "{stdout}"
+        );
+    }
+    sg(&db, &wd, &["apply", "-auto-approve", "-no-color"]);
+    let (listed, _) = sg(&db, &wd, &["state", "list"]);
+    assert_eq!(listed, "terraform_data.a2\nterraform_data.b\n");
+    let (plan, _) = sg(&db, &wd, &["plan", "-detailed-exitcode", "-no-color"]);
+    assert!(plan.contains("No changes"), "{plan}");
+    terraform_agrees(&db, &wd);
+
+    // Into a module.
+    wd.write_file(
+        "modules/m/main.tf",
+        "resource \"terraform_data\" \"a2\" {\n  input = \"1\"\n}\n\
+         output \"out\" {\n  value = terraform_data.a2.output\n}\n",
+    );
+    wd.write_file(
+        "main.tf",
+        "module \"m\" {\n  source = \"./modules/m\"\n}\n\
+         resource \"terraform_data\" \"b\" {\n  input = module.m.out\n}\n\
+         moved {\n  from = terraform_data.a2\n  to   = module.m.terraform_data.a2\n}\n",
+    );
+    sg(&db, &wd, &["init", "-no-color"]);
+    let out = sg_in(
+        &db,
+        &wd,
+        STATE,
+        &["plan", "-detailed-exitcode", "-no-color"],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("terraform_data.a2 has moved to module.m.terraform_data.a2"),
+        "{stdout}"
+    );
+    sg(&db, &wd, &["apply", "-auto-approve", "-no-color"]);
+    let (listed, _) = sg(&db, &wd, &["state", "list"]);
+    assert_eq!(listed, "terraform_data.b\nmodule.m.terraform_data.a2\n");
+    terraform_agrees(&db, &wd);
 }
