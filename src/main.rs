@@ -15,7 +15,15 @@ fn main() -> ExitCode {
         }
     }
     let args = stategraph::cli::normalize_args(raw);
-    let cli = stategraph::cli::Cli::parse_from(args);
+    let cli = match stategraph::cli::Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        // Help and version are answers (exit 0); a usage error exits 1, as
+        // terraform's do (2 means "changes present" to -detailed-exitcode).
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -37,6 +37,13 @@ async fn apply_as(settings: &Settings, kind: Kind, args: &[String]) -> Result<()
     if flags.out.is_some() {
         bail!("-out is a flag of `stategraph plan`");
     }
+    if flags.json && !flags.auto_approve {
+        bail!(
+            "Plan file or auto-approve required\n\n\
+             stategraph cannot ask for interactive approval when -json is set. You can either \
+             apply a saved plan file, or enable the -auto-approve option."
+        );
+    }
     if !flags.auto_approve && (flags.no_input || !settings.tf_input) {
         bail!(
             "{} requires approval, and input is disabled (-input=false or TF_INPUT=0)\n\n\

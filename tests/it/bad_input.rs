@@ -189,3 +189,41 @@ fn pull_of_an_unknown_state_says_how_to_create_one() {
     assert!(err.contains("no state named \"nothing-here\""), "{err}");
     assert!(err.contains("state push"), "{err}");
 }
+
+#[test]
+fn usage_errors_exit_1_as_terraforms_do_and_help_exits_0() {
+    // clap's usage errors exited 2, which `-detailed-exitcode` means
+    // "changes present" to a CI step.
+    let db = test_db();
+    let out = stategraph(&db).args(["--no-such-flag"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--no-such-flag"));
+    let out = stategraph(&db).args(["cone"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "a missing argument");
+    let out = stategraph(&db).args(["--help"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"));
+}
+
+#[test]
+fn apply_json_without_approval_is_refused_before_anything_runs() {
+    // It used to plan, then write a human approval prompt into the JSON.
+    let db = test_db();
+    let wd = TfWorkdir::from_fixture("chain");
+    let out = sg_in(&db, &wd, "json", &["apply", "-json", "-input=true"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Plan file or auto-approve required"),
+        "{stderr}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        db.psql("SELECT count(*) FROM pg_tables WHERE tablename = 'states'"),
+        "0"
+    );
+}
