@@ -177,6 +177,21 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// `stategraph plan -detailed-exitcode` exits 2 and says `moved`, as
+/// terraform's plan of a move does.
+#[track_caller]
+fn plans_a_move(db: &TestDb, wd: &TfWorkdir, moved: &str) {
+    let out = sg_in(db, wd, STATE, &["plan", "-detailed-exitcode", "-no-color"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(moved), "{stdout}");
+}
+
 #[test]
 fn moved_blocks_are_planned_and_applied_as_terraform_does() {
     // A `moved` block gave "No changes" (terraform: "has moved to", exit 2)
@@ -199,23 +214,7 @@ fn moved_blocks_are_planned_and_applied_as_terraform_does() {
     let (tf_code, tf_plan) = terraform_plan(&db, &wd);
     assert_eq!(tf_code, Some(2), "{tf_plan}");
     for _ in 0..2 {
-        let out = sg_in(
-            &db,
-            &wd,
-            STATE,
-            &["plan", "-detailed-exitcode", "-no-color"],
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "{stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            stdout.contains("terraform_data.a has moved to terraform_data.a2"),
-            "{stdout}"
-        );
+        plans_a_move(&db, &wd, "terraform_data.a has moved to terraform_data.a2");
     }
     sg(&db, &wd, &["apply", "-auto-approve", "-no-color"]);
     let (listed, _) = sg(&db, &wd, &["state", "list"]);
@@ -237,22 +236,10 @@ fn moved_blocks_are_planned_and_applied_as_terraform_does() {
          moved {\n  from = terraform_data.a2\n  to   = module.m.terraform_data.a2\n}\n",
     );
     sg(&db, &wd, &["init", "-no-color"]);
-    let out = sg_in(
+    plans_a_move(
         &db,
         &wd,
-        STATE,
-        &["plan", "-detailed-exitcode", "-no-color"],
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout.contains("terraform_data.a2 has moved to module.m.terraform_data.a2"),
-        "{stdout}"
+        "terraform_data.a2 has moved to module.m.terraform_data.a2",
     );
     sg(&db, &wd, &["apply", "-auto-approve", "-no-color"]);
     let (listed, _) = sg(&db, &wd, &["state", "list"]);
