@@ -150,11 +150,7 @@ fn orphans_in(temp_dir: &Path) -> Vec<Orphan> {
         else {
             continue;
         };
-        let alive = !matches!(
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
-            Err(nix::errno::Errno::ESRCH)
-        );
-        if alive {
+        if is_alive(pid) {
             continue;
         }
         let busy = in_use
@@ -166,6 +162,24 @@ fn orphans_in(temp_dir: &Path) -> Vec<Orphan> {
         out.push(Orphan { path, busy });
     }
     out
+}
+
+/// Whether process `pid` runs: it exists and is not a zombie (a killed run
+/// whose parent has not reaped it yet, as under an init that never does).
+fn is_alive(pid: i32) -> bool {
+    let exists = !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    );
+    let zombie = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // The state follows the `(comm)` field, which may hold spaces.
+            let rest = stat.rsplit_once(')')?.1;
+            rest.split_whitespace().next().map(|state| state == "Z")
+        })
+        .unwrap_or(false);
+    exists && !zombie
 }
 
 /// `TF_DATA_DIR` of every process we can read (ours), with its pid.
@@ -684,4 +698,28 @@ fn open_lock_file(path: &Path) -> Result<File, TerraformError> {
         "cannot open the lock file {}",
         path.display()
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_killed_process_not_yet_reaped_is_not_alive() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep runs");
+        let pid = child.id() as i32;
+        assert!(is_alive(pid));
+        child.kill().unwrap();
+        // Not reaped yet: a zombie, as under an init that never reaps.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while is_alive(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!is_alive(pid), "a zombie counts as alive");
+        child.wait().unwrap();
+        assert!(!is_alive(pid));
+    }
 }
