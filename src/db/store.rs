@@ -296,15 +296,21 @@ impl Store {
 
         // As terraform's, any state may be pushed over an empty one (one a
         // run created and never wrote to, or everything destroyed),
-        // whatever its lineage and serial.
-        let stored_empty: bool = tx
+        // whatever its lineage and serial. With no history either (new, or
+        // never written), there is nothing to compare rows with, and every
+        // version starts at 1.
+        let emptiness = tx
             .query_one(
-                "SELECT NOT EXISTS (SELECT 1 FROM instances WHERE state_id = $1)
-                    AND NOT EXISTS (SELECT 1 FROM outputs WHERE state_id = $1)",
+                "SELECT NOT EXISTS (SELECT 1 FROM instances WHERE state_id = $1),
+                        NOT EXISTS (SELECT 1 FROM outputs WHERE state_id = $1),
+                        NOT EXISTS (SELECT 1 FROM instance_history WHERE state_id = $1)",
                 &[&state_id],
             )
-            .await?
-            .get(0);
+            .await?;
+        let (no_rows, no_outputs, no_history): (bool, bool, bool) =
+            (emptiness.get(0), emptiness.get(1), emptiness.get(2));
+        let stored_empty = no_rows && no_outputs;
+        let blank = no_rows && no_history;
         let checked = !created && !force && !stored_empty;
         if checked {
             if stored_lineage != state.lineage {
@@ -353,16 +359,6 @@ impl Store {
             ..PushReport::default()
         };
 
-        // A state with no rows and no history (new, or never written):
-        // nothing to compare with, and every version starts at 1.
-        let blank: bool = tx
-            .query_one(
-                "SELECT NOT EXISTS (SELECT 1 FROM instances WHERE state_id = $1)
-                    AND NOT EXISTS (SELECT 1 FROM instance_history WHERE state_id = $1)",
-                &[&state_id],
-            )
-            .await?
-            .get(0);
         if blank {
             // Copy straight into the table.
             let sink = tx

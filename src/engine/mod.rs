@@ -131,8 +131,12 @@ impl Outcome {
                         path.display()
                     ));
                 }
-                if let Some((name, report)) = written {
-                    ui.info(written_line(&name, &report));
+                if let Some((name, r)) = written {
+                    ui.info(format!(
+                        "stategraph: transaction {} wrote {} added, {} changed, {} removed to \
+                         state \"{name}\"",
+                        r.txn_id, r.added, r.changed, r.removed
+                    ));
                 }
                 Exit::with(code)
             }
@@ -142,12 +146,4 @@ impl Outcome {
             }
         }
     }
-}
-
-/// `stategraph: transaction N wrote A added, C changed, R removed to state "NAME"`.
-pub fn written_line(name: &str, report: &PushReport) -> String {
-    format!(
-        "stategraph: transaction {} wrote {} added, {} changed, {} removed to state \"{name}\"",
-        report.txn_id, report.added, report.changed, report.removed
-    )
 }

@@ -164,7 +164,7 @@ async fn apply_locked(
 ) -> Result<(u8, crate::db::store::PushReport)> {
     // Stale only if a row the plan read or writes changed.
     let addresses: Vec<String> = bundle.write.iter().chain(&bundle.read).cloned().collect();
-    let changed = session.changed_since(&addresses, &bundle.versions).await?;
+    let changed = session.stale_rows(&addresses, &bundle.versions).await?;
     if !changed.is_empty() {
         let lines = session
             .describe_changes(&changed, "removed since the plan")

@@ -147,7 +147,7 @@ impl<'a> Session<'a> {
 
     /// Rows of `addresses` whose (version, transaction) is no longer as in
     /// `then`: `(key, transaction now, or None if gone)`.
-    pub async fn changed_since(
+    pub async fn stale_rows(
         &self,
         addresses: &[String],
         then: &BTreeMap<String, (i64, i64)>,
@@ -359,7 +359,7 @@ fn declares_modules(root: &std::path::Path) -> bool {
 }
 
 /// Terraform failed before we did anything: its message is out, pass its code.
-pub fn exit_on_terraform_failure(e: TerraformError) -> anyhow::Error {
+fn exit_on_terraform_failure(e: TerraformError) -> anyhow::Error {
     match e.exit_code() {
         Some(code) => Exit(code).into(),
         None => e.into(),
