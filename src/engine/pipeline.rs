@@ -2,6 +2,7 @@
 //! of [`super`] in the order they run. Terraform's output reaches the user
 //! live and its exit code is the run's.
 
+use std::collections::HashSet;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
@@ -13,7 +14,7 @@ use super::record::Recording;
 use super::refresh::{final_plan, plan_cone};
 use super::session::{self, prepare, Context, Session};
 use super::{baseline, migrate, preflight, revert, saved, verify, Kind, Outcome};
-use crate::db::store::{GraphRow, PushReport, Store};
+use crate::db::store::{GraphRow, PushReport, Snapshot, Store};
 use crate::settings::Settings;
 use crate::terraform::{Finished, RunDir, Terraform};
 use crate::tfargs::TfFlags;
@@ -61,9 +62,42 @@ pub async fn run(
     run_stored(&Context { session, tf, flags }).await
 }
 
-/// Plans (and for apply and destroy, applies) the change cone of a stored state.
+/// A plan of a stored state reads a snapshot and takes no locks: rows a run
+/// in flight is changing are read as before that change, and it says so. A
+/// saved plan records the version of each row it read or writes, so `apply
+/// FILE` refuses it if any of them changed since.
+async fn plan_stored(cx: &Context<'_>) -> Result<Outcome> {
+    let session = &cx.session;
+    session.rescue_dead_runs().await;
+    let snapshot = session.settled().await?;
+    let dir = run_dir(session.settings, &cx.flags, &snapshot.state)?;
+    prepare(&dir, &cx.tf, &session.store).await?;
+    let found = discover(cx, &dir, &snapshot.state, &[]).await?;
+    if found.changed.is_empty() {
+        return Ok(Outcome::NoChanges { explained: true });
+    }
+    let (cs, rows) = computed_change_set(cx, &found).await?;
+    let touched: Vec<String> = cs.write.iter().chain(&cs.read).cloned().collect();
+    session.note_in_flight(&touched).await?;
+    let done = plan_cone(cx, &dir, &snapshot.state, &cs, &found.info, &rows).await??;
+    if matches!(done.code, 0 | 2) {
+        warn_reverts(cx, &cs, &found).await?;
+    }
+    let saved = save(cx, &dir, &snapshot, &cs, &found, &done)?;
+    Ok(Outcome::Ran {
+        code: done.code,
+        saved,
+        written: None,
+    })
+}
+
+/// Applies (or destroys) the change cone of a stored state: locks it, plans
+/// it again under the lock, applies that plan and records the result.
 async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
     let (session, flags) = (&cx.session, &cx.flags);
+    if session.kind == Kind::Plan {
+        return plan_stored(cx).await;
+    }
     session.rescue_dead_runs().await;
     // Retries go on for at least MAX_ATTEMPTS, and as long as -lock-timeout allows.
     let retry_until = Instant::now() + flags.lock_timeout;
@@ -83,18 +117,9 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
         if found.changed.is_empty() {
             return Ok(Outcome::NoChanges { explained: true });
         }
-        let step = session.ui.step("Computing change cone");
-        let (cs, rows) = change_set(cx, &found).await?;
-        step.done(format!(
-            "{} of {} instances ({} write, {} read)",
-            thousands(cs.write.len() + cs.read.len()),
-            thousands(rows.len() + cs.new),
-            thousands(cs.write.len()),
-            thousands(cs.read.len())
-        ));
+        let (cs, rows) = computed_change_set(cx, &found).await?;
 
-        // Lock it: exclusive on the write set, shared on the read set (all
-        // shared for plan).
+        // Lock it: exclusive on the write set, shared on the read set.
         let (exclusive, shared) = cs.locks(session.kind);
         let lease = session
             .lease(&exclusive, &shared, flags.lock_timeout)
@@ -126,25 +151,9 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
             (found, cs, rows)
         };
 
-        // Terraform plans the cone first (for apply too): what it plans is
-        // checked against the locks before anything is applied.
-        let planned = plan_cone(cx, &dir, &fresh, &cs, &found.info, &rows).await?;
-        if session.kind == Kind::Plan {
-            let done = planned?;
-            if matches!(done.code, 0 | 2) {
-                warn_reverts(cx, &cs, &found).await?;
-            }
-            let saved = save(cx, &dir, &fresh, &cs, &found, &done).await;
-            let released = lease.release().await;
-            let saved = saved?;
-            released?;
-            return Ok(Outcome::Ran {
-                code: done.code,
-                saved,
-                written: None,
-            });
-        }
-        let done = planned?;
+        // Terraform plans the cone first: what it plans is checked against
+        // the locks before anything is applied.
+        let done = plan_cone(cx, &dir, &fresh, &cs, &found.info, &rows).await??;
         if !done.success() {
             lease.release().await?;
             return Ok(ran(done.code, None));
@@ -217,6 +226,23 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
         released?;
         return Ok(ran(code, Some(report)));
     }
+}
+
+/// [`change_set`], shown as a step with its counts.
+async fn computed_change_set(
+    cx: &Context<'_>,
+    found: &Discovered,
+) -> Result<(ChangeSet, Vec<GraphRow>)> {
+    let step = cx.session.ui.step("Computing change cone");
+    let (cs, rows) = change_set(cx, found).await?;
+    step.done(format!(
+        "{} of {} instances ({} write, {} read)",
+        thousands(cs.write.len() + cs.read.len()),
+        thousands(rows.len() + cs.new),
+        thousands(cs.write.len()),
+        thousands(cs.read.len())
+    ));
+    Ok((cs, rows))
 }
 
 /// The change set of what discovery found, on the stored graph, and the
@@ -303,12 +329,13 @@ fn run_dir(settings: &Settings, flags: &TfFlags, snapshot: &State) -> Result<Run
 }
 
 /// `plan -out=FILE`: writes the saved plan when terraform's plan succeeded
-/// (or found changes, with `-detailed-exitcode`); returns its path and the
-/// name the user gave it.
-async fn save(
+/// (or found changes, with `-detailed-exitcode`), with the version of each
+/// row of the cone as `snapshot` read it; returns its path and the name the
+/// user gave it.
+fn save(
     cx: &Context<'_>,
     dir: &RunDir,
-    fresh: &State,
+    snapshot: &Snapshot,
     cs: &ChangeSet,
     found: &Discovered,
     done: &Finished,
@@ -320,19 +347,27 @@ async fn save(
     if !(done.code == 0 || (flags.detailed_exitcode && done.code == 2)) {
         return Ok(None);
     }
-    let outputs = cs.allowed_outputs(&found.info, fresh);
+    let outputs = cs.allowed_outputs(&found.info, &snapshot.state);
     let path = cx.session.settings.workdir.join(out);
-    let session = &cx.session;
-    saved::write(
-        &session.store,
-        &session.name,
-        fresh,
+    let cone: HashSet<&str> = cs
+        .write
+        .iter()
+        .chain(&cs.read)
+        .map(String::as_str)
+        .collect();
+    let versions = snapshot
+        .versions
+        .iter()
+        .filter(|(key, _)| cone.contains(key.split(" deposed ").next().unwrap_or(key)))
+        .map(|(key, v)| (key.clone(), *v))
+        .collect();
+    let plan = saved::Planned {
+        snapshot: &snapshot.state,
+        versions,
         cs,
-        &outputs,
-        dir,
-        &path,
-    )
-    .await?;
+        outputs: &outputs,
+    };
+    saved::write(&cx.session.name, &plan, dir, &path)?;
     Ok(Some((path, out.clone())))
 }
 
@@ -463,7 +498,13 @@ async fn plan_new(
                 targets: Vec::new(),
             };
             let path = settings.workdir.join(out);
-            saved::write(store, name, &empty, &cs, &[], &dir, &path).await?;
+            let plan = saved::Planned {
+                snapshot: &empty,
+                versions: Default::default(),
+                cs: &cs,
+                outputs: &[],
+            };
+            saved::write(name, &plan, &dir, &path)?;
             Some((path, out.clone()))
         }
         _ => None,

@@ -22,7 +22,6 @@ use super::record::{Recording, Scope};
 use super::refresh::final_plan;
 use super::session::{create_state, find_state, prepare, Session};
 use super::{Kind, Outcome};
-use crate::db::store::Store;
 use crate::settings::Settings;
 use crate::terraform::{Output, RunDir, Terraform};
 use crate::tfargs::TfFlags;
@@ -55,22 +54,30 @@ struct Bundle {
     workspace: String,
 }
 
-/// Writes the bundle of a finished `plan -out` to `path`: terraform's plan
-/// of `cs` made in `dir` against `snapshot`, and the version of every row
-/// it read or writes.
-pub async fn write(
-    store: &Store,
-    name: &str,
-    snapshot: &State,
-    cs: &ChangeSet,
-    outputs: &[String],
-    dir: &RunDir,
-    path: &Path,
-) -> Result<()> {
+/// What a finished `plan -out` planned.
+pub struct Planned<'a> {
+    /// The state terraform planned against.
+    pub snapshot: &'a State,
+    /// The version of every row of the cone, as the plan read it (keyed
+    /// like [`crate::db::store::Store::versions`]).
+    pub versions: BTreeMap<String, (i64, i64)>,
+    pub cs: &'a ChangeSet,
+    /// The root outputs it may write.
+    pub outputs: &'a [String],
+}
+
+/// Writes the bundle of a finished `plan -out` of state `name` to `path`:
+/// terraform's plan made in `dir`, and what [`Planned`] says.
+pub fn write(name: &str, plan: &Planned<'_>, dir: &RunDir, path: &Path) -> Result<()> {
+    let Planned {
+        snapshot,
+        cs,
+        outputs,
+        ..
+    } = plan;
     let terraform_plan = final_plan(dir);
     let plan_bytes = std::fs::read(&terraform_plan)
         .with_context(|| format!("cannot read terraform's plan {}", terraform_plan.display()))?;
-    let addresses: Vec<String> = cs.write.iter().chain(&cs.read).cloned().collect();
     let bundle = Bundle {
         stategraph_plan: FORMAT,
         state: name.to_owned(),
@@ -79,7 +86,7 @@ pub async fn write(
         write: cs.write.clone(),
         read: cs.read.clone(),
         outputs: outputs.to_vec(),
-        versions: store.versions(name, &addresses).await?,
+        versions: plan.versions.clone(),
         snapshot: serde_json::from_slice(&snapshot.to_json()).expect("our own JSON"),
         terraform_plan: base64::engine::general_purpose::STANDARD.encode(plan_bytes),
         workspace: dir.dir_name(),

@@ -16,7 +16,7 @@ use super::recovery;
 use super::Kind;
 use crate::checkout::Origin;
 use crate::db::locks::LockRequest;
-use crate::db::store::{Store, StoreError};
+use crate::db::store::{Snapshot, Store, StoreError, View};
 use crate::error::Exit;
 use crate::settings::Settings;
 use crate::terraform::{RunDir, Terraform, TerraformError};
@@ -70,6 +70,51 @@ impl<'a> Session<'a> {
             .pull(&self.name)
             .await?
             .ok_or_else(|| anyhow!("state \"{}\" vanished", self.name))
+    }
+
+    /// The state as a plan reads it, without locks: rows that runs in
+    /// flight are changing as they were before, with the version of each
+    /// (what makes a saved plan stale or not).
+    pub async fn settled(&self) -> Result<Snapshot> {
+        self.store
+            .snapshot(&self.name, View::Settled)
+            .await?
+            .ok_or_else(|| anyhow!("state \"{}\" vanished", self.name))
+    }
+
+    /// Says, once per run in flight, which of `addresses` it is changing
+    /// right now and that this plan reads them as before that change.
+    pub async fn note_in_flight(&self, addresses: &[String]) -> Result<()> {
+        for c in self.store.writers(self.state_id, addresses).await? {
+            const SHOWN: usize = 3;
+            let mut named: Vec<&str> = c
+                .addresses
+                .iter()
+                .take(SHOWN)
+                .map(|(a, _)| a.as_str())
+                .collect();
+            let more = c.addresses.len().saturating_sub(SHOWN);
+            let more = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            let by = match c.holder.txn_id {
+                Some(txn) => format!("transaction {txn}"),
+                None => format!("lock {}", c.holder.id),
+            };
+            let one = named.len() == 1 && more.is_empty();
+            let list = std::mem::take(&mut named).join(", ");
+            self.ui.info(format!(
+                "{list}{more} {} being changed by {by} ({}, `{}`); this plan reads {} as before \
+                 that change.",
+                if one { "is" } else { "are" },
+                c.holder.who(),
+                c.holder.command,
+                if one { "it" } else { "them" },
+            ));
+        }
+        Ok(())
     }
 
     /// The stored graph's rows (none when the state holds nothing).

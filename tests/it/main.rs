@@ -40,6 +40,7 @@ mod saved_plan;
 mod scoped_refresh;
 mod secrets;
 mod signals;
+mod snapshot_plans;
 mod state_name;
 mod state_roundtrip;
 mod stress;
