@@ -25,6 +25,7 @@ mod cone;
 mod db_outage;
 mod discovery;
 mod embedded;
+mod help;
 mod history;
 mod lease;
 mod locks;
