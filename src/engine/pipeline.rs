@@ -462,8 +462,16 @@ async fn plan_new(
                 new: 0,
                 targets: Vec::new(),
             };
+            // A plan of the whole configuration: every root output it
+            // plans is the saved plan's to write.
+            let outputs: Vec<String> = dir
+                .show_plan(tf, &final_plan(&dir))
+                .await?
+                .output_changes
+                .into_keys()
+                .collect();
             let path = settings.workdir.join(out);
-            saved::write(store, name, &empty, &cs, &[], &dir, &path).await?;
+            saved::write(store, name, &empty, &cs, &outputs, &dir, &path).await?;
             Some((path, out.clone()))
         }
         _ => None,
