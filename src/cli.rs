@@ -16,6 +16,8 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(
     name = "stategraph",
+    // Usage lines say `stategraph`, whatever the binary is called or run as.
+    bin_name = "stategraph",
     version,
     about,
     long_about = "stategraph keeps terraform state in PostgreSQL, one row per resource \

@@ -114,3 +114,27 @@ fn a_misspelled_flag_is_echoed_as_written() {
         "{err}"
     );
 }
+
+#[test]
+fn usage_lines_say_stategraph_whatever_the_binary_is_called() {
+    // clap names the program after argv[0] unless told otherwise.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("sg-renamed");
+    // A link, not a copy: executing a file just written races with other
+    // tests' forks holding it open ("text file busy").
+    std::os::unix::fs::symlink(assert_cmd::cargo::cargo_bin("stategraph"), &copy).unwrap();
+    for args in [
+        &["log", "-bogus"][..],
+        &["state", "--help"][..],
+        &["--help"][..],
+    ] {
+        let out = std::process::Command::new(&copy)
+            .args(args)
+            .env("CI", "true")
+            .output()
+            .unwrap();
+        let all = text(&out.stdout) + &text(&out.stderr);
+        assert!(all.contains("Usage: stategraph "), "{args:?}: {all}");
+        assert!(!all.contains("sg-renamed"), "{args:?}: {all}");
+    }
+}
