@@ -312,3 +312,21 @@ fn one_hcl_mistake_gets_one_error() {
     assert!(!err.contains("HCL parse error"), "stategraph's own: {err}");
     assert!(err.contains("broken.tf line 2"), "{err}");
 }
+
+#[test]
+fn one_hcl_mistake_in_a_new_directory_gets_one_error() {
+    // terraform's init (run in stategraph's private dir) adds a preamble
+    // diagnostic and its progress lines; terraform's plan shows the error alone.
+    let db = test_db();
+    let wd = TfWorkdir::from_fixture("chain");
+    wd.write_file(
+        "broken.tf",
+        "resource \"terraform_data\" \"broken\" {\n  input = \"x\" +\n}\n",
+    );
+    let out = sg_in(&db, &wd, "s", &["plan", "-no-color"]);
+    assert_eq!(out.status.code(), Some(1));
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(stderr.matches("Error:").count(), 1, "{stderr}");
+    assert!(stderr.contains("Invalid expression"), "{stderr}");
+    assert!(!stdout.contains("Initializing"), "{stdout}");
+}
