@@ -293,8 +293,12 @@ fn assert_planned(wd: &TfWorkdir, job: &str) {
         "{job}: no tfplan written"
     );
     let json = std::fs::read_to_string(wd.path().join("tfplan.json")).unwrap_or_default();
-    let plan: Value = serde_json::from_str(&json)
-        .unwrap_or_else(|e| panic!("{job}: tfplan.json is not JSON ({e}): {json:?}"));
+    let plan: Value = serde_json::from_str(&json).unwrap_or_else(|e| {
+        panic!(
+            "{job}: tfplan.json is not JSON ({e}): {json:?}; \
+                 the `stategraph show -json tfplan` step above says why"
+        )
+    });
     let creates = plan["resource_changes"].as_array().map(|a| {
         a.iter()
             .filter(|c| c["change"]["actions"] == serde_json::json!(["create"]))

@@ -76,9 +76,11 @@ fn plan_help_describes_discovery_with_stategraphs_usage_line() {
 #[test]
 fn environment_values_are_not_shown_in_help() {
     // Unset: no `[env: STATEGRAPH_STATE=]`; set: its value is not printed.
-    let unset = text(&run(&["--help"]).stdout);
-    assert!(unset.contains("[env: STATEGRAPH_STATE]"), "{unset}");
-    assert!(!unset.contains("=]"), "{unset}");
+    for flag in ["--help", "-h"] {
+        let unset = text(&run(&[flag]).stdout);
+        assert!(unset.contains("[env: STATEGRAPH_STATE]"), "{flag}: {unset}");
+        assert!(!unset.contains("=]"), "{flag}: {unset}");
+    }
     let out = stategraph_without_db()
         .env("STATEGRAPH_STATE", "team-secret-name")
         .args(["log", "--help"])
