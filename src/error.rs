@@ -36,8 +36,8 @@ pub fn report(err: &anyhow::Error) -> ExitCode {
 /// each on its own paragraph.
 pub fn render(err: &anyhow::Error) -> String {
     let mut chain = err.chain().map(|e| e.to_string());
-    let mut out = format!("Error: {}", chain.next().unwrap_or_default());
-    let mut last = String::new();
+    let mut last = chain.next().unwrap_or_default();
+    let mut out = format!("Error: {last}");
     for cause in chain {
         // Skip causes that merely repeat the previous one (common with wrapped library errors).
         if last.contains(&cause) {
@@ -54,6 +54,19 @@ pub fn render(err: &anyhow::Error) -> String {
 mod tests {
     use super::*;
     use anyhow::{anyhow, Context};
+
+    #[test]
+    fn a_cause_the_message_already_says_is_not_repeated() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot run x: {source}")]
+        struct Spawn {
+            source: std::io::Error,
+        }
+        let e = anyhow::Error::new(Spawn {
+            source: std::io::Error::other("no such file"),
+        });
+        assert_eq!(render(&e), "Error: cannot run x: no such file");
+    }
 
     #[test]
     fn renders_context_then_cause() {

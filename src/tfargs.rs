@@ -327,7 +327,7 @@ pub const READ_STATE: &[&str] = &[
 ];
 
 /// Commands that write the state.
-const WRITE_STATE: &[&str] = &["import", "taint", "untaint", "refresh"];
+pub const WRITE_STATE: &[&str] = &["import", "taint", "untaint", "refresh"];
 
 /// `state` subcommands that write the state.
 pub const WRITE_STATE_SUBCOMMANDS: &[&str] = &["mv", "rm", "replace-provider"];

@@ -93,12 +93,9 @@ pub async fn list(settings: &Settings, args: &ListArgs) -> Result<()> {
         .iter()
         .map(|a| address::parse_target(a).map_err(|e| anyhow!("{e}")))
         .collect::<Result<Vec<_>>>()?;
-    let name = settings.state_name();
-    let store = db::open(settings).await?;
-    let Some(state) = store.pull(&name).await? else {
-        // terraform prints nothing for an empty state, and so do we.
-        return Ok(());
-    };
+    // An empty state lists nothing; a state that does not exist is an
+    // error, as terraform's "No state file was found!" (exit 1).
+    let state = load(settings, &settings.state_name()).await?;
     let mut found = Vec::new();
     for r in &state.resources {
         let raddr = r.address();
@@ -185,7 +182,8 @@ async fn load(settings: &Settings, name: &str) -> Result<State> {
     store.pull(name).await?.ok_or_else(|| {
         anyhow!(
             "no state named \"{name}\" in {}\n\n\
-             Store one with `stategraph state push terraform.tfstate`, or name another with --state.",
+             `stategraph apply` creates it; `stategraph init -migrate-state` or \
+             `stategraph state push terraform.tfstate` stores an existing one; --state names another.",
             store.display()
         )
     })

@@ -497,12 +497,20 @@ async fn plan_new(
                 new: 0,
                 targets: Vec::new(),
             };
+            // A plan of the whole configuration: every root output it
+            // plans is the saved plan's to write.
+            let outputs: Vec<String> = dir
+                .show_plan(tf, &final_plan(&dir))
+                .await?
+                .output_changes
+                .into_keys()
+                .collect();
             let path = settings.workdir.join(out);
             let plan = saved::Planned {
                 snapshot: &empty,
                 versions: Default::default(),
                 cs: &cs,
-                outputs: &[],
+                outputs: &outputs,
             };
             saved::write(name, &plan, &dir, &path)?;
             Some((path, out.clone()))

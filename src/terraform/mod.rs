@@ -57,6 +57,13 @@ pub enum TerraformError {
     )]
     NotConfigured,
     #[error(
+        "the terraform binary {} does not exist\n\n\
+         Set STATEGRAPH_TERRAFORM to the path of terraform >= {MIN_VERSION} (or OpenTofu), \
+         or unset it to use terraform on PATH",
+        bin.display()
+    )]
+    Missing { bin: PathBuf },
+    #[error(
         "cannot run {}: {source}\n\nInstall terraform >= {MIN_VERSION} (or OpenTofu), \
          or set STATEGRAPH_TERRAFORM to the path of its binary",
         bin.display()
@@ -156,6 +163,11 @@ impl Terraform {
     /// Runs `<bin> version -json` and refuses a missing binary or one older than [`MIN_VERSION`].
     pub fn discover(bin: Option<&Path>) -> Result<Terraform, TerraformError> {
         let bin = bin.ok_or(TerraformError::NotConfigured)?.to_path_buf();
+        // Only STATEGRAPH_TERRAFORM can name a path that is not there: PATH
+        // lookups return files that exist.
+        if std::fs::symlink_metadata(&bin).is_err() && bin.components().count() > 1 {
+            return Err(TerraformError::Missing { bin });
+        }
         let mut version = std::process::Command::new(&bin);
         for k in HIDDEN_ENV {
             version.env_remove(k);
