@@ -20,6 +20,7 @@ mod adoption;
 mod apply;
 mod bad_input;
 mod checkpoints;
+mod ci_output;
 mod concurrency;
 mod cone;
 mod db_outage;
