@@ -13,7 +13,8 @@
 //!   own destroy ends, "Destroy complete! Resources: N destroyed.".
 //! - The plan file is private: its "Saved the plan to:" block names the
 //!   user's file and `stategraph apply`, or is dropped where the user asked
-//!   for no plan file (`apply`).
+//!   for no plan file (`apply`). The note after a plan without `-out` names
+//!   `stategraph apply` too.
 //!
 //! The filter works on a stream, line by line, and holds back only lines
 //! that may start such a block (a partial line that cannot is shown at once:
@@ -31,6 +32,11 @@ const TARGETING_END: &str = "part of an error message.";
 /// Longest plain targeting warning held back before it is shown after all
 /// (a text this filter does not know).
 const MAX_HELD: usize = 40;
+
+/// How terraform's note after a plan without `-out` ends, and how it ends
+/// when stategraph ran that plan.
+const NO_OUT_NOTE: &str = "if you run \"terraform apply\" now.";
+const NO_OUT_NOTE_OURS: &str = "if you run \"stategraph apply\" now.";
 
 /// Whether this process has shown terraform's `version` message.
 static VERSION_SHOWN: AtomicBool = AtomicBool::new(false);
@@ -301,6 +307,12 @@ impl Filter {
             }
         }
         self.flush_held(out);
+        if text.ends_with(NO_OUT_NOTE) {
+            // The note after a plan without -out: the user applies with stategraph.
+            let line = String::from_utf8_lossy(&line).replace(NO_OUT_NOTE, NO_OUT_NOTE_OURS);
+            out.extend_from_slice(line.as_bytes());
+            return;
+        }
         out.extend_from_slice(&line);
     }
 
@@ -362,6 +374,7 @@ fn may_matter(partial: &[u8]) -> bool {
         "Saved the plan to: ",
         "terraform apply ",
         "Apply complete! ",
+        "guarantee ",
     ];
     text.is_empty()
         || STARTS
@@ -508,6 +521,17 @@ message.\n\nApply complete! Resources: 0 added, 1 changed, 0 destroyed.\n";
         let out = f.push(b"var.x\n  Enter a value: ");
         assert_eq!(String::from_utf8(out).unwrap(), "var.x\n  Enter a value: ");
         assert_eq!(f.push(b"yes\nnext\n"), b"yes\nnext\n");
+    }
+
+    #[test]
+    fn the_note_after_a_plan_names_stategraph_apply() {
+        let note = "Note: You didn't use the -out option to save this plan, so Terraform can't\n\
+guarantee to take exactly these actions if you run \"terraform apply\" now.\n";
+        assert_eq!(
+            run(targeting(), note, 5),
+            "Note: You didn't use the -out option to save this plan, so Terraform can't\n\
+             guarantee to take exactly these actions if you run \"stategraph apply\" now.\n"
+        );
     }
 
     #[test]
