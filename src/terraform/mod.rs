@@ -478,7 +478,7 @@ impl Invocation {
             source,
         })?;
         let pid = child.id().map(|id| Pid::from_raw(id as i32));
-        let show = self.stdout != Output::Capture;
+        let mut show = self.stdout != Output::Capture;
         let capture = self.stdout != Output::Inherit;
         let mut filter = self.rewrite.clone().map(stream::Filter::new);
         let ui = self.ui;
@@ -499,7 +499,9 @@ impl Invocation {
                     if show && !bytes.is_empty() {
                         // Blocking write (tokio's io-std is not enabled): terraform
                         // output is small, and a full stdout pipe must slow it anyway.
-                        ui.terraform_output(&bytes)?;
+                        // A reader gone (`| head`) must not stop terraform
+                        // mid-apply: its output is read to the end, unseen.
+                        show = ui.terraform_output(&bytes).is_ok();
                     }
                     if n == 0 {
                         break;
