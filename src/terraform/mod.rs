@@ -6,7 +6,8 @@
 //! builds one invocation and [`Invocation::run`] executes it with stderr (and by
 //! default stdout) passed through live. [`rundir`] materializes the
 //! private state, data dir and backend override one run needs; [`plan`] holds
-//! the `show -json` plan types. This module must not talk to PostgreSQL or
+//! the `show -json` plan types; [`stream`] takes out of terraform's output
+//! what only running it with `-target` on the user's behalf makes it print. This module must not talk to PostgreSQL or
 //! decide what to plan: callers choose the arguments.
 //!
 //! Signals: terraform runs in stategraph's own process group, so it can read

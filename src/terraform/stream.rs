@@ -18,7 +18,8 @@
 //!
 //! The filter works on a stream, line by line, and holds back only lines
 //! that may start such a block (a partial line that cannot is shown at once:
-//! a prompt has no newline). Pure: bytes in, bytes out.
+//! a prompt has no newline). Pure, bytes in and bytes out, but for one flag
+//! per process: whether the `version` message was shown.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
