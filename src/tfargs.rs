@@ -204,6 +204,16 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     Some(Duration::from_secs_f64(total))
 }
 
+/// Whether the flag `-name` (or `--name`, with or without a value) is
+/// among the flags of `args` (everything after the command name; flags end
+/// at the first argument that is not one).
+pub fn gives_flag(args: &[String], name: &str) -> bool {
+    args.iter()
+        .take_while(|a| a.starts_with('-') && a.as_str() != "--")
+        .filter_map(|a| a.strip_prefix("--").or_else(|| a.strip_prefix('-')))
+        .any(|body| body.split_once('=').map_or(body, |(n, _)| n) == name)
+}
+
 /// Reads terraform's plan/apply flags from `args` (everything after the
 /// subcommand name).
 pub fn parse(args: &[String]) -> Result<TfFlags, FlagError> {

@@ -11,12 +11,12 @@ use super::change_set::ChangeSet;
 use super::discover::{discover, Discovered};
 use super::lease::Lease;
 use super::record::Recording;
-use super::refresh::{final_plan, plan_cone};
+use super::refresh::{final_plan, plan_cone, targeted_for_the_user};
 use super::session::{self, prepare, Context, Session};
 use super::{baseline, migrate, preflight, revert, saved, verify, Kind, Outcome};
 use crate::db::store::{GraphRow, PushReport, Snapshot, Store};
 use crate::settings::Settings;
-use crate::terraform::{Finished, RunDir, Terraform};
+use crate::terraform::{Finished, Rewrite, RunDir, Terraform};
 use crate::tfargs::TfFlags;
 use crate::tfstate::State;
 use crate::ui::thousands;
@@ -366,6 +366,7 @@ fn save(
         versions,
         cs,
         outputs: &outputs,
+        targeted: targeted_for_the_user(cx, cs),
     };
     saved::write(&cx.session.name, &plan, dir, &path)?;
     Ok(Some((path, out.clone())))
@@ -437,6 +438,11 @@ async fn apply(
         .args(["apply", "-lock=false"])
         .args(cx.flags.for_saved_plan())
         .arg(final_plan(dir))
+        .rewrite(Rewrite {
+            targeting: targeted_for_the_user(cx, cs),
+            destroy: session.kind == Kind::Destroy,
+            saved_plan: None,
+        })
         .stop_on(lease.lost());
     let done = recording.run_with_checkpoints(&begun, dir, apply).await;
     let Ok(done) = done else {
@@ -473,12 +479,16 @@ async fn plan_new(
     let empty = State::empty(session::new_lineage()?);
     let dir = run_dir(settings, flags, &empty)?;
     prepare(&dir, tf, store).await?;
-    let mut plan = dir.command(tf).args(["plan", "-lock=false"]);
+    let mut plan = dir.command(tf).args(["plan", "-lock=false"]).user_facing();
     if flags.destroy {
         plan = plan.arg("-destroy");
     }
-    if flags.out.is_some() {
-        plan = plan.arg(format!("-out={}", final_plan(&dir).display()));
+    if let Some(out) = &flags.out {
+        let private = final_plan(&dir).display().to_string();
+        plan = plan.arg(format!("-out={private}")).rewrite(Rewrite {
+            saved_plan: Some((private, Some(out.clone()))),
+            ..Rewrite::default()
+        });
     }
     let done = plan
         .args(flags.pass(&["out", "destroy"]))
@@ -511,6 +521,7 @@ async fn plan_new(
                 versions: Default::default(),
                 cs: &cs,
                 outputs: &outputs,
+                targeted: false,
             };
             saved::write(name, &plan, &dir, &path)?;
             Some((path, out.clone()))

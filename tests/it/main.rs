@@ -21,6 +21,7 @@ mod apply;
 mod bad_input;
 mod checkpoints;
 mod ci_guide;
+mod ci_output;
 mod concurrency;
 mod cone;
 mod db_outage;
