@@ -69,7 +69,7 @@ pub async fn run(
 async fn plan_stored(cx: &Context<'_>) -> Result<Outcome> {
     let session = &cx.session;
     session.rescue_dead_runs().await;
-    let snapshot = session.settled().await?;
+    let snapshot = session.snapshot().await?;
     let dir = run_dir(session.settings, &cx.flags, &snapshot.state)?;
     prepare(&dir, &cx.tf, &session.store).await?;
     let found = discover(cx, &dir, &snapshot.state, &[]).await?;

@@ -64,18 +64,17 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// The stored state as it is now.
+    /// The stored state, as [`Session::snapshot`] reads it.
     pub async fn pull(&self) -> Result<State> {
-        self.store
-            .pull(&self.name)
-            .await?
-            .ok_or_else(|| anyhow!("state \"{}\" vanished", self.name))
+        Ok(self.snapshot().await?.state)
     }
 
-    /// The state as a plan reads it, without locks: rows that runs in
-    /// flight are changing as they were before, with the version of each
-    /// (what makes a saved plan stale or not).
-    pub async fn settled(&self) -> Result<Snapshot> {
+    /// The stored state in one consistent read, with the version of each
+    /// row (what makes a saved plan stale or not). Rows that runs in flight
+    /// are changing are read as they were before: a run works from what
+    /// others committed, never from their half-done applies (a plan takes
+    /// no locks; an apply reads this before it locks, and again after).
+    pub async fn snapshot(&self) -> Result<Snapshot> {
         self.store
             .snapshot(&self.name, View::Settled)
             .await?
