@@ -37,7 +37,10 @@ pub async fn run(settings: &Settings, words: &[String], flags: &TfFlags) -> Resu
         .chain(flags.pass(&[]))
         .chain(flags.positional.iter().cloned())
         .collect();
-    let command = format!("stategraph {}", given.join(" "));
+    let command = format!(
+        "stategraph {}",
+        crate::tfargs::redact_vars(&given).join(" ")
+    );
     let session = Session::new(settings, store, (name, state_id), Kind::Write, command);
     session.rescue_dead_runs().await;
 
