@@ -2,7 +2,8 @@
 //! `PGHOST`, in `host=` of a URL or of a `key=value` string; several hosts,
 //! of which `target_session_attrs=read-write` picks the writable one; and a
 //! clear message, naming the host and the setting to change, when nothing
-//! answers or what answers is not PostgreSQL.
+//! answers or what answers is not PostgreSQL. And the roles of
+//! `sql/roles.sql`: a reader reads, a planner plans, an applier applies.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -10,6 +11,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use crate::common::pg::{cluster_port, cluster_socket_dir, start_cluster_with};
+use crate::common::slow_chain;
 use crate::common::*;
 
 /// `stategraph GLOBAL log` with only `env` for a database; not the embedded one.
@@ -217,4 +219,78 @@ fn something_other_than_postgresql_answering_is_named() {
             && err.contains("Check the host and port"),
         "{err}"
     );
+}
+
+#[test]
+fn the_shipped_roles_let_each_user_do_what_it_is_for_and_no_more() {
+    let owner = test_db();
+    let chain = SlowChain::new(&owner);
+    // The owner creates the schema and the state.
+    assert_ok("apply of gen 1", &chain.apply_gen1().output().unwrap());
+    let roles = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql/roles.sql");
+    let sql = std::fs::read_to_string(&roles).expect("sql/roles.sql ships with stategraph");
+    owner.psql(&sql);
+    // A login per role (roles are the cluster's: names of this database).
+    let login = |group: &str| {
+        let user = format!("{}_{group}", owner.name);
+        owner.psql(&format!(
+            "CREATE ROLE {user} LOGIN IN ROLE stategraph_{group}"
+        ));
+        TestDb {
+            url: owner
+                .url
+                .replacen("postgres://postgres@", &format!("postgres://{user}@"), 1),
+            name: owner.name.clone(),
+        }
+    };
+    let (reader, planner, applier) = (login("reader"), login("planner"), login("applier"));
+    let run = |db: &TestDb, args: &[&str]| {
+        sg_tf(db, &chain.wd, slow_chain::STATE, args)
+            .env("TMPDIR", &chain.tmp)
+            .output()
+            .expect("run stategraph")
+    };
+    let apply_gen2 = ["apply", "-auto-approve", "-no-color", "-var", "gen=2"];
+    let refused = |who: &str, out: &Output| {
+        let err = text(&out.stderr);
+        assert!(
+            !out.status.success()
+                && err.contains("permission denied")
+                && err.contains("sql/roles.sql"),
+            "{who} was not refused:\n{err}"
+        );
+        assert_eq!(chain.gen("first"), "1", "{who} changed the state");
+        assert_eq!(owner.psql("SELECT count(*) FROM lock_holders"), "0");
+    };
+
+    // The reader reads.
+    let (list, _) = assert_ok("reader: state list", &run(&reader, &["state", "list"]));
+    assert!(list.contains("terraform_data.second"), "{list}");
+    let (pulled, _) = assert_ok("reader: state pull", &run(&reader, &["state", "pull"]));
+    assert!(pulled.contains("\"lineage\""), "{pulled}");
+    let (log, _) = assert_ok("reader: log", &run(&reader, &["log"]));
+    assert!(log.contains("apply"), "{log}");
+    assert_ok("reader: locks", &run(&reader, &["locks"]));
+    let (shown, _) = assert_ok("reader: show", &run(&reader, &["show", "-no-color"]));
+    assert!(shown.contains("terraform_data.first"), "{shown}");
+    refused("the reader", &run(&reader, &apply_gen2));
+
+    // The planner plans, and cannot apply.
+    let plan = run(
+        &planner,
+        &["plan", "-no-color", "-detailed-exitcode", "-var", "gen=2"],
+    );
+    assert_eq!(
+        plan.status.code(),
+        Some(2),
+        "planner: plan\n{}",
+        text(&plan.stderr)
+    );
+    assert!(text(&plan.stdout).contains("terraform_data.first"));
+    refused("the planner", &run(&planner, &apply_gen2));
+
+    // The applier applies.
+    assert_ok("applier: apply", &run(&applier, &apply_gen2));
+    assert_eq!(chain.gen("first"), "2");
+    assert_eq!(chain.gen("second"), "2");
 }
