@@ -60,6 +60,7 @@ pub const LIBPQ_ENV: &[&str] = &[
     "PGPORT",
     "PGUSER",
     "PGPASSWORD",
+    "PGPASSFILE",
     "PGDATABASE",
     "PGCONNECT_TIMEOUT",
     "PGTARGETSESSIONATTRS",
@@ -206,6 +207,14 @@ host=/socket/dir for a unix socket, HOST1,HOST2 for several servers"
                 .or_else(|| config.get_user().map(str::to_owned))
                 .unwrap_or_else(|| "postgres".to_owned());
             config.dbname(&db);
+        }
+        if config.get_password().is_none() {
+            let file = env("PGPASSFILE")
+                .map(PathBuf::from)
+                .or_else(|| get("HOME").map(|h| PathBuf::from(h).join(".pgpass")));
+            if let Some(pw) = file.and_then(|f| password_from_file(&f, &config)) {
+                config.password(pw);
+            }
         }
         if config.get_connect_timeout().is_none() {
             if let Some(t) = env("PGCONNECT_TIMEOUT") {
@@ -380,6 +389,58 @@ host=/socket/dir for a unix socket, HOST1,HOST2 for several servers"
         };
         Ok(config)
     }
+}
+
+/// The password for `config`'s first host that has one in the libpq
+/// password file `file` (`host:port:dbname:user:password` lines, `*` for
+/// any, `\\` escaping `:` and `\\`); `localhost` stands for a unix socket.
+/// A file others may read is ignored, as libpq ignores it.
+fn password_from_file(file: &std::path::Path, config: &tokio_postgres::Config) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(file).ok()?;
+    if !meta.is_file() || meta.permissions().mode() & 0o077 != 0 {
+        return None;
+    }
+    let text = std::fs::read_to_string(file).ok()?;
+    let entries: Vec<Vec<String>> = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .map(pgpass_fields)
+        .filter(|f| f.len() == 5)
+        .collect();
+    let db = config.get_dbname().unwrap_or_default();
+    let user = config.get_user().unwrap_or_default();
+    let ports = config.get_ports();
+    config.get_hosts().iter().enumerate().find_map(|(i, host)| {
+        let host = match host {
+            Host::Tcp(name) => name.clone(),
+            Host::Unix(_) => "localhost".to_owned(),
+        };
+        let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+        let wanted = [host, port.to_string(), db.to_owned(), user.to_owned()];
+        entries
+            .iter()
+            .find(|e| {
+                e.iter()
+                    .zip(&wanted)
+                    .all(|(field, want)| field == "*" || field == want)
+            })
+            .map(|e| e[4].clone())
+    })
+}
+
+/// One line of a password file split at its unescaped colons.
+fn pgpass_fields(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => fields.last_mut().unwrap().extend(chars.next()),
+            ':' => fields.push(String::new()),
+            c => fields.last_mut().unwrap().push(c),
+        }
+    }
+    fields
 }
 
 /// `host:port/dbname` with no user or password.
@@ -705,5 +766,39 @@ mod tests {
         );
         let e = PgTarget::from_libpq_env(&env(&[("PGHOST", "h"), ("PGPORT", "54x")])).unwrap_err();
         assert!(e.to_string().contains("PGPORT=54x"), "{e}");
+    }
+
+    #[test]
+    fn the_password_file_is_read_as_libpq_reads_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pgpass");
+        std::fs::write(
+            &file,
+            "# comment\n\
+             other:5432:tf:alice:wrong\n\
+             db.internal:5432:tf:alice:pa\\:ss\n\
+             *:*:*:bob:bobs\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let path = file.to_string_lossy().into_owned();
+        let vars = [
+            ("PGHOST", "db.internal"),
+            ("PGUSER", "alice"),
+            ("PGDATABASE", "tf"),
+            ("PGPASSFILE", path.as_str()),
+        ];
+        let t = PgTarget::from_libpq_env(&env(&vars)).unwrap();
+        assert_eq!(t.config.get_password(), Some(&b"pa:ss"[..]));
+        assert!(t.env_used.contains(&"PGPASSFILE".to_owned()));
+        let t = PgTarget::from_url_with_env("postgres://bob@/x?host=/run/pg", &env(&vars)).unwrap();
+        assert_eq!(t.config.get_password(), Some(&b"bobs"[..]));
+        // A password in the URL wins; a file others may read is ignored.
+        let t = PgTarget::from_url_with_env("postgres://bob:mine@h/x", &env(&vars)).unwrap();
+        assert_eq!(t.config.get_password(), Some(&b"mine"[..]));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let t = PgTarget::from_libpq_env(&env(&vars)).unwrap();
+        assert_eq!(t.config.get_password(), None);
     }
 }
