@@ -70,6 +70,50 @@ pub const LIBPQ_ENV: &[&str] = &[
     "PGSSLROOTCERT",
 ];
 
+/// `base` (a URL without its query) with `PGPORT` written in when its hosts
+/// name no port: tokio-postgres reads a host without a port as port 5432,
+/// where libpq takes `PGPORT` (one port for every host, or one per host).
+/// Also whether `PGPORT` was used.
+fn with_env_ports(base: &str, get: &dyn Fn(&str) -> Option<String>) -> Result<(String, bool)> {
+    let unchanged = Ok((base.to_owned(), false));
+    let Some((scheme, rest)) = base.split_once("://") else {
+        return unchanged;
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((u, h)) => (format!("{u}@"), h),
+        None => (String::new(), authority),
+    };
+    let has_port = |h: &str| match h.rsplit_once(']') {
+        Some((_, after)) => after.starts_with(':'),
+        None => h.contains(':'),
+    };
+    if hosts.is_empty() || hosts.split(',').any(has_port) {
+        return unchanged;
+    }
+    let Some(ports) = get("PGPORT") else {
+        return unchanged;
+    };
+    let ports: Vec<&str> = ports.split(',').map(str::trim).collect();
+    let hosts: Vec<&str> = hosts.split(',').collect();
+    if ports.len() != 1 && ports.len() != hosts.len() {
+        bail!(
+            "PGPORT lists {} ports for the {} hosts of the database URL: give one, or one per host",
+            ports.len(),
+            hosts.len()
+        );
+    }
+    let hosts: Vec<String> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| format!("{h}:{}", ports[if ports.len() == 1 { 0 } else { i }]))
+        .collect();
+    Ok((
+        format!("{scheme}://{userinfo}{}{path}", hosts.join(",")),
+        true,
+    ))
+}
+
 /// libpq's default server when nothing names one: the local unix socket in
 /// the usual directories (Debian's, then PostgreSQL's own default), else
 /// `localhost`.
@@ -100,8 +144,12 @@ impl PgTarget {
     pub fn from_url_with_env(url: &str, get: &dyn Fn(&str) -> Option<String>) -> Result<PgTarget> {
         let mut tls = None;
         let mut root_cert = None;
+        let mut used = Vec::new();
         let rest = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let (base, query) = url.split_once('?').unwrap_or((url, ""));
+            let (base, pgport) = with_env_ports(base, get)?;
+            let base = base.as_str();
+            used.extend(pgport.then(|| "PGPORT".to_owned()));
             let mut kept = Vec::new();
             for pair in query.split('&').filter(|p| !p.is_empty()) {
                 let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -134,24 +182,26 @@ impl PgTarget {
 host=/socket/dir for a unix socket, HOST1,HOST2 for several servers"
             )
         })?;
-        PgTarget::with_env_defaults(config, tls, root_cert, get)
+        PgTarget::with_env_defaults(config, tls, root_cert, get, used)
     }
 
     /// Builds a target from the libpq variables alone (see [`LIBPQ_ENV`]).
     pub fn from_libpq_env(get: &dyn Fn(&str) -> Option<String>) -> Result<PgTarget> {
-        PgTarget::with_env_defaults(tokio_postgres::Config::new(), None, None, get)
+        PgTarget::with_env_defaults(tokio_postgres::Config::new(), None, None, get, Vec::new())
     }
 
     /// Fills what `config` leaves out from the libpq variables, then libpq's
-    /// defaults, and records which variables were used.
+    /// defaults, and records which variables were used (after `used`).
     fn with_env_defaults(
         mut config: tokio_postgres::Config,
         tls: Option<TlsMode>,
         root_cert: Option<PathBuf>,
         get: &dyn Fn(&str) -> Option<String>,
+        used: Vec<String>,
     ) -> Result<PgTarget> {
-        let used = std::cell::RefCell::new(Vec::new());
+        let used = std::cell::RefCell::new(used);
         let env = |k: &str| {
+            debug_assert!(LIBPQ_ENV.contains(&k), "{k} is not in LIBPQ_ENV");
             let v = get(k);
             if v.is_some() {
                 used.borrow_mut().push(k.to_owned());
@@ -800,5 +850,18 @@ mod tests {
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
         let t = PgTarget::from_libpq_env(&env(&vars)).unwrap();
         assert_eq!(t.config.get_password(), None);
+    }
+
+    #[test]
+    fn pgport_applies_to_url_hosts_without_a_port() {
+        let vars = [("PGPORT", "6543")];
+        let t = PgTarget::from_url_with_env("postgres://u@h1,h2/tf", &env(&vars)).unwrap();
+        assert_eq!(t.display, "h1:6543,h2:6543/tf");
+        assert_eq!(t.env_used, ["PGPORT"]);
+        let t = PgTarget::from_url_with_env("postgres://u@h1:5433/tf", &env(&vars)).unwrap();
+        assert_eq!(t.display, "h1:5433/tf");
+        let vars = [("PGPORT", "1,2")];
+        let t = PgTarget::from_url_with_env("postgres://[::1],h2/tf", &env(&vars)).unwrap();
+        assert_eq!(t.display, "::1:1,h2:2/tf");
     }
 }
