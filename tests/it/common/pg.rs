@@ -462,6 +462,8 @@ pub const LIBPQ_VARS: &[&str] = &[
     "PGSSLKEY",
     "PGOPTIONS",
     "PGCONNECT_TIMEOUT",
+    "PGTARGETSESSIONATTRS",
+    "PGAPPNAME",
 ];
 
 /// psql with [`LIBPQ_VARS`] removed and no stdin.
