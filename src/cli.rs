@@ -54,9 +54,10 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// PostgreSQL connection URL (postgres://user@host:port/db?sslmode=require).
-    /// Without it, the libpq PG* variables are used if PGHOST or PGDATABASE is
-    /// set, else the embedded cluster.
+    /// PostgreSQL connection URL (postgres://user@host:port/db?sslmode=require)
+    /// or libpq key=value string; the PG* variables fill what it leaves out.
+    /// Without it, the PG* variables are used if PGHOST, PGHOSTADDR or
+    /// PGDATABASE is set, else the embedded cluster.
     #[arg(
         long,
         global = true,

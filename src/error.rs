@@ -47,7 +47,23 @@ pub fn render(err: &anyhow::Error) -> String {
         out.push_str(&cause);
         last = cause;
     }
+    if lacks_privilege(err) {
+        out.push_str(
+            "\n\nThe database user lacks a privilege this command needs. The README's \
+\"Database privileges\" says which command needs which; sql/roles.sql creates a reader, \
+a planner and an applier role.",
+        );
+    }
     out
+}
+
+/// Whether PostgreSQL refused a statement for want of a privilege (SQLSTATE 42501).
+fn lacks_privilege(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<tokio_postgres::Error>()
+            .and_then(|e| e.code())
+            .is_some_and(|c| *c == tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
+    })
 }
 
 #[cfg(test)]

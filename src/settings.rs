@@ -112,6 +112,20 @@ pub enum DatabaseTarget {
     Embedded,
 }
 
+impl DatabaseTarget {
+    /// The variables of our environment terraform must not see: the
+    /// database URL variable always, and the libpq variables stategraph
+    /// connected with (the embedded cluster uses none, so there a
+    /// configuration's own `PG*` variables pass, as under terraform alone).
+    pub fn hidden_env(&self) -> Vec<String> {
+        let mut hidden = vec!["STATEGRAPH_DATABASE_URL".to_owned()];
+        if let DatabaseTarget::Remote(t) = self {
+            hidden.extend(t.env_used.iter().cloned());
+        }
+        hidden
+    }
+}
+
 /// Where the embedded cluster lives and how it runs.
 #[derive(Debug, Clone)]
 pub struct EmbeddedConfig {
@@ -166,13 +180,17 @@ impl Settings {
         };
 
         let database = match &global.database_url {
-            Some(url) => DatabaseTarget::Remote(Box::new(PgTarget::from_url(url)?)),
+            Some(url) => DatabaseTarget::Remote(Box::new(PgTarget::from_url_with_env(url, &get)?)),
             None if get("PGHOST").is_some()
-                || get("PGDATABASE").is_some()
-                || get("PGSERVICE").is_some() =>
+                || get("PGHOSTADDR").is_some()
+                || get("PGDATABASE").is_some() =>
             {
                 DatabaseTarget::Remote(Box::new(PgTarget::from_libpq_env(&get)?))
             }
+            None if get("PGSERVICE").is_some() => bail!(
+                "PGSERVICE is set, but stategraph does not read pg_service.conf.\n\n\
+Name the server with --database-url (STATEGRAPH_DATABASE_URL) or PGHOST, PGPORT, PGDATABASE..."
+            ),
             None => DatabaseTarget::Embedded,
         };
 

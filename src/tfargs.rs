@@ -412,6 +412,40 @@ pub fn asks_for_help(args: &[String]) -> bool {
         .any(|a| matches!(a.as_str(), "-h" | "-help" | "--help"))
 }
 
+/// `args` as the transaction log and lock holders may show them: the
+/// value of every `-var` replaced by `<redacted>` (`-var=token=<redacted>`,
+/// `-var token=<redacted>`), since a variable may be sensitive and the
+/// log is read by everyone who can read the state's history. `-var-file`
+/// paths and every other argument stay as written.
+pub fn redact_vars(args: &[String]) -> Vec<String> {
+    const REDACTED: &str = "<redacted>";
+    let redact = |value: &str| match value.split_once('=') {
+        Some((name, _)) => format!("{name}={REDACTED}"),
+        None => REDACTED.to_owned(),
+    };
+    let mut out = Vec::with_capacity(args.len());
+    let mut next_is_value = false;
+    for arg in args {
+        if std::mem::take(&mut next_is_value) {
+            out.push(redact(arg));
+            continue;
+        }
+        let body = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-'));
+        match body.map(|b| b.split_once('=').unwrap_or((b, ""))) {
+            Some(("var", _)) if !arg.contains('=') => {
+                next_is_value = true;
+                out.push(arg.clone());
+            }
+            Some(("var", _)) => {
+                let (flag, value) = arg.split_once('=').expect("checked above");
+                out.push(format!("{flag}={}", redact(value)));
+            }
+            _ => out.push(arg.clone()),
+        }
+    }
+    out
+}
+
 /// Undoes [`crate::cli::normalize_args`] for terraform's flags (`--json` ->
 /// `-json`) up to `--`, so that terraform sees and messages show what the
 /// user wrote.
@@ -658,5 +692,35 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
         assert_eq!(parse_duration("5"), None);
         assert_eq!(parse_duration(""), None);
+    }
+
+    #[test]
+    fn redact_vars_hides_every_value_and_keeps_var_files() {
+        let args: Vec<String> = [
+            "-var",
+            "secret=hunter2",
+            "-var=token=abc=def",
+            "--var=x=1",
+            "-var-file=prod.tfvars",
+            "-target=a.b",
+            "-var",
+            "noequals",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            redact_vars(&args),
+            [
+                "-var",
+                "secret=<redacted>",
+                "-var=token=<redacted>",
+                "--var=x=<redacted>",
+                "-var-file=prod.tfvars",
+                "-target=a.b",
+                "-var",
+                "<redacted>",
+            ]
+        );
     }
 }

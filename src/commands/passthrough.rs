@@ -34,7 +34,11 @@ pub async fn execute(settings: &Settings, args: &[String]) -> Result<()> {
             tfargs::NO_STATE.join(", ")
         ),
     };
-    let tf = Terraform::discover(settings.terraform.as_deref())?.with_ui(settings.ui);
+    let tf = Terraform::discover(
+        settings.terraform.as_deref(),
+        &settings.database.hidden_env(),
+    )?
+    .with_ui(settings.ui);
     if !needs_state {
         let done = tf
             .command(&settings.workdir)

@@ -155,7 +155,7 @@ pub async fn show(settings: &Settings, args: &ShowArgs) -> Result<()> {
              Install terraform >= 1.5 (or OpenTofu), or set STATEGRAPH_TERRAFORM to its path."
         );
     };
-    let tf = Terraform::discover(Some(bin))?.with_ui(settings.ui);
+    let tf = Terraform::discover(Some(bin), &settings.database.hidden_env())?.with_ui(settings.ui);
     // The state holds secrets: a private directory (0700) and file (0600), removed on return.
     let dir = tempfile::Builder::new()
         .prefix("stategraph-")

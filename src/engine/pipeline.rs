@@ -54,7 +54,7 @@ pub async fn run(
         None => session::create_state(&store, settings, &name, session::new_lineage()?).await?,
     };
     let command = std::iter::once(format!("stategraph {}", kind.name()))
-        .chain(args.iter().cloned())
+        .chain(crate::tfargs::redact_vars(args))
         .collect::<Vec<_>>()
         .join(" ");
     let mut session = Session::new(settings, store, (name, state_id), kind, command);

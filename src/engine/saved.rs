@@ -147,7 +147,11 @@ pub async fn apply(settings: &Settings, flags: &TfFlags, file: &str) -> Result<O
             bundle.state
         );
     }
-    let tf = Terraform::discover(settings.terraform.as_deref())?.with_ui(settings.ui);
+    let tf = Terraform::discover(
+        settings.terraform.as_deref(),
+        &settings.database.hidden_env(),
+    )?
+    .with_ui(settings.ui);
     let store = crate::db::open(settings).await?;
     let state_id = match find_state(&store, settings, &name, Kind::Apply).await? {
         Some(id) => id,

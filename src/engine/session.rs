@@ -215,7 +215,8 @@ pub async fn connect(settings: &Settings) -> Result<(Store, Terraform)> {
     let Some(bin) = settings.terraform.clone() else {
         return Err(TerraformError::NotConfigured.into());
     };
-    let version = tokio::task::spawn_blocking(move || Terraform::discover(Some(&bin)));
+    let hidden = settings.database.hidden_env();
+    let version = tokio::task::spawn_blocking(move || Terraform::discover(Some(&bin), &hidden));
     let store = crate::db::open(settings).await;
     let tf = version
         .await

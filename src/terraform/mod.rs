@@ -156,15 +156,13 @@ pub struct Terraform {
     env: Vec<(OsString, Option<OsString>)>,
 }
 
-/// Variables of stategraph's environment terraform never sees: our database
-/// URL (it may hold a password) is none of terraform's or its providers'
-/// business. The libpq `PG*` variables stay: a configuration may use them (a
-/// postgresql provider), as it would under terraform alone.
-pub const HIDDEN_ENV: &[&str] = &["STATEGRAPH_DATABASE_URL"];
-
 impl Terraform {
-    /// Runs `<bin> version -json` and refuses a missing binary or one older than [`MIN_VERSION`].
-    pub fn discover(bin: Option<&Path>) -> Result<Terraform, TerraformError> {
+    /// Runs `<bin> version -json` and refuses a missing binary or one older
+    /// than [`MIN_VERSION`]. No command of this terraform sees the variables
+    /// named in `hidden` (stategraph's database URL and the libpq variables
+    /// it connected with, see `DatabaseTarget::hidden_env`: none of
+    /// terraform's or its providers' business, and they may hold a password).
+    pub fn discover(bin: Option<&Path>, hidden: &[String]) -> Result<Terraform, TerraformError> {
         let bin = bin.ok_or(TerraformError::NotConfigured)?.to_path_buf();
         // Only STATEGRAPH_TERRAFORM can name a path that is not there: PATH
         // lookups return files that exist.
@@ -172,7 +170,7 @@ impl Terraform {
             return Err(TerraformError::Missing { bin });
         }
         let mut version = std::process::Command::new(&bin);
-        for k in HIDDEN_ENV {
+        for k in hidden {
             version.env_remove(k);
         }
         // The user's extra arguments are for their commands, not this one
@@ -215,10 +213,7 @@ impl Terraform {
             version_text,
             opentofu,
             ui: Ui::plain(),
-            env: HIDDEN_ENV
-                .iter()
-                .map(|k| (OsString::from(k), None))
-                .collect(),
+            env: hidden.iter().map(|k| (OsString::from(k), None)).collect(),
         })
     }
 

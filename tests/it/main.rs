@@ -24,6 +24,7 @@ mod ci_guide;
 mod ci_output;
 mod concurrency;
 mod cone;
+mod connections;
 mod db_outage;
 mod discovery;
 mod embedded;
