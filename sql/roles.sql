@@ -4,11 +4,10 @@
 --   stategraph_reader   read commands: state list|pull|show, output, show,
 --                       log, locks (and terraform's read-only commands,
 --                       which run on a private copy of the state)
---   stategraph_planner  the reader's rights, and plan (-out too): it locks
---                       the change cone for the length of the plan, clears
---                       the locks of runs whose lease ran out, and keeps
---                       discovery's caches; force-unlock; it cannot write a
---                       state
+--   stategraph_planner  the reader's rights, and plan (-out too): a plan
+--                       takes no locks, but clears the locks of runs whose
+--                       lease ran out and keeps discovery's caches;
+--                       force-unlock; it cannot write a state
 --   stategraph_applier  the planner's rights, and every command that writes
 --                       a state: apply (a saved plan too), destroy, state
 --                       push|mv|rm, import, taint, untaint, refresh,
