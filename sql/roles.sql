@@ -57,6 +57,7 @@ GRANT SELECT ON
     output_history,
     lock_holders,
     locks,
+    lock_waiters,
     config_cache,
     discovery_baseline
 TO stategraph_reader;
@@ -64,7 +65,7 @@ TO stategraph_reader;
 -- Planning: taking and releasing locks (and clearing those of runs whose
 -- lease ran out, marking their transactions aborted), and the caches that
 -- spare a plan work.
-GRANT INSERT, UPDATE, DELETE ON lock_holders, locks TO stategraph_planner;
+GRANT INSERT, UPDATE, DELETE ON lock_holders, locks, lock_waiters TO stategraph_planner;
 GRANT UPDATE (status, finished_at, summary) ON transactions TO stategraph_planner;
 GRANT INSERT, UPDATE ON config_cache, discovery_baseline TO stategraph_planner;
 

@@ -1,6 +1,6 @@
 //! `stategraph locks` and `stategraph force-unlock ID`: the subgraph locks
-//! held by running (or dead) plans and applies, and terraform's way out when
-//! one must go before its lease ends.
+//! held by running (or dead) applies, the queue of runs waiting for locks,
+//! and terraform's way out when a lock must go before its lease ends.
 
 use std::io::Write;
 
@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
 
 use crate::db;
-use crate::db::locks::{HeldLock, LockMode};
+use crate::db::locks::{HeldLock, LockMode, Waiting};
 use crate::settings::Settings;
 
 /// `locks [--json]`: every holder (of `--state` only, if given), as a table
@@ -29,15 +29,29 @@ pub async fn list(settings: &Settings, json: bool) -> Result<()> {
         .held_locks(state_id)
         .await
         .context("cannot list the locks")?;
+    let queue = store
+        .queue(state_id)
+        .await
+        .context("cannot list the lock queue")?;
     let mut out = settings.ui.data();
     if json {
-        let items: Vec<_> = held.iter().map(to_json).collect();
+        let items: Vec<_> = held
+            .iter()
+            .map(to_json)
+            .chain(queue.iter().map(waiting_json))
+            .collect();
         serde_json::to_writer_pretty(&mut out, &items)?;
         writeln!(out)?;
-    } else if held.is_empty() {
-        settings.ui.info("No locks are held.");
     } else {
-        out.write_all(table(&held).as_bytes())?;
+        if held.is_empty() {
+            settings.ui.info("No locks are held.");
+        } else {
+            out.write_all(table(&held).as_bytes())?;
+        }
+        if !queue.is_empty() {
+            writeln!(out, "\nWaiting, served in this order:")?;
+            out.write_all(queue_table(&queue).as_bytes())?;
+        }
     }
     out.flush()?;
     Ok(())
@@ -112,9 +126,62 @@ fn to_json(l: &HeldLock) -> serde_json::Value {
         "acquired_at": h.acquired_at.to_rfc3339(),
         "lease_expires_at": h.lease_expires_at.to_rfc3339(),
         "expired": l.expired,
+        "queued": false,
         "exclusive": of(LockMode::Exclusive),
         "shared": of(LockMode::Shared),
     })
+}
+
+/// A request waiting in the queue: `id` is its ticket, `queued_at` when it
+/// asked.
+fn waiting_json(w: &Waiting) -> serde_json::Value {
+    let h = &w.waiter;
+    let of = |mode: LockMode| -> Vec<&str> {
+        w.addresses
+            .iter()
+            .filter(|(_, m)| *m == mode)
+            .map(|(a, _)| a.as_str())
+            .collect()
+    };
+    json!({
+        "id": h.id,
+        "state": h.state,
+        "state_id": h.state_id,
+        "user": h.user,
+        "host": h.host,
+        "ci_job": h.ci_job,
+        "command": h.command,
+        "queued_at": h.acquired_at.to_rfc3339(),
+        "queued": true,
+        "exclusive": of(LockMode::Exclusive),
+        "shared": of(LockMode::Shared),
+    })
+}
+
+/// Aligned columns: TICKET, STATE, EXCL, SHARED, WHO, COMMAND, SINCE.
+fn queue_table(queue: &[Waiting]) -> String {
+    let header = [
+        "TICKET", "STATE", "EXCL", "SHARED", "WHO", "COMMAND", "SINCE",
+    ]
+    .map(str::to_owned);
+    let count =
+        |w: &Waiting, mode: LockMode| w.addresses.iter().filter(|(_, m)| *m == mode).count();
+    let rows: Vec<[String; 7]> = queue
+        .iter()
+        .map(|w| {
+            let h = &w.waiter;
+            [
+                h.id.to_string(),
+                h.state.clone(),
+                count(w, LockMode::Exclusive).to_string(),
+                count(w, LockMode::Shared).to_string(),
+                h.who(),
+                h.command.clone(),
+                timestamp(h.acquired_at),
+            ]
+        })
+        .collect();
+    aligned(&header, &rows)
 }
 
 /// Aligned columns: ID, STATE, EXCL, SHARED, WHO, COMMAND, SINCE, LEASE.
@@ -144,14 +211,19 @@ fn table(held: &[HeldLock]) -> String {
             ]
         })
         .collect();
+    aligned(&header, &rows)
+}
+
+/// `header` and `rows` in columns as wide as their widest cell.
+fn aligned<const N: usize>(header: &[String; N], rows: &[[String; N]]) -> String {
     let mut widths = header.clone().map(|c| c.chars().count());
-    for row in &rows {
+    for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
     let mut out = String::new();
-    for row in std::iter::once(&header).chain(&rows) {
+    for row in std::iter::once(header).chain(rows) {
         let line: Vec<String> = row
             .iter()
             .zip(widths)

@@ -41,6 +41,14 @@ const ACQUIRE_LOCK_NAMESPACE: i64 = 0x7367_6c6b_0000_0000;
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
+/// The channel on which freed locks and tickets leaving the queue are
+/// announced, with the state's id as payload.
+const NOTIFY_CHANNEL: &str = "stategraph_locks";
+/// How long a ticket of the queue lives without renewal, and how often its
+/// waiter renews it (and looks again, notified or not).
+const TICKET_LEASE: Duration = Duration::from_secs(15);
+const TICKET_RENEWAL: Duration = Duration::from_secs(2);
+
 /// How many contested addresses a lock error lists per holder.
 const CONTESTED_SHOWN: usize = 10;
 /// How many holders a lock error describes in full.
@@ -163,12 +171,39 @@ impl Holder {
     }
 }
 
-/// Another holder's locks that stand in the way of a request.
+/// Another holder's locks that stand in the way of a request, or an earlier
+/// ticket of the queue waiting for some of the same addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conflict {
+    /// For a ticket (`queued`): its number as `id`, its waiter as the rest,
+    /// `acquired_at` when it queued.
     pub holder: Holder,
-    /// The contested addresses and the mode the other holder has them in, sorted.
+    /// The contested addresses and the mode the other holder has them in
+    /// (or the ticket waits for), sorted.
     pub addresses: Vec<(String, LockMode)>,
+    /// An earlier request still waiting (first come, first served), not a
+    /// holder.
+    pub queued: bool,
+}
+
+/// One request waiting in the queue, as `stategraph locks` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    /// The ticket: its number as `id`, `acquired_at` when it queued.
+    pub waiter: Holder,
+    /// What it waits for, sorted.
+    pub addresses: Vec<(String, LockMode)>,
+}
+
+/// Which tickets of the queue a request must not overtake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Queue {
+    /// None: a holder extending its locks (it is being served already).
+    Ignore,
+    /// Every ticket: a request that has not queued.
+    All,
+    /// The tickets before this one: a waiter's request.
+    Before(i64),
 }
 
 /// A holder and everything it holds, as `stategraph locks` lists them.
@@ -212,6 +247,9 @@ pub enum LockError {
     Db(#[from] tokio_postgres::Error),
     #[error("cannot get a database connection: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
+    /// Interrupted (SIGINT or SIGTERM) while waiting; nothing was locked.
+    #[error("interrupted while waiting for locks: nothing was locked")]
+    Interrupted,
 }
 
 impl LockError {
@@ -264,8 +302,9 @@ fn holder_from_row(row: &Row) -> Holder {
     }
 }
 
-/// Groups rows of holder columns followed by (address, mode) into conflicts.
-fn conflicts_from_rows(rows: &[Row]) -> Vec<Conflict> {
+/// Groups rows of holder columns followed by (address, mode) into
+/// conflicts with holders (`queued`: with tickets of the queue).
+fn conflicts_from_rows(rows: &[Row], queued: bool) -> Vec<Conflict> {
     let mut out: Vec<Conflict> = Vec::new();
     for row in rows {
         let id: i64 = row.get(0);
@@ -275,6 +314,7 @@ fn conflicts_from_rows(rows: &[Row]) -> Vec<Conflict> {
             _ => out.push(Conflict {
                 holder: holder_from_row(row),
                 addresses: vec![entry],
+                queued,
             }),
         }
     }
@@ -288,6 +328,7 @@ async fn acquire_in(
     tx: &Transaction<'_>,
     state_id: i64,
     holder: Option<i64>,
+    queue: Queue,
     addresses: &[String],
     modes: &[&str],
 ) -> Result<Result<Vec<DeadRun>, Vec<Conflict>>, LockError> {
@@ -347,10 +388,50 @@ async fn acquire_in(
             &[&state_id, &addresses, &modes, &holder],
         )
         .await?;
-    if !rows.is_empty() {
-        return Ok(Err(conflicts_from_rows(&rows)));
+    let mut conflicts = conflicts_from_rows(&rows, false);
+    let before = match queue {
+        Queue::Ignore => None,
+        Queue::All => Some(i64::MAX),
+        Queue::Before(ticket) => Some(ticket),
+    };
+    if let Some(before) = before {
+        // Tickets whose waiter died stop counting once their lease ran out.
+        tx.execute(
+            &format!("DELETE FROM lock_waiters WHERE state_id = $1 AND {LEASE_EXPIRED}"),
+            &[&state_id],
+        )
+        .await?;
+        let rows = tx
+            .query(
+                "SELECT w.id, w.state_id, s.name, NULL::bigint, w.actor_user, w.actor_host,
+                        w.ci_job, w.command, w.enqueued_at, w.lease_expires_at, x.address, x.mode
+                 FROM lock_waiters w
+                 JOIN states s ON s.id = w.state_id
+                 CROSS JOIN LATERAL unnest(w.addresses, w.modes) AS x(address, mode)
+                 JOIN unnest($2::text[], $3::text[]) AS r(address, mode)
+                     ON r.address = x.address AND (r.mode = 'exclusive' OR x.mode = 'exclusive')
+                 WHERE w.state_id = $1 AND w.id < $4
+                 ORDER BY w.id, x.address",
+                &[&state_id, &addresses, &modes, &before],
+            )
+            .await?;
+        conflicts.extend(conflicts_from_rows(&rows, true));
+    }
+    if !conflicts.is_empty() {
+        return Ok(Err(conflicts));
     }
     Ok(Ok(dead))
+}
+
+/// Wakes the waiters of `state_id` (at commit): locks were freed or a
+/// ticket left the queue.
+async fn notify(tx: &Transaction<'_>, state_id: i64) -> Result<(), LockError> {
+    tx.execute(
+        &format!("SELECT pg_notify('{NOTIFY_CHANNEL}', $1::bigint::text)"),
+        &[&state_id],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Inserts the lock rows of `holder` in one statement; an address it
@@ -377,17 +458,32 @@ async fn insert_locks(
 impl Store {
     /// Locks the request's addresses if no other holder is in the way, all
     /// or nothing; never waits (beyond other acquisitions' few milliseconds).
+    /// An earlier ticket of the queue waiting for any of the same addresses
+    /// is in the way too: requests are served first come, first served.
     pub async fn try_lock(&self, req: &LockRequest<'_>) -> Result<Holder, LockError> {
+        self.acquire(req, Queue::All).await
+    }
+
+    /// [`Store::try_lock`], not overtaking the tickets `queue` names; a
+    /// waiter's ticket leaves the queue in the same transaction.
+    async fn acquire(&self, req: &LockRequest<'_>, queue: Queue) -> Result<Holder, LockError> {
         let (addresses, modes) = normalize(req.exclusive, req.shared);
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let dead = match acquire_in(&tx, req.state_id, None, &addresses, &modes).await? {
+        let dead = match acquire_in(&tx, req.state_id, None, queue, &addresses, &modes).await? {
             Ok(dead) => dead,
             Err(conflicts) => {
                 tx.rollback().await?;
                 return Err(LockError::Conflict(conflicts));
             }
         };
+        if let Queue::Before(ticket) = queue {
+            tx.execute("DELETE FROM lock_waiters WHERE id = $1", &[&ticket])
+                .await?;
+        }
+        if !dead.is_empty() {
+            notify(&tx, req.state_id).await?;
+        }
         let row = tx
             .query_one(
                 &format!(
@@ -419,10 +515,13 @@ impl Store {
         Ok(holder)
     }
 
-    /// Like [`Store::try_lock`], retrying until `timeout` has passed (zero:
-    /// one attempt, failing with [`LockError::Conflict`]). `on_wait` is
-    /// called with the holders in the way when we first have to wait and
-    /// whenever that set of holders changes.
+    /// Like [`Store::try_lock`], waiting until `timeout` has passed (zero:
+    /// one attempt, failing with [`LockError::Conflict`]). A request that
+    /// has to wait takes a ticket in the state's queue: it is served before
+    /// any later request for the same addresses, and woken by PostgreSQL
+    /// `NOTIFY` when locks are freed (polling where the server cannot
+    /// notify). `on_wait` is called with the holders and earlier tickets in
+    /// the way when we first have to wait and whenever they change.
     pub async fn lock(
         &self,
         req: &LockRequest<'_>,
@@ -430,30 +529,111 @@ impl Store {
         on_wait: &mut (dyn FnMut(&[Conflict]) + Send),
     ) -> Result<Holder, LockError> {
         let started = tokio::time::Instant::now();
+        let conflicts = match self.try_lock(req).await {
+            Err(LockError::Conflict(c)) => c,
+            other => return other,
+        };
+        if timeout.is_zero() {
+            return Err(LockError::Conflict(conflicts));
+        }
+        // Listen before queueing: a lock freed in between still wakes us.
+        let mut wakeups = self.listener().await;
+        let ticket = Ticket::take(self, req).await?;
+        let mut blockers: Option<Vec<(bool, i64)>> = None;
+        let mut conflicts = conflicts;
         let mut backoff = BACKOFF_START;
-        let mut blockers: Option<Vec<i64>> = None;
         loop {
-            let conflicts = match self.try_lock(req).await {
-                Err(LockError::Conflict(c)) => c,
-                other => return other,
-            };
-            let waited = started.elapsed();
-            if timeout.is_zero() {
-                return Err(LockError::Conflict(conflicts));
-            }
-            if waited >= timeout {
-                return Err(LockError::Timeout { waited, conflicts });
-            }
-            let ids: Vec<i64> = conflicts.iter().map(|c| c.holder.id).collect();
+            let ids: Vec<(bool, i64)> = conflicts.iter().map(|c| (c.queued, c.holder.id)).collect();
             if blockers.as_ref() != Some(&ids) {
                 on_wait(&conflicts);
                 blockers = Some(ids);
             }
-            // Jitter keeps waiters from retrying in lockstep.
-            let pause = jittered(backoff).min(timeout - waited);
-            tokio::time::sleep(pause).await;
-            backoff = (backoff * 2).min(BACKOFF_MAX);
+            let waited = started.elapsed();
+            if waited >= timeout {
+                ticket.leave().await;
+                return Err(LockError::Timeout { waited, conflicts });
+            }
+            // Woken by a notification, or at the latest when the ticket's
+            // lease needs renewing (and a holder's lease may have run out).
+            let pause = match &mut wakeups {
+                Some(_) => TICKET_RENEWAL,
+                None => jittered(backoff),
+            }
+            .min(timeout - waited);
+            match &mut wakeups {
+                Some(rx) => {
+                    let state = req.state_id.to_string();
+                    let woken = tokio::time::timeout(pause, async {
+                        while let Some(payload) = rx.recv().await {
+                            if payload == state {
+                                return true;
+                            }
+                        }
+                        false
+                    })
+                    .await;
+                    if woken == Ok(false) {
+                        // The listening connection closed: poll from now on.
+                        wakeups = None;
+                    }
+                }
+                None => {
+                    tokio::time::sleep(pause).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+            ticket.renew().await?;
+            conflicts = match self.acquire(req, Queue::Before(ticket.id)).await {
+                Err(LockError::Conflict(c)) => c,
+                Ok(holder) => {
+                    ticket.served();
+                    return Ok(holder);
+                }
+                Err(e) => {
+                    ticket.leave().await;
+                    return Err(e);
+                }
+            };
         }
+    }
+
+    /// A connection that receives the lock queue's notifications, if the
+    /// store can open one (see [`super::pool::PgTarget::listen`]).
+    async fn listener(&self) -> Option<super::pool::Notifications> {
+        let target = self.notifications.as_ref()?;
+        target.listen(NOTIFY_CHANNEL).await.ok()
+    }
+
+    /// The requests waiting in the queue, oldest first; of one state if given.
+    pub async fn queue(&self, state_id: Option<i64>) -> Result<Vec<Waiting>, LockError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT w.id, w.state_id, s.name, NULL::bigint, w.actor_user, w.actor_host,
+                            w.ci_job, w.command, w.enqueued_at, w.lease_expires_at,
+                            w.addresses, w.modes
+                     FROM lock_waiters w JOIN states s ON s.id = w.state_id
+                     WHERE ($1::bigint IS NULL OR w.state_id = $1) AND w.{LEASE_LIVE}
+                     ORDER BY w.id"
+                ),
+                &[&state_id],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let addresses: Vec<String> = r.get(10);
+                let modes: Vec<String> = r.get(11);
+                Waiting {
+                    waiter: holder_from_row(r),
+                    addresses: addresses
+                        .into_iter()
+                        .zip(modes.iter().map(|m| LockMode::from_db(m)))
+                        .collect(),
+                }
+            })
+            .collect())
     }
 
     /// The live holders of any of `addresses` in exclusive mode: the runs
@@ -478,7 +658,7 @@ impl Store {
                 &[&state_id, &addresses],
             )
             .await?;
-        Ok(conflicts_from_rows(&rows))
+        Ok(conflicts_from_rows(&rows, false))
     }
 
     /// Adds addresses to a lock already held (escalation when the cone
@@ -504,7 +684,15 @@ impl Store {
             .await?
             .ok_or(LockError::LeaseLost { holder_id })?
             .get(0);
-        let outcome = acquire_in(&tx, state_id, Some(holder_id), &addresses, &modes).await?;
+        let outcome = acquire_in(
+            &tx,
+            state_id,
+            Some(holder_id),
+            Queue::Ignore,
+            &addresses,
+            &modes,
+        )
+        .await?;
         // After the reaping above, so an expired holder cannot slip through.
         Store::check_fence(&tx, holder_id).await?;
         if let Err(conflicts) = outcome {
@@ -530,7 +718,7 @@ impl Store {
         let tx = client.transaction().await?;
         let gone = tx
             .query_opt(
-                "DELETE FROM lock_holders WHERE id = $1 RETURNING txn_id",
+                "DELETE FROM lock_holders WHERE id = $1 RETURNING txn_id, state_id",
                 &[&holder_id],
             )
             .await?;
@@ -538,6 +726,7 @@ impl Store {
             tx.commit().await?;
             return Ok(false);
         };
+        notify(&tx, row.get(1)).await?;
         // A run that opened its transaction and ends without committing it:
         // forgotten if it wrote nothing, else marked (its checkpoints stay).
         if let Some(txn) = row.get::<_, Option<i64>>(0) {
@@ -594,6 +783,7 @@ impl Store {
             .collect();
         tx.execute("DELETE FROM lock_holders WHERE id = $1", &[&holder_id])
             .await?;
+        notify(&tx, holder.state_id).await?;
         tx.execute(
             "UPDATE transactions
              SET status = 'aborted',
@@ -802,6 +992,97 @@ impl Drop for Heartbeat {
     }
 }
 
+/// A request's place in the queue of its state, left when it is served
+/// (in the acquiring transaction), when it gives up, or when this is
+/// dropped (an interrupted wait); a waiter killed outright stops renewing
+/// it, and it stops counting when its lease runs out.
+struct Ticket<'s> {
+    store: &'s Store,
+    id: i64,
+    state_id: i64,
+    /// False once served or left.
+    queued: bool,
+}
+
+impl<'s> Ticket<'s> {
+    async fn take(store: &'s Store, req: &LockRequest<'_>) -> Result<Ticket<'s>, LockError> {
+        let (addresses, modes) = normalize(req.exclusive, req.shared);
+        let client = store.pool.get().await?;
+        let row = client
+            .query_one(
+                "INSERT INTO lock_waiters
+                     (state_id, addresses, modes, actor_user, actor_host, ci_job, command,
+                      lease_expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7,
+                         clock_timestamp() + $8::bigint * interval '1 millisecond')
+                 RETURNING id",
+                &[
+                    &req.state_id,
+                    &addresses,
+                    &modes,
+                    &req.actor.user,
+                    &req.actor.host,
+                    &req.actor.ci_job,
+                    &req.command,
+                    &millis(TICKET_LEASE),
+                ],
+            )
+            .await?;
+        Ok(Ticket {
+            store,
+            id: row.get(0),
+            state_id: req.state_id,
+            queued: true,
+        })
+    }
+
+    async fn renew(&self) -> Result<(), LockError> {
+        let client = self.store.pool.get().await?;
+        client
+            .execute(
+                "UPDATE lock_waiters
+                 SET lease_expires_at = clock_timestamp() + $2::bigint * interval '1 millisecond'
+                 WHERE id = $1",
+                &[&self.id, &millis(TICKET_LEASE)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Served: the acquisition removed the ticket.
+    fn served(mut self) {
+        self.queued = false;
+    }
+
+    /// Leaves the queue, waking those behind (best effort: a ticket left
+    /// behind stops counting when its lease runs out).
+    async fn leave(mut self) {
+        self.queued = false;
+        let _ = dequeue(self.store, self.id, self.state_id).await;
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if self.queued {
+            let (store, id, state_id) = (self.store, self.id, self.state_id);
+            let _ = tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(dequeue(store, id, state_id))
+            });
+        }
+    }
+}
+
+async fn dequeue(store: &Store, ticket: i64, state_id: i64) -> Result<(), LockError> {
+    let mut client = store.pool.get().await?;
+    let tx = client.transaction().await?;
+    tx.execute("DELETE FROM lock_waiters WHERE id = $1", &[&ticket])
+        .await?;
+    notify(&tx, state_id).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Terraform's "Error acquiring the state lock" for these conflicts, with
 /// one `Lock Info` block per holder in the way.
 pub fn describe_conflicts(conflicts: &[Conflict]) -> String {
@@ -815,40 +1096,59 @@ fn render_conflicts(conflicts: &[Conflict], waited: Option<Duration>) -> String 
         .collect();
     let n = contested.len();
     let addresses = if n == 1 { "address" } else { "addresses" };
-    let by = match conflicts {
-        [one] => format!("lock {}", one.holder.id),
-        _ => format!("{} other runs", conflicts.len()),
-    };
+    let (held, queued): (Vec<&Conflict>, Vec<&Conflict>) =
+        conflicts.iter().partition(|c| !c.queued);
+    let mut by = Vec::new();
+    match held.as_slice() {
+        [] => {}
+        [one] => by.push(format!("held by lock {}", one.holder.id)),
+        many => by.push(format!("held by {} other runs", many.len())),
+    }
+    match queued.len() {
+        0 => {}
+        1 => by.push("waited for by 1 earlier request".to_owned()),
+        k => by.push(format!("waited for by {k} earlier requests")),
+    }
+    let by = by.join(" and ");
     let mut out = String::from("Error acquiring the state lock\n\n");
     match waited {
         Some(w) => {
             let _ = writeln!(
                 out,
-                "Error message: timed out after {} waiting for {n} {addresses} held by {by}",
+                "Error message: timed out after {} waiting for {n} {addresses} {by}",
                 crate::ui::duration(w)
             );
         }
         None => {
             let _ = writeln!(
                 out,
-                "Error message: {n} {addresses} to lock {} held by {by}",
+                "Error message: {n} {addresses} to lock {} {by}",
                 if n == 1 { "is" } else { "are" }
             );
         }
     }
     for c in conflicts.iter().take(HOLDERS_SHOWN) {
         let h = &c.holder;
-        let _ = writeln!(out, "Lock Info:");
-        let _ = writeln!(out, "  ID:        {}", h.id);
+        if c.queued {
+            let _ = writeln!(out, "Queued before this run:");
+            let _ = writeln!(out, "  Ticket:    {}", h.id);
+        } else {
+            let _ = writeln!(out, "Lock Info:");
+            let _ = writeln!(out, "  ID:        {}", h.id);
+        }
         let _ = writeln!(out, "  Path:      {}", h.state);
         let _ = writeln!(out, "  Operation: {}", h.command);
         let _ = writeln!(out, "  Who:       {}", h.who());
-        let _ = writeln!(out, "  Created:   {}", timestamp(h.acquired_at));
-        let _ = writeln!(
-            out,
-            "  Lease:     expires {}",
-            timestamp(h.lease_expires_at)
-        );
+        if c.queued {
+            let _ = writeln!(out, "  Queued:    {}", timestamp(h.acquired_at));
+        } else {
+            let _ = writeln!(out, "  Created:   {}", timestamp(h.acquired_at));
+            let _ = writeln!(
+                out,
+                "  Lease:     expires {}",
+                timestamp(h.lease_expires_at)
+            );
+        }
         let shown: Vec<String> = c
             .addresses
             .iter()
@@ -865,7 +1165,7 @@ fn render_conflicts(conflicts: &[Conflict], waited: Option<Duration>) -> String 
     if conflicts.len() > HOLDERS_SHOWN {
         let _ = writeln!(
             out,
-            "and {} more holders (stategraph locks lists them all)",
+            "and {} more (stategraph locks lists them all)",
             conflicts.len() - HOLDERS_SHOWN
         );
     }
@@ -874,12 +1174,18 @@ fn render_conflicts(conflicts: &[Conflict], waited: Option<Duration>) -> String 
         "\nStategraph acquires a lock on the resources a command may change (and a\n\
          shared lock on those it reads) to protect the state from being written\n\
          by multiple users at the same time. Please resolve the issue above and try\n\
-         again, or wait for the lock with -lock-timeout.\n\n\
-         A lock whose holder died is freed when its lease expires. If it must go\n\
-         sooner, and you are certain its holder is not running, please call:"
+         again, or wait for the lock with -lock-timeout (waiters are served in the\n\
+         order they asked)."
     );
-    for c in conflicts {
-        let _ = write!(out, "\nstategraph force-unlock {}", c.holder.id);
+    if !held.is_empty() {
+        let _ = write!(
+            out,
+            "\n\nA lock whose holder died is freed when its lease expires. If it must go\n\
+             sooner, and you are certain its holder is not running, please call:"
+        );
+        for c in &held {
+            let _ = write!(out, "\nstategraph force-unlock {}", c.holder.id);
+        }
     }
     out
 }
@@ -942,6 +1248,7 @@ mod tests {
         let text = describe_conflicts(&[Conflict {
             holder: holder(42),
             addresses,
+            queued: false,
         }]);
         assert!(
             text.starts_with("Error acquiring the state lock\n\n"),
@@ -975,6 +1282,24 @@ mod tests {
     }
 
     #[test]
+    fn an_earlier_request_in_the_queue_is_named_and_cannot_be_force_unlocked() {
+        let text = describe_conflicts(&[Conflict {
+            holder: holder(7),
+            addresses: vec![("a.b".to_owned(), LockMode::Exclusive)],
+            queued: true,
+        }]);
+        assert!(
+            text.contains("1 address to lock is waited for by 1 earlier request"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Queued before this run:\n  Ticket:    7\n"),
+            "{text}"
+        );
+        assert!(!text.contains("force-unlock"), "{text}");
+    }
+
+    #[test]
     fn timeout_says_how_long_it_waited() {
         let err = LockError::Timeout {
             waited: Duration::from_millis(2500),
@@ -982,10 +1307,12 @@ mod tests {
                 Conflict {
                     holder: holder(1),
                     addresses: vec![("a.b".to_owned(), LockMode::Shared)],
+                    queued: false,
                 },
                 Conflict {
                     holder: holder(2),
                     addresses: vec![("a.b".to_owned(), LockMode::Shared)],
+                    queued: false,
                 },
             ],
         };

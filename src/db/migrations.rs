@@ -43,6 +43,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "origins",
         sql: include_str!("../../migrations/0005_origins.sql"),
     },
+    Migration {
+        version: 6,
+        name: "lock_queue",
+        sql: include_str!("../../migrations/0006_lock_queue.sql"),
+    },
 ];
 
 /// Key of the advisory lock that serializes migrations (ASCII "sgmigrat").

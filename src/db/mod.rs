@@ -39,7 +39,7 @@ pub async fn open(settings: &Settings) -> Result<Store> {
         .await
         .with_context(|| format!("cannot prepare the stategraph schema in {}", target.display))?;
     drop(client);
-    Ok(Store::new(pool, target.display))
+    Ok(Store::new(pool, target.display.clone()).with_notifications(target))
 }
 
 /// What went wrong, as the server said it (`message: detail (SQLSTATE

@@ -16,6 +16,7 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio::sync::mpsc;
 use tokio_postgres::config::{Host, SslMode, TargetSessionAttrs};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -388,6 +389,17 @@ host=/socket/dir for a unix socket, HOST1,HOST2 for several servers"
         ))
     }
 
+    /// A connection of its own that `LISTEN`s on `channel` (the pool's
+    /// connections cannot: their driver drops notifications).
+    pub async fn listen(&self, channel: &str) -> Result<Notifications> {
+        if self.config.get_ssl_mode() == SslMode::Disable {
+            listen_with(&self.config, tokio_postgres::NoTls, channel).await
+        } else {
+            let tls = SocketAwareTls(MakeRustlsConnect::new(self.rustls_config()?));
+            listen_with(&self.config, tls, channel).await
+        }
+    }
+
     fn rustls_config(&self) -> Result<rustls::ClientConfig> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -526,6 +538,58 @@ fn describe(config: &tokio_postgres::Config) -> String {
 
 /// What went wrong connecting, and what to do: a timeout names the setting
 /// that controls it, an answer that is not PostgreSQL's says so.
+/// The notifications of one `LISTEN`ing connection, closed when dropped.
+pub struct Notifications {
+    rx: mpsc::UnboundedReceiver<String>,
+    _client: tokio_postgres::Client,
+}
+
+impl Notifications {
+    /// The next notification's payload; `None` once the connection closed.
+    pub async fn recv(&mut self) -> Option<String> {
+        self.rx.recv().await
+    }
+}
+
+/// [`PgTarget::listen`] with the TLS connector `tls`.
+async fn listen_with<T>(
+    config: &tokio_postgres::Config,
+    tls: T,
+    channel: &str,
+) -> Result<Notifications>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + 'static,
+{
+    let per_host = config
+        .get_connect_timeout()
+        .copied()
+        .unwrap_or(Duration::from_secs(10));
+    let (client, mut connection) = tokio::time::timeout(per_host, config.connect(tls))
+        .await
+        .map_err(|_| anyhow!("timed out connecting to listen for notifications"))??;
+    let (tx, rx) = mpsc::unbounded_channel();
+    // Drives the connection until the client is dropped (or it fails).
+    tokio::spawn(async move {
+        while let Some(message) =
+            futures_util::future::poll_fn(|cx| connection.poll_message(cx)).await
+        {
+            match message {
+                Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                    let _ = tx.send(n.payload().to_owned());
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    });
+    client.batch_execute(&format!("LISTEN {channel}")).await?;
+    Ok(Notifications {
+        rx,
+        _client: client,
+    })
+}
+
 fn connect_problem(e: &deadpool_postgres::PoolError, per_host: Duration) -> String {
     use std::error::Error;
     let mut innermost = e.to_string();

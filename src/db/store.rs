@@ -244,6 +244,9 @@ pub struct Store {
     /// Shared with the other `impl Store` blocks of `db` (locks, ...).
     pub(crate) pool: Pool,
     display: String,
+    /// Where to open a connection that listens for the lock queue's
+    /// notifications; without it, waiters poll.
+    pub(crate) notifications: Option<super::pool::PgTarget>,
 }
 
 fn extra_json(m: &Map<String, Value>) -> Option<Value> {
@@ -252,7 +255,20 @@ fn extra_json(m: &Map<String, Value>) -> Option<Value> {
 
 impl Store {
     pub fn new(pool: Pool, display: String) -> Store {
-        Store { pool, display }
+        Store {
+            pool,
+            display,
+            notifications: None,
+        }
+    }
+
+    /// Waiters for locks are woken by notifications on a connection of
+    /// their own to `target` (the pool's connections cannot receive them).
+    pub fn with_notifications(self, target: super::pool::PgTarget) -> Store {
+        Store {
+            notifications: Some(target),
+            ..self
+        }
     }
 
     /// `host:port/dbname`, safe to print.

@@ -40,7 +40,8 @@ impl<'s> Lease<'s> {
                 .iter()
                 .map(|c| {
                     format!(
-                        "lock {} ({}, {})",
+                        "{} {} ({}, {})",
+                        if c.queued { "earlier request" } else { "lock" },
                         c.holder.id,
                         c.holder.who(),
                         c.holder.command
@@ -52,7 +53,13 @@ impl<'s> Lease<'s> {
                 ui.info(format!("Waiting for {}", who.join(", ")));
             }
         };
-        let holder = match store.lock(request, timeout, &mut on_wait).await {
+        // Ctrl-C while waiting gives up the wait (and the place in the
+        // queue); nothing is locked yet, so nothing else needs undoing.
+        let locked = tokio::select! {
+            locked = store.lock(request, timeout, &mut on_wait) => locked,
+            () = crate::terraform::interrupted() => Err(LockError::Interrupted),
+        };
+        let holder = match locked {
             Ok(h) => h,
             Err(e) => {
                 step.fail();

@@ -20,6 +20,23 @@
 //! forwarded likewise. Once a run has started, SIGINT and SIGTERM no longer
 //! terminate stategraph by default (tokio keeps its handlers installed).
 
+/// Resolves at the first SIGINT or SIGTERM stategraph receives from now on,
+/// for a wait with no terraform running (for locks, say) to give up on.
+/// From then on, as while terraform runs, those signals no longer
+/// terminate stategraph by default.
+pub async fn interrupted() {
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+}
+
 pub mod config;
 pub mod fingerprint;
 pub mod plan;

@@ -31,6 +31,7 @@ mod embedded;
 mod help;
 mod history;
 mod lease;
+mod lock_queue;
 mod locks;
 mod locks_cli;
 mod log;
