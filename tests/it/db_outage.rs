@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use crate::common::pg::{start_cluster_with, ClusterHandle};
+use crate::common::pg::{start_cluster_with, start_standby, ClusterHandle};
 use crate::common::*;
 
 /// `pg_ctl ARGS` on `data`, as the server's user.
@@ -301,5 +301,70 @@ fn a_longer_outage_keeps_the_result_for_recover_which_refuses_stale_files() {
     assert!(
         stderr.contains("not a stategraph recovery file"),
         "{stderr}"
+    );
+}
+
+/// High availability as teams run it: a primary and a streaming standby,
+/// stategraph given both with `target_session_attrs=read-write`. The
+/// primary dies in the middle of an apply and the standby is promoted: the
+/// apply reconnects to the new primary, where its lock and its checkpoint
+/// are, and completes; nothing is lost.
+#[test]
+fn a_primary_failover_in_the_middle_of_an_apply_loses_nothing() {
+    let primary = start_cluster_with("", &[]);
+    let admin =
+        |port: u16| format!("postgres://postgres@127.0.0.1:{port}/postgres?sslmode=disable");
+    // Commits are acknowledged once on disk (the test cluster's default is
+    // off), as on a real primary.
+    primary.psql(
+        &admin(primary.port),
+        "ALTER SYSTEM SET synchronous_commit = on",
+    );
+    primary.psql(&admin(primary.port), "SELECT pg_reload_conf()");
+    let standby = start_standby(&primary);
+    let db = TestDb {
+        url: format!(
+            "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/postgres?sslmode=disable&target_session_attrs=read-write",
+            primary.port, standby.port
+        ),
+        name: "postgres".into(),
+    };
+    let chain = SlowChain::new(&db);
+    assert_ok("apply of gen 1", &chain.apply_gen1().output().unwrap());
+
+    let mut apply = spawn_piped(&mut with_retry(chain.apply_gen2(&[], 6), "60s"));
+    chain.wait_until_first_is_recorded(&mut apply);
+    // The standby has everything the primary committed (its lock, the
+    // checkpoint): then the primary dies and the standby takes over.
+    wait_until(
+        "the standby did not catch up",
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        || {
+            primary.psql(
+                &admin(primary.port),
+                "SELECT coalesce(bool_and(replay_lsn >= pg_current_wal_lsn()), false) FROM pg_stat_replication",
+            ) == "t"
+        },
+    );
+    assert_eq!(
+        standby.psql(&admin(standby.port), "SELECT count(*) FROM lock_holders"),
+        "1",
+        "the standby does not have the apply's lock"
+    );
+    pg_ctl(&primary.data_dir, &["-m", "immediate", "stop"]);
+    standby.psql(&admin(standby.port), "SELECT pg_promote()");
+
+    let out = apply.wait_with_output().unwrap();
+    let (_, stderr) = assert_ok("the apply across the failover", &out);
+    assert_eq!(chain.gen("first"), "2", "{stderr}");
+    assert_eq!(chain.gen("second"), "2", "{stderr}");
+    assert_no_changes(&with_retry(chain.plan_gen2(), "0s").output().unwrap());
+    assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "0");
+    assert_eq!(
+        db.psql(
+            "SELECT string_agg(status, ',' ORDER BY id) FROM transactions WHERE kind = 'apply'"
+        ),
+        "committed,committed"
     );
 }

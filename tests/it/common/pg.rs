@@ -156,10 +156,16 @@ fn psql_bin() -> PathBuf {
 /// binds it (another test process did the same): then start over on a new
 /// port, three times at most.
 fn start_new_cluster() -> (u16, PathBuf, Child) {
+    start_new_server(None)
+}
+
+/// [`start_new_cluster`], or with `primary`'s port: a streaming standby of
+/// that cluster (a base backup of it instead of initdb).
+fn start_new_server(primary: Option<u16>) -> (u16, PathBuf, Child) {
     let mut last_error = String::new();
     for _ in 0..3 {
         let started = Instant::now();
-        match try_start(pg_bin()) {
+        match try_start(pg_bin(), primary) {
             Ok((port, dir, supervisor)) => {
                 eprintln!(
                     "test PostgreSQL ready on 127.0.0.1:{port} in {:.2} s",
@@ -193,7 +199,7 @@ fn server_ids() -> Option<(u32, u32)> {
     Some((user.uid.as_raw(), user.gid.as_raw()))
 }
 
-fn try_start(bin: &Path) -> Result<(u16, PathBuf, Child), StartError> {
+fn try_start(bin: &Path, primary: Option<u16>) -> Result<(u16, PathBuf, Child), StartError> {
     let ids = server_ids();
     let root = tempfile::Builder::new()
         .prefix("stategraph-test-pg-")
@@ -226,21 +232,42 @@ fn try_start(bin: &Path) -> Result<(u16, PathBuf, Child), StartError> {
             })?;
     }
 
-    let mut initdb = Command::new(bin.join("initdb"));
-    initdb
-        .arg("-D")
-        .arg(&data)
-        .args([
-            "-U",
-            SUPERUSER,
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--locale=C",
-            "--no-sync",
-        ])
-        .current_dir("/")
-        .stdin(Stdio::null());
+    let mut initdb = match primary {
+        None => {
+            let mut c = Command::new(bin.join("initdb"));
+            c.arg("-D").arg(&data).args([
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ]);
+            c
+        }
+        // A standby: the primary's data, and what it needs to follow it
+        // (`-R`: primary_conninfo and standby.signal).
+        Some(port) => {
+            let mut c = Command::new(bin.join("pg_basebackup"));
+            c.arg("-D").arg(&data).args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                SUPERUSER,
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "--no-sync",
+            ]);
+            c
+        }
+    };
+    initdb.current_dir("/").stdin(Stdio::null());
     if let Some((uid, gid)) = ids {
         initdb.uid(uid).gid(gid).env("HOME", &root);
     }
@@ -249,7 +276,7 @@ fn try_start(bin: &Path) -> Result<(u16, PathBuf, Child), StartError> {
         .map_err(|e| fail(format!("cannot run {}: {e}", bin.join("initdb").display())))?;
     if !out.status.success() {
         return Err(fail(format!(
-            "initdb of the test cluster failed:\n{}",
+            "initdb (or pg_basebackup) of the test cluster failed:\n{}",
             String::from_utf8_lossy(&out.stderr)
         )));
     }
@@ -487,6 +514,20 @@ fn redact_url(url: &str) -> String {
             }
         }
         _ => url.to_owned(),
+    }
+}
+
+/// Starts a streaming standby of `primary` (a base backup of it, following
+/// its WAL), cleaned up like [`start_cluster_with`]'s clusters: promote it
+/// with `SELECT pg_promote()`.
+pub fn start_standby(primary: &ClusterHandle) -> ClusterHandle {
+    let (port, dir, supervisor) = start_new_server(Some(primary.port));
+    ClusterHandle {
+        port,
+        data_dir: dir.join("data"),
+        log: dir.join("postgresql.log"),
+        dir,
+        _supervisor: supervisor,
     }
 }
 
