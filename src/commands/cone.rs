@@ -9,6 +9,7 @@ use serde_json::json;
 use crate::address;
 use crate::cli::ConeArgs;
 use crate::db;
+use crate::db::store::View;
 use crate::graph::{InstanceInput, StateGraph};
 use crate::settings::Settings;
 use crate::ui::{duration, thousands};
@@ -25,7 +26,7 @@ pub async fn execute(settings: &Settings, args: &ConeArgs) -> Result<()> {
 
     let step = settings.ui.step("Computing change cone");
     let started = Instant::now();
-    let rows = store.graph_rows(&name).await?.ok_or_else(|| {
+    let rows = store.graph_rows(&name, View::Latest).await?.ok_or_else(|| {
         anyhow!(
             "no state named \"{name}\" in {}\n\nStore one with `stategraph state push terraform.tfstate`, or name another with --state.",
             store.display()

@@ -183,6 +183,24 @@ pub struct LastWriter {
     pub command: String,
 }
 
+/// The rows of `instances` of state `$1` as `view` sees them, as a query
+/// to select from (every column).
+fn instance_rows(view: View) -> String {
+    match view {
+        View::Latest => "SELECT * FROM instances WHERE state_id = $1".to_owned(),
+        // Rows a run in flight wrote (its checkpoints) are read as the
+        // version before it; rows it removed, from their history.
+        View::Settled => format!(
+            "SELECT * FROM instances
+             WHERE state_id = $1 AND txn_id NOT IN ({live})
+             UNION ALL
+             SELECT r.* FROM instance_history h, jsonb_populate_record(NULL::instances, h.row) r
+             WHERE h.state_id = $1 AND h.superseded_by IN ({live})",
+            live = in_flight_txns()
+        ),
+    }
+}
+
 /// Which rows a read sees while runs are in flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum View {
@@ -496,22 +514,7 @@ impl Store {
             "address, deposed, config_address, module, mode, type, name, each, provider, \
              index_key, status, schema_version, attributes, attributes_flat, sensitive_attributes, \
              private, dependencies, create_before_destroy, extra, resource_extra, version, txn_id";
-        let query = match view {
-            View::Latest => format!("SELECT {columns} FROM instances WHERE state_id = $1"),
-            // Rows a run in flight wrote (its checkpoints) are read as the
-            // version before it; rows it removed, from their history.
-            View::Settled => format!(
-                "WITH live AS ({})
-                 SELECT {columns} FROM instances
-                 WHERE state_id = $1 AND txn_id NOT IN (SELECT txn_id FROM live)
-                 UNION ALL
-                 SELECT {columns}
-                 FROM (SELECT r.* FROM instance_history h,
-                           jsonb_populate_record(NULL::instances, h.row) r
-                       WHERE h.state_id = $1 AND h.superseded_by IN (SELECT txn_id FROM live)) r",
-                in_flight_txns()
-            ),
-        };
+        let query = format!("SELECT {columns} FROM ({}) i", instance_rows(view));
         let rows = client.query_raw(&query, params).await?;
         let mut versions = BTreeMap::new();
         pin_mut!(rows);
@@ -602,8 +605,13 @@ impl Store {
         Ok(Some(Snapshot { state, versions }))
     }
 
-    /// Current instances and their dependencies: the graph's raw material.
-    pub async fn graph_rows(&self, name: &str) -> Result<Option<Vec<GraphRow>>, StoreError> {
+    /// Current instances and their dependencies, as `view` sees them: the
+    /// graph's raw material.
+    pub async fn graph_rows(
+        &self,
+        name: &str,
+        view: View,
+    ) -> Result<Option<Vec<GraphRow>>, StoreError> {
         let client = self.pool.get().await?;
         let Some(head) = client
             .query_opt("SELECT id FROM states WHERE name = $1", &[&name])
@@ -615,8 +623,11 @@ impl Store {
         let params: [&(dyn ToSql + Sync); 1] = [&state_id];
         let rows = client
             .query_raw(
-                "SELECT address, config_address, dependencies FROM instances
-                 WHERE state_id = $1 AND deposed = ''",
+                &format!(
+                    "SELECT address, config_address, dependencies FROM ({}) i
+                     WHERE deposed = ''",
+                    instance_rows(view)
+                ),
                 params,
             )
             .await?;

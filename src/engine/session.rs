@@ -118,7 +118,11 @@ impl<'a> Session<'a> {
 
     /// The stored graph's rows (none when the state holds nothing).
     pub async fn graph_rows(&self) -> Result<Vec<crate::db::store::GraphRow>> {
-        Ok(self.store.graph_rows(&self.name).await?.unwrap_or_default())
+        Ok(self
+            .store
+            .graph_rows(&self.name, View::Settled)
+            .await?
+            .unwrap_or_default())
     }
 
     /// Locks `exclusive` and `shared` for this run, waiting up to `timeout`
