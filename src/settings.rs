@@ -85,6 +85,11 @@ pub struct Settings {
     /// terraform (`STATEGRAPH_SPECULATIVE_PLAN`: `1`, the default, or `0`
     /// for one after the other).
     pub speculative_plan: bool,
+    /// Whether the plan of the cone runs on a private state holding only
+    /// the cone and what it reads, not every instance
+    /// (`STATEGRAPH_PARTIAL_STATE`: `1`, the default, or `0` for the whole
+    /// state).
+    pub partial_state: bool,
     /// `TF_INPUT` is not `0`/`false`: terraform (and we) may ask questions.
     pub tf_input: bool,
     /// `STATEGRAPH_DISCOVERY_ORACLE=1` (the tests): every discovery is
@@ -292,6 +297,12 @@ Name the server with --database-url (STATEGRAPH_DATABASE_URL) or PGHOST, PGPORT,
             Some(other) => anyhow::bail!("STATEGRAPH_SPECULATIVE_PLAN={other:?}: expected 1 or 0"),
         };
 
+        let partial_state = match get("STATEGRAPH_PARTIAL_STATE").as_deref() {
+            None | Some("1") => true,
+            Some("0") => false,
+            Some(other) => anyhow::bail!("STATEGRAPH_PARTIAL_STATE={other:?}: expected 1 or 0"),
+        };
+
         let tf_input = !matches!(
             get("TF_INPUT").as_deref(),
             Some("0" | "false" | "FALSE" | "False")
@@ -335,6 +346,7 @@ Name the server with --database-url (STATEGRAPH_DATABASE_URL) or PGHOST, PGPORT,
             db_retry,
             scoped_refresh,
             speculative_plan,
+            partial_state,
             actor,
             database,
             workdir,

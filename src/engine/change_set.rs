@@ -35,6 +35,26 @@ pub struct ChangeSet {
 }
 
 impl ChangeSet {
+    /// `state` with only the instances this change set writes or reads (and
+    /// every root output): the private state a targeted terraform run of
+    /// it needs, since its targets and their dependencies are all there.
+    pub fn cone_state(&self, state: &State) -> State {
+        let keep: HashSet<&str> = self
+            .write
+            .iter()
+            .chain(&self.read)
+            .map(String::as_str)
+            .collect();
+        let mut cone = state.clone();
+        for r in &mut cone.resources {
+            let address = r.address();
+            r.instances
+                .retain(|i| keep.contains(i.address(&address).as_str()));
+        }
+        cone.resources.retain(|r| !r.instances.is_empty());
+        cone
+    }
+
     /// The change set of `changed` on the stored graph `rows`, with the
     /// configuration's edges for instances not stored yet.
     pub fn compute(

@@ -11,7 +11,7 @@ use super::change_set::ChangeSet;
 use super::discover::{discover, Discovered};
 use super::lease::Lease;
 use super::record::Recording;
-use super::refresh::{final_plan, plan_cone, targeted_for_the_user};
+use super::refresh::{final_plan, handed_state, plan_cone, targeted_for_the_user};
 use super::session::{self, prepare, Context, Session};
 use super::{baseline, migrate, preflight, revert, saved, verify, Kind, Outcome};
 use crate::db::store::{GraphRow, PushReport, Snapshot, Store};
@@ -79,11 +79,13 @@ async fn plan_stored(cx: &Context<'_>) -> Result<Outcome> {
     let (cs, rows) = computed_change_set(cx, &found).await?;
     let touched: Vec<String> = cs.write.iter().chain(&cs.read).cloned().collect();
     session.note_in_flight(&touched).await?;
-    let done = plan_cone(cx, &dir, &snapshot.state, &cs, &found.info, &rows).await??;
+    let handed = handed_state(cx, &snapshot.state, &cs);
+    dir.write_state(&handed)?;
+    let done = plan_cone(cx, &dir, &handed, &cs, &found.info, &rows).await??;
     if matches!(done.code, 0 | 2) {
         warn_reverts(cx, &cs, &found).await?;
     }
-    let saved = save(cx, &dir, &snapshot, &cs, &found, &done)?;
+    let saved = save(cx, &dir, &snapshot, &handed, (&cs, &found), &done)?;
     Ok(Outcome::Ran {
         code: done.code,
         saved,
@@ -152,7 +154,9 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
         };
 
         // Terraform plans the cone first: what it plans is checked against
-        // the locks before anything is applied.
+        // the locks before anything is applied. It is handed only the cone.
+        let fresh = handed_state(cx, &fresh, &cs);
+        dir.write_state(&fresh)?;
         let done = plan_cone(cx, &dir, &fresh, &cs, &found.info, &rows).await??;
         if !done.success() {
             lease.release().await?;
@@ -336,8 +340,8 @@ fn save(
     cx: &Context<'_>,
     dir: &RunDir,
     snapshot: &Snapshot,
-    cs: &ChangeSet,
-    found: &Discovered,
+    handed: &State,
+    (cs, found): (&ChangeSet, &Discovered),
     done: &Finished,
 ) -> Result<Option<(std::path::PathBuf, String)>> {
     let flags = &cx.flags;
@@ -347,7 +351,7 @@ fn save(
     if !(done.code == 0 || (flags.detailed_exitcode && done.code == 2)) {
         return Ok(None);
     }
-    let outputs = cs.allowed_outputs(&found.info, &snapshot.state);
+    let outputs = cs.allowed_outputs(&found.info, handed);
     let path = cx.session.settings.workdir.join(out);
     let cone: HashSet<&str> = cs
         .write
@@ -362,7 +366,7 @@ fn save(
         .map(|(key, v)| (key.clone(), *v))
         .collect();
     let plan = saved::Planned {
-        snapshot: &snapshot.state,
+        snapshot: handed,
         versions,
         cs,
         outputs: &outputs,

@@ -47,6 +47,20 @@ pub async fn plan_cone(
     }
 }
 
+/// The private state terraform is handed for the change set `cs` of
+/// `state`: only the cone and what it reads ([`ChangeSet::cone_state`]),
+/// so that a small change costs terraform little on a large state. The
+/// whole state where the user targets (the change set is terraform's plan
+/// of those targets), for `-refresh-only` (it covers every instance), or
+/// with `STATEGRAPH_PARTIAL_STATE=0`.
+pub fn handed_state(cx: &Context<'_>, state: &State, cs: &ChangeSet) -> State {
+    let flags = &cx.flags;
+    if !cx.session.settings.partial_state || !flags.targets.is_empty() || flags.refresh_only {
+        return state.clone();
+    }
+    cs.cone_state(state)
+}
+
 /// The plan file the plan of the cone writes.
 pub fn final_plan(dir: &RunDir) -> std::path::PathBuf {
     dir.plan_path("final")
