@@ -22,6 +22,7 @@ mod bad_input;
 mod checkpoints;
 mod concurrency;
 mod cone;
+mod corpus;
 mod db_outage;
 mod discovery;
 mod embedded;
