@@ -91,7 +91,10 @@ pub enum Command {
     /// change cone (changed instances and everything downstream), takes
     /// shared locks on it, and runs terraform with -target for the cone on
     /// a private copy of the state: only the cone and its dependencies are
-    /// refreshed. Flags after `plan` are terraform's.
+    /// refreshed. Flags after `plan` are terraform's, but for stategraph's
+    /// own -verify: also run terraform's refresh-less plan of the whole
+    /// configuration and check that the plan of the cone equals it (exit 1
+    /// naming each difference); STATEGRAPH_VERIFY=0.05 verifies 5% of plans.
     #[command(disable_help_flag = true)]
     Plan(TerraformArgs),
 

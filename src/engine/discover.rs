@@ -301,7 +301,7 @@ async fn check_oracle(
 /// A refresh-less plan with terraform's streamed `-json` output, planning
 /// `extra` targets besides the user's. On failure, terraform's own words
 /// reach the user and its exit code is ours.
-async fn discovery_plan(
+pub(super) async fn discovery_plan(
     cx: &Context<'_>,
     dir: &RunDir,
     extra: &[String],

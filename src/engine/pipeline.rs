@@ -68,6 +68,9 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
     // Retries go on for at least MAX_ATTEMPTS, and as long as -lock-timeout allows.
     let retry_until = Instant::now() + flags.lock_timeout;
     let out_of_attempts = |attempt: usize| attempt >= MAX_ATTEMPTS && Instant::now() >= retry_until;
+    // `plan -verify` (or its sampled share of plans).
+    let verifying =
+        session.kind == Kind::Plan && (flags.verify || session.settings.sample_verify());
     // Addresses terraform planned to change outside an earlier cone.
     let mut forced: Vec<String> = Vec::new();
     let mut attempt = 0;
@@ -81,6 +84,9 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
         // Discover what changes, and compute the change set on the stored graph.
         let found = discover(cx, &dir, &snapshot, &forced).await?;
         if found.changed.is_empty() {
+            if verifying {
+                verify::against_whole_plan(cx, &dir, &snapshot, None).await?;
+            }
             return Ok(Outcome::NoChanges { explained: true });
         }
         let step = session.ui.step("Computing change cone");
@@ -135,8 +141,20 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
                 warn_reverts(cx, &cs, &found).await?;
             }
             let saved = save(cx, &dir, &fresh, &cs, &found, &done).await;
+            let verified = match (verifying, done.code) {
+                (true, 0 | 2) => {
+                    // The user's targets are the cone plan's own.
+                    let targets = match flags.targets.is_empty() {
+                        true => cs.targets.as_slice(),
+                        false => &[],
+                    };
+                    verify::against_whole_plan(cx, &dir, &fresh, Some(targets)).await
+                }
+                _ => Ok(()),
+            };
             let released = lease.release().await;
             let saved = saved?;
+            verified?;
             released?;
             return Ok(Outcome::Ran {
                 code: done.code,
@@ -450,6 +468,11 @@ async fn plan_new(
         .interactive(true)
         .run()
         .await?;
+    if flags.verify || settings.sample_verify() {
+        settings
+            .ui
+            .info("Verify: no state yet, so this was terraform's plan of the whole configuration.");
+    }
     let saved = match &flags.out {
         Some(out) if done.code == 0 || (flags.detailed_exitcode && done.code == 2) => {
             let write =

@@ -46,3 +46,4 @@ mod state_roundtrip;
 mod stress;
 mod terraform_runner;
 mod tls;
+mod verify;
