@@ -4,6 +4,7 @@
 #
 #   ./install.sh              install everything, build and install stategraph, run the demo
 #   ./install.sh --deps-only  only what the test suite needs (PostgreSQL server, moto)
+#   ./install.sh --demo       only the demo, with the stategraph already on PATH
 #
 # Needs: cargo (rustup), and root or sudo for apt-get where PostgreSQL is missing.
 # terraform is not installed here (no network route to its releases on some
@@ -11,8 +12,13 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-deps_only=0
-[ "${1:-}" = "--deps-only" ] && deps_only=1
+deps_only=0 demo_only=0
+case "${1:-}" in
+    --deps-only) deps_only=1 ;;
+    --demo) demo_only=1 ;;
+    "") ;;
+    *) printf 'install.sh: unknown option %s (expected --deps-only or --demo)\n' "$1" >&2; exit 1 ;;
+esac
 
 say() { printf 'install.sh: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -68,15 +74,29 @@ if [ "$deps_only" = 1 ]; then
 fi
 
 # --- stategraph ------------------------------------------------------------------
-command -v cargo >/dev/null || die "cargo is not on PATH: install Rust with rustup (https://rustup.rs)"
-say "building and installing stategraph (cargo install --path . --locked)"
-cargo install --quiet --path . --locked --force
-BIN="$(dirname "$(command -v cargo)")/stategraph"
-[ -x "$BIN" ] || BIN="${CARGO_HOME:-$HOME/.cargo}/bin/stategraph"
+if [ "$demo_only" = 1 ]; then
+    BIN=$(command -v stategraph) || die "--demo runs the stategraph on PATH, and there is none: run ./install.sh"
+else
+    command -v cargo >/dev/null || die "cargo is not on PATH: install Rust with rustup (https://rustup.rs)"
+    say "building and installing stategraph (cargo install --path . --locked)"
+    cargo install --quiet --path . --locked --force
+    BIN="$(dirname "$(command -v cargo)")/stategraph"
+    [ -x "$BIN" ] || BIN="${CARGO_HOME:-$HOME/.cargo}/bin/stategraph"
+fi
 say "installed $BIN ($("$BIN" --version))"
+on_path=""
+[ "$(command -v stategraph || true)" = "$BIN" ] || on_path=" (put $(dirname "$BIN") on PATH first)"
+
+# What to run in one's own project: the last words, with or without the demo.
+next_steps() {
+    say "next, in your own terraform project$on_path:"
+    say "  stategraph init -migrate-state   # stores its existing terraform state (a new project: stategraph init)"
+    say "  stategraph plan                  # then plan and apply as with terraform"
+    say "for a team or CI, point everyone at one PostgreSQL: STATEGRAPH_DATABASE_URL=postgres://... (README: \"CI\")"
+}
 
 # --- demo on the embedded database -----------------------------------------------
-[ -n "$TERRAFORM" ] || { say "skipping the demo: it needs terraform"; exit 0; }
+[ -n "$TERRAFORM" ] || { say "skipping the demo: it needs terraform"; next_steps; exit 0; }
 demo=$(mktemp -d)
 trap 'rm -rf "$demo"' EXIT
 cp -r fixtures/tf/chain/. "$demo/"
@@ -99,3 +119,7 @@ n = sum(len(r["instances"]) for r in s["resources"])
 sys.exit(0 if n == 19 else f"demo: expected 19 instances in the stored state, found {n}")
 PY
 say "done: applied, changed one branch (only its cone was locked and written), state kept in PostgreSQL."
+data_dir=$("$BIN" db status --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["data_dir"])')
+say "started: the embedded PostgreSQL cluster in $data_dir, holding the demo's state \"demo\"."
+say "  It keeps running; stop it with: stategraph db stop   (any stategraph command starts it again)"
+next_steps

@@ -16,6 +16,8 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(
     name = "stategraph",
+    // Usage lines say `stategraph`, whatever the binary is called or run as.
+    bin_name = "stategraph",
     version,
     about,
     long_about = "stategraph keeps terraform state in PostgreSQL, one row per resource \
@@ -24,15 +26,23 @@ With no database configured it starts (once) a private PostgreSQL cluster under 
 your data directory and reuses it; point every CI runner at one shared PostgreSQL \
 with --database-url or STATEGRAPH_DATABASE_URL (or the libpq PG* variables).\n\n\
 Flags may be written terraform-style with one dash (-force) or with two (--force).",
-    after_help = "Examples:\n  \
+    after_help = "Terraform's other commands (terraform's flags, output and exit codes):\n  \
+output, show, validate, console, graph,     on a private copy of the stored state\n  \
+providers, modules\n  \
+taint, untaint, import, refresh,            on a private copy, with the whole state locked;\n  \
+state mv, state rm, state replace-provider  the result is stored in one transaction\n  \
+workspace show|list|select|new              workspaces are stored states (PATH:NAME)\n  \
+version, fmt, get, test, metadata,          as they are (they need no state)\n  \
+login, logout\n\n\
+Examples:\n  \
 stategraph init                             providers and modules (never a backend)\n  \
 stategraph plan -var-file=prod.tfvars       plan only the change cone\n  \
 stategraph apply -lock-timeout=5m           apply it; unrelated applies run at the same time\n  \
+stategraph output -json                     terraform's output, from the stored state\n  \
 stategraph init -migrate-state              bring this configuration's terraform state in\n  \
 stategraph cone aws_vpc.main                what a change to aws_vpc.main touches\n  \
 stategraph state pull > backup.tfstate      export the state again, losslessly\n\n\
-Other terraform commands that read state (output, show, validate, console, graph,\n\
-providers) run on a private copy of the stored state; version, fmt and get run as is."
+`stategraph COMMAND -help` describes a command."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -44,9 +54,10 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// PostgreSQL connection URL (postgres://user@host:port/db?sslmode=require).
-    /// Without it, the libpq PG* variables are used if PGHOST or PGDATABASE is
-    /// set, else the embedded cluster.
+    /// PostgreSQL connection URL (postgres://user@host:port/db?sslmode=require)
+    /// or libpq key=value string; the PG* variables fill what it leaves out.
+    /// Without it, the PG* variables are used if PGHOST, PGHOSTADDR or
+    /// PGDATABASE is set, else the embedded cluster.
     #[arg(
         long,
         global = true,
@@ -59,7 +70,7 @@ pub struct GlobalArgs {
     /// the root module's path in it (github.com/acme/infra//envs/prod; the
     /// path alone without a remote, the absolute path outside git), plus
     /// ":WORKSPACE" for a workspace other than "default".
-    #[arg(long, global = true, env = "STATEGRAPH_STATE")]
+    #[arg(long, global = true, env = "STATEGRAPH_STATE", hide_env_values = true)]
     pub state: Option<String>,
 
     /// Switch to DIR before doing anything else, as terraform's -chdir does.
@@ -87,31 +98,68 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Plan only the change cone, as `terraform plan` (same flags, output, exit codes).
     ///
-    /// stategraph finds what changes with a refresh-less plan, computes the
-    /// change cone (changed instances and everything downstream), takes
-    /// shared locks on it, and runs terraform with -target for the cone on
-    /// a private copy of the state: only the cone and its dependencies are
-    /// refreshed. Flags after `plan` are terraform's, but for stategraph's
-    /// own -verify: also run terraform's refresh-less plan of the whole
-    /// configuration and check that the plan of the cone equals it (exit 1
-    /// naming each difference); STATEGRAPH_VERIFY=0.05 verifies 5% of plans.
-    #[command(disable_help_flag = true)]
+    /// Discovery first finds what may change without planning everything:
+    /// each resource block of the configuration (its text and the variables,
+    /// locals and module outputs it reads) is compared with the baseline
+    /// stored when it was last planned or applied. Unchanged blocks are not
+    /// planned; edited, added and removed blocks are; for blocks that read a
+    /// changed value (a variable, a data source, timestamp()) or a module
+    /// call whose count/for_each changed, terraform's refresh-less plan of
+    /// those blocks or that call only says which instances change. Where the
+    /// configuration cannot be compared (no baseline yet, a count/for_each
+    /// changed below a module with count/for_each, override files, -target,
+    /// -replace, -destroy, -refresh-only), terraform's refresh-less plan of
+    /// the whole configuration decides; the step line says why.
+    ///
+    /// Then the change cone (the changed instances and everything
+    /// downstream) is locked shared in PostgreSQL, and terraform plans it
+    /// with -target on a private copy of the state: only the cone and what
+    /// it reads are refreshed (only the written instances where that saves
+    /// work: STATEGRAPH_SCOPED_REFRESH). -out=FILE writes a saved plan that
+    /// `stategraph apply FILE` applies if nothing it read changed since.
+    ///
+    /// -verify (stategraph's own) also runs terraform's refresh-less plan of
+    /// the whole configuration and checks that the plan of the cone equals
+    /// it, naming each difference and exiting 1 if not;
+    /// STATEGRAPH_VERIFY=0.05 verifies that share of plans.
+    ///
+    /// Flags after `plan` are terraform's; stategraph's own (--state,
+    /// --database-url, -chdir) go before it.
+    #[command(
+        disable_help_flag = true,
+        override_usage = "stategraph [OPTIONS] plan [TERRAFORM FLAGS]..."
+    )]
     Plan(TerraformArgs),
 
     /// Apply only the change cone, as `terraform apply`.
     ///
-    /// Like plan, with exclusive locks on the write set and shared locks on
-    /// what it reads; the result is merged into PostgreSQL row by row, so
-    /// applies of unrelated resources of one state run at the same time.
-    #[command(disable_help_flag = true)]
+    /// Discovery and the cone as for plan, with exclusive locks on what is
+    /// written and shared locks on what it reads; the result is merged into
+    /// PostgreSQL row by row, so applies of unrelated resources of one state
+    /// run at the same time, and overlapping ones wait (-lock-timeout) or
+    /// fail at once naming the holder. `stategraph apply FILE` applies a
+    /// saved plan. -allow-revert (stategraph's own) applies even where rows
+    /// were last written from a commit this checkout does not contain.
+    #[command(
+        disable_help_flag = true,
+        override_usage = "stategraph [OPTIONS] apply [TERRAFORM FLAGS]... [PLANFILE]"
+    )]
     Apply(TerraformArgs),
 
     /// Destroy, as `terraform destroy` (an apply with -destroy).
-    #[command(disable_help_flag = true)]
+    #[command(
+        disable_help_flag = true,
+        override_usage = "stategraph [OPTIONS] destroy [TERRAFORM FLAGS]..."
+    )]
     Destroy(TerraformArgs),
 
     /// Read and write the stored state with terraform's state commands.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Also terraform's `state mv`, `state rm` and `state replace-provider`: \
+they run on a private copy of the stored state with the whole state locked, and the \
+result is stored in one transaction."
+    )]
     State(StateCommand),
 
     /// Show the change cone of addresses: what a change to them writes and reads.
@@ -160,7 +208,10 @@ pub enum Command {
     /// through terraform with the -backend-config flags given) is stored in
     /// PostgreSQL with its lineage and serial. Other backend flags
     /// (-reconfigure, -force-copy, -backend-config alone) are refused.
-    #[command(disable_help_flag = true)]
+    #[command(
+        disable_help_flag = true,
+        override_usage = "stategraph [OPTIONS] init [TERRAFORM FLAGS]..."
+    )]
     Init(TerraformArgs),
 
     /// Any other terraform command: read-only commands (output, show,
@@ -363,6 +414,26 @@ pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString>
     out
 }
 
+/// `message` (clap's) with each flag [`normalize_args`] rewrote put back as
+/// the user wrote it: `'--bogus'` is `'-bogus'` again.
+pub fn as_written(message: &str, raw: &[OsString], normalized: &[OsString]) -> String {
+    let mut out = message.to_owned();
+    for (written, read) in raw.iter().zip(normalized) {
+        let (Some(written), Some(read)) = (written.to_str(), read.to_str()) else {
+            continue;
+        };
+        if written == read {
+            continue;
+        }
+        let name = |s: &str| s.split_once('=').map_or(s, |(n, _)| n).to_owned();
+        let (written, read) = (name(written), name(read));
+        for end in ["'", "="] {
+            out = out.replace(&format!("'{read}{end}"), &format!("'{written}{end}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -413,6 +484,23 @@ mod tests {
         assert_eq!(norm(&["sg", "-h"]), ["sg", "-h"]);
         assert_eq!(norm(&["sg", "--json", "-1x"]), ["sg", "--json", "-1x"]);
         assert_eq!(norm(&["sg", "--", "-force"]), ["sg", "--", "-force"]);
+    }
+
+    #[test]
+    fn flags_in_errors_are_shown_as_written() {
+        let raw: Vec<OsString> = ["sg", "log", "-bogus=1", "--limit"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        let normalized = normalize_args(raw.clone());
+        assert_eq!(
+            as_written(
+                "error: unexpected argument '--bogus=1' found ('--limit')",
+                &raw,
+                &normalized
+            ),
+            "error: unexpected argument '-bogus=1' found ('--limit')"
+        );
     }
 
     #[test]

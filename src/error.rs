@@ -36,8 +36,8 @@ pub fn report(err: &anyhow::Error) -> ExitCode {
 /// each on its own paragraph.
 pub fn render(err: &anyhow::Error) -> String {
     let mut chain = err.chain().map(|e| e.to_string());
-    let mut out = format!("Error: {}", chain.next().unwrap_or_default());
-    let mut last = String::new();
+    let mut last = chain.next().unwrap_or_default();
+    let mut out = format!("Error: {last}");
     for cause in chain {
         // Skip causes that merely repeat the previous one (common with wrapped library errors).
         if last.contains(&cause) {
@@ -47,13 +47,42 @@ pub fn render(err: &anyhow::Error) -> String {
         out.push_str(&cause);
         last = cause;
     }
+    if lacks_privilege(err) {
+        out.push_str(
+            "\n\nThe database user lacks a privilege this command needs. The README's \
+\"Database privileges\" says which command needs which; sql/roles.sql creates a reader, \
+a planner and an applier role.",
+        );
+    }
     out
+}
+
+/// Whether PostgreSQL refused a statement for want of a privilege (SQLSTATE 42501).
+fn lacks_privilege(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<tokio_postgres::Error>()
+            .and_then(|e| e.code())
+            .is_some_and(|c| *c == tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use anyhow::{anyhow, Context};
+
+    #[test]
+    fn a_cause_the_message_already_says_is_not_repeated() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot run x: {source}")]
+        struct Spawn {
+            source: std::io::Error,
+        }
+        let e = anyhow::Error::new(Spawn {
+            source: std::io::Error::other("no such file"),
+        });
+        assert_eq!(render(&e), "Error: cannot run x: no such file");
+    }
 
     #[test]
     fn renders_context_then_cause() {

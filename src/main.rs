@@ -14,14 +14,20 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
     }
-    let args = stategraph::cli::normalize_args(raw);
-    let cli = match stategraph::cli::Cli::try_parse_from(args) {
+    let args = stategraph::cli::normalize_args(raw.clone());
+    let cli = match stategraph::cli::Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         // Help and version are answers (exit 0); a usage error exits 1, as
         // terraform's do (2 means "changes present" to -detailed-exitcode).
+        Err(e) if e.use_stderr() => {
+            // Flags as the user wrote them (-bogus), not as clap read them (--bogus).
+            let text = stategraph::cli::as_written(&e.to_string(), &raw, &args);
+            stategraph::ui::error(text.trim_end());
+            return ExitCode::from(1);
+        }
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+            return ExitCode::SUCCESS;
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()

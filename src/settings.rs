@@ -117,6 +117,20 @@ pub enum DatabaseTarget {
     Embedded,
 }
 
+impl DatabaseTarget {
+    /// The variables of our environment terraform must not see: the
+    /// database URL variable always, and the libpq variables stategraph
+    /// connected with (the embedded cluster uses none, so there a
+    /// configuration's own `PG*` variables pass, as under terraform alone).
+    pub fn hidden_env(&self) -> Vec<String> {
+        let mut hidden = vec!["STATEGRAPH_DATABASE_URL".to_owned()];
+        if let DatabaseTarget::Remote(t) = self {
+            hidden.extend(t.env_used.iter().cloned());
+        }
+        hidden
+    }
+}
+
 /// Where the embedded cluster lives and how it runs.
 #[derive(Debug, Clone)]
 pub struct EmbeddedConfig {
@@ -171,13 +185,17 @@ impl Settings {
         };
 
         let database = match &global.database_url {
-            Some(url) => DatabaseTarget::Remote(Box::new(PgTarget::from_url(url)?)),
+            Some(url) => DatabaseTarget::Remote(Box::new(PgTarget::from_url_with_env(url, &get)?)),
             None if get("PGHOST").is_some()
-                || get("PGDATABASE").is_some()
-                || get("PGSERVICE").is_some() =>
+                || get("PGHOSTADDR").is_some()
+                || get("PGDATABASE").is_some() =>
             {
                 DatabaseTarget::Remote(Box::new(PgTarget::from_libpq_env(&get)?))
             }
+            None if get("PGSERVICE").is_some() => bail!(
+                "PGSERVICE is set, but stategraph does not read pg_service.conf.\n\n\
+Name the server with --database-url (STATEGRAPH_DATABASE_URL) or PGHOST, PGPORT, PGDATABASE..."
+            ),
             None => DatabaseTarget::Embedded,
         };
 
@@ -387,14 +405,38 @@ impl Settings {
     }
 }
 
-/// A reference to the CI job we run in, from the variables common CI systems set.
+/// A reference to the CI job we run in, from the variables common CI systems
+/// set: a link to the job where the CI says where it is.
 fn ci_job(get: &dyn Fn(&str) -> Option<String>) -> Option<String> {
     if let (Some(server), Some(repo), Some(run)) = (
         get("GITHUB_SERVER_URL"),
         get("GITHUB_REPOSITORY"),
         get("GITHUB_RUN_ID"),
     ) {
-        return Some(format!("{server}/{repo}/actions/runs/{run}"));
+        // A re-run is a run of its own.
+        let attempt = get("GITHUB_RUN_ATTEMPT")
+            .filter(|a| a != "1")
+            .map(|a| format!("/attempts/{a}"))
+            .unwrap_or_default();
+        return Some(format!("{server}/{repo}/actions/runs/{run}{attempt}"));
+    }
+    if let (Some(collection), Some(project), Some(build)) = (
+        get("SYSTEM_COLLECTIONURI"),
+        get("SYSTEM_TEAMPROJECT"),
+        get("BUILD_BUILDID"),
+    ) {
+        let collection = collection.trim_end_matches('/');
+        return Some(format!(
+            "{collection}/{project}/_build/results?buildId={build}"
+        ));
+    }
+    if let (Some(repo), Some(build)) = (
+        get("BITBUCKET_REPO_FULL_NAME"),
+        get("BITBUCKET_BUILD_NUMBER"),
+    ) {
+        return Some(format!(
+            "https://bitbucket.org/{repo}/pipelines/results/{build}"
+        ));
     }
     [
         "CI_JOB_URL",
@@ -481,6 +523,61 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("STATEGRAPH_VERIFY=\"often\""));
+    }
+
+    fn job_of(vars: &[(&str, &str)]) -> Option<String> {
+        let get = |k: &str| {
+            vars.iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| v.to_string())
+        };
+        ci_job(&get)
+    }
+
+    #[test]
+    fn the_ci_job_is_a_link_to_it() {
+        let github = [
+            ("GITHUB_SERVER_URL", "https://github.com"),
+            ("GITHUB_REPOSITORY", "acme/infra"),
+            ("GITHUB_RUN_ID", "42"),
+            ("GITHUB_RUN_ATTEMPT", "1"),
+        ];
+        assert_eq!(
+            job_of(&github).as_deref(),
+            Some("https://github.com/acme/infra/actions/runs/42")
+        );
+        let mut rerun = github;
+        rerun[3].1 = "2";
+        assert_eq!(
+            job_of(&rerun).as_deref(),
+            Some("https://github.com/acme/infra/actions/runs/42/attempts/2")
+        );
+        assert_eq!(
+            job_of(&[
+                ("CI_JOB_URL", "https://gitlab.com/acme/infra/-/jobs/7"),
+                ("CI_JOB_ID", "7")
+            ])
+            .as_deref(),
+            Some("https://gitlab.com/acme/infra/-/jobs/7")
+        );
+        assert_eq!(
+            job_of(&[
+                ("SYSTEM_COLLECTIONURI", "https://dev.azure.com/acme/"),
+                ("SYSTEM_TEAMPROJECT", "infra"),
+                ("BUILD_BUILDID", "9")
+            ])
+            .as_deref(),
+            Some("https://dev.azure.com/acme/infra/_build/results?buildId=9")
+        );
+        assert_eq!(
+            job_of(&[
+                ("BITBUCKET_REPO_FULL_NAME", "acme/infra"),
+                ("BITBUCKET_BUILD_NUMBER", "3")
+            ])
+            .as_deref(),
+            Some("https://bitbucket.org/acme/infra/pipelines/results/3")
+        );
+        assert_eq!(job_of(&[("CI", "true")]), None);
     }
 
     fn global() -> GlobalArgs {

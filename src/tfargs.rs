@@ -208,6 +208,16 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     Some(Duration::from_secs_f64(total))
 }
 
+/// Whether the flag `-name` (or `--name`, with or without a value) is
+/// among the flags of `args` (everything after the command name; flags end
+/// at the first argument that is not one).
+pub fn gives_flag(args: &[String], name: &str) -> bool {
+    args.iter()
+        .take_while(|a| a.starts_with('-') && a.as_str() != "--")
+        .filter_map(|a| a.strip_prefix("--").or_else(|| a.strip_prefix('-')))
+        .any(|body| body.split_once('=').map_or(body, |(n, _)| n) == name)
+}
+
 /// Reads terraform's plan/apply flags from `args` (everything after the
 /// subcommand name).
 pub fn parse(args: &[String]) -> Result<TfFlags, FlagError> {
@@ -335,7 +345,7 @@ pub const READ_STATE: &[&str] = &[
 ];
 
 /// Commands that write the state.
-const WRITE_STATE: &[&str] = &["import", "taint", "untaint", "refresh"];
+pub const WRITE_STATE: &[&str] = &["import", "taint", "untaint", "refresh"];
 
 /// `state` subcommands that write the state.
 pub const WRITE_STATE_SUBCOMMANDS: &[&str] = &["mv", "rm", "replace-provider"];
@@ -408,6 +418,40 @@ pub fn undefined_flag<'f>(command: &str, flags: &'f TfFlags) -> Option<&'f Given
 pub fn asks_for_help(args: &[String]) -> bool {
     args.iter()
         .any(|a| matches!(a.as_str(), "-h" | "-help" | "--help"))
+}
+
+/// `args` as the transaction log and lock holders may show them: the
+/// value of every `-var` replaced by `<redacted>` (`-var=token=<redacted>`,
+/// `-var token=<redacted>`), since a variable may be sensitive and the
+/// log is read by everyone who can read the state's history. `-var-file`
+/// paths and every other argument stay as written.
+pub fn redact_vars(args: &[String]) -> Vec<String> {
+    const REDACTED: &str = "<redacted>";
+    let redact = |value: &str| match value.split_once('=') {
+        Some((name, _)) => format!("{name}={REDACTED}"),
+        None => REDACTED.to_owned(),
+    };
+    let mut out = Vec::with_capacity(args.len());
+    let mut next_is_value = false;
+    for arg in args {
+        if std::mem::take(&mut next_is_value) {
+            out.push(redact(arg));
+            continue;
+        }
+        let body = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-'));
+        match body.map(|b| b.split_once('=').unwrap_or((b, ""))) {
+            Some(("var", _)) if !arg.contains('=') => {
+                next_is_value = true;
+                out.push(arg.clone());
+            }
+            Some(("var", _)) => {
+                let (flag, value) = arg.split_once('=').expect("checked above");
+                out.push(format!("{flag}={}", redact(value)));
+            }
+            _ => out.push(arg.clone()),
+        }
+    }
+    out
 }
 
 /// Undoes [`crate::cli::normalize_args`] for terraform's flags (`--json` ->
@@ -656,5 +700,35 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
         assert_eq!(parse_duration("5"), None);
         assert_eq!(parse_duration(""), None);
+    }
+
+    #[test]
+    fn redact_vars_hides_every_value_and_keeps_var_files() {
+        let args: Vec<String> = [
+            "-var",
+            "secret=hunter2",
+            "-var=token=abc=def",
+            "--var=x=1",
+            "-var-file=prod.tfvars",
+            "-target=a.b",
+            "-var",
+            "noequals",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            redact_vars(&args),
+            [
+                "-var",
+                "secret=<redacted>",
+                "-var=token=<redacted>",
+                "--var=x=<redacted>",
+                "-var-file=prod.tfvars",
+                "-target=a.b",
+                "-var",
+                "<redacted>",
+            ]
+        );
     }
 }

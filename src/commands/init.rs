@@ -41,7 +41,11 @@ pub async fn execute(settings: &Settings, args: &[String], no_color: bool) -> Re
             settings.state_name()
         );
     }
-    let tf = Terraform::discover(settings.terraform.as_deref())?.with_ui(settings.ui);
+    let tf = Terraform::discover(
+        settings.terraform.as_deref(),
+        &settings.database.hidden_env(),
+    )?
+    .with_ui(settings.ui);
     let done = tf
         .command(&settings.workdir)
         .arg("init")

@@ -76,6 +76,8 @@ fn print_terraform_command_help(command: &Command) -> Result<()> {
         _ => "init",
     };
     let mut cli = Cli::command();
+    // Building names the subcommands: usage reads `stategraph plan`.
+    cli.build();
     let sub = cli
         .find_subcommand_mut(name)
         .expect("terraform commands are defined in cli.rs");

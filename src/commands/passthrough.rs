@@ -7,6 +7,7 @@
 
 use anyhow::{bail, Result};
 
+use crate::engine::saved;
 use crate::engine::session::prepare;
 use crate::error::Exit;
 use crate::settings::Settings;
@@ -33,7 +34,11 @@ pub async fn execute(settings: &Settings, args: &[String]) -> Result<()> {
             tfargs::NO_STATE.join(", ")
         ),
     };
-    let tf = Terraform::discover(settings.terraform.as_deref())?.with_ui(settings.ui);
+    let tf = Terraform::discover(
+        settings.terraform.as_deref(),
+        &settings.database.hidden_env(),
+    )?
+    .with_ui(settings.ui);
     if !needs_state {
         let done = tf
             .command(&settings.workdir)
@@ -49,9 +54,21 @@ pub async fn execute(settings: &Settings, args: &[String]) -> Result<()> {
         .pull(&settings.state_name())
         .await?
         .unwrap_or_else(|| State::empty(EMPTY_LINEAGE.to_owned()));
+    if args[0] == "show" {
+        // A stategraph saved plan: terraform's show of the plan inside it.
+        if let Some(code) = saved::show(settings, &tf, &store, &args[1..]).await? {
+            return Exit::with(code);
+        }
+    }
     let dir = settings.layout().run_dir(&state)?;
     prepare(&dir, &tf, &store).await?;
-    let done = dir.command(&tf).args(args).interactive(true).run().await?;
+    let mut command = dir.command(&tf).arg(&args[0]);
+    if args[0] == "console" && !tfargs::gives_flag(&args[1..], "state") {
+        // `console` reads `-state`, which defaults to ./terraform.tfstate
+        // and wins over the backend: point it at the stored state.
+        command = command.arg(format!("-state={}", dir.state_path().display()));
+    }
+    let done = command.args(&args[1..]).interactive(true).run().await?;
     drop(dir);
     Exit::with(done.code)
 }

@@ -93,12 +93,9 @@ pub async fn list(settings: &Settings, args: &ListArgs) -> Result<()> {
         .iter()
         .map(|a| address::parse_target(a).map_err(|e| anyhow!("{e}")))
         .collect::<Result<Vec<_>>>()?;
-    let name = settings.state_name();
-    let store = db::open(settings).await?;
-    let Some(state) = store.pull(&name).await? else {
-        // terraform prints nothing for an empty state, and so do we.
-        return Ok(());
-    };
+    // An empty state lists nothing; a state that does not exist is an
+    // error, as terraform's "No state file was found!" (exit 1).
+    let state = load(settings, &settings.state_name()).await?;
     let mut found = Vec::new();
     for r in &state.resources {
         let raddr = r.address();
@@ -158,7 +155,7 @@ pub async fn show(settings: &Settings, args: &ShowArgs) -> Result<()> {
              Install terraform >= 1.5 (or OpenTofu), or set STATEGRAPH_TERRAFORM to its path."
         );
     };
-    let tf = Terraform::discover(Some(bin))?.with_ui(settings.ui);
+    let tf = Terraform::discover(Some(bin), &settings.database.hidden_env())?.with_ui(settings.ui);
     // The state holds secrets: a private directory (0700) and file (0600), removed on return.
     let dir = tempfile::Builder::new()
         .prefix("stategraph-")
@@ -185,7 +182,8 @@ async fn load(settings: &Settings, name: &str) -> Result<State> {
     store.pull(name).await?.ok_or_else(|| {
         anyhow!(
             "no state named \"{name}\" in {}\n\n\
-             Store one with `stategraph state push terraform.tfstate`, or name another with --state.",
+             `stategraph apply` creates it; `stategraph init -migrate-state` or \
+             `stategraph state push terraform.tfstate` stores an existing one; --state names another.",
             store.display()
         )
     })

@@ -54,6 +54,15 @@ const HOLDER_COLUMNS: &str = "h.id, h.state_id, s.name, h.txn_id, h.actor_user, 
 /// The one definition of a live lease, on the database's clock (a row of
 /// `lock_holders`): fences, renewals, reaping and listings all use it.
 const LEASE_LIVE: &str = "lease_expires_at > clock_timestamp()";
+/// The transactions of runs in flight on state `$1`: running, and linked to
+/// a live lock holder (a dead run's checkpoints are the latest there is).
+pub(super) fn in_flight_txns() -> String {
+    format!(
+        "SELECT h.txn_id FROM lock_holders h \
+         JOIN transactions t ON t.id = h.txn_id AND t.status = 'running' \
+         WHERE h.state_id = $1 AND h.{LEASE_LIVE}"
+    )
+}
 /// Its negation: a lease that ran out.
 const LEASE_EXPIRED: &str = "lease_expires_at <= clock_timestamp()";
 
@@ -447,6 +456,31 @@ impl Store {
         }
     }
 
+    /// The live holders of any of `addresses` in exclusive mode: the runs
+    /// changing them right now (a plan, which takes no locks, says so).
+    pub async fn writers(
+        &self,
+        state_id: i64,
+        addresses: &[String],
+    ) -> Result<Vec<Conflict>, LockError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {HOLDER_COLUMNS}, l.address, l.mode
+                     FROM locks l
+                     JOIN lock_holders h ON h.id = l.holder_id
+                     JOIN states s ON s.id = h.state_id
+                     WHERE l.state_id = $1 AND l.address = ANY($2) AND l.mode = 'exclusive'
+                       AND h.{LEASE_LIVE}
+                     ORDER BY h.id, l.address"
+                ),
+                &[&state_id, &addresses],
+            )
+            .await?;
+        Ok(conflicts_from_rows(&rows))
+    }
+
     /// Adds addresses to a lock already held (escalation when the cone
     /// grew), all or nothing, never waiting: waiting while holding locks
     /// could deadlock, so on [`LockError::Conflict`] the caller releases and
@@ -797,7 +831,8 @@ fn render_conflicts(conflicts: &[Conflict], waited: Option<Duration>) -> String 
         None => {
             let _ = writeln!(
                 out,
-                "Error message: {n} {addresses} to lock are held by {by}"
+                "Error message: {n} {addresses} to lock {} held by {by}",
+                if n == 1 { "is" } else { "are" }
             );
         }
     }

@@ -168,4 +168,25 @@ mod tests {
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
     }
+
+    #[test]
+    fn the_shipped_roles_grant_on_every_table() {
+        let roles = include_str!("../../sql/roles.sql");
+        let granted = roles
+            .split("TO stategraph_reader")
+            .next()
+            .and_then(|head| head.rsplit("GRANT SELECT ON").next())
+            .expect("roles.sql grants SELECT to stategraph_reader");
+        let tables = MIGRATIONS
+            .iter()
+            .flat_map(|m| m.sql.split("CREATE TABLE ").skip(1))
+            .map(|rest| rest.split_whitespace().next().unwrap_or_default())
+            .chain(["stategraph_migrations"]);
+        for table in tables {
+            assert!(
+                granted.split([',', ' ', '\n']).any(|t| t == table),
+                "sql/roles.sql does not let stategraph_reader read {table}: add it (and what the planner and applier need)"
+            );
+        }
+    }
 }

@@ -16,7 +16,7 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::config::{Host, SslMode, TargetSessionAttrs};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// libpq's `sslmode`, the part of it we honour.
@@ -47,23 +47,115 @@ pub struct PgTarget {
     pub root_cert: Option<PathBuf>,
     /// `host:port/dbname`, safe to print.
     pub display: String,
+    /// The libpq variables this target was built from (see [`LIBPQ_ENV`]):
+    /// stategraph's business, kept from terraform and its providers.
+    pub env_used: Vec<String>,
+}
+
+/// The libpq variables stategraph reads when it connects to a server: each
+/// one that is set fills what the URL leaves out, as in libpq.
+pub const LIBPQ_ENV: &[&str] = &[
+    "PGHOST",
+    "PGHOSTADDR",
+    "PGPORT",
+    "PGUSER",
+    "PGPASSWORD",
+    "PGPASSFILE",
+    "PGDATABASE",
+    "PGCONNECT_TIMEOUT",
+    "PGTARGETSESSIONATTRS",
+    "PGAPPNAME",
+    "PGOPTIONS",
+    "PGSSLMODE",
+    "PGSSLROOTCERT",
+];
+
+/// `base` (a URL without its query) with `PGPORT` written in when its hosts
+/// name no port: tokio-postgres reads a host without a port as port 5432,
+/// where libpq takes `PGPORT` (one port for every host, or one per host).
+/// Also whether `PGPORT` was used.
+fn with_env_ports(base: &str, get: &dyn Fn(&str) -> Option<String>) -> Result<(String, bool)> {
+    let unchanged = Ok((base.to_owned(), false));
+    let Some((scheme, rest)) = base.split_once("://") else {
+        return unchanged;
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((u, h)) => (format!("{u}@"), h),
+        None => (String::new(), authority),
+    };
+    let has_port = |h: &str| match h.rsplit_once(']') {
+        Some((_, after)) => after.starts_with(':'),
+        None => h.contains(':'),
+    };
+    if hosts.is_empty() || hosts.split(',').any(has_port) {
+        return unchanged;
+    }
+    let Some(ports) = get("PGPORT") else {
+        return unchanged;
+    };
+    let ports: Vec<&str> = ports.split(',').map(str::trim).collect();
+    let hosts: Vec<&str> = hosts.split(',').collect();
+    if ports.len() != 1 && ports.len() != hosts.len() {
+        bail!(
+            "PGPORT lists {} ports for the {} hosts of the database URL: give one, or one per host",
+            ports.len(),
+            hosts.len()
+        );
+    }
+    let hosts: Vec<String> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| format!("{h}:{}", ports[if ports.len() == 1 { 0 } else { i }]))
+        .collect();
+    Ok((
+        format!("{scheme}://{userinfo}{}{path}", hosts.join(",")),
+        true,
+    ))
+}
+
+/// libpq's default server when nothing names one: the local unix socket in
+/// the usual directories (Debian's, then PostgreSQL's own default), else
+/// `localhost`.
+fn default_host(port: u16) -> String {
+    ["/var/run/postgresql", "/tmp"]
+        .into_iter()
+        .find(|dir| {
+            std::path::Path::new(dir)
+                .join(format!(".s.PGSQL.{port}"))
+                .exists()
+        })
+        .unwrap_or("localhost")
+        .to_owned()
 }
 
 impl PgTarget {
     /// Parses a `postgres://` URL (or a libpq `key=value` string), taking
     /// `sslmode` and `sslrootcert` ourselves since tokio-postgres knows only
-    /// part of them.
+    /// part of them. Nothing comes from the environment (see
+    /// [`PgTarget::from_url_with_env`]).
     pub fn from_url(url: &str) -> Result<PgTarget> {
-        let mut tls = TlsMode::Prefer;
+        PgTarget::from_url_with_env(url, &|_| None)
+    }
+
+    /// Like [`PgTarget::from_url`], with what the URL leaves out taken from
+    /// the libpq variables, as libpq does (`postgres:///tf` with `PGHOST`,
+    /// `PGUSER` and `PGPASSWORD` set connects where psql would).
+    pub fn from_url_with_env(url: &str, get: &dyn Fn(&str) -> Option<String>) -> Result<PgTarget> {
+        let mut tls = None;
         let mut root_cert = None;
+        let mut used = Vec::new();
         let rest = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let (base, query) = url.split_once('?').unwrap_or((url, ""));
+            let (base, pgport) = with_env_ports(base, get)?;
+            let base = base.as_str();
+            used.extend(pgport.then(|| "PGPORT".to_owned()));
             let mut kept = Vec::new();
             for pair in query.split('&').filter(|p| !p.is_empty()) {
                 let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
                 let v = percent_decode(v);
                 match k {
-                    "sslmode" => tls = TlsMode::parse(&v)?,
+                    "sslmode" => tls = Some(TlsMode::parse(&v)?),
                     "sslrootcert" => root_cert = Some(PathBuf::from(v)),
                     _ => kept.push(pair),
                 }
@@ -77,7 +169,7 @@ impl PgTarget {
             let mut kept = Vec::new();
             for word in url.split_whitespace() {
                 match word.split_once('=') {
-                    Some(("sslmode", v)) => tls = TlsMode::parse(v)?,
+                    Some(("sslmode", v)) => tls = Some(TlsMode::parse(v)?),
                     Some(("sslrootcert", v)) => root_cert = Some(PathBuf::from(v)),
                     _ => kept.push(word),
                 }
@@ -86,46 +178,138 @@ impl PgTarget {
         };
         let config = tokio_postgres::Config::from_str(&rest).map_err(|e| {
             anyhow!(
-                "the database URL is not valid: {e}\n\nExpected postgres://USER[:PASSWORD]@HOST[:PORT]/DBNAME[?sslmode=require]"
+                "the database URL is not valid: {e}\n\nExpected postgres://USER[:PASSWORD]@HOST[:PORT]/DBNAME[?sslmode=require], \
+host=/socket/dir for a unix socket, HOST1,HOST2 for several servers"
             )
         })?;
-        Ok(PgTarget::new(config, tls, root_cert))
+        PgTarget::with_env_defaults(config, tls, root_cert, get, used)
     }
 
-    /// Builds a target from the libpq variables (`PGHOST`, `PGPORT`, `PGUSER`,
-    /// `PGPASSWORD`, `PGDATABASE`, `PGSSLMODE`, `PGSSLROOTCERT`, `PGCONNECT_TIMEOUT`).
+    /// Builds a target from the libpq variables alone (see [`LIBPQ_ENV`]).
     pub fn from_libpq_env(get: &dyn Fn(&str) -> Option<String>) -> Result<PgTarget> {
-        let mut config = tokio_postgres::Config::new();
-        let host = get("PGHOST").unwrap_or_else(|| "localhost".to_owned());
-        for h in host.split(',') {
-            config.host(h);
-        }
-        if let Some(port) = get("PGPORT") {
-            let port: u16 = port
-                .parse()
-                .with_context(|| format!("PGPORT={port} is not a port number"))?;
-            config.port(port);
-        }
-        let user = get("PGUSER")
-            .or_else(|| get("USER"))
-            .unwrap_or_else(|| "postgres".to_owned());
-        config.user(&user);
-        if let Some(pw) = get("PGPASSWORD") {
-            config.password(pw);
-        }
-        config.dbname(get("PGDATABASE").unwrap_or(user));
-        if let Some(t) = get("PGCONNECT_TIMEOUT").and_then(|t| t.parse().ok()) {
-            config.connect_timeout(Duration::from_secs(t));
-        }
-        let tls = match get("PGSSLMODE") {
-            Some(m) => TlsMode::parse(&m)?,
-            None => TlsMode::Prefer,
+        PgTarget::with_env_defaults(tokio_postgres::Config::new(), None, None, get, Vec::new())
+    }
+
+    /// Fills what `config` leaves out from the libpq variables, then libpq's
+    /// defaults, and records which variables were used (after `used`).
+    fn with_env_defaults(
+        mut config: tokio_postgres::Config,
+        tls: Option<TlsMode>,
+        root_cert: Option<PathBuf>,
+        get: &dyn Fn(&str) -> Option<String>,
+        used: Vec<String>,
+    ) -> Result<PgTarget> {
+        let used = std::cell::RefCell::new(used);
+        let env = |k: &str| {
+            debug_assert!(LIBPQ_ENV.contains(&k), "{k} is not in LIBPQ_ENV");
+            let v = get(k);
+            if v.is_some() {
+                used.borrow_mut().push(k.to_owned());
+            }
+            v
         };
-        Ok(PgTarget::new(
-            config,
-            tls,
-            get("PGSSLROOTCERT").map(PathBuf::from),
-        ))
+        if config.get_ports().is_empty() {
+            if let Some(ports) = env("PGPORT") {
+                for port in ports.split(',') {
+                    let port: u16 = port.trim().parse().map_err(|_| {
+                        anyhow!("PGPORT={ports} is not a port number (or a comma-separated list of them)")
+                    })?;
+                    config.port(port);
+                }
+            }
+        }
+        if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
+            let hostaddrs = env("PGHOSTADDR");
+            match env("PGHOST") {
+                // `host` takes a path starting with `/` as a socket directory.
+                Some(hosts) => {
+                    for h in hosts.split(',') {
+                        config.host(h.trim());
+                    }
+                }
+                None if hostaddrs.is_none() => {
+                    let port = config.get_ports().first().copied().unwrap_or(5432);
+                    config.host(default_host(port));
+                }
+                None => {}
+            }
+            for addr in hostaddrs.iter().flat_map(|a| a.split(',')) {
+                let ip = addr
+                    .trim()
+                    .parse()
+                    .map_err(|_| anyhow!("PGHOSTADDR={addr} is not an IP address"))?;
+                config.hostaddr(ip);
+            }
+        }
+        if config.get_user().is_none() {
+            let user = env("PGUSER")
+                .or_else(|| get("USER"))
+                .unwrap_or_else(|| "postgres".to_owned());
+            config.user(&user);
+        }
+        if config.get_password().is_none() {
+            if let Some(pw) = env("PGPASSWORD") {
+                config.password(pw);
+            }
+        }
+        if config.get_dbname().is_none() {
+            let db = env("PGDATABASE")
+                .or_else(|| config.get_user().map(str::to_owned))
+                .unwrap_or_else(|| "postgres".to_owned());
+            config.dbname(&db);
+        }
+        if config.get_password().is_none() {
+            let file = env("PGPASSFILE")
+                .map(PathBuf::from)
+                .or_else(|| get("HOME").map(|h| PathBuf::from(h).join(".pgpass")));
+            if let Some(pw) = file.and_then(|f| password_from_file(&f, &config)) {
+                config.password(pw);
+            }
+        }
+        if config.get_connect_timeout().is_none() {
+            if let Some(t) = env("PGCONNECT_TIMEOUT") {
+                let secs: u64 = t
+                    .trim()
+                    .parse()
+                    .map_err(|_| anyhow!("PGCONNECT_TIMEOUT={t} is not a number of seconds"))?;
+                if secs > 0 {
+                    config.connect_timeout(Duration::from_secs(secs));
+                }
+            }
+        }
+        if config.get_target_session_attrs() == TargetSessionAttrs::Any {
+            if let Some(attrs) = env("PGTARGETSESSIONATTRS") {
+                config.target_session_attrs(match attrs.as_str() {
+                    "any" => TargetSessionAttrs::Any,
+                    "read-write" => TargetSessionAttrs::ReadWrite,
+                    "read-only" => TargetSessionAttrs::ReadOnly,
+                    other => bail!(
+                        "PGTARGETSESSIONATTRS={other} is not supported: use any, read-write or read-only"
+                    ),
+                });
+            }
+        }
+        if config.get_application_name().is_none() {
+            if let Some(name) = env("PGAPPNAME") {
+                config.application_name(&name);
+            }
+        }
+        if config.get_options().is_none() {
+            if let Some(options) = env("PGOPTIONS") {
+                config.options(&options);
+            }
+        }
+        let tls = match tls {
+            Some(tls) => tls,
+            None => match env("PGSSLMODE") {
+                Some(m) => TlsMode::parse(&m)?,
+                None => TlsMode::Prefer,
+            },
+        };
+        let root_cert = root_cert.or_else(|| env("PGSSLROOTCERT").map(PathBuf::from));
+        let mut target = PgTarget::new(config, tls, root_cert);
+        target.env_used = used.into_inner();
+        Ok(target)
     }
 
     /// A target from a finished config (used by the embedded cluster).
@@ -145,43 +329,63 @@ impl PgTarget {
         if config.get_application_name().is_none() {
             config.application_name("stategraph");
         }
+        // libpq never asks for TLS on a unix socket (the server would refuse).
+        let unix_only = !config.get_hosts().is_empty()
+            && config.get_hostaddrs().is_empty()
+            && config
+                .get_hosts()
+                .iter()
+                .all(|h| matches!(h, Host::Unix(_)));
+        if unix_only {
+            config.ssl_mode(SslMode::Disable);
+        }
         let display = describe(&config);
         PgTarget {
             config,
             tls,
             root_cert,
             display,
+            env_used: Vec::new(),
         }
     }
 
-    /// Opens a pool of at most `size` connections and checks that one connects.
+    /// Opens a pool of at most `size` connections and checks that one
+    /// connects, within `connect_timeout` per host as libpq counts it (the
+    /// whole startup, not only the TCP handshake).
     pub async fn connect(&self, size: usize) -> Result<Pool> {
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
-        // tokio-postgres asks the TLS connector for a server name even when
-        // TLS is off, and rustls refuses the empty name of a unix socket.
-        let manager = if self.tls == TlsMode::Disable {
+        let manager = if self.config.get_ssl_mode() == SslMode::Disable {
             Manager::from_config(self.config.clone(), tokio_postgres::NoTls, manager_config)
         } else {
-            let tls = MakeRustlsConnect::new(self.rustls_config()?);
+            let tls = SocketAwareTls(MakeRustlsConnect::new(self.rustls_config()?));
             Manager::from_config(self.config.clone(), tls, manager_config)
         };
         let pool = Pool::builder(manager)
             .max_size(size)
             .build()
             .context("cannot build the connection pool")?;
-        if let Err(e) = pool.get().await {
-            return Err(anyhow!(
-                "cannot connect to PostgreSQL at {}: {}\n\n{}",
-                self.display,
-                connect_error_text(&e),
-                "Check that the server is running and reachable, and the URL, user and password \
-(--database-url / STATEGRAPH_DATABASE_URL, or the PG* variables). Without any of them stategraph \
-uses its embedded database."
-            ));
-        }
-        Ok(pool)
+        let per_host = self
+            .config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(Duration::from_secs(10));
+        let hosts = self
+            .config
+            .get_hosts()
+            .len()
+            .max(self.config.get_hostaddrs().len())
+            .max(1) as u32;
+        let problem = match tokio::time::timeout(per_host * hosts, pool.get()).await {
+            Ok(Ok(_)) => return Ok(pool),
+            Ok(Err(e)) => connect_problem(&e, per_host),
+            Err(_) => timeout_problem(per_host),
+        };
+        Err(anyhow!(
+            "cannot connect to PostgreSQL at {}: {problem}",
+            self.display
+        ))
     }
 
     fn rustls_config(&self) -> Result<rustls::ClientConfig> {
@@ -237,6 +441,58 @@ uses its embedded database."
     }
 }
 
+/// The password for `config`'s first host that has one in the libpq
+/// password file `file` (`host:port:dbname:user:password` lines, `*` for
+/// any, `\\` escaping `:` and `\\`); `localhost` stands for a unix socket.
+/// A file others may read is ignored, as libpq ignores it.
+fn password_from_file(file: &std::path::Path, config: &tokio_postgres::Config) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(file).ok()?;
+    if !meta.is_file() || meta.permissions().mode() & 0o077 != 0 {
+        return None;
+    }
+    let text = std::fs::read_to_string(file).ok()?;
+    let entries: Vec<Vec<String>> = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .map(pgpass_fields)
+        .filter(|f| f.len() == 5)
+        .collect();
+    let db = config.get_dbname().unwrap_or_default();
+    let user = config.get_user().unwrap_or_default();
+    let ports = config.get_ports();
+    config.get_hosts().iter().enumerate().find_map(|(i, host)| {
+        let host = match host {
+            Host::Tcp(name) => name.clone(),
+            Host::Unix(_) => "localhost".to_owned(),
+        };
+        let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+        let wanted = [host, port.to_string(), db.to_owned(), user.to_owned()];
+        entries
+            .iter()
+            .find(|e| {
+                e.iter()
+                    .zip(&wanted)
+                    .all(|(field, want)| field == "*" || field == want)
+            })
+            .map(|e| e[4].clone())
+    })
+}
+
+/// One line of a password file split at its unescaped colons.
+fn pgpass_fields(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => fields.last_mut().unwrap().extend(chars.next()),
+            ':' => fields.push(String::new()),
+            c => fields.last_mut().unwrap().push(c),
+        }
+    }
+    fields
+}
+
 /// `host:port/dbname` with no user or password.
 fn describe(config: &tokio_postgres::Config) -> String {
     let hosts: Vec<String> = config
@@ -268,16 +524,81 @@ fn describe(config: &tokio_postgres::Config) -> String {
     format!("{hosts}/{db}")
 }
 
-/// The innermost cause of a pool error, as a short sentence.
-fn connect_error_text(e: &deadpool_postgres::PoolError) -> String {
+/// What went wrong connecting, and what to do: a timeout names the setting
+/// that controls it, an answer that is not PostgreSQL's says so.
+fn connect_problem(e: &deadpool_postgres::PoolError, per_host: Duration) -> String {
     use std::error::Error;
-    let mut text = e.to_string();
+    let mut innermost = e.to_string();
+    let mut timed_out = false;
+    let mut not_postgres = false;
     let mut source = e.source();
     while let Some(s) = source {
-        text = s.to_string();
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
+            // The stream ended amid what is no PostgreSQL message.
+            not_postgres |= io.to_string() == "bytes remaining on stream";
+        }
+        if let Some(pg) = s.downcast_ref::<tokio_postgres::Error>() {
+            let text = pg.to_string();
+            not_postgres |=
+                text.contains("error parsing response") || text.contains("unexpected message");
+        }
+        innermost = s.to_string();
         source = s.source();
     }
-    text
+    if timed_out {
+        timeout_problem(per_host)
+    } else if not_postgres {
+        format!(
+            "what answered is not a PostgreSQL server ({innermost})\n\n\
+Check the host and port: something else listens there (an HTTP proxy, another service)."
+        )
+    } else {
+        format!(
+            "{innermost}\n\n\
+Check that the server is running and reachable, and the URL, user and password \
+(--database-url / STATEGRAPH_DATABASE_URL, or the PG* variables). Without any of them stategraph \
+uses its embedded database."
+        )
+    }
+}
+
+fn timeout_problem(per_host: Duration) -> String {
+    format!(
+        "no answer within {} s (connect_timeout)\n\n\
+Check that the host is reachable from here (a firewall, a VPN, a private address?). \
+connect_timeout=SECONDS in the URL, or PGCONNECT_TIMEOUT, sets how long to wait for each host \
+(default 10).",
+        per_host.as_secs()
+    )
+}
+
+/// rustls with one addition: tokio-postgres asks for the server name of a
+/// unix socket too (an empty one, which rustls refuses) though no TLS ever
+/// runs there (the server answers the TLS request with a no).
+#[derive(Clone)]
+struct SocketAwareTls(MakeRustlsConnect);
+
+impl tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket> for SocketAwareTls {
+    type Stream =
+        <MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>>::Stream;
+    type TlsConnect = <MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<
+        tokio_postgres::Socket,
+    >>::TlsConnect;
+    type Error =
+        <MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>>::Error;
+
+    fn make_tls_connect(&mut self, domain: &str) -> Result<Self::TlsConnect, Self::Error> {
+        let domain = if domain.is_empty() {
+            "localhost"
+        } else {
+            domain
+        };
+        tokio_postgres::tls::MakeTlsConnect::<tokio_postgres::Socket>::make_tls_connect(
+            &mut self.0,
+            domain,
+        )
+    }
 }
 
 fn percent_decode(s: &str) -> String {
@@ -433,5 +754,114 @@ mod tests {
     fn invalid_url_error_hides_the_password() {
         let e = PgTarget::from_url("postgres://u:pw@h:notaport/db").unwrap_err();
         assert!(!e.to_string().contains("pw@"), "{e}");
+    }
+
+    fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn a_socket_directory_in_pghost_is_a_unix_socket_without_tls() {
+        let t = PgTarget::from_libpq_env(&env(&[
+            ("PGHOST", "/var/run/postgresql"),
+            ("PGPORT", "5433"),
+            ("PGDATABASE", "tf"),
+        ]))
+        .unwrap();
+        assert_eq!(t.display, "/var/run/postgresql/.s.PGSQL.5433/tf");
+        assert_eq!(t.config.get_ssl_mode(), SslMode::Disable);
+    }
+
+    #[test]
+    fn what_the_url_leaves_out_comes_from_the_libpq_variables() {
+        let vars = [
+            ("PGHOST", "db.internal"),
+            ("PGPASSWORD", "hunter2"),
+            ("PGUSER", "alice"),
+            ("PGSSLMODE", "require"),
+            ("PGAPPNAME", "unused"),
+        ];
+        let t = PgTarget::from_url_with_env(
+            "postgres:///tf?host=/run/pg&application_name=mine",
+            &env(&vars),
+        )
+        .unwrap();
+        assert_eq!(t.display, "/run/pg/.s.PGSQL.5432/tf");
+        assert_eq!(t.config.get_user(), Some("alice"));
+        assert_eq!(t.config.get_password(), Some(&b"hunter2"[..]));
+        assert_eq!(t.tls, TlsMode::Require);
+        assert_eq!(t.config.get_application_name(), Some("mine"));
+        // Only what was used is kept from terraform.
+        assert_eq!(t.env_used, ["PGUSER", "PGPASSWORD", "PGSSLMODE"]);
+    }
+
+    #[test]
+    fn several_hosts_and_ports_in_the_libpq_variables() {
+        let t = PgTarget::from_libpq_env(&env(&[
+            ("PGHOST", "h1,h2"),
+            ("PGPORT", "5432,6543"),
+            ("PGTARGETSESSIONATTRS", "read-write"),
+            ("PGDATABASE", "tf"),
+        ]))
+        .unwrap();
+        assert_eq!(t.display, "h1:5432,h2:6543/tf");
+        assert_eq!(
+            t.config.get_target_session_attrs(),
+            TargetSessionAttrs::ReadWrite
+        );
+        let e = PgTarget::from_libpq_env(&env(&[("PGHOST", "h"), ("PGPORT", "54x")])).unwrap_err();
+        assert!(e.to_string().contains("PGPORT=54x"), "{e}");
+    }
+
+    #[test]
+    fn the_password_file_is_read_as_libpq_reads_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pgpass");
+        std::fs::write(
+            &file,
+            "# comment\n\
+             other:5432:tf:alice:wrong\n\
+             db.internal:5432:tf:alice:pa\\:ss\n\
+             *:*:*:bob:bobs\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let path = file.to_string_lossy().into_owned();
+        let vars = [
+            ("PGHOST", "db.internal"),
+            ("PGUSER", "alice"),
+            ("PGDATABASE", "tf"),
+            ("PGPASSFILE", path.as_str()),
+        ];
+        let t = PgTarget::from_libpq_env(&env(&vars)).unwrap();
+        assert_eq!(t.config.get_password(), Some(&b"pa:ss"[..]));
+        assert!(t.env_used.contains(&"PGPASSFILE".to_owned()));
+        let t = PgTarget::from_url_with_env("postgres://bob@/x?host=/run/pg", &env(&vars)).unwrap();
+        assert_eq!(t.config.get_password(), Some(&b"bobs"[..]));
+        // A password in the URL wins; a file others may read is ignored.
+        let t = PgTarget::from_url_with_env("postgres://bob:mine@h/x", &env(&vars)).unwrap();
+        assert_eq!(t.config.get_password(), Some(&b"mine"[..]));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let t = PgTarget::from_libpq_env(&env(&vars)).unwrap();
+        assert_eq!(t.config.get_password(), None);
+    }
+
+    #[test]
+    fn pgport_applies_to_url_hosts_without_a_port() {
+        let vars = [("PGPORT", "6543")];
+        let t = PgTarget::from_url_with_env("postgres://u@h1,h2/tf", &env(&vars)).unwrap();
+        assert_eq!(t.display, "h1:6543,h2:6543/tf");
+        assert_eq!(t.env_used, ["PGPORT"]);
+        let t = PgTarget::from_url_with_env("postgres://u@h1:5433/tf", &env(&vars)).unwrap();
+        assert_eq!(t.display, "h1:5433/tf");
+        let vars = [("PGPORT", "1,2")];
+        let t = PgTarget::from_url_with_env("postgres://[::1],h2/tf", &env(&vars)).unwrap();
+        assert_eq!(t.display, "::1:1,h2:2/tf");
     }
 }

@@ -12,6 +12,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 
 use super::jsonb;
+use super::locks::in_flight_txns;
 use crate::tfstate::{Instance, Output, Resource, State};
 
 /// Who is writing, for the transaction log.
@@ -180,6 +181,26 @@ pub struct LastWriter {
     pub git_commit: Option<String>,
     pub git_branch: Option<String>,
     pub command: String,
+}
+
+/// Which rows a read sees while runs are in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// Every row as stored now, the checkpoints of runs in flight included
+    /// (what `state pull` shows: terraform, too, persists state mid-apply).
+    Latest,
+    /// Rows as they were before the runs in flight (a live lock holder's
+    /// running transaction): what a plan, which takes no locks, reads.
+    Settled,
+}
+
+/// A state as one read saw it.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub state: State,
+    /// Object key (address, or `ADDRESS deposed KEY`) -> (version,
+    /// transaction that wrote it), of every row read.
+    pub versions: BTreeMap<String, (i64, i64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -411,9 +432,27 @@ impl Store {
         Ok(report)
     }
 
-    /// The named state, or `None` if no such state is stored.
+    /// The named state, or `None` if no such state is stored: every row as
+    /// stored now ([`View::Latest`]).
     pub async fn pull(&self, name: &str) -> Result<Option<State>, StoreError> {
-        let client = self.pool.get().await?;
+        Ok(self
+            .snapshot(name, View::Latest)
+            .await?
+            .map(|snapshot| snapshot.state))
+    }
+
+    /// The named state as `view` sees it, with the version of each row
+    /// read, all from one consistent snapshot of the database (a
+    /// repeatable-read transaction: a write committing meanwhile is seen
+    /// whole or not at all). `None` if no such state is stored.
+    pub async fn snapshot(&self, name: &str, view: View) -> Result<Option<Snapshot>, StoreError> {
+        let mut client = self.pool.get().await?;
+        let client = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
         let Some(head) = client
             .query_opt(
                 "SELECT id, lineage, serial, terraform_version, check_results, extra, husks
@@ -437,16 +476,28 @@ impl Store {
         let mut resources: Vec<Resource> = Vec::new();
         let mut by_address: HashMap<String, usize> = HashMap::new();
         let params: [&(dyn ToSql + Sync); 1] = [&state_id];
-        let rows = client
-            .query_raw(
-                "SELECT address, deposed, config_address, module, mode, type, name, each, provider,
-                        index_key, status, schema_version, attributes, attributes_flat,
-                        sensitive_attributes, private, dependencies, create_before_destroy, extra,
-                        resource_extra
-                 FROM instances WHERE state_id = $1",
-                params,
-            )
-            .await?;
+        let columns =
+            "address, deposed, config_address, module, mode, type, name, each, provider, \
+             index_key, status, schema_version, attributes, attributes_flat, sensitive_attributes, \
+             private, dependencies, create_before_destroy, extra, resource_extra, version, txn_id";
+        let query = match view {
+            View::Latest => format!("SELECT {columns} FROM instances WHERE state_id = $1"),
+            // Rows a run in flight wrote (its checkpoints) are read as the
+            // version before it; rows it removed, from their history.
+            View::Settled => format!(
+                "WITH live AS ({})
+                 SELECT {columns} FROM instances
+                 WHERE state_id = $1 AND txn_id NOT IN (SELECT txn_id FROM live)
+                 UNION ALL
+                 SELECT {columns}
+                 FROM (SELECT r.* FROM instance_history h,
+                           jsonb_populate_record(NULL::instances, h.row) r
+                       WHERE h.state_id = $1 AND h.superseded_by IN (SELECT txn_id FROM live)) r",
+                in_flight_txns()
+            ),
+        };
+        let rows = client.query_raw(&query, params).await?;
+        let mut versions = BTreeMap::new();
         pin_mut!(rows);
         while let Some(row) = rows.try_next().await? {
             let module: String = row.get(3);
@@ -472,6 +523,11 @@ impl Store {
                 }
             };
             let deposed: String = row.get(1);
+            let key = match deposed.as_str() {
+                "" => row.get::<_, String>(0),
+                deposed => format!("{} deposed {deposed}", row.get::<_, &str>(0)),
+            };
+            versions.insert(key, (row.get(20), row.get(21)));
             resources[idx].instances.push(Instance {
                 index_key: jsonb::decode_opt(row.get(9)),
                 status: row.get(10),
@@ -526,7 +582,8 @@ impl Store {
             extra: object(jsonb::decode_opt(head.get(5))),
         };
         state.sort();
-        Ok(Some(state))
+        client.commit().await?;
+        Ok(Some(Snapshot { state, versions }))
     }
 
     /// Current instances and their dependencies: the graph's raw material.

@@ -20,7 +20,11 @@ use crate::tfstate::State;
 /// Runs terraform's `words` (`["taint"]`, `["state", "mv"]`) with `flags`
 /// (parsed from the arguments after them) on the whole state locked.
 pub async fn run(settings: &Settings, words: &[String], flags: &TfFlags) -> Result<Outcome> {
-    let tf = Terraform::discover(settings.terraform.as_deref())?.with_ui(settings.ui);
+    let tf = Terraform::discover(
+        settings.terraform.as_deref(),
+        &settings.database.hidden_env(),
+    )?
+    .with_ui(settings.ui);
     let store = crate::db::open(settings).await?;
     let name = settings.state_name();
     let state_id = match find_state(&store, settings, &name, Kind::Write).await? {
@@ -33,7 +37,10 @@ pub async fn run(settings: &Settings, words: &[String], flags: &TfFlags) -> Resu
         .chain(flags.pass(&[]))
         .chain(flags.positional.iter().cloned())
         .collect();
-    let command = format!("stategraph {}", given.join(" "));
+    let command = format!(
+        "stategraph {}",
+        crate::tfargs::redact_vars(&given).join(" ")
+    );
     let session = Session::new(settings, store, (name, state_id), Kind::Write, command);
     session.rescue_dead_runs().await;
 

@@ -2,6 +2,7 @@
 //! of [`super`] in the order they run. Terraform's output reaches the user
 //! live and its exit code is the run's.
 
+use std::collections::HashSet;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
@@ -10,12 +11,12 @@ use super::change_set::ChangeSet;
 use super::discover::{discover, Discovered};
 use super::lease::Lease;
 use super::record::Recording;
-use super::refresh::{final_plan, plan_cone};
+use super::refresh::{final_plan, plan_cone, targeted_for_the_user};
 use super::session::{self, prepare, Context, Session};
 use super::{baseline, migrate, preflight, revert, saved, verify, Kind, Outcome};
-use crate::db::store::{GraphRow, PushReport, Store};
+use crate::db::store::{GraphRow, PushReport, Snapshot, Store};
 use crate::settings::Settings;
-use crate::terraform::{Finished, RunDir, Terraform};
+use crate::terraform::{Finished, Rewrite, RunDir, Terraform};
 use crate::tfargs::TfFlags;
 use crate::tfstate::State;
 use crate::ui::thousands;
@@ -53,7 +54,7 @@ pub async fn run(
         None => session::create_state(&store, settings, &name, session::new_lineage()?).await?,
     };
     let command = std::iter::once(format!("stategraph {}", kind.name()))
-        .chain(args.iter().cloned())
+        .chain(crate::tfargs::redact_vars(args))
         .collect::<Vec<_>>()
         .join(" ");
     let mut session = Session::new(settings, store, (name, state_id), kind, command);
@@ -61,16 +62,59 @@ pub async fn run(
     run_stored(&Context { session, tf, flags }).await
 }
 
-/// Plans (and for apply and destroy, applies) the change cone of a stored state.
+/// A plan of a stored state reads a snapshot and takes no locks: rows a run
+/// in flight is changing are read as before that change, and it says so. A
+/// saved plan records the version of each row it read or writes, so `apply
+/// FILE` refuses it if any of them changed since.
+async fn plan_stored(cx: &Context<'_>) -> Result<Outcome> {
+    let session = &cx.session;
+    session.rescue_dead_runs().await;
+    let snapshot = session.snapshot().await?;
+    let dir = run_dir(session.settings, &cx.flags, &snapshot.state)?;
+    prepare(&dir, &cx.tf, &session.store).await?;
+    // `plan -verify` (or its sampled share of plans).
+    let verifying = cx.flags.verify || session.settings.sample_verify();
+    let found = discover(cx, &dir, &snapshot.state, &[]).await?;
+    if found.changed.is_empty() {
+        if verifying {
+            verify::against_whole_plan(cx, &dir, &snapshot.state, None).await?;
+        }
+        return Ok(Outcome::NoChanges { explained: true });
+    }
+    let (cs, rows) = computed_change_set(cx, &found).await?;
+    let touched: Vec<String> = cs.write.iter().chain(&cs.read).cloned().collect();
+    session.note_in_flight(&touched).await?;
+    let done = plan_cone(cx, &dir, &snapshot.state, &cs, &found.info, &rows).await??;
+    if matches!(done.code, 0 | 2) {
+        warn_reverts(cx, &cs, &found).await?;
+    }
+    let saved = save(cx, &dir, &snapshot, &cs, &found, &done)?;
+    if verifying && matches!(done.code, 0 | 2) {
+        // The user's targets are the cone plan's own.
+        let targets = match cx.flags.targets.is_empty() {
+            true => cs.targets.as_slice(),
+            false => &[],
+        };
+        verify::against_whole_plan(cx, &dir, &snapshot.state, Some(targets)).await?;
+    }
+    Ok(Outcome::Ran {
+        code: done.code,
+        saved,
+        written: None,
+    })
+}
+
+/// Applies (or destroys) the change cone of a stored state: locks it, plans
+/// it again under the lock, applies that plan and records the result.
 async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
     let (session, flags) = (&cx.session, &cx.flags);
+    if session.kind == Kind::Plan {
+        return plan_stored(cx).await;
+    }
     session.rescue_dead_runs().await;
     // Retries go on for at least MAX_ATTEMPTS, and as long as -lock-timeout allows.
     let retry_until = Instant::now() + flags.lock_timeout;
     let out_of_attempts = |attempt: usize| attempt >= MAX_ATTEMPTS && Instant::now() >= retry_until;
-    // `plan -verify` (or its sampled share of plans).
-    let verifying =
-        session.kind == Kind::Plan && (flags.verify || session.settings.sample_verify());
     // Addresses terraform planned to change outside an earlier cone.
     let mut forced: Vec<String> = Vec::new();
     let mut attempt = 0;
@@ -84,23 +128,11 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
         // Discover what changes, and compute the change set on the stored graph.
         let found = discover(cx, &dir, &snapshot, &forced).await?;
         if found.changed.is_empty() {
-            if verifying {
-                verify::against_whole_plan(cx, &dir, &snapshot, None).await?;
-            }
             return Ok(Outcome::NoChanges { explained: true });
         }
-        let step = session.ui.step("Computing change cone");
-        let (cs, rows) = change_set(cx, &found).await?;
-        step.done(format!(
-            "{} of {} instances ({} write, {} read)",
-            thousands(cs.write.len() + cs.read.len()),
-            thousands(rows.len() + cs.new),
-            thousands(cs.write.len()),
-            thousands(cs.read.len())
-        ));
+        let (cs, rows) = computed_change_set(cx, &found).await?;
 
-        // Lock it: exclusive on the write set, shared on the read set (all
-        // shared for plan).
+        // Lock it: exclusive on the write set, shared on the read set.
         let (exclusive, shared) = cs.locks(session.kind);
         let lease = session
             .lease(&exclusive, &shared, flags.lock_timeout)
@@ -132,37 +164,9 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
             (found, cs, rows)
         };
 
-        // Terraform plans the cone first (for apply too): what it plans is
-        // checked against the locks before anything is applied.
-        let planned = plan_cone(cx, &dir, &fresh, &cs, &found.info, &rows).await?;
-        if session.kind == Kind::Plan {
-            let done = planned?;
-            if matches!(done.code, 0 | 2) {
-                warn_reverts(cx, &cs, &found).await?;
-            }
-            let saved = save(cx, &dir, &fresh, &cs, &found, &done).await;
-            let verified = match (verifying, done.code) {
-                (true, 0 | 2) => {
-                    // The user's targets are the cone plan's own.
-                    let targets = match flags.targets.is_empty() {
-                        true => cs.targets.as_slice(),
-                        false => &[],
-                    };
-                    verify::against_whole_plan(cx, &dir, &fresh, Some(targets)).await
-                }
-                _ => Ok(()),
-            };
-            let released = lease.release().await;
-            let saved = saved?;
-            verified?;
-            released?;
-            return Ok(Outcome::Ran {
-                code: done.code,
-                saved,
-                written: None,
-            });
-        }
-        let done = planned?;
+        // Terraform plans the cone first: what it plans is checked against
+        // the locks before anything is applied.
+        let done = plan_cone(cx, &dir, &fresh, &cs, &found.info, &rows).await??;
         if !done.success() {
             lease.release().await?;
             return Ok(ran(done.code, None));
@@ -235,6 +239,23 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
         released?;
         return Ok(ran(code, Some(report)));
     }
+}
+
+/// [`change_set`], shown as a step with its counts.
+async fn computed_change_set(
+    cx: &Context<'_>,
+    found: &Discovered,
+) -> Result<(ChangeSet, Vec<GraphRow>)> {
+    let step = cx.session.ui.step("Computing change cone");
+    let (cs, rows) = change_set(cx, found).await?;
+    step.done(format!(
+        "{} of {} instances ({} write, {} read)",
+        thousands(cs.write.len() + cs.read.len()),
+        thousands(rows.len() + cs.new),
+        thousands(cs.write.len()),
+        thousands(cs.read.len())
+    ));
+    Ok((cs, rows))
 }
 
 /// The change set of what discovery found, on the stored graph, and the
@@ -321,12 +342,13 @@ fn run_dir(settings: &Settings, flags: &TfFlags, snapshot: &State) -> Result<Run
 }
 
 /// `plan -out=FILE`: writes the saved plan when terraform's plan succeeded
-/// (or found changes, with `-detailed-exitcode`); returns its path and the
-/// name the user gave it.
-async fn save(
+/// (or found changes, with `-detailed-exitcode`), with the version of each
+/// row of the cone as `snapshot` read it; returns its path and the name the
+/// user gave it.
+fn save(
     cx: &Context<'_>,
     dir: &RunDir,
-    fresh: &State,
+    snapshot: &Snapshot,
     cs: &ChangeSet,
     found: &Discovered,
     done: &Finished,
@@ -338,19 +360,28 @@ async fn save(
     if !(done.code == 0 || (flags.detailed_exitcode && done.code == 2)) {
         return Ok(None);
     }
-    let outputs = cs.allowed_outputs(&found.info, fresh);
+    let outputs = cs.allowed_outputs(&found.info, &snapshot.state);
     let path = cx.session.settings.workdir.join(out);
-    let session = &cx.session;
-    saved::write(
-        &session.store,
-        &session.name,
-        fresh,
+    let cone: HashSet<&str> = cs
+        .write
+        .iter()
+        .chain(&cs.read)
+        .map(String::as_str)
+        .collect();
+    let versions = snapshot
+        .versions
+        .iter()
+        .filter(|(key, _)| cone.contains(key.split(" deposed ").next().unwrap_or(key)))
+        .map(|(key, v)| (key.clone(), *v))
+        .collect();
+    let plan = saved::Planned {
+        snapshot: &snapshot.state,
+        versions,
         cs,
-        &outputs,
-        dir,
-        &path,
-    )
-    .await?;
+        outputs: &outputs,
+        targeted: targeted_for_the_user(cx, cs),
+    };
+    saved::write(&cx.session.name, &plan, dir, &path)?;
     Ok(Some((path, out.clone())))
 }
 
@@ -420,6 +451,11 @@ async fn apply(
         .args(["apply", "-lock=false"])
         .args(cx.flags.for_saved_plan())
         .arg(final_plan(dir))
+        .rewrite(Rewrite {
+            targeting: targeted_for_the_user(cx, cs),
+            destroy: session.kind == Kind::Destroy,
+            saved_plan: None,
+        })
         .stop_on(lease.lost());
     let done = recording.run_with_checkpoints(&begun, dir, apply).await;
     let Ok(done) = done else {
@@ -456,12 +492,16 @@ async fn plan_new(
     let empty = State::empty(session::new_lineage()?);
     let dir = run_dir(settings, flags, &empty)?;
     prepare(&dir, tf, store).await?;
-    let mut plan = dir.command(tf).args(["plan", "-lock=false"]);
+    let mut plan = dir.command(tf).args(["plan", "-lock=false"]).user_facing();
     if flags.destroy {
         plan = plan.arg("-destroy");
     }
-    if flags.out.is_some() {
-        plan = plan.arg(format!("-out={}", final_plan(&dir).display()));
+    if let Some(out) = &flags.out {
+        let private = final_plan(&dir).display().to_string();
+        plan = plan.arg(format!("-out={private}")).rewrite(Rewrite {
+            saved_plan: Some((private, Some(out.clone()))),
+            ..Rewrite::default()
+        });
     }
     let done = plan
         .args(flags.pass(&["out", "destroy"]))
@@ -485,8 +525,23 @@ async fn plan_new(
                 new: 0,
                 targets: Vec::new(),
             };
+            // A plan of the whole configuration: every root output it
+            // plans is the saved plan's to write.
+            let outputs: Vec<String> = dir
+                .show_plan(tf, &final_plan(&dir))
+                .await?
+                .output_changes
+                .into_keys()
+                .collect();
             let path = settings.workdir.join(out);
-            saved::write(store, name, &empty, &cs, &[], &dir, &path).await?;
+            let plan = saved::Planned {
+                snapshot: &empty,
+                versions: Default::default(),
+                cs: &cs,
+                outputs: &outputs,
+                targeted: false,
+            };
+            saved::write(name, &plan, &dir, &path)?;
             Some((path, out.clone()))
         }
         _ => None,

@@ -20,7 +20,7 @@ use crate::db::store::GraphRow;
 use crate::error::Exit;
 use crate::settings::ScopedRefresh;
 use crate::terraform::plan::ConfigInfo;
-use crate::terraform::{Finished, Invocation, Output, RunDir, TerraformError};
+use crate::terraform::{Finished, Invocation, Output, Rewrite, RunDir, TerraformError};
 use crate::tfstate::{Instance, State};
 use crate::ui::thousands;
 
@@ -67,8 +67,17 @@ fn cone_plan(cx: &Context<'_>, dir: &RunDir, cs: &ChangeSet, refresh: bool) -> I
     if flags.targets.is_empty() {
         plan = plan.args(cs.targets.iter().map(|t| format!("-target={t}")));
     }
+    let mut rewrite = Rewrite {
+        targeting: targeted_for_the_user(cx, cs),
+        ..Rewrite::default()
+    };
     if kind != Kind::Plan || flags.out.is_some() {
-        plan = plan.arg(format!("-out={}", final_plan(dir).display()));
+        let private = final_plan(dir).display().to_string();
+        plan = plan.arg(format!("-out={private}"));
+        // The plan file is ours: terraform's "Saved the plan to" names the
+        // user's (`plan -out`), or nothing (`apply`).
+        let given = flags.out.clone().filter(|_| kind == Kind::Plan);
+        rewrite.saved_plan = Some((private, given));
     }
     let except: &[&str] = match kind {
         Kind::Plan => &["out", "destroy"],
@@ -76,6 +85,14 @@ fn cone_plan(cx: &Context<'_>, dir: &RunDir, cs: &ChangeSet, refresh: bool) -> I
     };
     plan.args(flags.pass(except))
         .interactive(kind == Kind::Plan)
+        .user_facing()
+        .rewrite(rewrite)
+}
+
+/// Whether stategraph, not the user, gave the cone's `-target`s: then
+/// terraform's warnings about them are not shown.
+pub fn targeted_for_the_user(cx: &Context<'_>, cs: &ChangeSet) -> bool {
+    cx.flags.targets.is_empty() && !cs.targets.is_empty()
 }
 
 /// Whether this run refreshes only its written instances (see

@@ -24,7 +24,7 @@ use super::session::{create_state, find_state, prepare, Session};
 use super::{Kind, Outcome};
 use crate::db::store::Store;
 use crate::settings::Settings;
-use crate::terraform::{Output, RunDir, Terraform};
+use crate::terraform::{Output, Rewrite, RunDir, Terraform};
 use crate::tfargs::TfFlags;
 use crate::tfstate::{self, State};
 
@@ -53,24 +53,45 @@ struct Bundle {
     /// The private dir the plan was made in: terraform's plan records the
     /// state path, so the applying run recreates the same dir.
     workspace: String,
+    /// stategraph gave the plan's `-target`s (the user gave none): its
+    /// apply does not show terraform's warnings about them.
+    #[serde(default = "targeted_by_default")]
+    targeted: bool,
 }
 
-/// Writes the bundle of a finished `plan -out` to `path`: terraform's plan
-/// of `cs` made in `dir` against `snapshot`, and the version of every row
-/// it read or writes.
-pub async fn write(
-    store: &Store,
-    name: &str,
-    snapshot: &State,
-    cs: &ChangeSet,
-    outputs: &[String],
-    dir: &RunDir,
-    path: &Path,
-) -> Result<()> {
+/// Bundles written before `targeted` was recorded were targeted by stategraph
+/// unless the user targeted.
+fn targeted_by_default() -> bool {
+    true
+}
+
+/// What a finished `plan -out` planned.
+pub struct Planned<'a> {
+    /// The state terraform planned against.
+    pub snapshot: &'a State,
+    /// The version of every row of the cone, as the plan read it (keyed
+    /// like [`crate::db::store::Store::versions`]).
+    pub versions: BTreeMap<String, (i64, i64)>,
+    pub cs: &'a ChangeSet,
+    /// The root outputs it may write.
+    pub outputs: &'a [String],
+    /// Whether stategraph gave its `-target`s (the user gave none).
+    pub targeted: bool,
+}
+
+/// Writes the bundle of a finished `plan -out` of state `name` to `path`:
+/// terraform's plan made in `dir`, and what [`Planned`] says.
+pub fn write(name: &str, plan: &Planned<'_>, dir: &RunDir, path: &Path) -> Result<()> {
+    let Planned {
+        snapshot,
+        cs,
+        outputs,
+        targeted,
+        ..
+    } = plan;
     let terraform_plan = final_plan(dir);
     let plan_bytes = std::fs::read(&terraform_plan)
         .with_context(|| format!("cannot read terraform's plan {}", terraform_plan.display()))?;
-    let addresses: Vec<String> = cs.write.iter().chain(&cs.read).cloned().collect();
     let bundle = Bundle {
         stategraph_plan: FORMAT,
         state: name.to_owned(),
@@ -79,10 +100,11 @@ pub async fn write(
         write: cs.write.clone(),
         read: cs.read.clone(),
         outputs: outputs.to_vec(),
-        versions: store.versions(name, &addresses).await?,
+        versions: plan.versions.clone(),
         snapshot: serde_json::from_slice(&snapshot.to_json()).expect("our own JSON"),
         terraform_plan: base64::engine::general_purpose::STANDARD.encode(plan_bytes),
         workspace: dir.dir_name(),
+        targeted: *targeted,
     };
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -125,7 +147,11 @@ pub async fn apply(settings: &Settings, flags: &TfFlags, file: &str) -> Result<O
             bundle.state
         );
     }
-    let tf = Terraform::discover(settings.terraform.as_deref())?.with_ui(settings.ui);
+    let tf = Terraform::discover(
+        settings.terraform.as_deref(),
+        &settings.database.hidden_env(),
+    )?
+    .with_ui(settings.ui);
     let store = crate::db::open(settings).await?;
     let state_id = match find_state(&store, settings, &name, Kind::Apply).await? {
         Some(id) => id,
@@ -151,6 +177,71 @@ pub async fn apply(settings: &Settings, flags: &TfFlags, file: &str) -> Result<O
         saved: None,
         written: Some((session.name.clone(), report)),
     })
+}
+
+/// `stategraph show [-json] FILE` where FILE is a saved plan: terraform's
+/// own `show` of the terraform plan inside it, in a private run dir holding
+/// the state it was planned against (removed after). `args` are show's
+/// arguments (after `show`); returns terraform's exit code, or `None` when
+/// FILE is not a stategraph saved plan (terraform reads it itself then).
+pub async fn show(
+    settings: &Settings,
+    tf: &Terraform,
+    store: &Store,
+    args: &[String],
+) -> Result<Option<u8>> {
+    let Ok(flags) = crate::tfargs::parse(args) else {
+        return Ok(None);
+    };
+    let [file] = flags.positional.as_slice() else {
+        return Ok(None);
+    };
+    let path = settings.workdir.join(file);
+    // A stategraph plan is JSON; terraform's plan files are zip archives.
+    let Ok(bytes) = std::fs::read(&path) else {
+        return Ok(None);
+    };
+    if bytes.first() != Some(&b'{') {
+        return Ok(None);
+    }
+    let Ok(bundle) = serde_json::from_slice::<Bundle>(&bytes) else {
+        return Ok(None);
+    };
+    if bundle.stategraph_plan != FORMAT {
+        bail!(
+            "{file} is a saved plan of format {}, this stategraph reads format {FORMAT}",
+            bundle.stategraph_plan
+        );
+    }
+    let snapshot = tfstate::parse(bundle.snapshot.to_string().as_bytes())
+        .context("the saved plan's state snapshot is not valid")?;
+    let dir = settings.layout().run_dir(&snapshot)?;
+    prepare(&dir, tf, store).await?;
+    let plan_file = write_terraform_plan(&dir, &bundle)?;
+    let done = dir
+        .command(tf)
+        .arg("show")
+        .args(flags.pass(&[]))
+        .arg(&plan_file)
+        .run()
+        .await?;
+    Ok(Some(done.code))
+}
+
+/// Writes the terraform plan a bundle holds into `dir` (0600); its path.
+fn write_terraform_plan(dir: &RunDir, bundle: &Bundle) -> Result<std::path::PathBuf> {
+    let plan_file = dir.plan_path("saved");
+    let plan_bytes = base64::engine::general_purpose::STANDARD
+        .decode(&bundle.terraform_plan)
+        .context("the saved plan's terraform plan is not valid base64")?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&plan_file)?;
+    f.write_all(&plan_bytes)?;
+    Ok(plan_file)
 }
 
 /// The part of `apply FILE` that runs under the lock; returns terraform's
@@ -195,19 +286,7 @@ async fn apply_locked(
             )
         })?;
     prepare(&dir, tf, &session.store).await?;
-    let plan_file = dir.plan_path("saved");
-    let plan_bytes = base64::engine::general_purpose::STANDARD
-        .decode(&bundle.terraform_plan)
-        .context("the saved plan's terraform plan is not valid base64")?;
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&plan_file)?;
-        f.write_all(&plan_bytes)?;
-    }
+    let plan_file = write_terraform_plan(&dir, bundle)?;
     let recording = Recording {
         session,
         holder: lease.holder(),
@@ -227,6 +306,10 @@ async fn apply_locked(
         .args(flags.pass(&["auto-approve"]))
         .arg(&plan_file)
         .stdout(Output::Inherit)
+        .rewrite(Rewrite {
+            targeting: bundle.targeted,
+            ..Rewrite::default()
+        })
         .stop_on(lease.lost());
     let done = recording.run_with_checkpoints(&begun, &dir, apply).await?;
     let report = recording.finish(Some(&begun), &dir).await?;

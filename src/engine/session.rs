@@ -16,7 +16,7 @@ use super::recovery;
 use super::Kind;
 use crate::checkout::Origin;
 use crate::db::locks::LockRequest;
-use crate::db::store::{Store, StoreError};
+use crate::db::store::{Snapshot, Store, StoreError, View};
 use crate::error::Exit;
 use crate::settings::Settings;
 use crate::terraform::{RunDir, Terraform, TerraformError};
@@ -64,12 +64,56 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// The stored state as it is now.
+    /// The stored state, as [`Session::snapshot`] reads it.
     pub async fn pull(&self) -> Result<State> {
+        Ok(self.snapshot().await?.state)
+    }
+
+    /// The stored state in one consistent read, with the version of each
+    /// row (what makes a saved plan stale or not). Rows that runs in flight
+    /// are changing are read as they were before: a run works from what
+    /// others committed, never from their half-done applies (a plan takes
+    /// no locks; an apply reads this before it locks, and again after).
+    pub async fn snapshot(&self) -> Result<Snapshot> {
         self.store
-            .pull(&self.name)
+            .snapshot(&self.name, View::Settled)
             .await?
             .ok_or_else(|| anyhow!("state \"{}\" vanished", self.name))
+    }
+
+    /// Says, once per run in flight, which of `addresses` it is changing
+    /// right now and that this plan reads them as before that change.
+    pub async fn note_in_flight(&self, addresses: &[String]) -> Result<()> {
+        for c in self.store.writers(self.state_id, addresses).await? {
+            const SHOWN: usize = 3;
+            let mut named: Vec<&str> = c
+                .addresses
+                .iter()
+                .take(SHOWN)
+                .map(|(a, _)| a.as_str())
+                .collect();
+            let more = c.addresses.len().saturating_sub(SHOWN);
+            let more = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            let by = match c.holder.txn_id {
+                Some(txn) => format!("transaction {txn}"),
+                None => format!("lock {}", c.holder.id),
+            };
+            let one = named.len() == 1 && more.is_empty();
+            let list = std::mem::take(&mut named).join(", ");
+            self.ui.info(format!(
+                "{list}{more} {} being changed by {by} ({}, `{}`); this plan reads {} as before \
+                 that change.",
+                if one { "is" } else { "are" },
+                c.holder.who(),
+                c.holder.command,
+                if one { "it" } else { "them" },
+            ));
+        }
+        Ok(())
     }
 
     /// The stored graph's rows (none when the state holds nothing).
@@ -171,7 +215,8 @@ pub async fn connect(settings: &Settings) -> Result<(Store, Terraform)> {
     let Some(bin) = settings.terraform.clone() else {
         return Err(TerraformError::NotConfigured.into());
     };
-    let version = tokio::task::spawn_blocking(move || Terraform::discover(Some(&bin)));
+    let hidden = settings.database.hidden_env();
+    let version = tokio::task::spawn_blocking(move || Terraform::discover(Some(&bin), &hidden));
     let store = crate::db::open(settings).await;
     let tf = version
         .await

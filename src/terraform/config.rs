@@ -30,7 +30,9 @@
 //!
 //! Anything this reader does not follow (JSON configuration, other override
 //! files, a module whose files are not installed, a file it cannot parse) is
-//! an [`Unsupported`] reason: discovery then runs terraform's own plan.
+//! an [`Unsupported`] reason: discovery then runs terraform's own plan. A
+//! file that does not parse is named, not explained: terraform's run says
+//! what is wrong, and one mistake gets one error.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -723,7 +725,7 @@ impl Loader<'_> {
                 .map_err(|e| Unsupported(format!("cannot read {}: {e}", file.display())))?;
             let body: Body = text
                 .parse()
-                .map_err(|e| Unsupported(format!("cannot parse {}: {e}", file.display())))?;
+                .map_err(|_| Unsupported(format!("cannot parse {}", file.display())))?;
             for s in body.iter() {
                 let Structure::Block(b) = s else {
                     continue;
@@ -1020,7 +1022,7 @@ fn root_bodies(root: &Path) -> Result<Vec<Body>, Unsupported> {
             .map_err(|e| Unsupported(format!("cannot read {}: {e}", path.display())))?;
         out.push(
             text.parse()
-                .map_err(|e| Unsupported(format!("cannot parse {}: {e}", path.display())))?,
+                .map_err(|_| Unsupported(format!("cannot parse {}", path.display())))?,
         );
     }
     Ok(out)
@@ -1094,7 +1096,7 @@ fn tfvars_file(path: &Path, values: &mut BTreeMap<String, String>) -> Result<(),
         .map_err(|e| Unsupported(format!("cannot read {}: {e}", path.display())))?;
     if path.to_string_lossy().ends_with(".json") {
         let v: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| Unsupported(format!("cannot parse {}: {e}", path.display())))?;
+            .map_err(|_| Unsupported(format!("cannot parse {}", path.display())))?;
         for (k, v) in v.as_object().into_iter().flatten() {
             values.insert(k.clone(), format!("json:{v}"));
         }
@@ -1102,7 +1104,7 @@ fn tfvars_file(path: &Path, values: &mut BTreeMap<String, String>) -> Result<(),
     }
     let body: Body = text
         .parse()
-        .map_err(|e| Unsupported(format!("cannot parse {}: {e}", path.display())))?;
+        .map_err(|_| Unsupported(format!("cannot parse {}", path.display())))?;
     for a in body.attributes() {
         values.insert(a.key.as_str().to_owned(), format!("hcl:{}", a.value));
     }

@@ -6,7 +6,8 @@
 //! builds one invocation and [`Invocation::run`] executes it with stderr (and by
 //! default stdout) passed through live. [`rundir`] materializes the
 //! private state, data dir and backend override one run needs; [`plan`] holds
-//! the `show -json` plan types. This module must not talk to PostgreSQL or
+//! the `show -json` plan types; [`stream`] takes out of terraform's output
+//! what only running it with `-target` on the user's behalf makes it print. This module must not talk to PostgreSQL or
 //! decide what to plan: callers choose the arguments.
 //!
 //! Signals: terraform runs in stategraph's own process group, so it can read
@@ -24,6 +25,7 @@ pub mod fingerprint;
 pub mod plan;
 pub mod planfile;
 pub mod rundir;
+pub mod stream;
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -40,6 +42,7 @@ use crate::ui::Ui;
 
 pub use plan::Plan;
 pub use rundir::RunDir;
+pub use stream::Rewrite;
 
 /// The oldest terraform we drive (plan JSON 1.x, `-lockfile=readonly`, `terraform_data`).
 pub const MIN_VERSION: Version = Version {
@@ -56,6 +59,13 @@ pub enum TerraformError {
          put it on PATH, or set STATEGRAPH_TERRAFORM to its path"
     )]
     NotConfigured,
+    #[error(
+        "the terraform binary {} does not exist\n\n\
+         Set STATEGRAPH_TERRAFORM to the path of terraform >= {MIN_VERSION} (or OpenTofu), \
+         or unset it to use terraform on PATH",
+        bin.display()
+    )]
+    Missing { bin: PathBuf },
     #[error(
         "cannot run {}: {source}\n\nInstall terraform >= {MIN_VERSION} (or OpenTofu), \
          or set STATEGRAPH_TERRAFORM to the path of its binary",
@@ -146,18 +156,21 @@ pub struct Terraform {
     env: Vec<(OsString, Option<OsString>)>,
 }
 
-/// Variables of stategraph's environment terraform never sees: our database
-/// URL (it may hold a password) is none of terraform's or its providers'
-/// business. The libpq `PG*` variables stay: a configuration may use them (a
-/// postgresql provider), as it would under terraform alone.
-pub const HIDDEN_ENV: &[&str] = &["STATEGRAPH_DATABASE_URL"];
-
 impl Terraform {
-    /// Runs `<bin> version -json` and refuses a missing binary or one older than [`MIN_VERSION`].
-    pub fn discover(bin: Option<&Path>) -> Result<Terraform, TerraformError> {
+    /// Runs `<bin> version -json` and refuses a missing binary or one older
+    /// than [`MIN_VERSION`]. No command of this terraform sees the variables
+    /// named in `hidden` (stategraph's database URL and the libpq variables
+    /// it connected with, see `DatabaseTarget::hidden_env`: none of
+    /// terraform's or its providers' business, and they may hold a password).
+    pub fn discover(bin: Option<&Path>, hidden: &[String]) -> Result<Terraform, TerraformError> {
         let bin = bin.ok_or(TerraformError::NotConfigured)?.to_path_buf();
+        // Only STATEGRAPH_TERRAFORM can name a path that is not there: PATH
+        // lookups return files that exist.
+        if std::fs::symlink_metadata(&bin).is_err() && bin.components().count() > 1 {
+            return Err(TerraformError::Missing { bin });
+        }
         let mut version = std::process::Command::new(&bin);
-        for k in HIDDEN_ENV {
+        for k in hidden {
             version.env_remove(k);
         }
         // The user's extra arguments are for their commands, not this one
@@ -200,10 +213,7 @@ impl Terraform {
             version_text,
             opentofu,
             ui: Ui::plain(),
-            env: HIDDEN_ENV
-                .iter()
-                .map(|k| (OsString::from(k), None))
-                .collect(),
+            env: hidden.iter().map(|k| (OsString::from(k), None)).collect(),
         })
     }
 
@@ -263,6 +273,7 @@ impl Terraform {
             quiet: false,
             ui: self.ui,
             stop: None,
+            rewrite: None,
         }
     }
 }
@@ -303,6 +314,8 @@ pub struct Invocation {
     ui: Ui,
     /// Turns true when terraform must stop (see [`Invocation::stop_on`]).
     stop: Option<tokio::sync::watch::Receiver<bool>>,
+    /// How stdout is rewritten (see [`Invocation::rewrite`]).
+    rewrite: Option<Rewrite>,
 }
 
 /// How a finished terraform run ended.
@@ -396,6 +409,23 @@ impl Invocation {
         self
     }
 
+    /// Rewrites terraform's stdout on its way to the user and into the
+    /// capture, as [`stream`] says: for the commands stategraph runs on the
+    /// user's behalf (the plan and apply of the cone).
+    pub fn rewrite(mut self, rewrite: Rewrite) -> Invocation {
+        self.rewrite = Some(rewrite);
+        self
+    }
+
+    /// A command whose output is the user's (the plan of the cone):
+    /// `TF_IN_AUTOMATION` as the user set it, or not, instead of the run
+    /// dir's, so that terraform's hints (the "Saved the plan to" block) are
+    /// printed as terraform would print them for the user.
+    pub fn user_facing(mut self) -> Invocation {
+        self.env.retain(|(k, _)| k != "TF_IN_AUTOMATION");
+        self
+    }
+
     /// `init -input=false ...`, for messages.
     pub fn describe(&self) -> String {
         self.args
@@ -418,9 +448,9 @@ impl Invocation {
             } else {
                 Stdio::null()
             })
-            .stdout(match self.stdout {
-                Output::Inherit => Stdio::inherit(),
-                Output::Capture | Output::Tee => Stdio::piped(),
+            .stdout(match (self.stdout, &self.rewrite) {
+                (Output::Inherit, None) => Stdio::inherit(),
+                _ => Stdio::piped(),
             })
             .stderr(if self.quiet {
                 Stdio::piped()
@@ -456,7 +486,9 @@ impl Invocation {
             source,
         })?;
         let pid = child.id().map(|id| Pid::from_raw(id as i32));
-        let tee = self.stdout == Output::Tee;
+        let mut show = self.stdout != Output::Capture;
+        let capture = self.stdout != Output::Inherit;
+        let mut filter = self.rewrite.clone().map(stream::Filter::new);
         let ui = self.ui;
         let reader = child.stdout.take().map(|mut out| {
             tokio::spawn(async move {
@@ -464,14 +496,23 @@ impl Invocation {
                 let mut buf = vec![0u8; 64 * 1024];
                 loop {
                     let n = out.read(&mut buf).await?;
-                    if n == 0 {
-                        break;
+                    let bytes = match (&mut filter, n) {
+                        (Some(f), 0) => f.finish(),
+                        (Some(f), n) => f.push(&buf[..n]),
+                        (None, n) => buf[..n].to_vec(),
+                    };
+                    if capture {
+                        captured.extend_from_slice(&bytes);
                     }
-                    captured.extend_from_slice(&buf[..n]);
-                    if tee {
+                    if show && !bytes.is_empty() {
                         // Blocking write (tokio's io-std is not enabled): terraform
                         // output is small, and a full stdout pipe must slow it anyway.
-                        ui.terraform_output(&buf[..n])?;
+                        // A reader gone (`| head`) must not stop terraform
+                        // mid-apply: its output is read to the end, unseen.
+                        show = ui.terraform_output(&bytes).is_ok();
+                    }
+                    if n == 0 {
+                        break;
                     }
                 }
                 Ok::<_, std::io::Error>(captured)

@@ -395,17 +395,25 @@ impl RunDir {
             .env_remove("TF_CLI_ARGS_init")
             .args(["init", "-input=false", "-lockfile=readonly"])
             .arg(backend_config)
-            .stdout(Output::Capture);
+            .stdout(Output::Capture)
+            .quiet();
         let command = run.describe();
         let done = run.run().await?;
         if !done.success() {
-            // Terraform's explanation, as a failed `init` shows it.
-            tf.ui().replay(&[], &done.stdout);
+            match without_init_preamble(&done.stderr) {
+                // A configuration that does not load: its errors, once, as
+                // terraform's plan shows them (not init's preamble and
+                // progress, which the user did not ask for).
+                Some(errors) => tf.ui().replay(&[], &errors),
+                // Terraform's explanation, as a failed `init` shows it.
+                None => tf.ui().replay(&done.stdout, &done.stderr),
+            }
             return Err(TerraformError::Failed {
                 command,
                 code: done.code,
             });
         }
+        tf.ui().replay(&[], &done.stderr);
         Ok(())
     }
 
@@ -700,8 +708,61 @@ fn open_lock_file(path: &Path) -> Result<File, TerraformError> {
     )))
 }
 
+/// The first line of the diagnostic `init` adds before a configuration's
+/// own errors.
+const INIT_PREAMBLE: &str = "Terraform encountered problems during initialisation";
+
+/// `init`'s stderr without its preamble diagnostic, when it has one (the
+/// configuration did not load); `None` otherwise.
+fn without_init_preamble(stderr: &[u8]) -> Option<Vec<u8>> {
+    let text = String::from_utf8_lossy(stderr);
+    let at = text.find(INIT_PREAMBLE)?;
+    // Boxed diagnostics (colour): from the `╷` that opens it to the line
+    // of the `╵` that closes it. Plain ones: up to the next diagnostic.
+    let (start, end) = match (text[..at].rfind('╷'), text[at..].find('╵')) {
+        (Some(open), Some(close)) => {
+            let start = text[..open].rfind('\n').map_or(0, |i| i + 1);
+            let close = at + close;
+            let end = text[close..]
+                .find('\n')
+                .map_or(text.len(), |i| close + i + 1);
+            (start, end)
+        }
+        _ => {
+            let start = text[..at].rfind("Error: ")?;
+            let next = ["\nError: ", "\nWarning: "]
+                .iter()
+                .filter_map(|m| text[at..].find(m))
+                .min()
+                .map_or(text.len(), |i| at + i + 1);
+            (start, next)
+        }
+    };
+    Some(format!("{}{}", &text[..start], &text[end..]).into_bytes())
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn inits_preamble_is_dropped_and_the_configurations_errors_kept() {
+        let boxed = "\x1b[31m╷\x1b[0m\n\x1b[31m│\x1b[0m Error: Terraform encountered problems during initialisation, including problems\n\x1b[31m│\x1b[0m with the configuration.\n\x1b[31m╵\x1b[0m\n\x1b[31m╷\x1b[0m\n\x1b[31m│\x1b[0m Error: Unclosed configuration block\n\x1b[31m╵\x1b[0m\n";
+        let kept = String::from_utf8(without_init_preamble(boxed.as_bytes()).unwrap()).unwrap();
+        assert_eq!(
+            kept,
+            "\x1b[31m╷\x1b[0m\n\x1b[31m│\x1b[0m Error: Unclosed configuration block\n\x1b[31m╵\x1b[0m\n"
+        );
+        let plain = "\nError: Terraform encountered problems during initialisation, including problems\nwith the configuration.\n\n\nError: Unclosed configuration block\n\n  on main.tf line 1\n";
+        let kept = String::from_utf8(without_init_preamble(plain.as_bytes()).unwrap()).unwrap();
+        assert_eq!(
+            kept,
+            "\nError: Unclosed configuration block\n\n  on main.tf line 1\n"
+        );
+        assert_eq!(
+            without_init_preamble(b"Error: Failed to query available provider packages"),
+            None
+        );
+    }
     use super::*;
 
     #[test]

@@ -21,7 +21,7 @@ fn refused(db: &TestDb, wd: &TfWorkdir, name: &str, bytes: &[u8]) -> String {
 fn malformed_states_are_refused_with_where_and_why() {
     let db = test_db();
     // Create the schema, so that "nothing written" below is a real check.
-    sg_ok(&db, &["--state", "x", "state", "list"]);
+    sg_ok(&db, &["--state", "x", "log"]);
     let (wd, doc) = chain_state();
     let text = serde_json::to_string_pretty(&doc).unwrap();
 
@@ -226,4 +226,107 @@ fn apply_json_without_approval_is_refused_before_anything_runs() {
         db.psql("SELECT count(*) FROM pg_tables WHERE tablename = 'states'"),
         "0"
     );
+}
+
+#[test]
+fn state_list_of_a_state_that_does_not_exist_says_so() {
+    // terraform: "No state file was found!", exit 1. An empty state lists
+    // nothing; one that does not exist is not empty.
+    let db = test_db();
+    let out = stategraph(&db)
+        .args(["--state", "nothing-here", "state", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("no state named \"nothing-here\""), "{err}");
+    assert!(err.contains("stategraph apply"), "no next step in: {err}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn an_undefined_flag_is_refused_before_the_database_is_touched() {
+    // A database nobody listens on: refusing must not need it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let wd = TfWorkdir::from_fixture("chain");
+    for command in ["plan", "apply", "destroy"] {
+        let out = stategraph_without_db()
+            .env(
+                "STATEGRAPH_DATABASE_URL",
+                format!("postgres://u@127.0.0.1:{port}/x?sslmode=disable"),
+            )
+            .current_dir(wd.path())
+            .args([command, "-bogus"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{command}");
+        let err = text(&out.stderr);
+        assert!(
+            err.starts_with("Error: Failed to parse command-line flags")
+                && err.contains("flag provided but not defined: -bogus"),
+            "{command}: {err}"
+        );
+        assert!(!err.contains(&port.to_string()), "{command}: {err}");
+    }
+}
+
+#[test]
+fn a_terraform_path_that_does_not_exist_is_named() {
+    let db = test_db();
+    let wd = TfWorkdir::from_fixture("chain");
+    let out = sg_tf(&db, &wd, "s", &["plan"])
+        .env("STATEGRAPH_TERRAFORM", "/nonexistent/bin/terraform")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/bin/terraform does not exist")
+            && err.contains("STATEGRAPH_TERRAFORM"),
+        "{err}"
+    );
+    assert_eq!(err.matches("No such file").count(), 0, "{err}");
+}
+
+#[test]
+fn one_hcl_mistake_gets_one_error() {
+    let db = test_db();
+    let wd = TfWorkdir::from_fixture("chain");
+    assert_ok(
+        "apply",
+        &sg_in(&db, &wd, "s", &["apply", "-auto-approve", "-no-color"]),
+    );
+    // Discovery now reads the configuration's HCL, and this does not parse.
+    wd.write_file(
+        "broken.tf",
+        "resource \"terraform_data\" \"broken\" {\n  input = \"x\" +\n}\n",
+    );
+    let out = sg_in(&db, &wd, "s", &["plan", "-no-color"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert_eq!(err.matches("Invalid expression").count(), 1, "{err}");
+    assert!(!err.contains("HCL parse error"), "stategraph's own: {err}");
+    assert!(err.contains("broken.tf line 2"), "{err}");
+}
+
+#[test]
+fn one_hcl_mistake_in_a_new_directory_gets_one_error() {
+    // terraform's init (run in stategraph's private dir) adds a preamble
+    // diagnostic and its progress lines; terraform's plan shows the error alone.
+    let db = test_db();
+    let wd = TfWorkdir::from_fixture("chain");
+    wd.write_file(
+        "broken.tf",
+        "resource \"terraform_data\" \"broken\" {\n  input = \"x\" +\n}\n",
+    );
+    let out = sg_in(&db, &wd, "s", &["plan", "-no-color"]);
+    assert_eq!(out.status.code(), Some(1));
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(stderr.matches("Error:").count(), 1, "{stderr}");
+    assert!(stderr.contains("Invalid expression"), "{stderr}");
+    assert!(!stdout.contains("Initializing"), "{stdout}");
 }

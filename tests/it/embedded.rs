@@ -320,13 +320,59 @@ fn ten_db_starts_at_once_create_the_cluster_once() {
 }
 
 #[test]
+fn install_sh_ends_with_what_it_started_and_what_to_run_next() {
+    // `install.sh --demo`: the demo and its last words, with the binary
+    // cargo built on PATH instead of building one.
+    let (_tmp, data) = fresh_data_dir();
+    let _stop = StopOnDrop(data.clone());
+    let bin = assert_cmd::cargo::cargo_bin("stategraph");
+    let path = std::env::join_paths(std::iter::once(bin.parent().unwrap().to_owned()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
+    .unwrap();
+    let mut cmd = StdCommand::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("install.sh"));
+    cmd.arg("--demo")
+        .env("PATH", path)
+        .env(
+            "STATEGRAPH_TERRAFORM",
+            crate::common::terraform::terraform_bin(),
+        )
+        .env("STATEGRAPH_DATA_DIR", &data)
+        .env_remove("STATEGRAPH_DATABASE_URL")
+        .env_remove("STATEGRAPH_STATE")
+        .stdin(Stdio::null());
+    for var in pg::LIBPQ_VARS {
+        cmd.env_remove(var);
+    }
+    let out = cmd.output().unwrap();
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "install.sh --demo failed:\n{err}");
+    let last: Vec<&str> = err.lines().rev().take(8).collect();
+    let last = last.into_iter().rev().collect::<Vec<_>>().join("\n");
+    assert!(
+        last.contains(&format!(
+            "embedded PostgreSQL cluster in {}",
+            data.display()
+        )),
+        "{last}"
+    );
+    assert!(last.contains("stategraph db stop"), "{last}");
+    assert!(last.contains("stategraph init -migrate-state"), "{last}");
+    assert!(last.contains("STATEGRAPH_DATABASE_URL"), "{last}");
+    // What it says is true: the cluster runs, and `db stop` stops it.
+    let status = text(&sg(&data, &["db", "status"]).output().unwrap().stdout);
+    assert!(status.contains("running"), "{status}");
+    sg(&data, &["db", "stop"]).assert().success();
+}
+
+#[test]
 fn ten_first_commands_at_once_create_the_cluster_once() {
     let (_tmp, data) = fresh_data_dir();
     let _stop = StopOnDrop(data.clone());
-    let outputs = ten_at_once(&data, &["state", "list"]);
+    let outputs = ten_at_once(&data, &["log"]);
     assert_created_once(&data, &outputs);
     for out in &outputs {
-        assert_eq!(text(&out.stdout), "", "an empty state lists nothing");
+        assert_eq!(text(&out.stdout), "", "an empty log prints nothing");
     }
 }
 

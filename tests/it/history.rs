@@ -397,7 +397,7 @@ async fn check_sequence(
 #[test]
 fn no_sequence_of_pushes_and_merges_collides_with_the_history() {
     let db = test_db();
-    sg_ok(&db, &["--state", "none", "state", "list"]); // creates the schema
+    sg_ok(&db, &["--state", "none", "log"]); // creates the schema
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -10,7 +10,7 @@ fn ten_processes_starting_at_once_on_an_empty_database_all_succeed() {
             let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("stategraph"));
             cmd.env("STATEGRAPH_DATABASE_URL", &db.url)
                 .env("CI", "true")
-                .args(["--state", "empty", "state", "list"])
+                .args(["--state", "empty", "log"])
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
@@ -39,9 +39,9 @@ fn ten_processes_starting_at_once_on_an_empty_database_all_succeed() {
 #[test]
 fn a_changed_migration_is_refused() {
     let db = test_db();
-    sg_ok(&db, &["--state", "x", "state", "list"]);
+    sg_ok(&db, &["--state", "x", "log"]);
     db.psql("UPDATE stategraph_migrations SET checksum = 'deadbeef' WHERE version = 1");
-    let err = sg_err(&db, &["--state", "x", "state", "list"]);
+    let err = sg_err(&db, &["--state", "x", "log"]);
     assert!(
         err.contains("migration 1") && err.contains("changed"),
         "{err}"
@@ -51,10 +51,10 @@ fn a_changed_migration_is_refused() {
 #[test]
 fn a_newer_schema_asks_for_an_upgrade() {
     let db = test_db();
-    sg_ok(&db, &["--state", "x", "state", "list"]);
+    sg_ok(&db, &["--state", "x", "log"]);
     db.psql(
         "INSERT INTO stategraph_migrations (version, name, checksum) VALUES (999, 'future', 'x')",
     );
-    let err = sg_err(&db, &["--state", "x", "state", "list"]);
+    let err = sg_err(&db, &["--state", "x", "log"]);
     assert!(err.contains("upgrade stategraph"), "{err}");
 }

@@ -120,3 +120,39 @@ fn a_saved_plan_whose_rows_changed_is_refused_naming_them() {
     assert!(!err.status.success());
     assert!(String::from_utf8_lossy(&err.stderr).contains("not a stategraph saved plan"));
 }
+
+#[test]
+fn a_saved_plan_of_a_new_state_creates_it_with_its_outputs() {
+    // Its root outputs were refused as "outside the locked write set".
+    let db = test_db();
+    let wd = TfWorkdir::from_fixture("chain");
+    ok(&sg_in(
+        &db,
+        &wd,
+        "new",
+        &["plan", "-no-color", "-out=new.sgplan"],
+    ));
+    ok(&sg_in(
+        &db,
+        &wd,
+        "new",
+        &["apply", "-no-color", "new.sgplan"],
+    ));
+    let pulled = sg_ok(&db, &["--state", "new", "state", "pull"]);
+    let state: serde_json::Value = serde_json::from_str(&pulled).unwrap();
+    for output in ["root_id", "tails"] {
+        assert!(
+            state["outputs"][output]["value"].is_string()
+                || state["outputs"][output]["value"].is_object(),
+            "{output}: {}",
+            state["outputs"]
+        );
+    }
+    let instances: usize = state["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["instances"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(instances, 19);
+}

@@ -156,3 +156,106 @@ fn the_database_password_is_in_no_argv_and_no_environment_of_terraform() {
     let left = temp_entries(&chain.tmp);
     assert!(left.is_empty(), "private temp files left behind: {left:?}");
 }
+
+/// A configuration whose one resource runs a local-exec provisioner writing
+/// its environment (what terraform gives its provisioners and providers) to
+/// `dump`, again each time `var.round` changes.
+const ENV_PROBE: &str = r#"
+variable "round" {
+  type = string
+}
+
+resource "terraform_data" "probe" {
+  triggers_replace = var.round
+  provisioner "local-exec" {
+    command = "env > 'DUMP'"
+  }
+}
+"#;
+
+/// The names of the variables in the `env` output `dump`.
+fn names_in(dump: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(dump)
+        .unwrap_or_else(|e| panic!("the provisioner wrote no {}: {e}", dump.display()))
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k.to_owned()))
+        .collect()
+}
+
+#[test]
+fn the_libpq_variables_stategraph_connects_with_never_reach_terraform() {
+    let db = test_db();
+    let wd = TfWorkdir::empty();
+    let dump = wd.path().join("env-of-the-provisioner");
+    wd.write_file(
+        "main.tf",
+        &ENV_PROBE.replace("DUMP", &dump.to_string_lossy()),
+    );
+    let port = crate::common::pg::cluster_port().to_string();
+    let apply = |round: &str| {
+        let mut cmd = sg_tf(
+            &db,
+            &wd,
+            "probe",
+            &["apply", "-auto-approve", "-no-color", "-var"],
+        );
+        cmd.arg(format!("round={round}"))
+            .env_remove("STATEGRAPH_DATABASE_URL")
+            // Not stategraph's: these reach terraform as they always did.
+            .env("SG_TEST_VISIBLE", "yes")
+            .env("PGTZ", "UTC");
+        cmd
+    };
+
+    // Connected by the libpq variables alone.
+    let out = apply("1")
+        .env("PGHOST", "127.0.0.1")
+        .env("PGPORT", &port)
+        .env("PGUSER", "postgres")
+        .env("PGDATABASE", &db.name)
+        .env("PGPASSWORD", SECRETS[0])
+        .env("PGSSLMODE", "disable")
+        .env("PGCONNECT_TIMEOUT", "10")
+        .env("PGAPPNAME", "sg-test")
+        .output()
+        .unwrap();
+    assert_ok("apply connected by PG* variables", &out);
+    let seen = names_in(&dump);
+    assert!(
+        seen.contains(&"SG_TEST_VISIBLE".to_owned()) && seen.contains(&"PGTZ".to_owned()),
+        "the provisioner's environment is not the one terraform got: {seen:?}"
+    );
+    let leaked: Vec<&String> = seen
+        .iter()
+        .filter(|k| k.starts_with("PG") && *k != "PGTZ")
+        .collect();
+    assert!(leaked.is_empty(), "terraform saw stategraph's {leaked:?}");
+    assert!(!std::fs::read_to_string(&dump).unwrap().contains(SECRETS[0]));
+
+    // Connected by a URL that the libpq variables complete: the URL's
+    // variable and the ones used are hidden.
+    let url = format!("postgres://127.0.0.1:{port}/{}", db.name);
+    let out = apply("2")
+        .env("STATEGRAPH_DATABASE_URL", &url)
+        .env("PGUSER", "postgres")
+        .env("PGPASSWORD", SECRETS[0])
+        .output()
+        .unwrap();
+    assert_ok("apply connected by a URL and PG* variables", &out);
+    let seen = names_in(&dump);
+    assert!(seen.contains(&"PGTZ".to_owned()), "{seen:?}");
+    for hidden in ["STATEGRAPH_DATABASE_URL", "PGUSER", "PGPASSWORD"] {
+        assert!(
+            !seen.contains(&hidden.to_owned()),
+            "terraform saw {hidden}: {seen:?}"
+        );
+    }
+    assert_eq!(input_round(&db), "2", "the second apply was not recorded");
+}
+
+/// The `round` the probe was last applied with, as stored.
+fn input_round(db: &TestDb) -> String {
+    db.psql(
+        "SELECT attributes->'triggers_replace'->>'value' FROM instances WHERE address = 'terraform_data.probe'",
+    )
+}

@@ -10,7 +10,7 @@ use crate::common::*;
 #[test]
 fn sigint_mid_apply_records_what_terraform_finished_and_frees_the_locks() {
     let db = test_db();
-    sg_ok(&db, &["--state", "teams", "state", "list"]); // creates the schema, for polling
+    sg_ok(&db, &["--state", "teams", "log"]); // creates the schema, for polling
     let wd = TfWorkdir::from_fixture("teams");
     let mut child = spawn_piped(&mut sg_tf(
         &db,

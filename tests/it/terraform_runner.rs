@@ -33,7 +33,8 @@ fn run_dir(root: &Path, state: &State) -> RunDir {
 
 /// The real terraform with the test environment (its own CLI config, no prompts).
 fn terraform(wd: &TfWorkdir) -> Terraform {
-    let mut tf = Terraform::discover(Some(&tfh::terraform_bin())).expect("terraform is usable");
+    let mut tf =
+        Terraform::discover(Some(&tfh::terraform_bin()), &[]).expect("terraform is usable");
     for key in tfh::leaking_env_vars() {
         tf = tf.without_env(&key);
     }
@@ -121,7 +122,7 @@ async fn plan_json(ws: &RunDir, tf: &Terraform, vars: &[&str]) -> plan::Plan {
 
 #[test]
 fn discovers_terraform_and_its_version() {
-    let tf = Terraform::discover(Some(&tfh::terraform_bin())).unwrap();
+    let tf = Terraform::discover(Some(&tfh::terraform_bin()), &[]).unwrap();
     assert!(tf.version() >= stategraph::terraform::MIN_VERSION);
     assert!(!tf.is_opentofu());
     let out = std::process::Command::new(tfh::terraform_bin())
@@ -135,10 +136,10 @@ fn discovers_terraform_and_its_version() {
         String::from_utf8_lossy(&out.stdout)
     );
 
-    let none = Terraform::discover(None).unwrap_err();
+    let none = Terraform::discover(None, &[]).unwrap_err();
     assert!(matches!(none, TerraformError::NotConfigured));
     assert!(none.to_string().contains("STATEGRAPH_TERRAFORM"), "{none}");
-    let missing = Terraform::discover(Some(Path::new("/nonexistent/terraform"))).unwrap_err();
+    let missing = Terraform::discover(Some(Path::new("/nonexistent/terraform")), &[]).unwrap_err();
     let msg = missing.to_string();
     assert!(
         msg.contains("/nonexistent/terraform") && msg.contains(">= 1.5.0"),

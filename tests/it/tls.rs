@@ -272,15 +272,15 @@ fn stategraph(url: &str) -> Command {
     cmd
 }
 
-/// `stategraph --database-url URL --state t state list`.
+/// `stategraph --database-url URL --state t log`.
 fn list(url: &str) -> Output {
     stategraph(url)
-        .args(["--state", "t", "state", "list"])
+        .args(["--state", "t", "log"])
         .output()
         .expect("run stategraph")
 }
 
-/// Asserts that `out` succeeded with empty stdout (an empty state lists nothing).
+/// Asserts that `out` succeeded with empty stdout (an empty log prints nothing).
 #[track_caller]
 fn assert_connected(what: &str, out: &Output) {
     assert!(
@@ -291,11 +291,7 @@ fn assert_connected(what: &str, out: &Output) {
         text(&out.stderr),
         tls_cluster().cluster.log()
     );
-    assert_eq!(
-        text(&out.stdout),
-        "",
-        "{what}: an empty state lists nothing"
-    );
+    assert_eq!(text(&out.stdout), "", "{what}: an empty log prints nothing");
     assert_no_password(what, out);
 }
 

@@ -3,7 +3,8 @@
 //!
 //! Owns: the cluster's temp directory, its server process and their cleanup.
 //! The cluster trades durability for speed (fsync off) and listens on
-//! 127.0.0.1 on a port the OS picked, with trust auth. Statics are never
+//! 127.0.0.1 on a port the OS picked and on a unix socket in its temp
+//! directory, with trust auth. Statics are never
 //! dropped, so cleanup does not rely on destructors: a supervisor shell
 //! (in its own process group, so a Ctrl-C to the test does not kill it
 //! first) starts the server and waits on a pipe whose write end only this
@@ -26,6 +27,9 @@ use std::time::{Duration, Instant};
 const SERVER_USER: &str = "postgres";
 /// The cluster's superuser role.
 const SUPERUSER: &str = "postgres";
+/// The directory of a cluster's unix socket, in its temp directory (the
+/// server listens on 127.0.0.1 and on this socket).
+const SOCKET_DIR: &str = "sock";
 /// How long the server may take to accept connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -64,6 +68,17 @@ pub fn cluster_url(dbname: &str) -> String {
         "postgres://{SUPERUSER}@127.0.0.1:{}/{dbname}",
         cluster().port
     )
+}
+
+/// The per-process cluster's port on 127.0.0.1 (started if needed).
+pub fn cluster_port() -> u16 {
+    cluster().port
+}
+
+/// The directory of the per-process cluster's unix socket
+/// (`.s.PGSQL.PORT`): what `PGHOST` or `host=` name to connect through it.
+pub fn cluster_socket_dir() -> PathBuf {
+    cluster().dir.join(SOCKET_DIR)
 }
 
 /// The per-process cluster's temp directory (removed when the process ends).
@@ -190,15 +205,19 @@ fn try_start(bin: &Path) -> Result<(u16, PathBuf, Child), StartError> {
         StartError::Failed(msg)
     };
     let data = root.join("data");
+    let socket_dir = root.join(SOCKET_DIR);
     let log = root.join("postgresql.log");
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(&data)
+        .and_then(|()| std::fs::DirBuilder::new().mode(0o700).create(&socket_dir))
         .map_err(|e| fail(format!("cannot create {}: {e}", data.display())))?;
     if let Some((uid, gid)) = ids {
-        // The server user must traverse our temp dir and own its data dir.
+        // The server user must traverse our temp dir and own its data dir
+        // and socket dir.
         std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o711))
             .and_then(|()| std::os::unix::fs::chown(&data, Some(uid), Some(gid)))
+            .and_then(|()| std::os::unix::fs::chown(&socket_dir, Some(uid), Some(gid)))
             .map_err(|e| {
                 fail(format!(
                     "cannot hand {} to {SERVER_USER}: {e}",
@@ -268,7 +287,8 @@ rm -rf "$dir"
         .arg(&data)
         .args(["-p", &port.to_string()])
         .args(["-c", "listen_addresses=127.0.0.1"])
-        .args(["-c", "unix_socket_directories="])
+        .arg("-c")
+        .arg(format!("unix_socket_directories={}", socket_dir.display()))
         .args(["-c", "max_connections=200"])
         .args([
             "-c",
@@ -442,6 +462,8 @@ pub const LIBPQ_VARS: &[&str] = &[
     "PGSSLKEY",
     "PGOPTIONS",
     "PGCONNECT_TIMEOUT",
+    "PGTARGETSESSIONATTRS",
+    "PGAPPNAME",
 ];
 
 /// psql with [`LIBPQ_VARS`] removed and no stdin.
