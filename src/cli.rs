@@ -106,10 +106,9 @@ pub enum Command {
     /// changed value (a variable, a data source, timestamp()) or a module
     /// call whose count/for_each changed, terraform's refresh-less plan of
     /// those blocks or that call only says which instances change. Where the
-    /// configuration cannot be compared (no baseline yet, a count/for_each
-    /// changed below a module with count/for_each, override files, -target,
-    /// -replace, -destroy, -refresh-only), terraform's refresh-less plan of
-    /// the whole configuration decides; the step line says why.
+    /// configuration cannot be compared (no baseline yet, override files,
+    /// -target, -replace, -destroy, -refresh-only), terraform's refresh-less
+    /// plan of the whole configuration decides; the step line says why.
     ///
     /// Then the change cone (the changed instances and everything
     /// downstream) is locked shared in PostgreSQL, and terraform plans it

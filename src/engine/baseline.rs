@@ -254,24 +254,26 @@ pub fn candidates(
     }
     // Module calls whose instances may have changed (their count/for_each
     // or what it reads): terraform's refresh-less plan of the whole call,
-    // its new instances included, says what changes. Terraform can target
-    // a call only where no module above it has count/for_each.
+    // its new instances included, says what changes. Below a module with
+    // count/for_each, terraform can target only the outermost such module
+    // (`module.a` is every instance of a; `module.a.module.b` none): that
+    // one is planned.
     let mut changed_calls: Vec<&str> = Vec::new();
     for (path, call) in &config.calls {
         let recorded = baseline.get(&call_key(path)).map(|[h, _, _]| h);
         if call.hash.is_some() && call.hash.as_ref() == recorded {
             continue;
         }
-        let above_expanded = config
+        let outermost_expanded = config
             .calls
             .iter()
-            .any(|(p, c)| c.expanded && path.starts_with(&format!("{p}.")));
-        if above_expanded {
-            return Err(Unsupported(format!(
-                "the instances of {path} may have changed (its count/for_each or what it reads)"
-            )));
+            .filter(|(p, c)| c.expanded && path.starts_with(&format!("{p}.")))
+            .map(|(p, _)| p.as_str())
+            .min_by_key(|p| p.len());
+        let target = outermost_expanded.unwrap_or(path);
+        if !changed_calls.contains(&target) {
+            changed_calls.push(target);
         }
-        changed_calls.push(path);
     }
     let in_changed_call = |address: &str| {
         changed_calls.iter().any(|c| {

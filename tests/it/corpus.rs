@@ -553,6 +553,25 @@ fn storage() {
                 "resource \"terraform_data\" \"inventory\" {\n",
                 "resource \"terraform_data\" \"inventory\" {\n  depends_on = [module.bucket]\n",
             ),
+            step("a module by conditional count nested in the bucket module")
+                .write(
+                    "modules/notify/main.tf",
+                    "variable \"bucket\" {\n  type = string\n}\n\n\
+                     resource \"terraform_data\" \"topic\" {\n  input = \"${var.bucket}-events\"\n}\n\n\
+                     resource \"terraform_data\" \"subscription\" {\n  \
+                     input = terraform_data.topic.id\n}\n",
+                )
+                .write(
+                    "modules/bucket/notify.tf",
+                    "module \"notify\" {\n  source = \"../notify\"\n  \
+                     count  = var.versioning ? 1 : 0\n\n  bucket = terraform_data.bucket.id\n}\n",
+                )
+                .init(),
+            step("that nested module's count changed in one bucket").replace(
+                "variables.tf",
+                "logs   = { expiration_days = 30, versioning = true }",
+                "logs   = { expiration_days = 30 }",
+            ),
             step("a resource imported with an import block").write(
                 "import.tf",
                 "import {\n  to = terraform_data.legacy\n  id = \"legacy-bucket\"\n}\n\n\
