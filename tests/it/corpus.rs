@@ -8,7 +8,9 @@
 //! nothing left to do.
 //!
 //! Discovery runs as for a user (no oracle), so the run also counts how
-//! often it fell back to terraform's plan of the whole configuration. Each
+//! often it fell back to terraform's plan of the whole configuration; and
+//! with `STATEGRAPH_VERIFY=1`, so `plan -verify` is checked on every step
+//! (but the known-pending ones). Each
 //! configuration prints one summary line (`cargo test --test it corpus::
 //! -- --nocapture` shows them). Mismatches fail the test, except those in
 //! [`PENDING_OUTPUT_CASES`] that differ in output changes only.
@@ -202,6 +204,8 @@ struct Tally {
     mismatches: Vec<String>,
     pending: Vec<String>,
     fallbacks: Vec<String>,
+    /// Plans `plan -verify` found equal to terraform's.
+    verified: usize,
 }
 
 /// Runs the script `steps` on `fixtures/corpus/NAME`; prints the summary
@@ -226,12 +230,18 @@ fn run_corpus(name: &str, steps: Vec<Step>) {
         // The plans, side by side.
         let mut args = vec!["plan", "-detailed-exitcode", "-no-color"];
         args.extend(step.args.iter().map(String::as_str));
+        // `plan -verify` runs too (but where outputs are known to differ):
+        // a difference it finds exits 1, a mismatch of the exit code.
         let out = sg_tf(&db, &wd, STATE, &args)
             .env("STATEGRAPH_DISCOVERY_ORACLE", "0")
+            .env("STATEGRAPH_VERIFY", if pending { "0" } else { "1" })
             .envs(step.env.iter().map(|(k, v)| (k, v)))
             .output()
             .unwrap();
         let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        if stderr.contains("terraform plans the same") {
+            tally.verified += 1;
+        }
         if let Some(why) = stderr
             .lines()
             .find_map(|l| l.split_once("plan without refresh: ").map(|(_, why)| why))
@@ -286,12 +296,13 @@ fn run_corpus(name: &str, steps: Vec<Step>) {
     }
     println!(
         "corpus {name}: {} comparisons with terraform, {} mismatches, {} known-pending output \
-         cases, {} full-plan fallbacks in {} plans",
+         cases, {} full-plan fallbacks in {} plans, {} plans agreeing under -verify",
         tally.comparisons,
         tally.mismatches.len(),
         tally.pending.len(),
         tally.fallbacks.len(),
-        steps.len()
+        steps.len(),
+        tally.verified
     );
     for p in &tally.pending {
         println!("  known-pending output case: {p}");
