@@ -82,6 +82,26 @@ impl ChangeSet {
             }
         }
 
+        // Terraform's targeted plan of an instance whose block has
+        // `replace_triggered_by` needs the plan of what triggers it (with a
+        // `moved` block anywhere, it fails with "no change found for" a
+        // trigger left out): those are targeted, so written, too.
+        let written_blocks: HashSet<&str> = rows
+            .iter()
+            .filter(|r| in_write.contains(&r.address))
+            .map(|r| r.config_address.as_str())
+            .collect();
+        for (block, trigger) in &config.triggers {
+            if !written_blocks.contains(block.as_str()) {
+                continue;
+            }
+            for r in rows.iter().filter(|r| r.config_address == *trigger) {
+                if in_write.insert(r.address.clone()) {
+                    write.push(r.address.clone());
+                }
+            }
+        }
+
         // New instances read what their configuration references (and,
         // since state dependencies are transitive, what those depend on).
         let by_config: HashMap<&str, Vec<&GraphRow>> =

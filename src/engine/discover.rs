@@ -98,7 +98,11 @@ pub async fn discover(
         }
     };
     let streamed = plan::parse_stream(&done.stdout);
-    let info = config_info(cx, dir, &plan_file, &streamed.changed).await?;
+    let mut info = config_info(cx, dir, &plan_file, &streamed.changed).await?;
+    if let Some(config) = &config {
+        // Terraform's plan JSON does not say what `replace_triggered_by` names.
+        info.triggers = config.info.triggers.clone();
+    }
     if let Some(config) = &config {
         // Blocks terraform planned as no-op are converged as stored.
         let entries = baseline::after_plan_of(config, state, &streamed.changed, None);
@@ -187,7 +191,7 @@ async fn from_configuration(
         return Ok(found.addresses.clone());
     }
     let step = ui.step(format!(
-        "Discovering changes ({blocks} read changed values: plan of those without refresh)"
+        "Discovering changes ({blocks} may change: plan of those without refresh)"
     ));
     let targets: BTreeSet<&str> = found
         .addresses
@@ -297,7 +301,7 @@ async fn check_oracle(
 /// A refresh-less plan with terraform's streamed `-json` output, planning
 /// `extra` targets besides the user's. On failure, terraform's own words
 /// reach the user and its exit code is ours.
-async fn discovery_plan(
+pub(super) async fn discovery_plan(
     cx: &Context<'_>,
     dir: &RunDir,
     extra: &[String],

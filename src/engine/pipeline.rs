@@ -72,8 +72,13 @@ async fn plan_stored(cx: &Context<'_>) -> Result<Outcome> {
     let snapshot = session.snapshot().await?;
     let dir = run_dir(session.settings, &cx.flags, &snapshot.state)?;
     prepare(&dir, &cx.tf, &session.store).await?;
+    // `plan -verify` (or its sampled share of plans).
+    let verifying = cx.flags.verify || session.settings.sample_verify();
     let found = discover(cx, &dir, &snapshot.state, &[]).await?;
     if found.changed.is_empty() {
+        if verifying {
+            verify::against_whole_plan(cx, &dir, &snapshot.state, None).await?;
+        }
         return Ok(Outcome::NoChanges { explained: true });
     }
     let (cs, rows) = computed_change_set(cx, &found).await?;
@@ -86,6 +91,14 @@ async fn plan_stored(cx: &Context<'_>) -> Result<Outcome> {
         warn_reverts(cx, &cs, &found).await?;
     }
     let saved = save(cx, &dir, &snapshot, &handed, (&cs, &found), &done)?;
+    if verifying && matches!(done.code, 0 | 2) {
+        // The user's targets are the cone plan's own.
+        let targets = match cx.flags.targets.is_empty() {
+            true => cs.targets.as_slice(),
+            false => &[],
+        };
+        verify::against_whole_plan(cx, &dir, &snapshot.state, Some(targets)).await?;
+    }
     Ok(Outcome::Ran {
         code: done.code,
         saved,
@@ -499,6 +512,11 @@ async fn plan_new(
         .interactive(true)
         .run()
         .await?;
+    if flags.verify || settings.sample_verify() {
+        settings
+            .ui
+            .info("Verify: no state yet, so this was terraform's plan of the whole configuration.");
+    }
     let saved = match &flags.out {
         Some(out) if done.code == 0 || (flags.detailed_exitcode && done.code == 2) => {
             let write =
