@@ -80,7 +80,7 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
 
         // Discover what changes, and compute the change set on the stored graph.
         let found = discover(cx, &dir, &snapshot, &forced).await?;
-        if found.changed.is_empty() {
+        if found.is_empty() {
             return Ok(Outcome::NoChanges { explained: true });
         }
         let step = session.ui.step("Computing change cone");
@@ -134,7 +134,7 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
             if matches!(done.code, 0 | 2) {
                 warn_reverts(cx, &cs, &found).await?;
             }
-            let saved = save(cx, &dir, &fresh, &cs, &found, &done).await;
+            let saved = save(cx, &dir, &fresh, &cs, &done).await;
             let released = lease.release().await;
             let saved = saved?;
             released?;
@@ -194,7 +194,7 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
                 session.kind.name()
             ));
         }
-        if planned.is_empty() && !flags.refresh_only {
+        if planned.is_empty() && found.outputs.is_empty() && !flags.refresh_only {
             // Nothing to do in the cone: its rows are converged.
             if let Some(config) = &found.config {
                 let write = cs.write.iter().map(String::as_str);
@@ -223,7 +223,11 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
 /// graph's rows.
 async fn change_set(cx: &Context<'_>, found: &Discovered) -> Result<(ChangeSet, Vec<GraphRow>)> {
     let rows = cx.session.graph_rows().await?;
-    let cs = ChangeSet::compute(&rows, &found.changed, &found.info)?;
+    let mut cs = ChangeSet::compute(&rows, &found.changed, &found.info)?;
+    if cx.flags.targets.is_empty() {
+        // With the user's -target, terraform evaluates the outputs it does.
+        cs.cover_outputs(&rows, &found.info, &found.outputs);
+    }
     Ok((cs, rows))
 }
 
@@ -252,7 +256,7 @@ async fn recheck(
         "Rows of the cone changed before the locks were taken; planning again on the new state.",
     );
     let found = discover(cx, dir, fresh, forced).await?;
-    if found.changed.is_empty() {
+    if found.is_empty() {
         return Ok(Recheck::NoChanges);
     }
     let (grown, rows) = change_set(cx, &found).await?;
@@ -310,7 +314,6 @@ async fn save(
     dir: &RunDir,
     fresh: &State,
     cs: &ChangeSet,
-    found: &Discovered,
     done: &Finished,
 ) -> Result<Option<(std::path::PathBuf, String)>> {
     let flags = &cx.flags;
@@ -320,19 +323,9 @@ async fn save(
     if !(done.code == 0 || (flags.detailed_exitcode && done.code == 2)) {
         return Ok(None);
     }
-    let outputs = cs.allowed_outputs(&found.info, fresh);
     let path = cx.session.settings.workdir.join(out);
     let session = &cx.session;
-    saved::write(
-        &session.store,
-        &session.name,
-        fresh,
-        cs,
-        &outputs,
-        dir,
-        &path,
-    )
-    .await?;
+    saved::write(&session.store, &session.name, fresh, cs, dir, &path).await?;
     Ok(Some((path, out.clone())))
 }
 
@@ -373,7 +366,6 @@ async fn apply(
     lease: &Lease<'_>,
 ) -> (Result<u8>, Result<(String, PushReport)>) {
     let session = &cx.session;
-    let outputs = cs.allowed_outputs(&found.info, fresh);
     let provisioned: Vec<String> = found
         .config
         .iter()
@@ -388,7 +380,6 @@ async fn apply(
         scope: super::record::Scope {
             write: &cs.write,
             read: &cs.read,
-            outputs: &outputs,
             changed: &cs.changed,
             provisioned: &provisioned,
         },
@@ -414,7 +405,14 @@ async fn apply(
         // Best effort: without it the next run plans those blocks again.
         if let Ok(after) = dir.read_state() {
             let write = cs.write.iter().map(String::as_str);
-            let entries = baseline::converged(config, &after, write, true);
+            let mut entries = baseline::converged(config, &after, write, true);
+            // And the root outputs terraform evaluated are what it gave them.
+            let evaluated = config
+                .outputs
+                .keys()
+                .filter(|o| cs.evaluates(&found.info, o))
+                .map(String::as_str);
+            entries.extend(baseline::outputs_converged(config, evaluated));
             let _ = session.store.put_baseline(session.state_id, &entries).await;
         }
     }
@@ -461,9 +459,11 @@ async fn plan_new(
                 read: Vec::new(),
                 new: 0,
                 targets: Vec::new(),
+                untargeted: true,
+                outputs_only: false,
             };
             let path = settings.workdir.join(out);
-            saved::write(store, name, &empty, &cs, &[], &dir, &path).await?;
+            saved::write(store, name, &empty, &cs, &dir, &path).await?;
             Some((path, out.clone()))
         }
         _ => None,

@@ -28,7 +28,6 @@ use crate::tfstate::{self, State};
 pub struct Scope<'a> {
     pub write: &'a [String],
     pub read: &'a [String],
-    pub outputs: &'a [String],
     /// What its plan found changing (for the log).
     pub changed: &'a [String],
     /// Blocks (configuration addresses) with creation-time provisioners,
@@ -238,14 +237,98 @@ impl<'a> Recording<'a> {
     }
 
     /// Merges the state terraform wrote into the stored state (write-set
-    /// rows and allowed outputs only), fenced by the lock holder's lease.
+    /// rows and the root outputs terraform changed), fenced by the lock
+    /// holder's lease.
+    ///
+    /// Terraform may have written rows outside the write set: a targeted
+    /// run refreshes what the cone reads and writes back what changed
+    /// outside terraform. Its result is never discarded for that: those
+    /// rows are locked too (exclusive, never waiting) and, if nobody changed
+    /// them since this run's snapshot, written with the rest. Only when they
+    /// cannot be ([`StoreError::OutsideLocks`], naming them and why) is the
+    /// result kept in a recovery file instead.
     pub async fn merge(
         &self,
         after: &State,
         begun: Option<&Begun>,
         finish: bool,
     ) -> Result<PushReport, StoreError> {
-        self.merge_as(self.holder.id, after, begun, finish).await
+        let outside = match self
+            .merge_as(self.holder.id, after, begun, finish, &[])
+            .await
+        {
+            Err(StoreError::OutsideWriteSet { addresses }) => addresses,
+            other => return other,
+        };
+        self.lock_outside(&outside, begun).await?;
+        let report = self
+            .merge_as(self.holder.id, after, begun, finish, &outside)
+            .await?;
+        if finish {
+            self.session.ui.info(format!(
+                "stategraph: terraform also wrote {} (refreshed as a dependency of the cone; \
+                 changed outside terraform): locked and written with the rest",
+                outside.join(", ")
+            ));
+        }
+        Ok(report)
+    }
+
+    /// Locks `outside` (instances terraform wrote outside the write set)
+    /// for this run, never waiting, and checks that nobody changed them
+    /// since its snapshot (or that this run's own checkpoints did).
+    async fn lock_outside(
+        &self,
+        outside: &[String],
+        begun: Option<&Begun>,
+    ) -> Result<(), StoreError> {
+        let s = self.session;
+        let refused = |why: String| StoreError::OutsideLocks {
+            addresses: outside.to_vec(),
+            why,
+        };
+        match s.store.extend(self.holder.id, outside, &[]).await {
+            Ok(()) => {}
+            Err(crate::db::locks::LockError::Conflict(conflicts)) => {
+                return Err(refused(format!(
+                    "another run holds {}:\n{}",
+                    if outside.len() == 1 { "it" } else { "them" },
+                    crate::db::locks::describe_conflicts(&conflicts)
+                )));
+            }
+            Err(crate::db::locks::LockError::LeaseLost { .. }) => {
+                return Err(StoreError::LeaseLost {
+                    name: s.name.clone(),
+                })
+            }
+            Err(e) => return Err(refused(format!("they could not be locked: {e}"))),
+        }
+        let own = begun.map(|b| b.txn_id);
+        let versions = s.store.versions(&s.name, outside).await?;
+        let stored = s
+            .store
+            .pull(&s.name)
+            .await?
+            .unwrap_or_else(|| State::empty(self.before.lineage.clone()));
+        let (then, now) = (objects(self.before, outside), objects(&stored, outside));
+        let changed: Vec<&String> = outside
+            .iter()
+            .filter(|a| {
+                let ours = own.is_some() && versions.get(*a).map(|(_, txn)| *txn) == own;
+                !ours && then.get(*a) != now.get(*a)
+            })
+            .collect();
+        if !changed.is_empty() {
+            return Err(refused(format!(
+                "another run changed {} since this run's snapshot",
+                changed
+                    .iter()
+                    .map(|a| a.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        Ok(())
     }
 
     async fn merge_as(
@@ -254,6 +337,7 @@ impl<'a> Recording<'a> {
         after: &State,
         begun: Option<&Begun>,
         finish: bool,
+        outside: &[String],
     ) -> Result<PushReport, StoreError> {
         // Data sources are read afresh by every run that needs them and hold
         // no managed object: what terraform read is written without an
@@ -261,13 +345,13 @@ impl<'a> Recording<'a> {
         // source does not pull every resource depending on it into every
         // cone.
         let mut write_set = self.scope.write.to_vec();
+        write_set.extend(outside.iter().cloned());
         write_set.extend(changed_data_sources(self.before, after));
         let s = self.session;
         let m = Merge {
             state_name: &s.name,
             holder_id: Some(holder_id),
             write_set: &write_set,
-            outputs: self.scope.outputs,
             before: self.before,
             after,
             kind: s.kind.name(),
@@ -428,7 +512,7 @@ impl Recording<'_> {
             if !changed.is_empty() {
                 return None;
             }
-            self.merge_as(lease.holder().id, after, None, true)
+            self.merge_as(lease.holder().id, after, None, true, &[])
                 .await
                 .ok()
         }
@@ -464,7 +548,6 @@ impl Recording<'_> {
             command: s.command.clone(),
             write: self.scope.write.to_vec(),
             read: self.scope.read.to_vec(),
-            outputs: self.scope.outputs.to_vec(),
             changed: self.scope.changed.to_vec(),
             versions: begun.map(|b| b.versions.clone()).unwrap_or_default(),
             error,
@@ -472,6 +555,24 @@ impl Recording<'_> {
             after,
         })
     }
+}
+
+/// The objects (deposed ones too) of `addresses` in `state`, by address.
+fn objects(state: &State, addresses: &[String]) -> HashMap<String, Vec<crate::tfstate::Instance>> {
+    let mut out: HashMap<String, Vec<crate::tfstate::Instance>> = HashMap::new();
+    for r in &state.resources {
+        let raddr = r.address();
+        for i in &r.instances {
+            let a = i.address(&raddr);
+            if addresses.contains(&a) {
+                out.entry(a).or_default().push(i.clone());
+            }
+        }
+    }
+    for objects in out.values_mut() {
+        objects.sort_by(|a, b| a.deposed.cmp(&b.deposed));
+    }
+    out
 }
 
 /// Addresses of data-source instances whose objects differ between `before` and `after`.

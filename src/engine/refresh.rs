@@ -58,13 +58,14 @@ pub fn final_plan(dir: &RunDir) -> std::path::PathBuf {
 fn cone_plan(cx: &Context<'_>, dir: &RunDir, cs: &ChangeSet, refresh: bool) -> Invocation {
     let (flags, kind) = (&cx.flags, cx.session.kind);
     let mut plan = dir.command(&cx.tf).args(["plan", "-lock=false"]);
-    if !refresh {
+    // Only root outputs change: nothing refreshed would be written.
+    if !refresh || cs.outputs_only {
         plan = plan.arg("-refresh=false");
     }
     if flags.destroy {
         plan = plan.arg("-destroy");
     }
-    if flags.targets.is_empty() {
+    if flags.targets.is_empty() && !cs.untargeted {
         plan = plan.args(cs.targets.iter().map(|t| format!("-target={t}")));
     }
     if kind != Kind::Plan || flags.out.is_some() {

@@ -43,7 +43,6 @@ struct Bundle {
     serial: i64,
     write: Vec<String>,
     read: Vec<String>,
-    outputs: Vec<String>,
     /// Object key (address, or `ADDRESS deposed KEY`) -> (version, transaction).
     versions: BTreeMap<String, (i64, i64)>,
     /// The state terraform planned against (tfstate v4 JSON).
@@ -63,7 +62,6 @@ pub async fn write(
     name: &str,
     snapshot: &State,
     cs: &ChangeSet,
-    outputs: &[String],
     dir: &RunDir,
     path: &Path,
 ) -> Result<()> {
@@ -78,7 +76,6 @@ pub async fn write(
         serial: snapshot.serial,
         write: cs.write.clone(),
         read: cs.read.clone(),
-        outputs: outputs.to_vec(),
         versions: store.versions(name, &addresses).await?,
         snapshot: serde_json::from_slice(&snapshot.to_json()).expect("our own JSON"),
         terraform_plan: base64::engine::general_purpose::STANDARD.encode(plan_bytes),
@@ -215,7 +212,6 @@ async fn apply_locked(
         scope: Scope {
             write: &bundle.write,
             read: &bundle.read,
-            outputs: &bundle.outputs,
             changed: &[],
             provisioned: &[],
         },
