@@ -480,6 +480,10 @@ fn advice(error: &StoreError, kept: &std::path::Path, ci: bool) -> String {
              run may have changed them since. `{recover}` writes the result if nobody did, and \
              otherwise refuses, names what changed and keeps the file."
         ),
+        StoreError::OutsideLocks { .. } => format!(
+            "Terraform also wrote rows this run could not lock (named below). `{recover}` \
+             writes the whole result once nobody else holds them, if nobody changed them since."
+        ),
         _ => format!(
             "The database is reachable but refused the write (the cause follows). `{recover}` \
              writes it once the cause is fixed."

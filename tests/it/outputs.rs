@@ -345,4 +345,42 @@ fn a_result_partly_outside_the_locks_is_locked_and_written() {
         "committed"
     );
     converged(&db, &wd);
+
+    // When another run holds such a row (here: reads it, locked shared),
+    // it cannot be locked: the result is kept, failed in the log, naming
+    // the row and the holder, and `recover` writes it once the row is free.
+    db.psql(
+        "UPDATE instances SET attributes = attributes - 'triggers_replace' \
+         WHERE address = 'terraform_data.a'; DELETE FROM discovery_baseline;
+         WITH h AS (INSERT INTO lock_holders (state_id, actor_user, actor_host, command, lease_expires_at)
+                    SELECT id, 'alice', 'laptop', 'stategraph plan (reading a)', now() + interval '1 hour'
+                    FROM states RETURNING id, state_id)
+         INSERT INTO locks (state_id, address, mode, holder_id)
+         SELECT state_id, 'terraform_data.a', 'shared', id FROM h",
+    );
+    wd.write_file("main.tf", &config("b3"));
+    let out = sg_in(&db, &wd, STATE, &["apply", "-auto-approve", "-no-color"]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("outside the locked write set (terraform_data.a)")
+            && stderr.contains("another run holds it")
+            && stderr.contains("alice"),
+        "{stderr}"
+    );
+    let kept = recovery_files(&wd.path().join(".terraform/stategraph/recovery"));
+    assert_eq!(kept.len(), 1, "{stderr}");
+    assert_eq!(
+        db.psql("SELECT status FROM transactions ORDER BY id DESC LIMIT 1"),
+        "failed"
+    );
+    db.psql("DELETE FROM lock_holders WHERE actor_user = 'alice'");
+    sg(&db, &wd, &["recover", kept[0].to_str().unwrap()]);
+    assert_eq!(
+        db.psql(
+            "SELECT attributes->'input'->>'value' FROM instances WHERE address = 'terraform_data.b'"
+        ),
+        "b3-a"
+    );
+    converged(&db, &wd);
 }
