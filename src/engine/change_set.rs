@@ -216,12 +216,13 @@ impl ChangeSet {
         self.targets = targets(rows, &self.write);
     }
 
-    /// Whether terraform's run of this change set evaluates the root
-    /// output `name`: a run of the whole configuration evaluates them all, a
-    /// targeted one those reading resources, all of them in the cone.
-    pub fn evaluates(&self, info: &ConfigInfo, name: &str) -> bool {
+    /// The root outputs terraform's run of this change set evaluates: a
+    /// run of the whole configuration evaluates them all, a targeted one
+    /// those reading resources, all of them in the cone.
+    pub fn evaluated_outputs(&self, info: &ConfigInfo) -> BTreeSet<String> {
+        let reads = output_reads(info);
         if self.untargeted {
-            return true;
+            return reads.into_keys().collect();
         }
         let cone: HashSet<String> = self
             .write
@@ -229,9 +230,11 @@ impl ChangeSet {
             .chain(&self.read)
             .map(|a| crate::tfstate::strip_module_keys(crate::address::strip_instance_key(a)))
             .collect();
-        output_reads(info)
-            .get(name)
-            .is_some_and(|deps| !deps.is_empty() && deps.iter().all(|d| cone.contains(d)))
+        reads
+            .into_iter()
+            .filter(|(_, deps)| !deps.is_empty() && deps.iter().all(|d| cone.contains(d)))
+            .map(|(name, _)| name)
+            .collect()
     }
 
     /// What a run of `kind` locks: `(exclusive, shared)`. A plan writes
@@ -319,6 +322,11 @@ fn output_reads(info: &ConfigInfo) -> BTreeMap<String, BTreeSet<String>> {
         .iter()
         .map(|o| (o.clone(), BTreeSet::new()))
         .collect();
+    // Module outputs are nodes of their own: what each reads.
+    let mut module_outputs: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (from, to) in info.edges.iter().filter(|(f, _)| f.contains(".output.")) {
+        module_outputs.entry(from).or_default().push(to);
+    }
     for (name, dep) in &info.output_refs {
         let mut todo = vec![dep.as_str()];
         let mut seen: HashSet<&str> = HashSet::new();
@@ -327,16 +335,97 @@ fn output_reads(info: &ConfigInfo) -> BTreeMap<String, BTreeSet<String>> {
                 continue;
             }
             if node.contains(".output.") {
-                todo.extend(
-                    info.edges
-                        .iter()
-                        .filter(|(from, _)| from == node)
-                        .map(|(_, to)| to.as_str()),
-                );
+                todo.extend(module_outputs.get(node).into_iter().flatten());
             } else {
                 out.entry(name.clone()).or_default().insert(node.to_owned());
             }
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(address: &str, deps: &[&str]) -> GraphRow {
+        GraphRow {
+            address: address.to_owned(),
+            config_address: crate::address::strip_instance_key(address).to_owned(),
+            dependencies: deps.iter().map(|d| (*d).to_owned()).collect(),
+        }
+    }
+
+    /// `vpc`; `subnet[0..2]` and `sg` read it; `other` alone; outputs:
+    /// `ids` (sg and other), `subnets` (every subnet), `region` (nothing).
+    fn fixture() -> (Vec<GraphRow>, ConfigInfo) {
+        let rows = vec![
+            row("terraform_data.vpc", &[]),
+            row("terraform_data.subnet[0]", &["terraform_data.vpc"]),
+            row("terraform_data.subnet[1]", &["terraform_data.vpc"]),
+            row("terraform_data.sg", &["terraform_data.vpc"]),
+            row("terraform_data.other", &[]),
+        ];
+        let refs = |o: &str, d: &str| (o.to_owned(), d.to_owned());
+        let info = ConfigInfo {
+            edges: Vec::new(),
+            output_refs: vec![
+                refs("ids", "terraform_data.sg"),
+                refs("ids", "terraform_data.other"),
+                refs("subnets", "terraform_data.subnet"),
+            ],
+            outputs: vec!["ids".into(), "region".into(), "subnets".into()],
+        };
+        (rows, info)
+    }
+
+    fn cover(changed: &[&str], stale: &[&str]) -> ChangeSet {
+        let (rows, info) = fixture();
+        let changed: Vec<String> = changed.iter().map(|a| (*a).to_owned()).collect();
+        let stale: Vec<String> = stale.iter().map(|a| (*a).to_owned()).collect();
+        let mut cs = ChangeSet::compute(&rows, &changed, &info).unwrap();
+        cs.cover_outputs(&rows, &info, &stale);
+        cs
+    }
+
+    #[test]
+    fn an_output_reading_a_written_resource_brings_in_what_else_it_reads() {
+        let cs = cover(&["terraform_data.sg"], &[]);
+        assert!(
+            cs.write.contains(&"terraform_data.other".to_owned()),
+            "{cs:?}"
+        );
+        assert!(!cs.untargeted);
+        // One subnet written: the resource is in the run, the output is
+        // evaluated on its sibling as stored, nothing is added.
+        let cs = cover(&["terraform_data.subnet[0]"], &[]);
+        assert_eq!(cs.write, ["terraform_data.subnet[0]"]);
+        assert!(cs.evaluated_outputs(&fixture().1).contains("subnets"));
+    }
+
+    #[test]
+    fn a_stale_output_is_targeted_through_what_it_reads_without_their_dependents() {
+        let cs = cover(&[], &["subnets"]);
+        assert_eq!(
+            cs.write,
+            ["terraform_data.subnet[0]", "terraform_data.subnet[1]"]
+        );
+        assert_eq!(cs.read, ["terraform_data.vpc"]);
+        assert!(!cs.untargeted && !cs.outputs_only);
+    }
+
+    #[test]
+    fn an_output_reading_no_resource_needs_the_whole_configuration() {
+        // Only outputs change: nothing written, everything read.
+        let cs = cover(&[], &["region", "subnets"]);
+        assert!(cs.untargeted && cs.outputs_only, "{cs:?}");
+        assert!(cs.write.is_empty());
+        assert_eq!(cs.read.len(), 5);
+        // With a resource change: every instance written.
+        let cs = cover(&["terraform_data.other"], &["region"]);
+        assert!(cs.untargeted && !cs.outputs_only);
+        assert_eq!(cs.write.len(), 5);
+        // An output removed from the configuration too.
+        assert!(cover(&[], &["gone"]).untargeted);
+    }
 }

@@ -407,12 +407,11 @@ async fn apply(
             let write = cs.write.iter().map(String::as_str);
             let mut entries = baseline::converged(config, &after, write, true);
             // And the root outputs terraform evaluated are what it gave them.
-            let evaluated = config
-                .outputs
-                .keys()
-                .filter(|o| cs.evaluates(&found.info, o))
-                .map(String::as_str);
-            entries.extend(baseline::outputs_converged(config, evaluated));
+            let evaluated = cs.evaluated_outputs(&found.info);
+            entries.extend(baseline::outputs_converged(
+                config,
+                evaluated.iter().map(String::as_str),
+            ));
             let _ = session.store.put_baseline(session.state_id, &entries).await;
         }
     }
