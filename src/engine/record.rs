@@ -303,20 +303,27 @@ impl<'a> Recording<'a> {
             }
             Err(e) => return Err(refused(format!("they could not be locked: {e}"))),
         }
+        // Rows this run's checkpoints wrote are its own; the others must be
+        // as the run's snapshot had them.
         let own = begun.map(|b| b.txn_id);
         let versions = s.store.versions(&s.name, outside).await?;
+        let others: Vec<String> = outside
+            .iter()
+            .filter(|a| own.is_none() || versions.get(*a).map(|(_, txn)| *txn) != own)
+            .cloned()
+            .collect();
+        if others.is_empty() {
+            return Ok(());
+        }
         let stored = s
             .store
             .pull(&s.name)
             .await?
             .unwrap_or_else(|| State::empty(self.before.lineage.clone()));
-        let (then, now) = (objects(self.before, outside), objects(&stored, outside));
-        let changed: Vec<&String> = outside
+        let (then, now) = (objects(self.before, &others), objects(&stored, &others));
+        let changed: Vec<&String> = others
             .iter()
-            .filter(|a| {
-                let ours = own.is_some() && versions.get(*a).map(|(_, txn)| *txn) == own;
-                !ours && then.get(*a) != now.get(*a)
-            })
+            .filter(|a| then.get(*a) != now.get(*a))
             .collect();
         if !changed.is_empty() {
             return Err(refused(format!(
