@@ -125,7 +125,8 @@ fn outputs_added_changed_or_removed_alone_are_planned_and_stored() {
         let (code, plan) = sg_plan(&db, &wd, &[]);
         assert_eq!(code, Some(2), "{what}: {plan}");
         assert!(plan.contains("Changes to Outputs"), "{what}: {plan}");
-        sg(&db, &wd, &["apply", "-auto-approve", "-no-color"]);
+        let (_, stderr) = sg(&db, &wd, &["apply", "-auto-approve", "-no-color"]);
+        assert!(stderr.contains("root output"), "{what}: {stderr}");
         assert_eq!(stored_outputs(&db), stored, "{what}");
         converged(&db, &wd);
     }
