@@ -8,7 +8,9 @@
 //! state mv ..., recover) goes through [`Recording`], so each gets the same
 //! guarantees: what terraform finished is in PostgreSQL or in a recovery
 //! file, never only in a private temp dir. Every write is fenced by the
-//! lock holder's lease in the database ([`crate::db::locks`]).
+//! lock holder's lease in the database ([`crate::db::locks`]). Rows
+//! terraform wrote outside the write set are locked and written too where
+//! they can be ([`Recording::merge`]): its result is never discarded.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant, SystemTime};
@@ -266,8 +268,9 @@ impl<'a> Recording<'a> {
             .await?;
         if finish {
             self.session.ui.info(format!(
-                "stategraph: terraform also wrote {} (refreshed as a dependency of the cone; \
-                 changed outside terraform): locked and written with the rest",
+                "stategraph: terraform also wrote {}, outside the locked write set (a targeted \
+                 run writes back what it refreshed of the cone's dependencies): locked and \
+                 written with the rest",
                 outside.join(", ")
             ));
         }
