@@ -87,8 +87,10 @@ pub struct Settings {
     pub speculative_plan: bool,
     /// Whether the plan of the cone runs on a private state holding only
     /// the cone and what it reads, not every instance
-    /// (`STATEGRAPH_PARTIAL_STATE`: `1`, the default, or `0` for the whole
-    /// state).
+    /// (`STATEGRAPH_PARTIAL_STATE`: `0`, the default, hands terraform the
+    /// whole state; `1`, experimental: the differential corpus still finds
+    /// terraform planning to create stored instances the cone's new
+    /// instances reach through module outputs).
     pub partial_state: bool,
     /// `TF_INPUT` is not `0`/`false`: terraform (and we) may ask questions.
     pub tf_input: bool,
@@ -303,8 +305,8 @@ Name the server with --database-url (STATEGRAPH_DATABASE_URL) or PGHOST, PGPORT,
         };
 
         let partial_state = match get("STATEGRAPH_PARTIAL_STATE").as_deref() {
-            None | Some("1") => true,
-            Some("0") => false,
+            Some("1") => true,
+            None | Some("0") => false,
             Some(other) => anyhow::bail!("STATEGRAPH_PARTIAL_STATE={other:?}: expected 1 or 0"),
         };
 

@@ -13,6 +13,12 @@
 //! no-op), by a successful apply (blocks it applied: their rows are what the
 //! configuration says), and by an apply whose targeted plan found nothing to
 //! do.
+//!
+//! Root outputs have entries of their own (`output:NAME`, the hash of what
+//! their value depends on in the configuration), recorded when terraform
+//! evaluated them in an applied run or planned them as no-op in a full plan:
+//! an output whose hash differs, or is not recorded, or a stored output the
+//! configuration no longer declares, is a candidate ([`stale_outputs`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -24,6 +30,53 @@ use crate::tfstate::{strip_module_keys, State};
 /// Baseline key of a module call.
 fn call_key(path: &str) -> String {
     format!("module:{path}")
+}
+
+/// Baseline key of a root output.
+fn output_key(name: &str) -> String {
+    format!("output:{name}")
+}
+
+/// Root outputs whose stored value may differ from what terraform would
+/// give them: added or edited since recorded (or never recorded), and
+/// stored outputs the configuration no longer declares. Sorted.
+pub fn stale_outputs(
+    config: &Config,
+    baseline: &HashMap<String, [String; 3]>,
+    state: &State,
+) -> Vec<String> {
+    let mut out: BTreeSet<String> = config
+        .outputs
+        .iter()
+        .filter(|(name, hash)| baseline.get(&output_key(name)).map(|[h, _, _]| h) != Some(*hash))
+        .map(|(name, _)| name.clone())
+        .collect();
+    out.extend(
+        state
+            .outputs
+            .iter()
+            .filter(|(name, _)| !config.outputs.contains_key(name))
+            .map(|(name, _)| name.clone()),
+    );
+    out.into_iter().collect()
+}
+
+/// Entries recording the root outputs `names` as converged (terraform
+/// evaluated them, or planned them as no-op).
+pub fn outputs_converged<'a>(
+    config: &Config,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Vec<(String, [String; 3])> {
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let hash = config.outputs.get(name)?;
+            Some((
+                output_key(name),
+                [hash.clone(), String::new(), String::new()],
+            ))
+        })
+        .collect()
 }
 
 /// The block (configuration address) of an instance or resource address.

@@ -190,6 +190,12 @@ pub struct Config {
     pub moved: Vec<(String, String)>,
     /// The `to` of each `import` block without `for_each`, as written.
     pub imports: Vec<String>,
+    /// Root outputs by name: a hash of everything their value depends on
+    /// in the configuration (their text and the values they read, as for
+    /// blocks; the resources they read are not hashed). An output reading a
+    /// data source or an impure function hashes its text only: a change of
+    /// that value is not seen here.
+    pub outputs: BTreeMap<String, String>,
 }
 
 /// A reference, as far as this reader tells them apart.
@@ -416,6 +422,15 @@ pub fn read(root: &Path, inputs: &Inputs) -> Result<Config, Unsupported> {
         }
     }
     config.info = reader.info();
+    if let Some(root) = modules.first() {
+        for (name, item) in &root.outputs {
+            let hash = match reader.item_hash(0, item) {
+                Some(h) => sha(&[&global, &h]),
+                None => format!("text:{}", sha(&[&global, &item.text])),
+            };
+            config.outputs.insert(name.clone(), hash);
+        }
+    }
     keyed_hashes(&modules, &root_values, inputs, &global, &mut config);
     Ok(config)
 }

@@ -344,6 +344,8 @@ impl Plan {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Streamed {
     pub changed: Vec<String>,
+    /// Root outputs the plan adds, changes or removes.
+    pub outputs: Vec<String>,
     pub errors: usize,
 }
 
@@ -351,6 +353,7 @@ pub struct Streamed {
 /// object per line). Lines that are not JSON objects are ignored.
 pub fn parse_stream(bytes: &[u8]) -> Streamed {
     let mut changed = BTreeSet::new();
+    let mut outputs = BTreeSet::new();
     let mut errors = 0;
     for line in bytes.split(|b| *b == b'\n') {
         let Ok(msg) = serde_json::from_slice::<Value>(line) else {
@@ -374,12 +377,20 @@ pub fn parse_stream(bytes: &[u8]) -> Streamed {
                     changed.extend(moved.filter(|p| *p != addr).map(str::to_owned));
                 }
             }
+            Some("outputs") => {
+                for (name, o) in msg["outputs"].as_object().into_iter().flatten() {
+                    if o["action"].as_str().is_some_and(|a| a != "noop") {
+                        outputs.insert(name.clone());
+                    }
+                }
+            }
             Some("diagnostic") if msg["@level"] == "error" => errors += 1,
             _ => {}
         }
     }
     Streamed {
         changed: changed.into_iter().collect(),
+        outputs: outputs.into_iter().collect(),
         errors,
     }
 }

@@ -62,6 +62,7 @@ struct Change {
 
 const NOOP: i32 = 0;
 const READ: i32 = 2;
+const DELETE: i32 = 5;
 
 /// The addresses of the instances the plan at `path` changes (any action
 /// but no-op and read, an import, and both addresses of a move), sorted, as [`super::plan::Plan::changed_addresses`]
@@ -93,6 +94,13 @@ fn from_plan(plan: &Plan, tf_version: &str) -> Option<Vec<String>> {
         }
         let action = rc.change.as_ref().map_or(NOOP, |c| c.action);
         let imported = rc.change.as_ref().is_some_and(|c| c.importing.is_some());
+        // A destroy plan deletes the data sources too; `show -json` leaves
+        // that out (it changes no object), and so does this reader.
+        let data = crate::address::parse_instance(&rc.addr)
+            .is_ok_and(|i| i.resource.mode == crate::address::Mode::Data);
+        if data && action == DELETE {
+            continue;
+        }
         // A move (a `moved` block) changes the rows of both addresses.
         let moved = !rc.prev_run_addr.is_empty() && rc.prev_run_addr != rc.addr;
         if (action != NOOP && action != READ) || moved || imported {
@@ -128,6 +136,18 @@ mod tests {
             errored: false,
             deferred_changes: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_data_source_deleted_by_a_destroy_is_no_change() {
+        let p = plan(vec![
+            change("data.terraform_remote_state.net", DELETE),
+            change("terraform_data.a", DELETE),
+        ]);
+        assert_eq!(
+            from_plan(&p, "1.11.4"),
+            Some(vec!["terraform_data.a".to_owned()])
+        );
     }
 
     #[test]

@@ -38,6 +38,7 @@ mod locks_cli;
 mod log;
 mod merge;
 mod migrations;
+mod outputs;
 mod parity;
 mod passthrough;
 mod properties;
