@@ -233,12 +233,9 @@ impl ChangeSet {
                     self.untargeted = true;
                     continue;
                 }
-                for dep in deps {
+                for dep in deps.iter().filter(|d| !cone.contains(*d)) {
                     let rows = by_config.get(dep.as_str()).map(Vec::as_slice);
                     let Some(rows) = rows.filter(|r| !r.is_empty()) else {
-                        if cone.contains(dep) {
-                            continue;
-                        }
                         // Nothing stored: the resource address, as for a new one.
                         grew |= in_write.insert(dep.clone());
                         if !self.write.contains(dep) {
@@ -246,14 +243,7 @@ impl ChangeSet {
                         }
                         continue;
                     };
-                    // Every stored instance: an output reading a resource
-                    // reads all of its instances (a `for` over a module's
-                    // instances, say), and is evaluated only when all are
-                    // in the run.
                     for row in rows {
-                        if read.contains(&row.address) {
-                            continue;
-                        }
                         if in_write.insert(row.address.clone()) {
                             self.write.push(row.address.clone());
                             grew = true;
