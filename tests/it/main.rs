@@ -40,6 +40,7 @@ mod migrations;
 mod parity;
 mod passthrough;
 mod properties;
+mod query;
 mod revert;
 mod saved_plan;
 mod scoped_refresh;
