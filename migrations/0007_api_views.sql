@@ -12,12 +12,18 @@ CREATE SCHEMA stategraph_api;
 
 -- `attrs` with every path of `sensitive` (terraform's
 -- [[{"type":"get_attr","value":"password"}], ...] form) replaced by
--- "(sensitive value)", unless the session asks to see them.
+-- "(sensitive value)", unless the session asks to see them. A path is
+-- followed through the {"value": ..., "type": ...} wrapping of dynamic
+-- attributes (terraform_data's input); where it cannot be followed
+-- further, what it reached is masked whole.
 CREATE FUNCTION stategraph_api.mask(attrs jsonb, sensitive jsonb) RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     steps jsonb;
-    path text[];
+    step jsonb;
+    k text;
+    cur jsonb;
+    resolved text[];
     result jsonb := attrs;
 BEGIN
     IF attrs IS NULL OR sensitive IS NULL OR jsonb_typeof(sensitive) <> 'array'
@@ -28,18 +34,36 @@ BEGIN
         IF jsonb_typeof(steps) <> 'array' THEN
             CONTINUE;
         END IF;
-        SELECT array_agg(
-                   CASE WHEN s->>'type' = 'get_attr' THEN s->>'value'
-                        ELSE s->'value'->>'value' END
-                   ORDER BY n)
-          INTO path
-          FROM jsonb_array_elements(steps) WITH ORDINALITY AS p(s, n);
-        IF path IS NULL THEN
+        IF jsonb_array_length(steps) = 0 THEN
             -- An empty path: the whole object is sensitive.
             RETURN to_jsonb('(sensitive value)'::text);
         END IF;
-        IF result #> path IS NOT NULL THEN
-            result := jsonb_set(result, path, to_jsonb('(sensitive value)'::text));
+        cur := result;
+        resolved := '{}';
+        FOR step IN SELECT e FROM jsonb_array_elements(steps) e LOOP
+            k := CASE WHEN step->>'type' = 'get_attr' THEN step->>'value'
+                      ELSE step->'value'->>'value' END;
+            IF k IS NOT NULL AND jsonb_typeof(cur) = 'object'
+               AND cur ? 'value' AND cur ? 'type' AND NOT cur ? k
+               AND ((jsonb_typeof(cur->'value') = 'object' AND (cur->'value') ? k)
+                    OR (k ~ '^[0-9]+$' AND jsonb_typeof(cur->'value') = 'array'
+                        AND k::bigint < jsonb_array_length(cur->'value'))) THEN
+                -- A dynamic value: its path goes on inside "value".
+                resolved := resolved || 'value'::text;
+                cur := cur->'value';
+            END IF;
+            IF k IS NOT NULL AND jsonb_typeof(cur) = 'object' AND cur ? k THEN
+                cur := cur->k;
+            ELSIF k ~ '^[0-9]+$' AND jsonb_typeof(cur) = 'array'
+                  AND k::bigint < jsonb_array_length(cur) THEN
+                cur := cur->(k::int);
+            ELSE
+                EXIT;
+            END IF;
+            resolved := resolved || k;
+        END LOOP;
+        IF cardinality(resolved) > 0 THEN
+            result := jsonb_set(result, resolved, to_jsonb('(sensitive value)'::text));
         END IF;
     END LOOP;
     RETURN result;

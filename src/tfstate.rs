@@ -799,8 +799,13 @@ pub fn diff_attributes(
     if let Some(v) = after {
         leaves(v, &mut Vec::new(), &mut new);
     }
-    let mut hidden = sensitive_paths(before_sensitive);
-    hidden.extend(sensitive_paths(after_sensitive));
+    let mut declared = sensitive_paths(before_sensitive);
+    declared.extend(sensitive_paths(after_sensitive));
+    let hidden: Vec<Vec<Step>> = declared
+        .iter()
+        .flat_map(|p| [resolve(before, p), resolve(after, p)])
+        .flatten()
+        .collect();
     let keys: std::collections::BTreeSet<&Vec<Step>> = old.keys().chain(new.keys()).collect();
     let mask = |path: &[Step], v: Option<&Value>| {
         v.map(|v| {
@@ -874,6 +879,51 @@ fn sensitive_paths(v: Option<&Value>) -> Vec<Vec<Step>> {
                 .collect()
         })
         .collect()
+}
+
+/// The path in `value` that the sensitive path `steps` reaches: followed
+/// through the `{"value": ..., "type": ...}` wrapping of dynamic attributes
+/// (terraform_data's `input`), and cut where it cannot be followed (what it
+/// reached is masked whole). `None` when it reaches nothing.
+fn resolve(value: Option<&Value>, steps: &[Step]) -> Option<Vec<Step>> {
+    if steps.is_empty() {
+        return Some(Vec::new());
+    }
+    fn child<'v>(v: &'v Value, step: &Step) -> Option<&'v Value> {
+        match (v, step) {
+            (Value::Object(m), Step::Key(k)) => m.get(k),
+            (Value::Array(a), Step::Index(i)) => a.get(*i as usize),
+            (Value::Array(a), Step::Key(k)) => a.get(k.parse::<usize>().ok()?),
+            _ => None,
+        }
+    }
+    let mut cur = value?;
+    let mut out = Vec::new();
+    for step in steps {
+        let wrapped = match cur {
+            Value::Object(m)
+                if m.contains_key("type") && !matches!(step, Step::Key(k) if m.contains_key(k)) =>
+            {
+                m.get("value").filter(|inner| child(inner, step).is_some())
+            }
+            _ => None,
+        };
+        if let Some(inner) = wrapped {
+            out.push(Step::Key("value".to_owned()));
+            cur = inner;
+        }
+        match child(cur, step) {
+            Some(next) => {
+                out.push(match (cur, step) {
+                    (Value::Array(_), Step::Key(k)) => Step::Index(k.parse().unwrap_or(u64::MAX)),
+                    _ => step.clone(),
+                });
+                cur = next;
+            }
+            None => break,
+        }
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 fn path_text(path: &[Step]) -> String {
@@ -1121,5 +1171,31 @@ mod tests {
             ]
         );
         assert!(diff_attributes(Some(&before), None, Some(&before), None).is_empty());
+
+        // terraform_data's input is dynamic: its sensitive path skips the
+        // {"value", "type"} wrapping the state holds it in.
+        let wrapped = |secret: &str| json!({"input": {"value": {"gen": "1", "secret": secret}, "type": ["object", {}]}});
+        let sensitive = json!([[{"type": "get_attr", "value": "input"}, {"type": "get_attr", "value": "secret"}]]);
+        let changes = diff_attributes(
+            Some(&wrapped("pw-1")),
+            Some(&sensitive),
+            Some(&wrapped("pw-2")),
+            Some(&sensitive),
+        );
+        assert_eq!(
+            changes,
+            [AttrChange {
+                path: "input.value.secret".to_owned(),
+                before: Some(json!(SENSITIVE)),
+                after: Some(json!(SENSITIVE)),
+            }]
+        );
+        // A path that cannot be followed masks what it reached.
+        let odd = json!([[{"type": "get_attr", "value": "input"}, {"type": "get_attr", "value": "nope"}]]);
+        let changes = diff_attributes(None, None, Some(&wrapped("pw-1")), Some(&odd));
+        assert!(
+            changes.iter().all(|c| c.after == Some(json!(SENSITIVE))),
+            "{changes:?}"
+        );
     }
 }

@@ -51,4 +51,5 @@ mod state_name;
 mod state_roundtrip;
 mod stress;
 mod terraform_runner;
+mod time_travel;
 mod tls;

@@ -44,6 +44,17 @@ fn state(serial: u32, logs_tag: &str, with_data: bool) -> String {
             "attributes": {{ "id": "db-1", "engine": "postgres", "username": "app", "password": "hunter2-secret" }},
             "dependencies": ["aws_s3_bucket.logs"] }}] }}"#
     ));
+    // terraform_data's input is dynamic: its sensitive path skips the
+    // {"value", "type"} wrapping.
+    resources.push(
+        r#"{ "module": "module.db", "mode": "managed", "type": "terraform_data", "name": "cfg",
+          "provider": "provider[\"terraform.io/builtin/terraform\"]",
+          "instances": [{ "schema_version": 0,
+            "sensitive_attributes": [[{ "type": "get_attr", "value": "input" }, { "type": "get_attr", "value": "token" }]],
+            "attributes": { "id": "cfg", "input": { "value": { "name": "n", "token": "tok-hunter2" },
+              "type": ["object", { "name": "string", "token": "string" }] } } }] }"#
+            .to_owned(),
+    );
     format!(
         r#"{{ "version": 4, "terraform_version": "1.11.4", "serial": {serial},
           "lineage": "7c0b3c52-query-test",
@@ -144,7 +155,7 @@ fn every_example_query_of_the_readme_answers_what_it_says() {
         query_json(&db, &examples[3]),
         json!([
             {"module": "(root)", "resources": 3, "instances": 3},
-            {"module": "module.db", "resources": 1, "instances": 1}
+            {"module": "module.db", "resources": 2, "instances": 2}
         ])
     );
 }
@@ -170,6 +181,16 @@ fn sensitive_values_are_masked_unless_asked_for() {
         assert!(stdout.contains("(sensitive value)"), "{format}: {stdout}");
         assert!(stdout.contains("app"), "{format}: {stdout}");
     }
+    // Inside a dynamic value (terraform_data's input) too.
+    let input = query_json(
+        &db,
+        "SELECT attributes->'input' AS input FROM instances WHERE type = 'terraform_data'",
+    );
+    assert_eq!(
+        input[0]["input"]["value"],
+        json!({"name": "n", "token": "(sensitive value)"}),
+        "{input}"
+    );
     // The history view masks too.
     let history = query_json(
         &db,
