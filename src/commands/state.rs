@@ -242,3 +242,27 @@ async fn load(settings: &Settings, name: &str) -> Result<State> {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_time;
+
+    #[test]
+    fn times_are_rfc3339_or_utc_date_and_time() {
+        let t = |s: &str| parse_time(s).map(|t| t.to_rfc3339());
+        assert_eq!(
+            t("2026-01-31T12:00:00+02:00").as_deref(),
+            Some("2026-01-31T10:00:00+00:00")
+        );
+        assert_eq!(
+            t("2026-01-31 12:00:05").as_deref(),
+            Some("2026-01-31T12:00:05+00:00")
+        );
+        assert_eq!(
+            t("2026-01-31 12:00").as_deref(),
+            Some("2026-01-31T12:00:00+00:00")
+        );
+        assert_eq!(t("yesterday"), None);
+        assert_eq!(t("2026-01-31"), None);
+    }
+}

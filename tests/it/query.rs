@@ -282,6 +282,9 @@ fn a_query_that_writes_is_refused_and_errors_are_postgresqls() {
         "{}",
         text(&out.stderr)
     );
+    // The transaction cannot be made writable from inside.
+    let out = sg(&db, "carol", &["query", "SET TRANSACTION READ WRITE"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     // One statement only.
     let out = sg(
         &db,
