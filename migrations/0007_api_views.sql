@@ -123,7 +123,9 @@ FROM transactions t JOIN states s ON s.id = t.state_id;
 -- Every version of every instance object, the current one included: which
 -- transaction wrote it (`written_by`), which replaced or removed it
 -- (`superseded_by`, NULL for the current version; `removed` when that
--- transaction removed the object).
+-- transaction removed the object). Versions a run replaced itself (its
+-- checkpoints mid-apply) were never the state's between transactions and
+-- are left out.
 CREATE VIEW stategraph_api.history AS
 SELECT s.name AS state, h.address, h.deposed, h.version, h.written_by,
        h.superseded_by, h.removed, h.row->>'type' AS type,
@@ -131,6 +133,7 @@ SELECT s.name AS state, h.address, h.deposed, h.version, h.written_by,
        stategraph_api.mask(h.row->'attributes', h.row->'sensitive_attributes') AS attributes,
        h.row->'sensitive_attributes' AS sensitive_attributes
 FROM instance_history h JOIN states s ON s.id = h.state_id
+WHERE h.superseded_by <> h.written_by
 UNION ALL
 SELECT s.name, i.address, i.deposed, i.version, i.txn_id, NULL, false, i.type,
        i.module, i.status,

@@ -139,6 +139,27 @@ fn history_shows_each_version_with_its_transaction_and_diff() {
         "{table}"
     );
 
+    // The history view of `stategraph query` holds the same versions.
+    let (csv, _) = assert_ok(
+        "query",
+        &sg_in(
+            &db,
+            &wd,
+            "tt",
+            &[
+                "query",
+                "-csv",
+                "SELECT version, written_by FROM history \
+                 WHERE address = 'terraform_data.a' ORDER BY written_by",
+            ],
+        ),
+    );
+    let expected: String = versions
+        .iter()
+        .map(|v| format!("{},{}\n", v["version"], v["transaction"]))
+        .collect();
+    assert_eq!(csv, format!("version,written_by\n{expected}"));
+
     let out = sg_in(&db, &wd, "tt", &["history", "terraform_data.nope"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
