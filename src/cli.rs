@@ -105,13 +105,12 @@ pub enum Command {
     /// locals and module outputs it reads) is compared with the baseline
     /// stored when it was last planned or applied. Unchanged blocks are not
     /// planned; edited, added and removed blocks are; for blocks that read a
-    /// changed value (a variable, a data source, timestamp()), terraform's
-    /// refresh-less plan of those blocks only says which instances change.
-    /// Where the configuration cannot be compared (no baseline yet, a
-    /// module's count/for_each changed, override files, -target, -replace,
-    /// -destroy, -refresh-only, more than half the state may change),
-    /// terraform's refresh-less plan of the whole configuration decides; the
-    /// step line says why.
+    /// changed value (a variable, a data source, timestamp()) or a module
+    /// call whose count/for_each changed, terraform's refresh-less plan of
+    /// those blocks or that call only says which instances change. Where the
+    /// configuration cannot be compared (no baseline yet, override files,
+    /// -target, -replace, -destroy, -refresh-only), terraform's refresh-less
+    /// plan of the whole configuration decides; the step line says why.
     ///
     /// Then the change cone (the changed instances and everything
     /// downstream) is locked shared in PostgreSQL, and terraform plans it
@@ -119,6 +118,11 @@ pub enum Command {
     /// it reads are refreshed (only the written instances where that saves
     /// work: STATEGRAPH_SCOPED_REFRESH). -out=FILE writes a saved plan that
     /// `stategraph apply FILE` applies if nothing it read changed since.
+    ///
+    /// -verify (stategraph's own) also runs terraform's refresh-less plan of
+    /// the whole configuration and checks that the plan of the cone equals
+    /// it, naming each difference and exiting 1 if not;
+    /// STATEGRAPH_VERIFY=0.05 verifies that share of plans.
     ///
     /// Flags after `plan` are terraform's; stategraph's own (--state,
     /// --database-url, -chdir) go before it.

@@ -87,8 +87,10 @@ pub struct Settings {
     pub speculative_plan: bool,
     /// Whether the plan of the cone runs on a private state holding only
     /// the cone and what it reads, not every instance
-    /// (`STATEGRAPH_PARTIAL_STATE`: `1`, the default, or `0` for the whole
-    /// state).
+    /// (`STATEGRAPH_PARTIAL_STATE`: `0`, the default, hands terraform the
+    /// whole state; `1`, experimental: the differential corpus still finds
+    /// terraform planning to create stored instances the cone's new
+    /// instances reach through module outputs).
     pub partial_state: bool,
     /// `TF_INPUT` is not `0`/`false`: terraform (and we) may ask questions.
     pub tf_input: bool,
@@ -96,6 +98,11 @@ pub struct Settings {
     /// checked against terraform's full refresh-less plan, and every plan
     /// file read against `terraform show -json`.
     pub discovery_oracle: bool,
+    /// The share of `stategraph plan` runs that also run terraform's plan of
+    /// the whole configuration and check that the plan of the cone equals
+    /// it (`STATEGRAPH_VERIFY`: `0`, the default, to `1`; e.g. `0.05`);
+    /// `plan -verify` always does.
+    pub verify_rate: f64,
     /// Messages and progress.
     pub ui: Ui,
 }
@@ -298,8 +305,8 @@ Name the server with --database-url (STATEGRAPH_DATABASE_URL) or PGHOST, PGPORT,
         };
 
         let partial_state = match get("STATEGRAPH_PARTIAL_STATE").as_deref() {
-            None | Some("1") => true,
-            Some("0") => false,
+            Some("1") => true,
+            None | Some("0") => false,
             Some(other) => anyhow::bail!("STATEGRAPH_PARTIAL_STATE={other:?}: expected 1 or 0"),
         };
 
@@ -308,6 +315,15 @@ Name the server with --database-url (STATEGRAPH_DATABASE_URL) or PGHOST, PGPORT,
             Some("0" | "false" | "FALSE" | "False")
         );
         let discovery_oracle = get("STATEGRAPH_DISCOVERY_ORACLE").as_deref() == Some("1");
+        let verify_rate = match get("STATEGRAPH_VERIFY") {
+            None => 0.0,
+            Some(text) => parse_rate(&text).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "STATEGRAPH_VERIFY={text:?} is not a share of runs: expected a number \
+                     from 0 (never) to 1 (every plan), e.g. 0.05"
+                )
+            })?,
+        };
         // Set but empty counts: `TF_VAR_x=` gives x the empty string.
         let tf_vars: Vec<(String, String)> = env
             .iter()
@@ -342,6 +358,7 @@ Name the server with --database-url (STATEGRAPH_DATABASE_URL) or PGHOST, PGPORT,
             workspace_from_env,
             tf_input,
             discovery_oracle,
+            verify_rate,
             lock_lease,
             db_retry,
             scoped_refresh,
@@ -474,9 +491,53 @@ impl TlsMode {
     }
 }
 
+/// A share of runs: a number from 0 to 1.
+fn parse_rate(text: &str) -> Option<f64> {
+    let rate: f64 = text.trim().parse().ok()?;
+    (0.0..=1.0).contains(&rate).then_some(rate)
+}
+
+impl Settings {
+    /// Whether this plan verifies ([`Settings::verify_rate`]): never at 0,
+    /// always at 1, else with that probability.
+    pub fn sample_verify(&self) -> bool {
+        if self.verify_rate <= 0.0 {
+            return false;
+        }
+        if self.verify_rate >= 1.0 {
+            return true;
+        }
+        use std::io::Read;
+        let mut b = [0u8; 8];
+        let drawn = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+        // Without randomness, verify: the safe side.
+        drawn.is_err() || (u64::from_le_bytes(b) as f64 / u64::MAX as f64) < self.verify_rate
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verify_rates() {
+        assert_eq!(parse_rate("0"), Some(0.0));
+        assert_eq!(parse_rate("1"), Some(1.0));
+        assert_eq!(parse_rate("0.05"), Some(0.05));
+        assert_eq!(parse_rate("1.5"), None);
+        assert_eq!(parse_rate("-0.1"), None);
+        assert_eq!(parse_rate("yes"), None);
+        let never = Settings::resolve_with(&global(), &env(&[("STATEGRAPH_VERIFY", "0")])).unwrap();
+        assert!((0..100).all(|_| !never.sample_verify()));
+        let always =
+            Settings::resolve_with(&global(), &env(&[("STATEGRAPH_VERIFY", "1")])).unwrap();
+        assert!((0..100).all(|_| always.sample_verify()));
+        let bad = Settings::resolve_with(&global(), &env(&[("STATEGRAPH_VERIFY", "often")]));
+        assert!(bad
+            .unwrap_err()
+            .to_string()
+            .contains("STATEGRAPH_VERIFY=\"often\""));
+    }
 
     fn job_of(vars: &[(&str, &str)]) -> Option<String> {
         let get = |k: &str| {

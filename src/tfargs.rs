@@ -93,6 +93,10 @@ pub struct TfFlags {
     /// `-allow-revert` (stategraph's own, not passed on): apply even where
     /// it reverts rows written from commits this checkout does not contain.
     pub allow_revert: bool,
+    /// `-verify` (stategraph's own, not passed on): `plan` also runs
+    /// terraform's plan of the whole configuration and checks that the plan
+    /// of the cone equals it.
+    pub verify: bool,
     /// Every flag to hand to terraform, in order, minus those stategraph
     /// replaces (`-lock`, `-lock-timeout`) or adds (`-allow-revert`); see
     /// [`TfFlags::pass`].
@@ -266,6 +270,10 @@ pub fn parse(args: &[String]) -> Result<TfFlags, FlagError> {
             "no-color" => f.no_color = parse_bool(name, v)?,
             "allow-revert" => {
                 f.allow_revert = parse_bool(name, v)?;
+                pass = false;
+            }
+            "verify" => {
+                f.verify = parse_bool(name, v)?;
                 pass = false;
             }
             "input" => f.no_input = !parse_bool(name, v)?,

@@ -25,6 +25,12 @@ async fn apply_as(settings: &Settings, kind: Kind, args: &[String]) -> Result<()
     if kind == Kind::Destroy {
         flags.destroy = true;
     }
+    if flags.verify {
+        bail!(
+            "-verify is a flag of `stategraph plan`: run `stategraph plan -verify` before {}",
+            kind.name()
+        );
+    }
     if let Some(first) = flags.positional.first() {
         if kind != Kind::Apply || flags.positional.len() > 1 {
             bail!("unexpected argument {first:?}: only `stategraph apply` takes one, a saved plan file");

@@ -60,13 +60,20 @@ pub enum StoreError {
     )]
     SameSerial { serial: i64 },
     #[error(
-        "terraform changed {} outside the locked write set: {}\n\n\
-         Nothing was written. This is a bug in stategraph's change cone; the state terraform \
-         wrote is kept for inspection.",
+        "terraform changed {} outside the locked write set: {}",
         if addresses.len() == 1 { "an instance" } else { "instances" },
         addresses.join(", ")
     )]
     OutsideWriteSet { addresses: Vec<String> },
+    /// Terraform changed instances outside the write set that could not
+    /// be locked and written with the rest (see `Recording::merge`).
+    #[error(
+        "terraform changed {} outside the locked write set ({}), and {why}\n\n\
+         Its result is not written while those rows are not this run's to write.",
+        if addresses.len() == 1 { "an instance" } else { "instances" },
+        addresses.join(", ")
+    )]
+    OutsideLocks { addresses: Vec<String>, why: String },
     #[error(
         "the lock on state \"{name}\" was lost before the result could be written (its lease \
          expired or it was force-unlocked); nothing was written"
@@ -118,8 +125,6 @@ pub struct Merge<'a> {
     pub holder_id: Option<i64>,
     /// Instance addresses this run may write.
     pub write_set: &'a [String],
-    /// Root outputs this run may write.
-    pub outputs: &'a [String],
     /// The state handed to terraform.
     pub before: &'a State,
     /// The state terraform wrote.
@@ -698,7 +703,7 @@ impl Store {
     /// that concurrent disjoint merges keep it increasing.
     pub async fn merge(&self, m: &Merge<'_>) -> Result<PushReport, StoreError> {
         let write: HashSet<&str> = m.write_set.iter().map(String::as_str).collect();
-        let outside = changed_outside(m.before, m.after, &write, m.outputs);
+        let outside = changed_outside(m.before, m.after, &write);
         if !outside.is_empty() {
             return Err(StoreError::OutsideWriteSet { addresses: outside });
         }
@@ -784,8 +789,14 @@ impl Store {
             !r.instances.is_empty()
         });
         let rows = stage_and_diff(&tx, state_id, txn_id, &subset, Some(m.write_set)).await?;
-        let outputs_changed =
-            push_outputs(&tx, state_id, txn_id, &m.after.outputs, Some(m.outputs)).await?;
+        let outputs_changed = push_outputs(
+            &tx,
+            state_id,
+            txn_id,
+            &m.after.outputs,
+            Some(&changed_outputs(m.before, m.after)),
+        )
+        .await?;
         if rows.added + rows.changed + rows.removed + outputs_changed == 0 && !m.finish {
             // A checkpoint with nothing new: leave the state's serial alone.
             tx.rollback().await?;
@@ -1287,14 +1298,12 @@ fn cbd_flag_only(before: &State, after: &State) -> HashSet<String> {
         .collect()
 }
 
-/// Instance addresses (and `output.NAME`s) whose objects differ between
-/// `before` and `after` but are not in the write set (or allowed outputs).
-fn changed_outside(
-    before: &State,
-    after: &State,
-    write: &HashSet<&str>,
-    outputs: &[String],
-) -> Vec<String> {
+/// Instance addresses whose objects differ between `before` and `after`
+/// but are not in the write set. Root outputs are not among them: terraform
+/// evaluates an output only when every resource it reads is in its run
+/// (targeted, or a dependency of a target: locked), so whatever output it
+/// changed is written (see [`changed_outputs`]).
+fn changed_outside(before: &State, after: &State, write: &HashSet<&str>) -> Vec<String> {
     let all = ObjectChanges::between(before, after, None);
     let mut outside: Vec<String> = all
         .added
@@ -1310,20 +1319,31 @@ fn changed_outside(
     // stored flag stays; terraform derives it again from the configuration).
     let flag_only = cbd_flag_only(before, after);
     outside.retain(|a| !flag_only.contains(a.as_str()));
+    outside.sort();
+    outside.dedup();
+    outside
+}
+
+/// Names of the root outputs terraform added, changed or removed between
+/// `before` (the state it was handed) and `after`: only those are written,
+/// so that an output terraform did not evaluate in a targeted run never
+/// overwrites what another run stored meanwhile.
+fn changed_outputs(before: &State, after: &State) -> Vec<String> {
     let old: HashMap<&str, &Output> = before
         .outputs
         .iter()
         .map(|(n, o)| (n.as_str(), o))
         .collect();
     let new: HashMap<&str, &Output> = after.outputs.iter().map(|(n, o)| (n.as_str(), o)).collect();
-    for name in old.keys().chain(new.keys()) {
-        if old.get(name) != new.get(name) && !outputs.iter().any(|o| o == name) {
-            outside.push(format!("output.{name}"));
-        }
-    }
-    outside.sort();
-    outside.dedup();
-    outside
+    let mut names: Vec<String> = old
+        .keys()
+        .chain(new.keys())
+        .filter(|n| old.get(*n) != new.get(*n))
+        .map(|n| (*n).to_owned())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// Rows a write added, changed, removed and left alone.

@@ -13,6 +13,12 @@
 //! no-op), by a successful apply (blocks it applied: their rows are what the
 //! configuration says), and by an apply whose targeted plan found nothing to
 //! do.
+//!
+//! Root outputs have entries of their own (`output:NAME`, the hash of what
+//! their value depends on in the configuration), recorded when terraform
+//! evaluated them in an applied run or planned them as no-op in a full plan:
+//! an output whose hash differs, or is not recorded, or a stored output the
+//! configuration no longer declares, is a candidate ([`stale_outputs`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -24,6 +30,53 @@ use crate::tfstate::{strip_module_keys, State};
 /// Baseline key of a module call.
 fn call_key(path: &str) -> String {
     format!("module:{path}")
+}
+
+/// Baseline key of a root output.
+fn output_key(name: &str) -> String {
+    format!("output:{name}")
+}
+
+/// Root outputs whose stored value may differ from what terraform would
+/// give them: added or edited since recorded (or never recorded), and
+/// stored outputs the configuration no longer declares. Sorted.
+pub fn stale_outputs(
+    config: &Config,
+    baseline: &HashMap<String, [String; 3]>,
+    state: &State,
+) -> Vec<String> {
+    let mut out: BTreeSet<String> = config
+        .outputs
+        .iter()
+        .filter(|(name, hash)| baseline.get(&output_key(name)).map(|[h, _, _]| h) != Some(*hash))
+        .map(|(name, _)| name.clone())
+        .collect();
+    out.extend(
+        state
+            .outputs
+            .iter()
+            .filter(|(name, _)| !config.outputs.contains_key(name))
+            .map(|(name, _)| name.clone()),
+    );
+    out.into_iter().collect()
+}
+
+/// Entries recording the root outputs `names` as converged (terraform
+/// evaluated them, or planned them as no-op).
+pub fn outputs_converged<'a>(
+    config: &Config,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Vec<(String, [String; 3])> {
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let hash = config.outputs.get(name)?;
+            Some((
+                output_key(name),
+                [hash.clone(), String::new(), String::new()],
+            ))
+        })
+        .collect()
 }
 
 /// The block (configuration address) of an instance or resource address.
@@ -252,14 +305,37 @@ pub fn candidates(
     if baseline.is_empty() {
         return Err(Unsupported("no baseline yet for this state".into()));
     }
+    // Module calls whose instances may have changed (their count/for_each
+    // or what it reads): terraform's refresh-less plan of the whole call,
+    // its new instances included, says what changes. Below a module with
+    // count/for_each, terraform can target only the outermost such module
+    // (`module.a` is every instance of a; `module.a.module.b` none): that
+    // one is planned.
+    let mut changed_calls: Vec<&str> = Vec::new();
     for (path, call) in &config.calls {
         let recorded = baseline.get(&call_key(path)).map(|[h, _, _]| h);
-        if call.hash.is_none() || call.hash.as_ref() != recorded {
-            return Err(Unsupported(format!(
-                "the instances of {path} may have changed (its count/for_each or what it reads)"
-            )));
+        if call.hash.is_some() && call.hash.as_ref() == recorded {
+            continue;
+        }
+        let outermost_expanded = config
+            .calls
+            .iter()
+            .filter(|(p, c)| c.expanded && path.starts_with(&format!("{p}.")))
+            .map(|(p, _)| p.as_str())
+            .min_by_key(|p| p.len());
+        let target = outermost_expanded.unwrap_or(path);
+        if !changed_calls.contains(&target) {
+            changed_calls.push(target);
         }
     }
+    let in_changed_call = |address: &str| {
+        changed_calls.iter().any(|c| {
+            address == *c
+                || address
+                    .strip_prefix(c)
+                    .is_some_and(|rest| rest.starts_with(['.', '[']))
+        })
+    };
     let digests = Digests::of(state);
     let mut stored: BTreeMap<String, Vec<&crate::tfstate::Resource>> = BTreeMap::new();
     let mut total = 0;
@@ -350,7 +426,9 @@ pub fn candidates(
         if block.expanded || resources.is_empty() {
             let local = &key[block.module.len()..].trim_start_matches('.');
             let module_expanded = config.calls.get(&block.module).is_some_and(|c| c.expanded);
-            if !module_expanded {
+            if in_changed_call(key) {
+                // Planned with its module call (below).
+            } else if !module_expanded {
                 out.insert(key.clone());
             } else {
                 let known = prefixes.get(&block.module).cloned().unwrap_or_default();
@@ -401,36 +479,9 @@ pub fn candidates(
             }
         }
     }
-    // A `moved` block whose old address still holds rows: terraform moves
-    // them (whatever the baseline says of either block), so both addresses
-    // are planned.
-    for (from, to) in &config.moved {
-        let under = |a: &str| {
-            a == from
-                || a.strip_prefix(from.as_str())
-                    .is_some_and(|rest| rest.starts_with(['.', '[']))
-        };
-        let held: Vec<String> = state
-            .resources
-            .iter()
-            .flat_map(|r| {
-                let address = r.address();
-                r.instances
-                    .iter()
-                    .map(move |i| i.address(&address))
-                    .collect::<Vec<_>>()
-            })
-            .filter(|a| under(a))
-            .collect();
-        if !held.is_empty() {
-            blocks += 1;
-            out.extend(held);
-            out.insert(to.clone());
-        }
-    }
     // Stored instances only: resource and module addresses where instances
     // may be added are not instances of the state.
-    let stored_instances: BTreeSet<String> = state
+    let held: BTreeSet<String> = state
         .resources
         .iter()
         .filter(|r| r.mode == "managed")
@@ -442,11 +493,41 @@ pub fn candidates(
                 .collect::<Vec<_>>()
         })
         .collect();
-    let instances = out.iter().filter(|a| stored_instances.contains(*a)).count();
+    // A `moved` block whose old address still holds rows: terraform moves
+    // them (whatever the baseline says of either block), so both addresses
+    // are planned.
+    for (from, to) in &config.moved {
+        let under = |a: &str| {
+            a == from
+                || a.strip_prefix(from.as_str())
+                    .is_some_and(|rest| rest.starts_with(['.', '[']))
+        };
+        let moving: Vec<&String> = held.iter().filter(|a| under(a)).collect();
+        if !moving.is_empty() {
+            blocks += 1;
+            out.extend(moving.into_iter().cloned());
+            out.insert(to.clone());
+        }
+    }
+    for call in &changed_calls {
+        blocks += 1;
+        precise = false;
+        out.extend(held.iter().filter(|a| in_changed_call(a)).cloned());
+        out.insert((*call).to_owned());
+    }
+    // An `import` whose target holds no row yet: terraform imports it.
+    for to in &config.imports {
+        if !held.contains(to) {
+            blocks += 1;
+            out.insert(to.clone());
+        }
+    }
+    // When most stored instances may change, terraform's refresh-less plan
+    // of the candidate blocks (never more than a plan of the whole
+    // configuration) says which do, before the cone is refreshed.
+    let instances = out.iter().filter(|a| held.contains(*a)).count();
     if total > 0 && instances * 2 > total {
-        return Err(Unsupported(format!(
-            "{instances} of {total} instances may change: one full plan costs less"
-        )));
+        precise = false;
     }
     Ok(Candidates {
         addresses: out.into_iter().collect(),
@@ -499,13 +580,17 @@ pub fn after_plan_of(
             ));
         }
     }
-    if planned.is_none() {
-        for (path, call) in &config.calls {
-            let prefix = format!("{path}.");
-            let quiet = !changed_blocks.iter().any(|b| b.starts_with(&prefix));
-            if let (Some(h), true) = (&call.hash, quiet) {
-                out.push((call_key(path), [h.clone(), String::new(), String::new()]));
-            }
+    // Module calls with nothing planned inside, of a plan of the whole
+    // configuration or of the call (or a call above it).
+    for (path, call) in &config.calls {
+        let prefix = format!("{path}.");
+        let quiet = !changed_blocks.iter().any(|b| b.starts_with(&prefix));
+        let covered = only.is_none_or(|o| {
+            o.iter()
+                .any(|t| t == path || path.starts_with(&format!("{t}.")))
+        });
+        if let (Some(h), true, true) = (&call.hash, quiet, covered) {
+            out.push((call_key(path), [h.clone(), String::new(), String::new()]));
         }
     }
     out

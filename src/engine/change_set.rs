@@ -2,12 +2,12 @@
 //! (those instances and everything downstream, on the stored graph, plus new
 //! instances) and its read set (what they depend on, also through the
 //! configuration's references for new instances), the `-target`s that plan
-//! it, and the root outputs it may write.
+//! it, and what terraform needs to evaluate the root outputs that change.
 //!
 //! The graph's own cone ([`crate::graph::Cone`]) knows stored instances
 //! only; this adds what the configuration says of instances not stored yet.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use anyhow::Result;
 
@@ -32,24 +32,59 @@ pub struct ChangeSet {
     /// every instance of a resource is written, instances otherwise (keeps
     /// argv short).
     pub targets: Vec<String>,
+    /// Whether terraform plans the whole configuration, with no
+    /// `-target`: the write set holds every stored managed instance (a
+    /// first apply, a destroy), or a root output that reads no resource may
+    /// change (a targeted run never evaluates such an output, nor removes
+    /// one). See [`ChangeSet::cover_outputs`].
+    pub untargeted: bool,
+    /// An untargeted run where nothing but root outputs changes: terraform
+    /// plans the whole configuration without refreshing (no object is
+    /// written), every stored instance locked shared.
+    pub outputs_only: bool,
 }
 
 impl ChangeSet {
-    /// `state` with only the instances this change set writes or reads (and
-    /// every root output): the private state a targeted terraform run of
-    /// it needs, since its targets and their dependencies are all there.
+    /// `state` with only what a targeted terraform run of this change set
+    /// needs: the instances it writes or reads, every instance its
+    /// `-target`s cover (a module target plans all of that module's), and
+    /// what those depend on; and every root output.
     pub fn cone_state(&self, state: &State) -> State {
-        let keep: HashSet<&str> = self
+        let listed: HashSet<&str> = self
             .write
             .iter()
             .chain(&self.read)
             .map(String::as_str)
             .collect();
+        let targeted = |a: &str| {
+            self.targets.iter().any(|t| {
+                a == t
+                    || a.strip_prefix(t.as_str())
+                        .is_some_and(|rest| rest.starts_with(['.', '[']))
+            })
+        };
+        let config_of =
+            |a: &str| crate::tfstate::strip_module_keys(crate::address::strip_instance_key(a));
+        // What the kept instances depend on (state dependencies are
+        // transitive: one pass).
+        let mut needed: HashSet<String> = HashSet::new();
+        for r in &state.resources {
+            let address = r.address();
+            for i in &r.instances {
+                let a = i.address(&address);
+                if listed.contains(a.as_str()) || targeted(&a) {
+                    needed.insert(a);
+                    needed.extend(i.dependencies.iter().cloned());
+                }
+            }
+        }
         let mut cone = state.clone();
         for r in &mut cone.resources {
             let address = r.address();
-            r.instances
-                .retain(|i| keep.contains(i.address(&address).as_str()));
+            r.instances.retain(|i| {
+                let a = i.address(&address);
+                needed.contains(&a) || needed.contains(&config_of(&a))
+            });
         }
         cone.resources.retain(|r| !r.instances.is_empty());
         cone
@@ -79,6 +114,26 @@ impl ChangeSet {
         for n in &new {
             if in_write.insert((*n).clone()) {
                 write.push((*n).clone());
+            }
+        }
+
+        // Terraform's targeted plan of an instance whose block has
+        // `replace_triggered_by` needs the plan of what triggers it (with a
+        // `moved` block anywhere, it fails with "no change found for" a
+        // trigger left out): those are targeted, so written, too.
+        let written_blocks: HashSet<&str> = rows
+            .iter()
+            .filter(|r| in_write.contains(&r.address))
+            .map(|r| r.config_address.as_str())
+            .collect();
+        for (block, trigger) in &config.triggers {
+            if !written_blocks.contains(block.as_str()) {
+                continue;
+            }
+            for r in rows.iter().filter(|r| r.config_address == *trigger) {
+                if in_write.insert(r.address.clone()) {
+                    write.push(r.address.clone());
+                }
             }
         }
 
@@ -118,13 +173,143 @@ impl ChangeSet {
         }
         let read: Vec<String> = read.into_iter().filter(|a| !in_write.contains(a)).collect();
         let targets = targets(rows, &write);
+        let managed = |a: &str| {
+            crate::address::parse_instance(a)
+                .is_ok_and(|i| i.resource.mode == crate::address::Mode::Managed)
+        };
+        let untargeted = rows
+            .iter()
+            .filter(|r| managed(&r.address))
+            .all(|r| in_write.contains(&r.address));
         Ok(ChangeSet {
             changed: changed.to_vec(),
             new: new.len(),
             write,
             read,
             targets,
+            untargeted,
+            outputs_only: false,
         })
+    }
+
+    /// Brings into the change set what terraform needs to evaluate the
+    /// root outputs that may change: those discovery found (`stale`: added,
+    /// removed, or reading a changed value) and every output reading a
+    /// written resource. Terraform evaluates a root output in a targeted run
+    /// only when every resource (or data source) it reads is a target or a
+    /// dependency of one: those it reads outside the cone are written too
+    /// (their stored instances, without what depends on them: they are
+    /// targeted, not changed), until no output reads half in the cone. An
+    /// output that reads no resource at all, or one removed from the
+    /// configuration, is evaluated only by a run of the whole
+    /// configuration: the set is then [`ChangeSet::untargeted`].
+    pub fn cover_outputs(&mut self, rows: &[GraphRow], info: &ConfigInfo, stale: &[String]) {
+        let outputs_only = self.write.is_empty();
+        let reads = output_reads(info);
+        if stale.iter().any(|o| !reads.contains_key(o)) {
+            // Removed from the configuration.
+            self.untargeted = true;
+        }
+        let by_config: HashMap<&str, Vec<&GraphRow>> =
+            rows.iter().fold(HashMap::new(), |mut m, r| {
+                m.entry(r.config_address.as_str()).or_default().push(r);
+                m
+            });
+        let config_of =
+            |a: &str| crate::tfstate::strip_module_keys(crate::address::strip_instance_key(a));
+        let mut in_write: HashSet<String> = self.write.iter().cloned().collect();
+        let mut read: BTreeSet<String> = self.read.iter().cloned().collect();
+        loop {
+            let written: HashSet<String> = self.write.iter().map(|a| config_of(a)).collect();
+            let mut cone: HashSet<String> = written.clone();
+            cone.extend(read.iter().map(|a| config_of(a)));
+            let mut grew = false;
+            for (name, deps) in &reads {
+                let needed = stale.contains(name) || deps.iter().any(|d| written.contains(d));
+                if !needed {
+                    continue;
+                }
+                if deps.is_empty() {
+                    self.untargeted = true;
+                    continue;
+                }
+                for dep in deps {
+                    let rows = by_config.get(dep.as_str()).map(Vec::as_slice);
+                    let Some(rows) = rows.filter(|r| !r.is_empty()) else {
+                        if cone.contains(dep) {
+                            continue;
+                        }
+                        // Nothing stored: the resource address, as for a new one.
+                        grew |= in_write.insert(dep.clone());
+                        if !self.write.contains(dep) {
+                            self.write.push(dep.clone());
+                        }
+                        continue;
+                    };
+                    // Every stored instance: an output reading a resource
+                    // reads all of its instances (a `for` over a module's
+                    // instances, say), and is evaluated only when all are
+                    // in the run.
+                    for row in rows {
+                        if read.contains(&row.address) {
+                            continue;
+                        }
+                        if in_write.insert(row.address.clone()) {
+                            self.write.push(row.address.clone());
+                            grew = true;
+                        }
+                        for d in &row.dependencies {
+                            for up in by_config.get(d.as_str()).into_iter().flatten() {
+                                read.insert(up.address.clone());
+                            }
+                        }
+                    }
+                }
+            }
+            if !grew {
+                break;
+            }
+        }
+        if self.untargeted && outputs_only {
+            // Only outputs change: nothing is written but them.
+            self.outputs_only = true;
+            self.write.clear();
+            in_write.clear();
+            read = rows.iter().map(|r| r.address.clone()).collect();
+        } else if self.untargeted {
+            // Terraform plans (and refreshes) every resource: all are written.
+            for r in rows {
+                let managed = crate::address::parse_instance(&r.address)
+                    .is_ok_and(|i| i.resource.mode == crate::address::Mode::Managed);
+                if managed && in_write.insert(r.address.clone()) {
+                    self.write.push(r.address.clone());
+                }
+            }
+            read = rows.iter().map(|r| r.address.clone()).collect();
+        }
+        self.read = read.into_iter().filter(|a| !in_write.contains(a)).collect();
+        self.targets = targets(rows, &self.write);
+    }
+
+    /// The root outputs terraform's run of this change set evaluates: a
+    /// run of the whole configuration evaluates them all, a targeted one
+    /// those reading resources, all of them in the cone.
+    pub fn evaluated_outputs(&self, info: &ConfigInfo) -> BTreeSet<String> {
+        let reads = output_reads(info);
+        if self.untargeted {
+            return reads.into_keys().collect();
+        }
+        let cone: HashSet<String> = self
+            .write
+            .iter()
+            .chain(&self.read)
+            .map(|a| crate::tfstate::strip_module_keys(crate::address::strip_instance_key(a)))
+            .collect();
+        reads
+            .into_iter()
+            .filter(|(_, deps)| !deps.is_empty() && deps.iter().all(|d| cone.contains(d)))
+            .map(|(name, _)| name)
+            .collect()
     }
 
     /// What a run of `kind` locks: `(exclusive, shared)`. A plan writes
@@ -162,31 +347,6 @@ impl ChangeSet {
             .map(String::as_str)
             .collect();
         objects_in(before, &addresses) != objects_in(after, &addresses)
-    }
-
-    /// Root outputs this run may write: those whose references all lie in
-    /// the change set.
-    pub fn allowed_outputs(&self, config: &ConfigInfo, before: &State) -> Vec<String> {
-        let cone_configs: HashSet<String> = self
-            .write
-            .iter()
-            .chain(&self.read)
-            .map(|a| crate::tfstate::strip_module_keys(crate::address::strip_instance_key(a)))
-            .collect();
-        let refs = &config.output_refs;
-        let mut names: BTreeSet<String> = before.outputs.iter().map(|(n, _)| n.clone()).collect();
-        names.extend(config.outputs.iter().cloned());
-        names.retain(|name| {
-            refs.iter().filter(|(o, _)| o == name).all(|(_, dep)| {
-                match dep.split_once(".output.") {
-                    Some((module, _)) => cone_configs
-                        .iter()
-                        .any(|c| c.starts_with(&format!("{module}."))),
-                    None => cone_configs.contains(dep),
-                }
-            })
-        });
-        names.into_iter().collect()
     }
 }
 
@@ -227,4 +387,121 @@ fn objects_in<'s>(state: &'s State, addresses: &HashSet<&str>) -> Vec<(String, &
     }
     out.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.deposed.cmp(&b.1.deposed)));
     out
+}
+
+/// The resources and data sources (configuration addresses) each root
+/// output reads, through module outputs.
+fn output_reads(info: &ConfigInfo) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = info
+        .outputs
+        .iter()
+        .map(|o| (o.clone(), BTreeSet::new()))
+        .collect();
+    // Module outputs are nodes of their own: what each reads.
+    let mut module_outputs: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (from, to) in info.edges.iter().filter(|(f, _)| f.contains(".output.")) {
+        module_outputs.entry(from).or_default().push(to);
+    }
+    for (name, dep) in &info.output_refs {
+        let mut todo = vec![dep.as_str()];
+        let mut seen: HashSet<&str> = HashSet::new();
+        while let Some(node) = todo.pop() {
+            if !seen.insert(node) {
+                continue;
+            }
+            if node.contains(".output.") {
+                todo.extend(module_outputs.get(node).into_iter().flatten());
+            } else {
+                out.entry(name.clone()).or_default().insert(node.to_owned());
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(address: &str, deps: &[&str]) -> GraphRow {
+        GraphRow {
+            address: address.to_owned(),
+            config_address: crate::address::strip_instance_key(address).to_owned(),
+            dependencies: deps.iter().map(|d| (*d).to_owned()).collect(),
+        }
+    }
+
+    /// `vpc`; `subnet[0..2]` and `sg` read it; `other` alone; outputs:
+    /// `ids` (sg and other), `subnets` (every subnet), `region` (nothing).
+    fn fixture() -> (Vec<GraphRow>, ConfigInfo) {
+        let rows = vec![
+            row("terraform_data.vpc", &[]),
+            row("terraform_data.subnet[0]", &["terraform_data.vpc"]),
+            row("terraform_data.subnet[1]", &["terraform_data.vpc"]),
+            row("terraform_data.sg", &["terraform_data.vpc"]),
+            row("terraform_data.other", &[]),
+        ];
+        let refs = |o: &str, d: &str| (o.to_owned(), d.to_owned());
+        let info = ConfigInfo {
+            edges: Vec::new(),
+            output_refs: vec![
+                refs("ids", "terraform_data.sg"),
+                refs("ids", "terraform_data.other"),
+                refs("subnets", "terraform_data.subnet"),
+            ],
+            outputs: vec!["ids".into(), "region".into(), "subnets".into()],
+            triggers: Vec::new(),
+        };
+        (rows, info)
+    }
+
+    fn cover(changed: &[&str], stale: &[&str]) -> ChangeSet {
+        let (rows, info) = fixture();
+        let changed: Vec<String> = changed.iter().map(|a| (*a).to_owned()).collect();
+        let stale: Vec<String> = stale.iter().map(|a| (*a).to_owned()).collect();
+        let mut cs = ChangeSet::compute(&rows, &changed, &info).unwrap();
+        cs.cover_outputs(&rows, &info, &stale);
+        cs
+    }
+
+    #[test]
+    fn an_output_reading_a_written_resource_brings_in_what_else_it_reads() {
+        let cs = cover(&["terraform_data.sg"], &[]);
+        assert!(
+            cs.write.contains(&"terraform_data.other".to_owned()),
+            "{cs:?}"
+        );
+        assert!(!cs.untargeted);
+        // One subnet written: the resource is in the run, the output is
+        // evaluated on its sibling as stored, nothing is added.
+        let cs = cover(&["terraform_data.subnet[0]"], &[]);
+        assert_eq!(cs.write, ["terraform_data.subnet[0]"]);
+        assert!(cs.evaluated_outputs(&fixture().1).contains("subnets"));
+    }
+
+    #[test]
+    fn a_stale_output_is_targeted_through_what_it_reads_without_their_dependents() {
+        let cs = cover(&[], &["subnets"]);
+        assert_eq!(
+            cs.write,
+            ["terraform_data.subnet[0]", "terraform_data.subnet[1]"]
+        );
+        assert_eq!(cs.read, ["terraform_data.vpc"]);
+        assert!(!cs.untargeted && !cs.outputs_only);
+    }
+
+    #[test]
+    fn an_output_reading_no_resource_needs_the_whole_configuration() {
+        // Only outputs change: nothing written, everything read.
+        let cs = cover(&[], &["region", "subnets"]);
+        assert!(cs.untargeted && cs.outputs_only, "{cs:?}");
+        assert!(cs.write.is_empty());
+        assert_eq!(cs.read.len(), 5);
+        // With a resource change: every instance written.
+        let cs = cover(&["terraform_data.other"], &["region"]);
+        assert!(cs.untargeted && !cs.outputs_only);
+        assert_eq!(cs.write.len(), 5);
+        // An output removed from the configuration too.
+        assert!(cover(&[], &["gone"]).untargeted);
+    }
 }

@@ -32,6 +32,17 @@ pub struct Discovered {
     /// The configuration as read, where it could be (the baseline is
     /// recorded from it).
     pub config: Option<Config>,
+    /// Root outputs that may change whatever the resources do (added,
+    /// edited or removed, or reading a changed variable), sorted; see
+    /// [`super::change_set::ChangeSet::cover_outputs`].
+    pub outputs: Vec<String>,
+}
+
+impl Discovered {
+    /// Whether nothing may change: no instance, no root output.
+    pub fn is_empty(&self) -> bool {
+        self.changed.is_empty() && self.outputs.is_empty()
+    }
 }
 
 /// What changes in `state` (plus `forced` addresses, and every instance for
@@ -58,11 +69,15 @@ pub async fn discover(
     let read = plain(cx).then(|| crate::terraform::config::read(dir.root(), &inputs(cx, dir)));
     let mut fast: Option<baseline::Candidates> = None;
     let mut why: Option<String> = None;
+    let mut stale: Vec<String> = Vec::new();
     match &read {
         Some(Ok(config)) => {
             let recorded = store.baseline(session.state_id).await?;
             match baseline::candidates(config, &recorded, state) {
-                Ok(found) => fast = Some(found),
+                Ok(found) => {
+                    fast = Some(found);
+                    stale = baseline::stale_outputs(config, &recorded, state);
+                }
                 Err(e) => why = Some(e.0),
             }
         }
@@ -82,6 +97,7 @@ pub async fn discover(
             info: config.info.clone(),
             changed: with_forced(found.clone(), forced),
             config: Some(config.clone()),
+            outputs: stale,
         });
     }
 
@@ -98,14 +114,29 @@ pub async fn discover(
         }
     };
     let streamed = plan::parse_stream(&done.stdout);
-    let info = config_info(cx, dir, &plan_file, &streamed.changed).await?;
+    let mut info = config_info(cx, dir, &plan_file, &streamed.changed).await?;
     if let Some(config) = &config {
-        // Blocks terraform planned as no-op are converged as stored.
-        let entries = baseline::after_plan_of(config, state, &streamed.changed, None);
+        // Terraform's plan JSON does not say what `replace_triggered_by` names.
+        info.triggers = config.info.triggers.clone();
+    }
+    if let Some(config) = &config {
+        // Blocks terraform planned as no-op are converged as stored, and
+        // so are the root outputs it planned as no-op (a plan of the whole
+        // configuration evaluates them all).
+        let mut entries = baseline::after_plan_of(config, state, &streamed.changed, None);
+        if flags.targets.is_empty() && !flags.destroy {
+            let quiet = config
+                .outputs
+                .keys()
+                .filter(|o| !streamed.outputs.contains(o))
+                .map(String::as_str);
+            entries.extend(baseline::outputs_converged(config, quiet));
+        }
         store.put_baseline(session.state_id, &entries).await?;
     }
     if let (Some(candidates), Some(config)) = (&read_changes, &config) {
-        check_oracle(cx, candidates, config, &info, &streamed.changed).await?;
+        let planned = (&streamed.changed[..], &streamed.outputs[..]);
+        check_oracle(cx, (candidates, &stale), config, &info, planned).await?;
         step.done(format!(
             "{} to change; the configuration's reading ({} to plan) covers them",
             thousands(streamed.changed.len()),
@@ -115,6 +146,7 @@ pub async fn discover(
             info: config.info.clone(),
             changed: with_forced(candidates.clone(), forced),
             config: Some(config.clone()),
+            outputs: stale,
         });
     }
     let mut changed = streamed.changed;
@@ -129,6 +161,7 @@ pub async fn discover(
         info,
         changed,
         config,
+        outputs: streamed.outputs,
     })
 }
 
@@ -187,7 +220,7 @@ async fn from_configuration(
         return Ok(found.addresses.clone());
     }
     let step = ui.step(format!(
-        "Discovering changes ({blocks} read changed values: plan of those without refresh)"
+        "Discovering changes ({blocks} may change: plan of those without refresh)"
     ));
     let targets: BTreeSet<&str> = found
         .addresses
@@ -257,17 +290,31 @@ async fn config_info(
     Ok(info)
 }
 
-/// The oracle: the cone of the configuration's reading must cover every
-/// change terraform's plan finds, and its edges and outputs be terraform's.
+/// The oracle: the cone of the configuration's reading (its candidates and
+/// stale outputs) must cover every change terraform's plan finds (the
+/// instances and root outputs `planned` changes), and its edges and
+/// outputs be terraform's.
 async fn check_oracle(
     cx: &Context<'_>,
-    candidates: &[String],
+    (candidates, stale): (&[String], &[String]),
     config: &Config,
     info: &ConfigInfo,
-    planned: &[String],
+    (planned, planned_outputs): (&[String], &[String]),
 ) -> Result<()> {
     let rows = cx.session.graph_rows().await?;
-    let cone = ChangeSet::compute(&rows, candidates, &config.info)?;
+    let mut cone = ChangeSet::compute(&rows, candidates, &config.info)?;
+    cone.cover_outputs(&rows, &config.info, stale);
+    let evaluated = cone.evaluated_outputs(&config.info);
+    let missed_outputs: Vec<&String> = planned_outputs
+        .iter()
+        .filter(|o| !stale.contains(o) && !evaluated.contains(*o))
+        .collect();
+    if !missed_outputs.is_empty() {
+        bail!(
+            "discovery oracle: the configuration's reading misses changes of the root outputs \
+             {missed_outputs:?}"
+        );
+    }
     let covered: HashSet<&str> = cone.write.iter().map(String::as_str).collect();
     let missed: Vec<&String> = planned
         .iter()
@@ -297,7 +344,7 @@ async fn check_oracle(
 /// A refresh-less plan with terraform's streamed `-json` output, planning
 /// `extra` targets besides the user's. On failure, terraform's own words
 /// reach the user and its exit code is ours.
-async fn discovery_plan(
+pub(super) async fn discovery_plan(
     cx: &Context<'_>,
     dir: &RunDir,
     extra: &[String],

@@ -62,8 +62,7 @@ pub async fn run(settings: &Settings, words: &[String], flags: &TfFlags) -> Resu
     // Terraform may write anything in the state (and add addresses, with
     // import): the run writes it all.
     let mut write = fresh.sorted_addresses();
-    let mut outputs: Vec<String> = fresh.outputs.iter().map(|(n, _)| n.clone()).collect();
-    let begun = whole(&session, lease.holder(), &fresh, &write, &outputs)
+    let begun = whole(&session, lease.holder(), &fresh, &write)
         .begin()
         .await?;
     let done = dir
@@ -79,8 +78,7 @@ pub async fn run(settings: &Settings, words: &[String], flags: &TfFlags) -> Resu
         write.extend(after.sorted_addresses());
         write.sort();
         write.dedup();
-        outputs.extend(after.outputs.iter().map(|(n, _)| n.clone()));
-        let report = whole(&session, lease.holder(), &fresh, &write, &outputs)
+        let report = whole(&session, lease.holder(), &fresh, &write)
             .finish(Some(&begun), &dir)
             .await?;
         written = Some((session.name.clone(), report));
@@ -94,13 +92,12 @@ pub async fn run(settings: &Settings, words: &[String], flags: &TfFlags) -> Resu
     })
 }
 
-/// The recording of a command that may write any of `write` and `outputs`.
+/// The recording of a command that may write any of `write`.
 fn whole<'a>(
     session: &'a Session<'a>,
     holder: &'a Holder,
     before: &'a State,
     write: &'a [String],
-    outputs: &'a [String],
 ) -> Recording<'a> {
     Recording {
         session,
@@ -109,7 +106,6 @@ fn whole<'a>(
         scope: Scope {
             write,
             read: &[],
-            outputs,
             changed: &[],
             provisioned: &[],
         },

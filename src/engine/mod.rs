@@ -132,9 +132,14 @@ impl Outcome {
                     ));
                 }
                 if let Some((name, r)) = written {
+                    let outputs = match r.outputs_changed {
+                        0 => String::new(),
+                        1 => ", 1 root output".to_owned(),
+                        n => format!(", {n} root outputs"),
+                    };
                     ui.info(format!(
-                        "stategraph: transaction {} wrote {} added, {} changed, {} removed to \
-                         state \"{name}\"",
+                        "stategraph: transaction {} wrote {} added, {} changed, {} removed{outputs} \
+                         to state \"{name}\"",
                         r.txn_id, r.added, r.changed, r.removed
                     ));
                 }

@@ -72,8 +72,13 @@ async fn plan_stored(cx: &Context<'_>) -> Result<Outcome> {
     let snapshot = session.snapshot().await?;
     let dir = run_dir(session.settings, &cx.flags, &snapshot.state)?;
     prepare(&dir, &cx.tf, &session.store).await?;
+    // `plan -verify` (or its sampled share of plans).
+    let verifying = cx.flags.verify || session.settings.sample_verify();
     let found = discover(cx, &dir, &snapshot.state, &[]).await?;
-    if found.changed.is_empty() {
+    if found.is_empty() {
+        if verifying {
+            verify::against_whole_plan(cx, &dir, &snapshot.state, None).await?;
+        }
         return Ok(Outcome::NoChanges { explained: true });
     }
     let (cs, rows) = computed_change_set(cx, &found).await?;
@@ -85,7 +90,15 @@ async fn plan_stored(cx: &Context<'_>) -> Result<Outcome> {
     if matches!(done.code, 0 | 2) {
         warn_reverts(cx, &cs, &found).await?;
     }
-    let saved = save(cx, &dir, &snapshot, &handed, (&cs, &found), &done)?;
+    let saved = save(cx, &dir, &snapshot, &handed, &cs, &done)?;
+    if verifying && matches!(done.code, 0 | 2) {
+        // The user's targets are the cone plan's own.
+        let targets = match cx.flags.targets.is_empty() && !cs.untargeted {
+            true => cs.targets.as_slice(),
+            false => &[],
+        };
+        verify::against_whole_plan(cx, &dir, &snapshot.state, Some(targets)).await?;
+    }
     Ok(Outcome::Ran {
         code: done.code,
         saved,
@@ -116,7 +129,7 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
 
         // Discover what changes, and compute the change set on the stored graph.
         let found = discover(cx, &dir, &snapshot, &forced).await?;
-        if found.changed.is_empty() {
+        if found.is_empty() {
             return Ok(Outcome::NoChanges { explained: true });
         }
         let (cs, rows) = computed_change_set(cx, &found).await?;
@@ -207,7 +220,7 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
                 session.kind.name()
             ));
         }
-        if planned.is_empty() && !flags.refresh_only {
+        if planned.is_empty() && found.outputs.is_empty() && !flags.refresh_only {
             // Nothing to do in the cone: its rows are converged.
             if let Some(config) = &found.config {
                 let write = cs.write.iter().map(String::as_str);
@@ -239,10 +252,17 @@ async fn computed_change_set(
 ) -> Result<(ChangeSet, Vec<GraphRow>)> {
     let step = cx.session.ui.step("Computing change cone");
     let (cs, rows) = change_set(cx, found).await?;
+    // Every address counted once: the stored ones and those the change set
+    // adds (new instances, resources named by address).
+    let total: HashSet<&str> = rows
+        .iter()
+        .map(|r| r.address.as_str())
+        .chain(cs.write.iter().chain(&cs.read).map(String::as_str))
+        .collect();
     step.done(format!(
         "{} of {} instances ({} write, {} read)",
         thousands(cs.write.len() + cs.read.len()),
-        thousands(rows.len() + cs.new),
+        thousands(total.len()),
         thousands(cs.write.len()),
         thousands(cs.read.len())
     ));
@@ -253,7 +273,11 @@ async fn computed_change_set(
 /// graph's rows.
 async fn change_set(cx: &Context<'_>, found: &Discovered) -> Result<(ChangeSet, Vec<GraphRow>)> {
     let rows = cx.session.graph_rows().await?;
-    let cs = ChangeSet::compute(&rows, &found.changed, &found.info)?;
+    let mut cs = ChangeSet::compute(&rows, &found.changed, &found.info)?;
+    if cx.flags.targets.is_empty() {
+        // With the user's -target, terraform evaluates the outputs it does.
+        cs.cover_outputs(&rows, &found.info, &found.outputs);
+    }
     Ok((cs, rows))
 }
 
@@ -282,7 +306,7 @@ async fn recheck(
         "Rows of the cone changed before the locks were taken; planning again on the new state.",
     );
     let found = discover(cx, dir, fresh, forced).await?;
-    if found.changed.is_empty() {
+    if found.is_empty() {
         return Ok(Recheck::NoChanges);
     }
     let (grown, rows) = change_set(cx, &found).await?;
@@ -341,7 +365,7 @@ fn save(
     dir: &RunDir,
     snapshot: &Snapshot,
     handed: &State,
-    (cs, found): (&ChangeSet, &Discovered),
+    cs: &ChangeSet,
     done: &Finished,
 ) -> Result<Option<(std::path::PathBuf, String)>> {
     let flags = &cx.flags;
@@ -351,7 +375,6 @@ fn save(
     if !(done.code == 0 || (flags.detailed_exitcode && done.code == 2)) {
         return Ok(None);
     }
-    let outputs = cs.allowed_outputs(&found.info, handed);
     let path = cx.session.settings.workdir.join(out);
     let cone: HashSet<&str> = cs
         .write
@@ -369,7 +392,6 @@ fn save(
         snapshot: handed,
         versions,
         cs,
-        outputs: &outputs,
         targeted: targeted_for_the_user(cx, cs),
     };
     saved::write(&cx.session.name, &plan, dir, &path)?;
@@ -413,7 +435,6 @@ async fn apply(
     lease: &Lease<'_>,
 ) -> (Result<u8>, Result<(String, PushReport)>) {
     let session = &cx.session;
-    let outputs = cs.allowed_outputs(&found.info, fresh);
     let provisioned: Vec<String> = found
         .config
         .iter()
@@ -428,7 +449,6 @@ async fn apply(
         scope: super::record::Scope {
             write: &cs.write,
             read: &cs.read,
-            outputs: &outputs,
             changed: &cs.changed,
             provisioned: &provisioned,
         },
@@ -459,7 +479,13 @@ async fn apply(
         // Best effort: without it the next run plans those blocks again.
         if let Ok(after) = dir.read_state() {
             let write = cs.write.iter().map(String::as_str);
-            let entries = baseline::converged(config, &after, write, true);
+            let mut entries = baseline::converged(config, &after, write, true);
+            // And the root outputs terraform evaluated are what it gave them.
+            let evaluated = cs.evaluated_outputs(&found.info);
+            entries.extend(baseline::outputs_converged(
+                config,
+                evaluated.iter().map(String::as_str),
+            ));
             let _ = session.store.put_baseline(session.state_id, &entries).await;
         }
     }
@@ -499,6 +525,11 @@ async fn plan_new(
         .interactive(true)
         .run()
         .await?;
+    if flags.verify || settings.sample_verify() {
+        settings
+            .ui
+            .info("Verify: no state yet, so this was terraform's plan of the whole configuration.");
+    }
     let saved = match &flags.out {
         Some(out) if done.code == 0 || (flags.detailed_exitcode && done.code == 2) => {
             let write =
@@ -510,21 +541,14 @@ async fn plan_new(
                 read: Vec::new(),
                 new: 0,
                 targets: Vec::new(),
+                untargeted: true,
+                outputs_only: false,
             };
-            // A plan of the whole configuration: every root output it
-            // plans is the saved plan's to write.
-            let outputs: Vec<String> = dir
-                .show_plan(tf, &final_plan(&dir))
-                .await?
-                .output_changes
-                .into_keys()
-                .collect();
             let path = settings.workdir.join(out);
             let plan = saved::Planned {
                 snapshot: &empty,
                 versions: Default::default(),
                 cs: &cs,
-                outputs: &outputs,
                 targeted: false,
             };
             saved::write(name, &plan, &dir, &path)?;

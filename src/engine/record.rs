@@ -8,7 +8,9 @@
 //! state mv ..., recover) goes through [`Recording`], so each gets the same
 //! guarantees: what terraform finished is in PostgreSQL or in a recovery
 //! file, never only in a private temp dir. Every write is fenced by the
-//! lock holder's lease in the database ([`crate::db::locks`]).
+//! lock holder's lease in the database ([`crate::db::locks`]). Rows
+//! terraform wrote outside the write set are locked and written too where
+//! they can be ([`Recording::merge`]): its result is never discarded.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant, SystemTime};
@@ -28,7 +30,6 @@ use crate::tfstate::{self, State};
 pub struct Scope<'a> {
     pub write: &'a [String],
     pub read: &'a [String],
-    pub outputs: &'a [String],
     /// What its plan found changing (for the log).
     pub changed: &'a [String],
     /// Blocks (configuration addresses) with creation-time provisioners,
@@ -238,14 +239,106 @@ impl<'a> Recording<'a> {
     }
 
     /// Merges the state terraform wrote into the stored state (write-set
-    /// rows and allowed outputs only), fenced by the lock holder's lease.
+    /// rows and the root outputs terraform changed), fenced by the lock
+    /// holder's lease.
+    ///
+    /// Terraform may have written rows outside the write set: a targeted
+    /// run refreshes what the cone reads and writes back what changed
+    /// outside terraform. Its result is never discarded for that: those
+    /// rows are locked too (exclusive, never waiting) and, if nobody changed
+    /// them since this run's snapshot, written with the rest. Only when they
+    /// cannot be ([`StoreError::OutsideLocks`], naming them and why) is the
+    /// result kept in a recovery file instead.
     pub async fn merge(
         &self,
         after: &State,
         begun: Option<&Begun>,
         finish: bool,
     ) -> Result<PushReport, StoreError> {
-        self.merge_as(self.holder.id, after, begun, finish).await
+        let outside = match self
+            .merge_as(self.holder.id, after, begun, finish, &[])
+            .await
+        {
+            Err(StoreError::OutsideWriteSet { addresses }) => addresses,
+            other => return other,
+        };
+        self.lock_outside(&outside, begun).await?;
+        let report = self
+            .merge_as(self.holder.id, after, begun, finish, &outside)
+            .await?;
+        if finish {
+            self.session.ui.info(format!(
+                "stategraph: terraform also wrote {}, outside the locked write set (a targeted \
+                 run writes back what it refreshed of the cone's dependencies): locked and \
+                 written with the rest",
+                outside.join(", ")
+            ));
+        }
+        Ok(report)
+    }
+
+    /// Locks `outside` (instances terraform wrote outside the write set)
+    /// for this run, never waiting, and checks that nobody changed them
+    /// since its snapshot (or that this run's own checkpoints did).
+    async fn lock_outside(
+        &self,
+        outside: &[String],
+        begun: Option<&Begun>,
+    ) -> Result<(), StoreError> {
+        let s = self.session;
+        let refused = |why: String| StoreError::OutsideLocks {
+            addresses: outside.to_vec(),
+            why,
+        };
+        match s.store.extend(self.holder.id, outside, &[]).await {
+            Ok(()) => {}
+            Err(crate::db::locks::LockError::Conflict(conflicts)) => {
+                return Err(refused(format!(
+                    "another run holds {}:\n{}",
+                    if outside.len() == 1 { "it" } else { "them" },
+                    crate::db::locks::describe_conflicts(&conflicts)
+                )));
+            }
+            Err(crate::db::locks::LockError::LeaseLost { .. }) => {
+                return Err(StoreError::LeaseLost {
+                    name: s.name.clone(),
+                })
+            }
+            Err(e) => return Err(refused(format!("they could not be locked: {e}"))),
+        }
+        // Rows this run's checkpoints wrote are its own; the others must be
+        // as the run's snapshot had them.
+        let own = begun.map(|b| b.txn_id);
+        let versions = s.store.versions(&s.name, outside).await?;
+        let others: Vec<String> = outside
+            .iter()
+            .filter(|a| own.is_none() || versions.get(*a).map(|(_, txn)| *txn) != own)
+            .cloned()
+            .collect();
+        if others.is_empty() {
+            return Ok(());
+        }
+        let stored = s
+            .store
+            .pull(&s.name)
+            .await?
+            .unwrap_or_else(|| State::empty(self.before.lineage.clone()));
+        let (then, now) = (objects(self.before, &others), objects(&stored, &others));
+        let changed: Vec<&String> = others
+            .iter()
+            .filter(|a| then.get(*a) != now.get(*a))
+            .collect();
+        if !changed.is_empty() {
+            return Err(refused(format!(
+                "another run changed {} since this run's snapshot",
+                changed
+                    .iter()
+                    .map(|a| a.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        Ok(())
     }
 
     async fn merge_as(
@@ -254,6 +347,7 @@ impl<'a> Recording<'a> {
         after: &State,
         begun: Option<&Begun>,
         finish: bool,
+        outside: &[String],
     ) -> Result<PushReport, StoreError> {
         // Data sources are read afresh by every run that needs them and hold
         // no managed object: what terraform read is written without an
@@ -261,13 +355,13 @@ impl<'a> Recording<'a> {
         // source does not pull every resource depending on it into every
         // cone.
         let mut write_set = self.scope.write.to_vec();
+        write_set.extend(outside.iter().cloned());
         write_set.extend(changed_data_sources(self.before, after));
         let s = self.session;
         let m = Merge {
             state_name: &s.name,
             holder_id: Some(holder_id),
             write_set: &write_set,
-            outputs: self.scope.outputs,
             before: self.before,
             after,
             kind: s.kind.name(),
@@ -396,6 +490,10 @@ fn advice(error: &StoreError, kept: &std::path::Path, ci: bool) -> String {
              run may have changed them since. `{recover}` writes the result if nobody did, and \
              otherwise refuses, names what changed and keeps the file."
         ),
+        StoreError::OutsideLocks { .. } => format!(
+            "Terraform also wrote rows this run could not lock (named below). `{recover}` \
+             writes the whole result once nobody else holds them, if nobody changed them since."
+        ),
         _ => format!(
             "The database is reachable but refused the write (the cause follows). `{recover}` \
              writes it once the cause is fixed."
@@ -428,7 +526,7 @@ impl Recording<'_> {
             if !changed.is_empty() {
                 return None;
             }
-            self.merge_as(lease.holder().id, after, None, true)
+            self.merge_as(lease.holder().id, after, None, true, &[])
                 .await
                 .ok()
         }
@@ -464,7 +562,6 @@ impl Recording<'_> {
             command: s.command.clone(),
             write: self.scope.write.to_vec(),
             read: self.scope.read.to_vec(),
-            outputs: self.scope.outputs.to_vec(),
             changed: self.scope.changed.to_vec(),
             versions: begun.map(|b| b.versions.clone()).unwrap_or_default(),
             error,
@@ -472,6 +569,24 @@ impl Recording<'_> {
             after,
         })
     }
+}
+
+/// The objects (deposed ones too) of `addresses` in `state`, by address.
+fn objects(state: &State, addresses: &[String]) -> HashMap<String, Vec<crate::tfstate::Instance>> {
+    let mut out: HashMap<String, Vec<crate::tfstate::Instance>> = HashMap::new();
+    for r in &state.resources {
+        let raddr = r.address();
+        for i in &r.instances {
+            let a = i.address(&raddr);
+            if addresses.contains(&a) {
+                out.entry(a).or_default().push(i.clone());
+            }
+        }
+    }
+    for objects in out.values_mut() {
+        objects.sort_by(|a, b| a.deposed.cmp(&b.deposed));
+    }
+    out
 }
 
 /// Addresses of data-source instances whose objects differ between `before` and `after`.

@@ -227,7 +227,6 @@ pub struct RecoveryFile {
     pub command: String,
     pub write: Vec<String>,
     pub read: Vec<String>,
-    pub outputs: Vec<String>,
     pub changed: Vec<String>,
     /// Write-set objects' (version, transaction) when the run began.
     pub versions: BTreeMap<String, (i64, i64)>,
@@ -453,7 +452,6 @@ async fn write_locked(
         scope: Scope {
             write: &file.write,
             read: &file.read,
-            outputs: &file.outputs,
             changed: &file.changed,
             provisioned: &[],
         },

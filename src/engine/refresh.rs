@@ -51,11 +51,16 @@ pub async fn plan_cone(
 /// `state`: only the cone and what it reads ([`ChangeSet::cone_state`]),
 /// so that a small change costs terraform little on a large state. The
 /// whole state where the user targets (the change set is terraform's plan
-/// of those targets), for `-refresh-only` (it covers every instance), or
-/// with `STATEGRAPH_PARTIAL_STATE=0`.
+/// of those targets), for `-refresh-only` (it covers every instance), for a
+/// run without `-target` (it plans the whole configuration), or with
+/// `STATEGRAPH_PARTIAL_STATE=0`.
 pub fn handed_state(cx: &Context<'_>, state: &State, cs: &ChangeSet) -> State {
     let flags = &cx.flags;
-    if !cx.session.settings.partial_state || !flags.targets.is_empty() || flags.refresh_only {
+    if !cx.session.settings.partial_state
+        || !flags.targets.is_empty()
+        || flags.refresh_only
+        || cs.untargeted
+    {
         return state.clone();
     }
     cs.cone_state(state)
@@ -72,13 +77,14 @@ pub fn final_plan(dir: &RunDir) -> std::path::PathBuf {
 fn cone_plan(cx: &Context<'_>, dir: &RunDir, cs: &ChangeSet, refresh: bool) -> Invocation {
     let (flags, kind) = (&cx.flags, cx.session.kind);
     let mut plan = dir.command(&cx.tf).args(["plan", "-lock=false"]);
-    if !refresh {
+    // Only root outputs change: nothing refreshed would be written.
+    if !refresh || cs.outputs_only {
         plan = plan.arg("-refresh=false");
     }
     if flags.destroy {
         plan = plan.arg("-destroy");
     }
-    if flags.targets.is_empty() {
+    if flags.targets.is_empty() && !cs.untargeted {
         plan = plan.args(cs.targets.iter().map(|t| format!("-target={t}")));
     }
     let mut rewrite = Rewrite {

@@ -43,7 +43,6 @@ struct Bundle {
     serial: i64,
     write: Vec<String>,
     read: Vec<String>,
-    outputs: Vec<String>,
     /// Object key (address, or `ADDRESS deposed KEY`) -> (version, transaction).
     versions: BTreeMap<String, (i64, i64)>,
     /// The state terraform planned against (tfstate v4 JSON).
@@ -73,8 +72,6 @@ pub struct Planned<'a> {
     /// like [`crate::db::store::Store::versions`]).
     pub versions: BTreeMap<String, (i64, i64)>,
     pub cs: &'a ChangeSet,
-    /// The root outputs it may write.
-    pub outputs: &'a [String],
     /// Whether stategraph gave its `-target`s (the user gave none).
     pub targeted: bool,
 }
@@ -85,7 +82,6 @@ pub fn write(name: &str, plan: &Planned<'_>, dir: &RunDir, path: &Path) -> Resul
     let Planned {
         snapshot,
         cs,
-        outputs,
         targeted,
         ..
     } = plan;
@@ -99,7 +95,6 @@ pub fn write(name: &str, plan: &Planned<'_>, dir: &RunDir, path: &Path) -> Resul
         serial: snapshot.serial,
         write: cs.write.clone(),
         read: cs.read.clone(),
-        outputs: outputs.to_vec(),
         versions: plan.versions.clone(),
         snapshot: serde_json::from_slice(&snapshot.to_json()).expect("our own JSON"),
         terraform_plan: base64::engine::general_purpose::STANDARD.encode(plan_bytes),
@@ -294,7 +289,6 @@ async fn apply_locked(
         scope: Scope {
             write: &bundle.write,
             read: &bundle.read,
-            outputs: &bundle.outputs,
             changed: &[],
             provisioned: &[],
         },

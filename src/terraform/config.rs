@@ -13,9 +13,14 @@
 //!   calling module's arguments);
 //! - the `count`/`for_each`/`depends_on`/`providers` of the module calls it
 //!   sits in;
-//! - what applies to every block: provider and `terraform` blocks, `moved`,
-//!   `import`, `removed` and `check` blocks, the dependency lock file, the
-//!   terraform version and the workspace.
+//! - what applies to every block: provider and `terraform` blocks, `check`
+//!   blocks (and `import` blocks with `for_each`), the dependency lock file,
+//!   the terraform version and the workspace.
+//!
+//! `moved` and `import` blocks are not hashed: they are read as what they
+//! name ([`Config::moved`], [`Config::imports`]), which discovery plans while
+//! the state does not yet reflect them; what a `removed` block names is a
+//! stored block the configuration no longer declares, planned anyway.
 //!
 //! References to other resources are not hashed: they are edges of the
 //! graph, and a changed upstream block brings its downstream instances into
@@ -183,6 +188,14 @@ pub struct Config {
     /// `moved` blocks: (from, to), absolute (`module.m.` prefixed inside a
     /// module), as written (a resource, an instance or a module).
     pub moved: Vec<(String, String)>,
+    /// The `to` of each `import` block without `for_each`, as written.
+    pub imports: Vec<String>,
+    /// Root outputs by name: a hash of everything their value depends on
+    /// in the configuration (their text and the values they read, as for
+    /// blocks; the resources they read are not hashed). An output reading a
+    /// data source or an impure function hashes its text only: a change of
+    /// that value is not seen here.
+    pub outputs: BTreeMap<String, String>,
 }
 
 /// A reference, as far as this reader tells them apart.
@@ -311,6 +324,8 @@ struct Module {
     defaults: BTreeMap<String, String>,
     /// Resources (`TYPE.NAME`) with creation-time provisioners.
     provisioned: BTreeSet<String>,
+    /// Resources (`TYPE.NAME`) named by each resource's `replace_triggered_by`.
+    triggers: BTreeMap<String, Vec<String>>,
     locals: BTreeMap<String, Item>,
     outputs: BTreeMap<String, Item>,
     calls: BTreeMap<String, ModuleCall>,
@@ -340,12 +355,14 @@ pub fn read(root: &Path, inputs: &Inputs) -> Result<Config, Unsupported> {
         modules: Vec::new(),
         global: Vec::new(),
         moved: Vec::new(),
+        imports: Vec::new(),
     };
     loader.load(root, "", None, "", 0)?;
     let Loader {
         modules,
         mut global,
         moved,
+        imports,
         ..
     } = loader;
     global.push(inputs.tf_version.clone());
@@ -365,6 +382,7 @@ pub fn read(root: &Path, inputs: &Inputs) -> Result<Config, Unsupported> {
 
     let mut config = Config {
         moved,
+        imports,
         ..Config::default()
     };
     for (i, m) in modules.iter().enumerate() {
@@ -404,6 +422,15 @@ pub fn read(root: &Path, inputs: &Inputs) -> Result<Config, Unsupported> {
         }
     }
     config.info = reader.info();
+    if let Some(root) = modules.first() {
+        for (name, item) in &root.outputs {
+            let hash = match reader.item_hash(0, item) {
+                Some(h) => sha(&[&global, &h]),
+                None => format!("text:{}", sha(&[&global, &item.text])),
+            };
+            config.outputs.insert(name.clone(), hash);
+        }
+    }
     keyed_hashes(&modules, &root_values, inputs, &global, &mut config);
     Ok(config)
 }
@@ -658,6 +685,8 @@ struct Loader<'a> {
     global: Vec<String>,
     /// `moved` blocks (see [`Config::moved`]).
     moved: Vec<(String, String)>,
+    /// `import` targets (see [`Config::imports`]).
+    imports: Vec<String>,
 }
 
 impl Loader<'_> {
@@ -728,11 +757,26 @@ impl Loader<'_> {
                         let mut refs = Refs::of_body(&b.body);
                         // replace_triggered_by plans a replacement when what it
                         // names changes, whether or not the state says it depends on it.
-                        let triggered = b
-                            .body
-                            .get_blocks("lifecycle")
-                            .any(|l| l.body.get_attribute("replace_triggered_by").is_some());
-                        refs.impure |= triggered;
+                        let mut triggered = Refs::default();
+                        let mut any_trigger = false;
+                        for l in b.body.get_blocks("lifecycle") {
+                            if let Some(a) = l.body.get_attribute("replace_triggered_by") {
+                                triggered.visit_expr(&a.value);
+                                any_trigger = true;
+                            }
+                        }
+                        refs.impure |= any_trigger;
+                        let named: Vec<String> = triggered
+                            .refs
+                            .iter()
+                            .filter_map(|r| match r {
+                                Ref::Resource(x) => Some(x.clone()),
+                                _ => None,
+                            })
+                            .collect();
+                        if !named.is_empty() {
+                            m.triggers.insert(format!("{t}.{n}"), named);
+                        }
                         let mut expansion = Refs::default();
                         for key in ["count", "for_each"] {
                             if let Some(a) = b.body.get_attribute(key) {
@@ -822,11 +866,28 @@ impl Loader<'_> {
                                 .get_attribute(key)
                                 .map(|a| join(path, a.value.to_string().trim()))
                         };
-                        if let (Some(from), Some(to)) = (end("from"), end("to")) {
-                            self.moved.push((from, to));
+                        match (end("from"), end("to")) {
+                            // Discovery plans what a move touches (its old
+                            // address while that holds rows): no other block's
+                            // plan depends on it.
+                            (Some(from), Some(to)) => self.moved.push((from, to)),
+                            _ => self.global.push(text),
                         }
-                        self.global.push(text);
                     }
+                    ("import", []) => {
+                        let to = b.body.get_attribute("to");
+                        match (to, b.body.get_attribute("for_each")) {
+                            // Planned as a new instance while the state holds
+                            // none at `to` (terraform ignores it after).
+                            (Some(to), None) => {
+                                self.imports.push(join(path, to.value.to_string().trim()))
+                            }
+                            _ => self.global.push(text),
+                        }
+                    }
+                    // What a `removed` block names holds rows no block
+                    // declares: those are planned whatever the block says.
+                    ("removed", []) => {}
                     _ => self.global.push(text),
                 }
             }
@@ -1308,6 +1369,18 @@ impl Reader<'_> {
                 .first()
                 .map(|m| m.outputs.keys().cloned().collect())
                 .unwrap_or_default(),
+            triggers: self
+                .modules
+                .iter()
+                .flat_map(|m| {
+                    m.triggers.iter().flat_map(move |(block, named)| {
+                        named
+                            .iter()
+                            .filter(|t| m.resources.contains_key(*t))
+                            .map(move |t| (join(&m.path, block), join(&m.path, t)))
+                    })
+                })
+                .collect(),
         }
     }
 }

@@ -75,16 +75,21 @@ pub struct ResourceChange {
     pub action_reason: Option<String>,
 }
 
-/// A planned change: only its actions are kept.
+/// A planned change: its actions, and whether it imports.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Change {
     pub actions: Vec<String>,
+    /// Set when an `import` block brings the object in.
+    #[serde(default)]
+    pub importing: Option<Value>,
 }
 
 impl Change {
-    /// Anything but `no-op` and `read` (data sources read during plan).
+    /// Anything but `no-op` and `read` (data sources read during plan), and
+    /// an import (a no-op that writes a row).
     pub fn is_change(&self) -> bool {
-        !self.actions.iter().all(|a| a == "no-op" || a == "read")
+        self.importing.as_ref().is_some_and(|i| !i.is_null())
+            || !self.actions.iter().all(|a| a == "no-op" || a == "read")
     }
 }
 
@@ -310,6 +315,11 @@ pub struct ConfigInfo {
     pub output_refs: Vec<(String, String)>,
     /// Names of the root module's outputs.
     pub outputs: Vec<String>,
+    /// `(block, trigger)`: resource blocks and what their
+    /// `replace_triggered_by` names (configuration addresses), from the
+    /// configuration's HCL (terraform's plan JSON does not say).
+    #[serde(default)]
+    pub triggers: Vec<(String, String)>,
 }
 
 impl Plan {
@@ -323,6 +333,7 @@ impl Plan {
                 .as_ref()
                 .map(|c| c.root_module.outputs.keys().cloned().collect())
                 .unwrap_or_default(),
+            triggers: Vec::new(),
         }
     }
 }
@@ -333,6 +344,8 @@ impl Plan {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Streamed {
     pub changed: Vec<String>,
+    /// Root outputs the plan adds, changes or removes.
+    pub outputs: Vec<String>,
     pub errors: usize,
 }
 
@@ -340,6 +353,7 @@ pub struct Streamed {
 /// object per line). Lines that are not JSON objects are ignored.
 pub fn parse_stream(bytes: &[u8]) -> Streamed {
     let mut changed = BTreeSet::new();
+    let mut outputs = BTreeSet::new();
     let mut errors = 0;
     for line in bytes.split(|b| *b == b'\n') {
         let Ok(msg) = serde_json::from_slice::<Value>(line) else {
@@ -348,10 +362,12 @@ pub fn parse_stream(bytes: &[u8]) -> Streamed {
         match msg.get("type").and_then(Value::as_str) {
             Some("planned_change") => {
                 let change = &msg["change"];
-                // No-op, read and an import without changes are not
-                // changes; a move (a `moved` block) is, of both addresses.
+                // No-op and read are not changes; an import (a no-op that
+                // writes a row) is, and a move (a `moved` block) is, of
+                // both addresses.
                 let moved = change["previous_resource"]["addr"].as_str();
                 let is_change = moved.is_some()
+                    || !change["importing"].is_null()
                     || matches!(
                         change["action"].as_str(),
                         Some("create" | "update" | "replace" | "delete" | "remove" | "move")
@@ -361,12 +377,20 @@ pub fn parse_stream(bytes: &[u8]) -> Streamed {
                     changed.extend(moved.filter(|p| *p != addr).map(str::to_owned));
                 }
             }
+            Some("outputs") => {
+                for (name, o) in msg["outputs"].as_object().into_iter().flatten() {
+                    if o["action"].as_str().is_some_and(|a| a != "noop") {
+                        outputs.insert(name.clone());
+                    }
+                }
+            }
             Some("diagnostic") if msg["@level"] == "error" => errors += 1,
             _ => {}
         }
     }
     Streamed {
         changed: changed.into_iter().collect(),
+        outputs: outputs.into_iter().collect(),
         errors,
     }
 }
@@ -567,6 +591,14 @@ mod tests {
 
     fn chain() -> Plan {
         parse(CHAIN.as_bytes()).expect("the chain plan parses")
+    }
+
+    #[test]
+    fn an_import_is_a_change_in_the_stream() {
+        // As terraform 1.11 streams an `import` block's planned change.
+        let stream = br#"{"type":"planned_change","change":{"resource":{"addr":"terraform_data.legacy"},"action":"import","importing":{"id":"legacy-1"}}}
+{"type":"planned_change","change":{"resource":{"addr":"terraform_data.a"},"action":"noop"}}"#;
+        assert_eq!(parse_stream(stream).changed, ["terraform_data.legacy"]);
     }
 
     #[test]

@@ -54,13 +54,18 @@ struct Change {
     /// 6 delete-then-create, 7 create-then-delete, 8 forget, ...
     #[prost(int32, tag = "1")]
     action: i32,
+    /// `tfplan.Importing`, set when an `import` block brings the object in
+    /// (a no-op action that still writes a row): not decoded, only noticed.
+    #[prost(bytes = "vec", optional, tag = "5")]
+    importing: Option<Vec<u8>>,
 }
 
 const NOOP: i32 = 0;
 const READ: i32 = 2;
+const DELETE: i32 = 5;
 
 /// The addresses of the instances the plan at `path` changes (any action
-/// but no-op and read, and both addresses of a move), sorted, as [`super::plan::Plan::changed_addresses`]
+/// but no-op and read, an import, and both addresses of a move), sorted, as [`super::plan::Plan::changed_addresses`]
 /// gives them from `show -json`; `None` when the file is not one this
 /// reader is sure of (see the module docs). `tf_version` is the version of
 /// the terraform that wrote it.
@@ -88,9 +93,17 @@ fn from_plan(plan: &Plan, tf_version: &str) -> Option<Vec<String>> {
             return None;
         }
         let action = rc.change.as_ref().map_or(NOOP, |c| c.action);
+        let imported = rc.change.as_ref().is_some_and(|c| c.importing.is_some());
+        // A destroy plan deletes the data sources too; `show -json` leaves
+        // that out (it changes no object), and so does this reader.
+        let data = crate::address::parse_instance(&rc.addr)
+            .is_ok_and(|i| i.resource.mode == crate::address::Mode::Data);
+        if data && action == DELETE {
+            continue;
+        }
         // A move (a `moved` block) changes the rows of both addresses.
         let moved = !rc.prev_run_addr.is_empty() && rc.prev_run_addr != rc.addr;
-        if (action != NOOP && action != READ) || moved {
+        if (action != NOOP && action != READ) || moved || imported {
             changed.insert(rc.addr.clone());
         }
         if moved {
@@ -108,7 +121,10 @@ mod tests {
         ResourceInstanceChange {
             addr: addr.to_owned(),
             prev_run_addr: String::new(),
-            change: Some(Change { action }),
+            change: Some(Change {
+                action,
+                importing: None,
+            }),
         }
     }
 
@@ -120,6 +136,18 @@ mod tests {
             errored: false,
             deferred_changes: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_data_source_deleted_by_a_destroy_is_no_change() {
+        let p = plan(vec![
+            change("data.terraform_remote_state.net", DELETE),
+            change("terraform_data.a", DELETE),
+        ]);
+        assert_eq!(
+            from_plan(&p, "1.11.4"),
+            Some(vec!["terraform_data.a".to_owned()])
+        );
     }
 
     #[test]
@@ -154,6 +182,19 @@ mod tests {
         assert_eq!(
             from_plan(&decoded, "1.11.4").unwrap(),
             ["terraform_data.a", "terraform_data.a2"]
+        );
+    }
+
+    #[test]
+    fn an_import_is_a_change() {
+        // An `import` block plans a no-op that writes a row.
+        let mut imported = change("terraform_data.legacy", NOOP);
+        imported.change.as_mut().unwrap().importing = Some(b"\n\x08legacy-1".to_vec());
+        let p = plan(vec![imported, change("terraform_data.b", NOOP)]);
+        let decoded = Plan::decode(p.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(
+            from_plan(&decoded, "1.11.4").unwrap(),
+            ["terraform_data.legacy"]
         );
     }
 

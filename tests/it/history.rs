@@ -199,7 +199,6 @@ fn expected(objects: &Objects) -> BTreeMap<String, String> {
 struct Run<'a> {
     name: &'a str,
     write_set: &'a [String],
-    outputs: &'a [String],
     before: &'a State,
     actor: &'a Actor,
 }
@@ -218,7 +217,6 @@ impl<'a> Run<'a> {
             state_name: self.name,
             holder_id,
             write_set: self.write_set,
-            outputs: self.outputs,
             before: self.before,
             after,
             kind: "apply",
@@ -307,7 +305,6 @@ async fn check_sequence(
                 checkpoints,
             } => {
                 let write_set: Vec<String> = write.iter().map(|i| address(*i)).collect();
-                let outputs = vec!["count".to_owned()];
                 let mut after = model.clone();
                 for i in write {
                     match objects.get(i) {
@@ -318,7 +315,6 @@ async fn check_sequence(
                 let run = Run {
                     name,
                     write_set: &write_set,
-                    outputs: &outputs,
                     before: &stored,
                     actor: &actor,
                 };

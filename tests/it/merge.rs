@@ -60,7 +60,6 @@ fn merge<'a>(
         state_name: "m",
         holder_id: None,
         write_set: write,
-        outputs: &[],
         before,
         after,
         kind: "apply",
