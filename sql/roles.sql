@@ -2,7 +2,7 @@
 -- stored states.
 --
 --   stategraph_reader   read commands: state list|pull|show, output, show,
---                       log, locks (and terraform's read-only commands,
+--                       log, locks, query, history (and terraform's read-only commands,
 --                       which run on a private copy of the state)
 --   stategraph_planner  the reader's rights, and plan (-out too): a plan
 --                       takes no locks, but clears the locks of runs whose
@@ -60,6 +60,17 @@ GRANT SELECT ON
     lock_waiters,
     config_cache,
     discovery_baseline
+TO stategraph_reader;
+
+-- Querying (stategraph query): the documented views of stategraph_api.
+GRANT USAGE ON SCHEMA stategraph_api TO stategraph_reader;
+GRANT SELECT ON
+    stategraph_api.states,
+    stategraph_api.instances,
+    stategraph_api.dependencies,
+    stategraph_api.outputs,
+    stategraph_api.transactions,
+    stategraph_api.history
 TO stategraph_reader;
 
 -- Planning: taking and releasing locks (and clearing those of runs whose

@@ -41,6 +41,8 @@ stategraph apply -lock-timeout=5m           apply it; unrelated applies run at t
 stategraph output -json                     terraform's output, from the stored state\n  \
 stategraph init -migrate-state              bring this configuration's terraform state in\n  \
 stategraph cone aws_vpc.main                what a change to aws_vpc.main touches\n  \
+stategraph query 'SELECT * FROM instances'  SQL over the stored states (read-only)\n  \
+stategraph history aws_vpc.main             every version of an instance, with diffs\n  \
 stategraph state pull > backup.tfstate      export the state again, losslessly\n\n\
 `stategraph COMMAND -help` describes a command."
 )]
@@ -172,6 +174,29 @@ result is stored in one transaction."
     /// Show the transaction log: who wrote what to the state, and when.
     Log(LogArgs),
 
+    /// Run read-only SQL over the stored states (the stategraph_api views).
+    ///
+    /// The views: states, instances (one row per instance object: address,
+    /// type, module, provider, attributes, ...), dependencies (one row per
+    /// edge), outputs, transactions and history (every version of every
+    /// instance); unqualified names find them first. The statement runs in a
+    /// READ ONLY transaction with a statement timeout; a statement that
+    /// writes is refused. Sensitive values (the paths an instance lists in
+    /// sensitive_attributes, sensitive outputs) read "(sensitive value)"
+    /// unless --show-sensitive. Prints an aligned table, or --json (an array
+    /// of objects) or --csv.
+    #[command(after_help = "Examples:\n  \
+stategraph query 'SELECT module, count(*) FROM instances GROUP BY module'\n  \
+stategraph query --json 'SELECT * FROM history WHERE written_by = 42'")]
+    Query(QueryArgs),
+
+    /// Show every version of one instance: when, who, which transaction, what changed.
+    ///
+    /// Each version the state has held, oldest first, with the transaction
+    /// that wrote it (its command, user and time) and its attribute changes
+    /// against the version before; sensitive values read "(sensitive value)".
+    History(HistoryArgs),
+
     /// List the subgraph locks held now: who, which command, since when, until when.
     Locks(LocksArgs),
 
@@ -281,7 +306,10 @@ pub enum StateCommand {
     Push(PushArgs),
 
     /// Write the stored state to stdout as a terraform state (v4).
-    Pull,
+    ///
+    /// With --at, the state as it was after a transaction (its ID in
+    /// `stategraph log`) or at a time: restore it with `state push -force`.
+    Pull(PullArgs),
 
     /// List resource instances, as `terraform state list` does.
     List(ListArgs),
@@ -303,6 +331,47 @@ pub struct PushArgs {
 
     /// Path to the state file, or `-` for stdin.
     pub path: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// The state as of after transaction TXN (an ID of `stategraph log`),
+    /// or at TIME (RFC 3339, or `YYYY-MM-DD HH:MM:SS` in UTC).
+    #[arg(long, value_name = "TXN|TIME")]
+    pub at: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// One SQL statement.
+    #[arg(value_name = "SQL")]
+    pub sql: String,
+
+    /// Print a JSON array of objects on stdout.
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+
+    /// Print CSV (a header line, then one line per row) on stdout.
+    #[arg(long)]
+    pub csv: bool,
+
+    /// Cancel the statement after this long (e.g. 500ms, 2m).
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub timeout: String,
+
+    /// Show sensitive values instead of "(sensitive value)".
+    #[arg(long)]
+    pub show_sensitive: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Instance address, e.g. module.m[0].aws_subnet.s["a"].
+    pub address: String,
+
+    /// Print a JSON array on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -357,6 +426,8 @@ const OWN_COMMANDS: &[&str] = &[
     "cone",
     "db",
     "log",
+    "query",
+    "history",
     "locks",
     "force-unlock",
     "recover",

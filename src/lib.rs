@@ -13,10 +13,12 @@
 //! - `terraform` is the only place that spawns terraform: version check,
 //!   invocations, signals, the private run dir, plan and config reading.
 //! - `graph` builds the petgraph of instances and computes change cones (pure).
-//! - `tfstate` is the terraform state v4 model and its lossless round trip;
+//! - `tfstate` is the terraform state v4 model and its lossless round trip
+//!   (and the attribute diffs of `history`);
 //!   `address` parses and prints terraform addresses (both pure).
 //! - `db` owns PostgreSQL: the pool, embedded migrations, the embedded
-//!   cluster, state rows, locks and their lease fence, the transaction log.
+//!   cluster, state rows, locks and their lease fence, the transaction log,
+//!   and the read-only side: `stategraph query`, instance history, `pull --at`.
 //! - `ui` is the one place that prints; `error` maps failures to exit codes.
 
 pub mod address;

@@ -6,7 +6,7 @@
 //! and sort order. Keys terraform may add that we do not interpret are kept
 //! verbatim in `extra` maps, so that nothing is lost on the way through.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
@@ -767,8 +767,191 @@ impl Serialize for Instance {
     }
 }
 
+/// What is printed in place of a sensitive value.
+pub const SENSITIVE: &str = "(sensitive value)";
+
+/// One attribute that differs between two versions of an instance.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AttrChange {
+    /// `tags["env"]`, `input.value.gen`, `ingress[0].cidr_blocks[1]`.
+    pub path: String,
+    /// `None`: absent (added).
+    pub before: Option<Value>,
+    /// `None`: absent (removed).
+    pub after: Option<Value>,
+}
+
+/// The leaf values of `before` and `after` (instance `attributes`) that
+/// differ, by path, in path order; a value under a path either side lists
+/// in its `sensitive_attributes` reads [`SENSITIVE`]. A leaf is a scalar,
+/// an empty object or an empty array.
+pub fn diff_attributes(
+    before: Option<&Value>,
+    before_sensitive: Option<&Value>,
+    after: Option<&Value>,
+    after_sensitive: Option<&Value>,
+) -> Vec<AttrChange> {
+    let mut old = BTreeMap::new();
+    let mut new = BTreeMap::new();
+    if let Some(v) = before {
+        leaves(v, &mut Vec::new(), &mut old);
+    }
+    if let Some(v) = after {
+        leaves(v, &mut Vec::new(), &mut new);
+    }
+    let mut declared = sensitive_paths(before_sensitive);
+    declared.extend(sensitive_paths(after_sensitive));
+    let hidden: Vec<Vec<Step>> = declared
+        .iter()
+        .flat_map(|p| [resolve(before, p), resolve(after, p)])
+        .flatten()
+        .collect();
+    let keys: std::collections::BTreeSet<&Vec<Step>> = old.keys().chain(new.keys()).collect();
+    let mask = |path: &[Step], v: Option<&Value>| {
+        v.map(|v| {
+            if hidden.iter().any(|h| path.starts_with(h)) {
+                Value::String(SENSITIVE.to_owned())
+            } else {
+                v.clone()
+            }
+        })
+    };
+    keys.into_iter()
+        .filter(|k| old.get(*k) != new.get(*k))
+        .map(|k| AttrChange {
+            path: path_text(k),
+            before: mask(k, old.get(k)),
+            after: mask(k, new.get(k)),
+        })
+        .collect()
+}
+
+/// One step of an attribute path.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Step {
+    Key(String),
+    Index(u64),
+}
+
+fn leaves(v: &Value, path: &mut Vec<Step>, out: &mut BTreeMap<Vec<Step>, Value>) {
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            for (k, child) in m {
+                path.push(Step::Key(k.clone()));
+                leaves(child, path, out);
+                path.pop();
+            }
+        }
+        Value::Array(items) if !items.is_empty() => {
+            for (i, child) in items.iter().enumerate() {
+                path.push(Step::Index(i as u64));
+                leaves(child, path, out);
+                path.pop();
+            }
+        }
+        leaf => {
+            out.insert(path.clone(), leaf.clone());
+        }
+    }
+}
+
+/// terraform's `sensitive_attributes` (`[[{"type":"get_attr","value":"a"},
+/// {"type":"index","value":{"value":0,"type":"number"}}], ...]`) as paths.
+fn sensitive_paths(v: Option<&Value>) -> Vec<Vec<Step>> {
+    let Some(Value::Array(paths)) = v else {
+        return Vec::new();
+    };
+    paths
+        .iter()
+        .filter_map(|p| p.as_array())
+        .map(|steps| {
+            steps
+                .iter()
+                .map(|s| match s.get("type").and_then(Value::as_str) {
+                    Some("get_attr") => {
+                        Step::Key(s["value"].as_str().unwrap_or_default().to_owned())
+                    }
+                    _ => match &s["value"]["value"] {
+                        Value::String(k) => Step::Key(k.clone()),
+                        n => Step::Index(n.as_u64().unwrap_or(u64::MAX)),
+                    },
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The path in `value` that the sensitive path `steps` reaches: followed
+/// through the `{"value": ..., "type": ...}` wrapping of dynamic attributes
+/// (terraform_data's `input`), and cut where it cannot be followed (what it
+/// reached is masked whole). `None` when it reaches nothing.
+fn resolve(value: Option<&Value>, steps: &[Step]) -> Option<Vec<Step>> {
+    if steps.is_empty() {
+        return Some(Vec::new());
+    }
+    fn child<'v>(v: &'v Value, step: &Step) -> Option<&'v Value> {
+        match (v, step) {
+            (Value::Object(m), Step::Key(k)) => m.get(k),
+            (Value::Array(a), Step::Index(i)) => a.get(*i as usize),
+            (Value::Array(a), Step::Key(k)) => a.get(k.parse::<usize>().ok()?),
+            _ => None,
+        }
+    }
+    let mut cur = value?;
+    let mut out = Vec::new();
+    for step in steps {
+        let wrapped = match cur {
+            Value::Object(m)
+                if m.contains_key("type") && !matches!(step, Step::Key(k) if m.contains_key(k)) =>
+            {
+                m.get("value").filter(|inner| child(inner, step).is_some())
+            }
+            _ => None,
+        };
+        if let Some(inner) = wrapped {
+            out.push(Step::Key("value".to_owned()));
+            cur = inner;
+        }
+        match child(cur, step) {
+            Some(next) => {
+                out.push(match (cur, step) {
+                    (Value::Array(_), Step::Key(k)) => Step::Index(k.parse().unwrap_or(u64::MAX)),
+                    _ => step.clone(),
+                });
+                cur = next;
+            }
+            None => break,
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+fn path_text(path: &[Step]) -> String {
+    let mut out = String::new();
+    for step in path {
+        match step {
+            Step::Key(k)
+                if !k.is_empty()
+                    && k.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                    && !k.starts_with(|c: char| c.is_ascii_digit()) =>
+            {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+            }
+            Step::Key(k) => out.push_str(&format!("[{}]", Value::String(k.clone()))),
+            Step::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     #[test]
     fn sensitive_paths_are_a_set() {
         let with = |paths: serde_json::Value| Instance {
@@ -961,5 +1144,58 @@ mod tests {
         );
         assert_eq!(strip_module_keys(r#"module.a["q\"]"].t.n"#), "module.a.t.n");
         assert_eq!(strip_module_keys("t.n"), "t.n");
+    }
+
+    #[test]
+    fn attribute_diffs_name_paths_and_mask_sensitive_values() {
+        let before = json!({"id": "1", "input": {"gen": "1", "pw": "a"}, "tags": {"a b": "x"}});
+        let after = json!({"id": "1", "input": {"gen": "2", "pw": "b"}, "list": [1]});
+        let sensitive =
+            json!([[{"type": "get_attr", "value": "input"}, {"type": "get_attr", "value": "pw"}]]);
+        let changes = diff_attributes(Some(&before), None, Some(&after), Some(&sensitive));
+        let shown: Vec<(String, Option<Value>, Option<Value>)> = changes
+            .into_iter()
+            .map(|c| (c.path, c.before, c.after))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("input.gen".to_owned(), Some(json!("1")), Some(json!("2"))),
+                (
+                    "input.pw".to_owned(),
+                    Some(json!(SENSITIVE)),
+                    Some(json!(SENSITIVE))
+                ),
+                ("list[0]".to_owned(), None, Some(json!(1))),
+                ("tags[\"a b\"]".to_owned(), Some(json!("x")), None),
+            ]
+        );
+        assert!(diff_attributes(Some(&before), None, Some(&before), None).is_empty());
+
+        // terraform_data's input is dynamic: its sensitive path skips the
+        // {"value", "type"} wrapping the state holds it in.
+        let wrapped = |secret: &str| json!({"input": {"value": {"gen": "1", "secret": secret}, "type": ["object", {}]}});
+        let sensitive = json!([[{"type": "get_attr", "value": "input"}, {"type": "get_attr", "value": "secret"}]]);
+        let changes = diff_attributes(
+            Some(&wrapped("pw-1")),
+            Some(&sensitive),
+            Some(&wrapped("pw-2")),
+            Some(&sensitive),
+        );
+        assert_eq!(
+            changes,
+            [AttrChange {
+                path: "input.value.secret".to_owned(),
+                before: Some(json!(SENSITIVE)),
+                after: Some(json!(SENSITIVE)),
+            }]
+        );
+        // A path that cannot be followed masks what it reached.
+        let odd = json!([[{"type": "get_attr", "value": "input"}, {"type": "get_attr", "value": "nope"}]]);
+        let changes = diff_attributes(None, None, Some(&wrapped("pw-1")), Some(&odd));
+        assert!(
+            changes.iter().all(|c| c.after == Some(json!(SENSITIVE))),
+            "{changes:?}"
+        );
     }
 }

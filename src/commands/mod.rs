@@ -6,11 +6,13 @@
 mod apply;
 mod cone;
 mod db;
+mod history;
 mod init;
 mod locks;
 mod log;
 mod passthrough;
 mod plan;
+mod query;
 mod recover;
 mod state;
 mod workspace;
@@ -38,7 +40,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
     let s = &settings;
     match &cli.command {
         Command::State(StateCommand::Push(args)) => state::push(s, args).await,
-        Command::State(StateCommand::Pull) => state::pull(s).await,
+        Command::State(StateCommand::Pull(args)) => state::pull(s, args).await,
         Command::State(StateCommand::List(args)) => state::list(s, args).await,
         Command::State(StateCommand::Show(args)) => state::show(s, args).await,
         Command::State(StateCommand::Other(args)) => write::state(s, args).await,
@@ -47,6 +49,8 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Apply(a) => apply::apply(s, &a.args).await,
         Command::Destroy(a) => apply::destroy(s, &a.args).await,
         Command::Log(args) => log::execute(s, args).await,
+        Command::Query(args) => query::execute(s, args).await,
+        Command::History(args) => history::execute(s, args).await,
         Command::Locks(args) => locks::list(s, args.json).await,
         Command::ForceUnlock(args) => locks::force_unlock(s, &args.id).await,
         Command::Recover(args) => recover::execute(s, args).await,

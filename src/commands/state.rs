@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::address;
-use crate::cli::{ListArgs, PushArgs, ShowArgs};
+use crate::cli::{ListArgs, PullArgs, PushArgs, ShowArgs};
 use crate::db;
 use crate::engine::session::record_origin;
 use crate::error::Exit;
@@ -76,10 +76,14 @@ pub async fn push(settings: &Settings, args: &PushArgs) -> Result<()> {
     Ok(())
 }
 
-/// `state pull`: the stored state as tfstate v4 on stdout.
-pub async fn pull(settings: &Settings) -> Result<()> {
+/// `state pull [--at TXN|TIME]`: the stored state (as it was then) as
+/// tfstate v4 on stdout.
+pub async fn pull(settings: &Settings, args: &PullArgs) -> Result<()> {
     let name = settings.state_name();
-    let state = load(settings, &name).await?;
+    let state = match &args.at {
+        None => load(settings, &name).await?,
+        Some(at) => load_at(settings, &name, at).await?,
+    };
     let mut out = settings.ui.data();
     state.write_json(&mut out)?;
     out.flush()?;
@@ -176,6 +180,56 @@ pub async fn show(settings: &Settings, args: &ShowArgs) -> Result<()> {
     Exit::with(done.code)
 }
 
+/// The named state as it was after transaction `at` (a number) or at time
+/// `at`, rebuilt from its rows and their history.
+async fn load_at(settings: &Settings, name: &str, at: &str) -> Result<State> {
+    let store = db::open(settings).await?;
+    if store.state_id(name).await?.is_none() {
+        // The usual "no state" error.
+        return load(settings, name).await;
+    }
+    let txn = if let Ok(id) = at.parse::<i64>() {
+        store.txn_of_state(name, id).await?.ok_or_else(|| {
+            anyhow!(
+                "transaction {id} is not one of state \"{name}\"'s: `stategraph log` lists them"
+            )
+        })?
+    } else {
+        let time = parse_time(at).ok_or_else(|| {
+            anyhow!(
+                "--at {at} is neither a transaction ID nor a time: give an ID from \
+                 `stategraph log`, or a time like 2026-01-31T12:00:00Z or \"2026-01-31 12:00:00\" (UTC)"
+            )
+        })?;
+        store.txn_at(name, time).await?.ok_or_else(|| {
+            anyhow!("state \"{name}\" had no committed transaction at {at}: `stategraph log` lists them")
+        })?
+    };
+    store
+        .snapshot(name, db::store::View::At(txn))
+        .await?
+        .map(|s| s.state)
+        .ok_or_else(|| anyhow!("state \"{name}\" held nothing after transaction {txn}"))
+}
+
+/// RFC 3339, or `YYYY-MM-DD HH:MM[:SS]` in UTC.
+fn parse_time(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    use chrono::{NaiveDateTime, TimeZone, Utc};
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Some(t.with_timezone(&Utc));
+    }
+    for format in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+    ] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(text, format) {
+            return Some(Utc.from_utc_datetime(&t));
+        }
+    }
+    None
+}
+
 /// The named state, or an error telling how to create one.
 async fn load(settings: &Settings, name: &str) -> Result<State> {
     let store = db::open(settings).await?;
@@ -187,4 +241,28 @@ async fn load(settings: &Settings, name: &str) -> Result<State> {
             store.display()
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_time;
+
+    #[test]
+    fn times_are_rfc3339_or_utc_date_and_time() {
+        let t = |s: &str| parse_time(s).map(|t| t.to_rfc3339());
+        assert_eq!(
+            t("2026-01-31T12:00:00+02:00").as_deref(),
+            Some("2026-01-31T10:00:00+00:00")
+        );
+        assert_eq!(
+            t("2026-01-31 12:00:05").as_deref(),
+            Some("2026-01-31T12:00:05+00:00")
+        );
+        assert_eq!(
+            t("2026-01-31 12:00").as_deref(),
+            Some("2026-01-31T12:00:00+00:00")
+        );
+        assert_eq!(t("yesterday"), None);
+        assert_eq!(t("2026-01-31"), None);
+    }
 }

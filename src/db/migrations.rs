@@ -48,6 +48,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "lock_queue",
         sql: include_str!("../../migrations/0006_lock_queue.sql"),
     },
+    Migration {
+        version: 7,
+        name: "api_views",
+        sql: include_str!("../../migrations/0007_api_views.sql"),
+    },
 ];
 
 /// Key of the advisory lock that serializes migrations (ASCII "sgmigrat").
@@ -191,6 +196,16 @@ mod tests {
             assert!(
                 granted.split([',', ' ', '\n']).any(|t| t == table),
                 "sql/roles.sql does not let stategraph_reader read {table}: add it (and what the planner and applier need)"
+            );
+        }
+        let views = MIGRATIONS
+            .iter()
+            .flat_map(|m| m.sql.split("CREATE VIEW ").skip(1))
+            .map(|rest| rest.split_whitespace().next().unwrap_or_default());
+        for view in views {
+            assert!(
+                roles.contains(&format!("    {view},")) || roles.contains(&format!("    {view}\n")),
+                "sql/roles.sql does not let stategraph_reader read the view {view}: add it"
             );
         }
     }

@@ -5,6 +5,7 @@
 //! - `migrations`: the schema, embedded in the binary.
 //! - `store`: one type, [`store::Store`], with one async function per query
 //!   or write; multi-statement writes run in explicit transactions.
+//! - `query`: read-only SQL of the user's, an instance's versions, `pull --at`.
 //! - `jsonb`: JSON as `jsonb` can hold it (U+0000 escaped, losslessly).
 //! - `locks`: the subgraph locks, their leases and the one fence every
 //!   write under a lock passes ([`store::Store::fence`]).
@@ -14,6 +15,7 @@ pub mod jsonb;
 pub mod locks;
 pub mod migrations;
 pub mod pool;
+pub mod query;
 pub mod store;
 
 use anyhow::{Context, Result};

@@ -203,6 +203,32 @@ fn instance_rows(view: View) -> String {
              WHERE h.state_id = $1 AND h.superseded_by IN ({live})",
             live = in_flight_txns()
         ),
+        // Rows as they were after transaction `t`: written at or before it
+        // and not replaced by then.
+        View::At(t) => format!(
+            "SELECT * FROM instances WHERE state_id = $1 AND txn_id <= {t}
+             UNION ALL
+             SELECT r.* FROM instance_history h, jsonb_populate_record(NULL::instances, h.row) r
+             WHERE h.state_id = $1 AND h.written_by <= {t} AND h.superseded_by > {t}"
+        ),
+    }
+}
+
+/// The rows of `outputs` of state `$1` as `view` sees them (columns name,
+/// value, type, sensitive, extra).
+fn output_rows(view: View) -> String {
+    match view {
+        View::Latest | View::Settled => {
+            "SELECT name, value, type, sensitive, extra FROM outputs WHERE state_id = $1".to_owned()
+        }
+        View::At(t) => format!(
+            "SELECT name, value, type, sensitive, extra FROM outputs
+             WHERE state_id = $1 AND txn_id <= {t}
+             UNION ALL
+             SELECT r.name, r.value, r.type, r.sensitive, r.extra
+             FROM output_history h, jsonb_populate_record(NULL::outputs, h.row) r
+             WHERE h.state_id = $1 AND h.written_by <= {t} AND h.superseded_by > {t}"
+        ),
     }
 }
 
@@ -215,6 +241,10 @@ pub enum View {
     /// Rows as they were before the runs in flight (a live lock holder's
     /// running transaction): what a plan, which takes no locks, reads.
     Settled,
+    /// Rows as they were once the state's transactions up to this one
+    /// (by id) were written: `state pull --at`. Serial, lineage and
+    /// terraform version are those that transaction recorded.
+    At(i64),
 }
 
 /// A state as one read saw it.
@@ -503,6 +533,28 @@ impl Store {
             return Ok(None);
         };
         let state_id: i64 = head.get(0);
+        let (mut serial, mut lineage, mut terraform_version): (i64, String, String) =
+            (head.get(2), head.get(1), head.get(3));
+        if let View::At(t) = view {
+            let Some(at) = client
+                .query_opt(
+                    "SELECT serial_after, lineage_after, coalesce(terraform_version, '')
+                     FROM transactions
+                     WHERE state_id = $1 AND id <= $2 AND serial_after IS NOT NULL
+                     ORDER BY id DESC LIMIT 1",
+                    &[&state_id, &t],
+                )
+                .await?
+            else {
+                return Ok(None);
+            };
+            serial = at.get(0);
+            lineage = at.get::<_, Option<String>>(1).unwrap_or(lineage);
+            let version: String = at.get(2);
+            if !version.is_empty() {
+                terraform_version = version;
+            }
+        }
         let corrupt = |problem: String| StoreError::Corrupt {
             name: name.to_owned(),
             problem,
@@ -577,10 +629,7 @@ impl Store {
         }
 
         let outputs = client
-            .query(
-                "SELECT name, value, type, sensitive, extra FROM outputs WHERE state_id = $1",
-                &[&state_id],
-            )
+            .query(&output_rows(view), &[&state_id])
             .await?
             .into_iter()
             .map(|r| {
@@ -597,9 +646,9 @@ impl Store {
             .collect();
 
         let mut state = State {
-            terraform_version: head.get(3),
-            serial: head.get(2),
-            lineage: head.get(1),
+            terraform_version,
+            serial,
+            lineage,
             outputs,
             resources,
             check_results: jsonb::decode_opt(head.get(4)),

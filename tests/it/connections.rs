@@ -273,6 +273,23 @@ fn the_shipped_roles_let_each_user_do_what_it_is_for_and_no_more() {
     assert_ok("reader: locks", &run(&reader, &["locks"]));
     let (shown, _) = assert_ok("reader: show", &run(&reader, &["show", "-no-color"]));
     assert!(shown.contains("terraform_data.first"), "{shown}");
+    let (queried, _) = assert_ok(
+        "reader: query",
+        &run(
+            &reader,
+            &[
+                "query",
+                "--csv",
+                "SELECT count(*) FROM stategraph_api.history h \
+               JOIN stategraph_api.transactions t ON t.id = h.written_by \
+               WHERE h.address = 'terraform_data.first'",
+            ],
+        ),
+    );
+    assert!(
+        queried.starts_with("count\n") && queried != "count\n0\n",
+        "{queried}"
+    );
     refused("the reader", &run(&reader, &apply_gen2));
 
     // The planner plans, and cannot apply.

@@ -32,6 +32,8 @@ fn the_top_level_help_lists_every_command_stategraph_runs() {
         "workspace",
         "cone",
         "log",
+        "query",
+        "history",
         "locks",
         "force-unlock",
         "recover",
