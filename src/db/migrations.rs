@@ -43,6 +43,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "origins",
         sql: include_str!("../../migrations/0005_origins.sql"),
     },
+    Migration {
+        version: 6,
+        name: "instances_by_module",
+        sql: include_str!("../../migrations/0006_instances_by_module.sql"),
+    },
 ];
 
 /// Key of the advisory lock that serializes migrations (ASCII "sgmigrat").

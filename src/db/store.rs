@@ -15,6 +15,8 @@ use tokio_postgres::types::{ToSql, Type};
 
 use super::jsonb;
 use super::locks::in_flight_txns;
+use crate::address::Target;
+use crate::graph::{dependency_scope, DependencyScope};
 use crate::tfstate::{self, Head, Instance, Output, Resource, State, StateError};
 
 /// Who is writing, for the transaction log.
@@ -215,6 +217,15 @@ pub struct GraphRow {
     pub address: String,
     pub config_address: String,
     pub dependencies: Vec<String>,
+}
+
+/// What [`Store::cone_rows`] read.
+#[derive(Debug, Clone)]
+pub struct ConeRows {
+    /// The rows of the instances the cone reaches.
+    pub rows: Vec<GraphRow>,
+    /// How many instances (deposed objects aside) the state holds.
+    pub instances: usize,
 }
 
 /// The instance-row columns written by a push, in COPY order.
@@ -674,6 +685,209 @@ impl Store {
             });
         }
         Ok(Some(out))
+    }
+
+    /// The rows the change cone of `targets` reaches, and how many
+    /// instances the state holds: the instances the targets select,
+    /// everything downstream of them and everything those depend on, read
+    /// by index (dependents through the GIN index on `dependencies`,
+    /// dependencies by their module instance) instead of the whole state.
+    /// The graph built from them gives the same cone as the whole state's.
+    /// `None` if no such state is stored.
+    pub async fn cone_rows(
+        &self,
+        name: &str,
+        targets: &[Target],
+    ) -> Result<Option<ConeRows>, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let Some(head) = tx
+            .query_opt("SELECT id FROM states WHERE name = $1", &[&name])
+            .await?
+        else {
+            return Ok(None);
+        };
+        let state_id: i64 = head.get(0);
+        let instances: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM instances WHERE state_id = $1 AND deposed = ''",
+                &[&state_id],
+            )
+            .await?
+            .get(0);
+        const COLUMNS: &str = "address, config_address, dependencies";
+        let graph_row = |r: &tokio_postgres::Row| GraphRow {
+            address: r.get(0),
+            config_address: r.get(1),
+            dependencies: r.get(2),
+        };
+
+        // The instances the targets select.
+        let mut known: HashMap<String, GraphRow> = HashMap::new();
+        let mut frontier: Vec<GraphRow> = Vec::new();
+        for target in targets {
+            let rows = match target {
+                Target::Instance(i) => {
+                    tx.query(
+                        &format!("SELECT {COLUMNS} FROM instances WHERE state_id = $1 AND address = $2 AND deposed = ''"),
+                        &[&state_id, &i.to_string()],
+                    )
+                    .await?
+                }
+                Target::Resource(r) => {
+                    tx.query(
+                        &format!(
+                            "SELECT {COLUMNS} FROM instances WHERE state_id = $1 AND deposed = ''
+                             AND module COLLATE \"C\" = $2 AND config_address = $3"
+                        ),
+                        &[&state_id, &r.module.to_string(), &r.config_address()],
+                    )
+                    .await?
+                }
+                Target::Module(path) => {
+                    let first = path.0.first().map(|s| format!("module.{}", s.name));
+                    let prefix = first.unwrap_or_default();
+                    tx.query(
+                        &format!(
+                            "SELECT {COLUMNS} FROM instances WHERE state_id = $1 AND deposed = ''
+                             AND module COLLATE \"C\" >= $2 AND module COLLATE \"C\" < $3"
+                        ),
+                        &[&state_id, &prefix, &prefix_end(&prefix)],
+                    )
+                    .await?
+                }
+            };
+            for row in &rows {
+                let row = graph_row(row);
+                let selected =
+                    crate::address::parse_instance(&row.address).is_ok_and(|a| target.matches(&a));
+                if selected && !known.contains_key(&row.address) {
+                    known.insert(row.address.clone(), row.clone());
+                    frontier.push(row);
+                }
+            }
+        }
+
+        // Downstream: rows depending on the frontier's resources, kept
+        // where that dependency binds to a frontier instance.
+        while !frontier.is_empty() {
+            let mut by_config: HashMap<&str, Vec<&str>> = HashMap::new();
+            for r in &frontier {
+                by_config
+                    .entry(r.config_address.as_str())
+                    .or_default()
+                    .push(r.address.as_str());
+            }
+            let configs: Vec<&str> = by_config.keys().copied().collect();
+            let rows = tx
+                .query(
+                    &format!(
+                        "SELECT {COLUMNS} FROM instances WHERE state_id = $1 AND deposed = ''
+                         AND dependencies && $2::text[]"
+                    ),
+                    &[&state_id, &configs],
+                )
+                .await?;
+            let mut next = Vec::new();
+            for row in &rows {
+                let row = graph_row(row);
+                if known.contains_key(&row.address) {
+                    continue;
+                }
+                let reached = row.dependencies.iter().any(|d| {
+                    let (Some(sources), Some(scope)) =
+                        (by_config.get(d.as_str()), dependency_scope(&row.address, d))
+                    else {
+                        return false;
+                    };
+                    sources.iter().any(|s| scope.holds(s))
+                });
+                if reached {
+                    known.insert(row.address.clone(), row.clone());
+                    next.push(row);
+                }
+            }
+            frontier = next;
+        }
+
+        // Upstream: what every row reached depends on, by module instance.
+        let mut todo: Vec<GraphRow> = known.values().cloned().collect();
+        // (dependency, whether in exactly the module, module): each asked once.
+        let mut asked: HashSet<(String, bool, String)> = HashSet::new();
+        while !todo.is_empty() {
+            let (mut exact_configs, mut exact_modules) = (Vec::new(), Vec::new());
+            let mut under: Vec<(String, String)> = Vec::new();
+            for row in &todo {
+                for d in &row.dependencies {
+                    let Some(scope) = dependency_scope(&row.address, d) else {
+                        continue;
+                    };
+                    let (exact, module) = match scope {
+                        DependencyScope::Module(m) => (true, m),
+                        DependencyScope::Under(p) => (false, p),
+                    };
+                    if !asked.insert((d.clone(), exact, module.to_owned())) {
+                        continue;
+                    }
+                    if exact {
+                        exact_configs.push(d.clone());
+                        exact_modules.push(module.to_owned());
+                    } else {
+                        under.push((d.clone(), module.to_owned()));
+                    }
+                }
+            }
+            let mut rows = tx
+                .query(
+                    &format!(
+                        "SELECT {COLUMNS} FROM instances i
+                         JOIN unnest($2::text[], $3::text[]) AS w(config, module)
+                           ON i.module COLLATE \"C\" = w.module AND i.config_address = w.config
+                         WHERE i.state_id = $1 AND i.deposed = ''"
+                    ),
+                    &[&state_id, &exact_configs, &exact_modules],
+                )
+                .await?;
+            for (config, prefix) in &under {
+                let found = if prefix.is_empty() {
+                    tx.query(
+                        &format!("SELECT {COLUMNS} FROM instances WHERE state_id = $1 AND deposed = '' AND config_address = $2"),
+                        &[&state_id, config],
+                    )
+                    .await?
+                } else {
+                    let from = format!("{prefix}.");
+                    tx.query(
+                        &format!(
+                            "SELECT {COLUMNS} FROM instances WHERE state_id = $1 AND deposed = ''
+                             AND module COLLATE \"C\" >= $2 AND module COLLATE \"C\" < $3
+                             AND config_address = $4"
+                        ),
+                        &[&state_id, &from, &prefix_end(&from), config],
+                    )
+                    .await?
+                };
+                rows.extend(found);
+            }
+            todo.clear();
+            for row in &rows {
+                let row = graph_row(row);
+                if !known.contains_key(&row.address) {
+                    known.insert(row.address.clone(), row.clone());
+                    todo.push(row);
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(Some(ConeRows {
+            rows: known.into_values().collect(),
+            instances: instances as usize,
+        }))
     }
 
     /// Writes what terraform changed, refusing anything outside the write
@@ -1240,6 +1454,22 @@ impl ObjectChanges {
         }
         out
     }
+}
+
+/// The first string after every string that starts with `prefix`, bytewise
+/// (`prefix` non-empty, ending in an ASCII character: a module address or
+/// one followed by `.`).
+fn prefix_end(prefix: &str) -> String {
+    let mut end = prefix.to_owned();
+    match end.pop() {
+        Some(last) if last.is_ascii() && last != '\x7f' => end.push((last as u8 + 1) as char),
+        Some(last) => {
+            end.push(last);
+            end.push(char::MAX);
+        }
+        None => end.push(char::MAX),
+    }
+    end
 }
 
 /// How many addresses a transaction's summary lists as recorded.

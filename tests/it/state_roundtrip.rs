@@ -376,18 +376,6 @@ fn push_from_stdin_and_removal_of_instances() {
     );
 }
 
-/// A state of `n` generated instances (`fixtures/genstate.py`) at `path`.
-fn generate_state(n: usize, path: &Path) {
-    let python = moto::python_bin();
-    let out = std::process::Command::new(&python)
-        .arg(terraform::fixtures_dir().join("../genstate.py"))
-        .args(["--instances", &n.to_string(), "--seed", "7", "-o"])
-        .arg(path)
-        .output()
-        .unwrap_or_else(|e| panic!("could not run {python} ({e}): genstate.py needs python3"));
-    assert_ok("genstate.py", &out);
-}
-
 /// `state push` streams the file into PostgreSQL one resource at a time;
 /// a large state still round-trips exactly, and a file that breaks off (or
 /// turns invalid) after thousands of rows were copied writes nothing, into
