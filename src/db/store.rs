@@ -219,6 +219,9 @@ pub struct GraphRow {
     pub dependencies: Vec<String>,
 }
 
+/// Rows written by one push from which it refreshes the table's statistics.
+const BULK_ROWS: u64 = 10_000;
+
 /// What [`Store::cone_rows`] read.
 #[derive(Debug, Clone)]
 pub struct ConeRows {
@@ -500,6 +503,19 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
+        if report.added + report.changed + report.removed >= BULK_ROWS {
+            // A bulk load: refresh the planner's statistics and the
+            // visibility map now rather than at autovacuum's next round, so
+            // that the next cone or plan looks rows up by index (not by a
+            // plan made for an empty table) and counts them from the index
+            // alone. Best effort: the write is committed either way.
+            let _ = client
+                .batch_execute(
+                    "VACUUM (ANALYZE) instances \
+                     (state_id, deposed, address, config_address, module, dependencies)",
+                )
+                .await;
+        }
         Ok(report)
     }
 
@@ -693,7 +709,9 @@ impl Store {
     /// by index (dependents through the GIN index on `dependencies`,
     /// dependencies by their module instance) instead of the whole state.
     /// The graph built from them gives the same cone as the whole state's.
-    /// `None` if no such state is stored.
+    /// Once the cone reaches half the state, the whole state is read instead
+    /// (one query costs less than a round trip per level). `None` if no
+    /// such state is stored.
     pub async fn cone_rows(
         &self,
         name: &str,
@@ -750,8 +768,20 @@ impl Store {
                     .await?
                 }
                 Target::Module(path) => {
-                    let first = path.0.first().map(|s| format!("module.{}", s.name));
-                    let prefix = first.unwrap_or_default();
+                    // Its steps up to the first without a key (which
+                    // selects every instance of that module call).
+                    let mut prefix = String::new();
+                    for step in &path.0 {
+                        if !prefix.is_empty() {
+                            prefix.push('.');
+                        }
+                        prefix.push_str("module.");
+                        prefix.push_str(&step.name);
+                        match &step.key {
+                            Some(key) => prefix.push_str(&format!("[{key}]")),
+                            None => break,
+                        }
+                    }
                     tx.query(
                         &format!(
                             "SELECT {COLUMNS} FROM instances WHERE state_id = $1 AND deposed = ''
@@ -773,9 +803,21 @@ impl Store {
             }
         }
 
+        // A cone of most of the state costs more read by index, a round
+        // trip per level, than read whole: past half the state, it is.
+        let whole = |known: &HashMap<String, GraphRow>| known.len() as i64 * 2 > instances;
+        let all = format!("SELECT {COLUMNS} FROM instances WHERE state_id = $1 AND deposed = ''");
+
         // Downstream: rows depending on the frontier's resources, kept
         // where that dependency binds to a frontier instance.
         while !frontier.is_empty() {
+            if whole(&known) {
+                let rows = tx.query(&all, &[&state_id]).await?;
+                return Ok(Some(ConeRows {
+                    rows: rows.iter().map(graph_row).collect(),
+                    instances: instances as usize,
+                }));
+            }
             let mut by_config: HashMap<&str, Vec<&str>> = HashMap::new();
             for r in &frontier {
                 by_config
@@ -784,13 +826,35 @@ impl Store {
                     .push(r.address.as_str());
             }
             let configs: Vec<&str> = by_config.keys().copied().collect();
+            // A dependent inside the module call of a frontier instance's
+            // first module step is bound to that step's key: rows of the
+            // call's other instances are left out before they are sent.
+            let (mut any_root, mut firsts, mut calls) = (false, Vec::new(), Vec::new());
+            for r in &frontier {
+                match first_module_step(&r.address) {
+                    None => any_root = true,
+                    Some((call, instance)) => {
+                        calls.push(call);
+                        firsts.push(instance);
+                    }
+                }
+            }
+            calls.sort_unstable();
+            calls.dedup();
+            firsts.sort_unstable();
+            firsts.dedup();
             let rows = tx
                 .query(
                     &format!(
                         "SELECT {COLUMNS} FROM instances WHERE state_id = $1 AND deposed = ''
-                         AND dependencies && $2::text[]"
+                         AND dependencies && $2::text[]
+                         AND ($3 OR EXISTS (SELECT 1 FROM unnest($4::text[]) p
+                                            WHERE module = p OR starts_with(module, p || '.'))
+                                 OR NOT EXISTS (SELECT 1 FROM unnest($5::text[]) c
+                                            WHERE module = c OR starts_with(module, c || '[')
+                                               OR starts_with(module, c || '.')))"
                     ),
-                    &[&state_id, &configs],
+                    &[&state_id, &configs, &any_root, &firsts, &calls],
                 )
                 .await?;
             let mut next = Vec::new();
@@ -820,6 +884,13 @@ impl Store {
         // (dependency, whether in exactly the module, module): each asked once.
         let mut asked: HashSet<(String, bool, String)> = HashSet::new();
         while !todo.is_empty() {
+            if whole(&known) {
+                let rows = tx.query(&all, &[&state_id]).await?;
+                return Ok(Some(ConeRows {
+                    rows: rows.iter().map(graph_row).collect(),
+                    instances: instances as usize,
+                }));
+            }
             let (mut exact_configs, mut exact_modules) = (Vec::new(), Vec::new());
             let mut under: Vec<(String, String)> = Vec::new();
             for row in &todo {
@@ -1456,6 +1527,21 @@ impl ObjectChanges {
     }
 }
 
+/// The first module step of an instance address: the module call
+/// (`module.team`) and its instance (`module.team["a"]`), or `None` at the
+/// root.
+fn first_module_step(address: &str) -> Option<(&str, &str)> {
+    let after = address.strip_prefix("module.")?;
+    let name_end = "module.".len() + after.find(['.', '['])?;
+    let call = &address[..name_end];
+    let rest = &address[name_end..];
+    let instance_end = match rest.strip_prefix('[') {
+        Some(_) => name_end + crate::address::key_end(rest)? + 1,
+        None => name_end,
+    };
+    Some((call, &address[..instance_end]))
+}
+
 /// The first string after every string that starts with `prefix`, bytewise
 /// (`prefix` non-empty, ending in an ASCII character: a module address or
 /// one followed by `.`).
@@ -1598,8 +1684,12 @@ async fn diff_staged(
     incoming: u64,
     scope: Option<&[String]>,
 ) -> Result<RowCounts, StoreError> {
-    tx.batch_execute("CREATE UNIQUE INDEX ON incoming (address, deposed); ANALYZE incoming;")
-        .await?;
+    // Statistics of the join columns only: the jsonb ones cost most to
+    // sample and no plan here depends on them.
+    tx.batch_execute(
+        "CREATE UNIQUE INDEX ON incoming (address, deposed); ANALYZE incoming (address, deposed);",
+    )
+    .await?;
 
     let cols = INSTANCE_COLUMNS.split(", ").collect::<Vec<_>>();
     let c_cols = cols
