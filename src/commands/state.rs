@@ -1,9 +1,8 @@
 //! `stategraph state push|pull|list|show`: terraform's state commands,
 //! terraform's semantics, our storage.
 
-use std::io::{Read, Write};
-
 use std::borrow::Cow;
+use std::io::{Read, Write};
 
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::StreamExt;
