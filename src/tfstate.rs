@@ -2,13 +2,16 @@
 //!
 //! Pure: no I/O. [`parse`] turns the bytes of a `.tfstate` into a validated
 //! [`State`] (or an error naming the line/column or the resource address at
-//! fault); [`State::to_json`] writes it back in terraform's own field order
-//! and sort order. Keys terraform may add that we do not interpret are kept
+//! fault); [`read`] does the same from any reader, one resource at a time
+//! (what `state push` uses: no document or state held whole; the reader is
+//! the caller's, this module opens nothing); [`State::to_json`] writes it
+//! back in terraform's own field order and sort order. Keys terraform may add that we do not interpret are kept
 //! verbatim in `extra` maps, so that nothing is lost on the way through.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::address::{self, InstanceKey};
@@ -130,6 +133,8 @@ pub enum StateError {
     },
     #[error("the state is empty")]
     Empty,
+    #[error("cannot read the state: {msg}")]
+    Read { msg: String },
     #[error(
         "state format version {found} is not supported: stategraph reads version 4 \
          (terraform 0.12 and later). Let terraform upgrade it first \
@@ -153,14 +158,319 @@ pub fn parse(bytes: &[u8]) -> Result<State, StateError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(StateError::Empty);
     }
-    let doc: Value = serde_json::from_slice(bytes).map_err(|e| StateError::Json {
-        msg: json_error_message(&e),
-        line: e.line(),
-        column: e.column(),
+    let mut resources = Vec::new();
+    let head = read_from(&mut serde_json::Deserializer::from_slice(bytes), &mut |r| {
+        resources.push(r);
+        Ok(())
     })?;
-    let state = from_value(doc)?;
-    state.validate()?;
-    Ok(state)
+    Ok(head.into_state(resources))
+}
+
+/// Reads and validates a state v4 document from `reader` without holding
+/// it whole: each resource is handed to `each` as soon as it is read and
+/// checked (its instances in terraform's order, resources in the
+/// document's), and the rest of the state is returned at the end. What
+/// stays in memory is one resource and the set of resource addresses seen.
+///
+/// An error of `each` stops the reading and is returned as it is.
+pub fn read(
+    reader: impl std::io::Read,
+    mut each: impl FnMut(Resource) -> Result<(), StateError>,
+) -> Result<Head, StateError> {
+    let mut reader = std::io::BufReader::with_capacity(1 << 16, reader);
+    // Only whitespace is skipped here, and kept, so that error positions
+    // stay right.
+    let mut leading = Vec::new();
+    loop {
+        let buf = std::io::BufRead::fill_buf(&mut reader)
+            .map_err(|e| StateError::Read { msg: e.to_string() })?;
+        if buf.is_empty() {
+            return Err(StateError::Empty);
+        }
+        match buf.iter().position(|b| !b.is_ascii_whitespace()) {
+            Some(0) => break,
+            Some(n) => {
+                leading.extend_from_slice(&buf[..n]);
+                std::io::BufRead::consume(&mut reader, n);
+                break;
+            }
+            None => {
+                let n = buf.len();
+                leading.extend_from_slice(buf);
+                std::io::BufRead::consume(&mut reader, n);
+            }
+        }
+    }
+    let chained = std::io::Read::chain(std::io::Cursor::new(leading), reader);
+    read_from(
+        &mut serde_json::Deserializer::from_reader(chained),
+        &mut each,
+    )
+}
+
+/// [`read`] and [`parse`] on one JSON deserializer.
+fn read_from<'de, R: serde_json::de::Read<'de>>(
+    de: &mut serde_json::Deserializer<R>,
+    each: &mut dyn FnMut(Resource) -> Result<(), StateError>,
+) -> Result<Head, StateError> {
+    let mut reading = Reading {
+        each,
+        failed: None,
+        validator: Validator::default(),
+        top: Map::new(),
+        resources_seen: false,
+    };
+    let outcome =
+        serde::de::DeserializeSeed::deserialize(&mut reading, &mut *de).and_then(|()| de.end());
+    if let Some(e) = reading.failed.take() {
+        return Err(e);
+    }
+    outcome.map_err(|e| {
+        if e.is_io() {
+            StateError::Read {
+                msg: json_error_message(&e),
+            }
+        } else {
+            StateError::Json {
+                msg: json_error_message(&e),
+                line: e.line(),
+                column: e.column(),
+            }
+        }
+    })?;
+    head(reading.top)
+}
+
+/// The state of one streaming read: the top-level keys read so far, and
+/// the error that stopped it (serde's errors carry only text, so the
+/// structured error waits here).
+struct Reading<'a> {
+    each: &'a mut dyn FnMut(Resource) -> Result<(), StateError>,
+    failed: Option<StateError>,
+    validator: Validator,
+    top: Map<String, Value>,
+    resources_seen: bool,
+}
+
+impl Reading<'_> {
+    /// Records `e` and returns the serde error that unwinds the reading.
+    fn fail<E: serde::de::Error>(&mut self, e: StateError) -> E {
+        self.failed = Some(e);
+        E::custom("stopped")
+    }
+
+    fn not_an_object<E: serde::de::Error>(&mut self, found: &str) -> E {
+        self.fail(StateError::Field {
+            at: "the state".into(),
+            problem: format!("expected an object, found {found}"),
+        })
+    }
+
+    fn resources_not_an_array<E: serde::de::Error>(&mut self, found: &str) -> E {
+        self.fail(StateError::Field {
+            at: "the state".into(),
+            problem: format!("\"resources\" must be an array, found {found}"),
+        })
+    }
+}
+
+/// serde_json's key for a number read with `arbitrary_precision`.
+const NUMBER_TOKEN: &str = "$serde_json::private::Number";
+
+impl<'de> serde::de::DeserializeSeed<'de> for &mut Reading<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(TopVisitor(self))
+    }
+}
+
+/// The top-level object: `resources` streamed, every other key kept.
+struct TopVisitor<'r, 'a>(&'r mut Reading<'a>);
+
+impl<'de> serde::de::Visitor<'de> for TopVisitor<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a terraform state (a JSON object)")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let r = self.0;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == NUMBER_TOKEN {
+                return Err(r.not_an_object("a number"));
+            }
+            if key == "resources" {
+                if r.resources_seen {
+                    return Err(r.fail(StateError::Field {
+                        at: "the state".into(),
+                        problem: "\"resources\" appears twice".into(),
+                    }));
+                }
+                r.resources_seen = true;
+                map.next_value_seed(ResourcesSeed(&mut *r))?;
+                continue;
+            }
+            let value: Value = map.next_value()?;
+            if key == "version" {
+                if let Err(e) = check_version(Some(&value)) {
+                    return Err(r.fail(e));
+                }
+            }
+            r.top.insert(key, value);
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        Err(self.0.not_an_object("an array"))
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
+        Err(self.0.not_an_object("a string"))
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        Err(self.0.not_an_object("a boolean"))
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        Err(self.0.not_an_object("a number"))
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        Err(self.0.not_an_object("a number"))
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        Err(self.0.not_an_object("a number"))
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        Err(self.0.not_an_object("null"))
+    }
+}
+
+/// The `resources` array, one resource at a time.
+struct ResourcesSeed<'r, 'a>(&'r mut Reading<'a>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for ResourcesSeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ResourcesSeed<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of resources")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let r = self.0;
+        let mut ri = 0;
+        while let Some(value) = seq.next_element::<Value>()? {
+            let checked = resource(ri, value).and_then(|res| {
+                r.validator.check(&res)?;
+                (r.each)(res)
+            });
+            if let Err(e) = checked {
+                return Err(r.fail(e));
+            }
+            ri += 1;
+        }
+        Ok(())
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        // A number (arbitrary_precision reads it as a map) or an object.
+        let v = Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+        Err(self.0.resources_not_an_array(type_name(&v)))
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
+        Err(self.0.resources_not_an_array("a string"))
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        Err(self.0.resources_not_an_array("a boolean"))
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        Err(self.0.resources_not_an_array("a number"))
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        Err(self.0.resources_not_an_array("a number"))
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        Err(self.0.resources_not_an_array("a number"))
+    }
+}
+
+/// What JSON types alone cannot check, one resource at a time: unique
+/// resources and instances, dependencies that are resource addresses.
+/// Holds the resource addresses seen (instance addresses extend their
+/// resource's, so instances need checking within their resource only).
+#[derive(Default)]
+struct Validator {
+    resources: HashSet<String>,
+    dependencies: HashSet<String>,
+}
+
+impl Validator {
+    fn check(&mut self, r: &Resource) -> Result<(), StateError> {
+        let raddr = r.address();
+        if self.resources.contains(&raddr) {
+            return Err(StateError::Duplicate { address: raddr });
+        }
+        let mut seen: HashSet<(String, Option<&str>)> = HashSet::with_capacity(r.instances.len());
+        for i in &r.instances {
+            let iaddr = i.address(&raddr);
+            if !seen.insert((iaddr.clone(), i.deposed.as_deref())) {
+                let what = match &i.deposed {
+                    Some(d) => format!("{iaddr} (deposed object {d})"),
+                    None => iaddr,
+                };
+                return Err(StateError::Duplicate { address: what });
+            }
+            if let Some(Value::Number(_)) = &i.index_key {
+                if r.each.as_deref() == Some("map") {
+                    return Err(StateError::Field {
+                        at: iaddr,
+                        problem: "an integer index_key on a for_each resource (each = \"map\")"
+                            .into(),
+                    });
+                }
+            }
+            // Dependencies are checked for form only: terraform records a
+            // dependency on a resource that has no instance (`count = 0`),
+            // so a dependency absent from the state is normal.
+            for d in &i.dependencies {
+                if self.dependencies.contains(d.as_str()) {
+                    continue;
+                }
+                match address::parse_resource(d) {
+                    Ok(parsed) if parsed.config_address() == *d => {
+                        self.dependencies.insert(d.clone());
+                    }
+                    Ok(_) => {
+                        return Err(StateError::BadDependency {
+                            instance: iaddr,
+                            dependency: d.clone(),
+                            problem: "dependencies name resources without module keys".into(),
+                        })
+                    }
+                    Err(e) => {
+                        return Err(StateError::BadDependency {
+                            instance: iaddr,
+                            dependency: d.clone(),
+                            problem: e.message.clone(),
+                        })
+                    }
+                }
+            }
+        }
+        self.resources.insert(raddr);
+        Ok(())
+    }
 }
 
 /// serde_json's message without its trailing " at line L column C".
@@ -275,28 +585,77 @@ fn as_object(v: Value, at: &str) -> Result<Map<String, Value>, StateError> {
     }
 }
 
-fn from_value(doc: Value) -> Result<State, StateError> {
-    let mut top = Fields {
-        at: "the state",
-        map: as_object(doc, "the state")?,
-    };
-    match top.take("version") {
-        Some(Value::Number(n)) if n.as_u64() == Some(4) => {}
-        Some(Value::Number(n)) => {
-            return Err(StateError::Version {
-                found: n.to_string(),
-            })
-        }
-        Some(other) => {
-            return Err(top.err(format!(
-                "\"version\" must be the number 4, found {}",
-                type_name(&other)
-            )))
-        }
-        None => {
-            return Err(top.err("\"version\" is missing: is this a terraform state file?".into()))
+/// Everything of a state but its resources: what [`read`] returns once
+/// every resource was handed over.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Head {
+    pub terraform_version: String,
+    pub serial: i64,
+    pub lineage: String,
+    /// Root outputs, sorted by name.
+    pub outputs: Vec<(String, Output)>,
+    pub check_results: Option<Value>,
+    pub extra: Map<String, Value>,
+}
+
+impl Head {
+    /// The head of `state` (its resources left out).
+    pub fn of(state: &State) -> Head {
+        Head {
+            terraform_version: state.terraform_version.clone(),
+            serial: state.serial,
+            lineage: state.lineage.clone(),
+            outputs: state.outputs.clone(),
+            check_results: state.check_results.clone(),
+            extra: state.extra.clone(),
         }
     }
+
+    /// The state of this head and `resources`, sorted as terraform writes it.
+    pub fn into_state(self, resources: Vec<Resource>) -> State {
+        let mut state = State {
+            terraform_version: self.terraform_version,
+            serial: self.serial,
+            lineage: self.lineage,
+            outputs: self.outputs,
+            resources,
+            check_results: self.check_results,
+            extra: self.extra,
+        };
+        state.sort();
+        state
+    }
+}
+
+/// Checks `version` as soon as it is read: a state of another version is
+/// refused before its resources are looked at.
+fn check_version(v: Option<&Value>) -> Result<(), StateError> {
+    let err = |problem: String| StateError::Field {
+        at: "the state".to_owned(),
+        problem,
+    };
+    match v {
+        Some(Value::Number(n)) if n.as_u64() == Some(4) => Ok(()),
+        Some(Value::Number(n)) => Err(StateError::Version {
+            found: n.to_string(),
+        }),
+        Some(other) => Err(err(format!(
+            "\"version\" must be the number 4, found {}",
+            type_name(other)
+        ))),
+        None => Err(err(
+            "\"version\" is missing: is this a terraform state file?".into(),
+        )),
+    }
+}
+
+/// The top-level keys of a state, `resources` excepted.
+fn head(top: Map<String, Value>) -> Result<Head, StateError> {
+    let mut top = Fields {
+        at: "the state",
+        map: top,
+    };
+    check_version(top.take("version").as_ref())?;
     let terraform_version = top.string("terraform_version")?.unwrap_or_default();
     let serial = top
         .int("serial")?
@@ -329,114 +688,113 @@ fn from_value(doc: Value) -> Result<State, StateError> {
             ));
         }
     }
-
-    let mut resources = Vec::new();
-    for (ri, r) in top.array("resources")?.into_iter().enumerate() {
-        let at = format!("resources[{ri}]");
-        let mut f = Fields {
-            at: &at,
-            map: as_object(r, &at)?,
-        };
-        let module = f.string("module")?.unwrap_or_default();
-        let mode = f.required_string("mode")?;
-        if mode != "managed" && mode != "data" {
-            return Err(f.err(format!(
-                "\"mode\" must be \"managed\" or \"data\", found {mode:?}"
-            )));
-        }
-        let type_ = f.required_string("type")?;
-        let name = f.required_string("name")?;
-        let each = f.string("each")?;
-        if let Some(e) = &each {
-            if e != "list" && e != "map" {
-                return Err(f.err(format!("\"each\" must be \"list\" or \"map\", found {e:?}")));
-            }
-        }
-        let provider = f.required_string("provider")?;
-        let raw_instances = f.array("instances")?;
-        let mut resource = Resource {
-            module,
-            mode,
-            type_,
-            name,
-            each,
-            provider,
-            instances: Vec::with_capacity(raw_instances.len()),
-            extra: Map::new(),
-        };
-        let resource_addr = resource.address();
-        if let Err(e) = address::parse_resource(&resource_addr) {
-            return Err(f.err(format!("not a valid resource address: {e}")));
-        }
-        for (ii, inst) in raw_instances.into_iter().enumerate() {
-            let at = format!("resources[{ri}].instances[{ii}] ({resource_addr})");
-            let mut g = Fields {
-                at: &at,
-                map: as_object(inst, &at)?,
-            };
-            let index_key = match g.take("index_key") {
-                None | Some(Value::Null) => None,
-                Some(k) => {
-                    if InstanceKey::from_json(&k).is_none() {
-                        return Err(g.err(format!(
-                            "\"index_key\" must be an integer or a string, found {}",
-                            type_name(&k)
-                        )));
-                    }
-                    Some(k)
-                }
-            };
-            let status = g.string("status")?;
-            let deposed = g.string("deposed")?.filter(|d| !d.is_empty());
-            let schema_version = g.int("schema_version")?.unwrap_or(0);
-            let attributes = g.object_or_null("attributes")?.filter(|v| !v.is_null());
-            let attributes_flat = g
-                .object_or_null("attributes_flat")?
-                .filter(|v| !v.is_null());
-            let sensitive_attributes = g.take("sensitive_attributes");
-            let private = g.string("private")?;
-            let mut dependencies = Vec::new();
-            for d in g.array("dependencies")? {
-                match d {
-                    Value::String(s) => dependencies.push(s),
-                    other => {
-                        return Err(g.err(format!(
-                            "\"dependencies\" must hold strings, found {}",
-                            type_name(&other)
-                        )))
-                    }
-                }
-            }
-            let create_before_destroy = g.bool("create_before_destroy")?;
-            resource.instances.push(Instance {
-                index_key,
-                status,
-                deposed,
-                schema_version,
-                attributes,
-                attributes_flat,
-                sensitive_attributes,
-                private,
-                dependencies,
-                create_before_destroy,
-                extra: g.map,
-            });
-        }
-        resource.extra = f.map;
-        resources.push(resource);
-    }
+    outputs.sort_by(|a, b| a.0.cmp(&b.0));
     let check_results = top.take("check_results");
-    let mut state = State {
+    Ok(Head {
         terraform_version,
         serial,
         lineage,
         outputs,
-        resources,
         check_results,
         extra: top.map,
+    })
+}
+
+/// Resource `ri` of the `resources` array, its instances in terraform's order.
+fn resource(ri: usize, r: Value) -> Result<Resource, StateError> {
+    let at = format!("resources[{ri}]");
+    let mut f = Fields {
+        at: &at,
+        map: as_object(r, &at)?,
     };
-    state.sort();
-    Ok(state)
+    let module = f.string("module")?.unwrap_or_default();
+    let mode = f.required_string("mode")?;
+    if mode != "managed" && mode != "data" {
+        return Err(f.err(format!(
+            "\"mode\" must be \"managed\" or \"data\", found {mode:?}"
+        )));
+    }
+    let type_ = f.required_string("type")?;
+    let name = f.required_string("name")?;
+    let each = f.string("each")?;
+    if let Some(e) = &each {
+        if e != "list" && e != "map" {
+            return Err(f.err(format!("\"each\" must be \"list\" or \"map\", found {e:?}")));
+        }
+    }
+    let provider = f.required_string("provider")?;
+    let raw_instances = f.array("instances")?;
+    let mut resource = Resource {
+        module,
+        mode,
+        type_,
+        name,
+        each,
+        provider,
+        instances: Vec::with_capacity(raw_instances.len()),
+        extra: Map::new(),
+    };
+    let resource_addr = resource.address();
+    if let Err(e) = address::parse_resource(&resource_addr) {
+        return Err(f.err(format!("not a valid resource address: {e}")));
+    }
+    for (ii, inst) in raw_instances.into_iter().enumerate() {
+        let at = format!("resources[{ri}].instances[{ii}] ({resource_addr})");
+        let mut g = Fields {
+            at: &at,
+            map: as_object(inst, &at)?,
+        };
+        let index_key = match g.take("index_key") {
+            None | Some(Value::Null) => None,
+            Some(k) => {
+                if InstanceKey::from_json(&k).is_none() {
+                    return Err(g.err(format!(
+                        "\"index_key\" must be an integer or a string, found {}",
+                        type_name(&k)
+                    )));
+                }
+                Some(k)
+            }
+        };
+        let status = g.string("status")?;
+        let deposed = g.string("deposed")?.filter(|d| !d.is_empty());
+        let schema_version = g.int("schema_version")?.unwrap_or(0);
+        let attributes = g.object_or_null("attributes")?.filter(|v| !v.is_null());
+        let attributes_flat = g
+            .object_or_null("attributes_flat")?
+            .filter(|v| !v.is_null());
+        let sensitive_attributes = g.take("sensitive_attributes");
+        let private = g.string("private")?;
+        let mut dependencies = Vec::new();
+        for d in g.array("dependencies")? {
+            match d {
+                Value::String(s) => dependencies.push(s),
+                other => {
+                    return Err(g.err(format!(
+                        "\"dependencies\" must hold strings, found {}",
+                        type_name(&other)
+                    )))
+                }
+            }
+        }
+        let create_before_destroy = g.bool("create_before_destroy")?;
+        resource.instances.push(Instance {
+            index_key,
+            status,
+            deposed,
+            schema_version,
+            attributes,
+            attributes_flat,
+            sensitive_attributes,
+            private,
+            dependencies,
+            create_before_destroy,
+            extra: g.map,
+        });
+    }
+    resource.extra = f.map;
+    resource.instances.sort_by(instance_order);
+    Ok(resource)
 }
 
 impl Resource {
@@ -491,11 +849,33 @@ impl Instance {
     }
 }
 
-/// Terraform's instance order: no key first, then integers, then strings.
-fn index_key_order(a: &Option<Value>, b: &Option<Value>) -> std::cmp::Ordering {
-    let ka = a.as_ref().and_then(InstanceKey::from_json);
-    let kb = b.as_ref().and_then(InstanceKey::from_json);
-    ka.cmp(&kb)
+/// Terraform's instance order: no key first, then integers, then strings;
+/// a deposed object after its instance's current one.
+fn instance_order(a: &Instance, b: &Instance) -> std::cmp::Ordering {
+    let ka = a.index_key.as_ref().and_then(InstanceKey::from_json);
+    let kb = b.index_key.as_ref().and_then(InstanceKey::from_json);
+    ka.cmp(&kb).then_with(|| {
+        a.deposed
+            .as_deref()
+            .unwrap_or("")
+            .cmp(b.deposed.as_deref().unwrap_or(""))
+    })
+}
+
+/// Terraform's resource order: by (module, mode, type, name), bytewise.
+pub fn resource_order(a: &Resource, b: &Resource) -> std::cmp::Ordering {
+    (
+        a.module.as_bytes(),
+        a.mode.as_bytes(),
+        a.type_.as_bytes(),
+        a.name.as_bytes(),
+    )
+        .cmp(&(
+            b.module.as_bytes(),
+            b.mode.as_bytes(),
+            b.type_.as_bytes(),
+            b.name.as_bytes(),
+        ))
 }
 
 impl State {
@@ -534,29 +914,9 @@ impl State {
     /// instances by (index key, deposed key), as terraform's state writer does.
     pub fn sort(&mut self) {
         self.outputs.sort_by(|a, b| a.0.cmp(&b.0));
-        self.resources.sort_by(|a, b| {
-            (
-                a.module.as_bytes(),
-                a.mode.as_bytes(),
-                a.type_.as_bytes(),
-                a.name.as_bytes(),
-            )
-                .cmp(&(
-                    b.module.as_bytes(),
-                    b.mode.as_bytes(),
-                    b.type_.as_bytes(),
-                    b.name.as_bytes(),
-                ))
-        });
+        self.resources.sort_by(resource_order);
         for r in &mut self.resources {
-            r.instances.sort_by(|a, b| {
-                index_key_order(&a.index_key, &b.index_key).then_with(|| {
-                    a.deposed
-                        .as_deref()
-                        .unwrap_or("")
-                        .cmp(b.deposed.as_deref().unwrap_or(""))
-                })
-            });
+            r.instances.sort_by(instance_order);
         }
     }
 
@@ -566,71 +926,10 @@ impl State {
     }
 
     /// Checks what JSON types alone cannot: unique resources and instances,
-    /// and dependencies that name resources present in the state.
+    /// and dependencies that are resource addresses.
     pub fn validate(&self) -> Result<(), StateError> {
-        let mut resources = HashSet::with_capacity(self.resources.len());
-        for r in &self.resources {
-            let addr = r.address();
-            if !resources.insert(addr.clone()) {
-                return Err(StateError::Duplicate { address: addr });
-            }
-        }
-        // Dependencies are checked for form only: terraform records a
-        // dependency on a resource that has no instance (`count = 0`), so a
-        // dependency absent from the state is normal, not corruption.
-        let mut checked: HashSet<&str> = HashSet::new();
-        let mut seen: HashMap<(String, Option<&str>), ()> =
-            HashMap::with_capacity(self.object_count());
-        for r in &self.resources {
-            let raddr = r.address();
-            for i in &r.instances {
-                let iaddr = i.address(&raddr);
-                if seen
-                    .insert((iaddr.clone(), i.deposed.as_deref()), ())
-                    .is_some()
-                {
-                    let what = match &i.deposed {
-                        Some(d) => format!("{iaddr} (deposed object {d})"),
-                        None => iaddr,
-                    };
-                    return Err(StateError::Duplicate { address: what });
-                }
-                if let Some(Value::Number(_)) = &i.index_key {
-                    if r.each.as_deref() == Some("map") {
-                        return Err(StateError::Field {
-                            at: iaddr,
-                            problem: "an integer index_key on a for_each resource (each = \"map\")"
-                                .into(),
-                        });
-                    }
-                }
-                for d in &i.dependencies {
-                    if checked.contains(d.as_str()) {
-                        continue;
-                    }
-                    match address::parse_resource(d) {
-                        Ok(r) if r.config_address() == *d => {
-                            checked.insert(d);
-                        }
-                        Ok(_) => {
-                            return Err(StateError::BadDependency {
-                                instance: iaddr,
-                                dependency: d.clone(),
-                                problem: "dependencies name resources without module keys".into(),
-                            })
-                        }
-                        Err(e) => {
-                            return Err(StateError::BadDependency {
-                                instance: iaddr,
-                                dependency: d.clone(),
-                                problem: e.message.clone(),
-                            })
-                        }
-                    }
-                }
-            }
-        }
-        Ok(())
+        let mut v = Validator::default();
+        self.resources.iter().try_for_each(|r| v.check(r))
     }
 
     /// The state as terraform writes it: same field order, same omissions,
@@ -1053,6 +1352,52 @@ mod tests {
         let p = |k: &str| text.find(k).unwrap();
         assert!(p("\"status\"") < p("\"schema_version\": 0,\n          \"attributes\": {\n            \"id\": \"1\""));
         assert!(p("\"private\"") < p("\"create_before_destroy\""));
+    }
+
+    #[test]
+    fn streamed_reading_gives_what_parse_gives() {
+        let mut resources = Vec::new();
+        let head = read(SMALL.as_bytes(), |r| {
+            resources.push(r);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(head.into_state(resources), parse(SMALL.as_bytes()).unwrap());
+        // Whitespace before the document keeps error positions right.
+        let padded = format!("\n\n{}", &SMALL[..200]);
+        let e = read(padded.as_bytes(), |_| Ok(())).unwrap_err();
+        let StateError::Json { line, .. } = e else {
+            panic!("expected a JSON error, got {e}")
+        };
+        let StateError::Json { line: at, .. } = parse(padded.as_bytes()).unwrap_err() else {
+            unreachable!()
+        };
+        assert_eq!(line, at);
+        assert!(matches!(
+            read(&b" \n "[..], |_| Ok(())).unwrap_err(),
+            StateError::Empty
+        ));
+        // The consumer's error stops the reading and comes back as it is.
+        let e = read(SMALL.as_bytes(), |_| {
+            Err(StateError::Read {
+                msg: "consumer gone".into(),
+            })
+        })
+        .unwrap_err();
+        assert_eq!(e.to_string(), "cannot read the state: consumer gone");
+        // A resource that repeats an earlier one is refused as it is read.
+        let dup = SMALL.replace(
+            "\"name\": \"base\"",
+            "\"name\": \"x\", \"module\": \"module.m[1]\"",
+        );
+        let mut handed = 0;
+        let e = read(dup.as_bytes(), |_| {
+            handed += 1;
+            Ok(())
+        })
+        .unwrap_err();
+        assert!(matches!(e, StateError::Duplicate { .. }), "{e}");
+        assert_eq!(handed, 1);
     }
 
     #[test]

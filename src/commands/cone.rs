@@ -1,4 +1,5 @@
-//! `stategraph cone ADDR... [--json]`: the write and read sets of a change.
+//! `stategraph cone ADDR... [--json]`: the write and read sets of a change,
+//! computed on the rows the cone reaches (read by index), not the whole state.
 
 use std::io::Write;
 use std::time::Instant;
@@ -9,7 +10,6 @@ use serde_json::json;
 use crate::address;
 use crate::cli::ConeArgs;
 use crate::db;
-use crate::db::store::View;
 use crate::graph::{InstanceInput, StateGraph};
 use crate::settings::Settings;
 use crate::ui::{duration, thousands};
@@ -26,13 +26,15 @@ pub async fn execute(settings: &Settings, args: &ConeArgs) -> Result<()> {
 
     let step = settings.ui.step("Computing change cone");
     let started = Instant::now();
-    let rows = store.graph_rows(&name, View::Latest).await?.ok_or_else(|| {
+    // Only the rows the cone reaches, not the whole state.
+    let loaded_rows = store.cone_rows(&name, &targets).await?.ok_or_else(|| {
         anyhow!(
             "no state named \"{name}\" in {}\n\nStore one with `stategraph state push terraform.tfstate`, or name another with --state.",
             store.display()
         )
     })?;
     let loaded = started.elapsed();
+    let rows = loaded_rows.rows;
 
     let t = Instant::now();
     let graph = StateGraph::build(rows.iter().map(|r| InstanceInput {
@@ -62,7 +64,7 @@ pub async fn execute(settings: &Settings, args: &ConeArgs) -> Result<()> {
     let cone = graph.cone(&refs)?;
     let computed = t.elapsed();
 
-    let total = graph.instance_count();
+    let total = loaded_rows.instances;
     let size = cone.write.len() + cone.read.len();
     step.done(format!(
         "{} of {} instances ({} write, {} read) in {}",

@@ -1,54 +1,76 @@
 //! `stategraph state push|pull|list|show`: terraform's state commands,
 //! terraform's semantics, our storage.
 
+use std::borrow::Cow;
 use std::io::{Read, Write};
 
 use anyhow::{anyhow, bail, Context, Result};
+use futures_util::StreamExt;
 
 use crate::address;
 use crate::cli::{ListArgs, PullArgs, PushArgs, ShowArgs};
 use crate::db;
+use crate::db::store::StoreError;
 use crate::engine::session::record_origin;
 use crate::error::Exit;
 use crate::settings::Settings;
 use crate::terraform::{rundir::write_private, Terraform};
-use crate::tfstate::{self, State};
+use crate::tfstate::{self, Resource, State, StateError};
 use crate::ui::thousands;
 
-/// `state push [-force] PATH|-`
+/// `state push [-force] PATH|-`: the state is read on a thread of its own,
+/// one resource at a time, and handed through a bounded channel to the
+/// COPY into PostgreSQL: neither the document nor the parsed state is ever
+/// whole in memory.
 pub async fn push(settings: &Settings, args: &PushArgs) -> Result<()> {
-    let (bytes, source) = if args.path == "-" {
-        let mut buf = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut buf)
-            .context("cannot read the state from stdin")?;
-        (buf, "stdin".to_owned())
+    let (input, source): (Box<dyn Read + Send>, String) = if args.path == "-" {
+        (Box::new(std::io::stdin()), "stdin".to_owned())
     } else {
         let path = settings.workdir.join(&args.path);
-        let bytes =
-            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        (bytes, args.path.clone())
+        let file = std::fs::File::open(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        (Box::new(file), args.path.clone())
     };
-    let state = tfstate::parse(&bytes)
-        .with_context(|| format!("{source} is not a state stategraph can store"))?;
-    drop(bytes);
 
     let name = settings.state_name();
     let store = db::open(settings).await?;
-    let step = settings.ui.step(format!(
-        "Pushing {} instances into state \"{name}\"",
-        thousands(state.object_count())
-    ));
+    let step = settings
+        .ui
+        .step(format!("Pushing {source} into state \"{name}\""));
     let command = if args.force {
         "state push -force"
     } else {
         "state push"
     };
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Resource>(PUSH_CHANNEL);
+    let reader = tokio::task::spawn_blocking(move || {
+        tfstate::read(input, |r| {
+            // The receiver is gone only when the write failed: that error
+            // is the one reported.
+            sender.blocking_send(r).map_err(|_| StateError::Read {
+                msg: "the write stopped".into(),
+            })
+        })
+    });
+    let resources = futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx)).map(Cow::Owned);
+    let head = async {
+        reader.await.unwrap_or_else(|e| {
+            Err(StateError::Read {
+                msg: format!("the reading thread failed: {e}"),
+            })
+        })
+    };
     let report = match store
-        .push(&name, &state, args.force, &settings.actor, command)
+        .push_stream(&name, resources, head, args.force, &settings.actor, command)
         .await
     {
         Ok(r) => r,
+        Err(StoreError::Invalid(e)) => {
+            step.fail();
+            return Err(anyhow!(e).context(format!(
+                "{source} is not a state stategraph can store; nothing was written"
+            )));
+        }
         Err(e) => {
             step.fail();
             return Err(anyhow!(e)).context(format!(
@@ -71,10 +93,14 @@ pub async fn push(settings: &Settings, args: &PushArgs) -> Result<()> {
         thousands(report.removed as usize),
         thousands(report.unchanged as usize),
         report.txn_id,
-        state.serial
+        report.serial
     ));
     Ok(())
 }
+
+/// Resources in flight between the reading thread and the COPY: enough to
+/// keep both busy, few enough that memory stays bounded.
+const PUSH_CHANNEL: usize = 64;
 
 /// `state pull [--at TXN|TIME]`: the stored state (as it was then) as
 /// tfstate v4 on stdout.

@@ -53,6 +53,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "api_views",
         sql: include_str!("../../migrations/0007_api_views.sql"),
     },
+    Migration {
+        version: 8,
+        name: "instances_by_module",
+        sql: include_str!("../../migrations/0008_instances_by_module.sql"),
+    },
 ];
 
 /// Key of the advisory lock that serializes migrations (ASCII "sgmigrat").

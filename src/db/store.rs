@@ -2,18 +2,22 @@
 //! function each. Multi-statement writes run in one explicit transaction, so
 //! a refused or failed write leaves the stored state exactly as before.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
 use std::pin::Pin;
 
 use deadpool_postgres::Pool;
-use futures_util::{pin_mut, TryStreamExt};
+use futures_util::{pin_mut, Stream, StreamExt, TryStreamExt};
 use serde_json::{json, Map, Value};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 
 use super::jsonb;
 use super::locks::in_flight_txns;
-use crate::tfstate::{Instance, Output, Resource, State};
+use crate::address::Target;
+use crate::graph::{dependency_scope, DependencyScope};
+use crate::tfstate::{self, Head, Instance, Output, Resource, State, StateError};
 
 /// Who is writing, for the transaction log.
 #[derive(Debug, Clone, Default)]
@@ -89,6 +93,9 @@ pub enum StoreError {
     NoState { name: String },
     #[error("a stored row of state \"{name}\" is not valid: {problem}")]
     Corrupt { name: String, problem: String },
+    /// The state given to [`Store::push_stream`] could not be read whole.
+    #[error(transparent)]
+    Invalid(#[from] StateError),
 }
 
 impl StoreError {
@@ -115,6 +122,8 @@ pub struct PushReport {
     pub removed: u64,
     pub unchanged: u64,
     pub outputs_changed: u64,
+    /// The state's serial after the write.
+    pub serial: i64,
 }
 
 /// A result of terraform to merge: only the write set's rows and the cone's
@@ -263,6 +272,18 @@ pub struct GraphRow {
     pub dependencies: Vec<String>,
 }
 
+/// Rows written by one push from which it refreshes the table's statistics.
+const BULK_ROWS: u64 = 10_000;
+
+/// What [`Store::cone_rows`] read.
+#[derive(Debug, Clone)]
+pub struct ConeRows {
+    /// The rows of the instances the cone reaches.
+    pub rows: Vec<GraphRow>,
+    /// How many instances (deposed objects aside) the state holds.
+    pub instances: usize,
+}
+
 /// The instance-row columns written by a push, in COPY order.
 const INSTANCE_COLUMNS: &str = "address, deposed, config_address, module, mode, type, name, each, provider, \
      index_key, status, schema_version, attributes, attributes_flat, sensitive_attributes, private, \
@@ -330,9 +351,7 @@ impl Store {
     }
 
     /// Replaces the named state with `state` in one transaction, with
-    /// terraform's `state push` rules: another lineage or a lower serial is
-    /// refused unless `force`. Only rows that differ are written; each
-    /// replaced or removed row goes to the history first.
+    /// terraform's `state push` rules: see [`Store::push_stream`].
     pub async fn push(
         &self,
         name: &str,
@@ -341,28 +360,44 @@ impl Store {
         actor: &Actor,
         command: &str,
     ) -> Result<PushReport, StoreError> {
+        let resources = futures_util::stream::iter(state.resources.iter().map(Cow::Borrowed));
+        let head = std::future::ready(Ok(Head::of(state)));
+        self.push_stream(name, resources, head, force, actor, command)
+            .await
+    }
+
+    /// Replaces the named state with the state whose resources `resources`
+    /// yields and whose other parts `head` gives once they are all read, in
+    /// one transaction, with terraform's `state push` rules: another lineage
+    /// or a lower serial is refused unless `force`. Only rows that differ
+    /// are written; each replaced or removed row goes to the history first.
+    ///
+    /// The resources are copied into PostgreSQL as they come (into the
+    /// state's rows directly when it has none and no history, else into a
+    /// staging table diffed against them in SQL), so memory stays bounded
+    /// by a resource, whatever the state's size. An error of `head` (the
+    /// state could not be read whole) writes nothing.
+    pub async fn push_stream<'r>(
+        &self,
+        name: &str,
+        resources: impl Stream<Item = Cow<'r, Resource>>,
+        head: impl Future<Output = Result<Head, StateError>>,
+        force: bool,
+        actor: &Actor,
+        command: &str,
+    ) -> Result<PushReport, StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
 
-        let husks: Vec<&Resource> = state
-            .resources
-            .iter()
-            .filter(|r| r.instances.is_empty())
-            .collect();
-        let husks = (!husks.is_empty()).then(|| {
-            jsonb::encode(&serde_json::to_value(&husks).expect("serializable")).into_owned()
-        });
-        let extra = extra_json(&state.extra).map(|e| jsonb::encode(&e).into_owned());
-        let check_results = jsonb::encode_opt(&state.check_results);
-        let check_results = check_results.as_deref();
-        let serial = state.serial;
-
+        // The state row is created (or locked) first, with placeholders the
+        // end of this transaction overwrites: the head of a streamed state
+        // is known only once it is read, and nobody sees the row before.
         let inserted = tx
             .query_opt(
-                "INSERT INTO states (name, lineage, serial, terraform_version, check_results, extra, husks)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                "INSERT INTO states (name, lineage, serial, terraform_version)
+                 VALUES ($1, '', 0, '')
                  ON CONFLICT (name) DO NOTHING RETURNING id",
-                &[&name, &state.lineage, &serial, &state.terraform_version, &check_results, &extra, &husks],
+                &[&name],
             )
             .await?;
         let created = inserted.is_some();
@@ -376,13 +411,6 @@ impl Store {
         let state_id: i64 = row.get(0);
         let stored_lineage: String = row.get(1);
         let stored_serial: i64 = row.get(2);
-        let meta_changed = !created
-            && (stored_lineage != state.lineage
-                || stored_serial != serial
-                || row.get::<_, String>(3) != state.terraform_version
-                || row.get::<_, Option<Value>>(4).as_ref() != check_results
-                || row.get::<_, Option<Value>>(5) != extra
-                || row.get::<_, Option<Value>>(6) != husks);
 
         // As terraform's, any state may be pushed over an empty one (one a
         // run created and never wrote to, or everything destroyed),
@@ -402,40 +430,20 @@ impl Store {
         let stored_empty = no_rows && no_outputs;
         let blank = no_rows && no_history;
         let checked = !created && !force && !stored_empty;
-        if checked {
-            if stored_lineage != state.lineage {
-                return Err(StoreError::Lineage {
-                    name: name.to_owned(),
-                    given: state.lineage.clone(),
-                    stored: stored_lineage,
-                });
-            }
-            if serial < stored_serial {
-                return Err(StoreError::OlderSerial {
-                    name: name.to_owned(),
-                    given: serial,
-                    stored: stored_serial,
-                });
-            }
-        }
 
         let txn_id: i64 = tx
             .query_one(
                 "INSERT INTO transactions (state_id, kind, command, actor_user, actor_host, ci_job,
-                    terraform_version, status, serial_before, serial_after, lineage_before, lineage_after,
-                    git_commit, git_branch)
-                 VALUES ($1, 'push', $2, $3, $4, $5, $6, 'running', $7, $8, $9, $10, $11, $12) RETURNING id",
+                    status, serial_before, lineage_before, git_commit, git_branch)
+                 VALUES ($1, 'push', $2, $3, $4, $5, 'running', $6, $7, $8, $9) RETURNING id",
                 &[
                     &state_id,
                     &command,
                     &actor.user,
                     &actor.host,
                     &actor.ci_job,
-                    &state.terraform_version,
                     &(!created).then_some(stored_serial),
-                    &serial,
                     &(!created).then_some(stored_lineage.as_str()),
-                    &state.lineage,
                     &actor.git_commit,
                     &actor.git_branch,
                 ],
@@ -449,8 +457,19 @@ impl Store {
             ..PushReport::default()
         };
 
-        if blank {
-            // Copy straight into the table.
+        // Resources with no instances are kept aside (few, small).
+        let mut husks: Vec<Resource> = Vec::new();
+        let resources = resources.filter_map(|r| {
+            let rows = if r.instances.is_empty() {
+                husks.push(r.into_owned());
+                None
+            } else {
+                Some(r)
+            };
+            std::future::ready(rows)
+        });
+        let staged = if blank {
+            // Straight into the table.
             let sink = tx
                 .copy_in(&format!(
                     "COPY instances ({INSTANCE_COLUMNS}, state_id, version, txn_id) FROM STDIN BINARY"
@@ -460,17 +479,70 @@ impl Store {
             types.extend([Type::INT8, Type::INT8, Type::INT8]);
             let writer = BinaryCopyInWriter::new(sink, &types);
             pin_mut!(writer);
-            copy_rows(writer.as_mut(), state, &[&state_id, &1i64, &txn_id]).await?;
+            pin_mut!(resources);
+            while let Some(r) = resources.next().await {
+                copy_resource(writer.as_mut(), &r, &[&state_id, &1i64, &txn_id]).await?;
+            }
+            // A state that could not be read whole writes nothing: the COPY
+            // is abandoned (the writer dropped) and the transaction with it.
+            let head = head.await?;
             report.added = writer.finish().await?;
+            (head, None)
         } else {
-            let counts = stage_and_diff(&tx, state_id, txn_id, state, None).await?;
+            let writer = stage(&tx).await?;
+            pin_mut!(writer);
+            pin_mut!(resources);
+            while let Some(r) = resources.next().await {
+                copy_resource(writer.as_mut(), &r, &[]).await?;
+            }
+            let head = head.await?;
+            let incoming = writer.finish().await?;
+            (head, Some(incoming))
+        };
+        let (head, incoming) = staged;
+
+        husks.sort_by(tfstate::resource_order);
+        let husks = (!husks.is_empty()).then(|| {
+            jsonb::encode(&serde_json::to_value(&husks).expect("serializable")).into_owned()
+        });
+        let extra = extra_json(&head.extra).map(|e| jsonb::encode(&e).into_owned());
+        let check_results = jsonb::encode_opt(&head.check_results);
+        let check_results = check_results.as_deref();
+        let serial = head.serial;
+        report.serial = serial;
+        let meta_changed = !created
+            && (stored_lineage != head.lineage
+                || stored_serial != serial
+                || row.get::<_, String>(3) != head.terraform_version
+                || row.get::<_, Option<Value>>(4).as_ref() != check_results
+                || row.get::<_, Option<Value>>(5) != extra
+                || row.get::<_, Option<Value>>(6) != husks);
+        if checked {
+            if stored_lineage != head.lineage {
+                return Err(StoreError::Lineage {
+                    name: name.to_owned(),
+                    given: head.lineage.clone(),
+                    stored: stored_lineage,
+                });
+            }
+            if serial < stored_serial {
+                return Err(StoreError::OlderSerial {
+                    name: name.to_owned(),
+                    given: serial,
+                    stored: stored_serial,
+                });
+            }
+        }
+
+        if let Some(incoming) = incoming {
+            let counts = diff_staged(&tx, state_id, txn_id, incoming, None).await?;
             report.added = counts.added;
             report.changed = counts.changed;
             report.removed = counts.removed;
             report.unchanged = counts.unchanged;
         }
 
-        report.outputs_changed = push_outputs(&tx, state_id, txn_id, &state.outputs, None).await?;
+        report.outputs_changed = push_outputs(&tx, state_id, txn_id, &head.outputs, None).await?;
 
         let anything_changed = meta_changed
             || report.added + report.changed + report.removed + report.outputs_changed > 0;
@@ -481,7 +553,7 @@ impl Store {
         tx.execute(
             "UPDATE states SET lineage = $2, serial = $3, terraform_version = $4, check_results = $5,
                 extra = $6, husks = $7, updated_at = now() WHERE id = $1",
-            &[&state_id, &state.lineage, &serial, &state.terraform_version, &check_results, &extra, &husks],
+            &[&state_id, &head.lineage, &serial, &head.terraform_version, &check_results, &extra, &husks],
         )
         .await?;
         let summary = json!({
@@ -493,11 +565,26 @@ impl Store {
             "forced": force,
         });
         tx.execute(
-            "UPDATE transactions SET status = 'committed', finished_at = clock_timestamp(), summary = $2 WHERE id = $1",
-            &[&txn_id, &summary],
+            "UPDATE transactions SET status = 'committed', finished_at = clock_timestamp(), summary = $2,
+                terraform_version = $3, serial_after = $4, lineage_after = $5
+             WHERE id = $1",
+            &[&txn_id, &summary, &head.terraform_version, &serial, &head.lineage],
         )
         .await?;
         tx.commit().await?;
+        if report.added + report.changed + report.removed >= BULK_ROWS {
+            // A bulk load: refresh the planner's statistics and the
+            // visibility map now rather than at autovacuum's next round, so
+            // that the next cone or plan looks rows up by index (not by a
+            // plan made for an empty table) and counts them from the index
+            // alone. Best effort: the write is committed either way.
+            let _ = client
+                .batch_execute(
+                    "VACUUM (ANALYZE) instances \
+                     (state_id, deposed, address, config_address, module, dependencies)",
+                )
+                .await;
+        }
         Ok(report)
     }
 
@@ -697,6 +784,264 @@ impl Store {
         Ok(Some(out))
     }
 
+    /// The rows the change cone of `targets` reaches, and how many
+    /// instances the state holds: the instances the targets select,
+    /// everything downstream of them and everything those depend on, read
+    /// by index (dependents through the GIN index on `dependencies`,
+    /// dependencies by their module instance) instead of the whole state.
+    /// The graph built from them gives the same cone as the whole state's.
+    /// Once the cone reaches half the state, the whole state is read instead
+    /// (one query costs less than a round trip per level). `None` if no
+    /// such state is stored.
+    pub async fn cone_rows(
+        &self,
+        name: &str,
+        targets: &[Target],
+    ) -> Result<Option<ConeRows>, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let Some(head) = tx
+            .query_opt("SELECT id FROM states WHERE name = $1", &[&name])
+            .await?
+        else {
+            return Ok(None);
+        };
+        let state_id: i64 = head.get(0);
+        let instances: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM instances WHERE state_id = $1 AND deposed = ''",
+                &[&state_id],
+            )
+            .await?
+            .get(0);
+        const COLUMNS: &str = "address, config_address, dependencies";
+        let graph_row = |r: &tokio_postgres::Row| GraphRow {
+            address: r.get(0),
+            config_address: r.get(1),
+            dependencies: r.get(2),
+        };
+
+        // The instances the targets select.
+        let mut known: HashMap<String, GraphRow> = HashMap::new();
+        let mut frontier: Vec<GraphRow> = Vec::new();
+        for target in targets {
+            let rows = match target {
+                Target::Instance(i) => {
+                    tx.query(
+                        &format!("SELECT {COLUMNS} FROM instances WHERE state_id = $1 AND address = $2 AND deposed = ''"),
+                        &[&state_id, &i.to_string()],
+                    )
+                    .await?
+                }
+                Target::Resource(r) => {
+                    tx.query(
+                        &format!(
+                            "SELECT {COLUMNS} FROM instances WHERE state_id = $1 AND deposed = ''
+                             AND module COLLATE \"C\" = $2 AND config_address = $3"
+                        ),
+                        &[&state_id, &r.module.to_string(), &r.config_address()],
+                    )
+                    .await?
+                }
+                Target::Module(path) => {
+                    // Its steps up to the first without a key (which
+                    // selects every instance of that module call).
+                    let mut prefix = String::new();
+                    for step in &path.0 {
+                        if !prefix.is_empty() {
+                            prefix.push('.');
+                        }
+                        prefix.push_str("module.");
+                        prefix.push_str(&step.name);
+                        match &step.key {
+                            Some(key) => prefix.push_str(&format!("[{key}]")),
+                            None => break,
+                        }
+                    }
+                    tx.query(
+                        &format!(
+                            "SELECT {COLUMNS} FROM instances WHERE state_id = $1 AND deposed = ''
+                             AND module COLLATE \"C\" >= $2 AND module COLLATE \"C\" < $3"
+                        ),
+                        &[&state_id, &prefix, &prefix_end(&prefix)],
+                    )
+                    .await?
+                }
+            };
+            for row in &rows {
+                let row = graph_row(row);
+                let selected =
+                    crate::address::parse_instance(&row.address).is_ok_and(|a| target.matches(&a));
+                if selected && !known.contains_key(&row.address) {
+                    known.insert(row.address.clone(), row.clone());
+                    frontier.push(row);
+                }
+            }
+        }
+
+        // A cone of most of the state costs more read by index, a round
+        // trip per level, than read whole: past half the state, it is.
+        let whole = |known: &HashMap<String, GraphRow>| known.len() as i64 * 2 > instances;
+        let all = format!("SELECT {COLUMNS} FROM instances WHERE state_id = $1 AND deposed = ''");
+
+        // Downstream: rows depending on the frontier's resources, kept
+        // where that dependency binds to a frontier instance.
+        while !frontier.is_empty() {
+            if whole(&known) {
+                let rows = tx.query(&all, &[&state_id]).await?;
+                return Ok(Some(ConeRows {
+                    rows: rows.iter().map(graph_row).collect(),
+                    instances: instances as usize,
+                }));
+            }
+            let mut by_config: HashMap<&str, Vec<&str>> = HashMap::new();
+            for r in &frontier {
+                by_config
+                    .entry(r.config_address.as_str())
+                    .or_default()
+                    .push(r.address.as_str());
+            }
+            let configs: Vec<&str> = by_config.keys().copied().collect();
+            // A dependent inside the module call of a frontier instance's
+            // first module step is bound to that step's key: rows of the
+            // call's other instances are left out before they are sent.
+            let (mut any_root, mut firsts, mut calls) = (false, Vec::new(), Vec::new());
+            for r in &frontier {
+                match first_module_step(&r.address) {
+                    None => any_root = true,
+                    Some((call, instance)) => {
+                        calls.push(call);
+                        firsts.push(instance);
+                    }
+                }
+            }
+            calls.sort_unstable();
+            calls.dedup();
+            firsts.sort_unstable();
+            firsts.dedup();
+            let rows = tx
+                .query(
+                    &format!(
+                        "SELECT {COLUMNS} FROM instances WHERE state_id = $1 AND deposed = ''
+                         AND dependencies && $2::text[]
+                         AND ($3 OR EXISTS (SELECT 1 FROM unnest($4::text[]) p
+                                            WHERE module = p OR starts_with(module, p || '.'))
+                                 OR NOT EXISTS (SELECT 1 FROM unnest($5::text[]) c
+                                            WHERE module = c OR starts_with(module, c || '[')
+                                               OR starts_with(module, c || '.')))"
+                    ),
+                    &[&state_id, &configs, &any_root, &firsts, &calls],
+                )
+                .await?;
+            let mut next = Vec::new();
+            for row in &rows {
+                let row = graph_row(row);
+                if known.contains_key(&row.address) {
+                    continue;
+                }
+                let reached = row.dependencies.iter().any(|d| {
+                    let (Some(sources), Some(scope)) =
+                        (by_config.get(d.as_str()), dependency_scope(&row.address, d))
+                    else {
+                        return false;
+                    };
+                    sources.iter().any(|s| scope.holds(s))
+                });
+                if reached {
+                    known.insert(row.address.clone(), row.clone());
+                    next.push(row);
+                }
+            }
+            frontier = next;
+        }
+
+        // Upstream: what every row reached depends on, by module instance.
+        let mut todo: Vec<GraphRow> = known.values().cloned().collect();
+        // (dependency, whether in exactly the module, module): each asked once.
+        let mut asked: HashSet<(String, bool, String)> = HashSet::new();
+        while !todo.is_empty() {
+            if whole(&known) {
+                let rows = tx.query(&all, &[&state_id]).await?;
+                return Ok(Some(ConeRows {
+                    rows: rows.iter().map(graph_row).collect(),
+                    instances: instances as usize,
+                }));
+            }
+            let (mut exact_configs, mut exact_modules) = (Vec::new(), Vec::new());
+            let mut under: Vec<(String, String)> = Vec::new();
+            for row in &todo {
+                for d in &row.dependencies {
+                    let Some(scope) = dependency_scope(&row.address, d) else {
+                        continue;
+                    };
+                    let (exact, module) = match scope {
+                        DependencyScope::Module(m) => (true, m),
+                        DependencyScope::Under(p) => (false, p),
+                    };
+                    if !asked.insert((d.clone(), exact, module.to_owned())) {
+                        continue;
+                    }
+                    if exact {
+                        exact_configs.push(d.clone());
+                        exact_modules.push(module.to_owned());
+                    } else {
+                        under.push((d.clone(), module.to_owned()));
+                    }
+                }
+            }
+            let mut rows = tx
+                .query(
+                    &format!(
+                        "SELECT {COLUMNS} FROM instances i
+                         JOIN unnest($2::text[], $3::text[]) AS w(config, module)
+                           ON i.module COLLATE \"C\" = w.module AND i.config_address = w.config
+                         WHERE i.state_id = $1 AND i.deposed = ''"
+                    ),
+                    &[&state_id, &exact_configs, &exact_modules],
+                )
+                .await?;
+            for (config, prefix) in &under {
+                let found = if prefix.is_empty() {
+                    tx.query(
+                        &format!("SELECT {COLUMNS} FROM instances WHERE state_id = $1 AND deposed = '' AND config_address = $2"),
+                        &[&state_id, config],
+                    )
+                    .await?
+                } else {
+                    let from = format!("{prefix}.");
+                    tx.query(
+                        &format!(
+                            "SELECT {COLUMNS} FROM instances WHERE state_id = $1 AND deposed = ''
+                             AND module COLLATE \"C\" >= $2 AND module COLLATE \"C\" < $3
+                             AND config_address = $4"
+                        ),
+                        &[&state_id, &from, &prefix_end(&from), config],
+                    )
+                    .await?
+                };
+                rows.extend(found);
+            }
+            todo.clear();
+            for row in &rows {
+                let row = graph_row(row);
+                if !known.contains_key(&row.address) {
+                    known.insert(row.address.clone(), row.clone());
+                    todo.push(row);
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(Some(ConeRows {
+            rows: known.into_values().collect(),
+            instances: instances as usize,
+        }))
+    }
+
     /// Writes what terraform changed, refusing anything outside the write
     /// set, in one transaction fenced by the lock holder's lease. The
     /// state's serial goes up by one per merge, whatever terraform wrote, so
@@ -849,6 +1194,7 @@ impl Store {
             removed: counts.removed.len() as u64,
             unchanged: rows.unchanged,
             outputs_changed,
+            serial: new_serial,
         })
     }
 
@@ -1268,6 +1614,37 @@ impl ObjectChanges {
     }
 }
 
+/// The first module step of an instance address: the module call
+/// (`module.team`) and its instance (`module.team["a"]`), or `None` at the
+/// root.
+fn first_module_step(address: &str) -> Option<(&str, &str)> {
+    let after = address.strip_prefix("module.")?;
+    let name_end = "module.".len() + after.find(['.', '['])?;
+    let call = &address[..name_end];
+    let rest = &address[name_end..];
+    let instance_end = match rest.strip_prefix('[') {
+        Some(_) => name_end + crate::address::key_end(rest)? + 1,
+        None => name_end,
+    };
+    Some((call, &address[..instance_end]))
+}
+
+/// The first string after every string that starts with `prefix`, bytewise
+/// (`prefix` non-empty, ending in an ASCII character: a module address or
+/// one followed by `.`).
+fn prefix_end(prefix: &str) -> String {
+    let mut end = prefix.to_owned();
+    match end.pop() {
+        Some(last) if last.is_ascii() && last != '\x7f' => end.push((last as u8 + 1) as char),
+        Some(last) => {
+            end.push(last);
+            end.push(char::MAX);
+        }
+        None => end.push(char::MAX),
+    }
+    end
+}
+
 /// How many addresses a transaction's summary lists as recorded.
 const RECORDED_SHOWN: usize = 50;
 
@@ -1367,22 +1744,48 @@ async fn stage_and_diff(
     objects: &State,
     scope: Option<&[String]>,
 ) -> Result<RowCounts, StoreError> {
+    let writer = stage(tx).await?;
+    pin_mut!(writer);
+    for r in &objects.resources {
+        copy_resource(writer.as_mut(), r, &[]).await?;
+    }
+    let incoming = writer.finish().await?;
+    diff_staged(tx, state_id, txn_id, incoming, scope).await
+}
+
+/// Creates the staging table `incoming` (dropped at commit) and opens the
+/// COPY into it.
+async fn stage(
+    tx: &tokio_postgres::Transaction<'_>,
+) -> Result<BinaryCopyInWriter, tokio_postgres::Error> {
     tx.batch_execute(
-            "CREATE TEMP TABLE incoming (LIKE instances INCLUDING DEFAULTS) ON COMMIT DROP;
-             ALTER TABLE incoming DROP COLUMN id, DROP COLUMN state_id, DROP COLUMN version, DROP COLUMN txn_id;",
-        )
-        .await?;
+        "CREATE TEMP TABLE incoming (LIKE instances INCLUDING DEFAULTS) ON COMMIT DROP;
+         ALTER TABLE incoming DROP COLUMN id, DROP COLUMN state_id, DROP COLUMN version, DROP COLUMN txn_id;",
+    )
+    .await?;
     let sink = tx
         .copy_in(&format!(
             "COPY incoming ({INSTANCE_COLUMNS}) FROM STDIN BINARY"
         ))
         .await?;
-    let writer = BinaryCopyInWriter::new(sink, INSTANCE_TYPES);
-    pin_mut!(writer);
-    copy_rows(writer.as_mut(), objects, &[]).await?;
-    let incoming = writer.finish().await?;
-    tx.batch_execute("CREATE UNIQUE INDEX ON incoming (address, deposed); ANALYZE incoming;")
-        .await?;
+    Ok(BinaryCopyInWriter::new(sink, INSTANCE_TYPES))
+}
+
+/// The set-based diff of the staged rows (`incoming` of them) against the
+/// state's: see [`stage_and_diff`].
+async fn diff_staged(
+    tx: &tokio_postgres::Transaction<'_>,
+    state_id: i64,
+    txn_id: i64,
+    incoming: u64,
+    scope: Option<&[String]>,
+) -> Result<RowCounts, StoreError> {
+    // Statistics of the join columns only: the jsonb ones cost most to
+    // sample and no plan here depends on them.
+    tx.batch_execute(
+        "CREATE UNIQUE INDEX ON incoming (address, deposed); ANALYZE incoming (address, deposed);",
+    )
+    .await?;
 
     let cols = INSTANCE_COLUMNS.split(", ").collect::<Vec<_>>();
     let c_cols = cols
@@ -1469,59 +1872,57 @@ async fn stage_and_diff(
     })
 }
 
-/// Writes the COPY row of every instance object of the state, each followed
-/// by `suffix` (the columns a direct copy into `instances` adds).
-async fn copy_rows(
+/// Writes the COPY row of every instance object of a resource, each
+/// followed by `suffix` (the columns a direct copy into `instances` adds).
+async fn copy_resource(
     mut writer: Pin<&mut BinaryCopyInWriter>,
-    state: &State,
+    r: &Resource,
     suffix: &[&(dyn ToSql + Sync)],
 ) -> Result<(), tokio_postgres::Error> {
-    for r in &state.resources {
-        let raddr = r.address();
-        let config_address = r.config_address();
-        let resource_extra = extra_json(&r.extra);
-        let resource_extra = jsonb::encode_opt(&resource_extra);
-        let resource_extra = resource_extra.as_deref();
-        for i in &r.instances {
-            let address = i.address(&raddr);
-            let deposed = i.deposed.as_deref().unwrap_or("");
-            let extra = extra_json(&i.extra);
-            let extra = jsonb::encode_opt(&extra);
-            let encoded = [
-                jsonb::encode_opt(&i.index_key),
-                jsonb::encode_opt(&i.attributes),
-                jsonb::encode_opt(&i.attributes_flat),
-                jsonb::encode_opt(&i.sensitive_attributes),
-                extra,
-            ];
-            let [index_key, attributes, attributes_flat, sensitive_attributes, extra] =
-                encoded.each_ref().map(|v| v.as_deref());
-            let mut row: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(20 + suffix.len());
-            row.extend_from_slice(&[
-                &address,
-                &deposed,
-                &config_address,
-                &r.module,
-                &r.mode,
-                &r.type_,
-                &r.name,
-                &r.each,
-                &r.provider,
-                &index_key,
-                &i.status,
-                &i.schema_version,
-                &attributes,
-                &attributes_flat,
-                &sensitive_attributes,
-                &i.private,
-                &i.dependencies,
-                &i.create_before_destroy,
-                &extra,
-                &resource_extra,
-            ]);
-            row.extend_from_slice(suffix);
-            writer.as_mut().write(&row).await?;
-        }
+    let raddr = r.address();
+    let config_address = r.config_address();
+    let resource_extra = extra_json(&r.extra);
+    let resource_extra = jsonb::encode_opt(&resource_extra);
+    let resource_extra = resource_extra.as_deref();
+    for i in &r.instances {
+        let address = i.address(&raddr);
+        let deposed = i.deposed.as_deref().unwrap_or("");
+        let extra = extra_json(&i.extra);
+        let extra = jsonb::encode_opt(&extra);
+        let encoded = [
+            jsonb::encode_opt(&i.index_key),
+            jsonb::encode_opt(&i.attributes),
+            jsonb::encode_opt(&i.attributes_flat),
+            jsonb::encode_opt(&i.sensitive_attributes),
+            extra,
+        ];
+        let [index_key, attributes, attributes_flat, sensitive_attributes, extra] =
+            encoded.each_ref().map(|v| v.as_deref());
+        let mut row: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(20 + suffix.len());
+        row.extend_from_slice(&[
+            &address,
+            &deposed,
+            &config_address,
+            &r.module,
+            &r.mode,
+            &r.type_,
+            &r.name,
+            &r.each,
+            &r.provider,
+            &index_key,
+            &i.status,
+            &i.schema_version,
+            &attributes,
+            &attributes_flat,
+            &sensitive_attributes,
+            &i.private,
+            &i.dependencies,
+            &i.create_before_destroy,
+            &extra,
+            &resource_extra,
+        ]);
+        row.extend_from_slice(suffix);
+        writer.as_mut().write(&row).await?;
     }
     Ok(())
 }

@@ -344,6 +344,64 @@ impl StateGraph {
     }
 }
 
+/// Where the instances live that a dependency of one instance binds to, by
+/// their module instance: the rule [`StateGraph::build`] draws edges by,
+/// for loading only the part of a stored graph a cone needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DependencyScope<'a> {
+    /// Instances of the dependency in exactly this module instance (`""`:
+    /// the root module).
+    Module(&'a str),
+    /// Instances of the dependency in any module instance under this one
+    /// (`""`: anywhere).
+    Under(&'a str),
+}
+
+impl DependencyScope<'_> {
+    /// Whether the instance at `address` lies in this scope.
+    pub fn holds(&self, address: &str) -> bool {
+        match *self {
+            DependencyScope::Module(m) => module_of(address) == Some(m),
+            DependencyScope::Under("") => true,
+            DependencyScope::Under(p) => address
+                .strip_prefix(p)
+                .is_some_and(|rest| rest.starts_with('.')),
+        }
+    }
+}
+
+/// The scope of `dependency` (a configuration resource address, as state
+/// `dependencies` hold) for the instance at `address`; `None` if `address`
+/// is malformed. The module steps they share are bound to the instance's
+/// own keys.
+pub fn dependency_scope<'a>(address: &'a str, dependency: &str) -> Option<DependencyScope<'a>> {
+    let mut steps = Vec::new();
+    if !module_steps(address, &mut steps) {
+        return None;
+    }
+    let (names, _) = split_config(dependency);
+    let shared = names
+        .iter()
+        .zip(&steps)
+        .take_while(|(n, (m, _))| *n == m)
+        .count();
+    let prefix = bound_prefix(address, &steps, shared);
+    Some(if shared == names.len() {
+        DependencyScope::Module(prefix)
+    } else {
+        DependencyScope::Under(prefix)
+    })
+}
+
+/// The module instance of an instance address (`""` for the root module).
+fn module_of(address: &str) -> Option<&str> {
+    let mut steps = Vec::new();
+    if !module_steps(address, &mut steps) {
+        return None;
+    }
+    Some(bound_prefix(address, &steps, steps.len()))
+}
+
 /// Appends the module steps of an instance address to `out`, each as
 /// (name, offset just past the step's key), without allocating a parsed
 /// address: `module.a["x.y"].module.b.t.n` -> ("a", 15), ("b", 24). False if
@@ -484,6 +542,59 @@ mod tests {
         assert_eq!(g.edge_count(), 0);
         let c = g.cone(&["module.m[0].t.b"]).unwrap();
         assert!(c.read.is_empty());
+    }
+
+    #[test]
+    fn dependency_scopes_follow_the_edges_build_draws() {
+        let specs: &[(&str, &[&str])] = &[
+            ("t.root", &[]),
+            ("module.m[0].t.a", &["t.root"]),
+            ("module.m[1].t.a", &["t.root"]),
+            ("module.m[0].module.n[\"x.y\"].t.b", &["module.m.t.a"]),
+            ("module.m[0].module.n[\"z\"].t.b", &["module.m.t.a"]),
+            ("module.m[1].t.c", &["module.m.module.n.t.b"]),
+            (
+                "module.m[0].t.c",
+                &["module.m.module.n.t.b", "module.m.t.a"],
+            ),
+            ("t.all", &["module.m.module.n.t.b"]),
+        ];
+        let g = graph_of(specs).unwrap();
+        // For every pair (dependent, instance of one of its dependencies):
+        // an edge of the graph exactly when the scope holds the instance.
+        for (dependent, deps) in specs {
+            for dependency in *deps {
+                let scope = dependency_scope(dependent, dependency).unwrap();
+                for (other, _) in specs {
+                    let config = address::parse_instance(other)
+                        .unwrap()
+                        .resource
+                        .config_address();
+                    if config != *dependency {
+                        continue;
+                    }
+                    let edge = g
+                        .cone(&[other])
+                        .unwrap()
+                        .write
+                        .iter()
+                        .any(|w| w == dependent);
+                    assert_eq!(scope.holds(other), edge, "{dependent} on {other}");
+                }
+            }
+        }
+        assert_eq!(
+            dependency_scope("module.m[0].t.c", "module.m.module.n.t.b"),
+            Some(DependencyScope::Under("module.m[0]"))
+        );
+        assert_eq!(
+            dependency_scope("module.m[0].module.n[\"z\"].t.b", "module.m.t.a"),
+            Some(DependencyScope::Module("module.m[0]"))
+        );
+        assert_eq!(
+            dependency_scope("t.all", "module.m.module.n.t.b"),
+            Some(DependencyScope::Under(""))
+        );
     }
 
     #[test]

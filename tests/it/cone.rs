@@ -114,3 +114,80 @@ fn cone_of_unknown_or_malformed_addresses_fails_clearly() {
     let err = sg_err(&db, &["--state", "absent", "cone", "terraform_data.root"]);
     assert!(err.contains("no state named \"absent\""), "{err}");
 }
+
+/// `cone` reads only the rows the cone reaches (by index); on a generated
+/// state of nested `for_each` and `count` modules, its cone of every kind
+/// of address equals the cone on the whole stored graph.
+#[test]
+fn cone_read_by_index_equals_the_cone_of_the_whole_graph() {
+    use stategraph::address::{self, Target};
+    use stategraph::db::pool::PgTarget;
+    use stategraph::db::store::Store;
+    use stategraph::graph::{InstanceInput, StateGraph};
+
+    let db = test_db();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gen.tfstate");
+    generate_state(2_000, &path);
+    push(&db, "gen", &path);
+
+    let rows = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let target = PgTarget::from_url(&db.url).unwrap();
+        let store = Store::new(target.connect(1).await.unwrap(), target.display);
+        store
+            .graph_rows("gen", stategraph::db::store::View::Latest)
+            .await
+            .unwrap()
+            .unwrap()
+    });
+    let graph = StateGraph::build(rows.iter().map(|r| InstanceInput {
+        address: &r.address,
+        config_resource: &r.config_address,
+        dependencies: &r.dependencies,
+    }))
+    .unwrap();
+    let mut all: Vec<&str> = rows.iter().map(|r| r.address.as_str()).collect();
+    all.sort();
+
+    // Instances, their resources and module instances, module calls, from
+    // all over the state; and a few sets of several at once.
+    let mut cases: Vec<Vec<String>> = Vec::new();
+    for a in all.iter().step_by(53) {
+        let parsed = address::parse_instance(a).unwrap();
+        cases.push(vec![a.to_string()]);
+        cases.push(vec![parsed.resource.to_string()]);
+        if let Some(first) = parsed.resource.module.0.first() {
+            cases.push(vec![parsed.resource.module.to_string()]);
+            cases.push(vec![format!("module.{}", first.name)]);
+        }
+    }
+    for set in all.chunks(211) {
+        cases.push(set.iter().step_by(41).map(|a| a.to_string()).collect());
+    }
+    cases.sort();
+    cases.dedup();
+    assert!(cases.len() > 80, "{} cases", cases.len());
+
+    for case in &cases {
+        let mut changed: Vec<String> = Vec::new();
+        for text in case {
+            let target: Target = address::parse_target(text).unwrap();
+            changed.extend(graph.resolve(&target));
+        }
+        changed.sort();
+        changed.dedup();
+        let refs: Vec<&str> = changed.iter().map(String::as_str).collect();
+        let expected = graph.cone(&refs).unwrap();
+
+        let mut args = vec!["--state", "gen", "cone", "--json"];
+        args.extend(case.iter().map(String::as_str));
+        let got: Value = serde_json::from_str(&sg_ok(&db, &args)).unwrap();
+        assert_eq!(
+            strings(&got["write"]),
+            expected.write,
+            "write set of {case:?}"
+        );
+        assert_eq!(strings(&got["read"]), expected.read, "read set of {case:?}");
+        assert_eq!(got["instances"], rows.len(), "{case:?}");
+    }
+}

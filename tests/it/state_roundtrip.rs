@@ -5,6 +5,8 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use stategraph::ui::thousands;
+
 use crate::common::*;
 
 /// Pushes the workdir's state, pulls it back, and checks the round trip is lossless.
@@ -372,4 +374,114 @@ fn push_from_stdin_and_removal_of_instances() {
         db.psql("SELECT count(*) FROM instance_history WHERE removed"),
         "2"
     );
+}
+
+/// `state push` streams the file into PostgreSQL one resource at a time;
+/// a large state still round-trips exactly, and a file that breaks off (or
+/// turns invalid) after thousands of rows were copied writes nothing, into
+/// a new state (rows copied straight into the table) or over a stored one
+/// (rows copied into the staging table).
+#[test]
+fn a_large_state_streams_in_round_trips_and_a_break_midway_writes_nothing() {
+    let db = test_db();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.tfstate");
+    generate_state(20_000, &path);
+    let original = std::fs::read(&path).unwrap();
+    let doc: Value = serde_json::from_slice(&original).unwrap();
+    let objects = terraform::count_instances(&doc, |_| true);
+    assert!(objects >= 20_000, "{objects} objects generated");
+
+    let out = stategraph(&db)
+        .args(["--state", "big", "state", "push", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let (_, stderr) = assert_ok("state push", &out);
+    assert!(
+        stderr.contains(&format!("{} added, 0 changed", thousands(objects))),
+        "{stderr}"
+    );
+    let pulled = pull_to(&db, "big", dir.path());
+    let pulled_bytes = std::fs::read(&pulled).unwrap();
+    // Equal as JSON (jsonb keeps an object's keys in an order of its own).
+    assert_eq!(
+        serde_json::from_slice::<Value>(&pulled_bytes).unwrap(),
+        doc,
+        "the pulled state differs from the pushed one"
+    );
+    let stored_rows = || db.psql("SELECT count(*) || ' ' || count(DISTINCT txn_id) FROM instances");
+    let rows_before = stored_rows();
+    assert_eq!(rows_before, format!("{objects} 1"));
+
+    // Broken off after 60% of the file: JSON error, nothing written.
+    let cut = dir.path().join("cut.tfstate");
+    std::fs::write(&cut, &original[..original.len() * 6 / 10]).unwrap();
+    for name in ["fresh", "big"] {
+        let err = sg_err(
+            &db,
+            &[
+                "--state",
+                name,
+                "state",
+                "push",
+                "-force",
+                cut.to_str().unwrap(),
+            ],
+        );
+        assert!(
+            err.contains("cut.tfstate is not a state stategraph can store"),
+            "{err}"
+        );
+        assert!(err.contains("EOF while parsing"), "{err}");
+        assert!(err.contains("nothing was written"), "{err}");
+    }
+    // Valid JSON, but a resource near the end repeats an earlier one.
+    let mut dup = doc.clone();
+    let resources = dup["resources"].as_array_mut().unwrap();
+    let n = resources.len();
+    resources[n - 2] = resources[1].clone();
+    let dup_path = dir.path().join("dup.tfstate");
+    std::fs::write(&dup_path, serde_json::to_vec_pretty(&dup).unwrap()).unwrap();
+    for name in ["fresh", "big"] {
+        let err = sg_err(
+            &db,
+            &[
+                "--state",
+                name,
+                "state",
+                "push",
+                "-force",
+                dup_path.to_str().unwrap(),
+            ],
+        );
+        assert!(err.contains("appears twice in the state"), "{err}");
+    }
+    assert_eq!(db.psql("SELECT string_agg(name, ',') FROM states"), "big");
+    assert_eq!(stored_rows(), rows_before);
+    assert_eq!(db.psql("SELECT count(*) FROM instance_history"), "0");
+    assert_eq!(
+        db.psql("SELECT string_agg(kind || ':' || status, ',') FROM transactions"),
+        "push:committed",
+        "a refused push leaves no transaction behind"
+    );
+    assert_eq!(
+        serde_json::from_slice::<Value>(&std::fs::read(pull_to(&db, "big", dir.path())).unwrap())
+            .unwrap(),
+        doc
+    );
+
+    // Pushed again unchanged: every row compared, none written.
+    let out = stategraph(&db)
+        .args(["--state", "big", "state", "push", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let (_, stderr) = assert_ok("state push", &out);
+    assert!(
+        stderr.contains(&format!(
+            "0 added, 0 changed, 0 removed, {} unchanged",
+            thousands(objects)
+        )),
+        "{stderr}"
+    );
+    assert_eq!(stored_rows(), rows_before);
 }

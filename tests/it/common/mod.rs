@@ -219,3 +219,15 @@ pub fn recovery_files(dir: &Path) -> Vec<PathBuf> {
     files.sort();
     files
 }
+
+/// A state of `n` generated instances (`fixtures/genstate.py`) at `path`.
+pub fn generate_state(n: usize, path: &Path) {
+    let python = moto::python_bin();
+    let out = std::process::Command::new(&python)
+        .arg(terraform::fixtures_dir().join("../genstate.py"))
+        .args(["--instances", &n.to_string(), "--seed", "7", "-o"])
+        .arg(path)
+        .output()
+        .unwrap_or_else(|e| panic!("could not run {python} ({e}): genstate.py needs python3"));
+    assert_ok("genstate.py", &out);
+}
