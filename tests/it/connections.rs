@@ -207,6 +207,11 @@ fn something_other_than_postgresql_answering_is_named() {
             let _ = conn.write_all(
                 b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
             );
+            // Half-close and let the client hang up first: closing with
+            // its bytes unread would reset the connection before the
+            // client reads the answer (seen on a loaded machine).
+            let _ = conn.shutdown(std::net::Shutdown::Write);
+            let _ = std::io::copy(&mut conn, &mut std::io::sink());
         }
     });
     let url = format!("postgres://postgres@127.0.0.1:{port}/db");
