@@ -351,16 +351,33 @@ fn targets(rows: &[GraphRow], write: &[String]) -> Vec<String> {
     for a in write {
         written.entry(resource_of(a)).or_default().push(a);
     }
-    let mut out: Vec<String> = Vec::new();
+    // A module instance with no stored rows is new as a whole: it is
+    // targeted whole (its outermost new module instance), as terraform
+    // evaluates what reads a module instance (`for ... in module.m`) only
+    // when all of it is in the run, its resources of count 0 included.
+    let stored: Vec<&str> = rows.iter().map(|r| r.address.as_str()).collect();
+    let new_module = |a: &str| -> Option<String> {
+        let module = crate::address::parse_instance(a).ok()?.resource.module;
+        (1..=module.0.len())
+            .map(|k| crate::address::ModulePath(module.0[..k].to_vec()).to_string())
+            .find(|m| {
+                let under = format!("{m}.");
+                !stored.iter().any(|s| s.starts_with(&under))
+            })
+    };
+    let mut out: BTreeSet<String> = BTreeSet::new();
     for (resource, instances) in written {
-        if total.get(&resource).is_some_and(|t| *t == instances.len()) && instances.len() > 1 {
-            out.push(resource);
+        if let Some(module) = new_module(&resource) {
+            out.insert(module);
+        } else if total.get(&resource).is_some_and(|t| *t == instances.len())
+            && instances.len() > 1
+        {
+            out.insert(resource);
         } else {
             out.extend(instances.into_iter().cloned());
         }
     }
-    out.sort();
-    out
+    out.into_iter().collect()
 }
 
 /// Object identity and content of the given addresses.

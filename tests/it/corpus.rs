@@ -9,11 +9,9 @@
 //!
 //! Discovery runs as for a user (no oracle), so the run also counts how
 //! often it fell back to terraform's plan of the whole configuration; and
-//! with `STATEGRAPH_VERIFY=1`, so `plan -verify` is checked on every step
-//! (but the known-pending ones). Each
-//! configuration prints one summary line (`cargo test --test it corpus::
-//! -- --nocapture` shows them). Mismatches fail the test, except those in
-//! [`PENDING_OUTPUT_CASES`] that differ in output changes only.
+//! with `STATEGRAPH_VERIFY=1`, so `plan -verify` is checked on every step.
+//! Each configuration prints one summary line (`cargo test --test it
+//! corpus:: -- --nocapture` shows them). Any mismatch fails the test.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -21,18 +19,6 @@ use std::path::Path;
 use crate::common::*;
 
 const STATE: &str = "corpus";
-
-/// Steps whose plans are known to differ from terraform's in root output
-/// changes only. Reported apart; any other difference in them is a
-/// mismatch like any other.
-const PENDING_OUTPUT_CASES: &[(&str, &str)] = &[
-    // A new key of `bucket_ids = { for name, b in module.bucket : name =>
-    // b.id }` when a bucket (a module for_each key) is added: terraform's
-    // plan of the whole configuration updates the output, the targeted plan
-    // of the cone does not evaluate it (the same shape reduced to two
-    // resources per module instance is planned right).
-    ("storage", "a bucket added (a module for_each key)"),
-];
 
 /// One edit of the configuration's files.
 enum Edit {
@@ -149,16 +135,6 @@ impl Planned {
         }
     }
 
-    /// Whether `self` and `other` differ in output changes only (and the
-    /// exit code those decide).
-    fn differs_in_outputs_only(&self, other: &Planned) -> bool {
-        // An output-only plan has no totals line; "No changes." is what a
-        // plan without them says.
-        let no_plan = |p: &Planned| !p.totals.starts_with("Plan:");
-        self.resources == other.resources
-            && (self.totals == other.totals || (no_plan(self) && no_plan(other)))
-    }
-
     fn describe(&self, other: &Planned) -> String {
         let mut out = Vec::new();
         if self.code != other.code {
@@ -194,7 +170,6 @@ impl Planned {
 struct Tally {
     comparisons: usize,
     mismatches: Vec<String>,
-    pending: Vec<String>,
     fallbacks: Vec<String>,
     /// Plans `plan -verify` found equal to terraform's.
     verified: usize,
@@ -216,17 +191,16 @@ fn run_corpus(name: &str, steps: Vec<Step>) {
             sg(&db, &wd, &["init", "-no-color"], &[]);
         }
         let label = format!("{name} #{i} {}", step.what);
-        let pending = PENDING_OUTPUT_CASES.contains(&(name, step.what));
         mirror(&wd, &check, i == 0 || step.init);
 
         // The plans, side by side.
         let mut args = vec!["plan", "-detailed-exitcode", "-no-color"];
         args.extend(step.args.iter().map(String::as_str));
-        // `plan -verify` runs too (but where outputs are known to differ):
-        // a difference it finds exits 1, a mismatch of the exit code.
+        // `plan -verify` runs too: a difference it finds exits 1, a
+        // mismatch of the exit code.
         let out = sg_tf(&db, &wd, STATE, &args)
             .env("STATEGRAPH_DISCOVERY_ORACLE", "0")
-            .env("STATEGRAPH_VERIFY", if pending { "0" } else { "1" })
+            .env("STATEGRAPH_VERIFY", "1")
             .envs(step.env.iter().map(|(k, v)| (k, v)))
             .output()
             .unwrap();
@@ -248,7 +222,6 @@ fn run_corpus(name: &str, steps: Vec<Step>) {
         compare(
             &mut tally,
             &label,
-            pending,
             &ours,
             &theirs,
             &format!("{stdout}{stderr}"),
@@ -280,25 +253,20 @@ fn run_corpus(name: &str, steps: Vec<Step>) {
         compare(
             &mut tally,
             &format!("{label} (after apply)"),
-            pending,
             &none,
             &left,
             "",
         );
     }
     println!(
-        "corpus {name}: {} comparisons with terraform, {} mismatches, {} known-pending output \
-         cases, {} full-plan fallbacks in {} plans, {} plans agreeing under -verify",
+        "corpus {name}: {} comparisons with terraform, {} mismatches, {} full-plan fallbacks \
+         in {} plans, {} plans agreeing under -verify",
         tally.comparisons,
         tally.mismatches.len(),
-        tally.pending.len(),
         tally.fallbacks.len(),
         steps.len(),
         tally.verified
     );
-    for p in &tally.pending {
-        println!("  known-pending output case: {p}");
-    }
     for f in &tally.fallbacks {
         println!("  full-plan fallback: {f}");
     }
@@ -312,23 +280,12 @@ fn run_corpus(name: &str, steps: Vec<Step>) {
 }
 
 /// Records a difference between `ours` and `theirs` in `tally`.
-fn compare(
-    tally: &mut Tally,
-    label: &str,
-    pending: bool,
-    ours: &Planned,
-    theirs: &Planned,
-    shown: &str,
-) {
+fn compare(tally: &mut Tally, label: &str, ours: &Planned, theirs: &Planned, shown: &str) {
     if ours == theirs {
         return;
     }
     let what = format!("{label}: {}", ours.describe(theirs));
-    if pending && ours.differs_in_outputs_only(theirs) {
-        tally.pending.push(what);
-    } else {
-        tally.mismatches.push(format!("{what}\n{shown}"));
-    }
+    tally.mismatches.push(format!("{what}\n{shown}"));
 }
 
 /// `stategraph --state corpus ARGS` in `wd` with `env`, asserting success.
