@@ -369,8 +369,7 @@ fn targets(rows: &[GraphRow], write: &[String]) -> Vec<String> {
     for (resource, instances) in written {
         if let Some(module) = new_module(&resource) {
             out.insert(module);
-        } else if total.get(&resource).is_some_and(|t| *t == instances.len())
-            && instances.len() > 1
+        } else if total.get(&resource).is_some_and(|t| *t == instances.len()) && instances.len() > 1
         {
             out.insert(resource);
         } else {
