@@ -105,15 +105,18 @@ fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
+/// The addresses held (or waited for) in `mode`.
+fn in_mode(addresses: &[(String, LockMode)], mode: LockMode) -> Vec<&str> {
+    addresses
+        .iter()
+        .filter(|(_, m)| *m == mode)
+        .map(|(a, _)| a.as_str())
+        .collect()
+}
+
 fn to_json(l: &HeldLock) -> serde_json::Value {
     let h = &l.holder;
-    let of = |mode: LockMode| -> Vec<&str> {
-        l.addresses
-            .iter()
-            .filter(|(_, m)| *m == mode)
-            .map(|(a, _)| a.as_str())
-            .collect()
-    };
+    let of = |mode| in_mode(&l.addresses, mode);
     json!({
         "id": h.id,
         "state": h.state,
@@ -136,13 +139,7 @@ fn to_json(l: &HeldLock) -> serde_json::Value {
 /// asked.
 fn waiting_json(w: &Waiting) -> serde_json::Value {
     let h = &w.waiter;
-    let of = |mode: LockMode| -> Vec<&str> {
-        w.addresses
-            .iter()
-            .filter(|(_, m)| *m == mode)
-            .map(|(a, _)| a.as_str())
-            .collect()
-    };
+    let of = |mode| in_mode(&w.addresses, mode);
     json!({
         "id": h.id,
         "state": h.state,
@@ -164,8 +161,7 @@ fn queue_table(queue: &[Waiting]) -> String {
         "TICKET", "STATE", "EXCL", "SHARED", "WHO", "COMMAND", "SINCE",
     ]
     .map(str::to_owned);
-    let count =
-        |w: &Waiting, mode: LockMode| w.addresses.iter().filter(|(_, m)| *m == mode).count();
+    let count = |w: &Waiting, mode| in_mode(&w.addresses, mode).len();
     let rows: Vec<[String; 7]> = queue
         .iter()
         .map(|w| {
