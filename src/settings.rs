@@ -89,8 +89,8 @@ pub struct Settings {
     /// the cone and what it reads, not every instance
     /// (`STATEGRAPH_PARTIAL_STATE`: `0`, the default, hands terraform the
     /// whole state; `1`, experimental: the differential corpus still finds
-    /// terraform planning to create stored instances the cone's new
-    /// instances reach through module outputs).
+    /// outputs evaluated over the partial state, and stored instances the
+    /// cone's new instances reach through module outputs planned as new).
     pub partial_state: bool,
     /// `TF_INPUT` is not `0`/`false`: terraform (and we) may ask questions.
     pub tf_input: bool,
