@@ -11,7 +11,7 @@ use super::change_set::ChangeSet;
 use super::discover::{discover, Discovered};
 use super::lease::Lease;
 use super::record::Recording;
-use super::refresh::{final_plan, handed_state, plan_cone, targeted_for_the_user};
+use super::refresh::{final_plan, partial_state, plan_cone, targeted_for_the_user};
 use super::session::{self, prepare, Context, Session};
 use super::{baseline, migrate, preflight, revert, saved, verify, Kind, Outcome};
 use crate::db::store::{GraphRow, PushReport, Snapshot, Store};
@@ -84,13 +84,16 @@ async fn plan_stored(cx: &Context<'_>) -> Result<Outcome> {
     let (cs, rows) = computed_change_set(cx, &found).await?;
     let touched: Vec<String> = cs.write.iter().chain(&cs.read).cloned().collect();
     session.note_in_flight(&touched).await?;
-    let handed = handed_state(cx, &snapshot.state, &cs);
-    dir.write_state(&handed)?;
-    let done = plan_cone(cx, &dir, &handed, &cs, &found.info, &rows).await??;
+    let partial = partial_state(cx, &snapshot.state, &cs);
+    if let Some(partial) = &partial {
+        dir.write_state(partial)?;
+    }
+    let handed = partial.as_ref().unwrap_or(&snapshot.state);
+    let done = plan_cone(cx, &dir, handed, &cs, &found.info, &rows).await??;
     if matches!(done.code, 0 | 2) {
         warn_reverts(cx, &cs, &found).await?;
     }
-    let saved = save(cx, &dir, &snapshot, &handed, &cs, &done)?;
+    let saved = save(cx, &dir, &snapshot, handed, &cs, &done)?;
     if verifying && matches!(done.code, 0 | 2) {
         // The user's targets are the cone plan's own.
         let targets = match cx.flags.targets.is_empty() && !cs.untargeted {
@@ -167,10 +170,13 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
         };
 
         // Terraform plans the cone first: what it plans is checked against
-        // the locks before anything is applied. It is handed only the cone.
-        let fresh = handed_state(cx, &fresh, &cs);
-        dir.write_state(&fresh)?;
-        let done = plan_cone(cx, &dir, &fresh, &cs, &found.info, &rows).await??;
+        // the locks before anything is applied.
+        let partial = partial_state(cx, &fresh, &cs);
+        if let Some(partial) = &partial {
+            dir.write_state(partial)?;
+        }
+        let fresh: &State = partial.as_ref().unwrap_or(&fresh);
+        let done = plan_cone(cx, &dir, fresh, &cs, &found.info, &rows).await??;
         if !done.success() {
             lease.release().await?;
             return Ok(ran(done.code, None));
@@ -224,7 +230,7 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
             // Nothing to do in the cone: its rows are converged.
             if let Some(config) = &found.config {
                 let write = cs.write.iter().map(String::as_str);
-                let entries = baseline::converged(config, &fresh, write, false);
+                let entries = baseline::converged(config, fresh, write, false);
                 session
                     .store
                     .put_baseline(session.state_id, &entries)
@@ -237,7 +243,7 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
             lease.release().await?;
             return Ok(Outcome::Cancelled);
         }
-        let (code, report) = apply(cx, &dir, &fresh, &cs, &found, &lease).await;
+        let (code, report) = apply(cx, &dir, fresh, &cs, &found, &lease).await;
         let released = lease.release().await;
         let (code, report) = (code?, report?);
         released?;

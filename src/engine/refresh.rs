@@ -47,23 +47,21 @@ pub async fn plan_cone(
     }
 }
 
-/// The private state terraform is handed for the change set `cs` of
+/// A smaller private state to hand terraform for the change set `cs` of
 /// `state`: only the cone and what it reads ([`ChangeSet::cone_state`]),
 /// so that a small change costs terraform little on a large state. The
 /// whole state where the user targets (the change set is terraform's plan
 /// of those targets), for `-refresh-only` (it covers every instance), for a
 /// run without `-target` (it plans the whole configuration), or with
-/// `STATEGRAPH_PARTIAL_STATE=0`.
-pub fn handed_state(cx: &Context<'_>, state: &State, cs: &ChangeSet) -> State {
+/// `STATEGRAPH_PARTIAL_STATE=0` (the default): then `None`, the whole
+/// state already in the run dir.
+pub fn partial_state(cx: &Context<'_>, state: &State, cs: &ChangeSet) -> Option<State> {
     let flags = &cx.flags;
-    if !cx.session.settings.partial_state
+    let whole = !cx.session.settings.partial_state
         || !flags.targets.is_empty()
         || flags.refresh_only
-        || cs.untargeted
-    {
-        return state.clone();
-    }
-    cs.cone_state(state)
+        || cs.untargeted;
+    (!whole).then(|| cs.cone_state(state))
 }
 
 /// The plan file the plan of the cone writes.
