@@ -572,29 +572,18 @@ guarantee to take exactly these actions if you run \"terraform apply\" now.\n";
         let block = "Plan: 1 to add.\n\n─────\n\nSaved the plan to: /tmp/sg/final.tfplan\n\n\
 To perform exactly these actions, run the following command to apply:\n    \
 terraform apply \"/tmp/sg/final.tfplan\"\n";
-        let named = Rewrite {
+        let named = || Rewrite {
             saved_plan: Some(("/tmp/sg/final.tfplan".into(), Some("a.plan".into()))),
             ..Rewrite::default()
         };
-        assert_eq!(
-            run(named, block, 3),
-            "Plan: 1 to add.\n\n─────\n\nSaved the plan to: a.plan\n\n\
+        let renamed = "Plan: 1 to add.\n\n─────\n\nSaved the plan to: a.plan\n\n\
              To perform exactly these actions, run the following command to apply:\n    \
-             stategraph apply \"a.plan\"\n"
-        );
+             stategraph apply \"a.plan\"\n";
+        assert_eq!(run(named(), block, 3), renamed);
         let wrapped = "Plan: 1 to add.\n\n─────\n\nSaved the plan to:\n/tmp/sg/final.tfplan\n\n\
 To perform exactly these actions, run the following command to apply:\n    \
 terraform apply \"/tmp/sg/final.tfplan\"\n";
-        let named = Rewrite {
-            saved_plan: Some(("/tmp/sg/final.tfplan".into(), Some("a.plan".into()))),
-            ..Rewrite::default()
-        };
-        assert_eq!(
-            run(named, wrapped, 3),
-            "Plan: 1 to add.\n\n─────\n\nSaved the plan to: a.plan\n\n\
-             To perform exactly these actions, run the following command to apply:\n    \
-             stategraph apply \"a.plan\"\n"
-        );
+        assert_eq!(run(named(), wrapped, 3), renamed);
         let none = Rewrite {
             saved_plan: Some(("/tmp/sg/final.tfplan".into(), None)),
             ..Rewrite::default()
