@@ -200,6 +200,9 @@ stategraph query --json 'SELECT * FROM history WHERE written_by = 42'")]
     /// List the subgraph locks held now: who, which command, since when, until when.
     Locks(LocksArgs),
 
+    /// Serve the stored states over HTTP: terraform's http backend and a read-only page.
+    Serve(ServeArgs),
+
     /// Free a lock held by a run that is gone, as terraform's force-unlock does.
     ///
     /// LOCK_ID is the ID that `stategraph locks` and lock errors show. A run
@@ -250,6 +253,13 @@ pub struct TerraformArgs {
     /// terraform's flags and arguments, passed on as given.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
     pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The address and port to listen on.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
 }
 
 #[derive(Debug, Args)]

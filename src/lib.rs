@@ -29,6 +29,7 @@ pub mod db;
 pub mod engine;
 pub mod error;
 pub mod graph;
+pub mod serve;
 pub mod settings;
 pub mod terraform;
 pub mod tfargs;

@@ -14,6 +14,7 @@ mod passthrough;
 mod plan;
 mod query;
 mod recover;
+mod serve;
 mod state;
 mod workspace;
 mod write;
@@ -54,6 +55,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Locks(args) => locks::list(s, args.json).await,
         Command::ForceUnlock(args) => locks::force_unlock(s, &args.id).await,
         Command::Recover(args) => recover::execute(s, args).await,
+        Command::Serve(args) => serve::execute(s, args).await,
         Command::Db(cmd) => db::execute(s, cmd).await,
         Command::Init(a) => init::execute(s, &a.args, cli.global.no_color).await,
         Command::Terraform(args) => {
