@@ -92,6 +92,11 @@ pub struct Settings {
     /// outputs evaluated over the partial state, and stored instances the
     /// cone's new instances reach through module outputs planned as new).
     pub partial_state: bool,
+    /// `STATEGRAPH_READ_TARGET_SESSION_ATTRS` (`any`, `read-only`,
+    /// `read-write`): which servers of a multi-host URL the commands that
+    /// only read may use, in place of the URL's `target_session_attrs`
+    /// (`any` lets them read from a standby). Unset: the URL's.
+    pub read_session_attrs: Option<tokio_postgres::config::TargetSessionAttrs>,
     /// `TF_INPUT` is not `0`/`false`: terraform (and we) may ask questions.
     pub tf_input: bool,
     /// `STATEGRAPH_DISCOVERY_ORACLE=1` (the tests): every discovery is
@@ -304,6 +309,16 @@ Name the server with --database-url (STATEGRAPH_DATABASE_URL) or PGHOST, PGPORT,
             Some(other) => anyhow::bail!("STATEGRAPH_SPECULATIVE_PLAN={other:?}: expected 1 or 0"),
         };
 
+        let read_session_attrs = match get("STATEGRAPH_READ_TARGET_SESSION_ATTRS").as_deref() {
+            None | Some("") => None,
+            Some("any") => Some(tokio_postgres::config::TargetSessionAttrs::Any),
+            Some("read-only") => Some(tokio_postgres::config::TargetSessionAttrs::ReadOnly),
+            Some("read-write") => Some(tokio_postgres::config::TargetSessionAttrs::ReadWrite),
+            Some(other) => anyhow::bail!(
+                "STATEGRAPH_READ_TARGET_SESSION_ATTRS={other:?}: expected any, read-only or read-write"
+            ),
+        };
+
         let partial_state = match get("STATEGRAPH_PARTIAL_STATE").as_deref() {
             Some("1") => true,
             None | Some("0") => false,
@@ -364,6 +379,7 @@ Name the server with --database-url (STATEGRAPH_DATABASE_URL) or PGHOST, PGPORT,
             scoped_refresh,
             speculative_plan,
             partial_state,
+            read_session_attrs,
             actor,
             database,
             workdir,

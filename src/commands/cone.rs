@@ -22,7 +22,7 @@ pub async fn execute(settings: &Settings, args: &ConeArgs) -> Result<()> {
         .map(|a| address::parse_target(a).map_err(|e| anyhow!("{e}")))
         .collect::<Result<Vec<_>>>()?;
     let name = settings.state_name();
-    let store = db::open(settings).await?;
+    let store = db::open_for_reading(settings).await?;
 
     let step = settings.ui.step("Computing change cone");
     let started = Instant::now();

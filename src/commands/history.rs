@@ -16,7 +16,7 @@ pub async fn execute(settings: &Settings, args: &HistoryArgs) -> Result<()> {
         .map_err(|e| anyhow!("{e}"))?
         .to_string();
     let name = settings.state_name();
-    let store = db::open(settings).await?;
+    let store = db::open_for_reading(settings).await?;
     let versions = store.history(&name, &wanted).await?.ok_or_else(|| {
         anyhow!(
             "no state named \"{name}\" in {}; --state names another",

@@ -10,7 +10,7 @@ use crate::settings::Settings;
 
 /// `stategraph log [--all] [--limit N] [--json]`.
 pub async fn execute(settings: &Settings, args: &LogArgs) -> Result<()> {
-    let store = db::open(settings).await?;
+    let store = db::open_for_reading(settings).await?;
     let name = settings.state_name();
     let scope = (!args.all).then_some(name.as_str());
     let entries = store.log(scope, args.limit).await?;

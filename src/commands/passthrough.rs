@@ -49,7 +49,7 @@ pub async fn execute(settings: &Settings, args: &[String]) -> Result<()> {
         return Exit::with(done.code);
     }
 
-    let store = crate::db::open(settings).await?;
+    let store = crate::db::open_for_reading(settings).await?;
     let state = store
         .pull(&settings.state_name())
         .await?

@@ -28,7 +28,7 @@ pub async fn execute(settings: &Settings, args: &QueryArgs) -> Result<()> {
             "no SQL given: stategraph query 'SELECT * FROM instances' (see stategraph query --help)"
         ));
     }
-    let store = db::open(settings).await?;
+    let store = db::open_for_reading(settings).await?;
     let result = store.query(sql, timeout, args.show_sensitive).await?;
     let mut out = settings.ui.data();
     if args.json {

@@ -209,7 +209,7 @@ pub async fn show(settings: &Settings, args: &ShowArgs) -> Result<()> {
 /// The named state as it was after transaction `at` (a number) or at time
 /// `at`, rebuilt from its rows and their history.
 async fn load_at(settings: &Settings, name: &str, at: &str) -> Result<State> {
-    let store = db::open(settings).await?;
+    let store = db::open_for_reading(settings).await?;
     if store.state_id(name).await?.is_none() {
         // The usual "no state" error.
         return load(settings, name).await;
@@ -258,7 +258,7 @@ fn parse_time(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
 
 /// The named state, or an error telling how to create one.
 async fn load(settings: &Settings, name: &str) -> Result<State> {
-    let store = db::open(settings).await?;
+    let store = db::open_for_reading(settings).await?;
     store.pull(name).await?.ok_or_else(|| {
         anyhow!(
             "no state named \"{name}\" in {}\n\n\

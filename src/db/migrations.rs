@@ -83,6 +83,12 @@ pub enum MigrationError {
          upgrade stategraph"
     )]
     TooNew { found: i64, known: i64 },
+    #[error(
+        "this database has schema version {found} and this stategraph needs {needed}, which a \
+         read-only server cannot be given; run one command against the primary (without \
+         STATEGRAPH_READ_TARGET_SESSION_ATTRS) to upgrade it"
+    )]
+    Behind { found: i64, needed: i64 },
 }
 
 fn checksum(sql: &str) -> String {
@@ -134,6 +140,30 @@ pub async fn migrate(client: &mut Client) -> Result<usize, MigrationError> {
     }
     tx.commit().await?;
     Ok(MIGRATIONS.len() - done)
+}
+
+/// Checks, without writing, that the schema is the one this binary knows:
+/// for a server that does not take writes (a standby), where [`migrate`]
+/// cannot run.
+pub async fn check(client: &Client) -> Result<(), MigrationError> {
+    let rows = match client
+        .query(
+            "SELECT version, checksum FROM stategraph_migrations ORDER BY version",
+            &[],
+        )
+        .await
+    {
+        Ok(rows) => rows,
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    match verify(&rows)? {
+        done if done == MIGRATIONS.len() => Ok(()),
+        done => Err(MigrationError::Behind {
+            found: done as i64,
+            needed: MIGRATIONS.len() as i64,
+        }),
+    }
 }
 
 /// Checks applied migrations against the embedded ones; returns how many are applied.

@@ -44,6 +44,31 @@ pub async fn open(settings: &Settings) -> Result<Store> {
     Ok(Store::new(pool, target.display.clone()).with_notifications(target))
 }
 
+/// [`open`] for commands that only read (`state pull`, `query`, `log`,
+/// ...): with `STATEGRAPH_READ_TARGET_SESSION_ATTRS` set, any server of
+/// the URL that matches it (a standby, with `any` or `read-only`) instead
+/// of the URL's own `target_session_attrs`. No migration runs there (a
+/// standby takes no writes): the schema must already be current.
+pub async fn open_for_reading(settings: &Settings) -> Result<Store> {
+    let (DatabaseTarget::Remote(target), Some(attrs)) =
+        (&settings.database, settings.read_session_attrs)
+    else {
+        return open(settings).await;
+    };
+    let mut target = (**target).clone();
+    target.config.target_session_attrs(attrs);
+    let pool = target.connect(4).await?;
+    let client = pool
+        .get()
+        .await
+        .with_context(|| format!("cannot connect to PostgreSQL at {}", target.display))?;
+    migrations::check(&client)
+        .await
+        .with_context(|| format!("cannot read the stategraph schema in {}", target.display))?;
+    drop(client);
+    Ok(Store::new(pool, target.display.clone()))
+}
+
 /// What went wrong, as the server said it (`message: detail (SQLSTATE
 /// code)`) rather than tokio-postgres's bare "db error".
 pub fn describe(e: &tokio_postgres::Error) -> String {

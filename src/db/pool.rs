@@ -617,6 +617,14 @@ fn connect_problem(e: &deadpool_postgres::PoolError, per_host: Duration) -> Stri
             "what answered is not a PostgreSQL server ({innermost})\n\n\
 Check the host and port: something else listens there (an HTTP proxy, another service)."
         )
+    } else if innermost.contains("does not allow writes") || innermost.contains("allows writes") {
+        // tokio-postgres's words when no host has the target_session_attrs asked for.
+        format!(
+            "no server answered with the target_session_attrs asked for ({innermost})\n\n\
+With target_session_attrs=read-write, the primary may be down or failing over: try again once \
+one server accepts writes. Commands that only read (state pull/list/show, output, show, log, \
+history, query, cone) can read from a standby with STATEGRAPH_READ_TARGET_SESSION_ATTRS=any."
+        )
     } else {
         format!(
             "{innermost}\n\n\

@@ -368,3 +368,110 @@ fn a_primary_failover_in_the_middle_of_an_apply_loses_nothing() {
         "committed,committed"
     );
 }
+
+/// Read-only commands may read from a standby when told to
+/// (`STATEGRAPH_READ_TARGET_SESSION_ATTRS=any`): with the primary down,
+/// they still answer from the standby, while writes (and reads not told
+/// to) look for a read-write server and say they found none.
+#[test]
+fn read_only_commands_read_from_a_standby_when_told_to() {
+    let primary = start_cluster_with("", &[]);
+    let admin =
+        |port: u16| format!("postgres://postgres@127.0.0.1:{port}/postgres?sslmode=disable");
+    let standby = start_standby(&primary);
+    let db = TestDb {
+        url: format!(
+            "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/postgres?sslmode=disable&target_session_attrs=read-write&connect_timeout=5",
+            primary.port, standby.port
+        ),
+        name: "postgres".into(),
+    };
+    let wd = TfWorkdir::empty();
+    // Nothing has made the schema yet: a standby cannot be given it.
+    let standby_only = TestDb {
+        url: admin(standby.port),
+        name: "postgres".into(),
+    };
+    let mut cmd = sg_tf(&standby_only, &wd, "ro", &["state", "list"]);
+    let out = cmd
+        .env("STATEGRAPH_READ_TARGET_SESSION_ATTRS", "any")
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stderr).contains("schema version 0 and this stategraph needs"),
+        "{}",
+        text(&out.stderr)
+    );
+    wd.write_file(
+        "main.tf",
+        r#"
+resource "terraform_data" "a" { input = "one" }
+resource "terraform_data" "b" { input = terraform_data.a.output }
+output "b" { value = terraform_data.b.output }
+"#,
+    );
+    assert_ok("apply", &sg_in(&db, &wd, "ro", &["apply", "-auto-approve"]));
+    wait_until(
+        "the standby did not catch up",
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        || {
+            primary.psql(
+                &admin(primary.port),
+                "SELECT coalesce(bool_and(replay_lsn >= pg_current_wal_lsn()), false) FROM pg_stat_replication",
+            ) == "t"
+        },
+    );
+    pg_ctl(&primary.data_dir, &["-m", "immediate", "stop"]);
+
+    let from_standby = |args: &[&str]| {
+        let mut cmd = sg_tf(&db, &wd, "ro", args);
+        cmd.env("STATEGRAPH_READ_TARGET_SESSION_ATTRS", "any");
+        cmd.output().unwrap()
+    };
+    let (list, _) = assert_ok(
+        "state list on the standby",
+        &from_standby(&["state", "list"]),
+    );
+    assert_eq!(list, "terraform_data.a\nterraform_data.b\n");
+    let (output, _) = assert_ok(
+        "output on the standby",
+        &from_standby(&["output", "-raw", "b"]),
+    );
+    assert_eq!(output, "one");
+    let (log, _) = assert_ok("log on the standby", &from_standby(&["log"]));
+    assert!(log.contains("apply"), "{log}");
+    let (rows, _) = assert_ok(
+        "query on the standby",
+        &from_standby(&["query", "--csv", "SELECT count(*) AS n FROM instances"]),
+    );
+    assert_eq!(rows, "n\n2\n");
+
+    // Writes need the primary, which is gone: said plainly, nothing done.
+    wd.write_file(
+        "main.tf",
+        &std::fs::read_to_string(wd.path().join("main.tf"))
+            .unwrap()
+            .replace("\"one\"", "\"two\""),
+    );
+    let out = from_standby(&["apply", "-auto-approve"]);
+    assert!(!out.status.success(), "an apply succeeded with no primary");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("no server answered with the target_session_attrs asked for")
+            && stderr.contains("STATEGRAPH_READ_TARGET_SESSION_ATTRS=any"),
+        "{stderr}"
+    );
+    // A read not told to may use a standby looks for a read-write server.
+    let out = sg_in(&db, &wd, "ro", &["state", "list"]);
+    assert!(
+        !out.status.success(),
+        "state list found a read-write server: {}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stderr).contains("does not allow writes"),
+        "{}",
+        text(&out.stderr)
+    );
+}
