@@ -414,6 +414,21 @@ pub fn undefined_flag<'f>(command: &str, flags: &'f TfFlags) -> Option<&'f Given
         .find(|g| !RUN_FLAGS.contains(&g.name.as_str()) && !own.contains(&g.name.as_str()))
 }
 
+/// The error for stategraph's own flags of plan and apply given to another
+/// command (`taint -verify`): terraform would not know them there either.
+pub fn misplaced_own_flag(command: &str, flags: &TfFlags) -> Option<String> {
+    let (flag, home) = if flags.verify {
+        ("-verify", "plan")
+    } else if flags.allow_revert {
+        ("-allow-revert", "apply")
+    } else {
+        return None;
+    };
+    Some(format!(
+        "{flag} is a flag of `stategraph {home}`, not of `{command}`: drop it here"
+    ))
+}
+
 /// Whether terraform's arguments ask for help (`-h`, `-help`, `--help`).
 pub fn asks_for_help(args: &[String]) -> bool {
     args.iter()

@@ -14,6 +14,9 @@ use crate::tfstate::State;
 pub async fn execute(settings: &Settings, args: &[String]) -> Result<()> {
     let sub = args.first().map(String::as_str).unwrap_or("show");
     let flags = tfargs::parse(args.get(1..).unwrap_or_default()).map_err(|e| anyhow!("{e}"))?;
+    if let Some(e) = tfargs::misplaced_own_flag(&format!("workspace {sub}"), &flags) {
+        bail!(e);
+    }
     let name_arg = flags.positional.first().cloned();
     if settings.explicit_state.is_some() && sub != "show" {
         bail!(

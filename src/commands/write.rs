@@ -35,6 +35,9 @@ pub async fn state(settings: &Settings, args: &[String]) -> Result<()> {
 
 async fn run_locked(settings: &Settings, words: &[String], rest: &[String]) -> Result<()> {
     let flags = tfargs::parse(rest).map_err(|e| anyhow!("{e}"))?;
+    if let Some(e) = tfargs::misplaced_own_flag(&words.join(" "), &flags) {
+        bail!(e);
+    }
     locked::run(settings, words, &flags)
         .await?
         .finish(settings.ui, false)

@@ -275,6 +275,52 @@ fn an_undefined_flag_is_refused_before_the_database_is_touched() {
 }
 
 #[test]
+fn stategraphs_own_flags_are_refused_by_the_commands_that_do_not_have_them() {
+    // A database nobody listens on: refusing must not need it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let wd = TfWorkdir::from_fixture("chain");
+    for (args, said) in [
+        (
+            &["taint", "-verify", "terraform_data.a"][..],
+            "-verify is a flag of `stategraph plan`, not of `taint`",
+        ),
+        (
+            &["state", "rm", "-allow-revert", "terraform_data.a"][..],
+            "-allow-revert is a flag of `stategraph apply`, not of `state rm`",
+        ),
+        (
+            &["workspace", "new", "-verify", "x"][..],
+            "-verify is a flag of `stategraph plan`, not of `workspace new`",
+        ),
+        (
+            &["plan", "-allow-revert"][..],
+            "-allow-revert is a flag of `stategraph apply`",
+        ),
+        (
+            &["apply", "-verify"][..],
+            "-verify is a flag of `stategraph plan`",
+        ),
+    ] {
+        let out = stategraph_without_db()
+            .env(
+                "STATEGRAPH_DATABASE_URL",
+                format!("postgres://u@127.0.0.1:{port}/x?sslmode=disable"),
+            )
+            .current_dir(wd.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(err.contains(said), "{args:?}: {err}");
+    }
+}
+
+#[test]
 fn a_terraform_path_that_does_not_exist_is_named() {
     let db = test_db();
     let wd = TfWorkdir::from_fixture("chain");
