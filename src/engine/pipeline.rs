@@ -13,7 +13,7 @@ use super::lease::Lease;
 use super::record::Recording;
 use super::refresh::{final_plan, partial_state, plan_cone, targeted_for_the_user};
 use super::session::{self, prepare, Context, Session};
-use super::{baseline, migrate, preflight, revert, saved, verify, Kind, Outcome};
+use super::{baseline, migrate, preflight, recovery, revert, saved, verify, Kind, Outcome};
 use crate::db::store::{GraphRow, PushReport, Snapshot, Store};
 use crate::settings::Settings;
 use crate::terraform::{Finished, Rewrite, RunDir, Terraform};
@@ -142,6 +142,13 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
         let lease = session
             .lease(&exclusive, &shared, flags.lock_timeout)
             .await?;
+        recovery::note_locks(
+            &dir,
+            session.store.display(),
+            lease.holder().id,
+            &session.name,
+            &lease.holder().command,
+        );
 
         // Re-check under the lock: rows of the cone may have changed between
         // the snapshot and the lock.

@@ -47,6 +47,41 @@ pub fn leave_note(dir: &RunDir, pending: &RecoveryFile) {
     }
 }
 
+/// Where a run that holds locks says which (see [`note_locks`]).
+const HOLDER_FILE: &str = "lock-holder.json";
+
+/// Notes in the run dir which locks the run holds, from the moment it has
+/// them: if the run dies (SIGKILL, say, at the approval prompt or while
+/// terraform plans) before terraform writes anything, the next run of
+/// this user frees them at once instead of waiting out their lease.
+pub fn note_locks(dir: &RunDir, database: &str, holder_id: i64, state: &str, command: &str) {
+    let note = serde_json::json!({
+        "database": database,
+        "holder_id": holder_id,
+        "state": state,
+        "command": command,
+    });
+    let _ = write_private(&dir.dir().join(HOLDER_FILE), note.to_string().as_bytes());
+}
+
+/// Frees the locks a dead run noted with [`note_locks`] (none if it did
+/// not, or if it ran against another database); says what was freed.
+async fn free_noted_locks(store: &Store, dir: &Path) -> Option<String> {
+    let note: Value = serde_json::from_slice(&std::fs::read(dir.join(HOLDER_FILE)).ok()?).ok()?;
+    if note["database"].as_str() != Some(store.display()) {
+        return None;
+    }
+    let holder = note["holder_id"].as_i64()?;
+    store.release(holder).await.ok()?.then(|| {
+        format!(
+            "a run that died (`{}`, state \"{}\") held lock {holder}: freed, as it had not \
+             begun to apply.",
+            note["command"].as_str().unwrap_or_default(),
+            note["state"].as_str().unwrap_or_default()
+        )
+    })
+}
+
 /// How long the next run waits for a dead run's terraform to stop (it got
 /// its graceful stop when its stategraph died, and finishes what it was
 /// doing) before it leaves that run's dir to a later run.
@@ -70,6 +105,7 @@ pub async fn rescue_orphans(settings: &Settings, store: &Store) -> Vec<String> {
             .and_then(|b| serde_json::from_slice::<RecoveryFile>(&b).ok());
         let Some(mut file) = pending else {
             if orphan.busy.is_empty() {
+                said.extend(free_noted_locks(store, dir).await);
                 let _ = std::fs::remove_dir_all(dir);
             }
             continue;
@@ -140,6 +176,19 @@ pub async fn rescue_orphans(settings: &Settings, store: &Store) -> Vec<String> {
                     Err(_) => continue, // keep the dir rather than lose it
                 },
             }
+        } else if let Ok(true) = store.release(file.holder_id).await {
+            // Its terraform wrote nothing past the run's checkpoints, and
+            // neither it nor its stategraph runs: its locks guard nothing.
+            said.push(format!(
+                "a run that died ({}`{}`, state \"{}\") held locks on {}: freed, as its \
+                 terraform had written nothing past what the run recorded.",
+                file.txn_id
+                    .map(|t| format!("transaction {t}, "))
+                    .unwrap_or_default(),
+                file.command,
+                file.state,
+                shown(&file.write)
+            ));
         }
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -174,3 +174,83 @@ fn a_killed_apply_keeps_its_checkpoints_and_the_next_run_reports_it() {
     // Consistent: the configuration and the stored state agree.
     assert_no_changes(&chain.plan_gen2().output().unwrap());
 }
+
+/// A run killed (with its terraform) after it took its locks and before
+/// terraform wrote anything: the next run on the state frees the dead
+/// run's locks at once and says so, instead of failing on them until their
+/// lease (60 s here) runs out.
+#[test]
+fn a_run_killed_before_terraform_wrote_anything_leaves_no_lock_behind() {
+    use crate::common::gate::{Gate, GATED};
+    let db = test_db();
+    let gate = Gate::start();
+    let wd = TfWorkdir::empty();
+    wd.write_file("main.tf", GATED);
+    let fast = format!("state_url={}/fast", gate.url);
+    let hold = format!("state_url={}/hold", gate.url);
+    let args = |url: &str, gen: &str| -> Vec<String> {
+        ["apply", "-auto-approve", "-no-color", "-var", url, "-var"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([format!("gen={gen}")])
+            .collect()
+    };
+    let apply = |url: &str, gen: &str| {
+        let a = args(url, gen);
+        sg_tf(
+            &db,
+            &wd,
+            "killed",
+            &a.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+    };
+    assert_ok("first apply", &apply(&fast, "1").output().unwrap());
+
+    // Each read of the gate holds terraform; the one after the lock is
+    // taken is where the run dies, with its terraform.
+    let mut victim = spawn_quiet(&mut apply(&hold, "2"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the apply never held its lock while reading the gate"
+        );
+        if gate.held.recv_timeout(Duration::from_millis(100)).is_err() {
+            assert_running(&mut victim, "the apply ended before it was killed");
+            continue;
+        }
+        if db.psql("SELECT count(*) FROM lock_holders") == "1" {
+            break;
+        }
+        gate.release.send(()).unwrap();
+    }
+    let family: Vec<u32> = descendants(victim.id());
+    for pid in &family {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), Signal::SIGKILL);
+    }
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    wait_until_gone(&family, Duration::from_secs(30), "the dead run's terraform");
+    assert_eq!(
+        db.psql("SELECT count(*) FROM lock_holders"),
+        "1",
+        "the lock is gone already"
+    );
+    drop(gate);
+
+    // No -lock-timeout: before, this failed on the dead run's lock.
+    let out = apply(&fast, "2").output().unwrap();
+    let (_, stderr) = assert_ok("the next apply", &out);
+    assert!(
+        stderr.contains("a run that died") && stderr.contains("freed"),
+        "the freed locks are not reported:\n{stderr}"
+    );
+    assert_eq!(input_gen(&db, "terraform_data.x"), "2");
+    assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "0");
+    assert!(
+        db.psql("SELECT string_agg(status, ',' ORDER BY id) FROM transactions")
+            .ends_with("committed"),
+        "{}",
+        db.psql("SELECT string_agg(status, ',' ORDER BY id) FROM transactions")
+    );
+}

@@ -1,4 +1,6 @@
-//! A holder killed with SIGKILL blocks others no longer than its lease.
+//! A holder killed with SIGKILL on another machine blocks others no longer
+//! than its lease. (On the same machine the next run sees the dead run's
+//! dir and frees its locks at once: see `checkpoints::`.)
 
 use std::time::{Duration, Instant};
 
@@ -15,21 +17,27 @@ fn a_killed_apply_blocks_the_next_one_only_until_its_lease_expires() {
 
     // An apply of team a that takes 60 s, with an 8 s lease (long enough that
     // the next apply surely finds it still held, short enough for a test).
-    let mut victim = spawn_quiet(&mut sg_tf(
-        &db,
-        &wd,
-        "teams",
-        &[
-            "--lock-lease=8s",
-            "apply",
-            "-auto-approve",
-            "-no-color",
-            "-var",
-            "sleep_seconds=60",
-            "-var",
-            r#"gen={a="2"}"#,
-        ],
-    ));
+    // Its run dir lives in a temp dir of its own, as on another machine: the
+    // next run cannot see that it died, only that its lease runs out.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let mut victim = spawn_quiet(
+        sg_tf(
+            &db,
+            &wd,
+            "teams",
+            &[
+                "--lock-lease=8s",
+                "apply",
+                "-auto-approve",
+                "-no-color",
+                "-var",
+                "sleep_seconds=60",
+                "-var",
+                r#"gen={a="2"}"#,
+            ],
+        )
+        .env("TMPDIR", elsewhere.path()),
+    );
     wait_until_locked(&db, &mut victim, "the first apply never took its lock");
     // kill -9: no chance to release. Its terraform must not run on
     // unsupervised: the kernel tells it to stop (SIGINT) when we die.

@@ -3,11 +3,9 @@
 //! change (saying so), and its saved plan is stale once that apply commits;
 //! an apply started while a plan runs does not wait for the plan.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::gate::{Gate, GATED};
 use crate::common::slow_chain::{assert_no_changes, SlowChain};
 use crate::common::*;
 
@@ -76,83 +74,6 @@ fn a_plan_during_an_apply_of_its_rows_does_not_wait_and_reads_them_as_before() {
     );
     assert_eq!(chain.gen("first"), "2");
 }
-
-/// A terraform `http` state server for `terraform_remote_state`: requests
-/// whose path contains `hold` wait until the test releases them, so that a
-/// plan reading it stops in the middle for as long as the test wants.
-struct Gate {
-    url: String,
-    held: mpsc::Receiver<()>,
-    release: mpsc::Sender<()>,
-}
-
-impl Gate {
-    fn start() -> Gate {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (held_tx, held) = mpsc::channel();
-        let (release, release_rx) = mpsc::channel::<()>();
-        let release_rx = Arc::new(Mutex::new(release_rx));
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { return };
-                // One thread per request: a held one must not stop the others.
-                let (held_tx, release_rx) = (held_tx.clone(), release_rx.clone());
-                std::thread::spawn(move || serve(stream, &held_tx, &release_rx));
-            }
-        });
-        Gate { url, held, release }
-    }
-}
-
-/// Answers one request of [`Gate`] with a state whose output `gate` is
-/// "open", after the test releases it if its path contains `hold`.
-fn serve(mut stream: TcpStream, held: &mpsc::Sender<()>, release: &Mutex<mpsc::Receiver<()>>) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut request_line = String::new();
-    if reader.read_line(&mut request_line).is_err() {
-        return;
-    }
-    loop {
-        let mut header = String::new();
-        match reader.read_line(&mut header) {
-            Ok(0) | Err(_) => break,
-            Ok(_) if header == "\r\n" => break,
-            Ok(_) => {}
-        }
-    }
-    if request_line.contains("hold")
-        && (held.send(()).is_err() || release.lock().unwrap().recv().is_err())
-    {
-        return;
-    }
-    let body = r#"{"version":4,"terraform_version":"1.5.0","serial":1,"lineage":"gate","outputs":{"gate":{"value":"open","type":"string"}},"resources":[]}"#;
-    let _ = write!(
-        stream,
-        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-}
-
-const GATED: &str = r#"
-variable "state_url" {
-  type = string
-}
-
-variable "gen" {
-  type    = string
-  default = "1"
-}
-
-data "terraform_remote_state" "gate" {
-  backend = "http"
-  config  = { address = var.state_url }
-}
-
-resource "terraform_data" "x" {
-  input = { gen = var.gen, gate = data.terraform_remote_state.gate.outputs.gate }
-}
-"#;
 
 #[test]
 fn an_apply_during_a_plan_of_its_rows_does_not_wait_for_the_plan() {

@@ -4,6 +4,7 @@
 //! failure tests (`slow_chain`), and here the real `stategraph` binary wired
 //! to them and what the tests assert about its runs.
 
+pub mod gate;
 pub mod moto;
 pub mod pg;
 pub mod process;
