@@ -115,8 +115,9 @@ pub enum Command {
     /// Then the change cone (the changed instances and everything
     /// downstream) is locked shared in PostgreSQL, and terraform plans it
     /// with -target on a private copy of the state: only the cone and what
-    /// it reads are refreshed (only the written instances where that saves
-    /// work: STATEGRAPH_SCOPED_REFRESH). -out=FILE writes a saved plan that
+    /// it reads are refreshed, or only the written instances beside a
+    /// refresh-less plan where that is estimated faster
+    /// (STATEGRAPH_SCOPED_REFRESH=auto, the default; always; never). -out=FILE writes a saved plan that
     /// `stategraph apply FILE` applies if nothing it read changed since.
     ///
     /// -verify (stategraph's own) also runs terraform's refresh-less plan of

@@ -75,10 +75,11 @@ pub struct Settings {
     /// it keeps the result in a recovery file.
     pub db_retry: std::time::Duration,
     /// Whether terraform refreshes only the written instances, in a run of
-    /// its own before a refresh-less plan (`STATEGRAPH_SCOPED_REFRESH`:
-    /// `auto`, the default, when that saves refreshing more instances than
-    /// it refreshes; `always`; `never`: terraform's targeted plan refreshes
-    /// the written instances and everything they depend on).
+    /// its own beside or before a refresh-less plan
+    /// (`STATEGRAPH_SCOPED_REFRESH`: `auto`, the default, when that is
+    /// estimated faster than one targeted plan, see
+    /// [`crate::engine::strategy`]; `always`; `never`: terraform's targeted
+    /// plan refreshes the written instances and everything they depend on).
     pub scoped_refresh: ScopedRefresh,
     /// Whether a scoped refresh and the plan of the cone run side by side,
     /// the plan kept when the refresh finds nothing changed outside

@@ -1548,6 +1548,53 @@ impl Store {
         Ok(())
     }
 
+    /// What terraform commands cost on a state with these remote
+    /// `providers`, as measured on its earlier runs: wall seconds of one
+    /// command refreshing nothing, of one with a second beside it, and per
+    /// refreshed instance (`None` where not measured).
+    pub async fn terraform_costs(
+        &self,
+        state_id: i64,
+        providers: &str,
+    ) -> Result<[Option<f64>; 3], StoreError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT command_s, pair_s, per_instance_s FROM terraform_costs
+                 WHERE state_id = $1 AND providers = $2",
+                &[&state_id, &providers],
+            )
+            .await?;
+        Ok(row.map_or([None; 3], |r| [r.get(0), r.get(1), r.get(2)]))
+    }
+
+    /// Records what terraform commands cost (see [`Store::terraform_costs`]).
+    pub async fn put_terraform_costs(
+        &self,
+        state_id: i64,
+        providers: &str,
+        costs: [Option<f64>; 3],
+    ) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "INSERT INTO terraform_costs (state_id, providers, command_s, pair_s, per_instance_s)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (state_id, providers) DO UPDATE
+                 SET command_s = EXCLUDED.command_s, pair_s = EXCLUDED.pair_s,
+                     per_instance_s = EXCLUDED.per_instance_s, updated_at = now()",
+                &[
+                    &state_id,
+                    &providers,
+                    &costs[0],
+                    &costs[1],
+                    &costs[2],
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
     /// The id of the named state, if it is stored.
     pub async fn state_id(&self, name: &str) -> Result<Option<i64>, StoreError> {
         let client = self.pool.get().await?;

@@ -19,7 +19,7 @@
 //! 5. Re-check under the lock: rows of the cone that changed meanwhile are
 //!    planned again; a cone that grew is locked again.
 //! 6. [`refresh`]: terraform's plan of the cone, with a scoped refresh of
-//!    only the written instances where that saves refreshing.
+//!    only the written instances where [`strategy`] estimates that faster.
 //! 7. [`verify`]: what terraform planned must lie in the locked write set;
 //!    what lies outside is locked too and planned again, never applied
 //!    unlocked. [`revert`]: what it plans to change must not undo a change
@@ -52,6 +52,7 @@ pub mod refresh;
 pub mod revert;
 pub mod saved;
 pub mod session;
+pub mod strategy;
 pub mod verify;
 
 use std::path::PathBuf;

@@ -1,8 +1,9 @@
 //! Terraform's plan of the change set, with a scoped refresh where it pays.
 //!
 //! Terraform's `-target` refreshes the targets and every instance of every
-//! resource they depend on. Where that is much more than the written
-//! instances, only those are refreshed: `terraform plan -refresh-only`
+//! resource they depend on. Where that is estimated slower than a second
+//! terraform command ([`super::strategy`]), only the written instances are
+//! refreshed: `terraform plan -refresh-only`
 //! targeted at them on a private state holding nothing else, the refreshed
 //! objects read back from that plan file; the plan of the cone then runs
 //! with `-refresh=false`. Where terraform cannot ask for input, the refresh
@@ -10,11 +11,13 @@
 //! the refresh finds every written object as stored.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::Instant;
 
 use anyhow::{anyhow, Context as _, Result};
 
 use super::change_set::ChangeSet;
 use super::session::{prepare, Context};
+use super::strategy::{self, Costs};
 use super::Kind;
 use crate::db::store::GraphRow;
 use crate::error::Exit;
@@ -30,7 +33,7 @@ const NOT_POSSIBLE: &str =
 
 /// Terraform's plan of the change set `cs` in `dir` (whose state is
 /// `fresh`), into [`final_plan`] where it will be applied or saved; with a
-/// scoped refresh where [`should_scope`] says so. The outer error is ours;
+/// scoped refresh where [`choose_way`] says so. The outer error is ours;
 /// the inner one says terraform could not run.
 pub async fn plan_cone(
     cx: &Context<'_>,
@@ -40,11 +43,62 @@ pub async fn plan_cone(
     info: &ConfigInfo,
     rows: &[GraphRow],
 ) -> Result<Result<Finished, TerraformError>> {
-    if should_scope(cx, cs, rows) {
-        scoped_plan(cx, dir, fresh, cs, info).await
-    } else {
-        Ok(cone_plan(cx, dir, cs, true).run().await)
+    let way = choose_way(cx, cs, rows).await?;
+    if way.scoped {
+        return scoped_plan(cx, dir, fresh, cs, info, way.learning).await;
     }
+    let started = Instant::now();
+    let done = cone_plan(cx, dir, cs, true).run().await;
+    if let (Some(l), Ok(finished)) = (way.learning, &done) {
+        if ran_through(finished) {
+            let costs = l.costs.after_one(l.targeted, secs(started));
+            l.record(cx, costs).await;
+        }
+    }
+    Ok(done)
+}
+
+/// How this run refreshes, and what it learns from the run about
+/// terraform's costs on this state.
+struct Way {
+    /// The scoped refresh (else one targeted plan).
+    scoped: bool,
+    /// Where chosen by cost: the figures it was chosen with.
+    learning: Option<Learning>,
+}
+
+/// The figures a choice by cost was made with, updated after the run.
+struct Learning {
+    /// The remote providers of the refreshed instances (`aws`).
+    providers: String,
+    costs: Costs,
+    /// Remote instances one targeted plan refreshes.
+    targeted: usize,
+    /// Remote instances the scoped refresh refreshes.
+    written: usize,
+}
+
+impl Learning {
+    /// Stores the updated figures; a failure to store them costs only a
+    /// later run's estimate, so it is not an error.
+    async fn record(&self, cx: &Context<'_>, costs: Costs) {
+        let s = &cx.session;
+        let figures = [costs.command_s, costs.pair_s, costs.per_instance_s];
+        let _ = s
+            .store
+            .put_terraform_costs(s.state_id, &self.providers, figures)
+            .await;
+    }
+}
+
+/// Whether terraform's plan ran to its end, its cost worth learning from
+/// (2: changes, with `-detailed-exitcode`).
+fn ran_through(done: &Finished) -> bool {
+    matches!(done.code, 0 | 2) && done.interrupts == 0
+}
+
+fn secs(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64()
 }
 
 /// A smaller private state to hand terraform for the change set `cs` of
@@ -117,16 +171,21 @@ pub fn targeted_for_the_user(cx: &Context<'_>, cs: &ChangeSet) -> bool {
 /// [`crate::settings::Settings::scoped_refresh`]). Terraform's targeted plan
 /// refreshes the targets and every instance of every resource they depend
 /// on (all module instances of a module's resources); a refresh of the
-/// written instances alone costs one terraform run more. Run beside the plan
-/// (see [`scoped_plan`]) that run costs CPU, not wall time: worth it when it
-/// saves refreshing at least 20 instances. One after the other, it must also
-/// save refreshing at least as many instances as it refreshes. Instances of
-/// `terraform_data`, refreshed without a remote call, do not count.
-fn should_scope(cx: &Context<'_>, cs: &ChangeSet, rows: &[GraphRow]) -> bool {
+/// written instances alone costs one terraform command more, each loading
+/// the providers. `auto` chooses the way estimated faster ([`strategy`]),
+/// from the remote instances each refreshes (`terraform_data`, refreshed
+/// without a remote call, does not count), the cores, and what terraform
+/// commands cost on this state's earlier runs; the step line says which and
+/// why.
+async fn choose_way(cx: &Context<'_>, cs: &ChangeSet, rows: &[GraphRow]) -> Result<Way> {
+    let one = Way {
+        scoped: false,
+        learning: None,
+    };
     let flags = &cx.flags;
     // Not for a refresh-less or refresh-only run, nor for machine-readable output.
     if !flags.refresh || flags.refresh_only || flags.json {
-        return false;
+        return Ok(one);
     }
     let write: HashSet<&str> = cs.write.iter().map(String::as_str).collect();
     let stored = rows
@@ -134,44 +193,79 @@ fn should_scope(cx: &Context<'_>, cs: &ChangeSet, rows: &[GraphRow]) -> bool {
         .filter(|r| write.contains(r.address.as_str()))
         .count();
     if stored == 0 {
-        return false;
+        return Ok(one);
     }
     match cx.session.settings.scoped_refresh {
-        ScopedRefresh::Always => true,
-        ScopedRefresh::Never => false,
-        ScopedRefresh::Auto => {
-            // What terraform's targeted plan would refresh: every instance of
-            // the written resources and of what they depend on.
-            let mut configs: HashSet<String> = HashSet::new();
-            for r in rows.iter().filter(|r| write.contains(r.address.as_str())) {
-                configs.insert(r.config_address.clone());
-                for d in &r.dependencies {
-                    configs.insert(crate::tfstate::strip_module_keys(d));
-                }
-            }
-            // terraform_data (the built-in provider) refreshes without any
-            // remote call: refreshing it costs nothing to save.
-            let remote = |r: &&GraphRow| {
-                let mut parts = r.config_address.rsplit('.');
-                let (_name, kind) = (parts.next(), parts.next());
-                kind != Some("terraform_data")
-            };
-            let targeted = rows
-                .iter()
-                .filter(|r| configs.contains(&r.config_address))
-                .filter(remote)
-                .count();
-            let written = rows
-                .iter()
-                .filter(|r| write.contains(r.address.as_str()))
-                .filter(remote)
-                .count();
-            let saved = targeted.saturating_sub(written);
-            match side_by_side(cx) {
-                true => saved >= 20,
-                false => saved >= written.max(20),
-            }
+        ScopedRefresh::Always => {
+            return Ok(Way {
+                scoped: true,
+                learning: None,
+            })
         }
+        ScopedRefresh::Never => return Ok(one),
+        ScopedRefresh::Auto => {}
+    }
+    // What terraform's targeted plan would refresh: every instance of the
+    // written resources and of what they depend on.
+    let mut configs: HashSet<String> = HashSet::new();
+    for r in rows.iter().filter(|r| write.contains(r.address.as_str())) {
+        configs.insert(r.config_address.clone());
+        for d in &r.dependencies {
+            configs.insert(crate::tfstate::strip_module_keys(d));
+        }
+    }
+    let targeted: Vec<&str> = rows
+        .iter()
+        .filter(|r| configs.contains(&r.config_address))
+        .filter_map(|r| remote_provider(&r.config_address).map(|_| r.address.as_str()))
+        .collect();
+    let written = targeted.iter().filter(|a| write.contains(**a)).count();
+    if targeted.len() <= written {
+        // Nothing to save: one plan, as terraform.
+        return Ok(one);
+    }
+    let providers: BTreeSet<&str> = rows
+        .iter()
+        .filter(|r| configs.contains(&r.config_address))
+        .filter_map(|r| remote_provider(&r.config_address))
+        .collect();
+    let providers = providers.into_iter().collect::<Vec<_>>().join(",");
+    let s = &cx.session;
+    let [command_s, pair_s, per_instance_s] =
+        s.store.terraform_costs(s.state_id, &providers).await?;
+    let inputs = strategy::Inputs {
+        targeted: targeted.len(),
+        written,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        side_by_side: side_by_side(cx),
+        costs: Costs {
+            command_s,
+            pair_s,
+            per_instance_s,
+        },
+    };
+    let choice = strategy::choose(&inputs);
+    s.ui.step("Choosing how to refresh")
+        .done(choice.reason(&inputs));
+    Ok(Way {
+        scoped: choice.scoped,
+        learning: Some(Learning {
+            providers,
+            costs: inputs.costs,
+            targeted: inputs.targeted,
+            written,
+        }),
+    })
+}
+
+/// The provider of a resource (`aws` for `module.m.aws_s3_bucket.b`), or
+/// `None` for `terraform_data`, which refreshes without a remote call.
+fn remote_provider(config_address: &str) -> Option<&str> {
+    let mut parts = config_address.rsplit('.');
+    let (_name, kind) = (parts.next(), parts.next()?);
+    match kind {
+        "terraform_data" => None,
+        kind => Some(kind.split('_').next().unwrap_or(kind)),
     }
 }
 
@@ -185,7 +279,7 @@ fn side_by_side(cx: &Context<'_>) -> bool {
     settings.speculative_plan && !can_ask
 }
 
-/// The plan of the cone with a scoped refresh (see [`should_scope`]).
+/// The plan of the cone with a scoped refresh (see [`choose_way`]).
 ///
 /// Where terraform cannot ask for input, the refresh of the written
 /// instances (in a private dir of its own) and the plan on the stored rows
@@ -201,6 +295,7 @@ async fn scoped_plan(
     fresh: &State,
     cs: &ChangeSet,
     info: &ConfigInfo,
+    learning: Option<Learning>,
 ) -> Result<Result<Finished, TerraformError>> {
     let ui = cx.session.ui;
     let write: HashSet<&str> = cs.write.iter().map(String::as_str).collect();
@@ -215,13 +310,25 @@ async fn scoped_plan(
     );
     if !side_by_side(cx) {
         let step = ui.step(what);
+        let started = Instant::now();
         return Ok(
             match refresh_write_set(cx, dir, fresh, &cs.write, info).await? {
                 Some(refreshed) => {
+                    let refresh_s = secs(started);
                     step.done("done");
                     refreshed.print_lines(cx);
                     dir.write_state(&refreshed.state)?;
-                    cone_plan(cx, dir, cs, false).run().await
+                    let started = Instant::now();
+                    let planned = cone_plan(cx, dir, cs, false).run().await;
+                    if let (Some(l), Ok(done)) = (learning, &planned) {
+                        if ran_through(done) {
+                            let costs =
+                                l.costs
+                                    .after_two(l.written, refresh_s, secs(started), false);
+                            l.record(cx, costs).await;
+                        }
+                    }
+                    planned
                 }
                 None => {
                     step.done(NOT_POSSIBLE);
@@ -241,9 +348,13 @@ async fn scoped_plan(
     let held = cone_plan(cx, dir, cs, false)
         .stdout(Output::Capture)
         .quiet();
-    let (refreshed, planned) = tokio::join!(
-        refresh_write_set(cx, &side, fresh, &cs.write, info),
-        held.run()
+    let started = Instant::now();
+    let ((refreshed, refresh_s), (planned, plan_s)) = tokio::join!(
+        async {
+            let r = refresh_write_set(cx, &side, fresh, &cs.write, info).await;
+            (r, secs(started))
+        },
+        async { (held.run().await, secs(started)) }
     );
     drop(side);
     let replay = |done: &Finished| ui.replay(&done.stdout, &done.stderr);
@@ -269,6 +380,10 @@ async fn scoped_plan(
             r.print_lines(cx);
             if let Ok(done) = &planned {
                 replay(done);
+                if let (Some(l), true) = (learning, ran_through(done)) {
+                    let costs = l.costs.after_two(l.written, refresh_s, plan_s, true);
+                    l.record(cx, costs).await;
+                }
             }
             Ok(planned)
         }

@@ -116,10 +116,12 @@ fn only_the_written_instances_are_refreshed_and_the_plan_is_the_same() {
     );
     assert_eq!(refreshed(&serial), down, "{serial}");
     assert_eq!(plan_of(&serial), plan_of(&scoped));
-    // auto: refreshing 4 instead of 9 saves fewer than 20: one run, as terraform.
+    // auto: terraform_data refreshes without a remote call, so the scoped
+    // refresh saves nothing: one run, as terraform, and no choice to make.
     let (code, auto, err) = run("auto", &change);
     assert_eq!(code, Some(2), "{auto}{err}");
     assert_eq!(refreshed(&auto), both, "{auto}");
+    assert!(!err.contains("Choosing how to refresh"), "{err}");
 
     // Applied with a scoped refresh, the state is what terraform expects.
     let (code, out, err) = run(
@@ -208,6 +210,24 @@ fn on_aws_a_scoped_refresh_makes_fewer_api_requests_for_the_same_plan() {
         err.contains("planning meanwhile... done; nothing changed outside terraform"),
         "{err}"
     );
+
+    // auto: the way estimated faster, said on one line, for the same plan;
+    // what the run cost is stored, and the next run estimates with it.
+    let (code, auto, err) = run("auto", &change);
+    assert_eq!(code, Some(2), "{auto}{err}");
+    assert!(
+        err.contains("Choosing how to refresh... ")
+            && err.contains("not measured on this state yet"),
+        "{err}"
+    );
+    assert_eq!(plan_of(&auto), plan_of(&wide));
+    let measured = "SELECT count(*) FROM terraform_costs WHERE providers = 'aws' \
+                    AND (command_s > 0 OR pair_s > 0)";
+    assert_eq!(db.psql(measured), "1");
+    let (code, auto, err) = run("auto", &change);
+    assert_eq!(code, Some(2), "{auto}{err}");
+    assert!(err.contains("measured on this state)"), "{err}");
+    assert_eq!(plan_of(&auto), plan_of(&wide));
 
     // A written object changed outside terraform: the refresh sees it, and
     // the cone is planned again on what it found.
