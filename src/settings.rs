@@ -393,6 +393,19 @@ Name the server with --database-url (STATEGRAPH_DATABASE_URL) or PGHOST, PGPORT,
         })
     }
 
+    /// These settings with variables given values (answers to terraform's
+    /// prompt), as if by `TF_VAR_NAME` in the environment.
+    pub fn with_variables(&self, values: &[(String, String)]) -> Settings {
+        let mut s = self.clone();
+        for (name, value) in values {
+            let key = format!("TF_VAR_{name}");
+            s.tf_vars.retain(|(k, _)| *k != key);
+            s.tf_vars.push((key, value.clone()));
+        }
+        s.tf_vars.sort();
+        s
+    }
+
     /// Where this command's private run dirs are made, for the root module
     /// in the working directory.
     pub fn layout(&self) -> crate::terraform::rundir::Layout {

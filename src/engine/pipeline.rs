@@ -36,8 +36,19 @@ pub async fn run(
     args: &[String],
     flags: TfFlags,
 ) -> Result<Outcome> {
-    preflight::check(settings, kind, &flags)?;
-    let (store, tf) = session::connect(settings).await?;
+    let answers = preflight::check(settings, kind, &flags)?;
+    let answered;
+    let settings = match answers.is_empty() {
+        true => settings,
+        false => {
+            answered = settings.with_variables(&answers);
+            &answered
+        }
+    };
+    let (store, mut tf) = session::connect(settings).await?;
+    for (name, value) in &answers {
+        tf = tf.with_env(format!("TF_VAR_{name}"), value);
+    }
     let name = settings.state_name();
     let found = session::find_state(&store, settings, &name, kind).await?;
     if let (None, Some(elsewhere)) = (found, migrate::unmigrated(settings, &name)) {

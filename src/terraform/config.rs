@@ -938,6 +938,16 @@ pub struct RootVariables {
     pub declared: BTreeMap<String, bool>,
     /// Names given a value.
     pub given: BTreeSet<String>,
+    /// What terraform's prompt for a variable shows: its `description`
+    /// (where a plain string) and whether it is `sensitive` (typed unseen).
+    pub prompts: BTreeMap<String, VariablePrompt>,
+}
+
+/// See [`RootVariables::prompts`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VariablePrompt {
+    pub description: Option<String>,
+    pub sensitive: bool,
 }
 
 /// Reads the root module's variable blocks (its `.tf` files only, override
@@ -946,17 +956,33 @@ pub struct RootVariables {
 /// cannot read or parse): terraform then checks for itself.
 pub fn root_variables(root: &Path, inputs: &Inputs) -> Result<RootVariables, Unsupported> {
     let mut declared = BTreeMap::new();
+    let mut prompts: BTreeMap<String, VariablePrompt> = BTreeMap::new();
     for body in root_bodies(root)? {
         for b in body.blocks().filter(|b| b.ident.as_str() == "variable") {
             if let [label] = b.labels.as_slice() {
                 let has_default = b.body.get_attribute("default").is_some();
                 let entry = declared.entry(label.as_str().to_owned()).or_insert(false);
                 *entry |= has_default;
+                // Override files replace what they set.
+                let prompt = prompts.entry(label.as_str().to_owned()).or_default();
+                if let Some(a) = b.body.get_attribute("description") {
+                    prompt.description = match &a.value {
+                        Expression::String(s) => Some(s.as_str().to_owned()),
+                        _ => None,
+                    };
+                }
+                if let Some(a) = b.body.get_attribute("sensitive") {
+                    prompt.sensitive = matches!(&a.value, Expression::Bool(b) if *b.value());
+                }
             }
         }
     }
     let given = root_values(root, inputs)?.into_keys().collect();
-    Ok(RootVariables { declared, given })
+    Ok(RootVariables {
+        declared,
+        given,
+        prompts,
+    })
 }
 
 /// Where the configuration keeps its state, as its `terraform` block says.

@@ -770,3 +770,139 @@ fn a_recovery_file_goes_to_stategraph_recovery_dir() {
         "{stderr}"
     );
 }
+
+/// Runs `cmd` on a terminal of its own (`script`), typing each answer once
+/// `prompt` (its text so far) shows the awaited text: (exit code, all it
+/// showed).
+fn at_a_terminal(cmd: &std::process::Command, answers: &[(&str, &str)]) -> (Option<i32>, String) {
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Mutex};
+    let quote = |s: &std::ffi::OsStr| format!("'{}'", s.to_string_lossy().replace('\'', r"'\''"));
+    let line = std::iter::once(quote(cmd.get_program()))
+        .chain(cmd.get_args().map(quote))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut script = std::process::Command::new("script");
+    script.args(["-qec", &line, "/dev/null"]);
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => script.env(k, v),
+            None => script.env_remove(k),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        script.current_dir(dir);
+    }
+    let mut child = script
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("`script` (util-linux) runs a command on a terminal: install util-linux");
+    let shown = Arc::new(Mutex::new(String::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = {
+        let shown = shown.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                shown
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    let mut stdin = child.stdin.take().unwrap();
+    let mut from = 0;
+    for (awaited, answer) in answers {
+        let started = std::time::Instant::now();
+        let at = loop {
+            let text = shown.lock().unwrap().clone();
+            if let Some(i) = text[from..].find(awaited) {
+                break from + i;
+            }
+            if started.elapsed() > Duration::from_secs(60) || child.try_wait().unwrap().is_some() {
+                let _ = child.kill();
+                panic!("the prompt {awaited:?} never showed; it showed:\n{text}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        from = at + awaited.len();
+        stdin.write_all(format!("{answer}\n").as_bytes()).unwrap();
+    }
+    let status = child.wait().unwrap();
+    drop(stdin);
+    reader.join().unwrap();
+    let shown = shown.lock().unwrap().replace("\r\n", "\n");
+    (status.code(), shown)
+}
+
+#[test]
+fn at_a_terminal_a_required_variable_is_asked_for_as_terraform_asks() {
+    let db = test_db();
+    let wd = TfWorkdir::empty();
+    wd.write_file(
+        "main.tf",
+        r#"variable "name" {
+  description = "The team's name.\nSecond line."
+}
+variable "token" {
+  sensitive = true
+}
+variable "opt" {
+  default = "x"
+}
+resource "terraform_data" "a" {
+  input = "${var.name}-${var.opt}"
+}
+"#,
+    );
+    let vars = ["-var", "name=blue", "-var", "token=t0"];
+    let mut first = vec!["apply", "-auto-approve", "-no-color"];
+    first.extend(vars);
+    assert_ok("first apply", &sg_in(&db, &wd, "asked", &first));
+    wd.terraform(&["init", "-backend=false"]);
+
+    let answers = [("Enter a value:", "green"), ("Enter a value:", "s3cret")];
+    let args = ["plan", "-no-color", "-detailed-exitcode"];
+    // The tests' TF_INPUT=0 off: terraform (and stategraph) may ask.
+    let mut ours = sg_tf(&db, &wd, "asked", &args);
+    let mut theirs = wd.command(&args);
+    let (code, ours) = at_a_terminal(ours.env_remove("TF_INPUT"), &answers);
+    let (tf_code, theirs) = at_a_terminal(theirs.env_remove("TF_INPUT"), &answers);
+    // The prompts, as terraform shows them: in name order, the description
+    // indented, a sensitive value typed unseen.
+    let prompts = |shown: &str| -> String {
+        let start = shown.find("var.name").expect("no prompt for var.name");
+        let end = shown[start..].rfind("Enter a value:").unwrap() + start;
+        shown[start..end].to_owned()
+    };
+    assert_eq!(prompts(&ours), prompts(&theirs), "{ours}\n---\n{theirs}");
+    assert!(
+        ours.contains("var.name\n  The team's name.\n  Second line.\n\n  Enter a value: green\n\nvar.token\n  Enter a value: \n"),
+        "{ours}"
+    );
+    assert!(
+        !ours.contains("s3cret"),
+        "the sensitive answer was shown: {ours}"
+    );
+    // The answers reach every terraform command of the run: the change is
+    // found and planned as terraform plans it.
+    assert_eq!(tf_code, Some(2), "{theirs}");
+    assert_eq!(code, Some(2), "{ours}");
+    assert!(
+        ours.contains(r#"~ input  = "blue-x" -> "green-x""#),
+        "{ours}"
+    );
+
+    // -input=false: refused in terraform's words, as before.
+    let out = sg_in(&db, &wd, "asked", &["plan", "-no-color", "-input=false"]);
+    assert_refused(
+        "-input=false",
+        &out,
+        &["No value for required variable", "name"],
+    );
+}
