@@ -32,6 +32,10 @@ pub async fn push(settings: &Settings, args: &PushArgs) -> Result<()> {
         (Box::new(file), args.path.clone())
     };
 
+    // What is plainly not a state is said before the database is opened
+    // (the whole document is checked as it is copied).
+    let input = looks_like_json(input, &source)?;
+
     let name = settings.state_name();
     let store = db::open(settings).await?;
     let step = settings
@@ -96,6 +100,41 @@ pub async fn push(settings: &Settings, args: &PushArgs) -> Result<()> {
         report.serial
     ));
     Ok(())
+}
+
+/// `input` as it was, once its first byte past white space is seen to
+/// open a JSON object: an empty file, or one that is not JSON at all (a
+/// plan file, a tfvars file), is refused at once.
+fn looks_like_json(mut input: Box<dyn Read + Send>, source: &str) -> Result<Box<dyn Read + Send>> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        match input.read(&mut byte) {
+            Ok(0) => bail!(
+                "{source} is not a state stategraph can store; nothing was written: the state \
+                 is empty\n\n\
+                 Give the state file `terraform state pull` writes (or a terraform.tfstate)."
+            ),
+            Ok(_) => {
+                head.push(byte[0]);
+                if !byte[0].is_ascii_whitespace() {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot read {source}")),
+        }
+    }
+    if byte[0] != b'{' {
+        let line = 1 + head.iter().filter(|b| **b == b'\n').count();
+        let column = head.len() - head.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        bail!(
+            "{source} is not a state stategraph can store; nothing was written: the state is \
+             not valid JSON: expected an object at line {line}, column {column}\n\n\
+             Give the state file `terraform state pull` writes (or a terraform.tfstate)."
+        );
+    }
+    Ok(Box::new(std::io::Cursor::new(head).chain(input)))
 }
 
 /// Resources in flight between the reading thread and the COPY: enough to

@@ -40,6 +40,28 @@ fn malformed_states_are_refused_with_where_and_why() {
     let err = refused(&db, &wd, "empty", b"");
     assert!(err.contains("empty"), "{err}");
 
+    // Plainly not a state: said before the database is reached (none
+    // answers here), not hidden behind the connection error.
+    for (bytes, said) in [(&b"  \n<html>"[..], "line 2, column 1"), (b"", "empty")] {
+        let p = wd.path().join("unreachable.input");
+        std::fs::write(&p, bytes).unwrap();
+        let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("stategraph"))
+            .env(
+                "STATEGRAPH_DATABASE_URL",
+                "postgres://nobody@127.0.0.1:1/none",
+            )
+            .args(["--state", "x", "state", "push", p.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(said) && err.contains("nothing was written"),
+            "{err}"
+        );
+        assert!(!err.contains("127.0.0.1:1"), "{err}");
+    }
+
     let v3 = br#"{"version": 3, "terraform_version": "0.11.14", "serial": 4, "lineage": "x", "modules": [{"path": ["root"], "outputs": {}, "resources": {}}]}"#;
     let err = refused(&db, &wd, "v3", v3);
     assert!(err.contains("version 3 is not supported"), "{err}");
