@@ -27,6 +27,7 @@ mod cone;
 mod connections;
 mod corpus;
 mod db_outage;
+mod deps;
 mod discovery;
 mod embedded;
 mod help;
@@ -56,3 +57,4 @@ mod terraform_runner;
 mod time_travel;
 mod tls;
 mod verify;
+
