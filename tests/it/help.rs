@@ -31,6 +31,7 @@ fn the_top_level_help_lists_every_command_stategraph_runs() {
         "init",
         "workspace",
         "cone",
+        "deps",
         "log",
         "query",
         "history",
