@@ -36,6 +36,7 @@ fn the_top_level_help_lists_every_command_stategraph_runs() {
         "query",
         "history",
         "locks",
+        "serve",
         "force-unlock",
         "recover",
         "db",

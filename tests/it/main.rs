@@ -57,4 +57,4 @@ mod terraform_runner;
 mod time_travel;
 mod tls;
 mod verify;
-
+mod web;

@@ -7,7 +7,7 @@ use super::{assert_ok, sg_in, TestDb, TfWorkdir};
 pub const SMALL_GRAPH: &str = "shop";
 
 /// `base` <- `net` <- `app["web"]`, `app["api"]`, `db`; `lonely` alone.
-/// `db` holds a sensitive password that changes with `gen`.
+/// `db` holds a sensitive password that changes with `gen` (and replaces it).
 const CONFIG: &str = r#"
 variable "gen" {
   type = string
@@ -27,7 +27,9 @@ resource "terraform_data" "app" {
 }
 
 resource "terraform_data" "db" {
-  input = { host = terraform_data.net.id, password = sensitive("pw-${var.gen}") }
+  input = { host = terraform_data.net.id }
+  # Not `input`: terraform copies that to `output` unmarked.
+  triggers_replace = { password = sensitive("pw-${var.gen}") }
 }
 
 resource "terraform_data" "lonely" {
