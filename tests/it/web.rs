@@ -450,8 +450,9 @@ fn the_page_shows_live_locks_and_the_queue() {
     );
 }
 
-/// `GET path` on the server over plain HTTP/1.1: the status and the body.
-fn get(server: &Server, path: &str) -> (u16, String) {
+/// `GET path` on the server over plain HTTP/1.1: the status, the header
+/// lines (names lowercased) and the body.
+fn get(server: &Server, path: &str) -> (u16, String, String) {
     let authority = server.url.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(authority).expect("connect to serve");
     stream
@@ -474,7 +475,15 @@ fn get(server: &Server, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("a status line: {head}"));
-    (status, body.to_owned())
+    let headers = head
+        .lines()
+        .skip(1)
+        .map(|l| match l.split_once(':') {
+            Some((name, value)) => format!("{}:{value}\n", name.to_ascii_lowercase()),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    (status, headers, body.to_owned())
 }
 
 /// The `error` of a JSON error body.
@@ -492,14 +501,14 @@ fn the_api_answers_json_and_names_what_is_wrong() {
     let wd = store_small_graph(&db);
     let server = Server::start(&db, &wd);
 
-    let (status, body) = get(&server, "/api/states");
+    let (status, _, body) = get(&server, "/api/states");
     assert_eq!(status, 200, "{body}");
     let states: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(states["states"], serde_json::json!([SMALL_GRAPH]), "{body}");
 
     // The graph with a cone is what `stategraph deps --format json` says of
     // it, on the whole graph: the same write and read sets.
-    let (status, body) = get(
+    let (status, _, body) = get(
         &server,
         &format!(
             "/api/graph?{}",
@@ -521,7 +530,7 @@ fn the_api_answers_json_and_names_what_is_wrong() {
     assert_eq!(graph["nodes"].as_array().unwrap().len(), 6, "{body}");
 
     // The history: two versions, the password masked.
-    let (status, body) = get(
+    let (status, _, body) = get(
         &server,
         &format!(
             "/api/history?{}",
@@ -537,10 +546,10 @@ fn the_api_answers_json_and_names_what_is_wrong() {
     );
 
     // What is wrong, named.
-    let (status, body) = get(&server, "/api/graph?state=nope");
+    let (status, _, body) = get(&server, "/api/graph?state=nope");
     assert_eq!(status, 404, "{body}");
     assert_eq!(error_of(&body), "no state named \"nope\"");
-    let (status, body) = get(
+    let (status, _, body) = get(
         &server,
         &format!(
             "/api/graph?{}",
@@ -549,7 +558,7 @@ fn the_api_answers_json_and_names_what_is_wrong() {
     );
     assert_eq!(status, 400, "{body}");
     assert!(error_of(&body).contains("terraform_data.nope"), "{body}");
-    let (status, body) = get(
+    let (status, _, body) = get(
         &server,
         &format!(
             "/api/history?{}",
@@ -557,13 +566,31 @@ fn the_api_answers_json_and_names_what_is_wrong() {
         ),
     );
     assert_eq!(status, 400, "{body}");
-    let (status, body) = get(&server, "/assets/nope.js");
+    let (status, _, body) = get(&server, "/assets/nope.js");
     assert_eq!(status, 404, "{body}");
     assert_eq!(error_of(&body), "no asset nope.js");
 
-    // The page and its assets come from the binary.
-    let (status, body) = get(&server, "/assets/vendor/cytoscape/cytoscape.min.js");
+    let (status, _, body) = get(&server, "/api/log?state=nope");
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(error_of(&body), "no state named \"nope\"");
+
+    // The page and its assets come from the binary; the page runs only its
+    // own scripts and is never framed.
+    let (status, headers, body) = get(&server, "/");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("/assets/app.js"), "{body}");
+    assert!(
+        headers.contains("content-security-policy: default-src 'none'; script-src 'self';"),
+        "{headers}"
+    );
+    assert!(headers.contains("frame-ancestors 'none'"), "{headers}");
+    let (status, headers, body) = get(&server, "/assets/vendor/cytoscape/cytoscape.min.js");
     assert_eq!(status, 200);
+    assert!(
+        headers.contains("content-type: text/javascript")
+            && headers.contains("x-content-type-options: nosniff"),
+        "{headers}"
+    );
     assert!(body.len() > 100_000, "cytoscape.js is served whole");
 }
 
