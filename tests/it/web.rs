@@ -5,13 +5,18 @@
 //! history with its secret masked, and the locks; its screenshot decoded and
 //! the cone's write-set and read-set colours found in the graph (and not
 //! found when no cone is asked). Live locks and the lock queue are checked
-//! while an apply holds its locks and another waits.
+//! while an apply holds its locks and another waits. Through chromedriver
+//! (WebDriver), a click on an instance in the graph marks its cone and shows
+//! its history. The JSON API is checked over plain HTTP.
 //!
 //! Chromium is found as `$STATEGRAPH_TEST_CHROMIUM`, else `chromium`,
-//! `chromium-browser` or `google-chrome` on `PATH` (`./install.sh
-//! --deps-only` installs Debian's `chromium`); without it these tests fail.
+//! `chromium-browser` or `google-chrome` on `PATH`; chromedriver as
+//! `$STATEGRAPH_TEST_CHROMEDRIVER`, else on `PATH` (`./install.sh
+//! --deps-only` installs Debian's `chromium` and `chromium-driver`); without
+//! them these tests fail.
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -89,30 +94,41 @@ fn chromium() -> PathBuf {
 /// pixels then agree.
 const WINDOW: (u32, u32) = (1280, 1000);
 
+/// Headless, at the window's size, with profile `profile`, and off the
+/// network: this machine's network is closed and Chromium would hang on
+/// connections to Google's hosts.
+fn chromium_flags(profile: &Path) -> Vec<String> {
+    [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-extensions",
+        "--disable-breakpad",
+        "--hide-scrollbars",
+        "--force-device-scale-factor=1",
+    ]
+    .into_iter()
+    .map(String::from)
+    .chain([
+        format!("--window-size={},{}", WINDOW.0, WINDOW.1),
+        format!("--user-data-dir={}", profile.display()),
+    ])
+    .collect()
+}
+
 /// Headless Chromium on `url` with `action` (`--dump-dom` or
 /// `--screenshot=FILE`), after the page's script ran (virtual time: no
 /// waiting on the clock). Flags that keep it off the network: this machine's
 /// network is closed and it would hang on connections.
 fn chromium_run(url: &str, action: &str, profile: &Path) -> Output {
     let mut child = Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-extensions",
-            "--hide-scrollbars",
-            "--force-device-scale-factor=1",
-            &format!("--window-size={},{}", WINDOW.0, WINDOW.1),
-            "--virtual-time-budget=10000",
-            &format!("--user-data-dir={}", profile.display()),
-            action,
-            url,
-        ])
+        .args(chromium_flags(profile))
+        .args(["--virtual-time-budget=10000", action, url])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -170,6 +186,7 @@ fn dom(url: &str) -> String {
 /// The screenshot of the page as RGB rows.
 struct Shot {
     width: usize,
+    height: usize,
     rgb: Vec<u8>,
 }
 
@@ -181,25 +198,29 @@ fn screenshot(url: &str) -> Shot {
         &format!("--screenshot={}", file.display()),
         &profile.path().join("profile"),
     );
-    let decoder = png::Decoder::new(std::io::BufReader::new(
-        std::fs::File::open(&file).expect("chromium wrote the screenshot"),
-    ));
+    let shot = decode_png(&std::fs::read(&file).expect("chromium wrote the screenshot"));
+    assert_eq!(
+        (shot.width, shot.height),
+        (WINDOW.0 as usize, WINDOW.1 as usize),
+        "the screenshot has the window's size"
+    );
+    shot
+}
+
+fn decode_png(bytes: &[u8]) -> Shot {
+    let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
     let mut reader = decoder.read_info().expect("the screenshot is a PNG");
     let mut buf = vec![0; reader.output_buffer_size().unwrap()];
     let info = reader.next_frame(&mut buf).unwrap();
     let channels = info.color_type.samples();
     assert!(channels >= 3, "an RGB screenshot: {:?}", info.color_type);
-    assert_eq!(
-        (info.width, info.height),
-        WINDOW,
-        "the screenshot has the window's size"
-    );
     let rgb = buf[..info.buffer_size()]
         .chunks(channels)
         .flat_map(|p| [p[0], p[1], p[2]])
         .collect();
     Shot {
         width: info.width as usize,
+        height: info.height as usize,
         rgb,
     }
 }
@@ -450,23 +471,337 @@ fn the_page_shows_live_locks_and_the_queue() {
     );
 }
 
+/// chromedriver: `$STATEGRAPH_TEST_CHROMEDRIVER`, else `chromedriver` on
+/// `PATH`.
+fn chromedriver() -> PathBuf {
+    if let Some(p) = std::env::var_os("STATEGRAPH_TEST_CHROMEDRIVER") {
+        return PathBuf::from(p);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("chromedriver"))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "the click test needs chromedriver and none was found on PATH. Install it \
+                 (`./install.sh --deps-only` installs Debian's chromium-driver package) or set \
+                 STATEGRAPH_TEST_CHROMEDRIVER to its path."
+            )
+        })
+}
+
+/// Headless Chromium driven by chromedriver over WebDriver (W3C), to click
+/// in the page as a user does. Both end when it is dropped.
+struct Browser {
+    driver: Child,
+    authority: String,
+    session: Option<String>,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    fn start() -> Browser {
+        // A free port for chromedriver (it cannot report one it chose).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // In a process group of its own, which the Chromium it starts
+        // joins: dropping the browser ends both even if the session's
+        // DELETE never came through.
+        let driver = Command::new(chromedriver())
+            .arg(format!("--port={port}"))
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start chromedriver as {}: {e}",
+                    chromedriver().display()
+                )
+            });
+        let mut browser = Browser {
+            driver,
+            authority: format!("127.0.0.1:{port}"),
+            session: None,
+            _profile: tempfile::tempdir().unwrap(),
+        };
+        wait_until(
+            "chromedriver never answered",
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            || {
+                assert!(
+                    browser.driver.try_wait().unwrap().is_none(),
+                    "chromedriver ended at once (is port {port} taken?)"
+                );
+                std::net::TcpStream::connect(&browser.authority).is_ok()
+            },
+        );
+        let capabilities = serde_json::json!({ "capabilities": { "alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium(),
+                "args": chromium_flags(browser._profile.path()),
+            },
+        }}});
+        let (status, _, body) = http(&browser.authority, "POST", "/session", Some(&capabilities));
+        assert_eq!(status, 200, "chromedriver started no Chromium: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        browser.session = Some(v["value"]["sessionId"].as_str().unwrap().to_owned());
+        browser
+    }
+
+    /// A command of the session; its `value`.
+    fn command(&self, method: &str, path: &str, body: Value) -> Value {
+        let session = self.session.as_deref().unwrap();
+        let (status, _, answer) = http(
+            &self.authority,
+            method,
+            &format!("/session/{session}{path}"),
+            (!body.is_null()).then_some(&body),
+        );
+        assert_eq!(status, 200, "{method} {path}: {answer}");
+        let v: Value = serde_json::from_str(&answer).unwrap();
+        v["value"].clone()
+    }
+
+    fn open(&self, url: &str) {
+        self.command("POST", "/url", serde_json::json!({ "url": url }));
+    }
+
+    /// Runs `script` (a function body; `arguments` are `args`) in the page.
+    fn eval(&self, script: &str, args: Value) -> Value {
+        let args = if args.is_null() {
+            serde_json::json!([])
+        } else {
+            args
+        };
+        self.command(
+            "POST",
+            "/execute/sync",
+            serde_json::json!({ "script": script, "args": args }),
+        )
+    }
+
+    /// A left click with the mouse at (`x`, `y`) of the window.
+    fn click(&self, x: i64, y: i64) {
+        self.command(
+            "POST",
+            "/actions",
+            serde_json::json!({ "actions": [{
+                "type": "pointer",
+                "id": "mouse",
+                "parameters": { "pointerType": "mouse" },
+                "actions": [
+                    { "type": "pointerMove", "duration": 0, "origin": "viewport", "x": x, "y": y },
+                    { "type": "pointerDown", "button": 0 },
+                    { "type": "pointerUp", "button": 0 },
+                ],
+            }]}),
+        );
+    }
+
+    fn screenshot(&self) -> Shot {
+        let b64 = self.command("GET", "/screenshot", Value::Null);
+        decode_png(&base64_decode(b64.as_str().expect("a base64 screenshot")))
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if let Some(session) = &self.session {
+            let _ = std::panic::catch_unwind(|| {
+                http(
+                    &self.authority,
+                    "DELETE",
+                    &format!("/session/{session}"),
+                    None,
+                )
+            });
+        }
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.driver.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = self.driver.wait();
+    }
+}
+
+/// Standard base64 (WebDriver's screenshots).
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {}", c as char),
+    };
+    let digits: Vec<u8> = text
+        .bytes()
+        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
+        .map(value)
+        .collect();
+    digits
+        .chunks(4)
+        .flat_map(|q| {
+            let n = q
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, d)| n | (u32::from(*d) << (18 - 6 * i)));
+            let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+            bytes.into_iter().take(q.len() - 1)
+        })
+        .collect()
+}
+
+#[test]
+fn clicking_an_instance_in_the_graph_marks_its_cone_and_shows_its_history() {
+    let db = test_db();
+    let wd = store_small_graph(&db);
+    let server = Server::start(&db, &wd);
+    let browser = Browser::start();
+    browser.open(&format!(
+        "{}/?{}",
+        server.url,
+        query(&[("state", SMALL_GRAPH)])
+    ));
+    let text_of = |id: &str| {
+        browser
+            .eval(
+                "return document.getElementById(arguments[0]).textContent",
+                serde_json::json!([id]),
+            )
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    wait_until(
+        "the page never finished loading",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || browser.eval("return document.body.dataset.ready", Value::Null) == "1",
+    );
+    assert_eq!(
+        text_of("cone-summary"),
+        "6 instances. Click a resource to see its change cone and history."
+    );
+
+    // Where the graph drew db: its box on the page plus the node's place
+    // in it, as cytoscape.js reports it.
+    let at = browser.eval(
+        "const p = cy.getElementById(arguments[0]).renderedPosition(); \
+         const r = document.getElementById('graph').getBoundingClientRect(); \
+         return [Math.round(r.x + p.x), Math.round(r.y + p.y)];",
+        serde_json::json!([DB]),
+    );
+    browser.click(at[0].as_i64().unwrap(), at[1].as_i64().unwrap());
+
+    wait_until(
+        "the click never showed db's history",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || {
+            browser.eval(
+                "return document.querySelectorAll('#history [data-version]').length",
+                Value::Null,
+            ) == 2
+        },
+    );
+    assert_eq!(
+        text_of("cone-summary"),
+        "Cone of terraform_data.db: 1 to write, 2 to read, of 6 instances."
+    );
+    assert_eq!(text_of("history-address"), DB);
+    let search = browser.eval("return location.search", Value::Null);
+    assert_eq!(
+        search.as_str().unwrap(),
+        format!("?{}", query(&[("state", SMALL_GRAPH), ("cone", DB)])),
+        "the URL holds the cone (a link to it shows the same)"
+    );
+
+    // And the cone is drawn in its colours.
+    let rect: Vec<usize> = browser
+        .eval(
+            "const r = document.getElementById('graph').getBoundingClientRect(); \
+             return [r.x, r.y, r.width, r.height].map(Math.round);",
+            Value::Null,
+        )
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_u64().unwrap() as usize)
+        .collect();
+    let shot = browser.screenshot();
+    assert!(
+        rect[0] + rect[2] <= shot.width && rect[1] + rect[3] <= shot.height,
+        "the graph {rect:?} is in the screenshot ({} x {})",
+        shot.width,
+        shot.height
+    );
+    let rect = [rect[0], rect[1], rect[2], rect[3]];
+    let write = shot.count(rgb(stategraph::graph::render::WRITE_COLOUR), rect);
+    let read = shot.count(rgb(stategraph::graph::render::READ_COLOUR), rect);
+    assert!(
+        write > 200,
+        "write-set colour after the click: {write} pixels"
+    );
+    assert!(
+        read > 2 * 200,
+        "read-set colour after the click: {read} pixels"
+    );
+}
+
 /// `GET path` on the server over plain HTTP/1.1: the status, the header
 /// lines (names lowercased) and the body.
 fn get(server: &Server, path: &str) -> (u16, String, String) {
-    let authority = server.url.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(authority).expect("connect to serve");
+    http(server.url.trim_start_matches("http://"), "GET", path, None)
+}
+
+/// One HTTP/1.1 request to `authority` (`host:port`), the connection closed
+/// after it: the status, the header lines (names lowercased) and the body
+/// (chunks joined).
+fn http(authority: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, String, String) {
+    let mut stream = std::net::TcpStream::connect(authority)
+        .unwrap_or_else(|e| panic!("connect to {authority}: {e}"));
     stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
+        .set_read_timeout(Some(Duration::from_secs(120)))
         .unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
     )
     .unwrap();
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .expect("read the response");
+    // Read up to the body's end (Content-Length, the last chunk, or the
+    // connection's close): chromedriver keeps the connection open.
+    let mut response = Vec::new();
+    let mut buf = [0u8; 65536];
+    let done = |r: &[u8]| -> bool {
+        let Some(end) = r.windows(4).position(|w| w == b"\r\n\r\n") else {
+            return false;
+        };
+        let head = String::from_utf8_lossy(&r[..end]).to_ascii_lowercase();
+        let body = &r[end + 4..];
+        match head.lines().find_map(|l| l.strip_prefix("content-length:")) {
+            Some(n) => body.len() >= n.trim().parse::<usize>().unwrap(),
+            None if head.contains("transfer-encoding: chunked") => body.ends_with(b"0\r\n\r\n"),
+            None => false,
+        }
+    };
+    while !done(&response) {
+        let n = stream.read(&mut buf).expect("read the response");
+        if n == 0 {
+            break;
+        }
+        response.extend_from_slice(&buf[..n]);
+    }
+    let response = String::from_utf8(response).expect("a UTF-8 response");
     let (head, body) = response
         .split_once("\r\n\r\n")
         .unwrap_or_else(|| panic!("an HTTP response: {response}"));
@@ -475,7 +810,7 @@ fn get(server: &Server, path: &str) -> (u16, String, String) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("a status line: {head}"));
-    let headers = head
+    let headers: String = head
         .lines()
         .skip(1)
         .map(|l| match l.split_once(':') {
@@ -483,7 +818,26 @@ fn get(server: &Server, path: &str) -> (u16, String, String) {
             None => format!("{l}\n"),
         })
         .collect();
-    (status, headers, body.to_owned())
+    let body = if headers.contains("transfer-encoding: chunked") {
+        unchunk(body)
+    } else {
+        body.to_owned()
+    };
+    (status, headers, body)
+}
+
+/// A chunked body's chunks, joined.
+fn unchunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n").expect("a chunk size line");
+        let size = usize::from_str_radix(size.trim(), 16).expect("a hex chunk size");
+        if size == 0 {
+            return out;
+        }
+        out.push_str(&after[..size]);
+        rest = &after[size + 2..];
+    }
 }
 
 /// The `error` of a JSON error body.
