@@ -13,8 +13,15 @@ let cy = null;
 
 async function api(path) {
   const res = await fetch(path, { headers: { accept: "application/json" } });
-  const body = await res.json();
-  if (!res.ok) throw new Error(body.error || res.statusText);
+  const text = await res.text();
+  let body;
+  try {
+    body = JSON.parse(text);
+  } catch (e) {
+    // Not JSON: a rejected query string, or a proxy's page.
+    throw new Error(res.status + " " + res.statusText + ": " + text.slice(0, 200));
+  }
+  if (!res.ok) throw new Error(body.error || res.status + " " + res.statusText);
   return body;
 }
 
@@ -252,6 +259,13 @@ function failed(where, e) {
   document.getElementById(where).replaceChildren(el("p", { class: "error" }, e.message));
 }
 
+// The timeline's error in its table, which the next refresh fills again.
+function timelineFailed(e) {
+  document.querySelector("#timeline tbody").replaceChildren(
+    el("tr", {}, el("td", { colspan: 8, class: "error" }, e.message))
+  );
+}
+
 async function main() {
   cytoscape.use(cytoscapeDagre);
   try {
@@ -262,14 +276,14 @@ async function main() {
   if (state) {
     await Promise.all([
       loadGraph().catch((e) => failed("graph", e)),
-      loadTimeline().catch((e) => failed("timeline-panel", e)),
+      loadTimeline().catch(timelineFailed),
       loadLocks().catch((e) => failed("locks", e)),
     ]);
     if (cone && cy) await selectCone(cone);
     // Locks come and go, transactions land: keep both current.
     setInterval(() => {
       loadLocks().catch((e) => failed("locks", e));
-      loadTimeline().catch((e) => failed("timeline-panel", e));
+      loadTimeline().catch(timelineFailed);
     }, 5000);
   }
   const r = document.getElementById("graph").getBoundingClientRect();

@@ -928,6 +928,12 @@ fn the_api_answers_json_and_names_what_is_wrong() {
     assert_eq!(status, 404, "{body}");
     assert_eq!(error_of(&body), "no state named \"nope\"");
 
+    // The page on a state that does not exist says so where each part
+    // would be.
+    let missing = dom(&format!("{}/?state=nope", server.url));
+    let said = missing.matches("no state named \"nope\"").count();
+    assert_eq!(said, 3, "graph, timeline and locks each say it:\n{missing}");
+
     // The page and its assets come from the binary; the page runs only its
     // own scripts and is never framed.
     let (status, headers, body) = get(&server, "/");
