@@ -3,10 +3,11 @@
 # short demo on the embedded database.
 #
 #   ./install.sh              install everything, build and install stategraph, run the demo
-#   ./install.sh --deps-only  only what the test suite needs (PostgreSQL server, moto)
+#   ./install.sh --deps-only  only what the test suite needs (PostgreSQL server, moto, Chromium, chromedriver)
 #   ./install.sh --demo       only the demo, with the stategraph already on PATH
 #
-# Needs: cargo (rustup), and root or sudo for apt-get where PostgreSQL is missing.
+# Needs: cargo (rustup), and root or sudo for apt-get where PostgreSQL (or, for
+# --deps-only, Chromium or chromedriver) is missing.
 # terraform is not installed here (no network route to its releases on some
 # machines): install terraform >= 1.5 yourself, or set STATEGRAPH_TERRAFORM.
 set -euo pipefail
@@ -62,8 +63,28 @@ else
     say "terraform: $TERRAFORM ($("$TERRAFORM" version | head -n 1))"
 fi
 
-# --- moto (a local AWS API for the aws-provider tests) ------------------------
+# --- Chromium and chromedriver (the web page's tests load it in a headless
+# browser and click in it) -------------------------------------------------------
+find_chromium() {
+    if [ -n "${STATEGRAPH_TEST_CHROMIUM:-}" ] && [ -x "$STATEGRAPH_TEST_CHROMIUM" ]; then echo "$STATEGRAPH_TEST_CHROMIUM"; return; fi
+    command -v chromium || command -v chromium-browser || command -v google-chrome || true
+}
+find_chromedriver() {
+    if [ -n "${STATEGRAPH_TEST_CHROMEDRIVER:-}" ] && [ -x "$STATEGRAPH_TEST_CHROMEDRIVER" ]; then echo "$STATEGRAPH_TEST_CHROMEDRIVER"; return; fi
+    command -v chromedriver || true
+}
 if [ "$deps_only" = 1 ]; then
+    if [ -z "$(find_chromium)" ] || [ -z "$(find_chromedriver)" ]; then
+        command -v apt-get >/dev/null || die "Chromium or chromedriver is missing and apt-get is not available: install both (of one version) and put them on PATH, or set STATEGRAPH_TEST_CHROMIUM and STATEGRAPH_TEST_CHROMEDRIVER to them"
+        say "installing Chromium and chromedriver for the web page's tests (apt-get install chromium chromium-driver)"
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+        [ -n "$(find_chromium)" ] || die "apt-get installed chromium but it is still not on PATH"
+        [ -n "$(find_chromedriver)" ] || die "apt-get installed chromium-driver but chromedriver is still not on PATH"
+    fi
+    say "Chromium: $(find_chromium), chromedriver: $(find_chromedriver)"
+
+    # --- moto (a local AWS API for the aws-provider tests) --------------------
     PY=${STATEGRAPH_PYTHON:-python3}
     if ! "$PY" -c 'import moto.server, flask, flask_cors' 2>/dev/null; then
         say "installing moto for the aws-provider tests ($PY -m pip install -r fixtures/requirements-moto.txt)"

@@ -172,6 +172,18 @@ result is stored in one transaction."
     /// instances inside it.
     Cone(ConeArgs),
 
+    /// Draw the stored dependency graph, or the change cone of addresses in it.
+    ///
+    /// With no ADDR: every instance of the state and its dependencies. With
+    /// ADDRs: their change cone (as `stategraph cone` computes it), the write
+    /// set and the read set marked. As text, Graphviz dot (`| dot -Tsvg`),
+    /// Mermaid (paste into Markdown) or JSON. (`stategraph graph` is
+    /// terraform's own: it draws the configuration.)
+    #[command(after_help = "Examples:\n  \
+stategraph deps --format dot | dot -Tsvg > graph.svg\n  \
+stategraph deps --format mermaid 'module.app[\"web\"]'")]
+    Deps(DepsArgs),
+
     /// Show the transaction log: who wrote what to the state, and when.
     Log(LogArgs),
 
@@ -399,6 +411,25 @@ pub struct ListArgs {
 pub struct ShowArgs {
     /// Instance address, e.g. module.m[0].aws_subnet.s["a"].
     pub address: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DepsArgs {
+    /// Draw only the change cone of these (instances, resources or modules).
+    pub addresses: Vec<String>,
+
+    /// text, dot (Graphviz), mermaid or json.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: DepsFormat,
+}
+
+/// The renderings of `stategraph deps`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DepsFormat {
+    Text,
+    Dot,
+    Mermaid,
+    Json,
 }
 
 #[derive(Debug, Args)]

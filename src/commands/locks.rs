@@ -5,10 +5,9 @@
 use std::io::Write;
 
 use anyhow::{anyhow, bail, Context, Result};
-use serde_json::json;
 
 use crate::db;
-use crate::db::locks::{HeldLock, LockMode, Waiting};
+use crate::db::locks::{in_mode, HeldLock, LockMode, Waiting};
 use crate::settings::Settings;
 
 /// `locks [--json]`: every holder (of `--state` only, if given), as a table
@@ -37,8 +36,8 @@ pub async fn list(settings: &Settings, json: bool) -> Result<()> {
     if json {
         let items: Vec<_> = held
             .iter()
-            .map(to_json)
-            .chain(queue.iter().map(waiting_json))
+            .map(HeldLock::to_json)
+            .chain(queue.iter().map(Waiting::to_json))
             .collect();
         serde_json::to_writer_pretty(&mut out, &items)?;
         writeln!(out)?;
@@ -103,56 +102,6 @@ pub async fn force_unlock(settings: &Settings, id: &str) -> Result<()> {
 
 fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
-}
-
-/// The addresses held (or waited for) in `mode`.
-fn in_mode(addresses: &[(String, LockMode)], mode: LockMode) -> Vec<&str> {
-    addresses
-        .iter()
-        .filter(|(_, m)| *m == mode)
-        .map(|(a, _)| a.as_str())
-        .collect()
-}
-
-fn to_json(l: &HeldLock) -> serde_json::Value {
-    let h = &l.holder;
-    let of = |mode| in_mode(&l.addresses, mode);
-    json!({
-        "id": h.id,
-        "state": h.state,
-        "state_id": h.state_id,
-        "txn_id": h.txn_id,
-        "user": h.user,
-        "host": h.host,
-        "ci_job": h.ci_job,
-        "command": h.command,
-        "acquired_at": h.acquired_at.to_rfc3339(),
-        "lease_expires_at": h.lease_expires_at.to_rfc3339(),
-        "expired": l.expired,
-        "queued": false,
-        "exclusive": of(LockMode::Exclusive),
-        "shared": of(LockMode::Shared),
-    })
-}
-
-/// A request waiting in the queue: `id` is its ticket, `queued_at` when it
-/// asked.
-fn waiting_json(w: &Waiting) -> serde_json::Value {
-    let h = &w.waiter;
-    let of = |mode| in_mode(&w.addresses, mode);
-    json!({
-        "id": h.id,
-        "state": h.state,
-        "state_id": h.state_id,
-        "user": h.user,
-        "host": h.host,
-        "ci_job": h.ci_job,
-        "command": h.command,
-        "queued_at": h.acquired_at.to_rfc3339(),
-        "queued": true,
-        "exclusive": of(LockMode::Exclusive),
-        "shared": of(LockMode::Shared),
-    })
 }
 
 /// Aligned columns: TICKET, STATE, EXCL, SHARED, WHO, COMMAND, SINCE.
@@ -236,6 +185,7 @@ mod tests {
     use super::*;
     use crate::db::locks::Holder;
     use chrono::TimeZone;
+    use serde_json::json;
 
     #[test]
     fn table_aligns_columns_and_counts_modes() {
@@ -276,7 +226,7 @@ mod tests {
             lines[1].ends_with("expired 2026-01-02 03:05:05 UTC"),
             "{text}"
         );
-        let j = to_json(&held);
+        let j = held.to_json();
         assert_eq!(j["shared"], json!(["a.y", "a.z"]));
         assert_eq!(j["exclusive"], json!(["a.x"]));
         assert_eq!(j["expired"], json!(true));

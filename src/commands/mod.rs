@@ -6,6 +6,7 @@
 mod apply;
 mod cone;
 mod db;
+mod deps;
 mod history;
 mod init;
 mod locks;
@@ -46,6 +47,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::State(StateCommand::Show(args)) => state::show(s, args).await,
         Command::State(StateCommand::Other(args)) => write::state(s, args).await,
         Command::Cone(args) => cone::execute(s, args).await,
+        Command::Deps(args) => deps::execute(s, args).await,
         Command::Plan(a) => plan::execute(s, &a.args).await,
         Command::Apply(a) => apply::apply(s, &a.args).await,
         Command::Destroy(a) => apply::destroy(s, &a.args).await,

@@ -224,6 +224,62 @@ impl HeldLock {
     }
 }
 
+/// The addresses held (or waited for) in `mode`.
+pub fn in_mode(addresses: &[(String, LockMode)], mode: LockMode) -> Vec<&str> {
+    addresses
+        .iter()
+        .filter(|(_, m)| *m == mode)
+        .map(|(a, _)| a.as_str())
+        .collect()
+}
+
+impl HeldLock {
+    /// The lock as `stategraph locks --json` (and the web page) show it:
+    /// every field and the addresses by mode.
+    pub fn to_json(&self) -> serde_json::Value {
+        let h = &self.holder;
+        let of = |mode| in_mode(&self.addresses, mode);
+        serde_json::json!({
+            "id": h.id,
+            "state": h.state,
+            "state_id": h.state_id,
+            "txn_id": h.txn_id,
+            "user": h.user,
+            "host": h.host,
+            "ci_job": h.ci_job,
+            "command": h.command,
+            "acquired_at": h.acquired_at.to_rfc3339(),
+            "lease_expires_at": h.lease_expires_at.to_rfc3339(),
+            "expired": self.expired,
+            "queued": false,
+            "exclusive": of(LockMode::Exclusive),
+            "shared": of(LockMode::Shared),
+        })
+    }
+}
+
+impl Waiting {
+    /// A request waiting in the queue, as `stategraph locks --json` shows
+    /// it: `id` is its ticket, `queued_at` when it asked.
+    pub fn to_json(&self) -> serde_json::Value {
+        let h = &self.waiter;
+        let of = |mode| in_mode(&self.addresses, mode);
+        serde_json::json!({
+            "id": h.id,
+            "state": h.state,
+            "state_id": h.state_id,
+            "user": h.user,
+            "host": h.host,
+            "ci_job": h.ci_job,
+            "command": h.command,
+            "queued_at": h.acquired_at.to_rfc3339(),
+            "queued": true,
+            "exclusive": of(LockMode::Exclusive),
+            "shared": of(LockMode::Shared),
+        })
+    }
+}
+
 /// Lock failures.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {

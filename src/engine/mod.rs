@@ -33,13 +33,15 @@
 //! Besides the pipeline: [`saved`] plans (`plan -out`, `apply FILE`),
 //! [`locked`] terraform commands that may write anywhere in the state
 //! (`taint`, `import`, `state mv` ...), [`recovery`] (`recover FILE`) and
-//! [`migrate`] (`init -migrate-state`).
+//! [`migrate`] (`init -migrate-state`); [`deps`] reads a stored graph or a
+//! cone to draw (`stategraph deps`, the page of `stategraph serve`).
 //!
 //! Commands ([`crate::commands`]) parse argv, call one entry point here and
 //! render what it returns; nothing here parses a command line.
 
 pub mod baseline;
 pub mod change_set;
+pub mod deps;
 pub mod discover;
 pub mod lease;
 pub mod locked;

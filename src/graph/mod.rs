@@ -15,12 +15,14 @@
 //! use the cone to decide what to lock, refresh and target.
 
 mod cone;
+pub mod render;
 
 pub use cone::Cone;
 
 use std::collections::HashMap;
 
 use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::Direction;
 
 use crate::address::{self, AddressError, Target};
 
@@ -287,6 +289,32 @@ impl StateGraph {
     /// are counted.
     pub fn edge_count(&self) -> usize {
         self.dependency_edges
+    }
+
+    /// Every instance address, sorted bytewise.
+    pub fn instance_addresses(&self) -> Vec<&str> {
+        let mut all: Vec<&str> = self.instances.keys().map(|a| &**a).collect();
+        all.sort_unstable();
+        all
+    }
+
+    /// The dependency edges between instances, (dependency, dependent),
+    /// sorted: the internal aggregation nodes seen through. One edge per
+    /// instance pair, whatever the number of paths.
+    pub fn instance_edges(&self) -> Vec<(&str, &str)> {
+        let mut edges = Vec::new();
+        for &node in self.instances.values() {
+            for agg in self.graph.neighbors_directed(node, Direction::Incoming) {
+                for source in self.graph.neighbors_directed(agg, Direction::Incoming) {
+                    if let Node::Instance(from) = &self.graph[source] {
+                        edges.push((&**from, self.graph[node].address()));
+                    }
+                }
+            }
+        }
+        edges.sort_unstable();
+        edges.dedup();
+        edges
     }
 
     /// Whether `address` is an instance of this state.

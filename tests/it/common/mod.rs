@@ -9,6 +9,7 @@ pub mod moto;
 pub mod pg;
 pub mod process;
 pub mod slow_chain;
+pub mod small_graph;
 pub mod terraform;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ use assert_cmd::Command;
 pub use pg::{test_db, TestDb};
 pub use process::*;
 pub use slow_chain::{assert_no_changes, SlowChain};
+pub use small_graph::{store_small_graph, SMALL_GRAPH};
 pub use terraform::{produce_state, TfWorkdir};
 
 /// The real binary with plain output, none of the libpq variables, and no
