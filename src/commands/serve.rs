@@ -3,9 +3,25 @@
 use anyhow::Result;
 
 use crate::cli::ServeArgs;
+use crate::serve::{Auth, Options};
 use crate::settings::Settings;
 
-/// `stategraph serve [--listen ADDR]`.
+/// `stategraph serve [--listen ADDR] [--tokens FILE] [--tls-cert PEM --tls-key PEM]`.
 pub async fn execute(settings: &Settings, args: &ServeArgs) -> Result<()> {
-    crate::serve::run(settings, args.listen).await
+    let auth = match &args.tokens {
+        Some(path) => Auth::load(&settings.workdir.join(path))?,
+        None => Auth::open(),
+    };
+    let tls = args
+        .tls_cert
+        .clone()
+        .zip(args.tls_key.clone())
+        .map(|(c, k)| (settings.workdir.join(c), settings.workdir.join(k)));
+    let options = Options {
+        listen: args.listen,
+        auth,
+        tls,
+        allow_unauthenticated: args.allow_unauthenticated,
+    };
+    crate::serve::run(settings, options).await
 }

@@ -1,0 +1,497 @@
+//! `stategraph serve`: terraform's `http` backend over the stored states,
+//! driven by the real terraform binary (init, apply, locks both ways with
+//! a stategraph apply, `terraform_remote_state`, TLS) and by plain HTTP
+//! requests for what terraform does not show (status codes of auth).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::common::*;
+
+/// A state name shaped like the ones stategraph derives from a checkout.
+const STATE: &str = "github.com/acme/infra//envs/prod";
+
+const TOKENS: &str = r#"[
+    {"name": "ci", "token": "ci-secret", "scope": "github.com/acme/*", "access": "read-write"},
+    {"name": "reader", "username": "reader", "password": "reader-pw", "scope": "*", "access": "read-only"}
+]"#;
+
+/// A `stategraph serve` child on a port of its choosing, stopped on drop.
+struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT` (or https).
+    base: String,
+    port: u16,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts `stategraph serve --listen 127.0.0.1:0 ARGS` on `db` and
+    /// waits for the line naming the address it listens on.
+    fn start(db: &TestDb, args: &[&str]) -> Server {
+        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("stategraph"));
+        cmd.env("CI", "true")
+            .env(
+                "STATEGRAPH_DATA_DIR",
+                "/nonexistent/stategraph-tests-must-not-use-the-embedded-db",
+            )
+            .env("STATEGRAPH_DATABASE_URL", &db.url)
+            .env_remove("STATEGRAPH_STATE")
+            .env_remove("STATEGRAPH_SERVE_TOKENS");
+        for var in pg::LIBPQ_VARS {
+            cmd.env_remove(var);
+        }
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start stategraph serve");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let reader = BufReader::new(child.stderr.take().unwrap());
+        let log = stderr.clone();
+        std::thread::spawn(move || {
+            for line in reader.lines() {
+                let Ok(line) = line else { break };
+                log.lock().unwrap().push_str(&format!("{line}\n"));
+                if let Some(rest) = line.split(" on ").nth(1) {
+                    if line.starts_with("Serving the states") {
+                        let _ = tx.send(rest.split_whitespace().next().unwrap().to_owned());
+                    }
+                }
+            }
+        });
+        let base = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(base) => base,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "stategraph serve did not start:\n{}",
+                    stderr.lock().unwrap()
+                );
+            }
+        };
+        let port = base.rsplit(':').next().unwrap().parse().unwrap();
+        Server {
+            child,
+            base,
+            port,
+            stderr,
+        }
+    }
+
+    fn url(&self, state: &str) -> String {
+        format!("{}/state/{state}", self.base)
+    }
+
+    fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// One plain-HTTP request; returns the status and the body.
+    fn request(&self, method: &str, path: &str, auth: Option<&str>, body: &str) -> (u16, String) {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        let auth = auth
+            .map(|a| format!("Authorization: {a}\r\n"))
+            .unwrap_or_default();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        let status = answer
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"));
+        let body = answer
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            send_signal(self.child.id(), Signal::SIGTERM);
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+/// The resources both terraform (through the backend) and stategraph apply:
+/// `a` takes `sleep_seconds` whenever `gen` changes.
+const RESOURCES: &str = r#"
+variable "gen" {
+  type    = string
+  default = "1"
+}
+
+variable "sleep_seconds" {
+  type    = number
+  default = 0
+}
+
+resource "terraform_data" "a" {
+  input            = { gen = var.gen }
+  triggers_replace = [var.gen]
+
+  provisioner "local-exec" {
+    command = "sleep ${var.sleep_seconds}"
+  }
+}
+
+resource "terraform_data" "b" {
+  input = "unrelated"
+}
+
+output "a_gen" {
+  value = terraform_data.a.output.gen
+}
+"#;
+
+/// A backend block for `url` with `extra` settings (credentials, TLS).
+fn backend(url: &str, extra: &str) -> String {
+    format!(
+        "terraform {{\n  backend \"http\" {{\n    address        = \"{url}\"\n    \
+         lock_address   = \"{url}\"\n    unlock_address = \"{url}\"\n{extra}  }}\n}}\n"
+    )
+}
+
+/// A workdir whose terraform keeps its state at `url`.
+fn terraform_dir(url: &str, extra: &str) -> TfWorkdir {
+    let wd = TfWorkdir::empty();
+    wd.write_file("backend.tf", &backend(url, extra));
+    wd.write_file("main.tf", RESOURCES);
+    wd.terraform(&["init", "-no-color", "-input=false"]);
+    wd
+}
+
+/// The same configuration for stategraph (no backend block).
+fn stategraph_dir() -> TfWorkdir {
+    let wd = TfWorkdir::empty();
+    wd.write_file("main.tf", RESOURCES);
+    wd.terraform(&["init", "-no-color", "-backend=false"]);
+    wd
+}
+
+fn tokens_file(dir: &Path) -> String {
+    let path = dir.join("tokens.json");
+    std::fs::write(&path, TOKENS).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+const CI_CREDENTIALS: &str = "    username = \"terraform\"\n    password = \"ci-secret\"\n";
+
+#[test]
+fn terraform_applies_through_the_backend_and_another_configuration_reads_its_outputs() {
+    let db = test_db();
+    let tokens = tempfile::tempdir().unwrap();
+    let server = Server::start(&db, &["--tokens", &tokens_file(tokens.path())]);
+    let tf = terraform_dir(&server.url(STATE), CI_CREDENTIALS);
+    let applied = tf.terraform(&["apply", "-auto-approve", "-no-color", "-var", "gen=7"]);
+    assert!(text(&applied.stdout).contains("Apply complete! Resources: 2 added"));
+
+    // The rows are stategraph's: listed, and written by the token's name.
+    let listed = sg_ok(&db, &["--state", STATE, "state", "list"]);
+    assert_eq!(listed, "terraform_data.a\nterraform_data.b\n");
+    assert_eq!(input_gen(&db, "terraform_data.a"), "7");
+    let log = sg_ok(&db, &["--state", STATE, "log", "--json"]);
+    assert!(
+        log.contains("http backend POST") && log.contains("\"ci\""),
+        "{log}"
+    );
+    // terraform unlocked after its apply.
+    assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "0");
+    // And sees no change: what it reads back is what it wrote.
+    let plan = tf
+        .command(&["plan", "-detailed-exitcode", "-no-color", "-var", "gen=7"])
+        .output()
+        .unwrap();
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan.stdout));
+
+    // Another configuration reads the outputs with the read-only login.
+    let reader = TfWorkdir::empty();
+    reader.write_file(
+        "main.tf",
+        &format!(
+            r#"
+data "terraform_remote_state" "prod" {{
+  backend = "http"
+  config = {{
+    address  = "{}"
+    username = "reader"
+    password = "reader-pw"
+  }}
+}}
+
+output "seen" {{
+  value = data.terraform_remote_state.prod.outputs.a_gen
+}}
+"#,
+            server.url(STATE)
+        ),
+    );
+    reader.terraform(&["init", "-no-color"]);
+    reader.terraform(&["apply", "-auto-approve", "-no-color"]);
+    let seen = reader.terraform(&["output", "-raw", "seen"]);
+    assert_eq!(text(&seen.stdout), "7");
+
+    // What terraform does not show: the answers to each kind of caller.
+    let path = format!("/state/{STATE}");
+    let ci = Some("Bearer ci-secret");
+    let read_only = basic("reader", "reader-pw");
+    assert_eq!(server.request("GET", &path, None, "").0, 401);
+    assert_eq!(
+        server.request("GET", &path, Some("Bearer wrong"), "").0,
+        401
+    );
+    assert_eq!(
+        server
+            .request("GET", &path, Some(&basic("reader", "nope")), "")
+            .0,
+        401
+    );
+    let (status, body) = server.request("GET", &path, Some(&read_only), "");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("\"lineage\"") && body.contains("terraform_data"),
+        "{body}"
+    );
+    let state = body.clone();
+    assert_eq!(
+        server.request("POST", &path, Some(&read_only), &state).0,
+        403
+    );
+    let lock = r#"{"ID":"x","Operation":"OperationTypeApply","Who":"r@h"}"#;
+    assert_eq!(server.request("LOCK", &path, Some(&read_only), lock).0, 403);
+    // The token's scope is its prefix.
+    assert_eq!(server.request("GET", "/state/elsewhere", ci, "").0, 403);
+    assert_eq!(
+        server.request("GET", &format!("{path}-nothing"), ci, "").0,
+        404
+    );
+    // A POST naming a lock nobody holds writes nothing.
+    let (status, body) = server.request("POST", &format!("{path}?ID=nope"), ci, &state);
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("not held"), "{body}");
+    // A state of an older serial is refused as `state push` refuses it.
+    let mut older: serde_json::Value = serde_json::from_str(&state).unwrap();
+    older["serial"] = 0.into();
+    let (status, body) = server.request("POST", &path, ci, &older.to_string());
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("newer state"), "{body}");
+    // Secrets never reach the server's output.
+    let log = server.log();
+    assert!(
+        !log.contains("ci-secret") && !log.contains("reader-pw"),
+        "{log}"
+    );
+}
+
+#[test]
+fn terraform_and_stategraph_applies_wait_for_each_others_locks() {
+    let db = test_db();
+    let server = Server::start(&db, &[]);
+    let tf = terraform_dir(&server.url(STATE), "");
+    tf.terraform(&["apply", "-auto-approve", "-no-color"]);
+    let sg = stategraph_dir();
+
+    // terraform holds the lock while it applies gen 2 slowly.
+    let mut terraform = tf
+        .command(&[
+            "apply",
+            "-auto-approve",
+            "-no-color",
+            "-var",
+            "gen=2",
+            "-var",
+            "sleep_seconds=15",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until_locked(&db, &mut terraform, "terraform's LOCK through the backend");
+    let locks = sg_ok(&db, &["locks"]);
+    assert!(locks.contains("terraform apply (http backend)"), "{locks}");
+    let refused = sg_in(
+        &db,
+        &sg,
+        STATE,
+        &[
+            "apply",
+            "-auto-approve",
+            "-no-color",
+            "-var",
+            "gen=3",
+            "-lock-timeout=0s",
+        ],
+    );
+    let err = text(&refused.stderr);
+    assert!(!refused.status.success(), "{err}");
+    assert!(
+        err.contains("Error acquiring the state lock")
+            && err.contains("terraform apply (http backend)"),
+        "{err}"
+    );
+    let done = terraform.wait_with_output().unwrap();
+    assert!(
+        done.status.success(),
+        "{}{}",
+        text(&done.stdout),
+        text(&done.stderr)
+    );
+    assert_eq!(input_gen(&db, "terraform_data.a"), "2");
+    assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "0");
+
+    // stategraph holds rows while it applies gen 4 slowly.
+    let mut apply = sg_tf(
+        &db,
+        &sg,
+        STATE,
+        &[
+            "apply",
+            "-auto-approve",
+            "-no-color",
+            "-var",
+            "gen=4",
+            "-var",
+            "sleep_seconds=15",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    wait_until_locked(&db, &mut apply, "stategraph's apply");
+    let refused = tf
+        .command(&["plan", "-no-color", "-lock-timeout=0s", "-var", "gen=4"])
+        .output()
+        .unwrap();
+    let err = text(&refused.stderr);
+    assert!(!refused.status.success(), "{err}");
+    assert!(
+        err.contains("Error acquiring the state lock")
+            && err.contains("already locked: ID=")
+            && err.contains("(stategraph apply"),
+        "{err}"
+    );
+    let done = apply.wait_with_output().unwrap();
+    assert!(
+        done.status.success(),
+        "{}{}",
+        text(&done.stdout),
+        text(&done.stderr)
+    );
+    // terraform reads what stategraph wrote: nothing left to do at gen 4.
+    let plan = tf
+        .command(&["plan", "-detailed-exitcode", "-no-color", "-var", "gen=4"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        plan.status.code(),
+        Some(0),
+        "{}{}",
+        text(&plan.stdout),
+        text(&plan.stderr)
+    );
+}
+
+#[test]
+fn a_state_with_no_rows_is_locked_against_a_second_locker() {
+    let db = test_db();
+    let server = Server::start(&db, &[]);
+    let path = "/state/new/one";
+    let lock = |id: &str| {
+        format!(r#"{{"ID":"{id}","Operation":"OperationTypeApply","Who":"alice@laptop"}}"#)
+    };
+    assert_eq!(server.request("GET", path, None, "").0, 404);
+    assert_eq!(server.request("LOCK", path, None, &lock("first")).0, 200);
+    let (status, body) = server.request("LOCK", path, None, &lock("second"));
+    assert_eq!(status, 423, "{body}");
+    let info: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(info["Who"], "alice@laptop", "{body}");
+    assert_eq!(info["Path"], "new/one", "{body}");
+    let locks = sg_ok(&db, &["locks"]);
+    assert!(locks.contains("terraform apply (http backend)"), "{locks}");
+    // Only the holder's ID unlocks it.
+    assert_eq!(server.request("UNLOCK", path, None, &lock("second")).0, 409);
+    assert_eq!(server.request("UNLOCK", path, None, &lock("first")).0, 200);
+    assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "0");
+    assert_eq!(server.request("LOCK", path, None, &lock("second")).0, 200);
+}
+
+#[test]
+fn terraform_reaches_the_backend_over_tls() {
+    let db = test_db();
+    let certs = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert_path, key_path) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    let server = Server::start(
+        &db,
+        &[
+            "--tls-cert",
+            cert_path.to_str().unwrap(),
+            "--tls-key",
+            key_path.to_str().unwrap(),
+        ],
+    );
+    assert!(server.base.starts_with("https://"), "{}", server.base);
+    let url = format!("https://localhost:{}/state/tls", server.port);
+    let ca = format!(
+        "    client_ca_certificate_pem = <<-EOT\n{}    EOT\n",
+        cert.cert.pem()
+    );
+    let tf = terraform_dir(&url, &ca);
+    tf.terraform(&["apply", "-auto-approve", "-no-color", "-var", "gen=5"]);
+    assert_eq!(input_gen(&db, "terraform_data.a"), "5");
+    // Plain HTTP gets no answer from it.
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    write!(stream, "GET /state/tls HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(!answer.contains("terraform_data"), "{answer}");
+}
+
+#[test]
+fn without_tokens_it_refuses_to_listen_beyond_loopback() {
+    let db = test_db();
+    let out = stategraph(&db)
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("without a tokens file") && err.contains("--tokens"),
+        "{err}"
+    );
+}
