@@ -74,6 +74,12 @@ pub(super) fn in_flight_txns() -> String {
 /// Its negation: a lease that ran out.
 const LEASE_EXPIRED: &str = "lease_expires_at <= clock_timestamp()";
 
+/// The lock row that stands for a state as a whole (no instance address can
+/// be `*`): every run of the CLI locks it shared, and a lock of terraform's
+/// `http` backend (`stategraph serve`) exclusively, so that they exclude
+/// each other whatever rows the run adds, on a state with no rows too.
+pub const WHOLE_STATE: &str = "*";
+
 /// How an address is locked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum LockMode {

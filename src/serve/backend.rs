@@ -30,13 +30,9 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::Identity;
 use super::App;
-use crate::db::locks::{Conflict, Heartbeat, LockError, LockRequest};
+use crate::db::locks::{Conflict, Heartbeat, LockError, LockRequest, WHOLE_STATE};
 use crate::db::store::{Actor, StoreError};
 use crate::tfstate;
-
-/// The lock row that stands for the state itself: no instance address can
-/// be `*`. Every HTTP lock takes it exclusively.
-pub const WHOLE_STATE: &str = "*";
 
 /// The largest state a POST may carry.
 const MAX_STATE_BYTES: usize = 1 << 30;
@@ -223,14 +219,16 @@ impl Backend<'_> {
         let (holder, own) = match id {
             Some(id) => match self.app.locks.holder(self.name, id) {
                 Some(holder) => (holder, false),
-                None => return Err(text(
-                    StatusCode::CONFLICT,
-                    format!(
+                None => {
+                    return Err(text(
+                        StatusCode::CONFLICT,
+                        format!(
                         "lock {id} is not held on state \"{}\" (it was released, force-unlocked \
                              or its lease expired); nothing was written",
                         self.name
                     ),
-                )),
+                    ))
+                }
             },
             None => (self.lock_whole(command).await?, true),
         };

@@ -327,7 +327,7 @@ fn terraform_and_stategraph_applies_wait_for_each_others_locks() {
             "-var",
             "gen=2",
             "-var",
-            "sleep_seconds=15",
+            "sleep_seconds=30",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -348,6 +348,23 @@ fn terraform_and_stategraph_applies_wait_for_each_others_locks() {
             "gen=3",
             "-lock-timeout=0s",
         ],
+    );
+    let err = text(&refused.stderr);
+    assert!(!refused.status.success(), "{err}");
+    assert!(
+        err.contains("Error acquiring the state lock")
+            && err.contains("terraform apply (http backend)"),
+        "{err}"
+    );
+    // An apply that only adds an instance waits for it too: terraform's
+    // POST would otherwise drop a row it never saw.
+    let adds = stategraph_dir();
+    adds.write_file("more.tf", "resource \"terraform_data\" \"c\" {}\n");
+    let refused = sg_in(
+        &db,
+        &adds,
+        STATE,
+        &["apply", "-auto-approve", "-no-color", "-lock-timeout=0s"],
     );
     let err = text(&refused.stderr);
     assert!(!refused.status.success(), "{err}");
