@@ -9,7 +9,12 @@ use crate::settings::Settings;
 /// `stategraph serve [--listen ADDR] [--tokens FILE] [--tls-cert PEM --tls-key PEM]`.
 pub async fn execute(settings: &Settings, args: &ServeArgs) -> Result<()> {
     let auth = match &args.tokens {
-        Some(path) => Auth::load(&settings.workdir.join(path))?,
+        Some(path) => {
+            let path = settings.workdir.join(path);
+            let auth = Auth::load(&path)?;
+            warn_if_others_read(settings, &path);
+            auth
+        }
         None => Auth::open(),
     };
     let tls = args
@@ -24,4 +29,22 @@ pub async fn execute(settings: &Settings, args: &ServeArgs) -> Result<()> {
         allow_unauthenticated: args.allow_unauthenticated,
     };
     crate::serve::run(settings, options).await
+}
+
+/// The tokens file holds secrets: says so when users other than its owner
+/// may read it (the server starts all the same).
+fn warn_if_others_read(settings: &Settings, path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        settings.ui.warn(format!(
+            "the tokens file {} may be read by other users (mode {mode:04o}): \
+             `chmod 600 {}` keeps its secrets to its owner",
+            path.display(),
+            path.display()
+        ));
+    }
 }

@@ -177,6 +177,29 @@ impl Auth {
             if e.scope.is_empty() {
                 bail!("{at}: the scope is empty; give a state name, a prefix ending in *, or *");
             }
+            let reused =
+                entries
+                    .iter()
+                    .position(|known: &Entry| match (&known.credential, &credential) {
+                        (Credential::Token(a), Credential::Token(b)) => same(a, b),
+                        (
+                            Credential::Basic { username: a, .. },
+                            Credential::Basic { username: b, .. },
+                        ) => a == b,
+                        _ => false,
+                    });
+            if let Some(j) = reused {
+                let what = match credential {
+                    Credential::Token(_) => "token",
+                    Credential::Basic { .. } => "username",
+                };
+                bail!(
+                    "{at} has the same {what} as entry {} (\"{}\"): a caller could not be told \
+                     from the other; give each its own",
+                    j + 1,
+                    entries[j].name
+                );
+            }
             entries.push(Entry {
                 name: e.name,
                 credential,
@@ -328,6 +351,17 @@ mod tests {
         );
         let typo = r#"[{"name":"a","tokn":"t","scope":"*","access":"read-only"}]"#;
         assert!(err(typo).contains("unknown field"), "{}", err(typo));
+        let twice = r#"[{"name":"a","token":"s3cret","scope":"*","access":"read-only"},
+                        {"name":"b","token":"s3cret","scope":"x","access":"read-write"}]"#;
+        assert!(
+            err(twice).contains("entry 2 (\"b\") has the same token as entry 1 (\"a\")")
+                && !err(twice).contains("s3cret"),
+            "{}",
+            err(twice)
+        );
+        let user = r#"[{"name":"a","username":"u","password":"p","scope":"*","access":"read-only"},
+                       {"name":"b","username":"u","password":"q","scope":"*","access":"read-only"}]"#;
+        assert!(err(user).contains("same username"), "{}", err(user));
     }
 
     #[test]

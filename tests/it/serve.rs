@@ -222,6 +222,12 @@ fn terraform_applies_through_the_backend_and_another_configuration_reads_its_out
         log.contains("http backend POST") && log.contains("\"ci\""),
         "{log}"
     );
+    // Each version is in the instance's history, by the same transaction.
+    let history = sg_ok(&db, &["--state", STATE, "history", "terraform_data.a"]);
+    assert!(
+        history.contains("http backend POST") && history.contains("ci"),
+        "{history}"
+    );
     // terraform unlocked after its apply.
     assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "0");
     // And sees no change: what it reads back is what it wrote.
@@ -302,8 +308,10 @@ output "seen" {{
     let (status, body) = server.request("POST", &path, ci, &older.to_string());
     assert_eq!(status, 409, "{body}");
     assert!(body.contains("newer state"), "{body}");
-    // Secrets never reach the server's output.
+    // Secrets never reach the server's output; the tokens file, readable
+    // by others here, is named as such.
     let log = server.log();
+    assert!(log.contains("may be read by other users"), "{log}");
     assert!(
         !log.contains("ci-secret") && !log.contains("reader-pw"),
         "{log}"
@@ -511,4 +519,43 @@ fn without_tokens_it_refuses_to_listen_beyond_loopback() {
         err.contains("without a tokens file") && err.contains("--tokens"),
         "{err}"
     );
+}
+
+#[test]
+fn a_bad_tokens_file_stops_the_server_naming_what_is_wrong() {
+    let db = test_db();
+    let dir = tempfile::tempdir().unwrap();
+    let serve = |file: &Path| {
+        let out = stategraph(&db)
+            .args(["serve", "--listen", "127.0.0.1:0", "--tokens"])
+            .arg(file)
+            .timeout(Duration::from_secs(60))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{}", text(&out.stderr));
+        text(&out.stderr)
+    };
+    let missing = dir.path().join("nowhere.json");
+    let err = serve(&missing);
+    assert!(
+        err.contains("cannot read the tokens file") && err.contains("nowhere.json"),
+        "{err}"
+    );
+    let bad = dir.path().join("tokens.json");
+    std::fs::write(
+        &bad,
+        r#"[{"name": "ci", "token": "hunter2-secret", "scope": "*", "access": "admin"}]"#,
+    )
+    .unwrap();
+    let err = serve(&bad);
+    assert!(
+        err.contains("is not valid")
+            && err.contains("entry 1 (\"ci\")")
+            && err.contains("use read-write or read-only"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+    std::fs::write(&bad, "{\"name\": \"ci\"}").unwrap();
+    let err = serve(&bad);
+    assert!(err.contains("expected a JSON array"), "{err}");
 }
