@@ -29,6 +29,8 @@ struct Server {
     base: String,
     port: u16,
     stderr: Arc<Mutex<String>>,
+    /// The thread reading its stderr into `stderr`.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
@@ -57,7 +59,7 @@ impl Server {
         let (tx, rx) = std::sync::mpsc::channel::<String>();
         let reader = BufReader::new(child.stderr.take().unwrap());
         let log = stderr.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in reader.lines() {
                 let Ok(line) = line else { break };
                 log.lock().unwrap().push_str(&format!("{line}\n"));
@@ -84,7 +86,20 @@ impl Server {
             base,
             port,
             stderr,
+            reader: Some(reader),
         }
+    }
+
+    /// Stops the server as Ctrl-C or SIGTERM does; returns what it said.
+    fn stop(mut self) -> String {
+        send_signal(self.child.id(), Signal::SIGTERM);
+        let status = self.child.wait().unwrap();
+        // The reader has the last lines once the pipe closes.
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        assert!(status.success(), "{status}: {}", self.log());
+        self.log()
     }
 
     fn url(&self, state: &str) -> String {
@@ -140,36 +155,47 @@ fn basic(user: &str, password: &str) -> String {
     )
 }
 
-/// The resources both terraform (through the backend) and stategraph apply:
-/// `a` takes `sleep_seconds` whenever `gen` changes.
+/// The resources both terraform (through the backend) and stategraph apply.
+/// With `-var gate=PATH`, `gated` is created (again, for each new PATH) and
+/// holds the apply (and its locks) until the test creates the file PATH (at
+/// most five minutes, then fails); being new, it is in no state written
+/// before it is done, so the rows others read meanwhile stay as they were.
 const RESOURCES: &str = r#"
 variable "gen" {
   type    = string
   default = "1"
 }
 
-variable "sleep_seconds" {
-  type    = number
-  default = 0
+variable "gate" {
+  type    = string
+  default = ""
 }
 
 resource "terraform_data" "a" {
   input            = { gen = var.gen }
   triggers_replace = [var.gen]
-
-  provisioner "local-exec" {
-    command = "sleep ${var.sleep_seconds}"
-  }
 }
 
 resource "terraform_data" "b" {
   input = "unrelated"
 }
 
+resource "terraform_data" "gated" {
+  count            = var.gate == "" ? 0 : 1
+  triggers_replace = [var.gate]
+
+  provisioner "local-exec" {
+    command = "for i in $(seq 3000); do [ -e '${var.gate}' ] && exit 0; sleep 0.1; done; exit 1"
+  }
+}
+
 output "a_gen" {
   value = terraform_data.a.output.gen
 }
 "#;
+
+/// A resource that only some runs add.
+const MORE: &str = "resource \"terraform_data\" \"c\" {}\n";
 
 /// A backend block for `url` with `extra` settings (credentials, TLS).
 fn backend(url: &str, extra: &str) -> String {
@@ -325,18 +351,13 @@ fn terraform_and_stategraph_applies_wait_for_each_others_locks() {
     let tf = terraform_dir(&server.url(STATE), "");
     tf.terraform(&["apply", "-auto-approve", "-no-color"]);
     let sg = stategraph_dir();
+    let gates = tempfile::tempdir().unwrap();
+    let gate = |n: u32| gates.path().join(format!("gate{n}"));
+    let gate_var = |n: u32| format!("gate={}", gate(n).display());
 
-    // terraform holds the lock while it applies gen 2 slowly.
+    // terraform holds the lock while it applies, until gate 1 opens.
     let mut terraform = tf
-        .command(&[
-            "apply",
-            "-auto-approve",
-            "-no-color",
-            "-var",
-            "gen=2",
-            "-var",
-            "sleep_seconds=30",
-        ])
+        .command(&["apply", "-auto-approve", "-no-color", "-var", &gate_var(1)])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -364,23 +385,28 @@ fn terraform_and_stategraph_applies_wait_for_each_others_locks() {
             && err.contains("terraform apply (http backend)"),
         "{err}"
     );
-    // An apply that only adds an instance waits for it too: terraform's
-    // POST would otherwise drop a row it never saw.
+    // An apply that only adds an instance (its configuration is the stored
+    // one and `c`) waits too: terraform's POST would otherwise drop a row
+    // it never saw. (Without the state's own lock row it went ahead.)
     let adds = stategraph_dir();
-    adds.write_file("more.tf", "resource \"terraform_data\" \"c\" {}\n");
-    let refused = sg_in(
+    adds.write_file("more.tf", MORE);
+    let mut waiter = spawn_piped(&mut sg_tf(
         &db,
         &adds,
         STATE,
-        &["apply", "-auto-approve", "-no-color", "-lock-timeout=0s"],
+        &["apply", "-auto-approve", "-no-color", "-lock-timeout=5m"],
+    ));
+    wait_until(
+        "the adding apply never queued behind terraform",
+        Duration::from_secs(120),
+        Duration::from_millis(50),
+        || {
+            assert_running(&mut waiter, "the adding apply ended before it queued");
+            assert_running(&mut terraform, "terraform ended before the gate opened");
+            db.psql("SELECT count(*) FROM lock_waiters") == "1"
+        },
     );
-    let err = text(&refused.stderr);
-    assert!(!refused.status.success(), "{err}");
-    assert!(
-        err.contains("Error acquiring the state lock")
-            && err.contains("terraform apply (http backend)"),
-        "{err}"
-    );
+    std::fs::write(gate(1), "").unwrap();
     let done = terraform.wait_with_output().unwrap();
     assert!(
         done.status.success(),
@@ -388,10 +414,24 @@ fn terraform_and_stategraph_applies_wait_for_each_others_locks() {
         text(&done.stdout),
         text(&done.stderr)
     );
-    assert_eq!(input_gen(&db, "terraform_data.a"), "2");
+    let waited = waiter.wait_with_output().unwrap();
+    let err = text(&waited.stderr);
+    assert!(waited.status.success(), "{}{err}", text(&waited.stdout));
+    assert!(
+        err.contains("Waiting for lock") && err.contains("terraform apply (http backend)"),
+        "{err}"
+    );
+    // Both writes are there: terraform's, and the row added after it.
+    let listed = sg_ok(&db, &["--state", STATE, "state", "list"]);
+    assert_eq!(
+        listed,
+        "terraform_data.a\nterraform_data.b\nterraform_data.c\nterraform_data.gated[0]\n"
+    );
     assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "0");
+    tf.write_file("more.tf", MORE);
+    sg.write_file("more.tf", MORE);
 
-    // stategraph holds rows while it applies gen 4 slowly.
+    // stategraph holds rows while it applies gen 4, until gate 2 opens.
     let mut apply = sg_tf(
         &db,
         &sg,
@@ -403,7 +443,7 @@ fn terraform_and_stategraph_applies_wait_for_each_others_locks() {
             "-var",
             "gen=4",
             "-var",
-            "sleep_seconds=15",
+            &gate_var(2),
         ],
     )
     .stdout(Stdio::piped())
@@ -423,6 +463,11 @@ fn terraform_and_stategraph_applies_wait_for_each_others_locks() {
             && err.contains("(stategraph apply"),
         "{err}"
     );
+    assert_running(
+        &mut apply,
+        "stategraph's apply ended before the gate opened",
+    );
+    std::fs::write(gate(2), "").unwrap();
     let done = apply.wait_with_output().unwrap();
     assert!(
         done.status.success(),
@@ -430,9 +475,18 @@ fn terraform_and_stategraph_applies_wait_for_each_others_locks() {
         text(&done.stdout),
         text(&done.stderr)
     );
-    // terraform reads what stategraph wrote: nothing left to do at gen 4.
+    assert_eq!(input_gen(&db, "terraform_data.a"), "4");
+    // terraform reads what stategraph wrote: nothing left to do.
     let plan = tf
-        .command(&["plan", "-detailed-exitcode", "-no-color", "-var", "gen=4"])
+        .command(&[
+            "plan",
+            "-detailed-exitcode",
+            "-no-color",
+            "-var",
+            "gen=4",
+            "-var",
+            &gate_var(2),
+        ])
         .output()
         .unwrap();
     assert_eq!(
@@ -466,6 +520,10 @@ fn a_state_with_no_rows_is_locked_against_a_second_locker() {
     assert_eq!(server.request("UNLOCK", path, None, &lock("first")).0, 200);
     assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "0");
     assert_eq!(server.request("LOCK", path, None, &lock("second")).0, 200);
+    // A server stopped while terraform holds a lock frees it.
+    let said = server.stop();
+    assert!(said.contains("freed lock"), "{said}");
+    assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "0");
 }
 
 #[test]
