@@ -1605,6 +1605,24 @@ impl Store {
             .map(|r| r.get(0)))
     }
 
+    /// The instance addresses of state `state_id`, each once, in byte
+    /// order: what a lock of the whole state takes (terraform's `http`
+    /// backend), read from the index without building the state.
+    pub async fn instance_addresses(&self, state_id: i64) -> Result<Vec<String>, StoreError> {
+        let client = self.pool.get().await?;
+        let mut addresses: Vec<String> = client
+            .query(
+                "SELECT DISTINCT address FROM instances WHERE state_id = $1",
+                &[&state_id],
+            )
+            .await?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect();
+        addresses.sort();
+        Ok(addresses)
+    }
+
     /// Names of all stored states.
     pub async fn state_names(&self) -> Result<Vec<String>, StoreError> {
         let client = self.pool.get().await?;

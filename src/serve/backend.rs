@@ -438,7 +438,7 @@ impl Backend<'_> {
         command: &str,
         actor: &Actor,
     ) -> Result<i64, Response> {
-        let rows = self.addresses().await?;
+        let rows = self.addresses(state_id).await?;
         let request = LockRequest {
             state_id,
             exclusive: &rows,
@@ -454,7 +454,7 @@ impl Backend<'_> {
             Err(e) => return Err(self.failed("lock", &e)),
         };
         // Rows another run added between the read and the lock.
-        let now = self.addresses().await;
+        let now = self.addresses(state_id).await;
         let added: Vec<String> = match &now {
             Ok(now) => now.iter().filter(|a| !rows.contains(a)).cloned().collect(),
             Err(_) => Vec::new(),
@@ -476,14 +476,13 @@ impl Backend<'_> {
     }
 
     /// Every instance address of the state, and [`WHOLE_STATE`].
-    async fn addresses(&self) -> Result<Vec<String>, Response> {
-        let state = self
+    async fn addresses(&self, state_id: i64) -> Result<Vec<String>, Response> {
+        let mut rows = self
             .app
             .store
-            .pull(self.name)
+            .instance_addresses(state_id)
             .await
             .map_err(|e| self.failed("read", &e))?;
-        let mut rows = state.map(|s| s.sorted_addresses()).unwrap_or_default();
         rows.push(WHOLE_STATE.to_owned());
         Ok(rows)
     }
