@@ -334,6 +334,25 @@ output "seen" {{
     let (status, body) = server.request("POST", &path, ci, &older.to_string());
     assert_eq!(status, 409, "{body}");
     assert!(body.contains("newer state"), "{body}");
+    // terraform with -lock=false: its POST carries no lock ID, so the server
+    // locks the whole state for that write alone.
+    tf.terraform(&[
+        "apply",
+        "-auto-approve",
+        "-no-color",
+        "-lock=false",
+        "-var",
+        "gen=8",
+    ]);
+    assert_eq!(input_gen(&db, "terraform_data.a"), "8");
+    assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "0");
+    // DELETE empties the state; its rows go to the history.
+    assert_eq!(server.request("DELETE", &path, ci, "").0, 200);
+    assert_eq!(sg_ok(&db, &["--state", STATE, "state", "list"]), "");
+    let history = sg_ok(&db, &["--state", STATE, "history", "terraform_data.a"]);
+    assert!(history.contains("removed by transaction"), "{history}");
+    let log = sg_ok(&db, &["--state", STATE, "log", "--json"]);
+    assert!(log.contains("http backend DELETE"), "{log}");
     // Secrets never reach the server's output; the tokens file, readable
     // by others here, is named as such.
     let log = server.log();
