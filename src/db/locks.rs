@@ -1159,7 +1159,10 @@ fn render_conflicts(conflicts: &[Conflict], waited: Option<Duration>) -> String 
             .addresses
             .iter()
             .take(CONTESTED_SHOWN)
-            .map(|(a, m)| format!("{a} ({m})"))
+            .map(|(a, m)| match a.as_str() {
+                WHOLE_STATE => format!("the whole state, {WHOLE_STATE} ({m})"),
+                _ => format!("{a} ({m})"),
+            })
             .collect();
         let more = c.addresses.len().saturating_sub(CONTESTED_SHOWN);
         let _ = write!(out, "  Contested: {}", shown.join(", "));
@@ -1303,6 +1306,19 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("force-unlock"), "{text}");
+    }
+
+    #[test]
+    fn the_state_row_is_named_as_the_whole_state() {
+        let text = describe_conflicts(&[Conflict {
+            holder: holder(9),
+            addresses: vec![(WHOLE_STATE.to_owned(), LockMode::Exclusive)],
+            queued: false,
+        }]);
+        assert!(
+            text.contains("  Contested: the whole state, * (exclusive)\n"),
+            "{text}"
+        );
     }
 
     #[test]

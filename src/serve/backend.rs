@@ -506,7 +506,10 @@ fn locked(state: &str, conflicts: &[Conflict]) -> Response {
         .addresses
         .iter()
         .take(5)
-        .map(|(a, _)| a.as_str())
+        .map(|(a, _)| match a.as_str() {
+            WHOLE_STATE => "the whole state",
+            a => a,
+        })
         .collect();
     let more = first.addresses.len().saturating_sub(contested.len());
     let info = LockInfo {

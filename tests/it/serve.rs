@@ -532,6 +532,8 @@ fn a_state_with_no_rows_is_locked_against_a_second_locker() {
     let info: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(info["Who"], "alice@laptop", "{body}");
     assert_eq!(info["Path"], "new/one", "{body}");
+    let said = info["Info"].as_str().unwrap();
+    assert!(said.contains("contested: the whole state"), "{body}");
     let locks = sg_ok(&db, &["locks"]);
     assert!(locks.contains("terraform apply (http backend)"), "{locks}");
     // Only the holder's ID unlocks it.
