@@ -638,3 +638,43 @@ fn a_bad_tokens_file_stops_the_server_naming_what_is_wrong() {
     let err = serve(&bad);
     assert!(err.contains("expected a JSON array"), "{err}");
 }
+
+#[test]
+fn bad_tls_files_stop_the_server_naming_them() {
+    let db = test_db();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    let serve = |cert: &Path, key: &Path| {
+        let out = stategraph(&db)
+            .args(["serve", "--listen", "127.0.0.1:0", "--tls-cert"])
+            .arg(cert)
+            .arg("--tls-key")
+            .arg(key)
+            .timeout(Duration::from_secs(60))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{}", text(&out.stderr));
+        text(&out.stderr)
+    };
+    // Swapped: the key file holds no certificate, the certificate no key.
+    let err = serve(&key_path, &cert_path);
+    assert!(err.contains("holds no") && err.contains("key.pem"), "{err}");
+    let err = serve(&cert_path, &dir.path().join("missing.pem"));
+    assert!(
+        err.contains("cannot read a PEM private key") && err.contains("missing.pem"),
+        "{err}"
+    );
+    // A key of another certificate.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let other_key = dir.path().join("other-key.pem");
+    std::fs::write(&other_key, other.key_pair.serialize_pem()).unwrap();
+    let err = serve(&cert_path, &other_key);
+    assert!(err.contains("do not go together"), "{err}");
+    // The key's contents are never printed.
+    let secret = cert.key_pair.serialize_pem();
+    let body = secret.lines().nth(1).unwrap();
+    assert!(!err.contains(body), "{err}");
+}
