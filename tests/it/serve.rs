@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
+use crate::common::terraform::{terraform_bin, tf_env};
 use crate::common::*;
 
 /// A state name shaped like the ones stategraph derives from a checkout.
@@ -677,4 +678,88 @@ fn bad_tls_files_stop_the_server_naming_them() {
     let secret = cert.key_pair.serialize_pem();
     let body = secret.lines().nth(1).unwrap();
     assert!(!err.contains(body), "{err}");
+}
+
+#[test]
+fn the_readme_example_runs() {
+    let db = test_db();
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = &readme[readme
+        .find("### terraform's `http` backend")
+        .expect("the README's serve section")..];
+    let start = section.find("```sh\n").expect("its example") + "```sh\n".len();
+    let example = &section[start..start + section[start..].find("```").unwrap()];
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    assert!(example.contains("\nPORT=8080\n"), "{example}");
+    // Its server is stopped however the script ends.
+    let script = format!(
+        "trap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n{}",
+        example.replace("\nPORT=8080\n", &format!("\nPORT={port}\n"))
+    );
+    let wd = TfWorkdir::empty();
+    let sg_dir = assert_cmd::cargo::cargo_bin("stategraph")
+        .parent()
+        .unwrap()
+        .to_owned();
+    let tf_dir = terraform_bin().parent().unwrap().to_owned();
+    let path = std::env::join_paths([sg_dir, tf_dir].into_iter().chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
+    .unwrap();
+    // At most five minutes (the wait for the server is a loop).
+    let mut cmd = Command::new("timeout");
+    tf_env(&mut cmd, wd.cli_config());
+    cmd.env("PATH", path)
+        .env("CI", "true")
+        .env("STATEGRAPH_DATABASE_URL", &db.url)
+        .env(
+            "STATEGRAPH_DATA_DIR",
+            "/nonexistent/stategraph-tests-must-not-use-the-embedded-db",
+        )
+        .env_remove("STATEGRAPH_STATE")
+        .env_remove("STATEGRAPH_SERVE_TOKENS");
+    for var in pg::LIBPQ_VARS {
+        cmd.env_remove(var);
+    }
+    let out = cmd
+        .args([
+            "300",
+            "bash",
+            "--noprofile",
+            "--norc",
+            "-eo",
+            "pipefail",
+            "-c",
+        ])
+        .arg(&script)
+        .current_dir(wd.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("seen = \"hello\""), "{stdout}");
+    assert_eq!(
+        sg_ok(
+            &db,
+            &[
+                "--state",
+                "github.com/acme/infra//envs/prod",
+                "state",
+                "list"
+            ]
+        ),
+        "terraform_data.a\n"
+    );
+    // The log's line of terraform's write names the token's entry.
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains(" push ") && l.contains(" ci@")),
+        "{stdout}"
+    );
 }
