@@ -214,6 +214,28 @@ stategraph query --json 'SELECT * FROM history WHERE written_by = 42'")]
     Locks(LocksArgs),
 
     /// Serve the stored states over HTTP: terraform's http backend and a read-only page.
+    ///
+    /// Each state is at /state/NAME (NAME as --state takes it, slashes
+    /// included); point terraform's `backend "http"` at it with
+    /// lock_address and unlock_address set to the same URL (methods LOCK
+    /// and UNLOCK, terraform's defaults). A LOCK locks every row of the state
+    /// in the tables stategraph's own runs use, so terraform and stategraph
+    /// exclude each other; a POST is merged row by row, as `state push`.
+    ///
+    /// --tokens FILE (STATEGRAPH_SERVE_TOKENS) is a JSON array of entries:
+    ///
+    ///   [{"name": "ci", "token": "SECRET", "scope": "envs/*", "access": "read-write"},
+    ///    {"name": "dash", "username": "dash", "password": "SECRET", "scope": "*", "access": "read-only"}]
+    ///
+    /// name: recorded as who wrote. token: sent as `Authorization: Bearer
+    /// TOKEN`, or as basic auth's password with any user name (terraform's
+    /// `password`); or username and password: basic auth. scope: a state
+    /// name, a prefix ending in *, or * (every state; the page needs it).
+    /// access: read-write, or read-only (GET: terraform_remote_state, the
+    /// page). Without --tokens, nobody is asked for credentials, and the
+    /// server listens only on a loopback address unless
+    /// --allow-unauthenticated says otherwise.
+    #[command(verbatim_doc_comment)]
     Serve(ServeArgs),
 
     /// Free a lock held by a run that is gone, as terraform's force-unlock does.
@@ -273,6 +295,23 @@ pub struct ServeArgs {
     /// The address and port to listen on.
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
     pub listen: std::net::SocketAddr,
+
+    /// Who may read and write which states (format above).
+    #[arg(long, value_name = "FILE", env = "STATEGRAPH_SERVE_TOKENS")]
+    pub tokens: Option<PathBuf>,
+
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Serve without --tokens on an address other than loopback (a proxy in
+    /// front authenticates).
+    #[arg(long)]
+    pub allow_unauthenticated: bool,
 }
 
 #[derive(Debug, Args)]

@@ -74,6 +74,12 @@ pub(super) fn in_flight_txns() -> String {
 /// Its negation: a lease that ran out.
 const LEASE_EXPIRED: &str = "lease_expires_at <= clock_timestamp()";
 
+/// The lock row that stands for a state as a whole (no instance address can
+/// be `*`): every run of the CLI locks it shared, and a lock of terraform's
+/// `http` backend (`stategraph serve`) exclusively, so that they exclude
+/// each other whatever rows the run adds, on a state with no rows too.
+pub const WHOLE_STATE: &str = "*";
+
 /// How an address is locked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum LockMode {
@@ -1209,7 +1215,10 @@ fn render_conflicts(conflicts: &[Conflict], waited: Option<Duration>) -> String 
             .addresses
             .iter()
             .take(CONTESTED_SHOWN)
-            .map(|(a, m)| format!("{a} ({m})"))
+            .map(|(a, m)| match a.as_str() {
+                WHOLE_STATE => format!("the whole state, {WHOLE_STATE} ({m})"),
+                _ => format!("{a} ({m})"),
+            })
             .collect();
         let more = c.addresses.len().saturating_sub(CONTESTED_SHOWN);
         let _ = write!(out, "  Contested: {}", shown.join(", "));
@@ -1353,6 +1362,19 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("force-unlock"), "{text}");
+    }
+
+    #[test]
+    fn the_state_row_is_named_as_the_whole_state() {
+        let text = describe_conflicts(&[Conflict {
+            holder: holder(9),
+            addresses: vec![(WHOLE_STATE.to_owned(), LockMode::Exclusive)],
+            queued: false,
+        }]);
+        assert!(
+            text.contains("  Contested: the whole state, * (exclusive)\n"),
+            "{text}"
+        );
     }
 
     #[test]

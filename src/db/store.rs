@@ -386,6 +386,47 @@ impl Store {
         actor: &Actor,
         command: &str,
     ) -> Result<PushReport, StoreError> {
+        self.push_fenced(name, resources, head, force, actor, command, None)
+            .await
+    }
+
+    /// [`Store::push`] by the holder of lock `holder_id` on the state (a
+    /// lock of terraform's `http` backend): the write is fenced by that
+    /// lock, in the same transaction, and refused with
+    /// [`StoreError::LeaseLost`] if the holder no longer holds it.
+    pub async fn push_locked(
+        &self,
+        name: &str,
+        state: &State,
+        holder_id: i64,
+        actor: &Actor,
+        command: &str,
+    ) -> Result<PushReport, StoreError> {
+        let resources = futures_util::stream::iter(state.resources.iter().map(Cow::Borrowed));
+        let head = std::future::ready(Ok(Head::of(state)));
+        self.push_fenced(
+            name,
+            resources,
+            head,
+            false,
+            actor,
+            command,
+            Some(holder_id),
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn push_fenced<'r>(
+        &self,
+        name: &str,
+        resources: impl Stream<Item = Cow<'r, Resource>>,
+        head: impl Future<Output = Result<Head, StateError>>,
+        force: bool,
+        actor: &Actor,
+        command: &str,
+        fence: Option<i64>,
+    ) -> Result<PushReport, StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
 
@@ -411,6 +452,13 @@ impl Store {
         let state_id: i64 = row.get(0);
         let stored_lineage: String = row.get(1);
         let stored_serial: i64 = row.get(2);
+        if let Some(holder) = fence {
+            if !Store::fence(&tx, holder, Some(state_id)).await? {
+                return Err(StoreError::LeaseLost {
+                    name: name.to_owned(),
+                });
+            }
+        }
 
         // As terraform's, any state may be pushed over an empty one (one a
         // run created and never wrote to, or everything destroyed),
@@ -1602,6 +1650,24 @@ impl Store {
             .query_opt("SELECT id FROM states WHERE name = $1", &[&name])
             .await?
             .map(|r| r.get(0)))
+    }
+
+    /// The instance addresses of state `state_id`, each once, in byte
+    /// order: what a lock of the whole state takes (terraform's `http`
+    /// backend), read from the index without building the state.
+    pub async fn instance_addresses(&self, state_id: i64) -> Result<Vec<String>, StoreError> {
+        let client = self.pool.get().await?;
+        let mut addresses: Vec<String> = client
+            .query(
+                "SELECT DISTINCT address FROM instances WHERE state_id = $1",
+                &[&state_id],
+            )
+            .await?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect();
+        addresses.sort();
+        Ok(addresses)
     }
 
     /// Names of all stored states.

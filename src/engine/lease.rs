@@ -8,7 +8,7 @@
 
 use anyhow::Result;
 
-use crate::db::locks::{Conflict, DeadRun, Heartbeat, Holder, LockError, LockRequest};
+use crate::db::locks::{Conflict, DeadRun, Heartbeat, Holder, LockError, LockRequest, WHOLE_STATE};
 use crate::db::store::Store;
 use crate::ui::{thousands, Ui};
 
@@ -30,10 +30,12 @@ impl<'s> Lease<'s> {
         request: &LockRequest<'_>,
         timeout: std::time::Duration,
     ) -> Result<Lease<'s>> {
+        // The state's own row (WHOLE_STATE) is no address of the subgraph.
+        let shared = request.shared.iter().filter(|a| *a != WHOLE_STATE).count();
         let step = ui.step(format!(
             "Locking subgraph ({} exclusive, {} shared)",
             thousands(request.exclusive.len()),
-            thousands(request.shared.len())
+            thousands(shared)
         ));
         let mut on_wait = |conflicts: &[Conflict]| {
             let who: Vec<String> = conflicts

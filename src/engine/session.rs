@@ -15,7 +15,7 @@ use super::lease::Lease;
 use super::recovery;
 use super::Kind;
 use crate::checkout::Origin;
-use crate::db::locks::LockRequest;
+use crate::db::locks::{LockRequest, WHOLE_STATE};
 use crate::db::store::{Snapshot, Store, StoreError, View};
 use crate::error::Exit;
 use crate::settings::Settings;
@@ -133,10 +133,11 @@ impl<'a> Session<'a> {
         shared: &[String],
         timeout: std::time::Duration,
     ) -> Result<Lease<'_>> {
+        let shared = with_whole_state(shared);
         Lease::acquire(
             &self.store,
             self.ui,
-            &self.request(exclusive, shared),
+            &self.request(exclusive, &shared),
             timeout,
         )
         .await
@@ -144,7 +145,8 @@ impl<'a> Session<'a> {
 
     /// Locks `exclusive` and `shared` at once, or not at all (never waits).
     pub async fn try_lease(&self, exclusive: &[String], shared: &[String]) -> Option<Lease<'_>> {
-        Lease::try_acquire(&self.store, &self.request(exclusive, shared)).await
+        let shared = with_whole_state(shared);
+        Lease::try_acquire(&self.store, &self.request(exclusive, &shared)).await
     }
 
     fn request<'r>(&'r self, exclusive: &'r [String], shared: &'r [String]) -> LockRequest<'r> {
@@ -210,6 +212,15 @@ impl<'a> Session<'a> {
         }
         Ok(changed)
     }
+}
+
+/// `shared` and [`WHOLE_STATE`]: every run holds the state itself shared,
+/// so that a lock of the whole state (terraform's, through `stategraph
+/// serve`) excludes it even where it only adds rows.
+fn with_whole_state(shared: &[String]) -> Vec<String> {
+    let mut all = shared.to_vec();
+    all.push(WHOLE_STATE.to_owned());
+    all
 }
 
 /// Opens the store while terraform's version is checked (tens of

@@ -48,6 +48,7 @@ mod revert;
 mod saved_plan;
 mod scoped_refresh;
 mod secrets;
+mod serve;
 mod signals;
 mod snapshot_plans;
 mod state_name;
