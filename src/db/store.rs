@@ -327,6 +327,9 @@ fn extra_json(m: &Map<String, Value>) -> Option<Value> {
     (!m.is_empty()).then(|| Value::Object(m.clone()))
 }
 
+/// The `config_cache` key of [`Store::whole_plan_rate`].
+const WHOLE_PLAN_RATE: &str = "measured: whole plan";
+
 impl Store {
     pub fn new(pool: Pool, display: String) -> Store {
         Store {
@@ -1494,6 +1497,37 @@ impl Store {
                 "INSERT INTO config_cache (fingerprint, info) VALUES ($1, $2)
                  ON CONFLICT (fingerprint) DO NOTHING",
                 &[&fingerprint, info],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The size and duration of terraform's last refresh-less plan of a
+    /// whole configuration on this database: `(instances, seconds)`, kept
+    /// in `config_cache` under a key no fingerprint takes.
+    pub async fn whole_plan_rate(&self) -> Result<Option<(usize, f64)>, StoreError> {
+        let Some(v) = self.config_info(WHOLE_PLAN_RATE).await? else {
+            return Ok(None);
+        };
+        let n = v["instances"]
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok());
+        Ok(n.zip(v["seconds"].as_f64()))
+    }
+
+    /// Records [`Store::whole_plan_rate`].
+    pub async fn put_whole_plan_rate(
+        &self,
+        instances: usize,
+        seconds: f64,
+    ) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        let info = serde_json::json!({ "instances": instances, "seconds": seconds });
+        client
+            .execute(
+                "INSERT INTO config_cache (fingerprint, info) VALUES ($1, $2)
+                 ON CONFLICT (fingerprint) DO UPDATE SET info = EXCLUDED.info",
+                &[&WHOLE_PLAN_RATE, &info],
             )
             .await?;
         Ok(())
