@@ -221,6 +221,7 @@ fn inputs(cx: &Context<'_>, dir: &RunDir) -> Inputs {
         cli_args: settings.tf_cli_args.clone(),
         data_dir: Some(settings.tf_data_dir.clone()),
         cwd: dir.root().to_string_lossy().into_owned(),
+        cache_dir: Some(settings.embedded.data_dir.join("hcl")),
     }
 }
 
