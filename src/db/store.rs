@@ -927,8 +927,8 @@ impl Store {
             calls.dedup();
             firsts.sort_unstable();
             firsts.dedup();
-            let rows = tx
-                .query(
+            let rows = if any_root || firsts.len() > RANGED_FIRSTS {
+                tx.query(
                     &format!(
                         "SELECT {COLUMNS} FROM instances WHERE state_id = $1 AND deposed = ''
                          AND dependencies && $2::text[]
@@ -940,7 +940,34 @@ impl Store {
                     ),
                     &[&state_id, &configs, &any_root, &firsts, &calls],
                 )
-                .await?;
+                .await?
+            } else {
+                // The same rows, asked by ranges of module addresses (the
+                // module index) rather than through the GIN index alone,
+                // which holds every instance of the call that depends on
+                // the frontier's resources: a change to a resource of one
+                // instance of a module called 1,000 times reads that
+                // instance's rows and those outside the call, not 1,000
+                // instances' rows.
+                let ranges = dependent_ranges(&firsts, &calls);
+                let mut query = String::new();
+                let mut params: Vec<&(dyn ToSql + Sync)> = vec![&state_id, &configs];
+                for (i, (from, to)) in ranges.iter().enumerate() {
+                    if i > 0 {
+                        query.push_str(" UNION ALL ");
+                    }
+                    query.push_str(&format!(
+                        "SELECT {COLUMNS} FROM instances WHERE state_id = $1 AND deposed = ''
+                         AND dependencies && $2::text[]
+                         AND module COLLATE \"C\" >= ${} AND module COLLATE \"C\" < ${}",
+                        params.len() + 1,
+                        params.len() + 2
+                    ));
+                    params.push(from);
+                    params.push(to);
+                }
+                tx.query(&query, &params).await?
+            };
             let mut next = Vec::new();
             for row in &rows {
                 let row = graph_row(row);
@@ -1663,6 +1690,48 @@ fn first_module_step(address: &str) -> Option<(&str, &str)> {
     Some((call, &address[..instance_end]))
 }
 
+/// Up to how many module instances (first steps) a level of
+/// [`Store::cone_rows`]' downstream walk asks by ranges of module
+/// addresses; past that, one query through the GIN index costs less.
+const RANGED_FIRSTS: usize = 16;
+
+/// The ranges `[from, to)` of module addresses (bytewise, as `COLLATE "C"`
+/// compares) that hold the dependents [`Store::cone_rows`] looks for when
+/// no frontier instance is in the root module: the module instances
+/// `firsts` and everything under them, and every module not under one of
+/// the module calls `calls` (`calls` holds the call of each of `firsts`).
+/// PostgreSQL text holds no NUL, so `[m, m + "\x01")` is `m` alone.
+fn dependent_ranges(firsts: &[&str], calls: &[&str]) -> Vec<(String, String)> {
+    let only = |m: &str| (m.to_owned(), format!("{m}\x01"));
+    let under = |m: &str| (format!("{m}."), format!("{m}/"));
+    let mut ranges: Vec<(String, String)> = Vec::new();
+    for p in firsts {
+        ranges.push(only(p));
+        ranges.push(under(p));
+    }
+    // The complement of the calls: each call's module, what is under it
+    // (`c.`) and its instances (`c[`), merged, then what lies between.
+    let mut excluded: Vec<(String, String)> = Vec::new();
+    for c in calls {
+        excluded.push(only(c));
+        excluded.push(under(c));
+        excluded.push((format!("{c}["), format!("{c}\\")));
+    }
+    excluded.sort();
+    let end = char::MAX.to_string();
+    let mut from = String::new();
+    for (lo, hi) in excluded {
+        if from < lo {
+            ranges.push((from.clone(), lo));
+        }
+        from = from.max(hi);
+    }
+    if from < end {
+        ranges.push((from, end));
+    }
+    ranges
+}
+
 /// The first string after every string that starts with `prefix`, bytewise
 /// (`prefix` non-empty, ending in an ASCII character: a module address or
 /// one followed by `.`).
@@ -2042,4 +2111,47 @@ async fn push_outputs(
         .await?;
     }
     Ok((gone.len() + upsert.len()) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ranges hold exactly the modules the downstream filter of
+    /// `cone_rows` keeps: under one of `firsts`, or under none of `calls`.
+    #[test]
+    fn dependent_ranges_hold_what_the_filter_keeps() {
+        let firsts = ["module.team[\"a\"]", "module.net"];
+        let calls = ["module.team", "module.net"];
+        let modules = [
+            "",
+            "module.a",
+            "module.net",
+            "module.net.module.x",
+            "module.net[0]",
+            "module.net2",
+            "module.team",
+            "module.team[\"a\"]",
+            "module.team[\"a\"].module.x[1]",
+            "module.team[\"a.b\"]",
+            "module.team[\"b\"]",
+            "module.team[\"b\"].module.x",
+            "module.team_x",
+            "module.team_x[\"a\"]",
+            "module.teams[\"a\"]",
+            "module.team!",
+            "module.zz",
+        ];
+        let ranges = dependent_ranges(&firsts, &calls);
+        for m in modules {
+            let under = |p: &str| m == p || m.starts_with(&format!("{p}."));
+            let in_call = |c: &str| under(c) || m.starts_with(&format!("{c}["));
+            let kept = firsts.iter().any(|p| under(p)) || !calls.iter().any(|c| in_call(c));
+            let held = ranges
+                .iter()
+                .filter(|(from, to)| m >= from.as_str() && m < to.as_str())
+                .count();
+            assert_eq!(held, usize::from(kept), "{m:?} in {ranges:?}");
+        }
+    }
 }
