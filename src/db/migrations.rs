@@ -58,6 +58,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "instances_by_module",
         sql: include_str!("../../migrations/0008_instances_by_module.sql"),
     },
+    Migration {
+        version: 9,
+        name: "instance_counts",
+        sql: include_str!("../../migrations/0009_instance_counts.sql"),
+    },
 ];
 
 /// Key of the advisory lock that serializes migrations (ASCII "sgmigrat").

@@ -490,6 +490,14 @@ impl Store {
             // is abandoned (the writer dropped) and the transaction with it.
             let head = head.await?;
             report.added = writer.finish().await?;
+            // The state held no rows: its count is what was copied.
+            tx.execute(
+                "UPDATE states SET instance_count =
+                    (SELECT count(*) FROM instances WHERE state_id = $1 AND deposed = '')
+                 WHERE id = $1",
+                &[&state_id],
+            )
+            .await?;
             (head, None)
         } else {
             let writer = stage(&tx).await?;
@@ -808,20 +816,19 @@ impl Store {
             .read_only(true)
             .start()
             .await?;
+        // The count is kept by triggers (migration 0009): counting the
+        // rows would cost more than the cone at 100,000 instances.
         let Some(head) = tx
-            .query_opt("SELECT id FROM states WHERE name = $1", &[&name])
+            .query_opt(
+                "SELECT id, instance_count FROM states WHERE name = $1",
+                &[&name],
+            )
             .await?
         else {
             return Ok(None);
         };
         let state_id: i64 = head.get(0);
-        let instances: i64 = tx
-            .query_one(
-                "SELECT count(*) FROM instances WHERE state_id = $1 AND deposed = ''",
-                &[&state_id],
-            )
-            .await?
-            .get(0);
+        let instances: i64 = head.get(1);
         const COLUMNS: &str = "address, config_address, dependencies";
         let graph_row = |r: &tokio_postgres::Row| GraphRow {
             address: r.get(0),
@@ -1918,15 +1925,21 @@ async fn diff_staged(
                 &[&state_id, &txn_id, &scope],
             )
             .await?;
-    let removed = tx
-        .execute(
-            "DELETE FROM instances c WHERE c.state_id = $1
+    // Rows removed, and of them current instances (not deposed objects):
+    // the state's `instance_count` moves by those.
+    let row = tx
+        .query_one(
+            "WITH d AS (DELETE FROM instances c WHERE c.state_id = $1
                     AND ($2::text[] IS NULL OR c.address = ANY($2))
                     AND NOT EXISTS (SELECT 1 FROM incoming i
-                        WHERE i.address = c.address AND i.deposed = c.deposed)",
+                        WHERE i.address = c.address AND i.deposed = c.deposed)
+                    RETURNING c.deposed)
+             SELECT count(*), count(*) FILTER (WHERE deposed = '') FROM d",
             &[&state_id, &scope],
         )
         .await?;
+    let (removed, removed_current): (i64, i64) = (row.get(0), row.get(1));
+    let removed = removed as u64;
     let set = cols
         .iter()
         .filter(|c| **c != "address" && **c != "deposed")
@@ -1949,10 +1962,10 @@ async fn diff_staged(
     // in place: a version is one transaction's write, and the history
     // keeps the last version of every other transaction.
     debug_assert!(replaced <= removed + changed);
-    let added = tx
-        .execute(
+    let row = tx
+        .query_one(
             &format!(
-                "INSERT INTO instances ({INSTANCE_COLUMNS}, state_id, version, txn_id)
+                "WITH a AS (INSERT INTO instances ({INSTANCE_COLUMNS}, state_id, version, txn_id)
                      SELECT {i_cols}, $1,
                             -- an address removed earlier (a replacement, state rm, destroy)
                             -- goes on from its last version: history keys stay unique
@@ -1962,11 +1975,22 @@ async fn diff_staged(
                             $2
                      FROM incoming i
                      WHERE NOT EXISTS (SELECT 1 FROM instances c
-                        WHERE c.state_id = $1 AND c.address = i.address AND c.deposed = i.deposed)"
+                        WHERE c.state_id = $1 AND c.address = i.address AND c.deposed = i.deposed)
+                     RETURNING deposed)
+                 SELECT count(*), count(*) FILTER (WHERE deposed = '') FROM a"
             ),
             &[&state_id, &txn_id],
         )
         .await?;
+    let (added, added_current): (i64, i64) = (row.get(0), row.get(1));
+    let added = added as u64;
+    if added_current != removed_current {
+        tx.execute(
+            "UPDATE states SET instance_count = instance_count + $2 WHERE id = $1",
+            &[&state_id, &(added_current - removed_current)],
+        )
+        .await?;
+    }
     Ok(RowCounts {
         added,
         changed,
