@@ -916,38 +916,63 @@ impl Store {
                     .or_default()
                     .push(r.address.as_str());
             }
-            let configs: Vec<&str> = by_config.keys().copied().collect();
-            // A dependent inside the module call of a frontier instance's
-            // first module step is bound to that step's key: rows of the
-            // call's other instances are left out before they are sent.
-            let (mut any_root, mut firsts, mut calls) = (false, Vec::new(), Vec::new());
+            // Dependents of a root instance may be anywhere; those of an
+            // instance inside a module call are bound to its first step's
+            // key: rows of the call's other instances are left out before
+            // they are sent. Asked apart, so that a root row reached (an
+            // aggregate over every team, say) does not unfilter the rest.
+            let (mut root_configs, mut module_configs) = (Vec::new(), Vec::new());
+            let (mut firsts, mut calls) = (Vec::new(), Vec::new());
             for r in &frontier {
                 match first_module_step(&r.address) {
-                    None => any_root = true,
+                    None => root_configs.push(r.config_address.as_str()),
                     Some((call, instance)) => {
+                        module_configs.push(r.config_address.as_str());
                         calls.push(call);
                         firsts.push(instance);
                     }
                 }
             }
-            calls.sort_unstable();
-            calls.dedup();
-            firsts.sort_unstable();
-            firsts.dedup();
-            let rows = if any_root || firsts.len() > RANGED_FIRSTS {
-                tx.query(
-                    &format!(
-                        "SELECT {COLUMNS} FROM instances WHERE state_id = $1 AND deposed = ''
-                         AND dependencies && $2::text[]
-                         AND ($3 OR EXISTS (SELECT 1 FROM unnest($4::text[]) p
-                                            WHERE module = p OR starts_with(module, p || '.'))
-                                 OR NOT EXISTS (SELECT 1 FROM unnest($5::text[]) c
-                                            WHERE module = c OR starts_with(module, c || '[')
-                                               OR starts_with(module, c || '.')))"
-                    ),
-                    &[&state_id, &configs, &any_root, &firsts, &calls],
-                )
-                .await?
+            for v in [
+                &mut root_configs,
+                &mut module_configs,
+                &mut calls,
+                &mut firsts,
+            ] {
+                v.sort_unstable();
+                v.dedup();
+            }
+            let mut rows = Vec::new();
+            if !root_configs.is_empty() {
+                rows.extend(
+                    tx.query(
+                        &format!(
+                            "SELECT {COLUMNS} FROM instances WHERE state_id = $1 AND deposed = ''
+                             AND dependencies && $2::text[]"
+                        ),
+                        &[&state_id, &root_configs],
+                    )
+                    .await?,
+                );
+            }
+            if module_configs.is_empty() {
+                // Nothing inside a module call in this level.
+            } else if firsts.len() > RANGED_FIRSTS {
+                rows.extend(
+                    tx.query(
+                        &format!(
+                            "SELECT {COLUMNS} FROM instances WHERE state_id = $1 AND deposed = ''
+                             AND dependencies && $2::text[]
+                             AND (EXISTS (SELECT 1 FROM unnest($3::text[]) p
+                                          WHERE module = p OR starts_with(module, p || '.'))
+                                  OR NOT EXISTS (SELECT 1 FROM unnest($4::text[]) c
+                                          WHERE module = c OR starts_with(module, c || '[')
+                                             OR starts_with(module, c || '.')))"
+                        ),
+                        &[&state_id, &module_configs, &firsts, &calls],
+                    )
+                    .await?,
+                );
             } else {
                 // The same rows, asked by ranges of module addresses (the
                 // module index) rather than through the GIN index alone,
@@ -958,7 +983,7 @@ impl Store {
                 // instances' rows.
                 let ranges = dependent_ranges(&firsts, &calls);
                 let mut query = String::new();
-                let mut params: Vec<&(dyn ToSql + Sync)> = vec![&state_id, &configs];
+                let mut params: Vec<&(dyn ToSql + Sync)> = vec![&state_id, &module_configs];
                 for (i, (from, to)) in ranges.iter().enumerate() {
                     if i > 0 {
                         query.push_str(" UNION ALL ");
@@ -973,8 +998,8 @@ impl Store {
                     params.push(from);
                     params.push(to);
                 }
-                tx.query(&query, &params).await?
-            };
+                rows.extend(tx.query(&query, &params).await?);
+            }
             let mut next = Vec::new();
             for row in &rows {
                 let row = graph_row(row);
