@@ -87,11 +87,10 @@ pub struct Settings {
     /// for one after the other).
     pub speculative_plan: bool,
     /// Whether the plan of the cone runs on a private state holding only
-    /// the cone and what it reads, not every instance
-    /// (`STATEGRAPH_PARTIAL_STATE`: `0`, the default, hands terraform the
-    /// whole state; `1`, experimental: the differential corpus still finds
-    /// outputs evaluated over the partial state, and stored instances the
-    /// cone's new instances reach through module outputs planned as new).
+    /// the cone and what terraform evaluates besides it (every instance of
+    /// each resource the cone depends on and each evaluated root output
+    /// reads), not every instance (`STATEGRAPH_PARTIAL_STATE`: `1`, the
+    /// default; `0` hands terraform the whole state).
     pub partial_state: bool,
     /// `STATEGRAPH_READ_TARGET_SESSION_ATTRS` (`any`, `read-only`,
     /// `read-write`): which servers of a multi-host URL the commands that
@@ -321,8 +320,8 @@ Name the server with --database-url (STATEGRAPH_DATABASE_URL) or PGHOST, PGPORT,
         };
 
         let partial_state = match get("STATEGRAPH_PARTIAL_STATE").as_deref() {
-            Some("1") => true,
-            None | Some("0") => false,
+            None | Some("1") => true,
+            Some("0") => false,
             Some(other) => anyhow::bail!("STATEGRAPH_PARTIAL_STATE={other:?}: expected 1 or 0"),
         };
 

@@ -177,6 +177,21 @@ impl Step {
         }
     }
 
+    /// Progress of a long step: on a terminal, the text next to the spinner
+    /// (call it often); otherwise a plain line of its own (call it every
+    /// half minute or so, so that a CI log shows the step is alive).
+    pub fn still(&self, detail: impl AsRef<str>) {
+        match &self.bar {
+            Some(bar) => bar.set_message(format!("{}... {}", self.msg, detail.as_ref())),
+            None => eprintln!("{}... {}", self.msg, detail.as_ref()),
+        }
+    }
+
+    /// Whether the step is drawn as a spinner (a terminal).
+    pub fn is_live(&self) -> bool {
+        self.bar.is_some()
+    }
+
     /// Time since the step started.
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()

@@ -63,6 +63,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "terraform_costs",
         sql: include_str!("../../migrations/0009_terraform_costs.sql"),
     },
+    Migration {
+        version: 10,
+        name: "instance_counts",
+        sql: include_str!("../../migrations/0010_instance_counts.sql"),
+    },
 ];
 
 /// Key of the advisory lock that serializes migrations (ASCII "sgmigrat").

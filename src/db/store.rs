@@ -327,6 +327,9 @@ fn extra_json(m: &Map<String, Value>) -> Option<Value> {
     (!m.is_empty()).then(|| Value::Object(m.clone()))
 }
 
+/// The `config_cache` key of [`Store::whole_plan_rate`].
+const WHOLE_PLAN_RATE: &str = "measured: whole plan";
+
 impl Store {
     pub fn new(pool: Pool, display: String) -> Store {
         Store {
@@ -535,6 +538,14 @@ impl Store {
             // is abandoned (the writer dropped) and the transaction with it.
             let head = head.await?;
             report.added = writer.finish().await?;
+            // The state held no rows: its count is what was copied.
+            tx.execute(
+                "UPDATE states SET instance_count =
+                    (SELECT count(*) FROM instances WHERE state_id = $1 AND deposed = '')
+                 WHERE id = $1",
+                &[&state_id],
+            )
+            .await?;
             (head, None)
         } else {
             let writer = stage(&tx).await?;
@@ -853,20 +864,19 @@ impl Store {
             .read_only(true)
             .start()
             .await?;
+        // The count is kept by triggers (migration 0009): counting the
+        // rows would cost more than the cone at 100,000 instances.
         let Some(head) = tx
-            .query_opt("SELECT id FROM states WHERE name = $1", &[&name])
+            .query_opt(
+                "SELECT id, instance_count FROM states WHERE name = $1",
+                &[&name],
+            )
             .await?
         else {
             return Ok(None);
         };
         let state_id: i64 = head.get(0);
-        let instances: i64 = tx
-            .query_one(
-                "SELECT count(*) FROM instances WHERE state_id = $1 AND deposed = ''",
-                &[&state_id],
-            )
-            .await?
-            .get(0);
+        let instances: i64 = head.get(1);
         const COLUMNS: &str = "address, config_address, dependencies";
         let graph_row = |r: &tokio_postgres::Row| GraphRow {
             address: r.get(0),
@@ -954,38 +964,90 @@ impl Store {
                     .or_default()
                     .push(r.address.as_str());
             }
-            let configs: Vec<&str> = by_config.keys().copied().collect();
-            // A dependent inside the module call of a frontier instance's
-            // first module step is bound to that step's key: rows of the
-            // call's other instances are left out before they are sent.
-            let (mut any_root, mut firsts, mut calls) = (false, Vec::new(), Vec::new());
+            // Dependents of a root instance may be anywhere; those of an
+            // instance inside a module call are bound to its first step's
+            // key: rows of the call's other instances are left out before
+            // they are sent. Asked apart, so that a root row reached (an
+            // aggregate over every team, say) does not unfilter the rest.
+            let (mut root_configs, mut module_configs) = (Vec::new(), Vec::new());
+            let (mut firsts, mut calls) = (Vec::new(), Vec::new());
             for r in &frontier {
                 match first_module_step(&r.address) {
-                    None => any_root = true,
+                    None => root_configs.push(r.config_address.as_str()),
                     Some((call, instance)) => {
+                        module_configs.push(r.config_address.as_str());
                         calls.push(call);
                         firsts.push(instance);
                     }
                 }
             }
-            calls.sort_unstable();
-            calls.dedup();
-            firsts.sort_unstable();
-            firsts.dedup();
-            let rows = tx
-                .query(
-                    &format!(
+            for v in [
+                &mut root_configs,
+                &mut module_configs,
+                &mut calls,
+                &mut firsts,
+            ] {
+                v.sort_unstable();
+                v.dedup();
+            }
+            let mut rows = Vec::new();
+            if !root_configs.is_empty() {
+                rows.extend(
+                    tx.query(
+                        &format!(
+                            "SELECT {COLUMNS} FROM instances WHERE state_id = $1 AND deposed = ''
+                             AND dependencies && $2::text[]"
+                        ),
+                        &[&state_id, &root_configs],
+                    )
+                    .await?,
+                );
+            }
+            if module_configs.is_empty() {
+                // Nothing inside a module call in this level.
+            } else if firsts.len() > RANGED_FIRSTS {
+                rows.extend(
+                    tx.query(
+                        &format!(
+                            "SELECT {COLUMNS} FROM instances WHERE state_id = $1 AND deposed = ''
+                             AND dependencies && $2::text[]
+                             AND (EXISTS (SELECT 1 FROM unnest($3::text[]) p
+                                          WHERE module = p OR starts_with(module, p || '.'))
+                                  OR NOT EXISTS (SELECT 1 FROM unnest($4::text[]) c
+                                          WHERE module = c OR starts_with(module, c || '[')
+                                             OR starts_with(module, c || '.')))"
+                        ),
+                        &[&state_id, &module_configs, &firsts, &calls],
+                    )
+                    .await?,
+                );
+            } else {
+                // The same rows, asked by ranges of module addresses (the
+                // module index) rather than through the GIN index alone,
+                // which holds every instance of the call that depends on
+                // the frontier's resources: a change to a resource of one
+                // instance of a module called 1,000 times reads that
+                // instance's rows and those outside the call, not 1,000
+                // instances' rows.
+                let ranges = dependent_ranges(&firsts, &calls);
+                let mut query = String::new();
+                let mut params: Vec<&(dyn ToSql + Sync)> = vec![&state_id, &module_configs];
+                for (i, (from, to)) in ranges.iter().enumerate() {
+                    if i > 0 {
+                        query.push_str(" UNION ALL ");
+                    }
+                    query.push_str(&format!(
                         "SELECT {COLUMNS} FROM instances WHERE state_id = $1 AND deposed = ''
                          AND dependencies && $2::text[]
-                         AND ($3 OR EXISTS (SELECT 1 FROM unnest($4::text[]) p
-                                            WHERE module = p OR starts_with(module, p || '.'))
-                                 OR NOT EXISTS (SELECT 1 FROM unnest($5::text[]) c
-                                            WHERE module = c OR starts_with(module, c || '[')
-                                               OR starts_with(module, c || '.')))"
-                    ),
-                    &[&state_id, &configs, &any_root, &firsts, &calls],
-                )
-                .await?;
+                         AND module COLLATE \"C\" >= ${} AND module COLLATE \"C\" < ${}",
+                        params.len() + 1,
+                        params.len() + 2
+                    ));
+                    params.push(from);
+                    params.push(to);
+                }
+                rows.extend(tx.query(&query, &params).await?);
+            }
             let mut next = Vec::new();
             for row in &rows {
                 let row = graph_row(row);
@@ -1547,6 +1609,37 @@ impl Store {
         Ok(())
     }
 
+    /// The size and duration of terraform's last refresh-less plan of a
+    /// whole configuration on this database: `(instances, seconds)`, kept
+    /// in `config_cache` under a key no fingerprint takes.
+    pub async fn whole_plan_rate(&self) -> Result<Option<(usize, f64)>, StoreError> {
+        let Some(v) = self.config_info(WHOLE_PLAN_RATE).await? else {
+            return Ok(None);
+        };
+        let n = v["instances"]
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok());
+        Ok(n.zip(v["seconds"].as_f64()))
+    }
+
+    /// Records [`Store::whole_plan_rate`].
+    pub async fn put_whole_plan_rate(
+        &self,
+        instances: usize,
+        seconds: f64,
+    ) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        let info = serde_json::json!({ "instances": instances, "seconds": seconds });
+        client
+            .execute(
+                "INSERT INTO config_cache (fingerprint, info) VALUES ($1, $2)
+                 ON CONFLICT (fingerprint) DO UPDATE SET info = EXCLUDED.info",
+                &[&WHOLE_PLAN_RATE, &info],
+            )
+            .await?;
+        Ok(())
+    }
+
     /// The discovery baseline of a state: block key to `[hash, digest, text hash]`.
     pub async fn baseline(
         &self,
@@ -1742,6 +1835,48 @@ fn first_module_step(address: &str) -> Option<(&str, &str)> {
     Some((call, &address[..instance_end]))
 }
 
+/// Up to how many module instances (first steps) a level of
+/// [`Store::cone_rows`]' downstream walk asks by ranges of module
+/// addresses; past that, one query through the GIN index costs less.
+const RANGED_FIRSTS: usize = 16;
+
+/// The ranges `[from, to)` of module addresses (bytewise, as `COLLATE "C"`
+/// compares) that hold the dependents [`Store::cone_rows`] looks for when
+/// no frontier instance is in the root module: the module instances
+/// `firsts` and everything under them, and every module not under one of
+/// the module calls `calls` (`calls` holds the call of each of `firsts`).
+/// PostgreSQL text holds no NUL, so `[m, m + "\x01")` is `m` alone.
+fn dependent_ranges(firsts: &[&str], calls: &[&str]) -> Vec<(String, String)> {
+    let only = |m: &str| (m.to_owned(), format!("{m}\x01"));
+    let under = |m: &str| (format!("{m}."), format!("{m}/"));
+    let mut ranges: Vec<(String, String)> = Vec::new();
+    for p in firsts {
+        ranges.push(only(p));
+        ranges.push(under(p));
+    }
+    // The complement of the calls: each call's module, what is under it
+    // (`c.`) and its instances (`c[`), merged, then what lies between.
+    let mut excluded: Vec<(String, String)> = Vec::new();
+    for c in calls {
+        excluded.push(only(c));
+        excluded.push(under(c));
+        excluded.push((format!("{c}["), format!("{c}\\")));
+    }
+    excluded.sort();
+    let end = char::MAX.to_string();
+    let mut from = String::new();
+    for (lo, hi) in excluded {
+        if from < lo {
+            ranges.push((from.clone(), lo));
+        }
+        from = from.max(hi);
+    }
+    if from < end {
+        ranges.push((from, end));
+    }
+    ranges
+}
+
 /// The first string after every string that starts with `prefix`, bytewise
 /// (`prefix` non-empty, ending in an ASCII character: a module address or
 /// one followed by `.`).
@@ -1928,15 +2063,21 @@ async fn diff_staged(
                 &[&state_id, &txn_id, &scope],
             )
             .await?;
-    let removed = tx
-        .execute(
-            "DELETE FROM instances c WHERE c.state_id = $1
+    // Rows removed, and of them current instances (not deposed objects):
+    // the state's `instance_count` moves by those.
+    let row = tx
+        .query_one(
+            "WITH d AS (DELETE FROM instances c WHERE c.state_id = $1
                     AND ($2::text[] IS NULL OR c.address = ANY($2))
                     AND NOT EXISTS (SELECT 1 FROM incoming i
-                        WHERE i.address = c.address AND i.deposed = c.deposed)",
+                        WHERE i.address = c.address AND i.deposed = c.deposed)
+                    RETURNING c.deposed)
+             SELECT count(*), count(*) FILTER (WHERE deposed = '') FROM d",
             &[&state_id, &scope],
         )
         .await?;
+    let (removed, removed_current): (i64, i64) = (row.get(0), row.get(1));
+    let removed = removed as u64;
     let set = cols
         .iter()
         .filter(|c| **c != "address" && **c != "deposed")
@@ -1959,10 +2100,10 @@ async fn diff_staged(
     // in place: a version is one transaction's write, and the history
     // keeps the last version of every other transaction.
     debug_assert!(replaced <= removed + changed);
-    let added = tx
-        .execute(
+    let row = tx
+        .query_one(
             &format!(
-                "INSERT INTO instances ({INSTANCE_COLUMNS}, state_id, version, txn_id)
+                "WITH a AS (INSERT INTO instances ({INSTANCE_COLUMNS}, state_id, version, txn_id)
                      SELECT {i_cols}, $1,
                             -- an address removed earlier (a replacement, state rm, destroy)
                             -- goes on from its last version: history keys stay unique
@@ -1972,11 +2113,22 @@ async fn diff_staged(
                             $2
                      FROM incoming i
                      WHERE NOT EXISTS (SELECT 1 FROM instances c
-                        WHERE c.state_id = $1 AND c.address = i.address AND c.deposed = i.deposed)"
+                        WHERE c.state_id = $1 AND c.address = i.address AND c.deposed = i.deposed)
+                     RETURNING deposed)
+                 SELECT count(*), count(*) FILTER (WHERE deposed = '') FROM a"
             ),
             &[&state_id, &txn_id],
         )
         .await?;
+    let (added, added_current): (i64, i64) = (row.get(0), row.get(1));
+    let added = added as u64;
+    if added_current != removed_current {
+        tx.execute(
+            "UPDATE states SET instance_count = instance_count + $2 WHERE id = $1",
+            &[&state_id, &(added_current - removed_current)],
+        )
+        .await?;
+    }
     Ok(RowCounts {
         added,
         changed,
@@ -2121,4 +2273,47 @@ async fn push_outputs(
         .await?;
     }
     Ok((gone.len() + upsert.len()) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ranges hold exactly the modules the downstream filter of
+    /// `cone_rows` keeps: under one of `firsts`, or under none of `calls`.
+    #[test]
+    fn dependent_ranges_hold_what_the_filter_keeps() {
+        let firsts = ["module.team[\"a\"]", "module.net"];
+        let calls = ["module.team", "module.net"];
+        let modules = [
+            "",
+            "module.a",
+            "module.net",
+            "module.net.module.x",
+            "module.net[0]",
+            "module.net2",
+            "module.team",
+            "module.team[\"a\"]",
+            "module.team[\"a\"].module.x[1]",
+            "module.team[\"a.b\"]",
+            "module.team[\"b\"]",
+            "module.team[\"b\"].module.x",
+            "module.team_x",
+            "module.team_x[\"a\"]",
+            "module.teams[\"a\"]",
+            "module.team!",
+            "module.zz",
+        ];
+        let ranges = dependent_ranges(&firsts, &calls);
+        for m in modules {
+            let under = |p: &str| m == p || m.starts_with(&format!("{p}."));
+            let in_call = |c: &str| under(c) || m.starts_with(&format!("{c}["));
+            let kept = firsts.iter().any(|p| under(p)) || !calls.iter().any(|c| in_call(c));
+            let held = ranges
+                .iter()
+                .filter(|(from, to)| m >= from.as_str() && m < to.as_str())
+                .count();
+            assert_eq!(held, usize::from(kept), "{m:?} in {ranges:?}");
+        }
+    }
 }

@@ -295,6 +295,9 @@ pub struct Candidates {
     pub precise: bool,
 }
 
+/// Why the first plan of a state plans the whole configuration.
+pub const NO_BASELINE: &str = "no baseline yet for this state";
+
 /// What may change, from the configuration alone. `Err` says why
 /// terraform's full plan is needed instead.
 pub fn candidates(
@@ -303,7 +306,7 @@ pub fn candidates(
     state: &State,
 ) -> Result<Candidates, Unsupported> {
     if baseline.is_empty() {
-        return Err(Unsupported("no baseline yet for this state".into()));
+        return Err(Unsupported(NO_BASELINE.into()));
     }
     // Module calls whose instances may have changed (their count/for_each
     // or what it reads): terraform's refresh-less plan of the whole call,

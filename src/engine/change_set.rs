@@ -46,10 +46,19 @@ pub struct ChangeSet {
 
 impl ChangeSet {
     /// `state` with only what a targeted terraform run of this change set
-    /// needs: the instances it writes or reads, every instance its
-    /// `-target`s cover (a module target plans all of that module's), and
-    /// what those depend on; and every root output.
-    pub fn cone_state(&self, state: &State) -> State {
+    /// needs: the instances it writes or reads and every instance its
+    /// `-target`s cover (a module target plans all of that module's); and
+    /// **every** instance of each resource terraform evaluates besides
+    /// them. Terraform plans (and evaluates over) all instances of a
+    /// resource a target depends on, and a root output over all instances
+    /// of what it reads (`aws_subnet.private[*].id`): an instance missing
+    /// from the state would be planned as new, or left out of the output.
+    /// What is evaluated is followed in the configuration (`info`'s edges,
+    /// through module outputs: a reference to a module output brings in
+    /// every resource of that module, as terraform's targeted plan does)
+    /// and in the state's recorded dependencies, from the cone and from
+    /// every root output the run evaluates ([`ChangeSet::evaluated_outputs`]).
+    pub fn cone_state(&self, state: &State, info: &ConfigInfo) -> State {
         let listed: HashSet<&str> = self
             .write
             .iter()
@@ -65,26 +74,82 @@ impl ChangeSet {
         };
         let config_of =
             |a: &str| crate::tfstate::strip_module_keys(crate::address::strip_instance_key(a));
-        // What the kept instances depend on (state dependencies are
-        // transitive: one pass).
-        let mut needed: HashSet<String> = HashSet::new();
+        let mut edges: HashMap<&str, Vec<&str>> = HashMap::new();
+        for (from, to) in &info.edges {
+            edges.entry(from.as_str()).or_default().push(to.as_str());
+        }
+        // Configuration address of each stored resource, and what its
+        // instances recorded as dependencies.
+        let evaluated = self.evaluated_outputs(info);
+        let mut by_config: HashMap<String, Vec<usize>> = HashMap::new();
+        for (n, r) in state.resources.iter().enumerate() {
+            by_config
+                .entry(config_of(&r.address()))
+                .or_default()
+                .push(n);
+        }
+        let mut kept: HashSet<String> = HashSet::new();
+        // Dependencies: configuration addresses (resources, data sources,
+        // module outputs) whose every instance is kept.
+        let mut todo: Vec<String> = Vec::new();
+        let mut cone_blocks: HashSet<String> = HashSet::new();
         for r in &state.resources {
             let address = r.address();
             for i in &r.instances {
                 let a = i.address(&address);
                 if listed.contains(a.as_str()) || targeted(&a) {
-                    needed.insert(a);
-                    needed.extend(i.dependencies.iter().cloned());
+                    todo.extend(i.dependencies.iter().cloned());
+                    cone_blocks.insert(config_of(&a));
+                    kept.insert(a);
+                }
+            }
+        }
+        // New instances too: what their configuration reads.
+        cone_blocks.extend(self.write.iter().chain(&self.targets).map(|a| config_of(a)));
+        for block in &cone_blocks {
+            todo.extend(
+                edges
+                    .get(block.as_str())
+                    .into_iter()
+                    .flatten()
+                    .map(|d| (*d).to_owned()),
+            );
+        }
+        for (name, dep) in &info.output_refs {
+            if evaluated.contains(name) {
+                todo.push(dep.clone());
+            }
+        }
+        let mut whole: HashSet<String> = HashSet::new();
+        while let Some(node) = todo.pop() {
+            if !whole.insert(node.clone()) {
+                continue;
+            }
+            if let Some((module, _)) = node.split_once(".output.") {
+                // Every resource of the module, nested modules included.
+                let under = format!("{module}.");
+                todo.extend(by_config.keys().filter(|c| c.starts_with(&under)).cloned());
+            }
+            todo.extend(
+                edges
+                    .get(node.as_str())
+                    .into_iter()
+                    .flatten()
+                    .map(|d| (*d).to_owned()),
+            );
+            for &n in by_config.get(&node).into_iter().flatten() {
+                for i in &state.resources[n].instances {
+                    todo.extend(i.dependencies.iter().cloned());
                 }
             }
         }
         let mut cone = state.clone();
         for r in &mut cone.resources {
             let address = r.address();
-            r.instances.retain(|i| {
-                let a = i.address(&address);
-                needed.contains(&a) || needed.contains(&config_of(&a))
-            });
+            if whole.contains(&config_of(&address)) {
+                continue;
+            }
+            r.instances.retain(|i| kept.contains(&i.address(&address)));
         }
         cone.resources.retain(|r| !r.instances.is_empty());
         cone
@@ -509,5 +574,136 @@ mod tests {
         assert_eq!(cs.write.len(), 5);
         // An output removed from the configuration too.
         assert!(cover(&[], &["gone"]).untargeted);
+    }
+
+    /// A tfstate v4 of `terraform_data` instances: `(module, name, key,
+    /// dependencies)`.
+    fn state_of(instances: &[(&str, &str, Option<u32>, &[&str])]) -> State {
+        let resources: Vec<serde_json::Value> = instances
+            .iter()
+            .map(|(module, name, key, deps)| {
+                let mut r = serde_json::json!({
+                    "mode": "managed", "type": "terraform_data", "name": name,
+                    "provider": "provider[\"terraform.io/builtin/terraform\"]",
+                    "instances": [{"schema_version": 0, "attributes": {"id": name},
+                                   "dependencies": deps}],
+                });
+                if !module.is_empty() {
+                    r["module"] = serde_json::json!(module);
+                }
+                if let Some(k) = key {
+                    r["instances"][0]["index_key"] = serde_json::json!(k);
+                }
+                r
+            })
+            .collect();
+        // One resource entry per instance: merged by the reader.
+        let mut merged: Vec<serde_json::Value> = Vec::new();
+        for r in resources {
+            let same = merged
+                .iter_mut()
+                .find(|m| m["name"] == r["name"] && m.get("module") == r.get("module"));
+            match same {
+                Some(m) => m["instances"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(r["instances"][0].clone()),
+                None => merged.push(r),
+            }
+        }
+        let doc = serde_json::json!({
+            "version": 4, "terraform_version": "1.11.4", "serial": 1,
+            "lineage": "l", "outputs": {}, "resources": merged,
+        });
+        crate::tfstate::parse(doc.to_string().as_bytes()).unwrap()
+    }
+
+    fn kept(state: &State) -> BTreeSet<String> {
+        state.instance_addresses().collect()
+    }
+
+    #[test]
+    fn the_partial_state_holds_every_instance_an_evaluated_output_reads() {
+        // `subnets = terraform_data.subnet[*].id`: one subnet written, the
+        // output is evaluated over both.
+        let (rows, info) = fixture();
+        let state = state_of(&[
+            ("", "vpc", None, &[]),
+            ("", "subnet", Some(0), &["terraform_data.vpc"]),
+            ("", "subnet", Some(1), &["terraform_data.vpc"]),
+            ("", "sg", None, &["terraform_data.vpc"]),
+            ("", "other", None, &[]),
+        ]);
+        let mut cs =
+            ChangeSet::compute(&rows, &["terraform_data.subnet[0]".to_owned()], &info).unwrap();
+        cs.cover_outputs(&rows, &info, &[]);
+        let partial = cs.cone_state(&state, &info);
+        assert_eq!(
+            kept(&partial),
+            BTreeSet::from([
+                "terraform_data.subnet[0]".to_owned(),
+                "terraform_data.subnet[1]".to_owned(),
+                "terraform_data.vpc".to_owned(),
+            ])
+        );
+    }
+
+    #[test]
+    fn a_module_output_read_by_the_cone_brings_in_every_resource_of_that_module() {
+        // `replication` reads `module.bucket[each.key].id`: terraform's
+        // targeted plan of it plans every resource of every bucket.
+        let rows = vec![
+            row("module.bucket[\"a\"].terraform_data.bucket", &[]),
+            row(
+                "module.bucket[\"a\"].terraform_data.policy",
+                &["module.bucket.terraform_data.bucket"],
+            ),
+            row("module.bucket[\"b\"].terraform_data.bucket", &[]),
+            row("terraform_data.unrelated", &[]),
+        ];
+        let rows: Vec<GraphRow> = rows
+            .into_iter()
+            .map(|mut r| {
+                r.config_address = crate::tfstate::strip_module_keys(&r.address);
+                r
+            })
+            .collect();
+        let info = ConfigInfo {
+            edges: vec![
+                (
+                    "terraform_data.replication".into(),
+                    "module.bucket.output.id".into(),
+                ),
+                (
+                    "module.bucket.output.id".into(),
+                    "module.bucket.terraform_data.bucket".into(),
+                ),
+            ],
+            output_refs: Vec::new(),
+            outputs: Vec::new(),
+            triggers: Vec::new(),
+        };
+        let state = state_of(&[
+            ("module.bucket[\"a\"]", "bucket", None, &[]),
+            (
+                "module.bucket[\"a\"]",
+                "policy",
+                None,
+                &["module.bucket.terraform_data.bucket"],
+            ),
+            ("module.bucket[\"b\"]", "bucket", None, &[]),
+            ("", "unrelated", None, &[]),
+        ]);
+        let new = "terraform_data.replication[\"a\"]".to_owned();
+        let cs = ChangeSet::compute(&rows, &[new], &info).unwrap();
+        let partial = cs.cone_state(&state, &info);
+        assert_eq!(
+            kept(&partial),
+            BTreeSet::from([
+                "module.bucket[\"a\"].terraform_data.bucket".to_owned(),
+                "module.bucket[\"a\"].terraform_data.policy".to_owned(),
+                "module.bucket[\"b\"].terraform_data.bucket".to_owned(),
+            ])
+        );
     }
 }

@@ -9,6 +9,9 @@
 //! time and must agree.
 
 use std::collections::{BTreeSet, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 
@@ -101,12 +104,47 @@ pub async fn discover(
         });
     }
 
+    // A plan of the whole configuration: said up front with how long it
+    // should take, and shown in progress (the first plan of a large state).
+    let instances = state.object_count();
+    let measured = match (&why, instances) {
+        (Some(_), 1..) => {
+            let measured = store.whole_plan_rate().await?;
+            let (about, basis) = estimate(instances, measured);
+            let first = match why.as_deref() == Some(baseline::NO_BASELINE) {
+                true => "First plan of this state: no discovery baseline yet, so terraform plans",
+                false => "Terraform plans",
+            };
+            ui.info(format!(
+                "{first} all {} instances once, without refresh: about {} ({basis}).",
+                thousands(instances),
+                rough(about)
+            ));
+            Some(about)
+        }
+        _ => None,
+    };
     let step = ui.step(match &why {
         Some(why) if !oracle => format!("Discovering changes (plan without refresh: {why})"),
         _ => "Discovering changes (plan without refresh)".to_owned(),
     });
     let plan_file = dir.plan_path("discover");
-    let done = match discovery_plan(cx, dir, &[], &plan_file).await {
+    let counter = Arc::new(AtomicUsize::new(0));
+    let plan = discovery_plan_counted(cx, dir, &[], &plan_file, Some(counter.clone()));
+    let done = match measured {
+        Some(about) => {
+            let done = with_progress(&step, plan, &counter, about).await;
+            if let Ok(done) = &done {
+                if done.success() && instances >= MEASURED_FROM {
+                    let seconds = step.elapsed().as_secs_f64();
+                    store.put_whole_plan_rate(instances, seconds).await?;
+                }
+            }
+            done
+        }
+        None => plan.await,
+    };
+    let done = match done {
         Ok(done) => done,
         Err(e) => {
             step.fail();
@@ -183,6 +221,7 @@ fn inputs(cx: &Context<'_>, dir: &RunDir) -> Inputs {
         cli_args: settings.tf_cli_args.clone(),
         data_dir: Some(settings.tf_data_dir.clone()),
         cwd: dir.root().to_string_lossy().into_owned(),
+        cache_dir: Some(settings.embedded.data_dir.join("hcl")),
     }
 }
 
@@ -341,6 +380,86 @@ async fn check_oracle(
     Ok(())
 }
 
+/// Below this many instances a whole plan's time is mostly terraform's
+/// start-up: its rate is not recorded.
+const MEASURED_FROM: usize = 500;
+
+/// Per instance, terraform's refresh-less plan of a whole configuration
+/// until one is measured on this database: 3 ms (`terraform_data` on the
+/// benchmark machine, BENCHMARKS.md), plus [`START_UP`].
+const DEFAULT_PER_INSTANCE: Duration = Duration::from_millis(3);
+
+/// Terraform's start-up and reading of the configuration, counted once.
+const START_UP: Duration = Duration::from_secs(1);
+
+/// How long terraform's refresh-less plan of `instances` instances should
+/// take, and what that rests on: the per-instance rate of the last whole
+/// plan measured on this database (`measured`: its instances and seconds),
+/// else [`DEFAULT_PER_INSTANCE`].
+fn estimate(instances: usize, measured: Option<(usize, f64)>) -> (Duration, String) {
+    let per = match measured {
+        Some((n, seconds)) if n > 0 => {
+            let per = (seconds - START_UP.as_secs_f64()).max(0.0) / n as f64;
+            let per = Duration::from_secs_f64(per.clamp(0.000_2, 0.05));
+            let basis = format!(
+                "{:.1} ms per instance, as the last plan of {} instances on this database took",
+                per.as_secs_f64() * 1000.0,
+                thousands(n)
+            );
+            return (START_UP + per * instances as u32, basis);
+        }
+        _ => DEFAULT_PER_INSTANCE,
+    };
+    let basis = format!(
+        "{} ms per instance until a plan of {} or more is measured on this database",
+        per.as_millis(),
+        thousands(MEASURED_FROM)
+    );
+    (START_UP + per * instances as u32, basis)
+}
+
+/// A duration as an estimate: `5 s`, `2 min`, `1 h 20 min`.
+fn rough(d: Duration) -> String {
+    let s = d.as_secs_f64().round() as u64;
+    match s {
+        0..=89 => format!("{} s", s.max(1)),
+        90..=3599 => format!("{} min", (s + 30) / 60),
+        _ => format!("{} h {} min", s / 3600, (s % 3600 + 30) / 60),
+    }
+}
+
+/// Runs `plan`, showing how far it got on `step`: the changes terraform
+/// found so far (`counter`) and the time against the estimate `about`;
+/// every second next to a spinner, every 30 seconds as a plain line.
+async fn with_progress<F: std::future::Future<Output = Result<Finished>>>(
+    step: &crate::ui::Step,
+    plan: F,
+    counter: &AtomicUsize,
+    about: Duration,
+) -> Result<Finished> {
+    let every = match step.is_live() {
+        true => Duration::from_secs(1),
+        false => Duration::from_secs(30),
+    };
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tokio::pin!(plan);
+    loop {
+        tokio::select! {
+            done = &mut plan => return done,
+            _ = tick.tick() => {
+                let changes = counter.load(Ordering::Relaxed);
+                step.still(format!(
+                    "{} change{} so far, {} of about {}",
+                    thousands(changes),
+                    if changes == 1 { "" } else { "s" },
+                    rough(step.elapsed()),
+                    rough(about)
+                ));
+            }
+        }
+    }
+}
+
 /// A refresh-less plan with terraform's streamed `-json` output, planning
 /// `extra` targets besides the user's. On failure, terraform's own words
 /// reach the user and its exit code is ours.
@@ -349,6 +468,18 @@ pub(super) async fn discovery_plan(
     dir: &RunDir,
     extra: &[String],
     plan_file: &std::path::Path,
+) -> Result<Finished> {
+    discovery_plan_counted(cx, dir, extra, plan_file, None).await
+}
+
+/// [`discovery_plan`], counting the changes terraform plans into `counter`
+/// as they stream.
+async fn discovery_plan_counted(
+    cx: &Context<'_>,
+    dir: &RunDir,
+    extra: &[String],
+    plan_file: &std::path::Path,
+    counter: Option<Arc<AtomicUsize>>,
 ) -> Result<Finished> {
     let flags = &cx.flags;
     let base = |json: bool| {
@@ -375,6 +506,9 @@ pub(super) async fn discovery_plan(
             plan = plan
                 .arg("-json")
                 .arg(format!("-out={}", plan_file.display()));
+            if let Some(counter) = &counter {
+                plan = plan.count_lines("\"type\":\"planned_change\"", counter.clone());
+            }
         }
         if flags.destroy {
             plan = plan.arg("-destroy");
@@ -394,4 +528,26 @@ pub(super) async fn discovery_plan(
         .into());
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_estimate_uses_the_measured_rate_where_there_is_one() {
+        let (about, basis) = estimate(100_000, None);
+        assert_eq!(about, Duration::from_secs(301));
+        assert!(basis.starts_with("3 ms per instance until"), "{basis}");
+        // 10,000 instances in 21 s: 2 ms each after the start-up.
+        let (about, basis) = estimate(100_000, Some((10_000, 21.0)));
+        assert_eq!(about.as_secs(), 201);
+        assert!(
+            basis.starts_with("2.0 ms per instance, as the last plan of 10,000"),
+            "{basis}"
+        );
+        assert_eq!(rough(Duration::from_secs(301)), "5 min");
+        assert_eq!(rough(Duration::from_millis(1_300)), "1 s");
+        assert_eq!(rough(Duration::from_secs(4_000)), "1 h 7 min");
+    }
 }

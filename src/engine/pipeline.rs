@@ -95,7 +95,7 @@ async fn plan_stored(cx: &Context<'_>) -> Result<Outcome> {
     let (cs, rows) = computed_change_set(cx, &found).await?;
     let touched: Vec<String> = cs.write.iter().chain(&cs.read).cloned().collect();
     session.note_in_flight(&touched).await?;
-    let partial = partial_state(cx, &snapshot.state, &cs);
+    let partial = partial_state(cx, &snapshot.state, &cs, &found.info);
     if let Some(partial) = &partial {
         dir.write_state(partial)?;
     }
@@ -189,7 +189,7 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
 
         // Terraform plans the cone first: what it plans is checked against
         // the locks before anything is applied.
-        let partial = partial_state(cx, &fresh, &cs);
+        let partial = partial_state(cx, &fresh, &cs, &found.info);
         if let Some(partial) = &partial {
             dir.write_state(partial)?;
         }

@@ -107,15 +107,20 @@ fn secs(since: Instant) -> f64 {
 /// whole state where the user targets (the change set is terraform's plan
 /// of those targets), for `-refresh-only` (it covers every instance), for a
 /// run without `-target` (it plans the whole configuration), or with
-/// `STATEGRAPH_PARTIAL_STATE=0` (the default): then `None`, the whole
-/// state already in the run dir.
-pub fn partial_state(cx: &Context<'_>, state: &State, cs: &ChangeSet) -> Option<State> {
+/// `STATEGRAPH_PARTIAL_STATE=0`: then `None`, the whole state already in
+/// the run dir.
+pub fn partial_state(
+    cx: &Context<'_>,
+    state: &State,
+    cs: &ChangeSet,
+    info: &ConfigInfo,
+) -> Option<State> {
     let flags = &cx.flags;
     let whole = !cx.session.settings.partial_state
         || !flags.targets.is_empty()
         || flags.refresh_only
         || cs.untargeted;
-    (!whole).then(|| cs.cone_state(state))
+    (!whole).then(|| cs.cone_state(state, info))
 }
 
 /// The plan file the plan of the cone writes.

@@ -90,6 +90,9 @@ pub struct Inputs {
     pub data_dir: Option<PathBuf>,
     /// terraform's `path.cwd`: the directory it runs in.
     pub cwd: String,
+    /// Where each file's parse is kept by its digest (see [`ParseCache`]);
+    /// `None`: every file is parsed.
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// One managed resource block.
@@ -196,10 +199,14 @@ pub struct Config {
     /// data source or an impure function hashes its text only: a change of
     /// that value is not seen here.
     pub outputs: BTreeMap<String, String>,
+    /// How many files were parsed, not taken from the [`ParseCache`].
+    pub parsed_files: usize,
 }
 
 /// A reference, as far as this reader tells them apart.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 enum Ref {
     Var(String),
     Local(String),
@@ -213,7 +220,7 @@ enum Ref {
     Workspace,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct Refs {
     refs: BTreeSet<Ref>,
     impure: bool,
@@ -288,13 +295,13 @@ impl Visit for Refs {
 }
 
 /// Text and references of one item (a block, an attribute's expression).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct Item {
     text: String,
     refs: Refs,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct ModuleCall {
     /// Text of `source`, `version`, `count`, `for_each`, `depends_on`, `providers`.
     meta: Item,
@@ -351,6 +358,7 @@ pub fn read(root: &Path, inputs: &Inputs) -> Result<Config, Unsupported> {
         .unwrap_or_else(|| root.join(".terraform"));
     let manifest = read_manifest(root, &data_dir);
     let mut loader = Loader {
+        cache: ParseCache::new(inputs.cache_dir.clone()),
         manifest: &manifest,
         modules: Vec::new(),
         global: Vec::new(),
@@ -363,6 +371,7 @@ pub fn read(root: &Path, inputs: &Inputs) -> Result<Config, Unsupported> {
         mut global,
         moved,
         imports,
+        cache,
         ..
     } = loader;
     global.push(inputs.tf_version.clone());
@@ -383,6 +392,7 @@ pub fn read(root: &Path, inputs: &Inputs) -> Result<Config, Unsupported> {
     let mut config = Config {
         moved,
         imports,
+        parsed_files: cache.parsed_files,
         ..Config::default()
     };
     for (i, m) in modules.iter().enumerate() {
@@ -675,8 +685,269 @@ fn read_manifest(root: &Path, dir: &Path) -> HashMap<String, PathBuf> {
         .collect()
 }
 
+/// What one `.tf` file declares, before it is placed in its module: the
+/// unit [`ParseCache`] keeps per file digest.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Parsed {
+    /// `TYPE.NAME`, text and references, whether expanded, what
+    /// `count`/`for_each` read.
+    resources: Vec<(String, Item, bool, Refs)>,
+    triggers: Vec<(String, Vec<String>)>,
+    provisioned: Vec<String>,
+    data: Vec<(String, Item)>,
+    /// Name, block text, `default` text.
+    variables: Vec<(String, String, Option<String>)>,
+    locals: Vec<(String, Item)>,
+    outputs: Vec<(String, Item)>,
+    /// Name, call, literal `source`.
+    calls: Vec<(String, ModuleCall, Option<String>)>,
+    /// `moved` blocks, relative to the module.
+    moved: Vec<(String, String)>,
+    /// `import` targets, relative to the module.
+    imports: Vec<String>,
+    /// Text of the blocks that apply to every resource block.
+    global: Vec<String>,
+}
+
+/// Parses one file's text; `None` when it does not parse.
+fn parse_file(text: &str) -> Option<Parsed> {
+    let body: Body = text.parse().ok()?;
+    let mut p = Parsed::default();
+    for s in body.iter() {
+        let Structure::Block(b) = s else {
+            continue;
+        };
+        let labels: Vec<&str> = b.labels.iter().map(|l| l.as_str()).collect();
+        let text = match b.span() {
+            Some(r) => text[r].to_owned(),
+            None => format!("{} {labels:?} {{{}}}", b.ident.as_str(), b.body),
+        };
+        match (b.ident.as_str(), labels.as_slice()) {
+            ("resource", [t, n]) => {
+                let expanded = b.body.get_attribute("count").is_some()
+                    || b.body.get_attribute("for_each").is_some();
+                let mut refs = Refs::of_body(&b.body);
+                // replace_triggered_by plans a replacement when what it
+                // names changes, whether or not the state says it depends on it.
+                let mut triggered = Refs::default();
+                let mut any_trigger = false;
+                for l in b.body.get_blocks("lifecycle") {
+                    if let Some(a) = l.body.get_attribute("replace_triggered_by") {
+                        triggered.visit_expr(&a.value);
+                        any_trigger = true;
+                    }
+                }
+                refs.impure |= any_trigger;
+                let named: Vec<String> = triggered
+                    .refs
+                    .iter()
+                    .filter_map(|r| match r {
+                        Ref::Resource(x) => Some(x.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                if !named.is_empty() {
+                    p.triggers.push((format!("{t}.{n}"), named));
+                }
+                let mut expansion = Refs::default();
+                for key in ["count", "for_each"] {
+                    if let Some(a) = b.body.get_attribute(key) {
+                        expansion.visit_expr(&a.value);
+                    }
+                }
+                let at_creation = b.body.get_blocks("provisioner").any(|p| {
+                    p.body
+                        .get_attribute("when")
+                        .is_none_or(|w| w.value.to_string().trim() != "destroy")
+                });
+                if at_creation {
+                    p.provisioned.push(format!("{t}.{n}"));
+                }
+                p.resources
+                    .push((format!("{t}.{n}"), Item { text, refs }, expanded, expansion));
+            }
+            ("data", [t, n]) => {
+                let refs = Refs::of_body(&b.body);
+                p.data.push((format!("{t}.{n}"), Item { text, refs }));
+            }
+            ("variable", [n]) => {
+                let default = b.body.get_attribute("default").map(|d| d.value.to_string());
+                p.variables.push(((*n).to_owned(), text, default));
+            }
+            ("locals", []) => {
+                for a in b.body.attributes() {
+                    p.locals.push((
+                        a.key.as_str().to_owned(),
+                        Item {
+                            text: a.value.to_string(),
+                            refs: Refs::of_expr(&a.value),
+                        },
+                    ));
+                }
+            }
+            ("output", [n]) => {
+                let refs = Refs::of_body(&b.body);
+                p.outputs.push(((*n).to_owned(), Item { text, refs }));
+            }
+            ("module", [n]) => {
+                let mut call = ModuleCall::default();
+                let mut source = None;
+                let mut meta: Vec<String> = Vec::new();
+                for a in b.body.attributes() {
+                    let key = a.key.as_str();
+                    let item = Item {
+                        text: a.value.to_string(),
+                        refs: Refs::of_expr(&a.value),
+                    };
+                    match key {
+                        "source" | "version" | "count" | "for_each" | "depends_on"
+                        | "providers" => {
+                            if matches!(key, "count" | "for_each") {
+                                call.expanded = true;
+                            }
+                            call.for_each |= key == "for_each";
+                            if key == "source" {
+                                if let Expression::String(s) = &a.value {
+                                    source = Some(s.as_str().to_owned());
+                                }
+                            }
+                            meta.push(format!("{key}={}", item.text));
+                            call.meta.refs.refs.extend(item.refs.refs);
+                            call.meta.refs.impure |= item.refs.impure;
+                        }
+                        _ => {
+                            if let Some(var) = keyed_var(&a.value) {
+                                call.keyed.insert(key.to_owned(), var);
+                            }
+                            call.args.insert(key.to_owned(), item);
+                        }
+                    }
+                }
+                if b.body.blocks().next().is_some() {
+                    meta.push(b.body.to_string());
+                }
+                call.meta.text = meta.join("\n");
+                p.calls.push(((*n).to_owned(), call, source));
+            }
+            ("moved", []) => {
+                let end = |key: &str| {
+                    b.body
+                        .get_attribute(key)
+                        .map(|a| a.value.to_string().trim().to_owned())
+                };
+                match (end("from"), end("to")) {
+                    // Discovery plans what a move touches (its old
+                    // address while that holds rows): no other block's
+                    // plan depends on it.
+                    (Some(from), Some(to)) => p.moved.push((from, to)),
+                    _ => p.global.push(text),
+                }
+            }
+            ("import", []) => {
+                let to = b.body.get_attribute("to");
+                match (to, b.body.get_attribute("for_each")) {
+                    // Planned as a new instance while the state holds
+                    // none at `to` (terraform ignores it after).
+                    (Some(to), None) => p.imports.push(to.value.to_string().trim().to_owned()),
+                    _ => p.global.push(text),
+                }
+            }
+            // What a `removed` block names holds rows no block
+            // declares: those are planned whatever the block says.
+            ("removed", []) => {}
+            _ => p.global.push(text),
+        }
+    }
+    Some(p)
+}
+
+/// Each file's [`Parsed`] declarations kept by the sha256 of its text (and
+/// of stategraph's version), one
+/// small JSON file per digest in a directory of stategraph's data dir
+/// (`hcl/`), so that a file unchanged since an earlier run is not parsed
+/// again. Kept on disk rather than in PostgreSQL: it is read before the
+/// module tree is known (each module's calls are found in its files), one
+/// lookup per file, where a database round trip each would cost more than
+/// the parse it saves. Content-addressed: safe to share between checkouts
+/// and to delete at any time; an entry that cannot be read or written is
+/// parsed as if absent.
+struct ParseCache {
+    dir: Option<PathBuf>,
+    /// Files parsed (not found in the cache) so far.
+    parsed_files: usize,
+}
+
+impl ParseCache {
+    fn new(dir: Option<PathBuf>) -> ParseCache {
+        ParseCache {
+            dir,
+            parsed_files: 0,
+        }
+    }
+
+    /// What `text` declares: from the cache, else `parse()` (kept for next time).
+    fn parsed(
+        &mut self,
+        text: &str,
+        parse: impl FnOnce() -> Result<Parsed, Unsupported>,
+    ) -> Result<Parsed, Unsupported> {
+        let entry = self.dir.as_ref().map(|dir| {
+            // The stategraph version is part of the key: an entry written
+            // by another version may mean something else by the same shape.
+            let mut hasher = Sha256::new();
+            hasher.update(concat!(
+                "stategraph ",
+                env!("CARGO_PKG_VERSION"),
+                " parse 1\n"
+            ));
+            hasher.update(text.as_bytes());
+            let digest = hasher.finalize();
+            let name: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+            dir.join(format!("{name}.json"))
+        });
+        if let Some(found) = entry
+            .as_ref()
+            .and_then(|e| std::fs::read(e).ok())
+            .and_then(|bytes| serde_json::from_slice::<Parsed>(&bytes).ok())
+        {
+            return Ok(found);
+        }
+        self.parsed_files += 1;
+        let parsed = parse()?;
+        if let Some(entry) = entry {
+            // Best effort: a cache that cannot be written costs a parse.
+            let _ = self.keep(&entry, &parsed);
+        }
+        Ok(parsed)
+    }
+
+    /// Writes `entry` whole or not at all (private: configuration text may
+    /// hold values its authors consider secret).
+    fn keep(&self, entry: &Path, parsed: &Parsed) -> std::io::Result<()> {
+        use std::io::Write as _;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let dir = entry.parent().unwrap_or(Path::new("."));
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        let bytes = serde_json::to_vec(parsed).map_err(std::io::Error::other)?;
+        let tmp = dir.join(format!(".{}.tmp", std::process::id()));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?
+            .write_all(&bytes)?;
+        std::fs::rename(&tmp, entry)
+    }
+}
+
 /// Reads a root module and the modules it calls, depth first.
 struct Loader<'a> {
+    /// Files parsed before, by digest.
+    cache: ParseCache,
     /// Installed modules by key (see [`read_manifest`]).
     manifest: &'a HashMap<String, PathBuf>,
     /// Every module read, the root first.
@@ -738,159 +1009,39 @@ impl Loader<'_> {
             }
             let text = std::fs::read_to_string(file)
                 .map_err(|e| Unsupported(format!("cannot read {}: {e}", file.display())))?;
-            let body: Body = text
-                .parse()
-                .map_err(|_| Unsupported(format!("cannot parse {}", file.display())))?;
-            for s in body.iter() {
-                let Structure::Block(b) = s else {
-                    continue;
-                };
-                let labels: Vec<&str> = b.labels.iter().map(|l| l.as_str()).collect();
-                let text = match b.span() {
-                    Some(r) => text[r].to_owned(),
-                    None => format!("{} {labels:?} {{{}}}", b.ident.as_str(), b.body),
-                };
-                match (b.ident.as_str(), labels.as_slice()) {
-                    ("resource", [t, n]) => {
-                        let expanded = b.body.get_attribute("count").is_some()
-                            || b.body.get_attribute("for_each").is_some();
-                        let mut refs = Refs::of_body(&b.body);
-                        // replace_triggered_by plans a replacement when what it
-                        // names changes, whether or not the state says it depends on it.
-                        let mut triggered = Refs::default();
-                        let mut any_trigger = false;
-                        for l in b.body.get_blocks("lifecycle") {
-                            if let Some(a) = l.body.get_attribute("replace_triggered_by") {
-                                triggered.visit_expr(&a.value);
-                                any_trigger = true;
-                            }
-                        }
-                        refs.impure |= any_trigger;
-                        let named: Vec<String> = triggered
-                            .refs
-                            .iter()
-                            .filter_map(|r| match r {
-                                Ref::Resource(x) => Some(x.clone()),
-                                _ => None,
-                            })
-                            .collect();
-                        if !named.is_empty() {
-                            m.triggers.insert(format!("{t}.{n}"), named);
-                        }
-                        let mut expansion = Refs::default();
-                        for key in ["count", "for_each"] {
-                            if let Some(a) = b.body.get_attribute(key) {
-                                expansion.visit_expr(&a.value);
-                            }
-                        }
-                        let at_creation = b.body.get_blocks("provisioner").any(|p| {
-                            p.body
-                                .get_attribute("when")
-                                .is_none_or(|w| w.value.to_string().trim() != "destroy")
-                        });
-                        if at_creation {
-                            m.provisioned.insert(format!("{t}.{n}"));
-                        }
-                        m.resources.insert(
-                            format!("{t}.{n}"),
-                            (Item { text, refs }, expanded, expansion),
-                        );
-                    }
-                    ("data", [t, n]) => {
-                        let refs = Refs::of_body(&b.body);
-                        m.data.insert(format!("{t}.{n}"), Item { text, refs });
-                    }
-                    ("variable", [n]) => {
-                        if let Some(d) = b.body.get_attribute("default") {
-                            m.defaults.insert((*n).to_owned(), d.value.to_string());
-                        }
-                        m.variables.insert((*n).to_owned(), text);
-                    }
-                    ("locals", []) => {
-                        for a in b.body.attributes() {
-                            m.locals.insert(
-                                a.key.as_str().to_owned(),
-                                Item {
-                                    text: a.value.to_string(),
-                                    refs: Refs::of_expr(&a.value),
-                                },
-                            );
-                        }
-                    }
-                    ("output", [n]) => {
-                        let refs = Refs::of_body(&b.body);
-                        m.outputs.insert((*n).to_owned(), Item { text, refs });
-                    }
-                    ("module", [n]) => {
-                        let mut call = ModuleCall::default();
-                        let mut meta: Vec<String> = Vec::new();
-                        for a in b.body.attributes() {
-                            let key = a.key.as_str();
-                            let item = Item {
-                                text: a.value.to_string(),
-                                refs: Refs::of_expr(&a.value),
-                            };
-                            match key {
-                                "source" | "version" | "count" | "for_each" | "depends_on"
-                                | "providers" => {
-                                    if matches!(key, "count" | "for_each") {
-                                        call.expanded = true;
-                                    }
-                                    call.for_each |= key == "for_each";
-                                    if key == "source" {
-                                        if let Expression::String(s) = &a.value {
-                                            sources.push(((*n).to_owned(), s.as_str().to_owned()));
-                                        }
-                                    }
-                                    meta.push(format!("{key}={}", item.text));
-                                    call.meta.refs.refs.extend(item.refs.refs);
-                                    call.meta.refs.impure |= item.refs.impure;
-                                }
-                                _ => {
-                                    if let Some(var) = keyed_var(&a.value) {
-                                        call.keyed.insert(key.to_owned(), var);
-                                    }
-                                    call.args.insert(key.to_owned(), item);
-                                }
-                            }
-                        }
-                        if b.body.blocks().next().is_some() {
-                            meta.push(b.body.to_string());
-                        }
-                        call.meta.text = meta.join("\n");
-                        m.calls.insert((*n).to_owned(), call);
-                    }
-                    ("moved", []) => {
-                        let end = |key: &str| {
-                            b.body
-                                .get_attribute(key)
-                                .map(|a| join(path, a.value.to_string().trim()))
-                        };
-                        match (end("from"), end("to")) {
-                            // Discovery plans what a move touches (its old
-                            // address while that holds rows): no other block's
-                            // plan depends on it.
-                            (Some(from), Some(to)) => self.moved.push((from, to)),
-                            _ => self.global.push(text),
-                        }
-                    }
-                    ("import", []) => {
-                        let to = b.body.get_attribute("to");
-                        match (to, b.body.get_attribute("for_each")) {
-                            // Planned as a new instance while the state holds
-                            // none at `to` (terraform ignores it after).
-                            (Some(to), None) => {
-                                self.imports.push(join(path, to.value.to_string().trim()))
-                            }
-                            _ => self.global.push(text),
-                        }
-                    }
-                    // What a `removed` block names holds rows no block
-                    // declares: those are planned whatever the block says.
-                    ("removed", []) => {}
-                    _ => self.global.push(text),
-                }
+            let parsed = self.cache.parsed(&text, || {
+                parse_file(&text)
+                    .ok_or_else(|| Unsupported(format!("cannot parse {}", file.display())))
+            })?;
+            for (name, item, expanded, expansion) in parsed.resources {
+                m.resources.insert(name, (item, expanded, expansion));
             }
+            m.triggers.extend(parsed.triggers);
+            m.provisioned.extend(parsed.provisioned);
+            m.data.extend(parsed.data);
+            for (name, text, default) in parsed.variables {
+                if let Some(d) = default {
+                    m.defaults.insert(name.clone(), d);
+                }
+                m.variables.insert(name, text);
+            }
+            m.locals.extend(parsed.locals);
+            m.outputs.extend(parsed.outputs);
+            for (name, call, source) in parsed.calls {
+                if let Some(source) = source {
+                    sources.push((name.clone(), source));
+                }
+                m.calls.insert(name, call);
+            }
+            self.moved.extend(
+                parsed
+                    .moved
+                    .into_iter()
+                    .map(|(from, to)| (join(path, &from), join(path, &to))),
+            );
+            self.imports
+                .extend(parsed.imports.into_iter().map(|to| join(path, &to)));
+            self.global.extend(parsed.global);
         }
         let index = self.modules.len();
         self.modules.push(m);
@@ -1509,6 +1660,57 @@ mod tests {
             .info
             .output_refs
             .contains(&("root_id".to_owned(), "terraform_data.root".to_owned())));
+    }
+
+    #[test]
+    fn an_unchanged_file_is_not_parsed_again() {
+        let dir = copy("chain");
+        let files = config_files(dir.path());
+        let cache = tempfile::tempdir().unwrap();
+        let inputs = Inputs {
+            cache_dir: Some(cache.path().join("hcl")),
+            ..Inputs::default()
+        };
+        let uncached = read(dir.path(), &Inputs::default()).unwrap();
+        let first = read(dir.path(), &inputs).unwrap();
+        assert_eq!(first.parsed_files, files);
+        let second = read(dir.path(), &inputs).unwrap();
+        assert_eq!(second.parsed_files, 0, "unchanged files were parsed again");
+        // What the cache gives is what parsing gives.
+        assert_eq!(hashes(&second), hashes(&uncached));
+        assert_eq!(second.info.edges, uncached.info.edges);
+        assert_eq!(second.outputs, uncached.outputs);
+        // One file edited: that one is parsed, and its change seen.
+        edit(
+            dir.path(),
+            "main.tf",
+            r#"input = "root""#,
+            r#"input = "root2""#,
+        );
+        let third = read(dir.path(), &inputs).unwrap();
+        assert_eq!(third.parsed_files, 1);
+        assert_eq!(differing(&second, &third), ["terraform_data.root"]);
+        // A cache entry that cannot be read is parsed again, not trusted.
+        for e in std::fs::read_dir(cache.path().join("hcl")).unwrap() {
+            std::fs::write(e.unwrap().path(), "not json").unwrap();
+        }
+        let fourth = read(dir.path(), &inputs).unwrap();
+        assert_eq!(fourth.parsed_files, files);
+        assert_eq!(hashes(&fourth), hashes(&third));
+    }
+
+    /// How many `.tf` files the configuration in `dir` has, modules included.
+    fn config_files(dir: &Path) -> usize {
+        let mut n = 0;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                n += config_files(&p);
+            } else if p.extension().is_some_and(|x| x == "tf") {
+                n += 1;
+            }
+        }
+        n
     }
 
     #[test]

@@ -291,6 +291,7 @@ impl Terraform {
             ui: self.ui,
             stop: None,
             rewrite: None,
+            count: None,
         }
     }
 }
@@ -333,6 +334,8 @@ pub struct Invocation {
     stop: Option<tokio::sync::watch::Receiver<bool>>,
     /// How stdout is rewritten (see [`Invocation::rewrite`]).
     rewrite: Option<Rewrite>,
+    /// Lines of stdout counted as they arrive (see [`Invocation::count_lines`]).
+    count: Option<(&'static str, std::sync::Arc<std::sync::atomic::AtomicUsize>)>,
 }
 
 /// How a finished terraform run ended.
@@ -443,6 +446,18 @@ impl Invocation {
         self
     }
 
+    /// Counts the lines of stdout holding `marker` into `counter` as they
+    /// arrive (terraform's `-json` messages of one type, for a progress
+    /// display while it runs).
+    pub fn count_lines(
+        mut self,
+        marker: &'static str,
+        counter: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) -> Invocation {
+        self.count = Some((marker, counter));
+        self
+    }
+
     /// `init -input=false ...`, for messages.
     pub fn describe(&self) -> String {
         self.args
@@ -507,10 +522,13 @@ impl Invocation {
         let capture = self.stdout != Output::Inherit;
         let mut filter = self.rewrite.clone().map(stream::Filter::new);
         let ui = self.ui;
+        let count = self.count.clone();
         let reader = child.stdout.take().map(|mut out| {
             tokio::spawn(async move {
                 let mut captured = Vec::new();
                 let mut buf = vec![0u8; 64 * 1024];
+                // The line being counted, up to its newline.
+                let mut line: Vec<u8> = Vec::new();
                 loop {
                     let n = out.read(&mut buf).await?;
                     let bytes = match (&mut filter, n) {
@@ -518,6 +536,19 @@ impl Invocation {
                         (Some(f), n) => f.push(&buf[..n]),
                         (None, n) => buf[..n].to_vec(),
                     };
+                    if let Some((marker, counter)) = &count {
+                        for &b in &bytes {
+                            if b != b'\n' {
+                                line.push(b);
+                                continue;
+                            }
+                            let text = String::from_utf8_lossy(&line);
+                            if text.contains(marker) {
+                                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            line.clear();
+                        }
+                    }
                     if capture {
                         captured.extend_from_slice(&bytes);
                     }

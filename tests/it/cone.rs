@@ -191,3 +191,32 @@ fn cone_read_by_index_equals_the_cone_of_the_whole_graph() {
         assert_eq!(got["instances"], rows.len(), "{case:?}");
     }
 }
+
+/// The instance count `cone` reports is kept by triggers (migration 0009),
+/// not counted: it follows a push, a `state rm` and an apply that creates
+/// the removed instance again.
+#[test]
+fn the_instance_count_follows_every_write() {
+    let db = test_db();
+    let wd = produce_state("chain");
+    push(&db, "chain", &wd.state_path());
+    let kept = |db: &TestDb| db.psql("SELECT instance_count FROM states WHERE name = 'chain'");
+    let counted = |db: &TestDb| {
+        db.psql(
+            "SELECT count(*) FROM instances i JOIN states s ON s.id = i.state_id
+             WHERE s.name = 'chain' AND i.deposed = ''",
+        )
+    };
+    assert_eq!((kept(&db), counted(&db)), ("19".into(), "19".into()));
+
+    let l4 = r#"module.branch["a"].terraform_data.l4"#;
+    sg_ok(&db, &["--state", "chain", "state", "rm", l4]);
+    assert_eq!((kept(&db), counted(&db)), ("18".into(), "18".into()));
+    assert_eq!(cone_json(&db, &["terraform_data.join"])["instances"], 18);
+
+    let out = sg_in(&db, &wd, "chain", &["apply", "-auto-approve", "-no-color"]);
+    let (stdout, _) = assert_ok("apply", &out);
+    assert!(stdout.contains("1 added"), "{stdout}");
+    assert_eq!((kept(&db), counted(&db)), ("19".into(), "19".into()));
+    assert_eq!(cone_json(&db, &["terraform_data.join"])["instances"], 19);
+}

@@ -435,3 +435,58 @@ resource "terraform_data" "other" {
     let (code, out, err, ran) = sg.run(&db, &["plan", "-no-color", "-detailed-exitcode"], false);
     assert_eq!((code, plans(&ran)), (0, 0), "{out}{err}{ran:?}");
 }
+
+/// The first plan after a `state push` has no discovery baseline: it says
+/// up front that terraform plans every instance once and how long that
+/// should take, then shows the step as plain lines (stderr is not a
+/// terminal here); the next plan compares with the baseline it recorded
+/// and says neither.
+#[test]
+fn the_first_plan_after_a_push_says_how_long_it_will_take() {
+    let db = test_db();
+    let wd = produce_state("chain");
+    let state = wd.state_path();
+    let pushed = sg_in(
+        &db,
+        &wd,
+        "first",
+        &["state", "push", state.to_str().unwrap()],
+    );
+    assert_ok("state push", &pushed);
+    let plan = || {
+        let out = sg_tf(&db, &wd, "first", &["plan", "-no-color"])
+            .env("STATEGRAPH_DISCOVERY_ORACLE", "0")
+            .output()
+            .unwrap();
+        assert_ok("stategraph plan", &out).1
+    };
+    let said = plan();
+    let lines: Vec<&str> = said.lines().collect();
+    let first = lines
+        .iter()
+        .position(|l| l.starts_with("First plan of this state"))
+        .unwrap_or_else(|| panic!("no estimate line:\n{said}"));
+    assert_eq!(
+        lines[first],
+        "First plan of this state: no discovery baseline yet, so terraform plans all 19 \
+         instances once, without refresh: about 1 s (3 ms per instance until a plan of 500 or \
+         more is measured on this database).",
+        "{said}"
+    );
+    // Then the step itself, as a plain line.
+    assert!(
+        lines[first + 1..].contains(
+            &"Discovering changes (plan without refresh: no baseline yet for this state)... 0 to change"
+        ),
+        "{said}"
+    );
+    // 19 instances are too few to measure a rate by.
+    let measured = db.psql("SELECT count(*) FROM config_cache WHERE fingerprint LIKE 'measured:%'");
+    assert_eq!(measured.trim(), "0");
+
+    let again = plan();
+    assert!(
+        !again.contains("First plan") && !again.contains("plan without refresh"),
+        "{again}"
+    );
+}

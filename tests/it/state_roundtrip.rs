@@ -114,6 +114,11 @@ fn deposed_objects_round_trip() {
         "deposed objects lost"
     );
     assert!(terraform::count_instances(&state, |i| i["create_before_destroy"] == true) >= 1);
+    // The state's instance count (what `cone` reports) leaves them out.
+    assert_eq!(
+        db.psql("SELECT instance_count FROM states WHERE name = 'deposed'"),
+        terraform::count_instances(&state, |i| i.get("deposed").is_none()).to_string()
+    );
     // Deposed objects are not listed, as in terraform.
     assert_list_matches_terraform(&db, "deposed", &wd, &[]);
 }

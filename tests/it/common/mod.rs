@@ -182,6 +182,10 @@ pub fn files_under(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         for e in std::fs::read_dir(dir).unwrap() {
             let p = e.unwrap().path();
             let rel = p.strip_prefix(base).unwrap().to_string_lossy().into_owned();
+            // stategraph's own data dir (see `data_dir`), not the user's files.
+            if p.file_name().is_some_and(|n| n == ".sg-data-unused") {
+                continue;
+            }
             if p.is_dir() && !p.is_symlink() {
                 walk(base, &p, out);
             } else {
