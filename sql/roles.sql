@@ -59,7 +59,8 @@ GRANT SELECT ON
     locks,
     lock_waiters,
     config_cache,
-    discovery_baseline
+    discovery_baseline,
+    terraform_costs
 TO stategraph_reader;
 
 -- Querying (stategraph query): the documented views of stategraph_api.
@@ -74,11 +75,11 @@ GRANT SELECT ON
 TO stategraph_reader;
 
 -- Planning: taking and releasing locks (and clearing those of runs whose
--- lease ran out, marking their transactions aborted), and the caches that
--- spare a plan work.
+-- lease ran out, marking their transactions aborted), the caches that
+-- spare a plan work, and what terraform commands cost (the plan's way).
 GRANT INSERT, UPDATE, DELETE ON lock_holders, locks, lock_waiters TO stategraph_planner;
 GRANT UPDATE (status, finished_at, summary) ON transactions TO stategraph_planner;
-GRANT INSERT, UPDATE ON config_cache, discovery_baseline TO stategraph_planner;
+GRANT INSERT, UPDATE ON config_cache, discovery_baseline, terraform_costs TO stategraph_planner;
 
 -- Applying: the states, their instances and outputs, their history, and
 -- the transaction log.
