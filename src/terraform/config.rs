@@ -93,7 +93,7 @@ pub struct Inputs {
 }
 
 /// One managed resource block.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Block {
     /// Module path (`module.a.module.b`, `""` at the root).
     pub module: String,
@@ -125,7 +125,7 @@ pub struct Block {
 /// `try(var.gen[each.key], "1")`): each module instance's hash covers its
 /// own element of those maps, not the whole maps, so changing one team's
 /// entry changes that team's hash only.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Keyed {
     /// The call's module path (`module.team`).
     pub call: String,
@@ -136,7 +136,7 @@ pub struct Keyed {
 }
 
 /// A block's hash in one module instance of a keyed call.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct InstanceHash {
     /// Of everything its plan depends on there (as [`Block::hash`], with the
     /// instance's own map entries).
@@ -165,7 +165,7 @@ impl Keyed {
 }
 
 /// One module call, by module path.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Call {
     /// Hash of its expansion (`count`/`for_each` and what they read, and
     /// those of the calls above it); `None` when it reads a resource or
@@ -176,7 +176,7 @@ pub struct Call {
 }
 
 /// A configuration, read.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Config {
     /// Managed resource blocks by configuration address (`module.m.aws_x.y`).
     pub blocks: BTreeMap<String, Block>,
