@@ -193,8 +193,9 @@ pub struct Config {
     /// Root outputs by name: a hash of everything their value depends on
     /// in the configuration (their text and the values they read, as for
     /// blocks; the resources they read are not hashed). An output reading a
-    /// data source or an impure function hashes its text only: a change of
-    /// that value is not seen here.
+    /// data source or an impure function hashes its text and the other
+    /// values it reads: a change of the data source's value, or the
+    /// function's result, is not seen here.
     pub outputs: BTreeMap<String, String>,
 }
 
@@ -426,7 +427,7 @@ pub fn read(root: &Path, inputs: &Inputs) -> Result<Config, Unsupported> {
         for (name, item) in &root.outputs {
             let hash = match reader.item_hash(0, item) {
                 Some(h) => sha(&[&global, &h]),
-                None => format!("text:{}", sha(&[&global, &item.text])),
+                None => format!("text:{}", sha(&[&global, &reader.known_hash(0, item)])),
             };
             config.outputs.insert(name.clone(), hash);
         }
@@ -1154,6 +1155,18 @@ impl Reader<'_> {
         Some(sha(&parts.iter().map(String::as_str).collect::<Vec<_>>()))
     }
 
+    /// Hash of an item's text and of those values it reads that are in the
+    /// configuration (not a data source's, nor what reads one): for a root
+    /// output reading a data source, so that a variable it reads beside
+    /// it is still seen changing. An impure function's result is not.
+    fn known_hash(&mut self, m: usize, item: &Item) -> String {
+        let mut parts = vec![item.text.clone()];
+        for r in &item.refs.refs {
+            parts.push(self.value(m, r).unwrap_or_else(|| "unknown".to_owned()));
+        }
+        sha(&parts.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
     /// Hash of one referenced value in module `m`.
     fn value(&mut self, m: usize, r: &Ref) -> Option<String> {
         let key = (m, r.clone());
@@ -1682,6 +1695,41 @@ resource "terraform_data" "d" {
         let has = |a: &str, b: &str| c.info.edges.iter().any(|(x, y)| x == a && y == b);
         // Through a local, which terraform's plan JSON cannot follow.
         assert!(has("terraform_data.a", "data.terraform_remote_state.net"));
+    }
+
+    #[test]
+    fn an_output_reading_a_data_source_and_a_variable_sees_the_variable_change() {
+        // `azs_used` of the aws corpus: terraform planned its change when
+        // `azs` changed; its hash (the text only) did not change.
+        let dir = tempfile::tempdir().unwrap();
+        let write = |azs: &str| {
+            std::fs::write(
+                dir.path().join("main.tf"),
+                format!(
+                    r#"
+variable "azs" {{
+  type    = list(string)
+  default = {azs}
+}}
+data "terraform_remote_state" "zones" {{
+  backend = "local"
+}}
+output "used" {{
+  value = [for az in var.azs : az if contains(data.terraform_remote_state.zones.outputs.names, az)]
+}}
+output "text" {{
+  value = data.terraform_remote_state.zones.outputs
+}}
+"#
+                ),
+            )
+            .unwrap();
+            read(dir.path(), &Inputs::default()).unwrap().outputs
+        };
+        let before = write(r#"["a", "b"]"#);
+        let after = write(r#"["a", "b", "c"]"#);
+        assert_ne!(before["used"], after["used"]);
+        assert_eq!(before["text"], after["text"]);
     }
 
     #[test]
