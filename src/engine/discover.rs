@@ -19,9 +19,11 @@ use super::baseline;
 use super::change_set::ChangeSet;
 use super::session::Context;
 use crate::error::Exit;
+use crate::settings::Settings;
 use crate::terraform::config::{Config, Inputs};
 use crate::terraform::plan::{self, ConfigInfo};
-use crate::terraform::{Finished, Output, RunDir};
+use crate::terraform::{Finished, Output, RunDir, Terraform};
+use crate::tfargs::TfFlags;
 use crate::tfstate::State;
 use crate::ui::thousands;
 
@@ -206,18 +208,31 @@ pub async fn discover(
 /// Whether the configuration alone can say what the run covers: not with
 /// -target, -replace, -destroy or -refresh-only.
 fn plain(cx: &Context<'_>) -> bool {
-    let f = &cx.flags;
+    plain_flags(&cx.flags)
+}
+
+/// [`plain`] of `f`.
+pub(crate) fn plain_flags(f: &TfFlags) -> bool {
     f.targets.is_empty() && f.replace.is_empty() && !f.destroy && !f.refresh_only
 }
 
 /// What terraform's evaluation of the configuration depends on besides its files.
 fn inputs(cx: &Context<'_>, dir: &RunDir) -> Inputs {
-    let settings = cx.session.settings;
+    inputs_of(cx.session.settings, &cx.flags, &cx.tf, dir)
+}
+
+/// [`inputs`] of a run with these settings, flags and terraform in `dir`.
+pub(crate) fn inputs_of(
+    settings: &Settings,
+    flags: &TfFlags,
+    tf: &Terraform,
+    dir: &RunDir,
+) -> Inputs {
     Inputs {
-        vars: cx.flags.vars.clone(),
+        vars: flags.vars.clone(),
         env: settings.tf_vars.clone(),
         workspace: settings.workspace.clone(),
-        tf_version: cx.tf.version_text().to_owned(),
+        tf_version: tf.version_text().to_owned(),
         cli_args: settings.tf_cli_args.clone(),
         data_dir: Some(settings.tf_data_dir.clone()),
         cwd: dir.root().to_string_lossy().into_owned(),

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 
 use super::change_set::ChangeSet;
-use super::discover::{discover, Discovered};
+use super::discover::{self, discover, Discovered};
 use super::lease::Lease;
 use super::record::Recording;
 use super::refresh::{final_plan, partial_state, plan_cone, targeted_for_the_user};
@@ -104,7 +104,7 @@ async fn plan_stored(cx: &Context<'_>) -> Result<Outcome> {
     if matches!(done.code, 0 | 2) {
         warn_reverts(cx, &cs, &found).await?;
     }
-    let saved = save(cx, &dir, &snapshot, handed, &cs, &done)?;
+    let saved = save(cx, &dir, &snapshot, handed, (&cs, &found), &done)?;
     if verifying && matches!(done.code, 0 | 2) {
         // The user's targets are the cone plan's own.
         let targets = match cx.flags.targets.is_empty() && !cs.untargeted {
@@ -389,7 +389,7 @@ fn save(
     dir: &RunDir,
     snapshot: &Snapshot,
     handed: &State,
-    cs: &ChangeSet,
+    (cs, found): (&ChangeSet, &Discovered),
     done: &Finished,
 ) -> Result<Option<(std::path::PathBuf, String)>> {
     let flags = &cx.flags;
@@ -417,6 +417,10 @@ fn save(
         versions,
         cs,
         targeted: targeted_for_the_user(cx, cs),
+        baseline: found.config.as_ref().map(|config| saved::Baseline {
+            config: config.clone(),
+            outputs: cs.evaluated_outputs(&found.info).into_iter().collect(),
+        }),
     };
     saved::write(&cx.session.name, &plan, dir, &path)?;
     Ok(Some((path, out.clone())))
@@ -569,11 +573,24 @@ async fn plan_new(
                 outputs_only: false,
             };
             let path = settings.workdir.join(out);
+            // The whole configuration is planned: its apply records every
+            // block and root output as the first discovery baseline.
+            let config = discover::plain_flags(flags)
+                .then(|| {
+                    let inputs = discover::inputs_of(settings, flags, tf, &dir);
+                    crate::terraform::config::read(dir.root(), &inputs).ok()
+                })
+                .flatten();
+            let baseline = config.map(|config| saved::Baseline {
+                outputs: config.outputs.keys().cloned().collect(),
+                config,
+            });
             let plan = saved::Planned {
                 snapshot: &empty,
                 versions: Default::default(),
                 cs: &cs,
                 targeted: false,
+                baseline,
             };
             saved::write(name, &plan, &dir, &path)?;
             Some((path, out.clone()))

@@ -17,6 +17,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
+use super::baseline;
 use super::change_set::ChangeSet;
 use super::record::{Recording, Scope};
 use super::refresh::final_plan;
@@ -24,6 +25,7 @@ use super::session::{create_state, find_state, prepare, Session};
 use super::{Kind, Outcome};
 use crate::db::store::Store;
 use crate::settings::Settings;
+use crate::terraform::config::Config;
 use crate::terraform::{Output, Rewrite, RunDir, Terraform};
 use crate::tfargs::TfFlags;
 use crate::tfstate::{self, State};
@@ -56,6 +58,19 @@ struct Bundle {
     /// apply does not show terraform's warnings about them.
     #[serde(default = "targeted_by_default")]
     targeted: bool,
+    /// The configuration as discovery read it at plan time, and the root
+    /// outputs the plan evaluates: an applied plan records them as the
+    /// discovery baseline of what it wrote, as `apply` does (absent where
+    /// discovery read no configuration: `-target`, `-destroy`, ...).
+    #[serde(default)]
+    baseline: Option<Baseline>,
+}
+
+/// What a successful `apply FILE` records as converged.
+#[derive(Serialize, Deserialize)]
+pub struct Baseline {
+    pub config: Config,
+    pub outputs: Vec<String>,
 }
 
 /// Bundles written before `targeted` was recorded were targeted by stategraph
@@ -74,6 +89,8 @@ pub struct Planned<'a> {
     pub cs: &'a ChangeSet,
     /// Whether stategraph gave its `-target`s (the user gave none).
     pub targeted: bool,
+    /// What its apply records as the discovery baseline, if anything.
+    pub baseline: Option<Baseline>,
 }
 
 /// Writes the bundle of a finished `plan -out` of state `name` to `path`:
@@ -83,6 +100,7 @@ pub fn write(name: &str, plan: &Planned<'_>, dir: &RunDir, path: &Path) -> Resul
         snapshot,
         cs,
         targeted,
+        baseline,
         ..
     } = plan;
     let terraform_plan = final_plan(dir);
@@ -100,6 +118,10 @@ pub fn write(name: &str, plan: &Planned<'_>, dir: &RunDir, path: &Path) -> Resul
         terraform_plan: base64::engine::general_purpose::STANDARD.encode(plan_bytes),
         workspace: dir.dir_name(),
         targeted: *targeted,
+        baseline: baseline.as_ref().map(|b| Baseline {
+            config: b.config.clone(),
+            outputs: b.outputs.clone(),
+        }),
     };
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -307,5 +329,20 @@ async fn apply_locked(
         .stop_on(lease.lost());
     let done = recording.run_with_checkpoints(&begun, &dir, apply).await?;
     let report = recording.finish(Some(&begun), &dir).await?;
+    if let (Some(b), true) = (&bundle.baseline, done.success()) {
+        // The applied blocks' rows are what the planned configuration
+        // says, as after `apply`. Best effort: without it the next plan
+        // compares those blocks again (or, with no baseline at all, plans
+        // the whole configuration).
+        if let Ok(after) = dir.read_state() {
+            let write = bundle.write.iter().map(String::as_str);
+            let mut entries = baseline::converged(&b.config, &after, write, true);
+            entries.extend(baseline::outputs_converged(
+                &b.config,
+                b.outputs.iter().map(String::as_str),
+            ));
+            let _ = session.store.put_baseline(session.state_id, &entries).await;
+        }
+    }
     Ok((done.code, report))
 }

@@ -96,7 +96,7 @@ pub struct Inputs {
 }
 
 /// One managed resource block.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Block {
     /// Module path (`module.a.module.b`, `""` at the root).
     pub module: String,
@@ -128,7 +128,7 @@ pub struct Block {
 /// `try(var.gen[each.key], "1")`): each module instance's hash covers its
 /// own element of those maps, not the whole maps, so changing one team's
 /// entry changes that team's hash only.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Keyed {
     /// The call's module path (`module.team`).
     pub call: String,
@@ -139,7 +139,7 @@ pub struct Keyed {
 }
 
 /// A block's hash in one module instance of a keyed call.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct InstanceHash {
     /// Of everything its plan depends on there (as [`Block::hash`], with the
     /// instance's own map entries).
@@ -168,7 +168,7 @@ impl Keyed {
 }
 
 /// One module call, by module path.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Call {
     /// Hash of its expansion (`count`/`for_each` and what they read, and
     /// those of the calls above it); `None` when it reads a resource or
@@ -179,7 +179,7 @@ pub struct Call {
 }
 
 /// A configuration, read.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Config {
     /// Managed resource blocks by configuration address (`module.m.aws_x.y`).
     pub blocks: BTreeMap<String, Block>,
@@ -196,8 +196,9 @@ pub struct Config {
     /// Root outputs by name: a hash of everything their value depends on
     /// in the configuration (their text and the values they read, as for
     /// blocks; the resources they read are not hashed). An output reading a
-    /// data source or an impure function hashes its text only: a change of
-    /// that value is not seen here.
+    /// data source or an impure function hashes its text and the other
+    /// values it reads: a change of the data source's value, or the
+    /// function's result, is not seen here.
     pub outputs: BTreeMap<String, String>,
     /// How many files were parsed, not taken from the [`ParseCache`].
     pub parsed_files: usize,
@@ -436,7 +437,7 @@ pub fn read(root: &Path, inputs: &Inputs) -> Result<Config, Unsupported> {
         for (name, item) in &root.outputs {
             let hash = match reader.item_hash(0, item) {
                 Some(h) => sha(&[&global, &h]),
-                None => format!("text:{}", sha(&[&global, &item.text])),
+                None => format!("text:{}", sha(&[&global, &reader.known_hash(0, item)])),
             };
             config.outputs.insert(name.clone(), hash);
         }
@@ -1331,6 +1332,18 @@ impl Reader<'_> {
         Some(sha(&parts.iter().map(String::as_str).collect::<Vec<_>>()))
     }
 
+    /// Hash of an item's text and of those values it reads that are in the
+    /// configuration (not a data source's, nor what reads one): for a root
+    /// output reading a data source, so that a variable it reads beside
+    /// it is still seen changing. An impure function's result is not.
+    fn known_hash(&mut self, m: usize, item: &Item) -> String {
+        let mut parts = vec![item.text.clone()];
+        for r in &item.refs.refs {
+            parts.push(self.value(m, r).unwrap_or_else(|| "unknown".to_owned()));
+        }
+        sha(&parts.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
     /// Hash of one referenced value in module `m`.
     fn value(&mut self, m: usize, r: &Ref) -> Option<String> {
         let key = (m, r.clone());
@@ -1910,6 +1923,41 @@ resource "terraform_data" "d" {
         let has = |a: &str, b: &str| c.info.edges.iter().any(|(x, y)| x == a && y == b);
         // Through a local, which terraform's plan JSON cannot follow.
         assert!(has("terraform_data.a", "data.terraform_remote_state.net"));
+    }
+
+    #[test]
+    fn an_output_reading_a_data_source_and_a_variable_sees_the_variable_change() {
+        // `azs_used` of the aws corpus: terraform planned its change when
+        // `azs` changed; its hash (the text only) did not change.
+        let dir = tempfile::tempdir().unwrap();
+        let write = |azs: &str| {
+            std::fs::write(
+                dir.path().join("main.tf"),
+                format!(
+                    r#"
+variable "azs" {{
+  type    = list(string)
+  default = {azs}
+}}
+data "terraform_remote_state" "zones" {{
+  backend = "local"
+}}
+output "used" {{
+  value = [for az in var.azs : az if contains(data.terraform_remote_state.zones.outputs.names, az)]
+}}
+output "text" {{
+  value = data.terraform_remote_state.zones.outputs
+}}
+"#
+                ),
+            )
+            .unwrap();
+            read(dir.path(), &Inputs::default()).unwrap().outputs
+        };
+        let before = write(r#"["a", "b"]"#);
+        let after = write(r#"["a", "b", "c"]"#);
+        assert_ne!(before["used"], after["used"]);
+        assert_eq!(before["text"], after["text"]);
     }
 
     #[test]

@@ -26,6 +26,7 @@ mod concurrency;
 mod cone;
 mod connections;
 mod corpus;
+mod corpus_aws;
 mod db_outage;
 mod deps;
 mod discovery;

@@ -156,3 +156,54 @@ fn a_saved_plan_of_a_new_state_creates_it_with_its_outputs() {
         .sum();
     assert_eq!(instances, 19);
 }
+
+#[test]
+fn an_applied_saved_plan_records_the_discovery_baseline() {
+    // Applying a saved plan recorded no baseline: the plan after the first
+    // one fell back to terraform's plan of the whole configuration ("no
+    // baseline yet"), and the blocks later ones applied were compared again.
+    let db = test_db();
+    let wd = TfWorkdir::from_fixture("chain");
+    let state = "saved-baseline";
+    let plan = |extra: &[&str]| {
+        let mut args = vec!["plan", "-no-color", "-detailed-exitcode"];
+        args.extend(extra);
+        sg_in(&db, &wd, state, &args)
+    };
+    assert_eq!(plan(&["-out=first.sgplan"]).status.code(), Some(2));
+    ok(&sg_in(
+        &db,
+        &wd,
+        state,
+        &["apply", "-no-color", "first.sgplan"],
+    ));
+
+    let out = plan(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("configuration against the baseline"),
+        "{stderr}"
+    );
+    // (the fallback's line names its reason; the test oracle's has none)
+    assert!(!stderr.contains("plan without refresh:"), "{stderr}");
+
+    // An edit applied from a saved plan: the next plan finds nothing to
+    // compare (only the edited branch's blocks changed, and they converged).
+    let var = r#"-var=gen={a="2",b="1",c="1"}"#;
+    assert_eq!(plan(&[var, "-out=edit.sgplan"]).status.code(), Some(2));
+    ok(&sg_in(
+        &db,
+        &wd,
+        state,
+        &["apply", "-no-color", "edit.sgplan"],
+    ));
+    let out = plan(&[var]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("plan without refresh:"), "{stderr}");
+    assert!(
+        stderr.contains("(configuration against the baseline)... 0 blocks changed, 0 to plan"),
+        "the applied blocks were compared again:\n{stderr}"
+    );
+}

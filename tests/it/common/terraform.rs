@@ -172,12 +172,17 @@ impl TfWorkdir {
     /// it needs with [`TfWorkdir::write_file`]) and the CLI config for
     /// built-in providers.
     pub fn empty() -> TfWorkdir {
+        TfWorkdir::empty_with_cli_config(BUILTIN_CLI_CONFIG)
+    }
+
+    /// Like [`TfWorkdir::empty`] with the given CLI config text.
+    pub fn empty_with_cli_config(cli_config: &str) -> TfWorkdir {
         let dir = tempfile::Builder::new()
             .prefix("sg-tf-empty-")
             .tempdir()
             .expect("creating a temp dir for a terraform workdir");
         let cli_path = dir.path().join(CLI_CONFIG_NAME);
-        fs::write(&cli_path, BUILTIN_CLI_CONFIG).expect("writing the terraform CLI config");
+        fs::write(&cli_path, cli_config).expect("writing the terraform CLI config");
         TfWorkdir {
             dir,
             cli_config: cli_path,
