@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use serde_json::json;
 
 use crate::address;
@@ -46,20 +46,14 @@ pub async fn execute(settings: &Settings, args: &ConeArgs) -> Result<()> {
     let built = t.elapsed();
 
     let t = Instant::now();
-    let mut changed: Vec<String> = Vec::new();
-    for (target, text) in targets.iter().zip(&args.addresses) {
-        let found = graph.resolve(target);
-        if found.is_empty() {
+    let changed = match crate::engine::deps::instances_of(&graph, &targets, &args.addresses, &name)
+    {
+        Ok(changed) => changed,
+        Err(e) => {
             step.fail();
-            bail!(
-                "{text} matches no instance in state \"{name}\"\n\n\
-                 List what the state holds with `stategraph state list`."
-            );
+            return Err(e);
         }
-        changed.extend(found);
-    }
-    changed.sort();
-    changed.dedup();
+    };
     let refs: Vec<&str> = changed.iter().map(String::as_str).collect();
     let cone = graph.cone(&refs)?;
     let computed = t.elapsed();

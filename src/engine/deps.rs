@@ -56,19 +56,7 @@ pub async fn load(
     if targets.is_empty() {
         return Ok(Drawing::new(name, instances, &graph, None, false));
     }
-    let mut changed: Vec<String> = Vec::new();
-    for (target, text) in targets.iter().zip(addresses) {
-        let found = graph.resolve(target);
-        if found.is_empty() {
-            bail!(
-                "{text} matches no instance in state \"{name}\"\n\n\
-                 List what the state holds with `stategraph state list`."
-            );
-        }
-        changed.extend(found);
-    }
-    changed.sort();
-    changed.dedup();
+    let changed = instances_of(&graph, &targets, addresses, name)?;
     let refs: Vec<&str> = changed.iter().map(String::as_str).collect();
     let cone = graph.cone(&refs)?;
     Ok(Drawing::new(
@@ -87,4 +75,29 @@ fn build(name: &str, rows: &[GraphRow]) -> Result<StateGraph> {
         dependencies: &r.dependencies,
     }))
     .with_context(|| format!("the stored graph of state \"{name}\" is inconsistent"))
+}
+
+/// The instances `targets` (as the user wrote them: `texts`) name in the
+/// graph of state `name`, sorted, each once; a target naming none is an
+/// error that says so.
+pub fn instances_of(
+    graph: &StateGraph,
+    targets: &[address::Target],
+    texts: &[String],
+    name: &str,
+) -> Result<Vec<String>> {
+    let mut changed: Vec<String> = Vec::new();
+    for (target, text) in targets.iter().zip(texts) {
+        let found = graph.resolve(target);
+        if found.is_empty() {
+            bail!(
+                "{text} matches no instance in state \"{name}\"\n\n\
+                 List what the state holds with `stategraph state list`."
+            );
+        }
+        changed.extend(found);
+    }
+    changed.sort();
+    changed.dedup();
+    Ok(changed)
 }
