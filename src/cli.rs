@@ -391,6 +391,17 @@ pub struct PushArgs {
     #[arg(long)]
     pub force: bool,
 
+    /// Take the state's lock while writing, as terraform's `state push`
+    /// does: wait for (or fail on) every run writing the state and a lock
+    /// taken through `stategraph serve` (-lock=false: don't).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    pub lock: bool,
+
+    /// How long to wait for the state's lock (default 0s: fail at once).
+    #[arg(long, value_name = "DURATION", default_value = "0s")]
+    pub lock_timeout: String,
+
     /// Path to the state file, or `-` for stdin.
     pub path: String,
 }

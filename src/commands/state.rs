@@ -10,8 +10,10 @@ use futures_util::StreamExt;
 use crate::address;
 use crate::cli::{ListArgs, PullArgs, PushArgs, ShowArgs};
 use crate::db;
+use crate::db::locks::WHOLE_STATE;
 use crate::db::store::StoreError;
-use crate::engine::session::record_origin;
+use crate::engine::session::{record_origin, Session};
+use crate::engine::Kind;
 use crate::error::Exit;
 use crate::settings::Settings;
 use crate::terraform::{rundir::write_private, Terraform};
@@ -36,16 +38,49 @@ pub async fn push(settings: &Settings, args: &PushArgs) -> Result<()> {
     // (the whole document is checked as it is copied).
     let input = looks_like_json(input, &source)?;
 
+    let timeout = crate::tfargs::parse_duration(&args.lock_timeout).ok_or_else(|| {
+        anyhow!(
+            "-lock-timeout {:?} is not a duration (e.g. 0s, 30s, 5m)",
+            args.lock_timeout
+        )
+    })?;
     let name = settings.state_name();
     let store = db::open(settings).await?;
-    let step = settings
-        .ui
-        .step(format!("Pushing {source} into state \"{name}\""));
     let command = if args.force {
         "state push -force"
     } else {
         "state push"
     };
+    // As terraform's `state push`, the write holds the state's lock: the
+    // whole state exclusively, which every run holds shared and a lock of
+    // terraform's through `stategraph serve` exclusively. A state that does
+    // not exist yet has no holder to wait for.
+    let existing = match args.lock {
+        true => store.state_id(&name).await?,
+        false => None,
+    };
+    let session = existing.map(|id| {
+        let command = format!("stategraph {command}");
+        Session::new(
+            settings,
+            store.clone(),
+            (name.clone(), id),
+            Kind::Write,
+            command,
+        )
+    });
+    let lease = match &session {
+        Some(session) => Some(
+            session
+                .lease(&[WHOLE_STATE.to_owned()], &[], timeout)
+                .await?,
+        ),
+        None => None,
+    };
+    let fence = lease.as_ref().map(|l| l.holder().id);
+    let step = settings
+        .ui
+        .step(format!("Pushing {source} into state \"{name}\""));
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<Resource>(PUSH_CHANNEL);
     let reader = tokio::task::spawn_blocking(move || {
         tfstate::read(input, |r| {
@@ -64,10 +99,22 @@ pub async fn push(settings: &Settings, args: &PushArgs) -> Result<()> {
             })
         })
     };
-    let report = match store
-        .push_stream(&name, resources, head, args.force, &settings.actor, command)
-        .await
-    {
+    let report = store
+        .push_stream(
+            &name,
+            resources,
+            head,
+            args.force,
+            &settings.actor,
+            command,
+            fence,
+        )
+        .await;
+    if let Some(lease) = lease {
+        // Written or not, the lock goes; should this fail, its lease runs out.
+        let _ = lease.release().await;
+    }
+    let report = match report {
         Ok(r) => r,
         Err(StoreError::Invalid(e)) => {
             step.fail();

@@ -365,7 +365,7 @@ impl Store {
     ) -> Result<PushReport, StoreError> {
         let resources = futures_util::stream::iter(state.resources.iter().map(Cow::Borrowed));
         let head = std::future::ready(Ok(Head::of(state)));
-        self.push_stream(name, resources, head, force, actor, command)
+        self.push_stream(name, resources, head, force, actor, command, None)
             .await
     }
 
@@ -380,6 +380,9 @@ impl Store {
     /// staging table diffed against them in SQL), so memory stays bounded
     /// by a resource, whatever the state's size. An error of `head` (the
     /// state could not be read whole) writes nothing.
+    /// With `fence`, the holder of the state's lock writing: see
+    /// [`Store::push_locked`].
+    #[allow(clippy::too_many_arguments)]
     pub async fn push_stream<'r>(
         &self,
         name: &str,
@@ -388,8 +391,9 @@ impl Store {
         force: bool,
         actor: &Actor,
         command: &str,
+        fence: Option<i64>,
     ) -> Result<PushReport, StoreError> {
-        self.push_fenced(name, resources, head, force, actor, command, None)
+        self.push_fenced(name, resources, head, force, actor, command, fence)
             .await
     }
 

@@ -133,7 +133,7 @@ impl<'a> Session<'a> {
         shared: &[String],
         timeout: std::time::Duration,
     ) -> Result<Lease<'_>> {
-        let shared = with_whole_state(shared);
+        let shared = with_whole_state(exclusive, shared);
         Lease::acquire(
             &self.store,
             self.ui,
@@ -145,7 +145,7 @@ impl<'a> Session<'a> {
 
     /// Locks `exclusive` and `shared` at once, or not at all (never waits).
     pub async fn try_lease(&self, exclusive: &[String], shared: &[String]) -> Option<Lease<'_>> {
-        let shared = with_whole_state(shared);
+        let shared = with_whole_state(exclusive, shared);
         Lease::try_acquire(&self.store, &self.request(exclusive, &shared)).await
     }
 
@@ -217,9 +217,11 @@ impl<'a> Session<'a> {
 /// `shared` and [`WHOLE_STATE`]: every run holds the state itself shared,
 /// so that a lock of the whole state (terraform's, through `stategraph
 /// serve`) excludes it even where it only adds rows.
-fn with_whole_state(shared: &[String]) -> Vec<String> {
+fn with_whole_state(exclusive: &[String], shared: &[String]) -> Vec<String> {
     let mut all = shared.to_vec();
-    all.push(WHOLE_STATE.to_owned());
+    if !exclusive.iter().any(|a| a == WHOLE_STATE) {
+        all.push(WHOLE_STATE.to_owned());
+    }
     all
 }
 

@@ -388,3 +388,81 @@ fn an_overlapping_apply_waits_then_plans_again_on_the_first_ones_result() {
         "3"
     );
 }
+
+/// `state push` holds the state's lock while it writes, as terraform's
+/// does: a run holding rows (and so the state, shared) makes it fail at
+/// once naming the holder, or wait with -lock-timeout; -lock=false writes
+/// regardless.
+#[test]
+fn state_push_takes_the_states_lock_as_terraforms_does() {
+    let db = test_db();
+    let wd = TfWorkdir::from_fixture("chain");
+    ok(&sg_in(&db, &wd, STATE, &["apply", "-auto-approve"]));
+    let pulled = sg_in(&db, &wd, STATE, &["state", "pull"]);
+    let mut doc: serde_json::Value = serde_json::from_slice(&ok(&pulled).0.into_bytes()).unwrap();
+    let serial = doc["serial"].as_i64().unwrap();
+    doc["serial"] = (serial + 1).into();
+    let file = wd.path().join("next.tfstate");
+    std::fs::write(&file, doc.to_string()).unwrap();
+    let file = file.to_str().unwrap();
+    let stored_serial = || db.psql("SELECT serial FROM states WHERE name = 'chain'");
+    // A run of bob's holds one row exclusively and the state shared, as
+    // every run does.
+    db.psql(
+        "WITH h AS (INSERT INTO lock_holders (state_id, actor_user, actor_host, command, lease_expires_at)
+                    SELECT id, 'bob', 'laptop', 'stategraph apply -var x', now() + interval '1 hour'
+                    FROM states WHERE name = 'chain' RETURNING id, state_id)
+         INSERT INTO locks (state_id, address, mode, holder_id)
+         SELECT state_id, a, m, id FROM h,
+                (VALUES ('terraform_data.join', 'exclusive'), ('*', 'shared')) v(a, m)",
+    );
+
+    let out = sg_in(&db, &wd, STATE, &["state", "push", file]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("Error acquiring the state lock") && stderr.contains("bob"),
+        "{stderr}"
+    );
+    assert_eq!(stored_serial(), serial.to_string(), "a refused push wrote");
+
+    // With a timeout it waits for bob's run to end, then writes.
+    let url = db.url.clone();
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let out = std::process::Command::new("psql")
+            .args(["-XAtq", &url, "-c", "DELETE FROM lock_holders"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    });
+    ok(&sg_in(
+        &db,
+        &wd,
+        STATE,
+        &["state", "push", "-lock-timeout=60s", file],
+    ));
+    releaser.join().unwrap();
+    assert_eq!(stored_serial(), (serial + 1).to_string());
+    assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "0");
+
+    // -lock=false: written while another holds the lock.
+    db.psql(
+        "INSERT INTO lock_holders (state_id, actor_user, actor_host, command, lease_expires_at)
+         SELECT id, 'bob', 'laptop', 'stategraph apply', now() + interval '1 hour'
+         FROM states WHERE name = 'chain'",
+    );
+    db.psql(
+        "INSERT INTO locks (state_id, address, mode, holder_id)
+         SELECT state_id, '*', 'shared', id FROM lock_holders",
+    );
+    doc["serial"] = (serial + 2).into();
+    std::fs::write(file, doc.to_string()).unwrap();
+    ok(&sg_in(
+        &db,
+        &wd,
+        STATE,
+        &["state", "push", "-lock=false", file],
+    ));
+    assert_eq!(stored_serial(), (serial + 2).to_string());
+}
