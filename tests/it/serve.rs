@@ -542,6 +542,17 @@ fn a_state_with_no_rows_is_locked_against_a_second_locker() {
     assert_eq!(server.request("UNLOCK", path, None, &lock("first")).0, 200);
     assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "0");
     assert_eq!(server.request("LOCK", path, None, &lock("second")).0, 200);
+    // terraform force-unlock (its http backend sends no ID: the server's
+    // lock on the state goes, as a stuck lock's should).
+    let tf = terraform_dir(&server.url("new/one"), "");
+    let out = tf.terraform_allow_fail(&["force-unlock", "-force", "second"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "0");
+    assert_eq!(server.request("LOCK", path, None, &lock("third")).0, 200);
     // A server stopped while terraform holds a lock frees it.
     let said = server.stop();
     assert!(said.contains("freed lock"), "{said}");
