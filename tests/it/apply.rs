@@ -176,15 +176,7 @@ fn a_held_lock_fails_fast_naming_the_holder_or_is_waited_for() {
     assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "1");
 
     // With a timeout it waits for the holder to go, then applies.
-    let url = db.url.clone();
-    let releaser = std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_secs(2));
-        let out = std::process::Command::new("psql")
-            .args(["-XAtq", &url, "-c", "DELETE FROM lock_holders"])
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-    });
+    let releaser = free_every_lock_in(&db, std::time::Duration::from_secs(2));
     let started = std::time::Instant::now();
     let (_, stderr) = ok(&sg_in(
         &db,
@@ -427,15 +419,7 @@ fn state_push_takes_the_states_lock_as_terraforms_does() {
     assert_eq!(stored_serial(), serial.to_string(), "a refused push wrote");
 
     // With a timeout it waits for bob's run to end, then writes.
-    let url = db.url.clone();
-    let releaser = std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_secs(2));
-        let out = std::process::Command::new("psql")
-            .args(["-XAtq", &url, "-c", "DELETE FROM lock_holders"])
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-    });
+    let releaser = free_every_lock_in(&db, std::time::Duration::from_secs(2));
     ok(&sg_in(
         &db,
         &wd,
@@ -465,4 +449,18 @@ fn state_push_takes_the_states_lock_as_terraforms_does() {
         &["state", "push", "-lock=false", file],
     ));
     assert_eq!(stored_serial(), (serial + 2).to_string());
+}
+
+/// Frees every lock of `db` (the holders' rows gone, as when their runs end)
+/// after `delay`, on a thread of its own.
+fn free_every_lock_in(db: &TestDb, delay: std::time::Duration) -> std::thread::JoinHandle<()> {
+    let url = db.url.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(delay);
+        let out = std::process::Command::new("psql")
+            .args(["-XAtq", &url, "-c", "DELETE FROM lock_holders"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    })
 }

@@ -181,13 +181,11 @@ fn a_killed_apply_keeps_its_checkpoints_and_the_next_run_reports_it() {
 /// lease (60 s here) runs out.
 #[test]
 fn a_run_killed_before_terraform_wrote_anything_leaves_no_lock_behind() {
-    use crate::common::gate::{Gate, GATED};
+    use crate::common::gate::{gated_workdir, Gate};
     let db = test_db();
     let gate = Gate::start();
-    let wd = TfWorkdir::empty();
-    wd.write_file("main.tf", GATED);
-    let fast = format!("state_url={}/fast", gate.url);
-    let hold = format!("state_url={}/hold", gate.url);
+    let wd = gated_workdir();
+    let (fast, hold) = (gate.var("fast"), gate.var("hold"));
     let args = |url: &str, gen: &str| -> Vec<String> {
         ["apply", "-auto-approve", "-no-color", "-var", url, "-var"]
             .iter()

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::gate::{Gate, GATED};
+use crate::common::gate::{gated_workdir, Gate};
 use crate::common::slow_chain::{assert_no_changes, SlowChain};
 use crate::common::*;
 
@@ -79,10 +79,8 @@ fn a_plan_during_an_apply_of_its_rows_does_not_wait_and_reads_them_as_before() {
 fn an_apply_during_a_plan_of_its_rows_does_not_wait_for_the_plan() {
     let db = test_db();
     let gate = Gate::start();
-    let wd = TfWorkdir::empty();
-    wd.write_file("main.tf", GATED);
-    let fast = format!("state_url={}/fast", gate.url);
-    let hold = format!("state_url={}/hold", gate.url);
+    let wd = gated_workdir();
+    let (fast, hold) = (gate.var("fast"), gate.var("hold"));
     let apply = |gen: usize| {
         let gen = format!("gen={gen}");
         sg_in(

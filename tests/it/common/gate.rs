@@ -35,6 +35,19 @@ impl Gate {
         });
         Gate { url, held, release }
     }
+
+    /// The `-var` pointing [`GATED`] at this gate: passed through at once
+    /// (`"fast"`) or held until released (`"hold"`).
+    pub fn var(&self, path: &str) -> String {
+        format!("state_url={}/{path}", self.url)
+    }
+}
+
+/// A fresh workdir holding [`GATED`].
+pub fn gated_workdir() -> super::TfWorkdir {
+    let wd = super::TfWorkdir::empty();
+    wd.write_file("main.tf", GATED);
+    wd
 }
 
 /// Answers one request of [`Gate`] with a state whose output `gate` is
