@@ -30,13 +30,17 @@ impl<'s> Lease<'s> {
         request: &LockRequest<'_>,
         timeout: std::time::Duration,
     ) -> Result<Lease<'s>> {
-        // The state's own row (WHOLE_STATE) is no address of the subgraph.
+        // The state's own row (WHOLE_STATE) is no address of the subgraph:
+        // held shared it is not counted; held exclusively, it is the state.
         let shared = request.shared.iter().filter(|a| *a != WHOLE_STATE).count();
-        let step = ui.step(format!(
-            "Locking subgraph ({} exclusive, {} shared)",
-            thousands(request.exclusive.len()),
-            thousands(shared)
-        ));
+        let step = ui.step(match request.exclusive.iter().any(|a| a == WHOLE_STATE) {
+            true => "Locking the whole state".to_owned(),
+            false => format!(
+                "Locking subgraph ({} exclusive, {} shared)",
+                thousands(request.exclusive.len()),
+                thousands(shared)
+            ),
+        });
         let mut on_wait = |conflicts: &[Conflict]| {
             let who: Vec<String> = conflicts
                 .iter()

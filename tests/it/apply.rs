@@ -420,12 +420,13 @@ fn state_push_takes_the_states_lock_as_terraforms_does() {
 
     // With a timeout it waits for bob's run to end, then writes.
     let releaser = free_every_lock_in(&db, std::time::Duration::from_secs(2));
-    ok(&sg_in(
+    let (_, stderr) = ok(&sg_in(
         &db,
         &wd,
         STATE,
         &["state", "push", "-lock-timeout=60s", file],
     ));
+    assert!(stderr.contains("Locking the whole state"), "{stderr}");
     releaser.join().unwrap();
     assert_eq!(stored_serial(), (serial + 1).to_string());
     assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "0");
