@@ -932,6 +932,20 @@ impl State {
         self.resources.iter().try_for_each(|r| v.check(r))
     }
 
+    /// This state (lineage, serial, outputs...) holding `resources` instead
+    /// of its own.
+    pub fn with_resources(&self, resources: Vec<Resource>) -> State {
+        State {
+            terraform_version: self.terraform_version.clone(),
+            serial: self.serial,
+            lineage: self.lineage.clone(),
+            outputs: self.outputs.clone(),
+            resources,
+            check_results: self.check_results.clone(),
+            extra: self.extra.clone(),
+        }
+    }
+
     /// The state as terraform writes it: same field order, same omissions,
     /// two-space indentation, trailing newline.
     pub fn to_json(&self) -> Vec<u8> {

@@ -100,6 +100,7 @@ async fn plan_stored(cx: &Context<'_>) -> Result<Outcome> {
         dir.write_state(partial)?;
     }
     let handed = partial.as_ref().unwrap_or(&snapshot.state);
+    dir.ensure_state(handed)?;
     let done = plan_cone(cx, &dir, handed, &cs, &found.info, &rows).await??;
     if matches!(done.code, 0 | 2) {
         warn_reverts(cx, &cs, &found).await?;
@@ -113,6 +114,7 @@ async fn plan_stored(cx: &Context<'_>) -> Result<Outcome> {
         };
         verify::against_whole_plan(cx, &dir, &snapshot.state, Some(targets)).await?;
     }
+    super::discard((snapshot, rows, found, partial));
     Ok(Outcome::Ran {
         code: done.code,
         saved,
@@ -265,6 +267,7 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
         let released = lease.release().await;
         let (code, report) = (code?, report?);
         released?;
+        super::discard((snapshot, rows, found, partial));
         return Ok(ran(code, Some(report)));
     }
 }
@@ -369,15 +372,21 @@ async fn warn_reverts(cx: &Context<'_>, cs: &ChangeSet, found: &Discovered) -> R
 /// The private run dir of one attempt. A saved plan records its state's
 /// path: give it a name the applying run can recreate (random, so not
 /// guessable in advance).
+/// The state is written when terraform first needs it (see
+/// [`crate::terraform::Layout::run_dir_deferred`]): discovery's plan, the
+/// partial state or the whole one.
 fn run_dir(settings: &Settings, flags: &TfFlags, snapshot: &State) -> Result<RunDir> {
-    let layout = settings.layout();
-    Ok(match &flags.out {
-        Some(_) => layout.named_run_dir(
-            snapshot,
-            &format!("{}{}", saved::DIR_PREFIX, super::session::new_lineage()?),
-        )?,
-        None => layout.run_dir(snapshot)?,
-    })
+    let name = match &flags.out {
+        Some(_) => Some(format!(
+            "{}{}",
+            saved::DIR_PREFIX,
+            super::session::new_lineage()?
+        )),
+        None => None,
+    };
+    Ok(settings
+        .layout()
+        .run_dir_deferred(snapshot, name.as_deref())?)
 }
 
 /// `plan -out=FILE`: writes the saved plan when terraform's plan succeeded
@@ -536,6 +545,7 @@ async fn plan_new(
 ) -> Result<Outcome> {
     let empty = State::empty(session::new_lineage()?);
     let dir = run_dir(settings, flags, &empty)?;
+    dir.ensure_state(&empty)?;
     prepare(&dir, tf, store).await?;
     let mut plan = dir.command(tf).args(["plan", "-lock=false"]).user_facing();
     if flags.destroy {
