@@ -706,9 +706,10 @@ fn the_readme_example_runs() {
         probe.local_addr().unwrap().port()
     };
     assert!(example.contains("\nPORT=8080\n"), "{example}");
-    // Its server is stopped however the script ends.
+    // Its server is stopped however the script ends; each command is
+    // traced on stderr, shown if it fails.
     let script = format!(
-        "trap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n{}",
+        "set -x\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n{}",
         example.replace("\nPORT=8080\n", &format!("\nPORT={port}\n"))
     );
     let wd = TfWorkdir::empty();
@@ -752,7 +753,12 @@ fn the_readme_example_runs() {
         .output()
         .unwrap();
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert!(out.status.success(), "{stdout}{stderr}");
+    // The status says which ended it: the script (1), `timeout` (124), a signal.
+    assert!(
+        out.status.success(),
+        "the README's example ended with {}\n{stdout}{stderr}",
+        out.status
+    );
     assert!(stdout.contains("seen = \"hello\""), "{stdout}");
     assert_eq!(
         sg_ok(
