@@ -31,7 +31,7 @@ output, show, validate, console, graph,     on a private copy of the stored stat
 providers, modules\n  \
 taint, untaint, import, refresh,            on a private copy, with the whole state locked;\n  \
 state mv, state rm, state replace-provider  the result is stored in one transaction\n  \
-workspace show|list|select|new              workspaces are stored states (PATH:NAME)\n  \
+workspace show|list|select|new|delete       workspaces are stored states (PATH:NAME)\n  \
 version, fmt, get, test, metadata,          as they are (they need no state)\n  \
 login, logout\n\n\
 Examples:\n  \

@@ -1767,6 +1767,30 @@ impl Store {
         Ok(addresses)
     }
 
+    /// Deletes state `state_id` with its rows, history, transactions and
+    /// locks (`workspace delete`), in one transaction; with `fence`, only
+    /// while that holder (the deleting run) still holds its lease.
+    pub async fn delete_state(
+        &self,
+        name: &str,
+        state_id: i64,
+        fence: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        if let Some(holder) = fence {
+            if !Store::fence(&tx, holder, Some(state_id)).await? {
+                return Err(StoreError::LeaseLost {
+                    name: name.to_owned(),
+                });
+            }
+        }
+        tx.execute("DELETE FROM states WHERE id = $1", &[&state_id])
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Names of all stored states.
     pub async fn state_names(&self) -> Result<Vec<String>, StoreError> {
         let client = self.pool.get().await?;

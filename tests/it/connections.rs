@@ -315,4 +315,13 @@ fn the_shipped_roles_let_each_user_do_what_it_is_for_and_no_more() {
     assert_ok("applier: apply", &run(&applier, &apply_gen2));
     assert_eq!(chain.gen("first"), "2");
     assert_eq!(chain.gen("second"), "2");
+    // And may delete a state with everything that cascades from it
+    // (`workspace delete`), here rolled back.
+    let deleted = applier.psql(
+        "BEGIN; \
+         WITH d AS (DELETE FROM states RETURNING id) SELECT count(*) FROM d; \
+         ROLLBACK;",
+    );
+    assert_eq!(deleted, "1", "the applier could not delete the state");
+    assert_eq!(owner.psql("SELECT count(*) FROM states"), "1");
 }

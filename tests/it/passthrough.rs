@@ -263,3 +263,119 @@ fn workspaces_are_stored_states_of_the_directory() {
     let out = sg_ws(&db, &wd, &["workspace", "new", "staging"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
 }
+
+#[test]
+fn workspace_delete_refuses_what_terraform_refuses_holds_the_lock_and_deletes_the_state() {
+    let db = test_db();
+    let wd = TfWorkdir::from_fixture("chain");
+    let ok = |args: &[&str]| assert_ok(&format!("stategraph {args:?}"), &sg_ws(&db, &wd, args)).0;
+    let fails = |args: &[&str], says: &str| {
+        let out = sg_ws(&db, &wd, args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(says),
+            "{args:?} should say {says:?}: {stderr}"
+        );
+        stderr
+    };
+    let base = wd
+        .path()
+        .canonicalize()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let staging = format!("{base}:staging");
+    let rows_of = |name: &str| {
+        db.psql(&format!(
+            "SELECT count(*) FROM instances i JOIN states s ON s.id = i.state_id WHERE s.name = '{name}'"
+        ))
+    };
+    ok(&["apply", "-auto-approve", "-no-color"]);
+    ok(&["workspace", "new", "staging"]);
+    ok(&["apply", "-auto-approve", "-no-color"]);
+    assert_eq!(rows_of(&staging), "19");
+
+    // What terraform refuses, with its words.
+    fails(
+        &["workspace", "delete", "staging"],
+        "is your active workspace",
+    );
+    ok(&["workspace", "select", "default"]);
+    fails(
+        &["workspace", "delete", "default"],
+        "cannot delete the default workspace",
+    );
+    fails(
+        &["workspace", "delete", "nope"],
+        "Workspace \"nope\" doesn't exist",
+    );
+    fails(
+        &["workspace", "delete"],
+        "Expected a single argument: NAME.",
+    );
+    fails(
+        &["workspace", "delete", "-bogus", "staging"],
+        "flag provided but not defined: -bogus",
+    );
+    let stderr = fails(
+        &["workspace", "delete", "staging"],
+        "Workspace is not empty",
+    );
+    assert!(stderr.contains("  - terraform_data.join"), "{stderr}");
+    assert!(stderr.contains("use the -force option"), "{stderr}");
+    assert_eq!(rows_of(&staging), "19", "a refused delete deleted");
+
+    // A run holding the staging state: the delete fails naming it, and
+    // waits for it with -lock-timeout.
+    db.psql(&format!(
+        "WITH h AS (INSERT INTO lock_holders (state_id, actor_user, actor_host, command, lease_expires_at)
+                    SELECT id, 'bob', 'laptop', 'stategraph apply', now() + interval '1 hour'
+                    FROM states WHERE name = '{staging}' RETURNING id, state_id)
+         INSERT INTO locks (state_id, address, mode, holder_id)
+         SELECT state_id, '*', 'shared', id FROM h"
+    ));
+    let stderr = fails(
+        &["workspace", "delete", "-force", "staging"],
+        "Error acquiring the state lock",
+    );
+    assert!(stderr.contains("bob"), "{stderr}");
+    assert_eq!(rows_of(&staging), "19", "deleted under another run's lock");
+    db.psql("DELETE FROM lock_holders");
+
+    let args = [
+        "workspace",
+        "delete",
+        "-force",
+        "-lock-timeout=10s",
+        "staging",
+    ];
+    let (out, stderr) = assert_ok("workspace delete -force", &sg_ws(&db, &wd, &args));
+    assert!(out.contains("Deleted workspace \"staging\"!"), "{out}");
+    // Its lock went with the state: nothing to warn about.
+    assert_eq!(stderr.trim(), "Locking the whole state... ready");
+    assert!(out.contains("WARNING: \"staging\" was non-empty."), "{out}");
+    assert_eq!(
+        db.psql(&format!(
+            "SELECT count(*) FROM states WHERE name = '{staging}'"
+        )),
+        "0"
+    );
+    assert_eq!(rows_of(&staging), "0");
+    assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "0");
+    assert_eq!(ok(&["workspace", "list"]), "* default\n\n");
+    // The default workspace's state is untouched.
+    assert_eq!(rows_of(&base), "19");
+    let out = ok(&["plan", "-no-color"]);
+    assert!(out.contains("No changes"), "{out}");
+
+    // An empty workspace goes without -force, and a new one of that name
+    // starts empty.
+    ok(&["workspace", "new", "scratch"]);
+    ok(&["workspace", "select", "default"]);
+    let out = ok(&["workspace", "delete", "scratch"]);
+    assert!(
+        out.contains("Deleted workspace \"scratch\"!") && !out.contains("WARNING"),
+        "{out}"
+    );
+}
