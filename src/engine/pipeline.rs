@@ -166,7 +166,7 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
         // Re-check under the lock: rows of the cone may have changed between
         // the snapshot and the lock.
         let fresh = session.pull().await?;
-        dir.write_state(&fresh)?;
+        dir.state_changed();
         let (found, cs, rows) = if cs.rows_differ(&snapshot, &fresh) {
             match recheck(cx, &dir, &fresh, &forced, &cs).await? {
                 Recheck::Fits(again) => *again,
@@ -192,11 +192,12 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
         // Terraform plans the cone first: what it plans is checked against
         // the locks before anything is applied.
         let partial = partial_state(cx, &fresh, &cs, &found.info);
-        if let Some(partial) = &partial {
-            dir.write_state(partial)?;
+        match &partial {
+            Some(partial) => dir.write_state(partial)?,
+            None => dir.ensure_state(&fresh)?,
         }
-        let fresh: &State = partial.as_ref().unwrap_or(&fresh);
-        let done = plan_cone(cx, &dir, fresh, &cs, &found.info, &rows).await??;
+        let handed: &State = partial.as_ref().unwrap_or(&fresh);
+        let done = plan_cone(cx, &dir, handed, &cs, &found.info, &rows).await??;
         if !done.success() {
             lease.release().await?;
             return Ok(ran(done.code, None));
@@ -250,7 +251,7 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
             // Nothing to do in the cone: its rows are converged.
             if let Some(config) = &found.config {
                 let write = cs.write.iter().map(String::as_str);
-                let entries = baseline::converged(config, fresh, write, false);
+                let entries = baseline::converged(config, handed, write, false);
                 session
                     .store
                     .put_baseline(session.state_id, &entries)
@@ -263,11 +264,11 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
             lease.release().await?;
             return Ok(Outcome::Cancelled);
         }
-        let (code, report) = apply(cx, &dir, fresh, &cs, &found, &lease).await;
+        let (code, report) = apply(cx, &dir, handed, &cs, &found, &lease).await;
         let released = lease.release().await;
         let (code, report) = (code?, report?);
         released?;
-        super::discard((snapshot, rows, found, partial));
+        super::discard((snapshot, fresh, rows, found, partial));
         return Ok(ran(code, Some(report)));
     }
 }

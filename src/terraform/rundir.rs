@@ -479,6 +479,12 @@ impl RunDir {
         Ok(())
     }
 
+    /// The run's state changed (read again under the lock): it is written
+    /// again when terraform next needs it ([`RunDir::ensure_state`]).
+    pub fn state_changed(&self) {
+        self.state_written.store(false, Ordering::Relaxed);
+    }
+
     /// Writes `state` unless the run's state is written already (see
     /// [`Layout::run_dir_deferred`]).
     pub fn ensure_state(&self, state: &State) -> Result<(), TerraformError> {
