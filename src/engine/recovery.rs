@@ -64,22 +64,41 @@ pub fn note_locks(dir: &RunDir, database: &str, holder_id: i64, state: &str, com
     let _ = write_private(&dir.dir().join(HOLDER_FILE), note.to_string().as_bytes());
 }
 
-/// Frees the locks a dead run noted with [`note_locks`] (none if it did
-/// not, or if it ran against another database); says what was freed.
-async fn free_noted_locks(store: &Store, dir: &Path) -> Option<String> {
-    let note: Value = serde_json::from_slice(&std::fs::read(dir.join(HOLDER_FILE)).ok()?).ok()?;
+/// What [`free_noted_locks`] did.
+enum Noted {
+    /// The dead run noted no lock, or its lock is gone: its dir may go.
+    Nothing,
+    /// Its lock was freed (what to say).
+    Freed(String),
+    /// It ran against another database, or its lock could not be freed
+    /// now: its dir stays for a run that can.
+    Left,
+}
+
+/// Frees the locks a dead run noted with [`note_locks`] in `dir`.
+async fn free_noted_locks(store: &Store, dir: &Path) -> Noted {
+    let Ok(bytes) = std::fs::read(dir.join(HOLDER_FILE)) else {
+        return Noted::Nothing;
+    };
+    let Ok(note) = serde_json::from_slice::<Value>(&bytes) else {
+        return Noted::Nothing;
+    };
     if note["database"].as_str() != Some(store.display()) {
-        return None;
+        return Noted::Left;
     }
-    let holder = note["holder_id"].as_i64()?;
-    store.release(holder).await.ok()?.then(|| {
-        format!(
+    let Some(holder) = note["holder_id"].as_i64() else {
+        return Noted::Nothing;
+    };
+    match store.release(holder).await {
+        Ok(true) => Noted::Freed(format!(
             "a run that died (`{}`, state \"{}\") held lock {holder}: freed, as it had not \
              begun to apply.",
             note["command"].as_str().unwrap_or_default(),
             note["state"].as_str().unwrap_or_default()
-        )
-    })
+        )),
+        Ok(false) => Noted::Nothing,
+        Err(_) => Noted::Left,
+    }
 }
 
 /// How long the next run waits for a dead run's terraform to stop (it got
@@ -105,8 +124,18 @@ pub async fn rescue_orphans(settings: &Settings, store: &Store) -> Vec<String> {
             .and_then(|b| serde_json::from_slice::<RecoveryFile>(&b).ok());
         let Some(mut file) = pending else {
             if orphan.busy.is_empty() {
-                said.extend(free_noted_locks(store, dir).await);
-                let _ = std::fs::remove_dir_all(dir);
+                // A run against another database is left to that
+                // database's runs: its note is what frees its lock early.
+                match free_noted_locks(store, dir).await {
+                    Noted::Left => {}
+                    Noted::Nothing => {
+                        let _ = std::fs::remove_dir_all(dir);
+                    }
+                    Noted::Freed(what) => {
+                        said.push(what);
+                        let _ = std::fs::remove_dir_all(dir);
+                    }
+                }
             }
             continue;
         };

@@ -193,14 +193,18 @@ fn a_run_killed_before_terraform_wrote_anything_leaves_no_lock_behind() {
             .chain([format!("gen={gen}")])
             .collect()
     };
+    // Its own temp dir, where the runs below are the only ones.
+    let tmp = tempfile::tempdir().unwrap();
     let apply = |url: &str, gen: &str| {
         let a = args(url, gen);
-        sg_tf(
+        let mut cmd = sg_tf(
             &db,
             &wd,
             "killed",
             &a.iter().map(String::as_str).collect::<Vec<_>>(),
-        )
+        );
+        cmd.env("TMPDIR", tmp.path());
+        cmd
     };
     assert_ok("first apply", &apply(&fast, "1").output().unwrap());
 
@@ -235,6 +239,36 @@ fn a_run_killed_before_terraform_wrote_anything_leaves_no_lock_behind() {
         "the lock is gone already"
     );
     drop(gate);
+
+    // A run against another database on this machine leaves the dead
+    // run's dir alone: its note is what frees the lock early. (It removed
+    // it, and the lock stayed until its lease ran out.)
+    let run_dirs = || {
+        std::fs::read_dir(tmp.path())
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().starts_with("stategraph-run-")
+            })
+            .count()
+    };
+    assert_eq!(run_dirs(), 1, "the dead run left no dir");
+    let elsewhere = test_db();
+    let other = TfWorkdir::empty();
+    other.write_file(
+        "main.tf",
+        "resource \"terraform_data\" \"y\" { input = 1 }\n",
+    );
+    let mut cmd = sg_tf(&elsewhere, &other, "other", &["apply", "-auto-approve"]);
+    assert_ok(
+        "an apply against another database",
+        &cmd.env("TMPDIR", tmp.path()).output().unwrap(),
+    );
+    assert_eq!(
+        run_dirs(),
+        1,
+        "a run against another database removed the dead run's dir"
+    );
 
     // No -lock-timeout: before, this failed on the dead run's lock.
     let out = apply(&fast, "2").output().unwrap();
