@@ -2,12 +2,12 @@
 //! state, `/state/NAME` (NAME as `stategraph state list --state` takes it,
 //! slashes and all), answering GET, POST (or PUT), DELETE, LOCK and UNLOCK.
 //!
-//! A LOCK takes every row of the state exclusively, plus [`WHOLE_STATE`]
-//! (so that two LOCKs of a state with no rows yet exclude each other), in
-//! the lock tables the CLI uses: `stategraph locks` lists it and a
-//! stategraph apply waits for it or fails naming it, and a LOCK while a
-//! stategraph run holds rows fails with 423 and the holder as terraform's
-//! LockInfo. Nothing runs behind an HTTP lock, so the server renews its
+//! A LOCK takes [`WHOLE_STATE`], the state's own lock row, exclusively in
+//! the lock tables the CLI uses. Every stategraph run holds that row shared
+//! besides its rows, so the one row excludes them all, whatever the state's
+//! size: `stategraph locks` lists it and a stategraph apply waits for it or
+//! fails naming it, and a LOCK while a stategraph run holds rows fails with
+//! 423 and the holder as terraform's LockInfo. Nothing runs behind an HTTP lock, so the server renews its
 //! lease while it is held; a server that dies stops renewing and its locks
 //! expire as a dead CLI's do. A POST is a full state, merged row by row
 //! with history in one transaction (as `state push`, lineage and serial
@@ -288,7 +288,7 @@ impl Backend<'_> {
             ..Actor::default()
         };
         let state_id = self.state_id(&actor).await?;
-        let holder = self.take_rows(state_id, command, &actor).await?;
+        let holder = self.take_lock(state_id, command, &actor).await?;
         Ok(holder)
     }
 
@@ -335,7 +335,7 @@ impl Backend<'_> {
             ),
         };
         let state_id = self.state_id(&actor).await?;
-        let holder = self.take_rows(state_id, &command, &actor).await?;
+        let holder = self.take_lock(state_id, &command, &actor).await?;
         let heartbeat = self.app.store.heartbeat(holder, self.app.lease);
         self.app.locks.map().insert(
             self.name.to_owned(),
@@ -430,61 +430,31 @@ impl Backend<'_> {
             .ok_or_else(|| self.failed("create", &format!("state \"{}\" vanished", self.name)))
     }
 
-    /// Locks every row of the state and [`WHOLE_STATE`] exclusively, at
-    /// once or not at all (terraform retries itself, with -lock-timeout).
-    async fn take_rows(
+    /// Locks [`WHOLE_STATE`] exclusively, at once or not at all (terraform
+    /// retries itself, with -lock-timeout). Every stategraph run holds it
+    /// shared, so no run holds or adds a row meanwhile; at 100,000
+    /// instances, a lock row for each would cost seconds per LOCK.
+    async fn take_lock(
         &self,
         state_id: i64,
         command: &str,
         actor: &Actor,
     ) -> Result<i64, Response> {
-        let rows = self.addresses(state_id).await?;
+        let whole = [WHOLE_STATE.to_owned()];
         let request = LockRequest {
             state_id,
-            exclusive: &rows,
+            exclusive: &whole,
             shared: &[],
             command,
             actor,
             lease: self.app.lease,
             txn_id: None,
         };
-        let holder = match self.app.store.try_lock(&request).await {
-            Ok(h) => h,
-            Err(LockError::Conflict(conflicts)) => return Err(locked(self.name, &conflicts)),
-            Err(e) => return Err(self.failed("lock", &e)),
-        };
-        // Rows another run added between the read and the lock.
-        let now = self.addresses(state_id).await;
-        let added: Vec<String> = match &now {
-            Ok(now) => now.iter().filter(|a| !rows.contains(a)).cloned().collect(),
-            Err(_) => Vec::new(),
-        };
-        let extended = match now {
-            Err(e) => Err(e),
-            Ok(_) if added.is_empty() => Ok(()),
-            Ok(_) => match self.app.store.extend(holder.id, &added, &[]).await {
-                Ok(()) => Ok(()),
-                Err(LockError::Conflict(c)) => Err(locked(self.name, &c)),
-                Err(e) => Err(self.failed("lock", &e)),
-            },
-        };
-        if let Err(refusal) = extended {
-            let _ = self.app.store.release(holder.id).await;
-            return Err(refusal);
+        match self.app.store.try_lock(&request).await {
+            Ok(h) => Ok(h.id),
+            Err(LockError::Conflict(conflicts)) => Err(locked(self.name, &conflicts)),
+            Err(e) => Err(self.failed("lock", &e)),
         }
-        Ok(holder.id)
-    }
-
-    /// Every instance address of the state, and [`WHOLE_STATE`].
-    async fn addresses(&self, state_id: i64) -> Result<Vec<String>, Response> {
-        let mut rows = self
-            .app
-            .store
-            .instance_addresses(state_id)
-            .await
-            .map_err(|e| self.failed("read", &e))?;
-        rows.push(WHOLE_STATE.to_owned());
-        Ok(rows)
     }
 
     /// A 500 naming what failed, said on the server's terminal too.
