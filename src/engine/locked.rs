@@ -1,7 +1,8 @@
 //! Terraform commands that may write anywhere in the state (`import`,
 //! `taint`, `untaint`, `refresh`, `state mv|rm|replace-provider`): run on a
-//! private copy of the stored state with every instance locked exclusively,
-//! their result merged back in one transaction.
+//! private copy of the stored state with the whole state locked exclusively
+//! (its own lock row, `*`, which every other run holds shared), their result
+//! merged back in one transaction.
 //!
 //! These commands are short: no checkpoints, but the same transaction,
 //! retry and recovery file as an apply ([`super::record`]).
@@ -11,7 +12,7 @@ use anyhow::Result;
 use super::record::{Recording, Scope};
 use super::session::{create_state, find_state, new_lineage, prepare, Session};
 use super::{Kind, Outcome};
-use crate::db::locks::Holder;
+use crate::db::locks::{Holder, WHOLE_STATE};
 use crate::settings::Settings;
 use crate::terraform::Terraform;
 use crate::tfargs::TfFlags;
@@ -44,8 +45,11 @@ pub async fn run(settings: &Settings, words: &[String], flags: &TfFlags) -> Resu
     let session = Session::new(settings, store, (name, state_id), Kind::Write, command);
     session.rescue_dead_runs().await;
 
-    let all = session.pull().await?.sorted_addresses();
-    let lease = session.lease(&all, &[], flags.lock_timeout).await?;
+    // The state's own lock row, exclusively: every other run holds it
+    // shared, so it excludes them all (a row per instance would cost a
+    // lock row each, and a read of the whole state to name them).
+    let whole_state = [WHOLE_STATE.to_owned()];
+    let lease = session.lease(&whole_state, &[], flags.lock_timeout).await?;
     let fresh = session.pull().await?;
     let dir = settings.layout().run_dir(&fresh)?;
     prepare(&dir, &tf, &session.store).await?;

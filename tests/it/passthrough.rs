@@ -120,7 +120,37 @@ fn commands_that_write_state_run_with_the_state_locked_and_are_merged() {
         ))
     };
 
-    run_ok(&db, &wd, &["taint", "terraform_data.root"]);
+    // A run of bob's holds the state shared, as every run does (whatever
+    // rows it holds besides): taint, which may write anywhere, waits for
+    // it or fails naming it.
+    db.psql(
+        "WITH h AS (INSERT INTO lock_holders (state_id, actor_user, actor_host, command, lease_expires_at)
+                    SELECT id, 'bob', 'laptop', 'stategraph apply', now() + interval '1 hour'
+                    FROM states WHERE name = 'chain' RETURNING id, state_id)
+         INSERT INTO locks (state_id, address, mode, holder_id)
+         SELECT state_id, '*', 'shared', id FROM h",
+    );
+    let out = sg_in(&db, &wd, STATE, &["taint", "terraform_data.root"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("Error acquiring the state lock") && stderr.contains("bob"),
+        "{stderr}"
+    );
+    assert_eq!(
+        status("terraform_data.root"),
+        "ok",
+        "tainted under bob's lock"
+    );
+    db.psql("DELETE FROM lock_holders");
+
+    let out = sg_in(&db, &wd, STATE, &["taint", "terraform_data.root"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("Locking the whole state... ready"),
+        "{stderr}"
+    );
     assert_eq!(status("terraform_data.root"), "tainted");
     run_ok(&db, &wd, &["untaint", "terraform_data.root"]);
     assert_eq!(status("terraform_data.root"), "ok");
