@@ -201,7 +201,13 @@ pub fn read(
             }
         }
     }
-    let chained = std::io::Read::chain(std::io::Cursor::new(leading), reader);
+    // serde_json reads byte by byte: the outermost reader is a BufReader,
+    // whose bytes std reads without a call per byte (through the chain,
+    // each byte cost a read call: a fifth of a 136 MiB push's CPU).
+    let chained = std::io::BufReader::with_capacity(
+        1 << 16,
+        std::io::Read::chain(std::io::Cursor::new(leading), reader),
+    );
     read_from(
         &mut serde_json::Deserializer::from_reader(chained),
         &mut each,
