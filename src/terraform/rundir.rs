@@ -399,9 +399,11 @@ impl RunDir {
     /// private `TF_DATA_DIR`, `TF_IN_AUTOMATION`, no `TF_WORKSPACE` (our
     /// private backend holds exactly one state, in the default workspace).
     pub fn command(&self, tf: &Terraform) -> Invocation {
-        debug_assert!(
+        // Never terraform on a state without its resources: it would plan
+        // to create them.
+        assert!(
             self.state_written.load(Ordering::Relaxed),
-            "terraform run before the run's state was written"
+            "internal error: terraform run before the run's state was written"
         );
         self.command_before_state(tf)
     }

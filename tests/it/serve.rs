@@ -706,10 +706,12 @@ fn the_readme_example_runs() {
         probe.local_addr().unwrap().port()
     };
     assert!(example.contains("\nPORT=8080\n"), "{example}");
-    // Its server is stopped however the script ends; each command is
+    // Its server is stopped however the script ends (`|| true`: under -e a
+    // failing command in the trap is the script's exit status, and the
+    // server may be gone between `jobs -p` and `kill`); each command is
     // traced on stderr, shown if it fails.
     let script = format!(
-        "set -x\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n{}",
+        "set -x\ntrap 'kill $(jobs -p) 2>/dev/null || true; wait' EXIT\n{}",
         example.replace("\nPORT=8080\n", &format!("\nPORT={port}\n"))
     );
     let wd = TfWorkdir::empty();
