@@ -253,17 +253,22 @@ fn sg_ws(db: &TestDb, wd: &TfWorkdir, args: &[&str]) -> Output {
     sg_wd(db, wd, args).output().expect("run stategraph")
 }
 
+/// The state name of `wd`'s default workspace (a directory outside git:
+/// its canonical path); other workspaces are `BASE:NAME`.
+fn state_base(wd: &TfWorkdir) -> String {
+    wd.path()
+        .canonicalize()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
 #[test]
 fn workspaces_are_stored_states_of_the_directory() {
     let db = test_db();
     let wd = TfWorkdir::from_fixture("chain");
     let ok = |args: &[&str]| assert_ok(&format!("stategraph {args:?}"), &sg_ws(&db, &wd, args)).0;
-    let base = wd
-        .path()
-        .canonicalize()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
+    let base = state_base(&wd);
     assert_eq!(ok(&["workspace", "show"]).trim(), "default");
     ok(&["apply", "-auto-approve", "-no-color"]);
 
@@ -309,12 +314,7 @@ fn workspace_delete_refuses_what_terraform_refuses_holds_the_lock_and_deletes_th
         );
         stderr
     };
-    let base = wd
-        .path()
-        .canonicalize()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
+    let base = state_base(&wd);
     let staging = format!("{base}:staging");
     let rows_of = |name: &str| {
         db.psql(&format!(
