@@ -157,7 +157,8 @@ impl TfFlags {
     }
 }
 
-fn parse_bool(flag: &str, value: Option<&str>) -> Result<bool, FlagError> {
+/// A Go boolean flag's value (`-flag`, `-flag=false`, `-flag=1`...).
+pub fn parse_bool(flag: &str, value: Option<&str>) -> Result<bool, FlagError> {
     match value {
         None | Some("true") | Some("1") | Some("t") | Some("T") | Some("TRUE") | Some("True") => {
             Ok(true)

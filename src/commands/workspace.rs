@@ -144,13 +144,8 @@ async fn delete(settings: &Settings, args: &[String]) -> Result<()> {
             Some((n, v)) => (n, Some(v)),
             None => (flag, None),
         };
-        let boolean = |v: Option<&str>| match v {
-            None | Some("true" | "1" | "t" | "T" | "TRUE" | "True") => Ok(true),
-            Some("false" | "0" | "f" | "F" | "FALSE" | "False") => Ok(false),
-            Some(v) => Err(anyhow!(
-                "invalid boolean value {v:?} for -{name}\n\n{USAGE}"
-            )),
-        };
+        let boolean =
+            |v: Option<&str>| tfargs::parse_bool(name, v).map_err(|e| anyhow!("{e}\n\n{USAGE}"));
         match name {
             "force" => force = boolean(value)?,
             "lock" => lock = boolean(value)?,

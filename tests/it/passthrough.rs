@@ -348,6 +348,10 @@ fn workspace_delete_refuses_what_terraform_refuses_holds_the_lock_and_deletes_th
         &["workspace", "delete", "-bogus", "staging"],
         "flag provided but not defined: -bogus",
     );
+    fails(
+        &["workspace", "delete", "-force=maybe", "staging"],
+        "-force=maybe is not true or false",
+    );
     let stderr = fails(
         &["workspace", "delete", "staging"],
         "Workspace is not empty",
