@@ -16,7 +16,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::common::terraform::{terraform_bin, tf_env};
+use crate::common::terraform::{path_with_tools, tf_env};
 use crate::common::*;
 
 /// One shell step of a workflow.
@@ -195,15 +195,7 @@ fn checkout(repo: &TfWorkdir, origin_url: &str) -> TfWorkdir {
 /// Runs `steps` of `job` in `wd` with `env` (the workflow's and the
 /// runner's variables), as the runner runs a step.
 fn run_job(job: &str, steps: &[Step], wd: &TfWorkdir, env: &[(String, String)]) -> Vec<Ran> {
-    let sg_dir = assert_cmd::cargo::cargo_bin("stategraph")
-        .parent()
-        .unwrap()
-        .to_owned();
-    let tf_dir = terraform_bin().parent().unwrap().to_owned();
-    let path = std::env::join_paths([sg_dir, tf_dir].into_iter().chain(std::env::split_paths(
-        &std::env::var_os("PATH").unwrap_or_default(),
-    )))
-    .unwrap();
+    let path = path_with_tools();
     let mut out = Vec::new();
     for step in steps.iter().filter(|s| s.job == job) {
         if step.name == "Install stategraph" {

@@ -33,6 +33,26 @@ fn pg_ctl(data: &Path, args: &[&str]) {
     );
 }
 
+/// The superuser's URL of the cluster on `port`, its `postgres` database.
+fn admin(port: u16) -> String {
+    format!("postgres://postgres@127.0.0.1:{port}/postgres?sslmode=disable")
+}
+
+/// Waits until every standby of `primary` has replayed all it committed.
+fn wait_until_replayed(primary: &ClusterHandle) {
+    wait_until(
+        "the standby did not catch up",
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        || {
+            primary.psql(
+                &admin(primary.port),
+                "SELECT coalesce(bool_and(replay_lsn >= pg_current_wal_lsn()), false) FROM pg_stat_replication",
+            ) == "t"
+        },
+    );
+}
+
 /// `cmd` retrying a lost database for `retry` (`STATEGRAPH_DB_RETRY`).
 fn with_retry(mut cmd: Command, retry: &str) -> Command {
     cmd.env("STATEGRAPH_DB_RETRY", retry);
@@ -312,8 +332,6 @@ fn a_longer_outage_keeps_the_result_for_recover_which_refuses_stale_files() {
 #[test]
 fn a_primary_failover_in_the_middle_of_an_apply_loses_nothing() {
     let primary = start_cluster_with("", &[]);
-    let admin =
-        |port: u16| format!("postgres://postgres@127.0.0.1:{port}/postgres?sslmode=disable");
     // Commits are acknowledged once on disk (the test cluster's default is
     // off), as on a real primary.
     primary.psql(
@@ -336,17 +354,7 @@ fn a_primary_failover_in_the_middle_of_an_apply_loses_nothing() {
     chain.wait_until_first_is_recorded(&mut apply);
     // The standby has everything the primary committed (its lock, the
     // checkpoint): then the primary dies and the standby takes over.
-    wait_until(
-        "the standby did not catch up",
-        Duration::from_secs(60),
-        Duration::from_millis(50),
-        || {
-            primary.psql(
-                &admin(primary.port),
-                "SELECT coalesce(bool_and(replay_lsn >= pg_current_wal_lsn()), false) FROM pg_stat_replication",
-            ) == "t"
-        },
-    );
+    wait_until_replayed(&primary);
     assert_eq!(
         standby.psql(&admin(standby.port), "SELECT count(*) FROM lock_holders"),
         "1",
@@ -376,8 +384,6 @@ fn a_primary_failover_in_the_middle_of_an_apply_loses_nothing() {
 #[test]
 fn read_only_commands_read_from_a_standby_when_told_to() {
     let primary = start_cluster_with("", &[]);
-    let admin =
-        |port: u16| format!("postgres://postgres@127.0.0.1:{port}/postgres?sslmode=disable");
     let standby = start_standby(&primary);
     let db = TestDb {
         url: format!(
@@ -411,17 +417,7 @@ output "b" { value = terraform_data.b.output }
 "#,
     );
     assert_ok("apply", &sg_in(&db, &wd, "ro", &["apply", "-auto-approve"]));
-    wait_until(
-        "the standby did not catch up",
-        Duration::from_secs(60),
-        Duration::from_millis(50),
-        || {
-            primary.psql(
-                &admin(primary.port),
-                "SELECT coalesce(bool_and(replay_lsn >= pg_current_wal_lsn()), false) FROM pg_stat_replication",
-            ) == "t"
-        },
-    );
+    wait_until_replayed(&primary);
     pg_ctl(&primary.data_dir, &["-m", "immediate", "stop"]);
 
     let from_standby = |args: &[&str]| {

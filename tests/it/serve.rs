@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::common::terraform::{terraform_bin, tf_env};
+use crate::common::terraform::{path_with_tools, tf_env};
 use crate::common::*;
 
 /// A state name shaped like the ones stategraph derives from a checkout.
@@ -715,15 +715,7 @@ fn the_readme_example_runs() {
         example.replace("\nPORT=8080\n", &format!("\nPORT={port}\n"))
     );
     let wd = TfWorkdir::empty();
-    let sg_dir = assert_cmd::cargo::cargo_bin("stategraph")
-        .parent()
-        .unwrap()
-        .to_owned();
-    let tf_dir = terraform_bin().parent().unwrap().to_owned();
-    let path = std::env::join_paths([sg_dir, tf_dir].into_iter().chain(std::env::split_paths(
-        &std::env::var_os("PATH").unwrap_or_default(),
-    )))
-    .unwrap();
+    let path = path_with_tools();
     // At most five minutes (the wait for the server is a loop).
     let mut cmd = Command::new("timeout");
     tf_env(&mut cmd, wd.cli_config());

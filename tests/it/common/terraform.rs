@@ -25,6 +25,21 @@ pub const PLUGIN_MIRROR_CANDIDATES: &[&str] = &[
     "/usr/local/share/terraform/plugins",
 ];
 
+/// `PATH` with the stategraph under test and [`terraform_bin`]'s directory
+/// first: for scripts that run `stategraph` and `terraform` by name, as a
+/// user's shell does.
+pub fn path_with_tools() -> std::ffi::OsString {
+    let sg_dir = assert_cmd::cargo::cargo_bin("stategraph")
+        .parent()
+        .unwrap()
+        .to_owned();
+    let tf_dir = terraform_bin().parent().unwrap().to_owned();
+    std::env::join_paths([sg_dir, tf_dir].into_iter().chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
+    .unwrap()
+}
+
 /// The terraform binary: `$STATEGRAPH_TERRAFORM`, else `terraform` on PATH.
 ///
 /// Panics with an install hint when neither exists: tests that need terraform
