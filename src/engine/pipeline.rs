@@ -96,11 +96,7 @@ async fn plan_stored(cx: &Context<'_>) -> Result<Outcome> {
     let touched: Vec<String> = cs.write.iter().chain(&cs.read).cloned().collect();
     session.note_in_flight(&touched).await?;
     let partial = partial_state(cx, &snapshot.state, &cs, &found.info);
-    if let Some(partial) = &partial {
-        dir.write_state(partial)?;
-    }
-    let handed = partial.as_ref().unwrap_or(&snapshot.state);
-    dir.ensure_state(handed)?;
+    let handed = hand(&dir, partial.as_ref(), &snapshot.state)?;
     let done = plan_cone(cx, &dir, handed, &cs, &found.info, &rows).await??;
     if matches!(done.code, 0 | 2) {
         warn_reverts(cx, &cs, &found).await?;
@@ -192,11 +188,7 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
         // Terraform plans the cone first: what it plans is checked against
         // the locks before anything is applied.
         let partial = partial_state(cx, &fresh, &cs, &found.info);
-        match &partial {
-            Some(partial) => dir.write_state(partial)?,
-            None => dir.ensure_state(&fresh)?,
-        }
-        let handed: &State = partial.as_ref().unwrap_or(&fresh);
+        let handed = hand(&dir, partial.as_ref(), &fresh)?;
         let done = plan_cone(cx, &dir, handed, &cs, &found.info, &rows).await??;
         if !done.success() {
             lease.release().await?;
@@ -373,9 +365,10 @@ async fn warn_reverts(cx: &Context<'_>, cs: &ChangeSet, found: &Discovered) -> R
 /// The private run dir of one attempt. A saved plan records its state's
 /// path: give it a name the applying run can recreate (random, so not
 /// guessable in advance).
+///
 /// The state is written when terraform first needs it (see
-/// [`crate::terraform::Layout::run_dir_deferred`]): discovery's plan, the
-/// partial state or the whole one.
+/// [`crate::terraform::Layout::run_dir_deferred`]): discovery's plan, or
+/// [`hand`] before the plan of the cone.
 fn run_dir(settings: &Settings, flags: &TfFlags, snapshot: &State) -> Result<RunDir> {
     let name = match &flags.out {
         Some(_) => Some(format!(
@@ -388,6 +381,17 @@ fn run_dir(settings: &Settings, flags: &TfFlags, snapshot: &State) -> Result<Run
     Ok(settings
         .layout()
         .run_dir_deferred(snapshot, name.as_deref())?)
+}
+
+/// Hands terraform, in `dir`, the partial state where there is one (always
+/// written: `dir` may hold the whole state from discovery), else `whole`
+/// (written unless it is there already); returns the state handed.
+fn hand<'s>(dir: &RunDir, partial: Option<&'s State>, whole: &'s State) -> Result<&'s State> {
+    match partial {
+        Some(partial) => dir.write_state(partial)?,
+        None => dir.ensure_state(whole)?,
+    }
+    Ok(partial.unwrap_or(whole))
 }
 
 /// `plan -out=FILE`: writes the saved plan when terraform's plan succeeded
