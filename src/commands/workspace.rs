@@ -15,6 +15,12 @@ use crate::tfstate::State;
 /// `stategraph workspace SUBCOMMAND ...` (`args[0]` is the subcommand).
 pub async fn execute(settings: &Settings, args: &[String]) -> Result<()> {
     let sub = args.first().map(String::as_str).unwrap_or("show");
+    if settings.explicit_state.is_some() && sub != "show" {
+        bail!(
+            "--state / STATEGRAPH_STATE names one state: workspaces do not apply to it\n\n\
+             Drop --state to use the workspaces of this directory."
+        );
+    }
     if sub == "delete" {
         // Its flags are not plan's (`-lock=false` is allowed, as terraform allows it).
         return delete(settings, args.get(1..).unwrap_or_default()).await;
@@ -24,12 +30,6 @@ pub async fn execute(settings: &Settings, args: &[String]) -> Result<()> {
         bail!(e);
     }
     let name_arg = flags.positional.first().cloned();
-    if settings.explicit_state.is_some() && sub != "show" {
-        bail!(
-            "--state / STATEGRAPH_STATE names one state: workspaces do not apply to it\n\n\
-             Drop --state to use the workspaces of this directory."
-        );
-    }
     let ui = settings.ui;
     let store = || crate::db::open(settings);
     let exists = |names: &[String], ws: &str| {
@@ -165,12 +165,6 @@ async fn delete(settings: &Settings, args: &[String]) -> Result<()> {
     let [ws] = names[..] else {
         bail!("Expected a single argument: NAME.\n\n{USAGE}");
     };
-    if settings.explicit_state.is_some() {
-        bail!(
-            "--state / STATEGRAPH_STATE names one state: workspaces do not apply to it\n\n\
-             Drop --state to use the workspaces of this directory."
-        );
-    }
     if ws == "default" {
         bail!("cannot delete the default workspace");
     }

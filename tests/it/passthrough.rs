@@ -352,6 +352,14 @@ fn workspace_delete_refuses_what_terraform_refuses_holds_the_lock_and_deletes_th
         &["workspace", "delete", "-force=maybe", "staging"],
         "-force=maybe is not true or false",
     );
+    let out = sg_in(
+        &db,
+        &wd,
+        STATE,
+        &["workspace", "delete", "-force", "staging"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("workspaces do not apply"));
     let stderr = fails(
         &["workspace", "delete", "staging"],
         "Workspace is not empty",
