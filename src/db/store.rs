@@ -263,6 +263,19 @@ pub struct Snapshot {
     /// Object key (address, or `ADDRESS deposed KEY`) -> (version,
     /// transaction that wrote it), of every row read.
     pub versions: BTreeMap<String, (i64, i64)>,
+    /// Digest of the head and outputs read (the latest or settled view):
+    /// see [`Store::settled_if_changed`].
+    pub fingerprint: Option<String>,
+}
+
+/// What [`Store::settled_since`] found.
+pub enum Since {
+    /// Every row, the head and the outputs are as read before.
+    Unchanged,
+    /// Something changed: the state read again.
+    Changed(Box<Snapshot>),
+    /// The state is no longer stored.
+    Gone,
 }
 
 #[derive(Debug, Clone)]
@@ -270,6 +283,29 @@ pub struct GraphRow {
     pub address: String,
     pub config_address: String,
     pub dependencies: Vec<String>,
+}
+
+impl GraphRow {
+    /// The rows of `state`'s current objects (deposed ones aside), as
+    /// [`Store::graph_rows`] reads them from the tables: a run builds its
+    /// graph from the snapshot it read instead of reading every row again.
+    pub fn of_state(state: &State) -> Vec<GraphRow> {
+        let mut out = Vec::with_capacity(state.object_count());
+        for r in &state.resources {
+            let (address, config_address) = (r.address(), r.config_address());
+            out.extend(
+                r.instances
+                    .iter()
+                    .filter(|i| i.deposed.is_none())
+                    .map(|i| GraphRow {
+                        address: i.address(&address),
+                        config_address: config_address.clone(),
+                        dependencies: i.dependencies.clone(),
+                    }),
+            );
+        }
+        out
+    }
 }
 
 /// Rows written by one push from which it refreshes the table's statistics.
@@ -672,143 +708,251 @@ impl Store {
             .read_only(true)
             .start()
             .await?;
-        let Some(head) = client
+        let snapshot = read_snapshot(&client, name, view).await?;
+        client.commit().await?;
+        Ok(snapshot)
+    }
+
+    /// The named state as [`View::Settled`] sees it now, unless nothing in
+    /// it changed since `before` was read (the same version of every row,
+    /// the same head and outputs): then no row's content is read (at
+    /// 100,000 instances a tenth of a whole read).
+    pub async fn settled_since(&self, name: &str, before: &Snapshot) -> Result<Since, StoreError> {
+        let mut client = self.pool.get().await?;
+        let client = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let unchanged = match (&before.fingerprint, head_fingerprint(&client, name).await?) {
+            (_, None) => return Ok(Since::Gone),
+            (Some(was), Some((state_id, now))) if *was == now => {
+                same_versions(&client, state_id, &before.versions).await?
+            }
+            _ => false,
+        };
+        let since = match unchanged {
+            true => Since::Unchanged,
+            false => match read_snapshot(&client, name, View::Settled).await? {
+                Some(snapshot) => Since::Changed(Box::new(snapshot)),
+                None => Since::Gone,
+            },
+        };
+        client.commit().await?;
+        Ok(since)
+    }
+}
+
+/// The head of state `name` and its outputs as [`View::Settled`] sees them,
+/// as one digest (PostgreSQL's text of jsonb is the same for the same
+/// value): with the versions of its rows, what says whether a state
+/// changed. Its id too; `None` if no such state is stored.
+async fn head_fingerprint(
+    client: &tokio_postgres::Transaction<'_>,
+    name: &str,
+) -> Result<Option<(i64, String)>, StoreError> {
+    let query = format!(
+        "SELECT s.id, md5(row(s.lineage, s.serial, s.terraform_version, s.check_results, s.extra,
+                              s.husks)::text
+                          || coalesce((SELECT string_agg(o::text, ',' ORDER BY o.name)
+                                       FROM ({}) o), ''))
+         FROM states s WHERE s.name = $1",
+        output_rows(View::Settled).replace("$1", "s.id")
+    );
+    Ok(client
+        .query_opt(&query, &[&name])
+        .await?
+        .map(|r| (r.get(0), r.get(1))))
+}
+
+/// Whether the rows of state `state_id` as [`View::Settled`] sees them are
+/// exactly `versions` (object key -> version and transaction).
+async fn same_versions(
+    client: &tokio_postgres::Transaction<'_>,
+    state_id: i64,
+    versions: &BTreeMap<String, (i64, i64)>,
+) -> Result<bool, StoreError> {
+    let params: [&(dyn ToSql + Sync); 1] = [&state_id];
+    let query = format!(
+        "SELECT address, deposed, version, txn_id FROM ({}) i",
+        instance_rows(View::Settled)
+    );
+    let rows = client.query_raw(&query, params).await?;
+    pin_mut!(rows);
+    let mut seen = 0usize;
+    while let Some(row) = rows.try_next().await? {
+        let (address, deposed): (&str, &str) = (row.get(0), row.get(1));
+        let version = (row.get::<_, i64>(2), row.get::<_, i64>(3));
+        let found = match deposed {
+            "" => versions.get(address),
+            deposed => versions.get(&object_key(address, deposed)),
+        };
+        if found != Some(&version) {
+            return Ok(false);
+        }
+        seen += 1;
+    }
+    Ok(seen == versions.len())
+}
+
+/// The key of an object in [`Snapshot::versions`].
+fn object_key(address: &str, deposed: &str) -> String {
+    match deposed {
+        "" => address.to_owned(),
+        deposed => format!("{address} deposed {deposed}"),
+    }
+}
+
+/// The named state as `view` sees it, read in `client`'s transaction.
+async fn read_snapshot(
+    client: &tokio_postgres::Transaction<'_>,
+    name: &str,
+    view: View,
+) -> Result<Option<Snapshot>, StoreError> {
+    let fingerprint = match view {
+        View::At(_) => None,
+        View::Latest | View::Settled => head_fingerprint(client, name)
+            .await?
+            .map(|(_, digest)| digest),
+    };
+    let Some(head) = client
+        .query_opt(
+            "SELECT id, lineage, serial, terraform_version, check_results, extra, husks
+             FROM states WHERE name = $1",
+            &[&name],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let state_id: i64 = head.get(0);
+    let (mut serial, mut lineage, mut terraform_version): (i64, String, String) =
+        (head.get(2), head.get(1), head.get(3));
+    if let View::At(t) = view {
+        let Some(at) = client
             .query_opt(
-                "SELECT id, lineage, serial, terraform_version, check_results, extra, husks
-                 FROM states WHERE name = $1",
-                &[&name],
+                "SELECT serial_after, lineage_after, coalesce(terraform_version, '')
+                 FROM transactions
+                 WHERE state_id = $1 AND id <= $2 AND serial_after IS NOT NULL
+                 ORDER BY id DESC LIMIT 1",
+                &[&state_id, &t],
             )
             .await?
         else {
             return Ok(None);
         };
-        let state_id: i64 = head.get(0);
-        let (mut serial, mut lineage, mut terraform_version): (i64, String, String) =
-            (head.get(2), head.get(1), head.get(3));
-        if let View::At(t) = view {
-            let Some(at) = client
-                .query_opt(
-                    "SELECT serial_after, lineage_after, coalesce(terraform_version, '')
-                     FROM transactions
-                     WHERE state_id = $1 AND id <= $2 AND serial_after IS NOT NULL
-                     ORDER BY id DESC LIMIT 1",
-                    &[&state_id, &t],
-                )
-                .await?
-            else {
-                return Ok(None);
-            };
-            serial = at.get(0);
-            lineage = at.get::<_, Option<String>>(1).unwrap_or(lineage);
-            let version: String = at.get(2);
-            if !version.is_empty() {
-                terraform_version = version;
+        serial = at.get(0);
+        lineage = at.get::<_, Option<String>>(1).unwrap_or(lineage);
+        let version: String = at.get(2);
+        if !version.is_empty() {
+            terraform_version = version;
+        }
+    }
+    let corrupt = |problem: String| StoreError::Corrupt {
+        name: name.to_owned(),
+        problem,
+    };
+    let object = |v: Option<Value>| match v {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+
+    let mut resources: Vec<Resource> = Vec::new();
+    let mut by_address: HashMap<String, usize> = HashMap::new();
+    let params: [&(dyn ToSql + Sync); 1] = [&state_id];
+    let columns = "address, deposed, config_address, module, mode, type, name, each, provider, \
+         index_key, status, schema_version, attributes, attributes_flat, sensitive_attributes, \
+         private, dependencies, create_before_destroy, extra, resource_extra, version, txn_id";
+    let query = format!("SELECT {columns} FROM ({}) i", instance_rows(view));
+    let rows = client.query_raw(&query, params).await?;
+    let mut versions = BTreeMap::new();
+    pin_mut!(rows);
+    while let Some(row) = rows.try_next().await? {
+        let module: String = row.get(3);
+        let mode: String = row.get(4);
+        let type_: String = row.get(5);
+        let rname: String = row.get(6);
+        let key = format!("{module}\u{0}{mode}\u{0}{type_}\u{0}{rname}");
+        let idx = match by_address.get(&key) {
+            Some(i) => *i,
+            None => {
+                resources.push(Resource {
+                    module,
+                    mode,
+                    type_,
+                    name: rname,
+                    each: row.get(7),
+                    provider: row.get(8),
+                    instances: Vec::new(),
+                    extra: object(jsonb::decode_opt(row.get(19))),
+                });
+                by_address.insert(key, resources.len() - 1);
+                resources.len() - 1
             }
-        }
-        let corrupt = |problem: String| StoreError::Corrupt {
-            name: name.to_owned(),
-            problem,
         };
-        let object = |v: Option<Value>| match v {
-            Some(Value::Object(m)) => m,
-            _ => Map::new(),
-        };
-
-        let mut resources: Vec<Resource> = Vec::new();
-        let mut by_address: HashMap<String, usize> = HashMap::new();
-        let params: [&(dyn ToSql + Sync); 1] = [&state_id];
-        let columns =
-            "address, deposed, config_address, module, mode, type, name, each, provider, \
-             index_key, status, schema_version, attributes, attributes_flat, sensitive_attributes, \
-             private, dependencies, create_before_destroy, extra, resource_extra, version, txn_id";
-        let query = format!("SELECT {columns} FROM ({}) i", instance_rows(view));
-        let rows = client.query_raw(&query, params).await?;
-        let mut versions = BTreeMap::new();
-        pin_mut!(rows);
-        while let Some(row) = rows.try_next().await? {
-            let module: String = row.get(3);
-            let mode: String = row.get(4);
-            let type_: String = row.get(5);
-            let rname: String = row.get(6);
-            let key = format!("{module}\u{0}{mode}\u{0}{type_}\u{0}{rname}");
-            let idx = match by_address.get(&key) {
-                Some(i) => *i,
-                None => {
-                    resources.push(Resource {
-                        module,
-                        mode,
-                        type_,
-                        name: rname,
-                        each: row.get(7),
-                        provider: row.get(8),
-                        instances: Vec::new(),
-                        extra: object(jsonb::decode_opt(row.get(19))),
-                    });
-                    by_address.insert(key, resources.len() - 1);
-                    resources.len() - 1
-                }
-            };
-            let deposed: String = row.get(1);
-            let key = match deposed.as_str() {
-                "" => row.get::<_, String>(0),
-                deposed => format!("{} deposed {deposed}", row.get::<_, &str>(0)),
-            };
-            versions.insert(key, (row.get(20), row.get(21)));
-            resources[idx].instances.push(Instance {
-                index_key: jsonb::decode_opt(row.get(9)),
-                status: row.get(10),
-                deposed: (!deposed.is_empty()).then_some(deposed),
-                schema_version: row.get(11),
-                attributes: jsonb::decode_opt(row.get(12)),
-                attributes_flat: jsonb::decode_opt(row.get(13)),
-                sensitive_attributes: jsonb::decode_opt(row.get(14)),
-                private: row.get(15),
-                dependencies: row.get(16),
-                create_before_destroy: row.get(17),
-                extra: object(jsonb::decode_opt(row.get(18))),
-            });
+        let deposed: String = row.get(1);
+        let key = object_key(row.get(0), &deposed);
+        versions.insert(key, (row.get(20), row.get(21)));
+        resources[idx].instances.push(Instance {
+            index_key: jsonb::decode_opt(row.get(9)),
+            status: row.get(10),
+            deposed: (!deposed.is_empty()).then_some(deposed),
+            schema_version: row.get(11),
+            attributes: jsonb::decode_opt(row.get(12)),
+            attributes_flat: jsonb::decode_opt(row.get(13)),
+            sensitive_attributes: jsonb::decode_opt(row.get(14)),
+            private: row.get(15),
+            dependencies: row.get(16),
+            create_before_destroy: row.get(17),
+            extra: object(jsonb::decode_opt(row.get(18))),
+        });
+    }
+    if let Some(Value::Array(husks)) = jsonb::decode_opt(head.get(6)) {
+        for h in husks {
+            let mut doc = json!({"version": 4, "serial": 0, "lineage": "", "resources": [h]});
+            doc["terraform_version"] = json!("");
+            let parsed = crate::tfstate::parse(doc.to_string().as_bytes())
+                .map_err(|e| corrupt(format!("stored empty resource: {e}")))?;
+            resources.extend(parsed.resources);
         }
-        if let Some(Value::Array(husks)) = jsonb::decode_opt(head.get(6)) {
-            for h in husks {
-                let mut doc = json!({"version": 4, "serial": 0, "lineage": "", "resources": [h]});
-                doc["terraform_version"] = json!("");
-                let parsed = crate::tfstate::parse(doc.to_string().as_bytes())
-                    .map_err(|e| corrupt(format!("stored empty resource: {e}")))?;
-                resources.extend(parsed.resources);
-            }
-        }
-
-        let outputs = client
-            .query(&output_rows(view), &[&state_id])
-            .await?
-            .into_iter()
-            .map(|r| {
-                (
-                    r.get::<_, String>(0),
-                    Output {
-                        value: jsonb::decode(r.get(1)),
-                        type_: jsonb::decode(r.get(2)),
-                        sensitive: r.get(3),
-                        extra: object(jsonb::decode_opt(r.get(4))),
-                    },
-                )
-            })
-            .collect();
-
-        let mut state = State {
-            terraform_version,
-            serial,
-            lineage,
-            outputs,
-            resources,
-            check_results: jsonb::decode_opt(head.get(4)),
-            extra: object(jsonb::decode_opt(head.get(5))),
-        };
-        state.sort();
-        client.commit().await?;
-        Ok(Some(Snapshot { state, versions }))
     }
 
+    let outputs = client
+        .query(&output_rows(view), &[&state_id])
+        .await?
+        .into_iter()
+        .map(|r| {
+            (
+                r.get::<_, String>(0),
+                Output {
+                    value: jsonb::decode(r.get(1)),
+                    type_: jsonb::decode(r.get(2)),
+                    sensitive: r.get(3),
+                    extra: object(jsonb::decode_opt(r.get(4))),
+                },
+            )
+        })
+        .collect();
+
+    let mut state = State {
+        terraform_version,
+        serial,
+        lineage,
+        outputs,
+        resources,
+        check_results: jsonb::decode_opt(head.get(4)),
+        extra: object(jsonb::decode_opt(head.get(5))),
+    };
+    state.sort();
+    Ok(Some(Snapshot {
+        state,
+        versions,
+        fingerprint,
+    }))
+}
+
+impl Store {
     /// Current instances and their dependencies, as `view` sees them: the
     /// graph's raw material.
     pub async fn graph_rows(
@@ -1540,16 +1684,7 @@ impl Store {
             .await?;
         Ok(rows
             .into_iter()
-            .map(|r| {
-                let address: String = r.get(0);
-                let deposed: String = r.get(1);
-                let key = if deposed.is_empty() {
-                    address
-                } else {
-                    format!("{address} deposed {deposed}")
-                };
-                (key, (r.get(2), r.get(3)))
-            })
+            .map(|r| (object_key(r.get(0), r.get(1)), (r.get(2), r.get(3))))
             .collect())
     }
 
@@ -1574,16 +1709,7 @@ impl Store {
         Ok(rows
             .into_iter()
             .filter(|r| r.get::<_, bool>(3))
-            .map(|r| {
-                let address: String = r.get(0);
-                let deposed: String = r.get(1);
-                let key = if deposed.is_empty() {
-                    address
-                } else {
-                    format!("{address} deposed {deposed}")
-                };
-                (key, r.get(2))
-            })
+            .map(|r| (object_key(r.get(0), r.get(1)), r.get(2)))
             .collect())
     }
 

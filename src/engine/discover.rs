@@ -18,6 +18,7 @@ use anyhow::{bail, Context as _, Result};
 use super::baseline;
 use super::change_set::ChangeSet;
 use super::session::Context;
+use crate::db::store::GraphRow;
 use crate::error::Exit;
 use crate::settings::Settings;
 use crate::terraform::config::{Config, Inputs};
@@ -187,7 +188,7 @@ pub async fn discover(
     }
     if let (Some(candidates), Some(config)) = (&read_changes, &config) {
         let planned = (&streamed.changed[..], &streamed.outputs[..]);
-        check_oracle(cx, (candidates, &stale), config, &info, planned).await?;
+        check_oracle(state, (candidates, &stale), config, &info, planned)?;
         step.done(format!(
             "{} to change; the configuration's reading ({} to plan) covers them",
             thousands(streamed.changed.len()),
@@ -203,8 +204,7 @@ pub async fn discover(
     let mut changed = streamed.changed;
     if flags.refresh_only {
         // Drift can be anywhere: a refresh-only run covers the whole state.
-        let rows = session.graph_rows().await?;
-        changed.extend(rows.into_iter().map(|r| r.address));
+        changed.extend(GraphRow::of_state(state).into_iter().map(|r| r.address));
     }
     let changed = with_forced(changed, forced);
     step.done(format!("{} to change", thousands(changed.len())));
@@ -360,14 +360,14 @@ async fn config_info(
 /// stale outputs) must cover every change terraform's plan finds (the
 /// instances and root outputs `planned` changes), and its edges and
 /// outputs be terraform's.
-async fn check_oracle(
-    cx: &Context<'_>,
+fn check_oracle(
+    state: &State,
     (candidates, stale): (&[String], &[String]),
     config: &Config,
     info: &ConfigInfo,
     (planned, planned_outputs): (&[String], &[String]),
 ) -> Result<()> {
-    let rows = cx.session.graph_rows().await?;
+    let rows = GraphRow::of_state(state);
     let mut cone = ChangeSet::compute(&rows, candidates, &config.info)?;
     cone.cover_outputs(&rows, &config.info, stale);
     let evaluated = cone.evaluated_outputs(&config.info);

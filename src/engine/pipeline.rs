@@ -92,7 +92,7 @@ async fn plan_stored(cx: &Context<'_>) -> Result<Outcome> {
         }
         return Ok(Outcome::NoChanges { explained: true });
     }
-    let (cs, rows) = computed_change_set(cx, &found).await?;
+    let (cs, rows) = computed_change_set(cx, &snapshot.state, &found)?;
     let touched: Vec<String> = cs.write.iter().chain(&cs.read).cloned().collect();
     session.note_in_flight(&touched).await?;
     let partial = partial_state(cx, &snapshot.state, &cs, &found.info);
@@ -135,16 +135,16 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
     loop {
         attempt += 1;
         // Snapshot, and a private run dir holding it.
-        let snapshot = session.pull().await?;
-        let dir = run_dir(session.settings, flags, &snapshot)?;
+        let snapshot = session.snapshot().await?;
+        let dir = run_dir(session.settings, flags, &snapshot.state)?;
         prepare(&dir, &cx.tf, &session.store).await?;
 
         // Discover what changes, and compute the change set on the stored graph.
-        let found = discover(cx, &dir, &snapshot, &forced).await?;
+        let found = discover(cx, &dir, &snapshot.state, &forced).await?;
         if found.is_empty() {
             return Ok(Outcome::NoChanges { explained: true });
         }
-        let (cs, rows) = computed_change_set(cx, &found).await?;
+        let (cs, rows) = computed_change_set(cx, &snapshot.state, &found)?;
 
         // Lock it: exclusive on the write set, shared on the read set.
         let (exclusive, shared) = cs.locks(session.kind);
@@ -160,11 +160,15 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
         );
 
         // Re-check under the lock: rows of the cone may have changed between
-        // the snapshot and the lock.
-        let fresh = session.pull().await?;
-        dir.state_changed();
-        let (found, cs, rows) = if cs.rows_differ(&snapshot, &fresh) {
-            match recheck(cx, &dir, &fresh, &forced, &cs).await? {
+        // the snapshot and the lock (the state is read again only if
+        // anything in it did).
+        let reread = session.snapshot_since(&snapshot).await?;
+        let fresh = reread.as_ref().map_or(&snapshot.state, |s| &s.state);
+        if reread.is_some() {
+            dir.state_changed();
+        }
+        let (found, cs, rows) = if reread.is_some() && cs.rows_differ(&snapshot.state, fresh) {
+            match recheck(cx, &dir, fresh, &forced, &cs).await? {
                 Recheck::Fits(again) => *again,
                 Recheck::NoChanges => {
                     lease.release().await?;
@@ -187,8 +191,8 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
 
         // Terraform plans the cone first: what it plans is checked against
         // the locks before anything is applied.
-        let partial = partial_state(cx, &fresh, &cs, &found.info);
-        let handed = hand(&dir, partial.as_ref(), &fresh)?;
+        let partial = partial_state(cx, fresh, &cs, &found.info);
+        let handed = hand(&dir, partial.as_ref(), fresh)?;
         let done = plan_cone(cx, &dir, handed, &cs, &found.info, &rows).await??;
         if !done.success() {
             lease.release().await?;
@@ -260,18 +264,19 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
         let released = lease.release().await;
         let (code, report) = (code?, report?);
         released?;
-        super::discard((snapshot, fresh, rows, found, partial));
+        super::discard((snapshot, reread, rows, found, partial));
         return Ok(ran(code, Some(report)));
     }
 }
 
 /// [`change_set`], shown as a step with its counts.
-async fn computed_change_set(
+fn computed_change_set(
     cx: &Context<'_>,
+    state: &State,
     found: &Discovered,
 ) -> Result<(ChangeSet, Vec<GraphRow>)> {
     let step = cx.session.ui.step("Computing change cone");
-    let (cs, rows) = change_set(cx, found).await?;
+    let (cs, rows) = change_set(cx, state, found)?;
     // Every address counted once: the stored ones and those the change set
     // adds (new instances, resources named by address).
     let total: HashSet<&str> = rows
@@ -289,10 +294,14 @@ async fn computed_change_set(
     Ok((cs, rows))
 }
 
-/// The change set of what discovery found, on the stored graph, and the
-/// graph's rows.
-async fn change_set(cx: &Context<'_>, found: &Discovered) -> Result<(ChangeSet, Vec<GraphRow>)> {
-    let rows = cx.session.graph_rows().await?;
+/// The change set of what discovery found, on the graph of `state` (the
+/// stored rows the run read), and the graph's rows.
+fn change_set(
+    cx: &Context<'_>,
+    state: &State,
+    found: &Discovered,
+) -> Result<(ChangeSet, Vec<GraphRow>)> {
+    let rows = GraphRow::of_state(state);
     let mut cs = ChangeSet::compute(&rows, &found.changed, &found.info)?;
     if cx.flags.targets.is_empty() {
         // With the user's -target, terraform evaluates the outputs it does.
@@ -329,7 +338,7 @@ async fn recheck(
     if found.is_empty() {
         return Ok(Recheck::NoChanges);
     }
-    let (grown, rows) = change_set(cx, &found).await?;
+    let (grown, rows) = change_set(cx, fresh, &found)?;
     Ok(match grown.fits_in(held, session.kind) {
         true => Recheck::Fits(Box::new((found, grown, rows))),
         false => Recheck::Grew,

@@ -16,7 +16,7 @@ use super::recovery;
 use super::Kind;
 use crate::checkout::Origin;
 use crate::db::locks::{LockRequest, WHOLE_STATE};
-use crate::db::store::{Snapshot, Store, StoreError, View};
+use crate::db::store::{Since, Snapshot, Store, StoreError, View};
 use crate::error::Exit;
 use crate::settings::Settings;
 use crate::terraform::{RunDir, Terraform, TerraformError};
@@ -81,6 +81,16 @@ impl<'a> Session<'a> {
             .ok_or_else(|| anyhow!("state \"{}\" vanished", self.name))
     }
 
+    /// The stored state read again if anything in it changed since
+    /// `before` was read (see [`Store::settled_since`]), else `None`.
+    pub async fn snapshot_since(&self, before: &Snapshot) -> Result<Option<Snapshot>> {
+        match self.store.settled_since(&self.name, before).await? {
+            Since::Unchanged => Ok(None),
+            Since::Changed(snapshot) => Ok(Some(*snapshot)),
+            Since::Gone => bail!("state \"{}\" vanished", self.name),
+        }
+    }
+
     /// Says, once per run in flight, which of `addresses` it is changing
     /// right now and that this plan reads them as before that change.
     pub async fn note_in_flight(&self, addresses: &[String]) -> Result<()> {
@@ -114,15 +124,6 @@ impl<'a> Session<'a> {
             ));
         }
         Ok(())
-    }
-
-    /// The stored graph's rows (none when the state holds nothing).
-    pub async fn graph_rows(&self) -> Result<Vec<crate::db::store::GraphRow>> {
-        Ok(self
-            .store
-            .graph_rows(&self.name, View::Settled)
-            .await?
-            .unwrap_or_default())
     }
 
     /// Locks `exclusive` and `shared` for this run, waiting up to `timeout`

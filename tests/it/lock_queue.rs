@@ -63,6 +63,55 @@ fn queue_apply(db: &TestDb, wd: &TfWorkdir, gen: usize, place: usize) -> Child {
     child
 }
 
+/// Starts `stategraph apply -var gen=1`, which locks `hot` and waits for
+/// its approval (on its stdin) for as long as the test needs.
+fn holder_awaiting_approval(db: &TestDb, wd: &TfWorkdir) -> Child {
+    let mut holder = sg_tf(db, wd, STATE, &["apply", "-no-color", "-var", "gen=1"])
+        .env("TF_INPUT", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until_locked(db, &mut holder, "the holder never locked");
+    holder
+}
+
+/// A waiter read the state before the holder applied (the holder's rows
+/// as they were): once it holds the locks it reads the state again and
+/// plans from what the holder wrote. A run reads the state again only when
+/// something in it changed since its first read; this is that check
+/// finding the change.
+#[test]
+fn a_waiter_plans_from_what_the_holder_wrote_not_from_its_first_read() {
+    let db = test_db();
+    let wd = TfWorkdir::empty();
+    wd.write_file("main.tf", HOT);
+    assert_ok(
+        "first apply",
+        &sg_in(&db, &wd, STATE, &["apply", "-auto-approve", "-no-color"]),
+    );
+    let mut holder = holder_awaiting_approval(&db, &wd);
+    let waiter = queue_apply(&db, &wd, 2, 1);
+    holder.stdin.take().unwrap().write_all(b"yes\n").unwrap();
+    assert_ok("the holder", &holder.wait_with_output().unwrap());
+    let (stdout, stderr) = assert_ok("the waiter", &waiter.wait_with_output().unwrap());
+    assert!(
+        stderr.contains(
+            "Rows of the cone changed before the locks were taken; planning again on the new state."
+        ),
+        "{stderr}"
+    );
+    // Replaced from the holder's value, not from the first apply's.
+    assert!(stdout.contains(r#""1" -> "2""#), "{stdout}");
+    assert!(!stdout.contains(r#""0" -> "2""#), "{stdout}");
+    let stored = db.psql(
+        "SELECT attributes->'input'->>'value' FROM instances WHERE address = 'terraform_data.hot'",
+    );
+    assert_eq!(stored, "2");
+    assert_eq!(db.psql("SELECT count(*) FROM lock_holders"), "0");
+}
+
 #[test]
 fn overlapping_applies_are_served_in_the_order_they_asked() {
     let db = test_db();
@@ -75,14 +124,7 @@ fn overlapping_applies_are_served_in_the_order_they_asked() {
 
     // The holder locks `hot` and waits for its approval for as long as
     // the test needs.
-    let mut holder = sg_tf(&db, &wd, STATE, &["apply", "-no-color", "-var", "gen=1"])
-        .env("TF_INPUT", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_until_locked(&db, &mut holder, "the holder never locked");
+    let mut holder = holder_awaiting_approval(&db, &wd);
 
     // Twelve applies of the same resource arrive one after the other.
     let waiters: Vec<(usize, Child)> = (2..=13)
