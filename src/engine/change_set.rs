@@ -243,10 +243,13 @@ impl ChangeSet {
                         }
                         continue;
                     }
-                    for row in by_config.get(dep.as_str()).into_iter().flatten() {
+                    // Bound as terraform binds the reference (and as the
+                    // stored graph draws edges): inside module.m["a"],
+                    // module.m.t.n is module.m["a"].t.n, not every team's.
+                    for row in in_scope(&by_config, n, dep) {
                         read.insert(row.address.clone());
                         for d in &row.dependencies {
-                            for up in by_config.get(d.as_str()).into_iter().flatten() {
+                            for up in in_scope(&by_config, &row.address, d) {
                                 read.insert(up.address.clone());
                             }
                         }
@@ -423,6 +426,23 @@ impl ChangeSet {
     }
 }
 
+/// The rows of the configuration resource `dependency` that `address` (an
+/// instance or resource address) may reference: those in the module
+/// instances they share ([`crate::graph::dependency_scope`]); every one of
+/// them where `address` names no module instance (a module call).
+fn in_scope<'r>(
+    by_config: &HashMap<&str, Vec<&'r GraphRow>>,
+    address: &str,
+    dependency: &str,
+) -> Vec<&'r GraphRow> {
+    let scope = crate::graph::dependency_scope(address, dependency);
+    let rows = by_config.get(dependency).map_or(&[][..], Vec::as_slice);
+    rows.iter()
+        .copied()
+        .filter(|r| scope.is_none_or(|s| s.holds(&r.address)))
+        .collect()
+}
+
 /// See [`ChangeSet::targets`].
 fn targets(rows: &[GraphRow], write: &[String]) -> Vec<String> {
     let resource_of = |a: &str| crate::address::strip_instance_key(a).to_owned();
@@ -570,6 +590,53 @@ mod tests {
         let cs = cover(&["terraform_data.subnet[0]"], &[]);
         assert_eq!(cs.write, ["terraform_data.subnet[0]"]);
         assert!(cs.evaluated_outputs(&fixture().1).contains("subnets"));
+    }
+
+    /// Instances may be added to `svc` of one team module instance: it
+    /// reads that team's `base` (and what it reads), not every team's.
+    #[test]
+    fn a_resource_that_may_grow_reads_its_own_module_instance_only() {
+        let scoped = |address: &str, deps: &[&str]| GraphRow {
+            config_address: crate::tfstate::strip_module_keys(
+                crate::address::strip_instance_key(address),
+            ),
+            ..row(address, deps)
+        };
+        let rows = vec![
+            scoped("terraform_data.org", &[]),
+            scoped(r#"module.team["a"].terraform_data.base"#, &["terraform_data.org"]),
+            scoped(r#"module.team["b"].terraform_data.base"#, &["terraform_data.org"]),
+            scoped(
+                r#"module.team["a"].terraform_data.svc[0]"#,
+                &["module.team.terraform_data.base", "terraform_data.org"],
+            ),
+            scoped(
+                r#"module.team["b"].terraform_data.svc[0]"#,
+                &["module.team.terraform_data.base", "terraform_data.org"],
+            ),
+        ];
+        let info = ConfigInfo {
+            edges: vec![(
+                "module.team.terraform_data.svc".to_owned(),
+                "module.team.terraform_data.base".to_owned(),
+            )],
+            output_refs: Vec::new(),
+            outputs: Vec::new(),
+            triggers: Vec::new(),
+        };
+        let changed = [
+            r#"module.team["a"].terraform_data.svc"#.to_owned(),
+            r#"module.team["a"].terraform_data.svc[0]"#.to_owned(),
+        ];
+        let cs = ChangeSet::compute(&rows, &changed, &info).unwrap();
+        assert_eq!(
+            cs.read,
+            [
+                r#"module.team["a"].terraform_data.base"#,
+                "terraform_data.org"
+            ],
+            "{cs:?}"
+        );
     }
 
     #[test]
