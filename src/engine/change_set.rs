@@ -597,15 +597,21 @@ mod tests {
     #[test]
     fn a_resource_that_may_grow_reads_its_own_module_instance_only() {
         let scoped = |address: &str, deps: &[&str]| GraphRow {
-            config_address: crate::tfstate::strip_module_keys(
-                crate::address::strip_instance_key(address),
-            ),
+            config_address: crate::tfstate::strip_module_keys(crate::address::strip_instance_key(
+                address,
+            )),
             ..row(address, deps)
         };
         let rows = vec![
             scoped("terraform_data.org", &[]),
-            scoped(r#"module.team["a"].terraform_data.base"#, &["terraform_data.org"]),
-            scoped(r#"module.team["b"].terraform_data.base"#, &["terraform_data.org"]),
+            scoped(
+                r#"module.team["a"].terraform_data.base"#,
+                &["terraform_data.org"],
+            ),
+            scoped(
+                r#"module.team["b"].terraform_data.base"#,
+                &["terraform_data.org"],
+            ),
             scoped(
                 r#"module.team["a"].terraform_data.svc[0]"#,
                 &["module.team.terraform_data.base", "terraform_data.org"],

@@ -2,6 +2,7 @@
 //! one shared state cannot. And on a 211-instance state, a change to one
 //! team touches only that team.
 
+use std::io::Write;
 use std::process::Output;
 use std::time::Instant;
 
@@ -212,4 +213,103 @@ fn on_211_instances_a_change_to_one_team_refreshes_and_writes_only_that_team() {
     let log: Value =
         serde_json::from_str(&sg_ok(&db, &["--state", "teams", "log", "--json"])).unwrap();
     assert_eq!(log[0]["cone"]["write"].as_array().unwrap().len(), 21);
+}
+
+/// Two teams of one `for_each` module: `svc` grows with `size` (a count),
+/// `base` carries `gen`.
+const TEAM_MODULES: &str = r#"
+variable "size" {
+  type    = map(number)
+  default = {}
+}
+
+variable "gen" {
+  type    = map(string)
+  default = {}
+}
+
+resource "terraform_data" "org" {
+  input = "acme"
+}
+
+module "team" {
+  source   = "./modules/team"
+  for_each = toset(["a", "b"])
+  org      = terraform_data.org.id
+  size     = lookup(var.size, each.key, 1)
+  gen      = lookup(var.gen, each.key, "1")
+}
+"#;
+
+const TEAM_MODULE: &str = r#"
+variable "org" {}
+variable "size" {}
+variable "gen" {}
+
+resource "terraform_data" "base" {
+  input = "${var.org}-${var.gen}"
+}
+
+resource "terraform_data" "svc" {
+  count = var.size
+  input = "${terraform_data.base.id}-${count.index}"
+}
+"#;
+
+/// Team a's `svc` grows (instances added: its read set is found from the
+/// configuration) while team b's `base` is replaced: neither waits for the
+/// other. Team a's apply reads team a's `base`, not every team's (it held
+/// a shared lock on team b's, and b's apply failed naming it).
+#[test]
+fn growing_one_module_instance_does_not_hold_the_others() {
+    let db = test_db();
+    let wd = TfWorkdir::empty();
+    wd.write_file("main.tf", TEAM_MODULES);
+    wd.write_file("modules/team/main.tf", TEAM_MODULE);
+    let state = "team-modules";
+    assert_ok(
+        "first apply",
+        &sg_in(&db, &wd, state, &["apply", "-auto-approve", "-no-color"]),
+    );
+    let mut a = awaiting_approval(
+        &db,
+        &wd,
+        state,
+        &["apply", "-no-color", "-var", r#"size={a=2}"#],
+    );
+    let b = sg_in(
+        &db,
+        &wd,
+        state,
+        &[
+            "apply",
+            "-auto-approve",
+            "-no-color",
+            "-lock-timeout=0s",
+            "-var",
+            r#"gen={b="2"}"#,
+        ],
+    );
+    let (_, b_err) = assert_ok("team b's apply beside team a's", &b);
+    a.stdin.take().unwrap().write_all(b"yes\n").unwrap();
+    let (a_out, a_err) = assert_ok("team a's apply", &a.wait_with_output().unwrap());
+    assert!(a_out.contains("1 added, 0 changed, 0 destroyed"), "{a_out}");
+    assert!(a_err.contains("(2 write, 2 read)"), "{a_err}");
+    assert!(
+        b_err.contains("3 of 5 instances (2 write, 1 read)"),
+        "{b_err}"
+    );
+    let stored = db.psql(
+        "SELECT string_agg(address, ',' ORDER BY address) FROM instances
+         WHERE address LIKE 'module.team[\"a\"].terraform_data.svc%'",
+    );
+    assert_eq!(
+        stored,
+        r#"module.team["a"].terraform_data.svc[0],module.team["a"].terraform_data.svc[1]"#
+    );
+    let b_base = db.psql(
+        "SELECT attributes->'input'->>'value' FROM instances
+         WHERE address = 'module.team[\"b\"].terraform_data.base'",
+    );
+    assert!(b_base.ends_with("-2"), "{b_base}");
 }

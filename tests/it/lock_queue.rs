@@ -4,7 +4,7 @@
 //! once.
 
 use std::io::Write;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -66,15 +66,7 @@ fn queue_apply(db: &TestDb, wd: &TfWorkdir, gen: usize, place: usize) -> Child {
 /// Starts `stategraph apply -var gen=1`, which locks `hot` and waits for
 /// its approval (on its stdin) for as long as the test needs.
 fn holder_awaiting_approval(db: &TestDb, wd: &TfWorkdir) -> Child {
-    let mut holder = sg_tf(db, wd, STATE, &["apply", "-no-color", "-var", "gen=1"])
-        .env("TF_INPUT", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_until_locked(db, &mut holder, "the holder never locked");
-    holder
+    awaiting_approval(db, wd, STATE, &["apply", "-no-color", "-var", "gen=1"])
 }
 
 /// A waiter read the state before the holder applied (the holder's rows

@@ -407,19 +407,12 @@ fn the_page_shows_live_locks_and_the_queue() {
     let wd = store_small_graph(&db);
     // One apply holds its locks while it waits for approval; a second
     // waits in the queue for them.
-    let mut holder = sg_tf(
+    let mut holder = awaiting_approval(
         &db,
         &wd,
         SMALL_GRAPH,
         &["apply", "-no-color", "-var", "gen=3"],
-    )
-    .env("TF_INPUT", "1")
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    wait_until_locked(&db, &mut holder, "the holder never locked");
+    );
     let mut waiter = spawn_piped(&mut sg_tf(
         &db,
         &wd,

@@ -160,6 +160,22 @@ pub fn input_gen(db: &TestDb, address: &str) -> String {
 /// once it has planned; panics (with `what`) if `apply` ends first or
 /// nothing is locked within 60 s.
 #[track_caller]
+/// Starts `stategraph --state STATE ARGS` (an apply without
+/// `-auto-approve`) in `wd` with input on: it takes its locks and waits for
+/// its approval on its stdin for as long as the test needs; returns once
+/// it holds them.
+pub fn awaiting_approval(db: &TestDb, wd: &TfWorkdir, state: &str, args: &[&str]) -> Child {
+    let mut holder = sg_tf(db, wd, state, args)
+        .env("TF_INPUT", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until_locked(db, &mut holder, "the holder never locked");
+    holder
+}
+
 pub fn wait_until_locked(db: &TestDb, apply: &mut Child, what: &str) {
     wait_until(
         what,
