@@ -204,29 +204,32 @@ impl ChangeSet {
         // `replace_triggered_by` needs the plan of what triggers it (with a
         // `moved` block anywhere, it fails with "no change found for" a
         // trigger left out): those are targeted, so written, too.
-        let written_blocks: HashSet<&str> = rows
-            .iter()
-            .filter(|r| in_write.contains(&r.address))
-            .map(|r| r.config_address.as_str())
-            .collect();
+        // Each written instance's trigger is the one its reference binds
+        // to (in its own module instance), not every module instance's.
+        let by_config: HashMap<&str, Vec<&GraphRow>> =
+            rows.iter().fold(HashMap::new(), |mut m, r| {
+                m.entry(r.config_address.as_str()).or_default().push(r);
+                m
+            });
+        let mut written_by_block: HashMap<&str, Vec<&str>> = HashMap::new();
+        for r in rows.iter().filter(|r| in_write.contains(&r.address)) {
+            written_by_block
+                .entry(r.config_address.as_str())
+                .or_default()
+                .push(r.address.as_str());
+        }
         for (block, trigger) in &config.triggers {
-            if !written_blocks.contains(block.as_str()) {
-                continue;
-            }
-            for r in rows.iter().filter(|r| r.config_address == *trigger) {
-                if in_write.insert(r.address.clone()) {
-                    write.push(r.address.clone());
+            for written in written_by_block.get(block.as_str()).into_iter().flatten() {
+                for r in in_scope(&by_config, written, trigger) {
+                    if in_write.insert(r.address.clone()) {
+                        write.push(r.address.clone());
+                    }
                 }
             }
         }
 
         // New instances read what their configuration references (and,
         // since state dependencies are transitive, what those depend on).
-        let by_config: HashMap<&str, Vec<&GraphRow>> =
-            rows.iter().fold(HashMap::new(), |mut m, r| {
-                m.entry(r.config_address.as_str()).or_default().push(r);
-                m
-            });
         let edges = &config.edges;
         let mut read: BTreeSet<String> = base.read.into_iter().collect();
         for n in &new {
@@ -640,6 +643,46 @@ mod tests {
             [
                 r#"module.team["a"].terraform_data.base"#,
                 "terraform_data.org"
+            ],
+            "{cs:?}"
+        );
+    }
+
+    /// `svc` is replaced when its module instance's `base` changes: the
+    /// trigger targeted with a written `svc` is that module instance's.
+    #[test]
+    fn a_trigger_is_the_written_instances_own_module_instances() {
+        let scoped = |address: &str| GraphRow {
+            config_address: crate::tfstate::strip_module_keys(crate::address::strip_instance_key(
+                address,
+            )),
+            ..row(address, &[])
+        };
+        let rows: Vec<GraphRow> = ["a", "b"]
+            .iter()
+            .flat_map(|k| {
+                [
+                    scoped(&format!(r#"module.team["{k}"].terraform_data.base"#)),
+                    scoped(&format!(r#"module.team["{k}"].terraform_data.svc[0]"#)),
+                ]
+            })
+            .collect();
+        let info = ConfigInfo {
+            edges: Vec::new(),
+            output_refs: Vec::new(),
+            outputs: Vec::new(),
+            triggers: vec![(
+                "module.team.terraform_data.svc".to_owned(),
+                "module.team.terraform_data.base".to_owned(),
+            )],
+        };
+        let changed = [r#"module.team["a"].terraform_data.svc[0]"#.to_owned()];
+        let cs = ChangeSet::compute(&rows, &changed, &info).unwrap();
+        assert_eq!(
+            cs.write,
+            [
+                r#"module.team["a"].terraform_data.svc[0]"#,
+                r#"module.team["a"].terraform_data.base"#
             ],
             "{cs:?}"
         );
