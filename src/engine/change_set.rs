@@ -338,7 +338,7 @@ impl ChangeSet {
                             grew = true;
                         }
                         for d in &row.dependencies {
-                            for up in by_config.get(d.as_str()).into_iter().flatten() {
+                            for up in in_scope(&by_config, &row.address, d) {
                                 read.insert(up.address.clone());
                             }
                         }
