@@ -10,7 +10,9 @@
 //! file, never only in a private temp dir. Every write is fenced by the
 //! lock holder's lease in the database ([`crate::db::locks`]). Rows
 //! terraform wrote outside the write set are locked and written too where
-//! they can be ([`Recording::merge`]): its result is never discarded.
+//! they can be ([`Recording::merge`]): its result is never discarded (a
+//! refreshed copy of a row nothing the run changes reads, which another
+//! run holds or changed, is left to that run).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant, SystemTime};
@@ -249,6 +251,14 @@ impl<'a> Recording<'a> {
     /// them since this run's snapshot, written with the rest. Only when they
     /// cannot be ([`StoreError::OutsideLocks`], naming them and why) is the
     /// result kept in a recovery file instead.
+    ///
+    /// Rows the cone does not read are different: terraform's targeted run
+    /// refreshes a dependency resource in every module instance (another
+    /// team's `base` beside this team's), though nothing this run writes
+    /// reads them. Where another run holds such a row or changed it since
+    /// this run's snapshot, that run's version stands and terraform's
+    /// refreshed copy is left out (this run changed nothing there; a later
+    /// refresh sees any drift again).
     pub async fn merge(
         &self,
         after: &State,
@@ -262,11 +272,27 @@ impl<'a> Recording<'a> {
             Err(StoreError::OutsideWriteSet { addresses }) => addresses,
             other => return other,
         };
-        self.lock_outside(&outside, begun).await?;
+        let (read, unread): (Vec<String>, Vec<String>) = outside
+            .into_iter()
+            .partition(|a| self.scope.read.contains(a));
+        let left = self.lock_unread(&unread, begun).await?;
+        self.lock_outside(&read, begun).await?;
+        let outside: Vec<String> = read
+            .into_iter()
+            .chain(unread.into_iter().filter(|a| !left.contains_key(a)))
+            .collect();
+        let without;
+        let after = match left.is_empty() {
+            true => after,
+            false => {
+                without = restored(after, self.before, &left);
+                &without
+            }
+        };
         let report = self
             .merge_as(self.holder.id, after, begun, finish, &outside)
             .await?;
-        if finish {
+        if finish && !outside.is_empty() {
             self.session.ui.info(format!(
                 "stategraph: terraform also wrote {}, outside the locked write set (a targeted \
                  run writes back what it refreshed of the cone's dependencies): locked and \
@@ -274,7 +300,64 @@ impl<'a> Recording<'a> {
                 outside.join(", ")
             ));
         }
+        if finish && !left.is_empty() {
+            let named: Vec<String> = left.iter().map(|(a, why)| format!("{a} ({why})")).collect();
+            self.session.ui.info(format!(
+                "stategraph: terraform also refreshed {}, which nothing this run changes reads \
+                 (its targeted run evaluates a dependency in every module instance): the stored \
+                 version stands, terraform's refreshed copy was not written",
+                named.join(", ")
+            ));
+        }
         Ok(report)
+    }
+
+    /// Locks `unread` (rows terraform wrote outside the write set that the
+    /// cone does not read) for this run, never waiting, one by one where
+    /// others hold some; returns those another run holds or changed since
+    /// this run's snapshot, each with why (see [`Recording::merge`]).
+    async fn lock_unread(
+        &self,
+        unread: &[String],
+        begun: Option<&Begun>,
+    ) -> Result<BTreeMap<String, String>, StoreError> {
+        let s = self.session;
+        let mut left: BTreeMap<String, String> = BTreeMap::new();
+        let mut free: Vec<String> = unread.to_vec();
+        while !free.is_empty() {
+            match s.store.extend(self.holder.id, &free, &[]).await {
+                Ok(()) => break,
+                Err(crate::db::locks::LockError::Conflict(conflicts)) => {
+                    for c in &conflicts {
+                        for (a, _) in &c.addresses {
+                            left.insert(a.clone(), format!("{} holds it", c.holder.who()));
+                        }
+                    }
+                    let before = free.len();
+                    free.retain(|a| !left.contains_key(a));
+                    if free.len() == before {
+                        // Held, but by nobody named: lock none of them.
+                        for a in free.drain(..) {
+                            left.insert(a, "it could not be locked".into());
+                        }
+                    }
+                }
+                Err(crate::db::locks::LockError::LeaseLost { .. }) => {
+                    return Err(StoreError::LeaseLost {
+                        name: s.name.clone(),
+                    })
+                }
+                Err(e) => {
+                    for a in free.drain(..) {
+                        left.insert(a, format!("it could not be locked: {e}"));
+                    }
+                }
+            }
+        }
+        for a in self.changed_since_snapshot(&free, begun).await? {
+            left.insert(a, "another run changed it since this run's snapshot".into());
+        }
+        Ok(left)
     }
 
     /// Locks `outside` (instances terraform wrote outside the write set)
@@ -306,17 +389,37 @@ impl<'a> Recording<'a> {
             }
             Err(e) => return Err(refused(format!("they could not be locked: {e}"))),
         }
-        // Rows this run's checkpoints wrote are its own; the others must be
-        // as the run's snapshot had them.
+        let changed = self.changed_since_snapshot(outside, begun).await?;
+        if !changed.is_empty() {
+            return Err(refused(format!(
+                "another run changed {} since this run's snapshot",
+                changed.join(", ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// Of `addresses` (locked by this run), those whose stored objects are
+    /// no longer what this run's snapshot had: rows this run's checkpoints
+    /// wrote are its own.
+    async fn changed_since_snapshot(
+        &self,
+        addresses: &[String],
+        begun: Option<&Begun>,
+    ) -> Result<Vec<String>, StoreError> {
+        let s = self.session;
+        if addresses.is_empty() {
+            return Ok(Vec::new());
+        }
         let own = begun.map(|b| b.txn_id);
-        let versions = s.store.versions(&s.name, outside).await?;
-        let others: Vec<String> = outside
+        let versions = s.store.versions(&s.name, addresses).await?;
+        let others: Vec<String> = addresses
             .iter()
             .filter(|a| own.is_none() || versions.get(*a).map(|(_, txn)| *txn) != own)
             .cloned()
             .collect();
         if others.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let stored = s
             .store
@@ -324,21 +427,10 @@ impl<'a> Recording<'a> {
             .await?
             .unwrap_or_else(|| State::empty(self.before.lineage.clone()));
         let (then, now) = (objects(self.before, &others), objects(&stored, &others));
-        let changed: Vec<&String> = others
-            .iter()
-            .filter(|a| then.get(*a) != now.get(*a))
-            .collect();
-        if !changed.is_empty() {
-            return Err(refused(format!(
-                "another run changed {} since this run's snapshot",
-                changed
-                    .iter()
-                    .map(|a| a.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-        Ok(())
+        Ok(others
+            .into_iter()
+            .filter(|a| then.get(a) != now.get(a))
+            .collect())
     }
 
     async fn merge_as(
@@ -586,6 +678,38 @@ fn objects(state: &State, addresses: &[String]) -> HashMap<String, Vec<crate::tf
     for objects in out.values_mut() {
         objects.sort_by(|a, b| a.deposed.cmp(&b.deposed));
     }
+    out
+}
+
+/// `after` with the objects of `addresses` as `before` had them (none where
+/// it had none): terraform's refreshed copies of rows left to other runs.
+fn restored(after: &State, before: &State, addresses: &BTreeMap<String, String>) -> State {
+    let mut out = after.clone();
+    for r in &mut out.resources {
+        let raddr = r.address();
+        r.instances
+            .retain(|i| !addresses.contains_key(&i.address(&raddr)));
+    }
+    for r in &before.resources {
+        let raddr = r.address();
+        for i in r
+            .instances
+            .iter()
+            .filter(|i| addresses.contains_key(&i.address(&raddr)))
+        {
+            let same = |o: &&mut crate::tfstate::Resource| {
+                (&o.module, &o.mode, &o.type_, &o.name) == (&r.module, &r.mode, &r.type_, &r.name)
+            };
+            match out.resources.iter_mut().find(same) {
+                Some(o) => o.instances.push(i.clone()),
+                None => out.resources.push(crate::tfstate::Resource {
+                    instances: vec![i.clone()],
+                    ..r.clone()
+                }),
+            }
+        }
+    }
+    out.sort();
     out
 }
 

@@ -146,13 +146,11 @@ fn a_held_lock_fails_fast_naming_the_holder_or_is_waited_for() {
     let wd = TfWorkdir::from_fixture("chain");
     ok(&sg_in(&db, &wd, STATE, &["apply", "-auto-approve"]));
     let v1 = versions(&db);
-    let holder = db.psql(
-        "WITH h AS (INSERT INTO lock_holders (state_id, actor_user, actor_host, command, lease_expires_at)
-                    SELECT id, 'bob', 'laptop', 'stategraph apply -var x', now() + interval '1 hour'
-                    FROM states WHERE name = 'chain' RETURNING id, state_id),
-              l AS (INSERT INTO locks (state_id, address, mode, holder_id)
-                    SELECT state_id, 'terraform_data.join', 'exclusive', id FROM h)
-         SELECT id FROM h",
+    let holder = hold_as_bob(
+        &db,
+        "chain",
+        "stategraph apply -var x",
+        &[("terraform_data.join", "exclusive")],
     );
 
     let out = sg_in(
@@ -400,13 +398,11 @@ fn state_push_takes_the_states_lock_as_terraforms_does() {
     let stored_serial = || db.psql("SELECT serial FROM states WHERE name = 'chain'");
     // A run of bob's holds one row exclusively and the state shared, as
     // every run does.
-    db.psql(
-        "WITH h AS (INSERT INTO lock_holders (state_id, actor_user, actor_host, command, lease_expires_at)
-                    SELECT id, 'bob', 'laptop', 'stategraph apply -var x', now() + interval '1 hour'
-                    FROM states WHERE name = 'chain' RETURNING id, state_id)
-         INSERT INTO locks (state_id, address, mode, holder_id)
-         SELECT state_id, a, m, id FROM h,
-                (VALUES ('terraform_data.join', 'exclusive'), ('*', 'shared')) v(a, m)",
+    hold_as_bob(
+        &db,
+        "chain",
+        "stategraph apply -var x",
+        &[("terraform_data.join", "exclusive"), ("*", "shared")],
     );
 
     let out = sg_in(&db, &wd, STATE, &["state", "push", file]);

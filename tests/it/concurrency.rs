@@ -313,3 +313,72 @@ fn growing_one_module_instance_does_not_hold_the_others() {
     );
     assert!(b_base.ends_with("-2"), "{b_base}");
 }
+
+/// Terraform's targeted run of one team evaluates (and refreshes) every
+/// team's `base`, and writes back what changed outside terraform. Another
+/// team's row that another run holds is left as that run has it (nothing
+/// this run changes reads it), and the apply succeeds; once the row is
+/// free, the next apply locks and writes terraform's refreshed copy.
+#[test]
+fn a_refreshed_row_of_another_module_instance_that_another_run_holds_is_left_to_it() {
+    let db = test_db();
+    let wd = TfWorkdir::empty();
+    wd.write_file("main.tf", TEAM_MODULES);
+    wd.write_file("modules/team/main.tf", TEAM_MODULE);
+    let state = "team-modules";
+    assert_ok(
+        "first apply",
+        &sg_in(&db, &wd, state, &["apply", "-auto-approve", "-no-color"]),
+    );
+    let b_base = r#"module.team["b"].terraform_data.base"#;
+    let refreshed = || {
+        db.psql(&format!(
+            "SELECT attributes ? 'triggers_replace' FROM instances WHERE address = '{b_base}'"
+        ))
+    };
+    // Team b's stored base lacks an attribute terraform writes back when
+    // it refreshes it (as a row changed outside terraform would).
+    db.psql(&format!(
+        "UPDATE instances SET attributes = attributes - 'triggers_replace'
+         WHERE address = '{b_base}'; DELETE FROM discovery_baseline"
+    ));
+    hold_as_bob(
+        &db,
+        state,
+        "stategraph apply (team b)",
+        &[(b_base, "exclusive")],
+    );
+    let grow = |size: &str| {
+        sg_in(
+            &db,
+            &wd,
+            state,
+            &["apply", "-auto-approve", "-no-color", "-var", size],
+        )
+    };
+    let (stdout, stderr) = assert_ok("team a's apply", &grow("size={a=2}"));
+    assert!(
+        stdout.contains("1 added, 0 changed, 0 destroyed"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "terraform also refreshed {b_base} (bob@laptop holds it)"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(refreshed(), "f", "bob's row was written over");
+    assert!(recovery_files(&wd.path().join(".terraform/stategraph/recovery")).is_empty());
+    assert_eq!(
+        db.psql("SELECT status FROM transactions ORDER BY id DESC LIMIT 1"),
+        "committed"
+    );
+
+    db.psql("DELETE FROM lock_holders WHERE actor_user = 'bob'");
+    let (_, stderr) = assert_ok("team a's next apply", &grow("size={a=3}"));
+    assert!(
+        stderr.contains(&format!("terraform also wrote {b_base}")),
+        "{stderr}"
+    );
+    assert_eq!(refreshed(), "t");
+}

@@ -352,12 +352,13 @@ fn a_result_partly_outside_the_locks_is_locked_and_written() {
     // the row and the holder, and `recover` writes it once the row is free.
     db.psql(
         "UPDATE instances SET attributes = attributes - 'triggers_replace' \
-         WHERE address = 'terraform_data.a'; DELETE FROM discovery_baseline;
-         WITH h AS (INSERT INTO lock_holders (state_id, actor_user, actor_host, command, lease_expires_at)
-                    SELECT id, 'alice', 'laptop', 'stategraph plan (reading a)', now() + interval '1 hour'
-                    FROM states RETURNING id, state_id)
-         INSERT INTO locks (state_id, address, mode, holder_id)
-         SELECT state_id, 'terraform_data.a', 'shared', id FROM h",
+         WHERE address = 'terraform_data.a'; DELETE FROM discovery_baseline",
+    );
+    hold_as_bob(
+        &db,
+        STATE,
+        "stategraph apply (reading a)",
+        &[("terraform_data.a", "shared")],
     );
     wd.write_file("main.tf", &config("b3"));
     let out = sg_in(&db, &wd, STATE, &["apply", "-auto-approve", "-no-color"]);
@@ -366,7 +367,7 @@ fn a_result_partly_outside_the_locks_is_locked_and_written() {
     assert!(
         stderr.contains("outside the locked write set (terraform_data.a)")
             && stderr.contains("another run holds it")
-            && stderr.contains("alice"),
+            && stderr.contains("bob"),
         "{stderr}"
     );
     let kept = recovery_files(&wd.path().join(".terraform/stategraph/recovery"));
@@ -375,7 +376,7 @@ fn a_result_partly_outside_the_locks_is_locked_and_written() {
         db.psql("SELECT status FROM transactions ORDER BY id DESC LIMIT 1"),
         "failed"
     );
-    db.psql("DELETE FROM lock_holders WHERE actor_user = 'alice'");
+    db.psql("DELETE FROM lock_holders WHERE actor_user = 'bob'");
     sg(&db, &wd, &["recover", kept[0].to_str().unwrap()]);
     assert_eq!(
         db.psql(

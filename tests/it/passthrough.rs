@@ -123,13 +123,7 @@ fn commands_that_write_state_run_with_the_state_locked_and_are_merged() {
     // A run of bob's holds the state shared, as every run does (whatever
     // rows it holds besides): taint, which may write anywhere, waits for
     // it or fails naming it.
-    db.psql(
-        "WITH h AS (INSERT INTO lock_holders (state_id, actor_user, actor_host, command, lease_expires_at)
-                    SELECT id, 'bob', 'laptop', 'stategraph apply', now() + interval '1 hour'
-                    FROM states WHERE name = 'chain' RETURNING id, state_id)
-         INSERT INTO locks (state_id, address, mode, holder_id)
-         SELECT state_id, '*', 'shared', id FROM h",
-    );
+    hold_as_bob(&db, "chain", "stategraph apply", &[("*", "shared")]);
     let out = sg_in(&db, &wd, STATE, &["taint", "terraform_data.root"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -370,13 +364,7 @@ fn workspace_delete_refuses_what_terraform_refuses_holds_the_lock_and_deletes_th
 
     // A run holding the staging state: the delete fails naming it, and
     // waits for it with -lock-timeout.
-    db.psql(&format!(
-        "WITH h AS (INSERT INTO lock_holders (state_id, actor_user, actor_host, command, lease_expires_at)
-                    SELECT id, 'bob', 'laptop', 'stategraph apply', now() + interval '1 hour'
-                    FROM states WHERE name = '{staging}' RETURNING id, state_id)
-         INSERT INTO locks (state_id, address, mode, holder_id)
-         SELECT state_id, '*', 'shared', id FROM h"
-    ));
+    hold_as_bob(&db, &staging, "stategraph apply", &[("*", "shared")]);
     let stderr = fails(
         &["workspace", "delete", "-force", "staging"],
         "Error acquiring the state lock",

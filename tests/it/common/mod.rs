@@ -160,6 +160,27 @@ pub fn input_gen(db: &TestDb, address: &str) -> String {
 /// once it has planned; panics (with `what`) if `apply` ends first or
 /// nothing is locked within 60 s.
 #[track_caller]
+/// Makes bob@laptop, running `command`, hold `locks` (address, mode) on
+/// state `state` for an hour, as another run would; returns the holder's id.
+pub fn hold_as_bob(db: &TestDb, state: &str, command: &str, locks: &[(&str, &str)]) -> String {
+    let quote = |s: &str| s.replace('\'', "''");
+    let values: Vec<String> = locks
+        .iter()
+        .map(|(a, m)| format!("('{}', '{m}')", quote(a)))
+        .collect();
+    db.psql(&format!(
+        "WITH h AS (INSERT INTO lock_holders (state_id, actor_user, actor_host, command, lease_expires_at)
+                    SELECT id, 'bob', 'laptop', '{}', now() + interval '1 hour'
+                    FROM states WHERE name = '{}' RETURNING id, state_id),
+              l AS (INSERT INTO locks (state_id, address, mode, holder_id)
+                    SELECT state_id, a, m, id FROM h, (VALUES {}) v(a, m))
+         SELECT id FROM h",
+        quote(command),
+        quote(state),
+        values.join(", ")
+    ))
+}
+
 /// Starts `stategraph --state STATE ARGS` (an apply without
 /// `-auto-approve`) in `wd` with input on: it takes its locks and waits for
 /// its approval on its stdin for as long as the test needs; returns once
