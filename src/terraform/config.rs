@@ -872,10 +872,30 @@ fn parse_file(text: &str) -> Option<Parsed> {
 /// the parse it saves. Content-addressed: safe to share between checkouts
 /// and to delete at any time; an entry that cannot be read or written is
 /// parsed as if absent.
+///
+/// Pruned as it is used: an entry is touched when found (at most once a
+/// day), and a run that writes an entry removes, at most once a day,
+/// those not found for [`PRUNE_AFTER`] (files since edited, another
+/// stategraph version's).
 struct ParseCache {
     dir: Option<PathBuf>,
     /// Files parsed (not found in the cache) so far.
     parsed_files: usize,
+}
+
+/// How long a [`ParseCache`] entry is kept without being found.
+const PRUNE_AFTER: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+/// How often a [`ParseCache`] entry's time is refreshed, and the cache pruned.
+const TOUCH_EVERY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// How long ago `path` was last modified (`None` if unknown).
+fn age(path: &Path) -> Option<std::time::Duration> {
+    std::fs::metadata(path)
+        .ok()?
+        .modified()
+        .ok()?
+        .elapsed()
+        .ok()
 }
 
 impl ParseCache {
@@ -906,11 +926,16 @@ impl ParseCache {
             let name: String = digest.iter().map(|b| format!("{b:02x}")).collect();
             dir.join(format!("{name}.json"))
         });
-        if let Some(found) = entry
-            .as_ref()
-            .and_then(|e| std::fs::read(e).ok())
-            .and_then(|bytes| serde_json::from_slice::<Parsed>(&bytes).ok())
-        {
+        if let Some((entry, found)) = entry.as_ref().and_then(|e| {
+            let bytes = std::fs::read(e).ok()?;
+            Some((e, serde_json::from_slice::<Parsed>(&bytes).ok()?))
+        }) {
+            if age(entry).is_some_and(|a| a > TOUCH_EVERY) {
+                let _ = std::fs::File::options()
+                    .append(true)
+                    .open(entry)
+                    .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+            }
             return Ok(found);
         }
         self.parsed_files += 1;
@@ -918,8 +943,33 @@ impl ParseCache {
         if let Some(entry) = entry {
             // Best effort: a cache that cannot be written costs a parse.
             let _ = self.keep(&entry, &parsed);
+            self.prune();
         }
         Ok(parsed)
+    }
+
+    /// Removes entries not found for [`PRUNE_AFTER`], at most once every
+    /// [`TOUCH_EVERY`] (a marker file says when it last ran). Best effort.
+    fn prune(&self) {
+        let Some(dir) = &self.dir else {
+            return;
+        };
+        let marker = dir.join(".pruned");
+        if age(&marker).is_some_and(|a| a < TOUCH_EVERY) {
+            return;
+        }
+        let _ = std::fs::write(&marker, b"");
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let stale = path.extension().is_some_and(|x| x == "json")
+                && age(&path).is_some_and(|a| a > PRUNE_AFTER);
+            if stale {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
     }
 
     /// Writes `entry` whole or not at all (private: configuration text may
@@ -1710,6 +1760,62 @@ mod tests {
         let fourth = read(dir.path(), &inputs).unwrap();
         assert_eq!(fourth.parsed_files, files);
         assert_eq!(hashes(&fourth), hashes(&third));
+    }
+
+    /// Entries not found for a month go when an entry is next written (at
+    /// most once a day); one found again is kept, and so is a fresh one.
+    #[test]
+    fn the_parse_cache_forgets_entries_unused_for_a_month() {
+        let dir = copy("chain");
+        let cache = tempfile::tempdir().unwrap();
+        let hcl = cache.path().join("hcl");
+        let inputs = Inputs {
+            cache_dir: Some(hcl.clone()),
+            ..Inputs::default()
+        };
+        read(dir.path(), &inputs).unwrap();
+        let entries = || -> Vec<PathBuf> {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(&hcl)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .collect();
+            v.sort();
+            v
+        };
+        let used = entries();
+        assert!(!used.is_empty());
+        let long_ago = std::time::SystemTime::now() - 2 * PRUNE_AFTER;
+        let set_time = |p: &Path| {
+            std::fs::File::options()
+                .append(true)
+                .open(p)
+                .unwrap()
+                .set_modified(long_ago)
+                .unwrap()
+        };
+        // An entry no file has any more, and every other one, unused for
+        // two months; the last prune as long ago.
+        let orphan = hcl.join(format!("{}.json", "0".repeat(64)));
+        std::fs::write(&orphan, "{}").unwrap();
+        for p in used.iter().chain([&orphan]) {
+            set_time(p);
+        }
+        set_time(&hcl.join(".pruned"));
+        // Found again: touched, so kept. An edit writes a new entry, which
+        // prunes: the orphan goes.
+        read(dir.path(), &inputs).unwrap();
+        edit(
+            dir.path(),
+            "main.tf",
+            r#"input = "root""#,
+            r#"input = "root2""#,
+        );
+        read(dir.path(), &inputs).unwrap();
+        let now = entries();
+        assert!(!orphan.exists(), "{now:?}");
+        assert!(used.iter().all(|p| now.contains(p)), "{now:?}");
+        assert_eq!(now.len(), used.len() + 1, "{now:?}");
     }
 
     /// How many `.tf` files the configuration in `dir` has, modules included.
