@@ -702,12 +702,7 @@ impl Store {
     /// whole or not at all). `None` if no such state is stored.
     pub async fn snapshot(&self, name: &str, view: View) -> Result<Option<Snapshot>, StoreError> {
         let mut client = self.pool.get().await?;
-        let client = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
+        let client = consistent_read(&mut client).await?;
         let snapshot = read_snapshot(&client, name, view).await?;
         client.commit().await?;
         Ok(snapshot)
@@ -719,12 +714,7 @@ impl Store {
     /// 100,000 instances a tenth of a whole read).
     pub async fn settled_since(&self, name: &str, before: &Snapshot) -> Result<Since, StoreError> {
         let mut client = self.pool.get().await?;
-        let client = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
+        let client = consistent_read(&mut client).await?;
         let unchanged = match (&before.fingerprint, head_fingerprint(&client, name).await?) {
             (_, None) => return Ok(Since::Gone),
             (Some(was), Some((state_id, now))) if *was == now => {
@@ -742,6 +732,19 @@ impl Store {
         client.commit().await?;
         Ok(since)
     }
+}
+
+/// A read-only repeatable-read transaction on `client`: every query in it
+/// sees one snapshot of the database.
+async fn consistent_read(
+    client: &mut deadpool_postgres::Object,
+) -> Result<deadpool_postgres::Transaction<'_>, tokio_postgres::Error> {
+    client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
 }
 
 /// The head of state `name` and its outputs as [`View::Settled`] sees them,
@@ -1006,14 +1009,10 @@ impl Store {
         targets: &[Target],
     ) -> Result<Option<ConeRows>, StoreError> {
         let mut client = self.pool.get().await?;
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
-        // The count is kept by triggers (migration 0009): counting the
-        // rows would cost more than the cone at 100,000 instances.
+        let tx = consistent_read(&mut client).await?;
+        // The count is kept by the writes of `instances` (migration 0010:
+        // the push's COPY and the merge move it): counting the rows would
+        // cost more than the cone at 100,000 instances.
         let Some(head) = tx
             .query_opt(
                 "SELECT id, instance_count FROM states WHERE name = $1",

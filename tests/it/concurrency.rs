@@ -256,6 +256,20 @@ resource "terraform_data" "svc" {
 }
 "#;
 
+/// [`TEAM_MODULES`] in a fresh directory, applied into its stored state
+/// (returned with it).
+fn applied_team_modules(db: &TestDb) -> (TfWorkdir, &'static str) {
+    let wd = TfWorkdir::empty();
+    wd.write_file("main.tf", TEAM_MODULES);
+    wd.write_file("modules/team/main.tf", TEAM_MODULE);
+    let state = "team-modules";
+    assert_ok(
+        "first apply",
+        &sg_in(db, &wd, state, &["apply", "-auto-approve", "-no-color"]),
+    );
+    (wd, state)
+}
+
 /// Team a's `svc` grows (instances added: its read set is found from the
 /// configuration) while team b's `base` is replaced: neither waits for the
 /// other. Team a's apply reads team a's `base`, not every team's (it held
@@ -263,14 +277,7 @@ resource "terraform_data" "svc" {
 #[test]
 fn growing_one_module_instance_does_not_hold_the_others() {
     let db = test_db();
-    let wd = TfWorkdir::empty();
-    wd.write_file("main.tf", TEAM_MODULES);
-    wd.write_file("modules/team/main.tf", TEAM_MODULE);
-    let state = "team-modules";
-    assert_ok(
-        "first apply",
-        &sg_in(&db, &wd, state, &["apply", "-auto-approve", "-no-color"]),
-    );
+    let (wd, state) = applied_team_modules(&db);
     let mut a = awaiting_approval(
         &db,
         &wd,
@@ -322,14 +329,7 @@ fn growing_one_module_instance_does_not_hold_the_others() {
 #[test]
 fn a_refreshed_row_of_another_module_instance_that_another_run_holds_is_left_to_it() {
     let db = test_db();
-    let wd = TfWorkdir::empty();
-    wd.write_file("main.tf", TEAM_MODULES);
-    wd.write_file("modules/team/main.tf", TEAM_MODULE);
-    let state = "team-modules";
-    assert_ok(
-        "first apply",
-        &sg_in(&db, &wd, state, &["apply", "-auto-approve", "-no-color"]),
-    );
+    let (wd, state) = applied_team_modules(&db);
     let b_base = r#"module.team["b"].terraform_data.base"#;
     let refreshed = || {
         db.psql(&format!(

@@ -63,6 +63,17 @@ fn queue_apply(db: &TestDb, wd: &TfWorkdir, gen: usize, place: usize) -> Child {
     child
 }
 
+/// [`HOT`] in a fresh directory, applied (`gen` 0) into the state `hot`.
+fn applied_hot(db: &TestDb) -> TfWorkdir {
+    let wd = TfWorkdir::empty();
+    wd.write_file("main.tf", HOT);
+    assert_ok(
+        "first apply",
+        &sg_in(db, &wd, STATE, &["apply", "-auto-approve", "-no-color"]),
+    );
+    wd
+}
+
 /// Starts `stategraph apply -var gen=1`, which locks `hot` and waits for
 /// its approval (on its stdin) for as long as the test needs.
 fn holder_awaiting_approval(db: &TestDb, wd: &TfWorkdir) -> Child {
@@ -77,12 +88,7 @@ fn holder_awaiting_approval(db: &TestDb, wd: &TfWorkdir) -> Child {
 #[test]
 fn a_waiter_plans_from_what_the_holder_wrote_not_from_its_first_read() {
     let db = test_db();
-    let wd = TfWorkdir::empty();
-    wd.write_file("main.tf", HOT);
-    assert_ok(
-        "first apply",
-        &sg_in(&db, &wd, STATE, &["apply", "-auto-approve", "-no-color"]),
-    );
+    let wd = applied_hot(&db);
     let mut holder = holder_awaiting_approval(&db, &wd);
     let waiter = queue_apply(&db, &wd, 2, 1);
     holder.stdin.take().unwrap().write_all(b"yes\n").unwrap();
@@ -107,12 +113,7 @@ fn a_waiter_plans_from_what_the_holder_wrote_not_from_its_first_read() {
 #[test]
 fn overlapping_applies_are_served_in_the_order_they_asked() {
     let db = test_db();
-    let wd = TfWorkdir::empty();
-    wd.write_file("main.tf", HOT);
-    assert_ok(
-        "first apply",
-        &sg_in(&db, &wd, STATE, &["apply", "-auto-approve", "-no-color"]),
-    );
+    let wd = applied_hot(&db);
 
     // The holder locks `hot` and waits for its approval for as long as
     // the test needs.
