@@ -272,9 +272,11 @@ impl<'a> Recording<'a> {
             Err(StoreError::OutsideWriteSet { addresses }) => addresses,
             other => return other,
         };
+        let cone_reads: std::collections::HashSet<&str> =
+            self.scope.read.iter().map(String::as_str).collect();
         let (read, unread): (Vec<String>, Vec<String>) = outside
             .into_iter()
-            .partition(|a| self.scope.read.contains(a));
+            .partition(|a| cone_reads.contains(a.as_str()));
         let left = self.lock_unread(&unread, begun).await?;
         self.lock_outside(&read, begun).await?;
         let outside: Vec<String> = read
@@ -368,6 +370,9 @@ impl<'a> Recording<'a> {
         outside: &[String],
         begun: Option<&Begun>,
     ) -> Result<(), StoreError> {
+        if outside.is_empty() {
+            return Ok(());
+        }
         let s = self.session;
         let refused = |why: String| StoreError::OutsideLocks {
             addresses: outside.to_vec(),
