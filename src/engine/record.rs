@@ -277,8 +277,33 @@ impl<'a> Recording<'a> {
         let (read, unread): (Vec<String>, Vec<String>) = outside
             .into_iter()
             .partition(|a| cone_reads.contains(a.as_str()));
-        let left = self.lock_unread(&unread, begun).await?;
-        self.lock_outside(&read, begun).await?;
+        let mut left = self.lock_unread(&unread).await?;
+        self.lock_outside(&read).await?;
+        // Locked now: each must be as this run's snapshot had it (one read
+        // of the stored rows for both kinds).
+        let locked: Vec<String> = read
+            .iter()
+            .chain(unread.iter().filter(|a| !left.contains_key(*a)))
+            .cloned()
+            .collect();
+        let changed = self.changed_since_snapshot(&locked, begun).await?;
+        let changed_read: Vec<&String> = changed.iter().filter(|a| read.contains(a)).collect();
+        if !changed_read.is_empty() {
+            return Err(StoreError::OutsideLocks {
+                addresses: read.clone(),
+                why: format!(
+                    "another run changed {} since this run's snapshot",
+                    changed_read
+                        .iter()
+                        .map(|a| a.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
+        for a in changed {
+            left.insert(a, "another run changed it since this run's snapshot".into());
+        }
         let outside: Vec<String> = read
             .into_iter()
             .chain(unread.into_iter().filter(|a| !left.contains_key(a)))
@@ -315,14 +340,9 @@ impl<'a> Recording<'a> {
     }
 
     /// Locks `unread` (rows terraform wrote outside the write set that the
-    /// cone does not read) for this run, never waiting, one by one where
-    /// others hold some; returns those another run holds or changed since
-    /// this run's snapshot, each with why (see [`Recording::merge`]).
-    async fn lock_unread(
-        &self,
-        unread: &[String],
-        begun: Option<&Begun>,
-    ) -> Result<BTreeMap<String, String>, StoreError> {
+    /// cone does not read) for this run, never waiting, leaving out those
+    /// others hold; returns those, each with why (see [`Recording::merge`]).
+    async fn lock_unread(&self, unread: &[String]) -> Result<BTreeMap<String, String>, StoreError> {
         let s = self.session;
         let mut left: BTreeMap<String, String> = BTreeMap::new();
         let mut free: Vec<String> = unread.to_vec();
@@ -356,20 +376,12 @@ impl<'a> Recording<'a> {
                 }
             }
         }
-        for a in self.changed_since_snapshot(&free, begun).await? {
-            left.insert(a, "another run changed it since this run's snapshot".into());
-        }
         Ok(left)
     }
 
-    /// Locks `outside` (instances terraform wrote outside the write set)
-    /// for this run, never waiting, and checks that nobody changed them
-    /// since its snapshot (or that this run's own checkpoints did).
-    async fn lock_outside(
-        &self,
-        outside: &[String],
-        begun: Option<&Begun>,
-    ) -> Result<(), StoreError> {
+    /// Locks `outside` (instances of the cone's read set terraform wrote)
+    /// for this run, never waiting, all or none.
+    async fn lock_outside(&self, outside: &[String]) -> Result<(), StoreError> {
         if outside.is_empty() {
             return Ok(());
         }
@@ -393,13 +405,6 @@ impl<'a> Recording<'a> {
                 })
             }
             Err(e) => return Err(refused(format!("they could not be locked: {e}"))),
-        }
-        let changed = self.changed_since_snapshot(outside, begun).await?;
-        if !changed.is_empty() {
-            return Err(refused(format!(
-                "another run changed {} since this run's snapshot",
-                changed.join(", ")
-            )));
         }
         Ok(())
     }
