@@ -270,6 +270,35 @@ fn applied_team_modules(db: &TestDb) -> (TfWorkdir, &'static str) {
     (wd, state)
 }
 
+/// Team b's apply replacing its `base` (and what reads it), never waiting.
+fn replace_team_b_base(db: &TestDb, wd: &TfWorkdir, state: &str) -> Output {
+    sg_in(
+        db,
+        wd,
+        state,
+        &[
+            "apply",
+            "-auto-approve",
+            "-no-color",
+            "-lock-timeout=0s",
+            "-var",
+            r#"gen={b="2"}"#,
+        ],
+    )
+}
+
+const B_BASE: &str = r#"module.team["b"].terraform_data.base"#;
+
+/// Team b's stored `base` loses an attribute terraform writes back when it
+/// refreshes the row (as a row changed outside terraform would); the
+/// baseline goes, so that discovery does not plan that row itself.
+fn drift_team_b_base(db: &TestDb) {
+    db.psql(&format!(
+        "UPDATE instances SET attributes = attributes - 'triggers_replace'
+         WHERE address = '{B_BASE}'; DELETE FROM discovery_baseline"
+    ));
+}
+
 /// Team a's `svc` grows (instances added: its read set is found from the
 /// configuration) while team b's `base` is replaced: neither waits for the
 /// other. Team a's apply reads team a's `base`, not every team's (it held
@@ -284,19 +313,7 @@ fn growing_one_module_instance_does_not_hold_the_others() {
         state,
         &["apply", "-no-color", "-var", r#"size={a=2}"#],
     );
-    let b = sg_in(
-        &db,
-        &wd,
-        state,
-        &[
-            "apply",
-            "-auto-approve",
-            "-no-color",
-            "-lock-timeout=0s",
-            "-var",
-            r#"gen={b="2"}"#,
-        ],
-    );
+    let b = replace_team_b_base(&db, &wd, state);
     let (_, b_err) = assert_ok("team b's apply beside team a's", &b);
     a.stdin.take().unwrap().write_all(b"yes\n").unwrap();
     let (a_out, a_err) = assert_ok("team a's apply", &a.wait_with_output().unwrap());
@@ -330,18 +347,13 @@ fn growing_one_module_instance_does_not_hold_the_others() {
 fn a_refreshed_row_of_another_module_instance_that_another_run_holds_is_left_to_it() {
     let db = test_db();
     let (wd, state) = applied_team_modules(&db);
-    let b_base = r#"module.team["b"].terraform_data.base"#;
+    let b_base = B_BASE;
     let refreshed = || {
         db.psql(&format!(
             "SELECT attributes ? 'triggers_replace' FROM instances WHERE address = '{b_base}'"
         ))
     };
-    // Team b's stored base lacks an attribute terraform writes back when
-    // it refreshes it (as a row changed outside terraform would).
-    db.psql(&format!(
-        "UPDATE instances SET attributes = attributes - 'triggers_replace'
-         WHERE address = '{b_base}'; DELETE FROM discovery_baseline"
-    ));
+    drift_team_b_base(&db);
     hold_as_bob(
         &db,
         state,
@@ -381,4 +393,39 @@ fn a_refreshed_row_of_another_module_instance_that_another_run_holds_is_left_to_
         "{stderr}"
     );
     assert_eq!(refreshed(), "t");
+}
+
+/// As above, but the other run has already applied: team b's `base` was
+/// replaced after team a's snapshot, while team a waited for its approval.
+/// Team a's refreshed copy of the old row is not written over team b's.
+#[test]
+fn a_refreshed_row_another_run_replaced_since_the_snapshot_is_left_to_it() {
+    let db = test_db();
+    let (wd, state) = applied_team_modules(&db);
+    let b_base = B_BASE;
+    drift_team_b_base(&db);
+    let mut a = awaiting_approval(
+        &db,
+        &wd,
+        state,
+        &["apply", "-no-color", "-var", "size={a=2}"],
+    );
+    assert_ok("team b's apply", &replace_team_b_base(&db, &wd, state));
+    a.stdin.take().unwrap().write_all(b"yes\n").unwrap();
+    let (a_out, a_err) = assert_ok("team a's apply", &a.wait_with_output().unwrap());
+    assert!(a_out.contains("1 added, 0 changed, 0 destroyed"), "{a_out}");
+    assert!(
+        a_err.contains(&format!(
+            "terraform also refreshed {b_base} (another run changed it since this run's snapshot)"
+        )),
+        "{a_err}"
+    );
+    let b_input = db.psql(&format!(
+        "SELECT attributes->'input'->>'value' FROM instances WHERE address = '{b_base}'"
+    ));
+    assert!(
+        b_input.ends_with("-2"),
+        "team b's base written over: {b_input}"
+    );
+    assert!(recovery_files(&wd.path().join(".terraform/stategraph/recovery")).is_empty());
 }
