@@ -206,11 +206,7 @@ impl ChangeSet {
         // trigger left out): those are targeted, so written, too.
         // Each written instance's trigger is the one its reference binds
         // to (in its own module instance), not every module instance's.
-        let by_config: HashMap<&str, Vec<&GraphRow>> =
-            rows.iter().fold(HashMap::new(), |mut m, r| {
-                m.entry(r.config_address.as_str()).or_default().push(r);
-                m
-            });
+        let by_config = by_config(rows);
         let mut written_by_block: HashMap<&str, Vec<&str>> = HashMap::new();
         for r in rows.iter().filter(|r| in_write.contains(&r.address)) {
             written_by_block
@@ -299,11 +295,7 @@ impl ChangeSet {
             // Removed from the configuration.
             self.untargeted = true;
         }
-        let by_config: HashMap<&str, Vec<&GraphRow>> =
-            rows.iter().fold(HashMap::new(), |mut m, r| {
-                m.entry(r.config_address.as_str()).or_default().push(r);
-                m
-            });
+        let by_config = by_config(rows);
         let config_of =
             |a: &str| crate::tfstate::strip_module_keys(crate::address::strip_instance_key(a));
         let mut in_write: HashSet<String> = self.write.iter().cloned().collect();
@@ -429,6 +421,15 @@ impl ChangeSet {
     }
 }
 
+/// `rows` by configuration address.
+fn by_config(rows: &[GraphRow]) -> HashMap<&str, Vec<&GraphRow>> {
+    let mut out: HashMap<&str, Vec<&GraphRow>> = HashMap::new();
+    for r in rows {
+        out.entry(r.config_address.as_str()).or_default().push(r);
+    }
+    out
+}
+
 /// The rows of the configuration resource `dependency` that `address` (an
 /// instance or resource address) may reference: those in the module
 /// instances they share ([`crate::graph::dependency_scope`]); every one of
@@ -542,7 +543,9 @@ mod tests {
     fn row(address: &str, deps: &[&str]) -> GraphRow {
         GraphRow {
             address: address.to_owned(),
-            config_address: crate::address::strip_instance_key(address).to_owned(),
+            config_address: crate::tfstate::strip_module_keys(crate::address::strip_instance_key(
+                address,
+            )),
             dependencies: deps.iter().map(|d| (*d).to_owned()).collect(),
         }
     }
@@ -599,27 +602,21 @@ mod tests {
     /// reads that team's `base` (and what it reads), not every team's.
     #[test]
     fn a_resource_that_may_grow_reads_its_own_module_instance_only() {
-        let scoped = |address: &str, deps: &[&str]| GraphRow {
-            config_address: crate::tfstate::strip_module_keys(crate::address::strip_instance_key(
-                address,
-            )),
-            ..row(address, deps)
-        };
         let rows = vec![
-            scoped("terraform_data.org", &[]),
-            scoped(
+            row("terraform_data.org", &[]),
+            row(
                 r#"module.team["a"].terraform_data.base"#,
                 &["terraform_data.org"],
             ),
-            scoped(
+            row(
                 r#"module.team["b"].terraform_data.base"#,
                 &["terraform_data.org"],
             ),
-            scoped(
+            row(
                 r#"module.team["a"].terraform_data.svc[0]"#,
                 &["module.team.terraform_data.base", "terraform_data.org"],
             ),
-            scoped(
+            row(
                 r#"module.team["b"].terraform_data.svc[0]"#,
                 &["module.team.terraform_data.base", "terraform_data.org"],
             ),
@@ -652,18 +649,12 @@ mod tests {
     /// trigger targeted with a written `svc` is that module instance's.
     #[test]
     fn a_trigger_is_the_written_instances_own_module_instances() {
-        let scoped = |address: &str| GraphRow {
-            config_address: crate::tfstate::strip_module_keys(crate::address::strip_instance_key(
-                address,
-            )),
-            ..row(address, &[])
-        };
         let rows: Vec<GraphRow> = ["a", "b"]
             .iter()
             .flat_map(|k| {
                 [
-                    scoped(&format!(r#"module.team["{k}"].terraform_data.base"#)),
-                    scoped(&format!(r#"module.team["{k}"].terraform_data.svc[0]"#)),
+                    row(&format!(r#"module.team["{k}"].terraform_data.base"#), &[]),
+                    row(&format!(r#"module.team["{k}"].terraform_data.svc[0]"#), &[]),
                 ]
             })
             .collect();
@@ -823,13 +814,6 @@ mod tests {
             row("module.bucket[\"b\"].terraform_data.bucket", &[]),
             row("terraform_data.unrelated", &[]),
         ];
-        let rows: Vec<GraphRow> = rows
-            .into_iter()
-            .map(|mut r| {
-                r.config_address = crate::tfstate::strip_module_keys(&r.address);
-                r
-            })
-            .collect();
         let info = ConfigInfo {
             edges: vec![
                 (
