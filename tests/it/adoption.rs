@@ -831,6 +831,12 @@ fn at_a_terminal(cmd: &std::process::Command, answers: &[(&str, &str)]) -> (Opti
             std::thread::sleep(Duration::from_millis(20));
         };
         from = at + awaited.len();
+        // Typed a moment after the prompt, as a person would: terraform
+        // turns echo off for a sensitive value after printing its prompt,
+        // and an answer typed before that was echoed, or lost with the
+        // terminal's pending input (terraform's own plan then waited, and
+        // ended without its plan, on a loaded machine).
+        std::thread::sleep(Duration::from_millis(300));
         stdin.write_all(format!("{answer}\n").as_bytes()).unwrap();
     }
     let status = child.wait().unwrap();
