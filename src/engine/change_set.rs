@@ -12,8 +12,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use anyhow::Result;
 
 use super::Kind;
+use crate::address::{InstanceKey, Target};
 use crate::db::store::GraphRow;
 use crate::graph::{InstanceInput, StateGraph};
+use crate::terraform::config::Narrowable;
 use crate::terraform::plan::ConfigInfo;
 use crate::tfstate::{Instance, State};
 
@@ -42,6 +44,57 @@ pub struct ChangeSet {
     /// plans the whole configuration without refreshing (no object is
     /// written), every stored instance locked shared.
     pub outputs_only: bool,
+}
+
+/// Root module calls narrowed to some of their instances for one run (see
+/// [`ChangeSet::narrow`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Narrowed {
+    /// By call name: its `for_each` expression and the keys kept.
+    pub calls: BTreeMap<String, (String, BTreeSet<String>)>,
+}
+
+impl Narrowed {
+    /// The override file's module blocks: each call's `for_each` filtered to
+    /// the keys kept. `for k, v in` a map or object keeps its keys and
+    /// values; over a set of strings, both are the element, as `each.key`
+    /// and `each.value` are.
+    pub fn override_file(&self) -> String {
+        let mut out = String::new();
+        for (name, (for_each, keys)) in &self.calls {
+            let keys: Vec<String> = keys.iter().filter_map(|k| hcl_literal(k)).collect();
+            out.push_str(&format!(
+                "\nmodule \"{name}\" {{\n  for_each = {{\n    for k, v in (\n{for_each}\n    ) : k => v if contains([{}], k)\n  }}\n}}\n",
+                keys.join(", ")
+            ));
+        }
+        out
+    }
+
+    /// The module instances terraform is given, for the step line:
+    /// `module.team["a"]`, or how many where there are more than three.
+    pub fn describe(&self) -> String {
+        self.calls
+            .iter()
+            .map(|(name, (_, keys))| match keys.len() {
+                0 => format!("no instance of module.{name}"),
+                1..=3 => keys
+                    .iter()
+                    .map(|k| format!("module.{name}[{}]", hcl_literal(k).unwrap_or_default()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                n => format!("{n} instances of module.{name}"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// `key` as an HCL string literal, where it needs no escape but JSON's (no
+/// template sequence, no control character).
+fn hcl_literal(key: &str) -> Option<String> {
+    let plain = !key.contains("${") && !key.contains("%{") && !key.chars().any(char::is_control);
+    plain.then(|| serde_json::Value::String(key.to_owned()).to_string())
 }
 
 impl ChangeSet {
@@ -171,6 +224,91 @@ impl ChangeSet {
             }
         }
         state.with_resources(resources)
+    }
+
+    /// Narrows `partial` (this change set's [`ChangeSet::cone_state`]) to
+    /// the instances of the root module calls in `narrowable` that this run
+    /// touches: for each call, the keys of the module instances it writes,
+    /// reads or targets, and the keys the root module names. A call the run
+    /// targets whole (`module.team`) is not narrowed; one it does not touch
+    /// is narrowed to the keys named alone (often none). Returns the state
+    /// without the other instances' rows and, by call, the keys kept;
+    /// terraform must then be given the configuration of
+    /// [`Narrowed::override_file`], where the same calls expand to those
+    /// keys only: it plans the same, without expanding and evaluating every
+    /// other module instance (1.2 s of a 24-instance change's plan at 1,000
+    /// module instances).
+    pub fn narrow(
+        &self,
+        partial: State,
+        narrowable: &BTreeMap<String, Narrowable>,
+    ) -> (State, Option<Narrowed>) {
+        let mut keys: BTreeMap<&str, Option<BTreeSet<String>>> = narrowable
+            .iter()
+            .map(|(name, n)| (name.as_str(), Some(n.named.clone())))
+            .collect();
+        for address in self.write.iter().chain(&self.read).chain(&self.targets) {
+            let module = match crate::address::parse_target(address) {
+                Ok(Target::Module(m)) => m,
+                Ok(Target::Resource(r)) => r.module,
+                Ok(Target::Instance(i)) => i.resource.module,
+                // Not an address this reads: narrow nothing.
+                Err(_) => return (partial, None),
+            };
+            let Some(step) = module.0.first() else {
+                continue;
+            };
+            let Some(kept) = keys.get_mut(step.name.as_str()) else {
+                continue;
+            };
+            match (&step.key, kept.as_mut()) {
+                (Some(InstanceKey::Str(k)), Some(set)) => {
+                    set.insert(k.clone());
+                }
+                // Every instance, or a key that is not a for_each key.
+                _ => *kept = None,
+            }
+        }
+        let calls: BTreeMap<String, BTreeSet<String>> = keys
+            .into_iter()
+            .filter_map(|(name, k)| Some((name.to_owned(), k?)))
+            .filter(|(_, k)| k.iter().all(|k| hcl_literal(k).is_some()))
+            .collect();
+        if calls.is_empty() {
+            return (partial, None);
+        }
+        let kept = |module: &str| -> bool {
+            if module.is_empty() {
+                return true;
+            }
+            let Ok(path) = crate::address::parse_module_path(module) else {
+                return true;
+            };
+            let Some(step) = path.0.first() else {
+                return true;
+            };
+            match (calls.get(&step.name), &step.key) {
+                (None, _) => true,
+                (Some(keys), Some(InstanceKey::Str(k))) => keys.contains(k),
+                (Some(_), _) => false,
+            }
+        };
+        let resources = partial
+            .resources
+            .iter()
+            .filter(|r| kept(&r.module))
+            .cloned()
+            .collect();
+        let narrowed = Narrowed {
+            calls: calls
+                .into_iter()
+                .map(|(name, keys)| {
+                    let for_each = narrowable[&name].for_each.clone();
+                    (name, (for_each, keys))
+                })
+                .collect(),
+        };
+        (partial.with_resources(resources), Some(narrowed))
     }
 
     /// The change set of `changed` on the stored graph `rows`, with the

@@ -11,7 +11,7 @@ use super::change_set::ChangeSet;
 use super::discover::{self, discover, Discovered};
 use super::lease::Lease;
 use super::record::Recording;
-use super::refresh::{final_plan, partial_state, plan_cone, targeted_for_the_user};
+use super::refresh::{final_plan, partial_state, plan_cone, targeted_for_the_user, Partial};
 use super::session::{self, prepare, Context, Session};
 use super::{baseline, migrate, preflight, recovery, revert, saved, verify, Kind, Outcome};
 use crate::db::store::{GraphRow, PushReport, Snapshot, Store};
@@ -95,8 +95,8 @@ async fn plan_stored(cx: &Context<'_>) -> Result<Outcome> {
     let (cs, rows) = computed_change_set(cx, &snapshot.state, &found)?;
     let touched: Vec<String> = cs.write.iter().chain(&cs.read).cloned().collect();
     session.note_in_flight(&touched).await?;
-    let partial = partial_state(cx, &snapshot.state, &cs, &found.info);
-    let handed = hand(&dir, partial.as_ref(), &snapshot.state)?;
+    let partial = partial_state(cx, &snapshot.state, &cs, &found.info, found.config.as_ref());
+    let handed = hand(cx, &dir, partial.as_ref(), &snapshot.state)?;
     let done = plan_cone(cx, &dir, handed, &cs, &found.info, &rows).await??;
     if matches!(done.code, 0 | 2) {
         warn_reverts(cx, &cs, &found).await?;
@@ -191,8 +191,8 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
 
         // Terraform plans the cone first: what it plans is checked against
         // the locks before anything is applied.
-        let partial = partial_state(cx, fresh, &cs, &found.info);
-        let handed = hand(&dir, partial.as_ref(), fresh)?;
+        let partial = partial_state(cx, fresh, &cs, &found.info, found.config.as_ref());
+        let handed = hand(cx, &dir, partial.as_ref(), fresh)?;
         let done = plan_cone(cx, &dir, handed, &cs, &found.info, &rows).await??;
         if !done.success() {
             lease.release().await?;
@@ -394,13 +394,28 @@ fn run_dir(settings: &Settings, flags: &TfFlags, snapshot: &State) -> Result<Run
 
 /// Hands terraform, in `dir`, the partial state where there is one (always
 /// written: `dir` may hold the whole state from discovery), else `whole`
-/// (written unless it is there already); returns the state handed.
-fn hand<'s>(dir: &RunDir, partial: Option<&'s State>, whole: &'s State) -> Result<&'s State> {
+/// (written unless it is there already); returns the state handed. With
+/// narrowed module calls, the cone is planned and applied in the narrowed
+/// configuration's directory ([`RunDir::narrow`]), said on a step line.
+fn hand<'s>(
+    cx: &Context<'_>,
+    dir: &RunDir,
+    partial: Option<&'s Partial>,
+    whole: &'s State,
+) -> Result<&'s State> {
+    let narrowed = partial.and_then(|p| p.narrowed.as_ref());
+    dir.narrow(narrowed.map(|n| n.override_file()).as_deref())?;
+    if let Some(n) = narrowed {
+        cx.session
+            .ui
+            .step("Narrowing the module calls terraform expands")
+            .done(n.describe());
+    }
     match partial {
-        Some(partial) => dir.write_state(partial)?,
+        Some(partial) => dir.write_state(&partial.state)?,
         None => dir.ensure_state(whole)?,
     }
-    Ok(partial.unwrap_or(whole))
+    Ok(partial.map_or(whole, |p| &p.state))
 }
 
 /// `plan -out=FILE`: writes the saved plan when terraform's plan succeeded
@@ -509,7 +524,7 @@ async fn apply(
         Err(e) => return (Err(e), Err(anyhow::anyhow!("nothing was applied"))),
     };
     let apply = dir
-        .command(&cx.tf)
+        .cone_command(&cx.tf)
         .args(["apply", "-lock=false"])
         .args(cx.flags.for_saved_plan())
         .arg(final_plan(dir))

@@ -15,13 +15,14 @@ use std::time::Instant;
 
 use anyhow::{anyhow, Context as _, Result};
 
-use super::change_set::ChangeSet;
+use super::change_set::{ChangeSet, Narrowed};
 use super::session::{prepare, Context};
 use super::strategy::{self, Costs};
 use super::Kind;
 use crate::db::store::GraphRow;
 use crate::error::Exit;
 use crate::settings::ScopedRefresh;
+use crate::terraform::config::Config;
 use crate::terraform::plan::ConfigInfo;
 use crate::terraform::{Finished, Invocation, Output, Rewrite, RunDir, TerraformError};
 use crate::tfstate::{Instance, State};
@@ -103,24 +104,78 @@ fn secs(since: Instant) -> f64 {
 
 /// A smaller private state to hand terraform for the change set `cs` of
 /// `state`: only the cone and what it reads ([`ChangeSet::cone_state`]),
-/// so that a small change costs terraform little on a large state. The
-/// whole state where the user targets (the change set is terraform's plan
-/// of those targets), for `-refresh-only` (it covers every instance), for a
-/// run without `-target` (it plans the whole configuration), or with
-/// `STATEGRAPH_PARTIAL_STATE=0`: then `None`, the whole state already in
-/// the run dir.
+/// so that a small change costs terraform little on a large state; and
+/// where the configuration allows it (`config`'s
+/// [`crate::terraform::config::Narrowable`] calls), root module calls
+/// narrowed to the module instances the run touches
+/// ([`ChangeSet::narrow`]). The whole state where the user targets (the
+/// change set is terraform's plan of those targets), for `-refresh-only`
+/// (it covers every instance), for a run without `-target` (it plans the
+/// whole configuration), or with `STATEGRAPH_PARTIAL_STATE=0`: then
+/// `None`, the whole state already in the run dir.
 pub fn partial_state(
     cx: &Context<'_>,
     state: &State,
     cs: &ChangeSet,
     info: &ConfigInfo,
-) -> Option<State> {
+    config: Option<&Config>,
+) -> Option<Partial> {
     let flags = &cx.flags;
     let whole = !cx.session.settings.partial_state
         || !flags.targets.is_empty()
         || flags.refresh_only
         || cs.untargeted;
-    (!whole).then(|| cs.cone_state(state, info))
+    if whole {
+        return None;
+    }
+    let partial = cs.cone_state(state, info);
+    let (state, narrowed) = match config.filter(|_| narrowing_flags(cx)) {
+        Some(config) if !config.narrowable.is_empty() => cs.narrow(partial, &config.narrowable),
+        _ => (partial, None),
+    };
+    Some(Partial { state, narrowed })
+}
+
+/// What [`partial_state`] hands terraform.
+pub struct Partial {
+    /// The instances it is given.
+    pub state: State,
+    /// The root module calls narrowed, if any (then terraform plans and
+    /// applies in [`RunDir::narrow`]'s directory).
+    pub narrowed: Option<Narrowed>,
+}
+
+/// Whether terraform's flags allow a narrowed configuration's directory
+/// (see [`RunDir::narrow`]): no `-var-file` reaching above the root
+/// module's directory (it would resolve against the private directory),
+/// no `-generate-config-out` (written there, then lost), none in
+/// `TF_CLI_ARGS*`, which are not read here.
+fn narrowing_flags(cx: &Context<'_>) -> bool {
+    let above = |path: &str| {
+        let p = std::path::Path::new(path);
+        p.is_relative()
+            && p.components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+    };
+    let flags_ok = cx.flags.passthrough.iter().all(|g| match g.name.as_str() {
+        "generate-config-out" => false,
+        "var-file" => {
+            let value = match g.args.as_slice() {
+                [_, value] => Some(value.as_str()),
+                [one] => one.split_once('=').map(|(_, v)| v),
+                _ => None,
+            };
+            value.is_some_and(|v| !above(v))
+        }
+        _ => true,
+    });
+    let env_ok = std::env::vars_os().all(|(k, v)| {
+        !k.to_string_lossy().starts_with("TF_CLI_ARGS")
+            || !["var-file", "generate-config-out"]
+                .iter()
+                .any(|f| v.to_string_lossy().contains(f))
+    });
+    flags_ok && env_ok
 }
 
 /// The plan file the plan of the cone writes.
@@ -133,7 +188,7 @@ pub fn final_plan(dir: &RunDir) -> std::path::PathBuf {
 /// says itself, into [`final_plan`] when it is applied or saved.
 fn cone_plan(cx: &Context<'_>, dir: &RunDir, cs: &ChangeSet, refresh: bool) -> Invocation {
     let (flags, kind) = (&cx.flags, cx.session.kind);
-    let mut plan = dir.command(&cx.tf).args(["plan", "-lock=false"]);
+    let mut plan = dir.cone_command(&cx.tf).args(["plan", "-lock=false"]);
     // Only root outputs change: nothing refreshed would be written.
     if !refresh || cs.outputs_only {
         plan = plan.arg("-refresh=false");

@@ -72,6 +72,22 @@ const IMPURE: &[&str] = &[
     "pathexpand",
 ];
 
+/// Text in a configuration file that may make what terraform does depend
+/// on the directory it runs in, or write files there: where any is found
+/// (comments too), no call is [`Narrowable`].
+const LOCATED: &[&str] = &[
+    "path.cwd",
+    "abspath",
+    "pathexpand",
+    // Commands run in terraform's working directory.
+    "provisioner",
+    "\"external\"",
+    // Files written where terraform runs (`${path.module}/out.zip`).
+    "local_file",
+    "local_sensitive_file",
+    "archive_file",
+];
+
 /// What the run gives terraform besides the files.
 #[derive(Debug, Default, Clone)]
 pub struct Inputs {
@@ -202,6 +218,29 @@ pub struct Config {
     pub outputs: BTreeMap<String, String>,
     /// How many files were parsed, not taken from the [`ParseCache`].
     pub parsed_files: usize,
+    /// Root `for_each` module calls terraform may be handed with only some
+    /// of their instances, by call name (see [`Narrowable`]).
+    pub narrowable: BTreeMap<String, Narrowable>,
+}
+
+/// A root module call with `for_each` that the root module reads only by
+/// literal instance keys (`module.team["a"].id`, never `module.team` whole,
+/// nor in a `moved`, `removed` or `import` block): a run changing some of
+/// its instances can give terraform a `for_each` filtered to those keys and
+/// the ones named, and a state without the other instances, and terraform
+/// plans them as it would in the whole configuration. Terraform then runs
+/// in a private directory of links to the root module's entries, so never
+/// set where the configuration may read that directory's path (`path.cwd`,
+/// `abspath`, `pathexpand`), run commands or write files in it
+/// (provisioners, the `external` data source, `local_file`,
+/// `archive_file`: see [`LOCATED`]), or where a local module source
+/// leaves the root module's directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Narrowable {
+    /// The text of its `for_each` expression.
+    pub for_each: String,
+    /// The instance keys the root module names by a literal index.
+    pub named: BTreeSet<String>,
 }
 
 /// A reference, as far as this reader tells them apart.
@@ -365,6 +404,8 @@ pub fn read(root: &Path, inputs: &Inputs) -> Result<Config, Unsupported> {
         global: Vec::new(),
         moved: Vec::new(),
         imports: Vec::new(),
+        located: false,
+        root,
     };
     loader.load(root, "", None, "", 0)?;
     let Loader {
@@ -373,6 +414,7 @@ pub fn read(root: &Path, inputs: &Inputs) -> Result<Config, Unsupported> {
         moved,
         imports,
         cache,
+        located,
         ..
     } = loader;
     global.push(inputs.tf_version.clone());
@@ -394,6 +436,10 @@ pub fn read(root: &Path, inputs: &Inputs) -> Result<Config, Unsupported> {
         moved,
         imports,
         parsed_files: cache.parsed_files,
+        narrowable: match located {
+            true => BTreeMap::new(),
+            false => narrowable_calls(root),
+        },
         ..Config::default()
     };
     for (i, m) in modules.iter().enumerate() {
@@ -444,6 +490,147 @@ pub fn read(root: &Path, inputs: &Inputs) -> Result<Config, Unsupported> {
     }
     keyed_hashes(&modules, &root_values, inputs, &global, &mut config);
     Ok(config)
+}
+
+/// Whether `path` is `root` or below it, `..` taken lexically (as
+/// terraform records a local module's directory: relative to the root
+/// module's).
+fn within(root: &Path, path: &Path) -> bool {
+    use std::path::Component;
+    let mut normal: Vec<Component> = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if normal.pop().is_none() {
+                    return false;
+                }
+            }
+            c => normal.push(c),
+        }
+    }
+    normal.iter().collect::<PathBuf>().starts_with(root)
+}
+
+/// The root module's [`Narrowable`] calls (none where a root file cannot
+/// be parsed).
+fn narrowable_calls(root: &Path) -> BTreeMap<String, Narrowable> {
+    let Ok(bodies) = root_bodies(root) else {
+        return BTreeMap::new();
+    };
+    let mut calls = BTreeMap::new();
+    let mut reads = CallReads::default();
+    for body in &bodies {
+        for s in body.iter() {
+            match s {
+                Structure::Block(b) => {
+                    let labels: Vec<&str> = b.labels.iter().map(|l| l.as_str()).collect();
+                    match (b.ident.as_str(), labels.as_slice()) {
+                        ("module", [name]) if b.body.get_attribute("count").is_none() => {
+                            if let Some(e) = b.body.get_attribute("for_each") {
+                                let for_each = e.value.to_string().trim().to_owned();
+                                calls.insert((*name).to_owned(), for_each);
+                            }
+                        }
+                        // What these name is moved, forgotten or imported
+                        // whole: never narrowed.
+                        ("moved" | "removed" | "import", _) => {
+                            let mut whole = CallReads {
+                                literal_keys: false,
+                                ..CallReads::default()
+                            };
+                            whole.visit_body(&b.body);
+                            reads.whole.extend(whole.whole);
+                            reads.any_whole |= whole.any_whole;
+                            continue;
+                        }
+                        _ => {}
+                    }
+                    reads.visit_body(&b.body);
+                }
+                Structure::Attribute(a) => reads.visit_expr(&a.value),
+            }
+        }
+    }
+    if reads.any_whole {
+        return BTreeMap::new();
+    }
+    calls
+        .into_iter()
+        .filter(|(name, _)| !reads.whole.contains(name))
+        .map(|(name, for_each)| {
+            let named = reads.named.remove(&name).unwrap_or_default();
+            (name, Narrowable { for_each, named })
+        })
+        .collect()
+}
+
+/// How the root module reads its module calls: by literal instance key, or
+/// whole.
+#[derive(Debug)]
+struct CallReads {
+    /// Whether `module.NAME["key"]` counts as reading that key only (not in
+    /// `moved`, `removed`, `import` blocks).
+    literal_keys: bool,
+    named: BTreeMap<String, BTreeSet<String>>,
+    whole: BTreeSet<String>,
+    /// `module` alone: every call, whole.
+    any_whole: bool,
+}
+
+impl Default for CallReads {
+    fn default() -> Self {
+        CallReads {
+            literal_keys: true,
+            named: BTreeMap::new(),
+            whole: BTreeSet::new(),
+            any_whole: false,
+        }
+    }
+}
+
+impl Visit for CallReads {
+    fn visit_expr(&mut self, e: &Expression) {
+        if let Expression::Variable(v) = e {
+            self.any_whole |= v.as_str() == "module";
+        }
+        visit_expr(self, e);
+    }
+
+    fn visit_traversal(&mut self, t: &Traversal) {
+        let module = matches!(&t.expr, Expression::Variable(v) if v.as_str() == "module");
+        if !module {
+            self.visit_expr(&t.expr);
+        }
+        let ops: Vec<&TraversalOperator> = t.operators.iter().map(|op| op.value()).collect();
+        if module {
+            match (ops.first(), ops.get(1)) {
+                (Some(TraversalOperator::GetAttr(name)), key) => {
+                    let literal = match key {
+                        Some(TraversalOperator::Index(Expression::String(k))) => {
+                            Some(k.as_str().to_owned())
+                        }
+                        _ => None,
+                    };
+                    match literal.filter(|_| self.literal_keys) {
+                        Some(k) => {
+                            self.named
+                                .entry(name.as_str().to_owned())
+                                .or_default()
+                                .insert(k);
+                        }
+                        None => {
+                            self.whole.insert(name.as_str().to_owned());
+                        }
+                    }
+                }
+                _ => self.any_whole = true,
+            }
+        }
+        for op in &t.operators {
+            visit_traversal_operator(self, op);
+        }
+    }
 }
 
 /// At most this many keys in a call's keyed maps: each costs one more
@@ -1009,6 +1196,11 @@ struct Loader<'a> {
     moved: Vec<(String, String)>,
     /// `import` targets (see [`Config::imports`]).
     imports: Vec<String>,
+    /// Whether a file has [`LOCATED`] text, or a module's directory is
+    /// outside the root module's (see [`Narrowable`]).
+    located: bool,
+    /// The root module's directory.
+    root: &'a Path,
 }
 
 impl Loader<'_> {
@@ -1060,6 +1252,7 @@ impl Loader<'_> {
             }
             let text = std::fs::read_to_string(file)
                 .map_err(|e| Unsupported(format!("cannot read {}: {e}", file.display())))?;
+            self.located |= LOCATED.iter().any(|f| text.contains(f));
             let parsed = self.cache.parsed(&text, || {
                 parse_file(&text)
                     .ok_or_else(|| Unsupported(format!("cannot parse {}", file.display())))
@@ -1104,6 +1297,7 @@ impl Loader<'_> {
                 .collect::<Vec<_>>()
                 .join(".");
             let child_dir = if source.starts_with("./") || source.starts_with("../") {
+                self.located |= !within(self.root, &dir.join(&source));
                 dir.join(&source)
             } else if let Some(d) = self.manifest.get(&key) {
                 d.clone()
@@ -2091,6 +2285,89 @@ resource "terraform_data" "plain" {
             ["terraform_data.src"]
         );
         assert!(c.blocks["terraform_data.plain"].expansion_reads.is_empty());
+    }
+
+    #[test]
+    fn a_call_read_only_by_literal_keys_is_narrowable() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("m")).unwrap();
+        std::fs::write(
+            dir.path().join("m/main.tf"),
+            "output \"id\" { value = \"x\" }\n",
+        )
+        .unwrap();
+        let narrowable = |main: &str| {
+            std::fs::write(dir.path().join("main.tf"), main).unwrap();
+            read(dir.path(), &Inputs::default()).unwrap().narrowable
+        };
+        let calls = r#"
+variable "teams" { type = set(string) }
+module "team" {
+  source   = "./m"
+  for_each = var.teams # the teams
+}
+module "counted" {
+  source = "./m"
+  count  = 2
+}
+"#;
+        let found = narrowable(&format!(
+            "{calls}\noutput \"a\" {{ value = module.team[\"a\"].id }}\n\
+             resource \"terraform_data\" \"b\" {{ input = module.team[\"b\"] }}\n"
+        ));
+        assert_eq!(
+            found.keys().collect::<Vec<_>>(),
+            ["team"],
+            "count is not narrowed"
+        );
+        assert_eq!(found["team"].for_each, "var.teams");
+        assert_eq!(
+            found["team"].named,
+            BTreeSet::from(["a".into(), "b".into()])
+        );
+        // Read whole, in any way: not narrowable.
+        for whole in [
+            "output \"all\" { value = module.team }",
+            "output \"all\" { value = { for k, t in module.team : k => t.id } }",
+            "output \"all\" { value = values(module.team)[*].id }",
+            "output \"one\" { value = module.team[var.pick].id }\nvariable \"pick\" {}",
+            "resource \"terraform_data\" \"x\" { depends_on = [module.team] }",
+            "moved {\n  from = module.old[\"a\"]\n  to = module.team[\"a\"]\n}",
+            "locals { where = path.cwd }",
+            "resource \"local_file\" \"f\" {\n  filename = \"out.txt\"\n  content = \"x\"\n}",
+            "resource \"terraform_data\" \"p\" {\n  provisioner \"local-exec\" {\n    command = \"true\"\n  }\n}",
+        ] {
+            let found = narrowable(&format!("{calls}\n{whole}\n"));
+            assert!(found.is_empty(), "{whole}: {found:?}");
+        }
+        // A local module outside the root module's directory.
+        std::fs::write(
+            dir.path().join("main.tf"),
+            format!("{calls}\nmodule \"up\" {{ source = \"../{}/m\" }}\n", {
+                dir.path().file_name().unwrap().to_string_lossy()
+            }),
+        )
+        .unwrap();
+        let inside = read(dir.path(), &Inputs::default()).unwrap();
+        assert_eq!(inside.narrowable.len(), 1, "../<root>/m is inside the root");
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir(outside.path().join("m")).unwrap();
+        std::fs::write(outside.path().join("m/main.tf"), "").unwrap();
+        let up = pathdiff(outside.path().join("m"), dir.path());
+        std::fs::write(
+            dir.path().join("main.tf"),
+            format!("{calls}\nmodule \"up\" {{ source = \"{up}\" }}\n"),
+        )
+        .unwrap();
+        let c = read(dir.path(), &Inputs::default()).unwrap();
+        assert!(c.narrowable.is_empty(), "{up}: {:?}", c.narrowable);
+    }
+
+    /// `to` relative to `from` (both absolute), through `..`.
+    fn pathdiff(to: PathBuf, from: &Path) -> String {
+        let ups = from.components().count() - 1;
+        let rel: PathBuf = to.components().skip(1).collect();
+        format!("{}{}", "../".repeat(ups), rel.display())
     }
 
     #[test]

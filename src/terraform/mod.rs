@@ -376,6 +376,12 @@ impl Invocation {
         self
     }
 
+    /// Runs terraform in `dir` instead.
+    pub fn current_dir(mut self, dir: PathBuf) -> Invocation {
+        self.dir = dir;
+        self
+    }
+
     /// Sets an environment variable for terraform.
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Invocation {
         self.env

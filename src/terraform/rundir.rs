@@ -294,6 +294,9 @@ pub struct RunDir {
     /// Whether `state_path` holds the run's state (see [`Layout::run_dir_deferred`]).
     state_written: AtomicBool,
     data_dir: PathBuf,
+    /// The directory terraform plans and applies the cone in, where the
+    /// configuration is narrowed (see [`RunDir::narrow`]); else the root.
+    cone_root: std::sync::Mutex<Option<PathBuf>>,
     override_guard: OverrideGuard,
 }
 
@@ -351,6 +354,7 @@ impl RunDir {
             state_path,
             state_written: AtomicBool::new(!deferred),
             data_dir,
+            cone_root: std::sync::Mutex::new(None),
             override_guard,
         })
     }
@@ -415,6 +419,68 @@ impl RunDir {
             .env("TF_DATA_DIR", &self.data_dir)
             .env("TF_IN_AUTOMATION", "1")
             .env_remove("TF_WORKSPACE")
+    }
+
+    /// Where the cone is planned and applied from now on ([`RunDir::cone_command`]):
+    /// with `modules`, a directory of this run's own (`config/` in the
+    /// private dir) holding a link to each entry of the user's root module
+    /// directory (its files, module directories, `.terraform.lock.hcl`,
+    /// `.terraform`; not local state files nor the shared override file)
+    /// and an override file of its own: the backend's, then `modules`
+    /// (module blocks narrowing root module calls' `for_each`). Relative
+    /// paths terraform resolves (local module sources inside the root,
+    /// `path.module`, tfvars files) resolve there as in the root; the
+    /// caller makes sure nothing reads the absolute path. `None`: the
+    /// user's directory, as every other command.
+    pub fn narrow(&self, modules: Option<&str>) -> Result<(), TerraformError> {
+        let mut slot = self.cone_root.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(modules) = modules else {
+            *slot = None;
+            return Ok(());
+        };
+        let dir = self.dir.path().join("config");
+        if dir.exists() {
+            fs::remove_dir_all(&dir).map_err(io_err(format!("cannot remove {}", dir.display())))?;
+        }
+        fs::create_dir(&dir).map_err(io_err(format!("cannot create {}", dir.display())))?;
+        let entries = fs::read_dir(&self.root)
+            .map_err(io_err(format!("cannot read {}", self.root.display())))?;
+        for entry in entries {
+            let entry = entry.map_err(io_err(format!("cannot read {}", self.root.display())))?;
+            let name = entry.file_name();
+            let text = name.to_string_lossy();
+            // Ours (the shared override, its temporary copies) and local
+            // state, which terraform must never write through a link.
+            if text == OVERRIDE_FILE
+                || text.starts_with(&format!(".{OVERRIDE_FILE}"))
+                || text.starts_with("terraform.tfstate")
+            {
+                continue;
+            }
+            std::os::unix::fs::symlink(entry.path(), dir.join(&name))
+                .map_err(io_err(format!("cannot link {}", entry.path().display())))?;
+        }
+        write_new(
+            &dir.join(OVERRIDE_FILE),
+            format!("{OVERRIDE_CONTENT}{modules}").as_bytes(),
+        )?;
+        *slot = Some(dir);
+        Ok(())
+    }
+
+    /// [`RunDir::command`] where the cone is planned and applied: the
+    /// narrowed configuration's directory where there is one (see
+    /// [`RunDir::narrow`]).
+    pub fn cone_command(&self, tf: &Terraform) -> Invocation {
+        let narrowed = self
+            .cone_root
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match narrowed {
+            Some(dir) => self.command(tf).current_dir(dir),
+            None => self.command(tf),
+        }
     }
 
     /// `terraform init` on our backend without touching the user's lock file.

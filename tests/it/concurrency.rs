@@ -257,10 +257,17 @@ resource "terraform_data" "svc" {
 "#;
 
 /// [`TEAM_MODULES`] in a fresh directory, applied into its stored state
-/// (returned with it).
-fn applied_team_modules(db: &TestDb) -> (TfWorkdir, &'static str) {
+/// (returned with it); with `whole`, a root output also reads the module
+/// call whole, so that terraform is given every team's rows (the call is
+/// not narrowed to the teams a run touches).
+fn applied_team_modules(db: &TestDb, whole: bool) -> (TfWorkdir, &'static str) {
     let wd = TfWorkdir::empty();
-    wd.write_file("main.tf", TEAM_MODULES);
+    let teams_output = "output \"teams\" {\n  value = keys(module.team)\n}\n";
+    let main = match whole {
+        true => format!("{TEAM_MODULES}{teams_output}"),
+        false => TEAM_MODULES.to_owned(),
+    };
+    wd.write_file("main.tf", &main);
     wd.write_file("modules/team/main.tf", TEAM_MODULE);
     let state = "team-modules";
     assert_ok(
@@ -306,7 +313,7 @@ fn drift_team_b_base(db: &TestDb) {
 #[test]
 fn growing_one_module_instance_does_not_hold_the_others() {
     let db = test_db();
-    let (wd, state) = applied_team_modules(&db);
+    let (wd, state) = applied_team_modules(&db, false);
     let mut a = awaiting_approval(
         &db,
         &wd,
@@ -339,14 +346,15 @@ fn growing_one_module_instance_does_not_hold_the_others() {
 }
 
 /// Terraform's targeted run of one team evaluates (and refreshes) every
-/// team's `base`, and writes back what changed outside terraform. Another
+/// team's `base` where the module call is read whole (else it is given the
+/// touched teams alone), and writes back what changed outside terraform. Another
 /// team's row that another run holds is left as that run has it (nothing
 /// this run changes reads it), and the apply succeeds; once the row is
 /// free, the next apply locks and writes terraform's refreshed copy.
 #[test]
 fn a_refreshed_row_of_another_module_instance_that_another_run_holds_is_left_to_it() {
     let db = test_db();
-    let (wd, state) = applied_team_modules(&db);
+    let (wd, state) = applied_team_modules(&db, true);
     let b_base = B_BASE;
     let refreshed = || {
         db.psql(&format!(
@@ -401,7 +409,7 @@ fn a_refreshed_row_of_another_module_instance_that_another_run_holds_is_left_to_
 #[test]
 fn a_refreshed_row_another_run_replaced_since_the_snapshot_is_left_to_it() {
     let db = test_db();
-    let (wd, state) = applied_team_modules(&db);
+    let (wd, state) = applied_team_modules(&db, true);
     let b_base = B_BASE;
     drift_team_b_base(&db);
     let mut a = awaiting_approval(
