@@ -46,6 +46,9 @@ pub(crate) struct Step<'a> {
     apply: bool,
     /// Whether modules changed (`init` first).
     init: bool,
+    /// Whether stategraph's plan must narrow a module call to the instances
+    /// it touches (`None`: either).
+    narrowed: Option<bool>,
 }
 
 pub(crate) fn step<'a>(what: &'static str) -> Step<'a> {
@@ -57,6 +60,7 @@ pub(crate) fn step<'a>(what: &'static str) -> Step<'a> {
         env: Vec::new(),
         apply: true,
         init: false,
+        narrowed: None,
     }
 }
 
@@ -89,6 +93,11 @@ impl<'a> Step<'a> {
     }
     pub(crate) fn env(mut self, key: &str, value: &str) -> Step<'a> {
         self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+    /// Expects stategraph's plan to narrow a module call (or not).
+    pub(crate) fn narrowed(mut self, yes: bool) -> Step<'a> {
+        self.narrowed = Some(yes);
         self
     }
     pub(crate) fn plan_only(mut self) -> Step<'a> {
@@ -188,6 +197,8 @@ struct Tally {
     fallbacks: Vec<String>,
     /// Plans `plan -verify` found equal to terraform's.
     verified: usize,
+    /// Plans that narrowed a module call to the instances they touch.
+    narrowed: usize,
 }
 
 /// How a configuration of `fixtures/corpus/` is run.
@@ -329,6 +340,18 @@ pub(crate) fn run(setup: Setup, steps: Vec<Step<'_>>) {
         if stderr.contains("terraform plans the same") {
             tally.verified += 1;
         }
+        let narrowed = stderr.contains("Narrowing the module calls terraform expands");
+        tally.narrowed += usize::from(narrowed);
+        if step.narrowed.is_some_and(|expected| expected != narrowed) {
+            tally.mismatches.push(format!(
+                "{label}: the plan {} a module call, expected otherwise:\n{stderr}",
+                if narrowed {
+                    "narrowed"
+                } else {
+                    "did not narrow"
+                }
+            ));
+        }
         if let Some(why) = stderr
             .lines()
             .find_map(|l| l.split_once("plan without refresh: ").map(|(_, why)| why))
@@ -377,12 +400,13 @@ pub(crate) fn run(setup: Setup, steps: Vec<Step<'_>>) {
     }
     println!(
         "corpus {name}: {} comparisons with terraform, {} mismatches, {} full-plan fallbacks \
-         in {} plans, {} plans agreeing under -verify",
+         in {} plans, {} plans agreeing under -verify, {} narrowing a module call",
         tally.comparisons,
         tally.mismatches.len(),
         tally.fallbacks.len(),
         steps.len(),
-        tally.verified
+        tally.verified,
+        tally.narrowed
     );
     for f in &tally.fallbacks {
         println!("  full-plan fallback: {f}");
@@ -707,6 +731,51 @@ fn storage() {
             step("-refresh-only").args(&["-refresh-only"]).plan_only(),
             step("outputs added and one removed")
                 .replace("outputs.tf", "output \"inventory\" {", "output \"bucket_names\" {\n  value = keys(module.bucket)\n}\n\noutput \"inventory_list\" {"),
+            step("-destroy, planned").args(&["-destroy"]).plan_only(),
+        ],
+    );
+}
+
+#[test]
+fn teams() {
+    // A `for_each` module call the root reads by one literal key: plans of
+    // some teams are given those teams (and the one named) alone.
+    run_corpus(
+        "teams",
+        vec![
+            step("first apply").narrowed(false),
+            step("nothing changed"),
+            step("one team's services grow").replace("variables.tf", "payments = 3", "payments = 4").narrowed(true),
+            step("one team's tier from tfvars")
+                .write("tiers.auto.tfvars", "tiers = { search = \"critical\" }\n")
+                .narrowed(true),
+            step("the team the root names changes").replace("variables.tf", "platform = 2", "platform = 1").narrowed(true),
+            step("a root resource reading no team").write(
+                "dns.tf",
+                "resource \"terraform_data\" \"dns\" {\n  input = \"${local.prefix}.example\"\n}\n",
+            ).narrowed(true),
+            step("a team added (a for_each key)").replace(
+                "variables.tf",
+                "\"search\"]",
+                "\"search\", \"ml\"]",
+            ),
+            step("a team removed").replace("variables.tf", "\"payments\", ", ""),
+            step("an edit inside the team module").replace(
+                "modules/team/main.tf",
+                "tier = var.tier }",
+                "tier = var.tier, audit = true }",
+            ),
+            step("-target of one team with another change pending")
+                .replace("variables.tf", "platform = 1", "platform = 2")
+                .write("tiers.auto.tfvars", "tiers = { search = \"standard\" }\n")
+                .args(&["-target=module.team[\"search\"]"])
+                .narrowed(false),
+            step("the rest of that change").narrowed(true),
+            step("an output over every team, then one team changed")
+                .write("names.tf", "output \"team_names\" {\n  value = keys(module.team)\n}\n")
+                .write("tiers.auto.tfvars", "tiers = { ml = \"critical\" }\n")
+                .narrowed(false),
+            step("-refresh-only").args(&["-refresh-only"]).plan_only(),
             step("-destroy, planned").args(&["-destroy"]).plan_only(),
         ],
     );
