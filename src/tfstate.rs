@@ -848,11 +848,40 @@ pub fn strip_module_keys(addr: &str) -> String {
 impl Instance {
     /// The instance address given its resource's address.
     pub fn address(&self, resource_address: &str) -> String {
+        // Written straight for the common keys (a count index, a plain
+        // string): run for every instance several times a plan, `format!`
+        // and the key's conversion cost 0.1 s at 100,000 instances.
+        let mut out = String::with_capacity(resource_address.len() + 16);
+        out.push_str(resource_address);
+        match &self.index_key {
+            None | Some(Value::Null) => return out,
+            Some(Value::Number(n)) => {
+                if let Some(i) = n.as_u64().filter(|i| *i <= i64::MAX as u64) {
+                    use std::fmt::Write as _;
+                    let _ = write!(out, "[{i}]");
+                    return out;
+                }
+            }
+            Some(Value::String(k)) if plain_key(k) => {
+                out.push_str("[\"");
+                out.push_str(k);
+                out.push_str("\"]");
+                return out;
+            }
+            Some(_) => {}
+        }
         match self.index_key.as_ref().and_then(InstanceKey::from_json) {
             Some(k) => format!("{resource_address}[{k}]"),
             None => resource_address.to_owned(),
         }
     }
+}
+
+/// Whether `key` prints as itself between quotes (see
+/// [`InstanceKey`]'s `Display`): no character terraform escapes.
+fn plain_key(key: &str) -> bool {
+    key.bytes()
+        .all(|b| b >= 0x20 && b < 0x7f && !matches!(b, b'"' | b'\\' | b'$' | b'%'))
 }
 
 /// Terraform's instance order: no key first, then integers, then strings;
@@ -1270,6 +1299,51 @@ fn path_text(path: &[Step]) -> String {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
+
+    #[test]
+    fn an_instance_address_is_written_as_terraform_prints_it() {
+        let with = |key: Option<serde_json::Value>| Instance {
+            index_key: key,
+            status: None,
+            deposed: None,
+            schema_version: 0,
+            attributes: None,
+            attributes_flat: None,
+            sensitive_attributes: None,
+            private: None,
+            dependencies: Vec::new(),
+            create_before_destroy: false,
+            extra: Map::new(),
+        };
+        let keys = [
+            json!(0),
+            json!(17),
+            json!(i64::MAX),
+            json!(u64::MAX),
+            json!(-1),
+            json!(1.5),
+            json!("a"),
+            json!("team-0003"),
+            json!("a\"b"),
+            json!("back\\slash"),
+            json!("$${x}"),
+            json!("${x}"),
+            json!("100%{x}"),
+            json!("tab\there"),
+            json!("é"),
+            json!(""),
+            json!(null),
+            json!(true),
+        ];
+        for key in keys {
+            let expected = match crate::address::InstanceKey::from_json(&key) {
+                Some(k) => format!("module.m[\"x\"].t.n[{k}]"),
+                None => "module.m[\"x\"].t.n".to_owned(),
+            };
+            assert_eq!(with(Some(key.clone())).address("module.m[\"x\"].t.n"), expected, "{key}");
+        }
+        assert_eq!(with(None).address("t.n"), "t.n");
+    }
 
     #[test]
     fn sensitive_paths_are_a_set() {
