@@ -1340,7 +1340,11 @@ mod tests {
                 Some(k) => format!("module.m[\"x\"].t.n[{k}]"),
                 None => "module.m[\"x\"].t.n".to_owned(),
             };
-            assert_eq!(with(Some(key.clone())).address("module.m[\"x\"].t.n"), expected, "{key}");
+            assert_eq!(
+                with(Some(key.clone())).address("module.m[\"x\"].t.n"),
+                expected,
+                "{key}"
+            );
         }
         assert_eq!(with(None).address("t.n"), "t.n");
     }
