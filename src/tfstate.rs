@@ -881,7 +881,7 @@ impl Instance {
 /// [`InstanceKey`]'s `Display`): no character terraform escapes.
 fn plain_key(key: &str) -> bool {
     key.bytes()
-        .all(|b| b >= 0x20 && b < 0x7f && !matches!(b, b'"' | b'\\' | b'$' | b'%'))
+        .all(|b| (0x20..0x7f).contains(&b) && !matches!(b, b'"' | b'\\' | b'$' | b'%'))
 }
 
 /// Terraform's instance order: no key first, then integers, then strings;
