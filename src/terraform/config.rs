@@ -492,24 +492,29 @@ pub fn read(root: &Path, inputs: &Inputs) -> Result<Config, Unsupported> {
     Ok(config)
 }
 
-/// Whether `path` is `root` or below it, `..` taken lexically (as
-/// terraform records a local module's directory: relative to the root
-/// module's).
-fn within(root: &Path, path: &Path) -> bool {
+/// Whether the local module source `source`, called from the module in
+/// `dir`, stays inside `root`, as terraform records it: relative to the
+/// root module's directory, `..` taken lexically and never above it
+/// (`../<root's name>/m` from the root is recorded as such, and resolves
+/// elsewhere from another directory).
+fn within(root: &Path, dir: &Path, source: &str) -> bool {
     use std::path::Component;
-    let mut normal: Vec<Component> = Vec::new();
-    for c in path.components() {
+    let Ok(parent) = dir.strip_prefix(root) else {
+        return false;
+    };
+    let mut depth: usize = 0;
+    for c in parent.join(source).components() {
         match c {
             Component::CurDir => {}
-            Component::ParentDir => {
-                if normal.pop().is_none() {
-                    return false;
-                }
-            }
-            c => normal.push(c),
+            Component::ParentDir => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => return false,
+            },
+            Component::Normal(_) => depth += 1,
+            Component::RootDir | Component::Prefix(_) => return false,
         }
     }
-    normal.iter().collect::<PathBuf>().starts_with(root)
+    true
 }
 
 /// The root module's [`Narrowable`] calls (none where a root file cannot
@@ -1297,7 +1302,7 @@ impl Loader<'_> {
                 .collect::<Vec<_>>()
                 .join(".");
             let child_dir = if source.starts_with("./") || source.starts_with("../") {
-                self.located |= !within(self.root, &dir.join(&source));
+                self.located |= !within(self.root, dir, &source);
                 dir.join(&source)
             } else if let Some(d) = self.manifest.get(&key) {
                 d.clone()
@@ -2348,8 +2353,18 @@ module "counted" {
             }),
         )
         .unwrap();
+        let back = read(dir.path(), &Inputs::default()).unwrap();
+        assert!(
+            back.narrowable.is_empty(),
+            "../<root>/m resolves elsewhere from another directory"
+        );
+        std::fs::write(
+            dir.path().join("main.tf"),
+            format!("{calls}\nmodule \"down\" {{ source = \"./m/../m\" }}\n"),
+        )
+        .unwrap();
         let inside = read(dir.path(), &Inputs::default()).unwrap();
-        assert_eq!(inside.narrowable.len(), 1, "../<root>/m is inside the root");
+        assert_eq!(inside.narrowable.len(), 1, "./m/../m is inside the root");
         let outside = tempfile::tempdir().unwrap();
         std::fs::create_dir(outside.path().join("m")).unwrap();
         std::fs::write(outside.path().join("m/main.tf"), "").unwrap();
