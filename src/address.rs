@@ -62,7 +62,9 @@ impl fmt::Display for InstanceKey {
     }
 }
 
-fn write_hcl_quoted(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
+/// Writes `s` as an HCL quoted string, as terraform prints a string key
+/// (see [`InstanceKey`]'s `Display`); also a literal HCL reads back as `s`.
+pub fn write_hcl_quoted(f: &mut impl fmt::Write, s: &str) -> fmt::Result {
     f.write_char('"')?;
     let mut chars = s.chars().peekable();
     while let Some(c) = chars.next() {

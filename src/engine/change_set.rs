@@ -62,7 +62,7 @@ impl Narrowed {
     pub fn override_file(&self) -> String {
         let mut out = String::new();
         for (name, (for_each, keys)) in &self.calls {
-            let keys: Vec<String> = keys.iter().filter_map(|k| hcl_literal(k)).collect();
+            let keys: Vec<String> = keys.iter().map(|k| hcl_literal(k)).collect();
             out.push_str(&format!(
                 "\nmodule \"{name}\" {{\n  for_each = {{\n    for k, v in (\n{for_each}\n    ) : k => v if contains([{}], k)\n  }}\n}}\n",
                 keys.join(", ")
@@ -80,7 +80,7 @@ impl Narrowed {
                 0 => format!("no instance of module.{name}"),
                 1..=3 => keys
                     .iter()
-                    .map(|k| format!("module.{name}[{}]", hcl_literal(k).unwrap_or_default()))
+                    .map(|k| format!("module.{name}[{}]", hcl_literal(k)))
                     .collect::<Vec<_>>()
                     .join(", "),
                 n => format!("{n} instances of module.{name}"),
@@ -90,11 +90,9 @@ impl Narrowed {
     }
 }
 
-/// `key` as an HCL string literal, where it needs no escape but JSON's (no
-/// template sequence, no control character).
-fn hcl_literal(key: &str) -> Option<String> {
-    let plain = !key.contains("${") && !key.contains("%{") && !key.chars().any(char::is_control);
-    plain.then(|| serde_json::Value::String(key.to_owned()).to_string())
+/// `key` as an HCL string literal, quoted as terraform prints a key.
+fn hcl_literal(key: &str) -> String {
+    InstanceKey::Str(key.to_owned()).to_string()
 }
 
 impl ChangeSet {
@@ -272,7 +270,6 @@ impl ChangeSet {
         let calls: BTreeMap<String, BTreeSet<String>> = keys
             .into_iter()
             .filter_map(|(name, k)| Some((name.to_owned(), k?)))
-            .filter(|(_, k)| k.iter().all(|k| hcl_literal(k).is_some()))
             .collect();
         if calls.is_empty() {
             return (partial, None);
@@ -677,6 +674,27 @@ fn output_reads(info: &ConfigInfo) -> BTreeMap<String, BTreeSet<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_narrowed_call_names_its_keys_as_hcl_reads_them() {
+        let keys = ["a", "b c", "q\"d", "t${x}", "p%{y}", "n\nl"];
+        let narrowed = Narrowed {
+            calls: BTreeMap::from([(
+                "team".to_owned(),
+                (
+                    "var.teams".to_owned(),
+                    keys.iter().map(|k| k.to_string()).collect(),
+                ),
+            )]),
+        };
+        let file = narrowed.override_file();
+        assert!(
+            file.contains(r#"contains(["a", "b c", "n\nl", "p%%{y}", "q\"d", "t$${x}"], k)"#),
+            "{file}"
+        );
+        assert!(file.contains("for k, v in (\nvar.teams\n    )"), "{file}");
+        assert_eq!(narrowed.describe(), "6 instances of module.team");
+    }
 
     fn row(address: &str, deps: &[&str]) -> GraphRow {
         GraphRow {

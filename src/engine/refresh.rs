@@ -149,7 +149,8 @@ pub struct Partial {
 /// (see [`RunDir::narrow`]): no `-var-file` reaching above the root
 /// module's directory (it would resolve against the private directory),
 /// no `-generate-config-out` (written there, then lost), none in
-/// `TF_CLI_ARGS*`, which are not read here.
+/// `TF_CLI_ARGS` or `TF_CLI_ARGS_plan`/`_apply` (as settings read them),
+/// which are not parsed here.
 fn narrowing_flags(cx: &Context<'_>) -> bool {
     let above = |path: &str| {
         let p = std::path::Path::new(path);
@@ -169,11 +170,10 @@ fn narrowing_flags(cx: &Context<'_>) -> bool {
         }
         _ => true,
     });
-    let env_ok = std::env::vars_os().all(|(k, v)| {
-        !k.to_string_lossy().starts_with("TF_CLI_ARGS")
-            || !["var-file", "generate-config-out"]
-                .iter()
-                .any(|f| v.to_string_lossy().contains(f))
+    let env_ok = cx.session.settings.tf_cli_args.iter().all(|(_, v)| {
+        !["var-file", "generate-config-out"]
+            .iter()
+            .any(|f| v.contains(f))
     });
     flags_ok && env_ok
 }
