@@ -16,6 +16,14 @@ use serde_json::{Map, Value};
 
 use crate::address::{self, InstanceKey};
 
+/// The first 16 bytes of the SHA-256 of `bytes`, in hex: the digests
+/// discovery compares.
+pub fn short_digest(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    let d = sha2::Sha256::digest(bytes);
+    d[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A terraform state, format version 4.
 #[derive(Debug, Clone, PartialEq)]
 pub struct State {
@@ -75,9 +83,100 @@ pub struct Instance {
     pub dependencies: Vec<String>,
     pub create_before_destroy: bool,
     pub extra: Map<String, Value>,
+    /// The content's digest as PostgreSQL keeps it with the row (see
+    /// [`Instance::digest`]); none for an object read from a file.
+    pub stored_digest: StoredDigest,
+}
+
+/// An object's digest kept with its row: a cache of what the content
+/// says, not part of the content, so it never makes two objects differ.
+#[derive(Debug, Clone, Default)]
+pub struct StoredDigest(pub Option<String>);
+
+impl PartialEq for StoredDigest {
+    fn eq(&self, _: &StoredDigest) -> bool {
+        true
+    }
 }
 
 impl Instance {
+    /// Digest of the object's content (32 hex digits), the same however
+    /// its JSON objects' keys are ordered (terraform's file and
+    /// PostgreSQL's jsonb order them differently): the one stored with its
+    /// row where there is one, else computed. What discovery compares with
+    /// its baseline; written with every row, so that discovery need not
+    /// read any row's attributes.
+    pub fn digest(&self) -> String {
+        match &self.stored_digest.0 {
+            Some(d) => d.clone(),
+            None => self.content_digest(),
+        }
+    }
+
+    /// [`Instance::digest`] computed from the content.
+    pub fn content_digest(&self) -> String {
+        let mut bytes = Vec::new();
+        self.write_canonical(&mut bytes);
+        short_digest(&bytes)
+    }
+
+    /// The object's content written to `out` with its JSON objects' keys
+    /// sorted, ending in a newline.
+    pub fn write_canonical(&self, out: &mut Vec<u8>) {
+        // Written straight into `out` (writing to a Vec cannot fail).
+        fn canon(v: &Value, out: &mut Vec<u8>) {
+            match v {
+                Value::Object(m) => {
+                    let mut entries: Vec<(&String, &Value)> = m.iter().collect();
+                    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                    out.push(b'{');
+                    for (k, v) in entries {
+                        let _ = serde_json::to_writer(&mut *out, k);
+                        out.push(b':');
+                        canon(v, out);
+                        out.push(b',');
+                    }
+                    out.push(b'}');
+                }
+                Value::Array(a) => {
+                    out.push(b'[');
+                    for x in a {
+                        canon(x, out);
+                        out.push(b',');
+                    }
+                    out.push(b']');
+                }
+                other => {
+                    let _ = serde_json::to_writer(&mut *out, other);
+                }
+            }
+        }
+        let opt = |v: &Option<Value>, out: &mut Vec<u8>| match v {
+            Some(v) => canon(v, out),
+            None => out.push(b'-'),
+        };
+        opt(&self.index_key, out);
+        out.extend_from_slice(
+            format!(
+                "|{:?}|{:?}|{}|{:?}|{}|",
+                self.status,
+                self.deposed,
+                self.schema_version,
+                self.private,
+                self.create_before_destroy
+            )
+            .as_bytes(),
+        );
+        opt(&self.attributes, out);
+        opt(&self.attributes_flat, out);
+        opt(&self.sensitive_attributes, out);
+        let mut deps = self.dependencies.clone();
+        deps.sort();
+        out.extend_from_slice(deps.join(",").as_bytes());
+        canon(&Value::Object(self.extra.clone()), out);
+        out.push(b'\n');
+    }
+
     /// Whether `other` is the same object: equal in every field, the
     /// sensitive paths compared as the set they are (terraform writes them
     /// in no stable order).
@@ -796,6 +895,7 @@ fn resource(ri: usize, r: Value) -> Result<Resource, StateError> {
             dependencies,
             create_before_destroy,
             extra: g.map,
+            stored_digest: StoredDigest::default(),
         });
     }
     resource.extra = f.map;
@@ -1307,6 +1407,7 @@ mod tests {
             dependencies: Vec::new(),
             create_before_destroy: false,
             extra: Map::new(),
+            stored_digest: StoredDigest::default(),
         };
         let keys = [
             json!(0),
@@ -1356,6 +1457,7 @@ mod tests {
             dependencies: Vec::new(),
             create_before_destroy: false,
             extra: Map::new(),
+            stored_digest: StoredDigest::default(),
         };
         let a = with(serde_json::json!([
             [{ "type": "get_attr", "value": "value_wo" }],

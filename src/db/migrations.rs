@@ -68,6 +68,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "instance_counts",
         sql: include_str!("../../migrations/0010_instance_counts.sql"),
     },
+    Migration {
+        version: 11,
+        name: "row_digests",
+        sql: include_str!("../../migrations/0011_row_digests.sql"),
+    },
 ];
 
 /// Key of the advisory lock that serializes migrations (ASCII "sgmigrat").

@@ -17,7 +17,7 @@ use super::jsonb;
 use super::locks::in_flight_txns;
 use crate::address::Target;
 use crate::graph::{dependency_scope, DependencyScope};
-use crate::tfstate::{self, Head, Instance, Output, Resource, State, StateError};
+use crate::tfstate::{self, Head, Instance, Output, Resource, State, StateError, StoredDigest};
 
 /// Who is writing, for the transaction log.
 #[derive(Debug, Clone, Default)]
@@ -266,6 +266,11 @@ pub struct Snapshot {
     /// Digest of the head and outputs read (the latest or settled view):
     /// see [`Store::settled_if_changed`].
     pub fingerprint: Option<String>,
+    /// Whether its rows hold no content, only what the graph and discovery
+    /// need and each object's stored digest ([`Store::light_snapshot`]).
+    pub light: bool,
+    /// How many rows have no stored digest (written before rows kept one).
+    pub undigested: usize,
 }
 
 /// What [`Store::settled_since`] found.
@@ -323,7 +328,7 @@ pub struct ConeRows {
 /// The instance-row columns written by a push, in COPY order.
 const INSTANCE_COLUMNS: &str = "address, deposed, config_address, module, mode, type, name, each, provider, \
      index_key, status, schema_version, attributes, attributes_flat, sensitive_attributes, private, \
-     dependencies, create_before_destroy, extra, resource_extra";
+     dependencies, create_before_destroy, extra, resource_extra, digest";
 
 const INSTANCE_TYPES: &[Type] = &[
     Type::TEXT,
@@ -346,6 +351,7 @@ const INSTANCE_TYPES: &[Type] = &[
     Type::BOOL,
     Type::JSONB,
     Type::JSONB,
+    Type::TEXT,
 ];
 
 /// The database behind one type (cheap to clone: the pool is shared).
@@ -703,9 +709,131 @@ impl Store {
     pub async fn snapshot(&self, name: &str, view: View) -> Result<Option<Snapshot>, StoreError> {
         let mut client = self.pool.get().await?;
         let client = consistent_read(&mut client).await?;
-        let snapshot = read_snapshot(&client, name, view).await?;
+        let snapshot = read_snapshot(&client, name, view, Read::Whole).await?;
         client.commit().await?;
         Ok(snapshot)
+    }
+
+    /// The named state as [`View::Settled`] sees it, its rows without their
+    /// content ([`Snapshot::light`]): what discovery and the change set
+    /// need, a fifth of reading every row whole at 100,000 instances. The
+    /// rows a run hands terraform are then read whole by [`Store::hydrate`].
+    pub async fn light_snapshot(&self, name: &str) -> Result<Option<Snapshot>, StoreError> {
+        let mut client = self.pool.get().await?;
+        let client = consistent_read(&mut client).await?;
+        let snapshot = read_snapshot(&client, name, View::Settled, Read::Light).await?;
+        client.commit().await?;
+        Ok(snapshot)
+    }
+
+    /// The resources of `skeleton` (resources of a [`Snapshot::light`]
+    /// snapshot, or a part of one) with their rows read whole, as
+    /// [`View::Settled`] sees them now; `None` if any of them is no longer
+    /// the version `light` read (a write committed since: read again).
+    pub async fn hydrate(
+        &self,
+        state_id: i64,
+        light: &Snapshot,
+        skeleton: &[Resource],
+    ) -> Result<Option<Vec<Resource>>, StoreError> {
+        let mut addresses: Vec<String> = Vec::new();
+        for r in skeleton {
+            let raddr = r.address();
+            addresses.extend(r.instances.iter().map(|i| i.address(&raddr)));
+        }
+        addresses.sort_unstable();
+        addresses.dedup();
+        let mut client = self.pool.get().await?;
+        let client = consistent_read(&mut client).await?;
+        let params: [&(dyn ToSql + Sync); 2] = [&state_id, &addresses];
+        let query = format!(
+            "SELECT {} FROM ({}) i WHERE i.address = ANY($2)",
+            snapshot_columns(Read::Whole),
+            instance_rows(View::Settled)
+        );
+        let rows = client.query_raw(&query, params).await?;
+        let mut gathered = Gathered::default();
+        pin_mut!(rows);
+        while let Some(row) = rows.try_next().await? {
+            gathered.push_row(&row);
+        }
+        client.commit().await?;
+        let mut whole: HashMap<String, Resource> = gathered
+            .resources
+            .into_iter()
+            .map(|r| (r.address(), r))
+            .collect();
+        let mut out = Vec::with_capacity(skeleton.len());
+        for r in skeleton {
+            if r.instances.is_empty() {
+                // Kept with the state's head, read whole already.
+                out.push(r.clone());
+                continue;
+            }
+            let raddr = r.address();
+            let Some(mut found) = whole.remove(&raddr) else {
+                return Ok(None);
+            };
+            let mut instances = Vec::with_capacity(r.instances.len());
+            for i in &r.instances {
+                let key = object_key(&i.address(&raddr), i.deposed.as_deref().unwrap_or(""));
+                let read = found
+                    .instances
+                    .iter()
+                    .position(|w| w.deposed == i.deposed && w.index_key == i.index_key);
+                let (Some(read), Some(version)) = (read, light.versions.get(&key)) else {
+                    return Ok(None);
+                };
+                if gathered.versions.get(&key) != Some(version) {
+                    return Ok(None);
+                }
+                instances.push(found.instances.swap_remove(read));
+            }
+            found.instances = instances;
+            out.push(found);
+        }
+        Ok(Some(out))
+    }
+
+    /// Stores the digest of each row of `snapshot` (read whole) that has
+    /// none, where the row is still the version read: rows written before
+    /// rows kept their digest are then read light too. Returns how many.
+    pub async fn fill_digests(
+        &self,
+        state_id: i64,
+        snapshot: &Snapshot,
+    ) -> Result<u64, StoreError> {
+        if snapshot.light || snapshot.undigested == 0 {
+            return Ok(0);
+        }
+        let (mut addresses, mut deposed, mut versions, mut txns, mut digests) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for r in &snapshot.state.resources {
+            let raddr = r.address();
+            for i in r.instances.iter().filter(|i| i.stored_digest.0.is_none()) {
+                let address = i.address(&raddr);
+                let d = i.deposed.clone().unwrap_or_default();
+                let Some((version, txn)) = snapshot.versions.get(&object_key(&address, &d)) else {
+                    continue;
+                };
+                addresses.push(address);
+                deposed.push(d);
+                versions.push(*version);
+                txns.push(*txn);
+                digests.push(i.content_digest());
+            }
+        }
+        let client = self.pool.get().await?;
+        Ok(client
+            .execute(
+                "UPDATE instances c SET digest = u.digest
+                 FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[])
+                      AS u(address, deposed, version, txn_id, digest)
+                 WHERE c.state_id = $1 AND c.address = u.address AND c.deposed = u.deposed
+                   AND c.version = u.version AND c.txn_id = u.txn_id AND c.digest IS NULL",
+                &[&state_id, &addresses, &deposed, &versions, &txns, &digests],
+            )
+            .await?)
     }
 
     /// The named state as [`View::Settled`] sees it now, unless nothing in
@@ -724,7 +852,7 @@ impl Store {
         };
         let since = match unchanged {
             true => Since::Unchanged,
-            false => match read_snapshot(&client, name, View::Settled).await? {
+            false => match read_snapshot(&client, name, View::Settled, Read::Whole).await? {
                 Some(snapshot) => Since::Changed(Box::new(snapshot)),
                 None => Since::Gone,
             },
@@ -807,11 +935,101 @@ fn object_key(address: &str, deposed: &str) -> String {
     }
 }
 
+/// How much of each row [`read_snapshot`] reads.
+#[derive(Clone, Copy, PartialEq)]
+enum Read {
+    /// Everything.
+    Whole,
+    /// No content (attributes, private data, extra keys): addresses,
+    /// dependencies, versions and stored digests.
+    Light,
+}
+
+/// The columns of a row [`read_snapshot`] and [`Store::hydrate`] read,
+/// in the order [`Gathered::push_row`] takes them.
+fn snapshot_columns(read: Read) -> &'static str {
+    match read {
+        Read::Whole => {
+            "address, deposed, config_address, module, mode, type, name, each, provider, \
+             index_key, status, schema_version, attributes, attributes_flat, sensitive_attributes, \
+             private, dependencies, create_before_destroy, extra, resource_extra, version, txn_id, \
+             digest"
+        }
+        Read::Light => {
+            "address, deposed, config_address, module, mode, type, name, each, provider, \
+             index_key, status, schema_version, NULL::jsonb, NULL::jsonb, NULL::jsonb, \
+             NULL::text, dependencies, create_before_destroy, NULL::jsonb, NULL::jsonb, version, \
+             txn_id, digest"
+        }
+    }
+}
+
+/// Resources being gathered from rows, in the order first seen.
+#[derive(Default)]
+struct Gathered {
+    resources: Vec<Resource>,
+    by_address: HashMap<String, usize>,
+    versions: BTreeMap<String, (i64, i64)>,
+    undigested: usize,
+}
+
+impl Gathered {
+    /// Adds one row of [`snapshot_columns`] to its resource.
+    fn push_row(&mut self, row: &tokio_postgres::Row) {
+        let object = |v: Option<Value>| match v {
+            Some(Value::Object(m)) => m,
+            _ => Map::new(),
+        };
+        let module: String = row.get(3);
+        let mode: String = row.get(4);
+        let type_: String = row.get(5);
+        let rname: String = row.get(6);
+        let key = format!("{module}\u{0}{mode}\u{0}{type_}\u{0}{rname}");
+        let idx = match self.by_address.get(&key) {
+            Some(i) => *i,
+            None => {
+                self.resources.push(Resource {
+                    module,
+                    mode,
+                    type_,
+                    name: rname,
+                    each: row.get(7),
+                    provider: row.get(8),
+                    instances: Vec::new(),
+                    extra: object(jsonb::decode_opt(row.get(19))),
+                });
+                self.by_address.insert(key, self.resources.len() - 1);
+                self.resources.len() - 1
+            }
+        };
+        let deposed: String = row.get(1);
+        let key = object_key(row.get(0), &deposed);
+        self.versions.insert(key, (row.get(20), row.get(21)));
+        let digest: Option<String> = row.get(22);
+        self.undigested += usize::from(digest.is_none());
+        self.resources[idx].instances.push(Instance {
+            index_key: jsonb::decode_opt(row.get(9)),
+            status: row.get(10),
+            deposed: (!deposed.is_empty()).then_some(deposed),
+            schema_version: row.get(11),
+            attributes: jsonb::decode_opt(row.get(12)),
+            attributes_flat: jsonb::decode_opt(row.get(13)),
+            sensitive_attributes: jsonb::decode_opt(row.get(14)),
+            private: row.get(15),
+            dependencies: row.get(16),
+            create_before_destroy: row.get(17),
+            extra: object(jsonb::decode_opt(row.get(18))),
+            stored_digest: StoredDigest(digest),
+        });
+    }
+}
+
 /// The named state as `view` sees it, read in `client`'s transaction.
 async fn read_snapshot(
     client: &tokio_postgres::Transaction<'_>,
     name: &str,
     view: View,
+    read: Read,
 ) -> Result<Option<Snapshot>, StoreError> {
     let fingerprint = match view {
         View::At(_) => None,
@@ -861,56 +1079,24 @@ async fn read_snapshot(
         _ => Map::new(),
     };
 
-    let mut resources: Vec<Resource> = Vec::new();
-    let mut by_address: HashMap<String, usize> = HashMap::new();
     let params: [&(dyn ToSql + Sync); 1] = [&state_id];
-    let columns = "address, deposed, config_address, module, mode, type, name, each, provider, \
-         index_key, status, schema_version, attributes, attributes_flat, sensitive_attributes, \
-         private, dependencies, create_before_destroy, extra, resource_extra, version, txn_id";
-    let query = format!("SELECT {columns} FROM ({}) i", instance_rows(view));
+    let query = format!(
+        "SELECT {} FROM ({}) i",
+        snapshot_columns(read),
+        instance_rows(view)
+    );
     let rows = client.query_raw(&query, params).await?;
-    let mut versions = BTreeMap::new();
+    let mut gathered = Gathered::default();
     pin_mut!(rows);
     while let Some(row) = rows.try_next().await? {
-        let module: String = row.get(3);
-        let mode: String = row.get(4);
-        let type_: String = row.get(5);
-        let rname: String = row.get(6);
-        let key = format!("{module}\u{0}{mode}\u{0}{type_}\u{0}{rname}");
-        let idx = match by_address.get(&key) {
-            Some(i) => *i,
-            None => {
-                resources.push(Resource {
-                    module,
-                    mode,
-                    type_,
-                    name: rname,
-                    each: row.get(7),
-                    provider: row.get(8),
-                    instances: Vec::new(),
-                    extra: object(jsonb::decode_opt(row.get(19))),
-                });
-                by_address.insert(key, resources.len() - 1);
-                resources.len() - 1
-            }
-        };
-        let deposed: String = row.get(1);
-        let key = object_key(row.get(0), &deposed);
-        versions.insert(key, (row.get(20), row.get(21)));
-        resources[idx].instances.push(Instance {
-            index_key: jsonb::decode_opt(row.get(9)),
-            status: row.get(10),
-            deposed: (!deposed.is_empty()).then_some(deposed),
-            schema_version: row.get(11),
-            attributes: jsonb::decode_opt(row.get(12)),
-            attributes_flat: jsonb::decode_opt(row.get(13)),
-            sensitive_attributes: jsonb::decode_opt(row.get(14)),
-            private: row.get(15),
-            dependencies: row.get(16),
-            create_before_destroy: row.get(17),
-            extra: object(jsonb::decode_opt(row.get(18))),
-        });
+        gathered.push_row(&row);
     }
+    let Gathered {
+        mut resources,
+        versions,
+        undigested,
+        ..
+    } = gathered;
     if let Some(Value::Array(husks)) = jsonb::decode_opt(head.get(6)) {
         for h in husks {
             let mut doc = json!({"version": 4, "serial": 0, "lineage": "", "resources": [h]});
@@ -952,6 +1138,8 @@ async fn read_snapshot(
         state,
         versions,
         fingerprint,
+        light: read == Read::Light,
+        undigested,
     }))
 }
 
@@ -2189,17 +2377,27 @@ async fn diff_staged(
     .await?;
 
     let cols = INSTANCE_COLUMNS.split(", ").collect::<Vec<_>>();
-    let c_cols = cols
+    // The digest is the content's: a row is rewritten when its content
+    // differs, not when only its digest is missing (filled on a read).
+    let content = cols.iter().filter(|c| **c != "digest").collect::<Vec<_>>();
+    let c_cols = content
         .iter()
         .map(|c| format!("c.{c}"))
         .collect::<Vec<_>>()
         .join(", ");
+    let differs = format!(
+        "ROW({c_cols}) IS DISTINCT FROM ROW({})",
+        content
+            .iter()
+            .map(|c| format!("i.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let i_cols = cols
         .iter()
         .map(|c| format!("i.{c}"))
         .collect::<Vec<_>>()
         .join(", ");
-    let differs = format!("ROW({c_cols}) IS DISTINCT FROM ROW({i_cols})");
 
     let replaced = tx
             .execute(
@@ -2316,6 +2514,7 @@ async fn copy_resource(
         ];
         let [index_key, attributes, attributes_flat, sensitive_attributes, extra] =
             encoded.each_ref().map(|v| v.as_deref());
+        let digest = i.digest();
         let mut row: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(20 + suffix.len());
         row.extend_from_slice(&[
             &address,
@@ -2338,6 +2537,7 @@ async fn copy_resource(
             &i.create_before_destroy,
             &extra,
             &resource_extra,
+            &digest,
         ]);
         row.extend_from_slice(suffix);
         writer.as_mut().write(&row).await?;

@@ -22,8 +22,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use sha2::{Digest, Sha256};
-
 use crate::terraform::config::{Config, Unsupported};
 use crate::tfstate::{strip_module_keys, State};
 
@@ -104,19 +102,48 @@ struct Digests {
     resources: HashMap<String, String>,
 }
 
+/// How a resource's rows are digested.
+#[derive(Clone, Copy, PartialEq)]
+enum Format {
+    /// Every object's content hashed together: what baselines recorded
+    /// before rows kept their own digest.
+    Content,
+    /// The objects' own digests ([`crate::tfstate::Instance::digest`],
+    /// kept with each row) hashed together: computed without reading any
+    /// row's attributes. Recorded with the [`CURRENT`] prefix.
+    Rows,
+}
+
+/// The prefix of digests in the current format ([`Format::Rows`]).
+const CURRENT: &str = "v2:";
+
 impl Digests {
     fn of(state: &State) -> Digests {
+        Digests::in_format(state, Format::Rows)
+    }
+
+    fn in_format(state: &State, format: Format) -> Digests {
+        let prefix = match format {
+            Format::Content => "",
+            Format::Rows => CURRENT,
+        };
         let mut parts: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut resources = HashMap::new();
-        for (address, line) in lines(state) {
-            resources.insert(address.clone(), hash(line.as_bytes()));
+        for (address, line) in lines(state, format) {
+            resources.insert(
+                address.clone(),
+                format!("{prefix}{}", hash(line.as_bytes())),
+            );
             parts.entry(block_of(&address)).or_default().push(line);
         }
         let blocks = parts
             .into_iter()
             .map(|(block, mut lines)| {
                 lines.sort();
-                (block, hash(lines.join("\n").as_bytes()))
+                (
+                    block,
+                    format!("{prefix}{}", hash(lines.join("\n").as_bytes())),
+                )
             })
             .collect();
         Digests { blocks, resources }
@@ -128,18 +155,17 @@ impl Digests {
 }
 
 fn hash(bytes: &[u8]) -> String {
-    let d = Sha256::digest(bytes);
-    d[..16].iter().map(|b| format!("{b:02x}")).collect()
+    crate::tfstate::short_digest(bytes)
 }
 
 /// One line per managed resource: its rows' digest and those of the rows
 /// its instances depend on.
-fn lines(state: &State) -> Vec<(String, String)> {
+fn lines(state: &State, format: Format) -> Vec<(String, String)> {
     let mut by_resource: HashMap<String, String> = HashMap::new();
     // Dependencies name resources without module keys: keyless address ->
     // (address, digest) of every resource it may name.
     let mut by_config: HashMap<String, Vec<(String, String)>> = HashMap::new();
-    for (address, digest) in resource_digests(&state.resources) {
+    for (address, digest) in resource_digests(&state.resources, format) {
         by_config
             .entry(strip_module_keys(&address))
             .or_default()
@@ -182,13 +208,22 @@ fn lines(state: &State) -> Vec<(String, String)> {
 
 /// Each resource's address and the digest of its rows, hashed on every
 /// core for large states (most of discovery's time at 100,000 instances).
-fn resource_digests(resources: &[crate::tfstate::Resource]) -> Vec<(String, String)> {
+fn resource_digests(
+    resources: &[crate::tfstate::Resource],
+    format: Format,
+) -> Vec<(String, String)> {
     /// Instances worth a thread of their own.
     const PER_THREAD: usize = 5_000;
     let digest = |r: &crate::tfstate::Resource| {
         let mut bytes = format!("{}|{}|{:?}|", r.provider, r.mode, r.each).into_bytes();
         for i in &r.instances {
-            canonical_instance(i, &mut bytes);
+            match format {
+                Format::Content => i.write_canonical(&mut bytes),
+                Format::Rows => {
+                    bytes.extend_from_slice(i.digest().as_bytes());
+                    bytes.push(b'\n');
+                }
+            }
         }
         (r.address(), hash(&bytes))
     };
@@ -244,60 +279,6 @@ fn shared_prefix<'a>(address: &'a str, dep: &str) -> &'a str {
     &address[..end]
 }
 
-/// An instance object's content, the same however its JSON objects' keys
-/// are ordered (terraform's file and PostgreSQL's jsonb order them differently).
-fn canonical_instance(i: &crate::tfstate::Instance, out: &mut Vec<u8>) {
-    use serde_json::Value;
-    // Written straight into `out` (writing to a Vec cannot fail).
-    fn canon(v: &Value, out: &mut Vec<u8>) {
-        match v {
-            Value::Object(m) => {
-                let mut entries: Vec<(&String, &Value)> = m.iter().collect();
-                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-                out.push(b'{');
-                for (k, v) in entries {
-                    let _ = serde_json::to_writer(&mut *out, k);
-                    out.push(b':');
-                    canon(v, out);
-                    out.push(b',');
-                }
-                out.push(b'}');
-            }
-            Value::Array(a) => {
-                out.push(b'[');
-                for x in a {
-                    canon(x, out);
-                    out.push(b',');
-                }
-                out.push(b']');
-            }
-            other => {
-                let _ = serde_json::to_writer(&mut *out, other);
-            }
-        }
-    }
-    let opt = |v: &Option<Value>, out: &mut Vec<u8>| match v {
-        Some(v) => canon(v, out),
-        None => out.push(b'-'),
-    };
-    opt(&i.index_key, out);
-    out.extend_from_slice(
-        format!(
-            "|{:?}|{:?}|{}|{:?}|{}|",
-            i.status, i.deposed, i.schema_version, i.private, i.create_before_destroy
-        )
-        .as_bytes(),
-    );
-    opt(&i.attributes, out);
-    opt(&i.attributes_flat, out);
-    opt(&i.sensitive_attributes, out);
-    let mut deps = i.dependencies.clone();
-    deps.sort();
-    out.extend_from_slice(deps.join(",").as_bytes());
-    canon(&Value::Object(i.extra.clone()), out);
-    out.push(b'\n');
-}
-
 /// `module.m["k"].type.name`, or `type.name` at the root.
 fn join_module(prefix: &str, local: &str) -> String {
     if prefix.is_empty() {
@@ -307,10 +288,54 @@ fn join_module(prefix: &str, local: &str) -> String {
     }
 }
 
-/// Digest of a block with no stored rows.
+/// Digest of a block with no stored rows (the same in every format).
 fn empty_digest() -> String {
-    let d = Sha256::digest(b"");
-    d[..16].iter().map(|b| format!("{b:02x}")).collect()
+    hash(b"")
+}
+
+/// Whether a recorded digest is in the format before rows kept their own
+/// digest ([`Format::Content`]).
+fn content_format(digest: &str) -> bool {
+    !digest.is_empty() && !digest.starts_with(CURRENT) && digest != empty_digest()
+}
+
+/// Whether every digest `baseline` records is in the current format:
+/// then discovery compares it with the digests kept with the rows, and
+/// needs no row's attributes.
+pub fn current(baseline: &HashMap<String, [String; 3]>) -> bool {
+    !baseline.values().any(|[_, d, _]| content_format(d))
+}
+
+/// The entries of `baseline` recorded in the format before rows kept their
+/// own digest, in the current one: those whose rows in `state` are still
+/// as recorded get the current digest of those rows, the others one that
+/// matches no rows (a candidate, as it was). Checked once, on the first
+/// read of every row after an upgrade, so that no block is planned again
+/// for the change of format.
+pub fn upgraded(
+    baseline: &HashMap<String, [String; 3]>,
+    state: &State,
+) -> Vec<(String, [String; 3])> {
+    if current(baseline) {
+        return Vec::new();
+    }
+    let was = Digests::in_format(state, Format::Content);
+    let now = Digests::of(state);
+    baseline
+        .iter()
+        .filter(|(_, [_, d, _])| content_format(d))
+        .map(|(key, [h, d, text])| {
+            let pair = match key.strip_prefix("keyed:") {
+                Some(resource) => (was.resources.get(resource), now.resources.get(resource)),
+                None => (was.blocks.get(key), now.blocks.get(key)),
+            };
+            let digest = match pair {
+                (Some(was), Some(now)) if was == d => now.clone(),
+                _ => format!("{CURRENT}changed"),
+            };
+            (key.clone(), [h.clone(), digest, text.clone()])
+        })
+        .collect()
 }
 
 /// What the configuration alone says may change.
@@ -790,17 +815,85 @@ mod tests {
                "dependencies": ["z.b", "a.c"]}]}]}"#;
         let state = crate::tfstate::parse(text.as_bytes()).unwrap();
         let mut bytes = Vec::new();
-        canonical_instance(&state.resources[0].instances[0], &mut bytes);
+        state.resources[0].instances[0].write_canonical(&mut bytes);
         assert_eq!(
             String::from_utf8(bytes).unwrap(),
             "\"k\\\"1\"|Some(\"tainted\")|None|0|Some(\"cHJpdg==\")|false|\
              {\"alpha\":true,\"zeta\":[1,2.50,{\"a\":\"x\\ny\",\"b\":null,},],}\
              -[]a.c,z.b{}\n"
         );
-        let digests = Digests::of(&state);
+        // As baselines recorded it before rows kept their digest.
+        let digests = Digests::in_format(&state, Format::Content);
         assert_eq!(
             digests.resources["terraform_data.n"],
             "af50cc6693ab26695dc31d01657f9ac4"
         );
+        let digests = Digests::of(&state);
+        assert_eq!(
+            digests.resources["terraform_data.n"],
+            "v2:ad28c58d435345587323b917ce6b4c35"
+        );
+    }
+
+    /// A baseline recorded before rows kept their digest is carried over
+    /// without planning again what it recorded converged; what it recorded
+    /// of rows that changed since stays a candidate.
+    #[test]
+    fn a_baseline_of_the_former_digests_is_carried_over() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("main.tf"),
+            "resource \"terraform_data\" \"a\" { input = \"1\" }\n\
+             resource \"terraform_data\" \"b\" { input = \"2\" }\n",
+        )
+        .unwrap();
+        let inputs = crate::terraform::config::Inputs::default();
+        let config = crate::terraform::config::read(dir.path(), &inputs).unwrap();
+        let state_of = |b: &str| {
+            let text = format!(
+                r#"{{"version": 4, "terraform_version": "1.11.4", "serial": 1, "lineage": "l",
+                "outputs": {{}}, "resources": [
+                {{"mode": "managed", "type": "terraform_data", "name": "a",
+                  "provider": "provider[\"terraform.io/builtin/terraform\"]",
+                  "instances": [{{"schema_version": 0, "attributes": {{"input": "1"}}}}]}},
+                {{"mode": "managed", "type": "terraform_data", "name": "b",
+                  "provider": "provider[\"terraform.io/builtin/terraform\"]",
+                  "instances": [{{"schema_version": 0, "attributes": {{"input": "{b}"}}}}]}}]}}"#
+            );
+            crate::tfstate::parse(text.as_bytes()).unwrap()
+        };
+        let recorded = state_of("2");
+        let old_entries: HashMap<String, [String; 3]> = {
+            let digests = Digests::in_format(&recorded, Format::Content);
+            config
+                .blocks
+                .iter()
+                .map(|(key, b)| {
+                    (
+                        key.clone(),
+                        [b.hash.clone().unwrap(), digests.block(key), b.text.clone()],
+                    )
+                })
+                .collect()
+        };
+        assert!(!current(&old_entries));
+        // b's row changed behind the baseline since.
+        let now = state_of("3");
+        let mut baseline = old_entries.clone();
+        baseline.extend(upgraded(&old_entries, &now));
+        assert!(current(&baseline));
+        assert!(upgraded(&baseline, &now).is_empty(), "upgraded once");
+        let found = candidates(&config, &baseline, &now).unwrap();
+        assert_eq!(found.addresses, ["terraform_data.b"]);
+        // The same from the rows' stored digests, with no content read.
+        let mut light = now.clone();
+        for r in &mut light.resources {
+            for i in &mut r.instances {
+                i.stored_digest = crate::tfstate::StoredDigest(Some(i.content_digest()));
+                i.attributes = None;
+            }
+        }
+        let found = candidates(&config, &baseline, &light).unwrap();
+        assert_eq!(found.addresses, ["terraform_data.b"]);
     }
 }

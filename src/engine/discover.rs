@@ -42,6 +42,9 @@ pub struct Discovered {
     /// edited or removed, or reading a changed variable), sorted; see
     /// [`super::change_set::ChangeSet::cover_outputs`].
     pub outputs: Vec<String>,
+    /// How many blocks the configuration's reading found may change (0
+    /// where terraform's plan said what changes).
+    pub blocks: usize,
 }
 
 impl Discovered {
@@ -79,7 +82,13 @@ pub async fn discover(
     let mut stale: Vec<String> = Vec::new();
     match &read {
         Some(Ok(config)) => {
-            let recorded = store.baseline(session.state_id).await?;
+            let mut recorded = store.baseline(session.state_id).await?;
+            let upgraded = baseline::upgraded(&recorded, state);
+            if !upgraded.is_empty() {
+                // Best effort: without it the next run checks them again.
+                let _ = store.put_baseline(session.state_id, &upgraded).await;
+                recorded.extend(upgraded);
+            }
             match baseline::candidates(config, &recorded, state) {
                 Ok(found) => {
                     fast = Some(found);
@@ -105,6 +114,7 @@ pub async fn discover(
             changed: with_forced(found.clone(), forced),
             config: Some(config.clone()),
             outputs: stale,
+            blocks: fast.as_ref().map_or(0, |f| f.blocks),
         });
     }
 
@@ -199,6 +209,7 @@ pub async fn discover(
             changed: with_forced(candidates.clone(), forced),
             config: Some(config.clone()),
             outputs: stale,
+            blocks: fast.as_ref().map_or(0, |f| f.blocks),
         });
     }
     let mut changed = streamed.changed;
@@ -213,6 +224,7 @@ pub async fn discover(
         changed,
         config,
         outputs: streamed.outputs,
+        blocks: 0,
     })
 }
 
@@ -271,19 +283,11 @@ async fn from_configuration(
     config: &Config,
 ) -> Result<Vec<String>> {
     let ui = cx.session.ui;
-    let blocks = format!(
-        "{} block{}",
-        thousands(found.blocks),
-        if found.blocks == 1 { "" } else { "s" }
-    );
     if found.precise || found.addresses.is_empty() {
-        let step = ui.step("Discovering changes (configuration against the baseline)");
-        step.done(format!(
-            "{blocks} changed, {} to plan",
-            thousands(found.addresses.len())
-        ));
+        say_found(cx, found);
         return Ok(found.addresses.clone());
     }
+    let blocks = blocks_text(found.blocks);
     let step = ui.step(format!(
         "Discovering changes ({blocks} may change: plan of those without refresh)"
     ));
@@ -310,6 +314,80 @@ async fn from_configuration(
         .await?;
     step.done(format!("{} to change", thousands(streamed.changed.len())));
     Ok(streamed.changed)
+}
+
+/// "N blocks".
+fn blocks_text(n: usize) -> String {
+    format!("{} block{}", thousands(n), if n == 1 { "" } else { "s" })
+}
+
+/// The step line of what the configuration alone says may change.
+fn say_found(cx: &Context<'_>, found: &baseline::Candidates) {
+    let step = cx
+        .session
+        .ui
+        .step("Discovering changes (configuration against the baseline)");
+    step.done(format!(
+        "{} changed, {} to plan",
+        blocks_text(found.blocks),
+        thousands(found.addresses.len())
+    ));
+}
+
+/// What may change according to the configuration and the rows' stored
+/// digests alone, for a state read light ([`crate::db::store::Snapshot::light`]):
+/// `None` where that cannot say (flags the configuration cannot answer,
+/// no configuration read, a baseline missing or recorded before rows kept
+/// their digest, a row without one, or blocks that read a changed value:
+/// those take terraform's plan, of every row whole). Says nothing itself:
+/// [`announce`] says what was found.
+pub async fn from_rows(
+    cx: &Context<'_>,
+    dir: &RunDir,
+    state: &State,
+) -> Result<Option<Discovered>> {
+    let session = &cx.session;
+    if !plain(cx)
+        || state
+            .resources
+            .iter()
+            .any(|r| r.instances.iter().any(|i| i.stored_digest.0.is_none()))
+    {
+        return Ok(None);
+    }
+    let Ok(config) = crate::terraform::config::read(dir.root(), &inputs(cx, dir)) else {
+        return Ok(None);
+    };
+    let recorded = session.store.baseline(session.state_id).await?;
+    if !baseline::current(&recorded) {
+        return Ok(None);
+    }
+    let Ok(found) = baseline::candidates(&config, &recorded, state) else {
+        return Ok(None);
+    };
+    if !(found.precise || found.addresses.is_empty()) {
+        return Ok(None);
+    }
+    let outputs = baseline::stale_outputs(&config, &recorded, state);
+    Ok(Some(Discovered {
+        info: config.info.clone(),
+        changed: found.addresses.clone(),
+        config: Some(config),
+        outputs,
+        blocks: found.blocks,
+    }))
+}
+
+/// Says what [`from_rows`] found, as discovery from the configuration does.
+pub fn announce(cx: &Context<'_>, found: &Discovered) {
+    say_found(
+        cx,
+        &baseline::Candidates {
+            addresses: found.changed.clone(),
+            blocks: found.blocks,
+            precise: true,
+        },
+    );
 }
 
 /// The configuration's edges and outputs: cached by a fingerprint of its

@@ -80,11 +80,23 @@ pub async fn run(
 async fn plan_stored(cx: &Context<'_>) -> Result<Outcome> {
     let session = &cx.session;
     session.rescue_dead_runs().await;
-    let snapshot = session.snapshot().await?;
-    let dir = run_dir(session.settings, &cx.flags, &snapshot.state)?;
-    prepare(&dir, &cx.tf, &session.store).await?;
     // `plan -verify` (or its sampled share of plans).
     let verifying = cx.flags.verify || session.settings.sample_verify();
+    let settings = session.settings;
+    if !verifying && !settings.discovery_oracle && settings.partial_state {
+        if let Some(outcome) = plan_light(cx).await? {
+            return Ok(outcome);
+        }
+    }
+    let snapshot = session.snapshot().await?;
+    // Rows written before rows kept their digest get it now (best effort:
+    // without it this state's plans read every row whole).
+    let _ = session
+        .store
+        .fill_digests(session.state_id, &snapshot)
+        .await;
+    let dir = run_dir(session.settings, &cx.flags, &snapshot.state)?;
+    prepare(&dir, &cx.tf, &session.store).await?;
     let found = discover(cx, &dir, &snapshot.state, &[]).await?;
     if found.is_empty() {
         if verifying {
@@ -96,21 +108,174 @@ async fn plan_stored(cx: &Context<'_>) -> Result<Outcome> {
     let touched: Vec<String> = cs.write.iter().chain(&cs.read).cloned().collect();
     session.note_in_flight(&touched).await?;
     let partial = partial_state(cx, &snapshot.state, &cs, &found.info, found.config.as_ref());
-    let handed = hand(cx, &dir, partial.as_ref(), &snapshot.state)?;
-    let done = plan_cone(cx, &dir, handed, &cs, &found.info, &rows).await??;
-    if matches!(done.code, 0 | 2) {
-        warn_reverts(cx, &cs, &found).await?;
+    if settings.discovery_oracle && !verifying {
+        light_agrees(cx, &snapshot, (&found, &cs), partial.as_ref()).await?;
     }
-    let saved = save(cx, &dir, &snapshot, handed, (&cs, &found), &done)?;
+    let handed = hand(cx, &dir, partial.as_ref(), &snapshot.state)?;
+    let outcome = plan_handed(cx, &dir, &snapshot, handed, (&cs, &found, &rows), verifying).await;
+    super::discard((snapshot, rows, found, partial));
+    outcome
+}
+
+/// A plan of a stored state from its rows read light
+/// ([`crate::db::store::Store::light_snapshot`]): discovery from the
+/// configuration and the rows' stored digests, the change set from their
+/// addresses and dependencies, and only the rows handed to terraform read
+/// whole. `None` where that cannot be done (see
+/// [`super::discover::from_rows`]), before anything is said: then the plan
+/// reads every row whole.
+async fn plan_light(cx: &Context<'_>) -> Result<Option<Outcome>> {
+    let session = &cx.session;
+    let Some(light) = session.store.light_snapshot(&session.name).await? else {
+        anyhow::bail!("state \"{}\" vanished", session.name);
+    };
+    if light.undigested > 0 {
+        return Ok(None);
+    }
+    let dir = run_dir(session.settings, &cx.flags, &light.state)?;
+    prepare(&dir, &cx.tf, &session.store).await?;
+    let Some(found) = super::discover::from_rows(cx, &dir, &light.state).await? else {
+        return Ok(None);
+    };
+    super::discover::announce(cx, &found);
+    if found.is_empty() {
+        return Ok(Some(Outcome::NoChanges { explained: true }));
+    }
+    let (cs, rows) = computed_change_set(cx, &light.state, &found)?;
+    let touched: Vec<String> = cs.write.iter().chain(&cs.read).cloned().collect();
+    session.note_in_flight(&touched).await?;
+    let partial = partial_state(cx, &light.state, &cs, &found.info, found.config.as_ref());
+    let (snapshot, partial) = match partial {
+        Some(mut partial) => {
+            let store = &session.store;
+            match store
+                .hydrate(session.state_id, &light, &partial.state.resources)
+                .await?
+            {
+                Some(resources) => {
+                    partial.state.resources = resources;
+                    (light, Some(partial))
+                }
+                None => return Ok(changed_meanwhile(cx)),
+            }
+        }
+        // Terraform is given every row.
+        None => {
+            let whole = session.snapshot().await?;
+            if whole.versions != light.versions || whole.fingerprint != light.fingerprint {
+                return Ok(changed_meanwhile(cx));
+            }
+            (whole, None)
+        }
+    };
+    let handed = hand(cx, &dir, partial.as_ref(), &snapshot.state)?;
+    let outcome = plan_handed(cx, &dir, &snapshot, handed, (&cs, &found, &rows), false).await;
+    super::discard((snapshot, rows, found, partial));
+    outcome.map(Some)
+}
+
+/// A light plan's rows changed between its reads (a run committed): the
+/// plan starts again, reading every row whole.
+fn changed_meanwhile(cx: &Context<'_>) -> Option<Outcome> {
+    cx.session.ui.info(
+        "The state changed while this plan read it (another run wrote it): reading it again.",
+    );
+    None
+}
+
+/// With the discovery oracle: a plan from the rows read light must find
+/// what the plan from every row whole found (candidates, change set, the
+/// state handed to terraform), unless a write committed in between.
+async fn light_agrees(
+    cx: &Context<'_>,
+    whole: &Snapshot,
+    (found, cs): (&Discovered, &ChangeSet),
+    partial: Option<&Partial>,
+) -> Result<()> {
+    let session = &cx.session;
+    let Some(light) = session.store.light_snapshot(&session.name).await? else {
+        return Ok(());
+    };
+    if light.versions != whole.versions || light.fingerprint != whole.fingerprint {
+        return Ok(());
+    }
+    if let Some(config) = &found.config {
+        let recorded = session.store.baseline(session.state_id).await?;
+        let from = |state| {
+            super::baseline::candidates(config, &recorded, state)
+                .map(|c| (c.addresses, c.blocks, c.precise))
+                .map_err(|e| e.0)
+        };
+        let (rows, content) = (from(&light.state), from(&whole.state));
+        anyhow::ensure!(
+            rows == content,
+            "discovery oracle: the rows' stored digests say {rows:?}, their content {content:?}"
+        );
+    }
+    let (light_cs, _) = change_set(cx, &light.state, found)?;
+    anyhow::ensure!(
+        (
+            &light_cs.write,
+            &light_cs.read,
+            &light_cs.targets,
+            light_cs.untargeted
+        ) == (&cs.write, &cs.read, &cs.targets, cs.untargeted),
+        "discovery oracle: the change set of the rows read light differs from that of every row"
+    );
+    let light_partial = partial_state(
+        cx,
+        &light.state,
+        &light_cs,
+        &found.info,
+        found.config.as_ref(),
+    );
+    match (light_partial, partial) {
+        (None, None) => {}
+        (Some(mut p), Some(whole)) => {
+            let resources = session
+                .store
+                .hydrate(session.state_id, &light, &p.state.resources)
+                .await?;
+            let Some(resources) = resources else {
+                return Ok(());
+            };
+            p.state.resources = resources;
+            anyhow::ensure!(
+                p.state == whole.state
+                    && p.narrowed.as_ref().map(|n| n.describe())
+                        == whole.narrowed.as_ref().map(|n| n.describe()),
+                "discovery oracle: the partial state of the rows read light differs from that of \
+                 every row"
+            );
+        }
+        _ => anyhow::bail!("discovery oracle: a partial state from one read and not the other"),
+    }
+    Ok(())
+}
+
+/// The plan of the cone once its state is handed to terraform: terraform's
+/// plan, reverts warned of, the saved plan written, `-verify`'s comparison.
+async fn plan_handed(
+    cx: &Context<'_>,
+    dir: &RunDir,
+    snapshot: &Snapshot,
+    handed: &State,
+    (cs, found, rows): (&ChangeSet, &Discovered, &[GraphRow]),
+    verifying: bool,
+) -> Result<Outcome> {
+    let done = plan_cone(cx, dir, handed, cs, &found.info, rows).await??;
+    if matches!(done.code, 0 | 2) {
+        warn_reverts(cx, cs, found).await?;
+    }
+    let saved = save(cx, dir, snapshot, handed, (cs, found), &done)?;
     if verifying && matches!(done.code, 0 | 2) {
         // The user's targets are the cone plan's own.
         let targets = match cx.flags.targets.is_empty() && !cs.untargeted {
             true => cs.targets.as_slice(),
             false => &[],
         };
-        verify::against_whole_plan(cx, &dir, &snapshot.state, Some(targets)).await?;
+        verify::against_whole_plan(cx, dir, &snapshot.state, Some(targets)).await?;
     }
-    super::discard((snapshot, rows, found, partial));
     Ok(Outcome::Ran {
         code: done.code,
         saved,
@@ -136,6 +301,11 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
         attempt += 1;
         // Snapshot, and a private run dir holding it.
         let snapshot = session.snapshot().await?;
+        // As a plan does (see plan_stored).
+        let _ = session
+            .store
+            .fill_digests(session.state_id, &snapshot)
+            .await;
         let dir = run_dir(session.settings, flags, &snapshot.state)?;
         prepare(&dir, &cx.tf, &session.store).await?;
 
