@@ -334,8 +334,8 @@ fn say_found(cx: &Context<'_>, found: &baseline::Candidates) {
     ));
 }
 
-/// What may change according to the configuration and the rows' stored
-/// digests alone, for a state read light ([`crate::db::store::Snapshot::light`]):
+/// What may change (besides `forced`) according to the configuration and
+/// the rows' stored digests alone, for a state read light ([`crate::db::store::Snapshot::light`]):
 /// `None` where that cannot say (flags the configuration cannot answer,
 /// no configuration read, a baseline missing or recorded before rows kept
 /// their digest, a row without one, or blocks that read a changed value:
@@ -345,6 +345,7 @@ pub async fn from_rows(
     cx: &Context<'_>,
     dir: &RunDir,
     state: &State,
+    forced: &[String],
 ) -> Result<Option<Discovered>> {
     let session = &cx.session;
     if !plain(cx)
@@ -371,7 +372,7 @@ pub async fn from_rows(
     let outputs = baseline::stale_outputs(&config, &recorded, state);
     Ok(Some(Discovered {
         info: config.info.clone(),
-        changed: found.addresses.clone(),
+        changed: with_forced(found.addresses.clone(), forced),
         config: Some(config),
         outputs,
         blocks: found.blocks,

@@ -134,7 +134,7 @@ async fn plan_light(cx: &Context<'_>) -> Result<Option<Outcome>> {
     }
     let dir = run_dir(session.settings, &cx.flags, &light.state)?;
     prepare(&dir, &cx.tf, &session.store).await?;
-    let Some(found) = super::discover::from_rows(cx, &dir, &light.state).await? else {
+    let Some(found) = super::discover::from_rows(cx, &dir, &light.state, &[]).await? else {
         return Ok(None);
     };
     super::discover::announce(cx, &found);
@@ -145,33 +145,59 @@ async fn plan_light(cx: &Context<'_>) -> Result<Option<Outcome>> {
     let touched: Vec<String> = cs.write.iter().chain(&cs.read).cloned().collect();
     session.note_in_flight(&touched).await?;
     let partial = partial_state(cx, &light.state, &cs, &found.info, found.config.as_ref());
-    let (snapshot, partial) = match partial {
-        Some(mut partial) => {
-            let store = &session.store;
-            match store
-                .hydrate(session.state_id, &light, &partial.state.resources)
-                .await?
-            {
-                Some(resources) => {
-                    partial.state.resources = resources;
-                    (light, Some(partial))
-                }
-                None => return Ok(changed_meanwhile(cx)),
-            }
-        }
-        // Terraform is given every row.
-        None => {
-            let whole = session.snapshot().await?;
-            if whole.versions != light.versions || whole.fingerprint != light.fingerprint {
-                return Ok(changed_meanwhile(cx));
-            }
-            (whole, None)
-        }
+    let (snapshot, partial) = match whole_rows(cx, &light, partial).await? {
+        Some(Whole::Partial(partial)) => (light, Some(partial)),
+        Some(Whole::State(whole)) => (whole, None),
+        None => return Ok(changed_meanwhile(cx)),
     };
     let handed = hand(cx, &dir, partial.as_ref(), &snapshot.state)?;
     let outcome = plan_handed(cx, &dir, &snapshot, handed, (&cs, &found, &rows), false).await;
     super::discard((snapshot, rows, found, partial));
     outcome.map(Some)
+}
+
+/// The rows terraform is given, read whole, of a snapshot read light.
+enum Whole {
+    /// The partial state's.
+    Partial(Partial),
+    /// Every row (there is no partial state).
+    State(Snapshot),
+}
+
+/// The rows of `partial` read whole, or every row where there is no
+/// partial state; `None` if any of them changed since `light` was read.
+async fn whole_rows(
+    cx: &Context<'_>,
+    light: &Snapshot,
+    partial: Option<Partial>,
+) -> Result<Option<Whole>> {
+    let session = &cx.session;
+    Ok(match partial {
+        Some(mut partial) => {
+            let store = &session.store;
+            match store
+                .hydrate(session.state_id, light, &partial.state.resources)
+                .await?
+            {
+                Some(resources) => {
+                    partial.state.resources = resources;
+                    Some(Whole::Partial(partial))
+                }
+                None => None,
+            }
+        }
+        None => {
+            let whole = session.snapshot().await?;
+            let same = whole.versions == light.versions && whole.fingerprint == light.fingerprint;
+            same.then_some(Whole::State(whole))
+        }
+    })
+}
+
+/// The snapshot a run goes on with, if it was read light: `snapshot`,
+/// unless the re-check under the lock read the state again (whole).
+fn fresh_light<'a>(snapshot: &'a Snapshot, reread: Option<&'a Snapshot>) -> Option<&'a Snapshot> {
+    Some(reread.unwrap_or(snapshot)).filter(|s| s.light)
 }
 
 /// A light plan's rows changed between its reads (a run committed): the
@@ -198,6 +224,19 @@ async fn light_agrees(
     };
     if light.versions != whole.versions || light.fingerprint != whole.fingerprint {
         return Ok(());
+    }
+    // Each row's stored digest is its content's.
+    for r in &whole.state.resources {
+        let address = r.address();
+        for i in &r.instances {
+            if let Some(stored) = &i.stored_digest.0 {
+                anyhow::ensure!(
+                    *stored == i.content_digest(),
+                    "discovery oracle: the digest stored with {} is not its content's",
+                    i.address(&address)
+                );
+            }
+        }
     }
     if let Some(config) = &found.config {
         let recorded = session.store.baseline(session.state_id).await?;
@@ -299,18 +338,38 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        // Snapshot, and a private run dir holding it.
-        let snapshot = session.snapshot().await?;
-        // As a plan does (see plan_stored).
-        let _ = session
-            .store
-            .fill_digests(session.state_id, &snapshot)
-            .await;
+        // Snapshot (its rows read light where discovery can do with them,
+        // as a plan's: see plan_light), and a private run dir.
+        let settings = session.settings;
+        let mut snapshot = match !settings.discovery_oracle && settings.partial_state {
+            true => session.light_snapshot().await?,
+            false => session.snapshot().await?,
+        };
         let dir = run_dir(session.settings, flags, &snapshot.state)?;
         prepare(&dir, &cx.tf, &session.store).await?;
 
         // Discover what changes, and compute the change set on the stored graph.
-        let found = discover(cx, &dir, &snapshot.state, &forced).await?;
+        let light = match snapshot.light && snapshot.undigested == 0 {
+            true => super::discover::from_rows(cx, &dir, &snapshot.state, &forced).await?,
+            false => None,
+        };
+        let found = match light {
+            Some(found) => {
+                super::discover::announce(cx, &found);
+                found
+            }
+            None => {
+                if snapshot.light {
+                    snapshot = session.snapshot().await?;
+                }
+                // As a plan does (see plan_stored).
+                let _ = session
+                    .store
+                    .fill_digests(session.state_id, &snapshot)
+                    .await;
+                discover(cx, &dir, &snapshot.state, &forced).await?
+            }
+        };
         if found.is_empty() {
             return Ok(Outcome::NoChanges { explained: true });
         }
@@ -362,6 +421,34 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
         // Terraform plans the cone first: what it plans is checked against
         // the locks before anything is applied.
         let partial = partial_state(cx, fresh, &cs, &found.info, found.config.as_ref());
+        if settings.discovery_oracle {
+            let whole = reread.as_ref().unwrap_or(&snapshot);
+            light_agrees(cx, whole, (&found, &cs), partial.as_ref()).await?;
+        }
+        // Rows read light: those handed to terraform are read whole now.
+        let whole;
+        let (fresh, partial) = match fresh_light(&snapshot, reread.as_ref()) {
+            None => (fresh, partial),
+            Some(light) => match whole_rows(cx, light, partial).await? {
+                Some(Whole::Partial(partial)) => (fresh, Some(partial)),
+                Some(Whole::State(state)) => {
+                    whole = state;
+                    (&whole.state, None)
+                }
+                None => {
+                    lease.release().await?;
+                    if out_of_attempts(attempt) {
+                        bail!(
+                            "the state kept changing while this run read it ({attempt} attempts); try again"
+                        );
+                    }
+                    session.ui.info(
+                        "The state changed while this run read it (another run wrote it): reading it again.",
+                    );
+                    continue;
+                }
+            },
+        };
         let handed = hand(cx, &dir, partial.as_ref(), fresh)?;
         let done = plan_cone(cx, &dir, handed, &cs, &found.info, &rows).await??;
         if !done.success() {

@@ -81,6 +81,15 @@ impl<'a> Session<'a> {
             .ok_or_else(|| anyhow!("state \"{}\" vanished", self.name))
     }
 
+    /// The stored state as [`Session::snapshot`] reads it, its rows read
+    /// light ([`crate::db::store::Store::light_snapshot`]).
+    pub async fn light_snapshot(&self) -> Result<Snapshot> {
+        self.store
+            .light_snapshot(&self.name)
+            .await?
+            .ok_or_else(|| anyhow!("state \"{}\" vanished", self.name))
+    }
+
     /// The stored state read again if anything in it changed since
     /// `before` was read (see [`Store::settled_since`]), else `None`.
     pub async fn snapshot_since(&self, before: &Snapshot) -> Result<Option<Snapshot>> {

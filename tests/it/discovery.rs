@@ -490,3 +490,68 @@ fn the_first_plan_after_a_push_says_how_long_it_will_take() {
         "{again}"
     );
 }
+
+/// Each row keeps the digest of its content, and discovery reads those
+/// instead of the rows' content. Rows stored before they kept one (here:
+/// cleared) get it on the next plan, which plans nothing again for it; a
+/// row changed behind the baseline (a pushed state) is still planned.
+#[test]
+fn rows_keep_their_digest_and_a_row_changed_behind_the_baseline_is_planned() {
+    let db = test_db();
+    let wd = produce_state("chain");
+    push(&db, "digests", &wd.state_path());
+    let plan = || {
+        let out = sg_tf(&db, &wd, "digests", &["plan", "-no-color"])
+            .env("STATEGRAPH_DISCOVERY_ORACLE", "0")
+            .output()
+            .unwrap();
+        assert_ok("stategraph plan", &out).0 + &assert_ok("stategraph plan", &out).1
+    };
+    let undigested = || db.psql("SELECT count(*) FROM instances WHERE digest IS NULL");
+    let said = plan();
+    assert!(said.contains("No changes."), "{said}");
+    assert_eq!(undigested().trim(), "0", "pushed rows keep their digest");
+    let stored = db.psql("SELECT string_agg(digest, ',' ORDER BY address) FROM instances");
+
+    db.psql("UPDATE instances SET digest = NULL");
+    let said = plan();
+    assert!(said.contains("No changes."), "{said}");
+    assert!(!said.contains("plan without refresh"), "{said}");
+    assert_eq!(undigested().trim(), "0", "the plan filled them in");
+    assert_eq!(
+        db.psql("SELECT string_agg(digest, ',' ORDER BY address) FROM instances"),
+        stored,
+        "the digest filled in is the one written with the row"
+    );
+
+    // island[1] edited behind the baseline.
+    let pulled = pull_to(&db, "digests", wd.path());
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&pulled).unwrap()).unwrap();
+    doc["serial"] = serde_json::json!(doc["serial"].as_i64().unwrap() + 1);
+    let island = doc["resources"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|r| r["name"] == "island")
+        .unwrap();
+    island["instances"][1]["attributes"]["input"]["value"] = serde_json::json!("edited");
+    std::fs::write(&pulled, serde_json::to_vec(&doc).unwrap()).unwrap();
+    push(&db, "digests", &pulled);
+    let said = plan();
+    assert!(
+        // Its two instances and its resource address (count may add one).
+        said.contains(
+            "Discovering changes (configuration against the baseline)... 1 block changed, 3 to plan"
+        ),
+        "{said}"
+    );
+    assert!(
+        said.contains("terraform_data.island[1] will be updated in-place"),
+        "{said}"
+    );
+    assert!(
+        said.contains("Plan: 0 to add, 1 to change, 0 to destroy."),
+        "{said}"
+    );
+}
