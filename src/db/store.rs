@@ -758,6 +758,7 @@ impl Store {
             gathered.push_row(&row);
         }
         client.commit().await?;
+        let gathered = gathered.finish();
         let mut whole: HashMap<String, Resource> = gathered
             .resources
             .into_iter()
@@ -940,7 +941,8 @@ fn object_key(address: &str, deposed: &str) -> String {
 enum Read {
     /// Everything.
     Whole,
-    /// No content (attributes, private data, extra keys): addresses,
+    /// No content (attributes, private data, extra keys), nor the
+    /// configuration address (derived from the address): addresses,
     /// dependencies, versions and stored digests.
     Light,
 }
@@ -956,7 +958,7 @@ fn snapshot_columns(read: Read) -> &'static str {
              digest"
         }
         Read::Light => {
-            "address, deposed, config_address, module, mode, type, name, each, provider, \
+            "address, deposed, NULL::text, module, mode, type, name, each, provider, \
              index_key, status, schema_version, NULL::jsonb, NULL::jsonb, NULL::jsonb, \
              NULL::text, dependencies, create_before_destroy, NULL::jsonb, NULL::jsonb, version, \
              txn_id, digest"
@@ -969,6 +971,15 @@ fn snapshot_columns(read: Read) -> &'static str {
 struct Gathered {
     resources: Vec<Resource>,
     by_address: HashMap<String, usize>,
+    /// The last row's resource (rows of one resource mostly come together).
+    last: Option<(String, usize)>,
+    versions: Vec<(String, (i64, i64))>,
+    undigested: usize,
+}
+
+/// What [`Gathered`] gathered.
+struct Rows {
+    resources: Vec<Resource>,
     versions: BTreeMap<String, (i64, i64)>,
     undigested: usize,
 }
@@ -980,31 +991,37 @@ impl Gathered {
             Some(Value::Object(m)) => m,
             _ => Map::new(),
         };
-        let module: String = row.get(3);
-        let mode: String = row.get(4);
-        let type_: String = row.get(5);
-        let rname: String = row.get(6);
+        let (module, mode, type_, rname): (&str, &str, &str, &str) =
+            (row.get(3), row.get(4), row.get(5), row.get(6));
         let key = format!("{module}\u{0}{mode}\u{0}{type_}\u{0}{rname}");
-        let idx = match self.by_address.get(&key) {
-            Some(i) => *i,
-            None => {
-                self.resources.push(Resource {
-                    module,
-                    mode,
-                    type_,
-                    name: rname,
-                    each: row.get(7),
-                    provider: row.get(8),
-                    instances: Vec::new(),
-                    extra: object(jsonb::decode_opt(row.get(19))),
-                });
-                self.by_address.insert(key, self.resources.len() - 1);
-                self.resources.len() - 1
+        let idx = match &self.last {
+            Some((last, idx)) if *last == key => *idx,
+            _ => {
+                let idx = match self.by_address.get(&key) {
+                    Some(i) => *i,
+                    None => {
+                        self.resources.push(Resource {
+                            module: module.to_owned(),
+                            mode: mode.to_owned(),
+                            type_: type_.to_owned(),
+                            name: rname.to_owned(),
+                            each: row.get(7),
+                            provider: row.get(8),
+                            instances: Vec::new(),
+                            extra: object(jsonb::decode_opt(row.get(19))),
+                        });
+                        self.by_address
+                            .insert(key.clone(), self.resources.len() - 1);
+                        self.resources.len() - 1
+                    }
+                };
+                self.last = Some((key, idx));
+                idx
             }
         };
         let deposed: String = row.get(1);
         let key = object_key(row.get(0), &deposed);
-        self.versions.insert(key, (row.get(20), row.get(21)));
+        self.versions.push((key, (row.get(20), row.get(21))));
         let digest: Option<String> = row.get(22);
         self.undigested += usize::from(digest.is_none());
         self.resources[idx].instances.push(Instance {
@@ -1021,6 +1038,15 @@ impl Gathered {
             extra: object(jsonb::decode_opt(row.get(18))),
             stored_digest: StoredDigest(digest),
         });
+    }
+
+    fn finish(self) -> Rows {
+        Rows {
+            resources: self.resources,
+            // Sorted once and built in bulk: a tenth of inserting each.
+            versions: self.versions.into_iter().collect(),
+            undigested: self.undigested,
+        }
     }
 }
 
@@ -1091,12 +1117,11 @@ async fn read_snapshot(
     while let Some(row) = rows.try_next().await? {
         gathered.push_row(&row);
     }
-    let Gathered {
+    let Rows {
         mut resources,
         versions,
         undigested,
-        ..
-    } = gathered;
+    } = gathered.finish();
     if let Some(Value::Array(husks)) = jsonb::decode_opt(head.get(6)) {
         for h in husks {
             let mut doc = json!({"version": 4, "serial": 0, "lineage": "", "resources": [h]});
