@@ -554,6 +554,32 @@ impl ChangeSet {
             .collect();
         objects_in(before, &addresses) != objects_in(after, &addresses)
     }
+
+    /// [`ChangeSet::rows_differ`] from the versions two snapshots read
+    /// (object key -> version and transaction; see
+    /// [`crate::db::store::Snapshot::versions`]): for a snapshot read light,
+    /// whose rows hold no content to compare. A row is rewritten only when
+    /// its content changes.
+    pub fn versions_differ(
+        &self,
+        before: &BTreeMap<String, (i64, i64)>,
+        after: &BTreeMap<String, (i64, i64)>,
+    ) -> bool {
+        let listed: HashSet<&str> = self
+            .write
+            .iter()
+            .chain(&self.read)
+            .map(String::as_str)
+            .collect();
+        let of = |versions: &'_ BTreeMap<String, (i64, i64)>| -> BTreeMap<String, (i64, i64)> {
+            versions
+                .iter()
+                .filter(|(key, _)| listed.contains(key.split(" deposed ").next().unwrap_or(key)))
+                .map(|(key, v)| (key.clone(), *v))
+                .collect()
+        };
+        of(before) != of(after)
+    }
 }
 
 /// `rows` by configuration address.
@@ -674,6 +700,43 @@ fn output_reads(info: &ConfigInfo) -> BTreeMap<String, BTreeSet<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A run that read the state light re-checks its cone under the lock
+    /// by the versions of its rows: a row outside the cone, or none,
+    /// changing does not make it plan again; a cone row rewritten, added
+    /// or removed does.
+    #[test]
+    fn the_cone_changed_since_the_snapshot_by_its_rows_versions() {
+        let cs = ChangeSet {
+            changed: vec!["a.x".into()],
+            write: vec!["a.x".into()],
+            read: vec!["b.y[0]".into()],
+            new: 0,
+            targets: vec!["a.x".into()],
+            untargeted: false,
+            outputs_only: false,
+        };
+        let versions = |rows: &[(&str, i64, i64)]| -> BTreeMap<String, (i64, i64)> {
+            rows.iter()
+                .map(|(k, v, t)| (k.to_string(), (*v, *t)))
+                .collect()
+        };
+        let before = versions(&[("a.x", 1, 1), ("b.y[0]", 2, 3), ("c.z", 1, 1)]);
+        assert!(!cs.versions_differ(&before, &before));
+        let elsewhere = versions(&[("a.x", 1, 1), ("b.y[0]", 2, 3), ("c.z", 2, 9)]);
+        assert!(!cs.versions_differ(&before, &elsewhere));
+        let read_row = versions(&[("a.x", 1, 1), ("b.y[0]", 3, 9), ("c.z", 1, 1)]);
+        assert!(cs.versions_differ(&before, &read_row));
+        let deposed = versions(&[
+            ("a.x", 1, 1),
+            ("a.x deposed 00aa", 1, 9),
+            ("b.y[0]", 2, 3),
+            ("c.z", 1, 1),
+        ]);
+        assert!(cs.versions_differ(&before, &deposed));
+        let removed = versions(&[("b.y[0]", 2, 3), ("c.z", 1, 1)]);
+        assert!(cs.versions_differ(&before, &removed));
+    }
 
     #[test]
     fn a_narrowed_call_names_its_keys_as_hcl_reads_them() {

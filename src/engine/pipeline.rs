@@ -396,7 +396,14 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
         if reread.is_some() {
             dir.state_changed();
         }
-        let (found, cs, rows) = if reread.is_some() && cs.rows_differ(&snapshot.state, fresh) {
+        let differ = match &reread {
+            None => false,
+            Some(again) if snapshot.light => {
+                cs.versions_differ(&snapshot.versions, &again.versions)
+            }
+            Some(_) => cs.rows_differ(&snapshot.state, fresh),
+        };
+        let (found, cs, rows) = if differ {
             match recheck(cx, &dir, fresh, &forced, &cs).await? {
                 Recheck::Fits(again) => *again,
                 Recheck::NoChanges => {

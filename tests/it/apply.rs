@@ -461,3 +461,87 @@ fn free_every_lock_in(db: &TestDb, delay: std::time::Duration) -> std::thread::J
         assert!(out.status.success());
     })
 }
+
+/// The same where the waiting run reads the state light (the discovery
+/// oracle off, as users run, and a change the configuration alone
+/// answers: the shared resource's text edited in a newer checkout): its
+/// re-check under the lock compares the versions of its cone's rows, finds
+/// team a's rewritten, and plans again on the rows read whole.
+#[test]
+fn an_overlapping_apply_reading_rows_light_plans_again_on_the_first_ones_result() {
+    let db = test_db();
+    let first = TfWorkdir::from_fixture("teams");
+    let second = TfWorkdir::from_fixture("teams");
+    let run = |wd: &TfWorkdir, args: &[&str]| {
+        let mut cmd = sg_tf(&db, wd, "teams", args);
+        cmd.env("STATEGRAPH_DISCOVERY_ORACLE", "0");
+        cmd
+    };
+    let out = run(&first, &["apply", "-auto-approve", "-no-color"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let main = second.path().join("main.tf");
+    let text = std::fs::read_to_string(&main).unwrap();
+    let edited = text.replace("input = \"shared\"", "input = \"shared-2\"");
+    assert_ne!(text, edited, "the fixture's shared resource moved");
+    std::fs::write(&main, edited).unwrap();
+
+    let mut slow = spawn_piped(&mut run(
+        &first,
+        &[
+            "apply",
+            "-auto-approve",
+            "-no-color",
+            "-var",
+            "sleep_seconds=4",
+            "-var",
+            r#"gen={a="2"}"#,
+        ],
+    ));
+    wait_until_locked(&db, &mut slow, "the first apply never locked");
+    let out = run(
+        &second,
+        &["apply", "-auto-approve", "-no-color", "-lock-timeout=60s"],
+    )
+    .output()
+    .unwrap();
+    let first_out = slow.wait_with_output().unwrap();
+    assert!(
+        first_out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first_out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "Discovering changes (configuration against the baseline)... 1 block changed"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Waiting for lock"), "{stderr}");
+    assert!(
+        stderr.contains("planning again"),
+        "it did not re-plan on the new state: {stderr}"
+    );
+    // Both runs' changes landed on each other: team a's generation 2, then
+    // the second checkout's configuration (generation 1, its default) on
+    // that, and the shared resource's edit.
+    let gens = db.psql(
+        "SELECT string_agg(address || '=' || (attributes->'input'->'value'->>'gen') || '@v' || version, ',' ORDER BY address)
+         FROM instances WHERE name = 'base'",
+    );
+    assert_eq!(
+        gens,
+        r#"module.team["a"].terraform_data.base=1@v3,module.team["b"].terraform_data.base=1@v1,module.team["c"].terraform_data.base=1@v1"#
+    );
+    assert_eq!(
+        db.psql("SELECT attributes->'input'->>'value' FROM instances WHERE address = 'terraform_data.shared'"),
+        "shared-2"
+    );
+    assert_eq!(
+        db.psql("SELECT count(*) FROM transactions WHERE kind = 'apply' AND status = 'committed'"),
+        "3"
+    );
+}
