@@ -126,9 +126,7 @@ async fn plan_stored(cx: &Context<'_>) -> Result<Outcome> {
 /// reads every row whole.
 async fn plan_light(cx: &Context<'_>) -> Result<Option<Outcome>> {
     let session = &cx.session;
-    let Some(light) = session.store.light_snapshot(&session.name).await? else {
-        anyhow::bail!("state \"{}\" vanished", session.name);
-    };
+    let light = session.light_snapshot().await?;
     if light.undigested > 0 {
         return Ok(None);
     }
