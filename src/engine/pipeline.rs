@@ -83,8 +83,8 @@ async fn plan_stored(cx: &Context<'_>) -> Result<Outcome> {
     // `plan -verify` (or its sampled share of plans).
     let verifying = cx.flags.verify || session.settings.sample_verify();
     let settings = session.settings;
-    if !verifying && !settings.discovery_oracle && settings.partial_state {
-        if let Some(outcome) = plan_light(cx).await? {
+    if !settings.discovery_oracle && settings.partial_state {
+        if let Some(outcome) = plan_light(cx, verifying).await? {
             return Ok(outcome);
         }
     }
@@ -112,7 +112,8 @@ async fn plan_stored(cx: &Context<'_>) -> Result<Outcome> {
         light_agrees(cx, &snapshot, (&found, &cs), partial.as_ref()).await?;
     }
     let handed = hand(cx, &dir, partial.as_ref(), &snapshot.state)?;
-    let outcome = plan_handed(cx, &dir, &snapshot, handed, (&cs, &found, &rows), verifying).await;
+    let verify_on = verifying.then_some(&snapshot.state);
+    let outcome = plan_handed(cx, &dir, &snapshot, handed, (&cs, &found, &rows), verify_on).await;
     super::discard((snapshot, rows, found, partial));
     outcome
 }
@@ -123,13 +124,24 @@ async fn plan_stored(cx: &Context<'_>) -> Result<Outcome> {
 /// addresses and dependencies, and only the rows handed to terraform read
 /// whole. `None` where that cannot be done (see
 /// [`super::discover::from_rows`]), before anything is said: then the plan
-/// reads every row whole.
-async fn plan_light(cx: &Context<'_>) -> Result<Option<Outcome>> {
+/// reads every row whole. `verifying` (`-verify`): every row is read whole
+/// too, for terraform's plan of the whole configuration to compare with.
+async fn plan_light(cx: &Context<'_>, verifying: bool) -> Result<Option<Outcome>> {
     let session = &cx.session;
     let light = session.light_snapshot().await?;
     if light.undigested > 0 {
         return Ok(None);
     }
+    let whole = match verifying {
+        false => None,
+        true => {
+            let whole = session.snapshot().await?;
+            if whole.versions != light.versions || whole.fingerprint != light.fingerprint {
+                return Ok(None);
+            }
+            Some(whole)
+        }
+    };
     let dir = run_dir(session.settings, &cx.flags, &light.state)?;
     prepare(&dir, &cx.tf, &session.store).await?;
     let Some(found) = super::discover::from_rows(cx, &dir, &light.state, &[]).await? else {
@@ -137,6 +149,9 @@ async fn plan_light(cx: &Context<'_>) -> Result<Option<Outcome>> {
     };
     super::discover::announce(cx, &found);
     if found.is_empty() {
+        if let Some(whole) = &whole {
+            verify::against_whole_plan(cx, &dir, &whole.state, None).await?;
+        }
         return Ok(Some(Outcome::NoChanges { explained: true }));
     }
     let (cs, rows) = computed_change_set(cx, &light.state, &found)?;
@@ -149,8 +164,9 @@ async fn plan_light(cx: &Context<'_>) -> Result<Option<Outcome>> {
         None => return Ok(changed_meanwhile(cx)),
     };
     let handed = hand(cx, &dir, partial.as_ref(), &snapshot.state)?;
-    let outcome = plan_handed(cx, &dir, &snapshot, handed, (&cs, &found, &rows), false).await;
-    super::discard((snapshot, rows, found, partial));
+    let verify_on = whole.as_ref().map(|w| &w.state);
+    let outcome = plan_handed(cx, &dir, &snapshot, handed, (&cs, &found, &rows), verify_on).await;
+    super::discard((snapshot, whole, rows, found, partial));
     outcome.map(Some)
 }
 
@@ -291,27 +307,28 @@ async fn light_agrees(
 }
 
 /// The plan of the cone once its state is handed to terraform: terraform's
-/// plan, reverts warned of, the saved plan written, `-verify`'s comparison.
+/// plan, reverts warned of, the saved plan written, and with `verify_on`
+/// (every row, read whole) `-verify`'s comparison.
 async fn plan_handed(
     cx: &Context<'_>,
     dir: &RunDir,
     snapshot: &Snapshot,
     handed: &State,
     (cs, found, rows): (&ChangeSet, &Discovered, &[GraphRow]),
-    verifying: bool,
+    verify_on: Option<&State>,
 ) -> Result<Outcome> {
     let done = plan_cone(cx, dir, handed, cs, &found.info, rows).await??;
     if matches!(done.code, 0 | 2) {
         warn_reverts(cx, cs, found).await?;
     }
     let saved = save(cx, dir, snapshot, handed, (cs, found), &done)?;
-    if verifying && matches!(done.code, 0 | 2) {
+    if let (Some(whole), 0 | 2) = (verify_on, done.code) {
         // The user's targets are the cone plan's own.
         let targets = match cx.flags.targets.is_empty() && !cs.untargeted {
             true => cs.targets.as_slice(),
             false => &[],
         };
-        verify::against_whole_plan(cx, dir, &snapshot.state, Some(targets)).await?;
+        verify::against_whole_plan(cx, dir, whole, Some(targets)).await?;
     }
     Ok(Outcome::Ran {
         code: done.code,

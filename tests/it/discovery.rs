@@ -494,7 +494,8 @@ fn the_first_plan_after_a_push_says_how_long_it_will_take() {
 /// Each row keeps the digest of its content, and discovery reads those
 /// instead of the rows' content. Rows stored before they kept one (here:
 /// cleared) get it on the next plan, which plans nothing again for it; a
-/// row changed behind the baseline (a pushed state) is still planned.
+/// row changed behind the baseline (a pushed state, or by hand in SQL) is
+/// still planned.
 #[test]
 fn rows_keep_their_digest_and_a_row_changed_behind_the_baseline_is_planned() {
     let db = test_db();
@@ -554,4 +555,27 @@ fn rows_keep_their_digest_and_a_row_changed_behind_the_baseline_is_planned() {
         said.contains("Plan: 0 to add, 1 to change, 0 to destroy."),
         "{said}"
     );
+
+    // A row's content changed by hand, its digest left as it was: the
+    // database clears the digest, and the next plan reads the rows whole
+    // and plans it.
+    db.psql(
+        "UPDATE instances SET attributes = jsonb_set(attributes, '{input,value}', '\"by hand\"')
+         WHERE address = 'terraform_data.island[0]'",
+    );
+    assert_eq!(
+        db.psql("SELECT count(*) FROM instances WHERE digest IS NULL"),
+        "1",
+        "the stale digest was kept"
+    );
+    let said = plan();
+    assert!(
+        said.contains("terraform_data.island[0] will be updated in-place"),
+        "{said}"
+    );
+    assert!(
+        said.contains("Plan: 0 to add, 2 to change, 0 to destroy."),
+        "{said}"
+    );
+    assert_eq!(undigested().trim(), "0", "filled in again");
 }
