@@ -110,12 +110,7 @@ impl ChangeSet {
     /// and in the state's recorded dependencies, from the cone and from
     /// every root output the run evaluates ([`ChangeSet::evaluated_outputs`]).
     pub fn cone_state(&self, state: &State, info: &ConfigInfo) -> State {
-        let listed: HashSet<&str> = self
-            .write
-            .iter()
-            .chain(&self.read)
-            .map(String::as_str)
-            .collect();
+        let listed = self.touched();
         let targeted = |a: &str| {
             self.targets.iter().any(|t| {
                 a == t
@@ -546,12 +541,7 @@ impl ChangeSet {
     /// Whether the objects of the change set (written or read) differ
     /// between `before` and `after`.
     pub fn rows_differ(&self, before: &State, after: &State) -> bool {
-        let addresses: HashSet<&str> = self
-            .write
-            .iter()
-            .chain(&self.read)
-            .map(String::as_str)
-            .collect();
+        let addresses = self.touched();
         objects_in(before, &addresses) != objects_in(after, &addresses)
     }
 
@@ -565,20 +555,30 @@ impl ChangeSet {
         before: &BTreeMap<String, (i64, i64)>,
         after: &BTreeMap<String, (i64, i64)>,
     ) -> bool {
-        let listed: HashSet<&str> = self
-            .write
+        self.versions_in(before) != self.versions_in(after)
+    }
+
+    /// The entries of `versions` (object key -> version and transaction)
+    /// of the objects written or read.
+    pub fn versions_in(
+        &self,
+        versions: &BTreeMap<String, (i64, i64)>,
+    ) -> BTreeMap<String, (i64, i64)> {
+        let listed = self.touched();
+        versions
+            .iter()
+            .filter(|(key, _)| listed.contains(key.split(" deposed ").next().unwrap_or(key)))
+            .map(|(key, v)| (key.clone(), *v))
+            .collect()
+    }
+
+    /// The instances written or read.
+    fn touched(&self) -> HashSet<&str> {
+        self.write
             .iter()
             .chain(&self.read)
             .map(String::as_str)
-            .collect();
-        let of = |versions: &'_ BTreeMap<String, (i64, i64)>| -> BTreeMap<String, (i64, i64)> {
-            versions
-                .iter()
-                .filter(|(key, _)| listed.contains(key.split(" deposed ").next().unwrap_or(key)))
-                .map(|(key, v)| (key.clone(), *v))
-                .collect()
-        };
-        of(before) != of(after)
+            .collect()
     }
 }
 

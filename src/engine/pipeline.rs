@@ -717,18 +717,7 @@ fn save(
         return Ok(None);
     }
     let path = cx.session.settings.workdir.join(out);
-    let cone: HashSet<&str> = cs
-        .write
-        .iter()
-        .chain(&cs.read)
-        .map(String::as_str)
-        .collect();
-    let versions = snapshot
-        .versions
-        .iter()
-        .filter(|(key, _)| cone.contains(key.split(" deposed ").next().unwrap_or(key)))
-        .map(|(key, v)| (key.clone(), *v))
-        .collect();
+    let versions = cs.versions_in(&snapshot.versions);
     let plan = saved::Planned {
         snapshot: handed,
         versions,

@@ -2,6 +2,7 @@
 //! `fixtures/tf/chain`, the state in a real PostgreSQL.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde_json::Value;
 
@@ -313,17 +314,41 @@ fn refresh_only_covers_the_whole_state() {
 
 #[test]
 fn an_overlapping_apply_waits_then_plans_again_on_the_first_ones_result() {
+    // The second (a newer checkout) has team a's change too, plus team b's.
+    let (_, db) = overlapping_applies("1", |_| {}, &["-var", r#"gen={a="2",b="2"}"#]);
+    // Both changes landed, each once: team a was not replaced a second time.
+    assert_eq!(
+        bases(&db),
+        r#"module.team["a"].terraform_data.base=2@v2,module.team["b"].terraform_data.base=2@v2,module.team["c"].terraform_data.base=1@v1"#
+    );
+}
+
+/// Two checkouts of `teams`, applied once: the first changes team a slowly
+/// (its base's creation sleeps), holding its locks, while the second,
+/// `edit`ed, applies with `second_args` and `-lock-timeout`, with the
+/// discovery oracle as `oracle` says. Both must succeed, the second after
+/// waiting and planning again on the first's result, and three applies be
+/// committed. Returns the second's stderr
+/// and the database.
+fn overlapping_applies(
+    oracle: &str,
+    edit: impl Fn(&Path),
+    second_args: &[&str],
+) -> (String, TestDb) {
     let db = test_db();
     let first = TfWorkdir::from_fixture("teams");
     let second = TfWorkdir::from_fixture("teams");
-    let run = |wd: &TfWorkdir, args: &[&str]| sg_tf(&db, wd, "teams", args);
+    let run = |wd: &TfWorkdir, args: &[&str]| {
+        let mut cmd = sg_tf(&db, wd, "teams", args);
+        cmd.env("STATEGRAPH_DISCOVERY_ORACLE", oracle);
+        cmd
+    };
     let out = run(&first, &["apply", "-auto-approve", "-no-color"])
         .output()
         .unwrap();
     assert!(out.status.success());
+    edit(second.path());
 
-    // The first changes team a slowly; the second (a newer checkout) has
-    // team a's change too, plus team b's.
     let mut slow = spawn_piped(&mut run(
         &first,
         &[
@@ -337,46 +362,35 @@ fn an_overlapping_apply_waits_then_plans_again_on_the_first_ones_result() {
         ],
     ));
     wait_until_locked(&db, &mut slow, "the first apply never locked");
-    let out = run(
-        &second,
-        &[
-            "apply",
-            "-auto-approve",
-            "-no-color",
-            "-lock-timeout=60s",
-            "-var",
-            r#"gen={a="2",b="2"}"#,
-        ],
-    )
-    .output()
-    .unwrap();
+    let mut args = vec!["apply", "-auto-approve", "-no-color", "-lock-timeout=60s"];
+    args.extend_from_slice(second_args);
+    let out = run(&second, &args).output().unwrap();
     let first_out = slow.wait_with_output().unwrap();
     assert!(
         first_out.status.success(),
         "{}",
         String::from_utf8_lossy(&first_out.stderr)
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("Waiting for lock"), "{stderr}");
     assert!(
         stderr.contains("planning again"),
         "it did not re-plan on the new state: {stderr}"
     );
-
-    // Both changes landed, each once: team a was not replaced a second time.
-    let gens = db.psql(
-        "SELECT string_agg(address || '=' || (attributes->'input'->'value'->>'gen') || '@v' || version, ',' ORDER BY address)
-         FROM instances WHERE name = 'base'",
-    );
-    assert_eq!(
-        gens,
-        r#"module.team["a"].terraform_data.base=2@v2,module.team["b"].terraform_data.base=2@v2,module.team["c"].terraform_data.base=1@v1"#
-    );
     assert_eq!(
         db.psql("SELECT count(*) FROM transactions WHERE kind = 'apply' AND status = 'committed'"),
         "3"
     );
+    (stderr, db)
+}
+
+/// The team bases as stored: `ADDRESS=GEN@vVERSION`, by address.
+fn bases(db: &TestDb) -> String {
+    db.psql(
+        "SELECT string_agg(address || '=' || (attributes->'input'->'value'->>'gen') || '@v' || version, ',' ORDER BY address)
+         FROM instances WHERE name = 'base'",
+    )
 }
 
 /// `state push` holds the state's lock while it writes, as terraform's
@@ -469,79 +483,29 @@ fn free_every_lock_in(db: &TestDb, delay: std::time::Duration) -> std::thread::J
 /// team a's rewritten, and plans again on the rows read whole.
 #[test]
 fn an_overlapping_apply_reading_rows_light_plans_again_on_the_first_ones_result() {
-    let db = test_db();
-    let first = TfWorkdir::from_fixture("teams");
-    let second = TfWorkdir::from_fixture("teams");
-    let run = |wd: &TfWorkdir, args: &[&str]| {
-        let mut cmd = sg_tf(&db, wd, "teams", args);
-        cmd.env("STATEGRAPH_DISCOVERY_ORACLE", "0");
-        cmd
+    let edit = |dir: &Path| {
+        let main = dir.join("main.tf");
+        let text = std::fs::read_to_string(&main).unwrap();
+        let edited = text.replace("input = \"shared\"", "input = \"shared-2\"");
+        assert_ne!(text, edited, "the fixture's shared resource moved");
+        std::fs::write(&main, edited).unwrap();
     };
-    let out = run(&first, &["apply", "-auto-approve", "-no-color"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let main = second.path().join("main.tf");
-    let text = std::fs::read_to_string(&main).unwrap();
-    let edited = text.replace("input = \"shared\"", "input = \"shared-2\"");
-    assert_ne!(text, edited, "the fixture's shared resource moved");
-    std::fs::write(&main, edited).unwrap();
-
-    let mut slow = spawn_piped(&mut run(
-        &first,
-        &[
-            "apply",
-            "-auto-approve",
-            "-no-color",
-            "-var",
-            "sleep_seconds=4",
-            "-var",
-            r#"gen={a="2"}"#,
-        ],
-    ));
-    wait_until_locked(&db, &mut slow, "the first apply never locked");
-    let out = run(
-        &second,
-        &["apply", "-auto-approve", "-no-color", "-lock-timeout=60s"],
-    )
-    .output()
-    .unwrap();
-    let first_out = slow.wait_with_output().unwrap();
-    assert!(
-        first_out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first_out.stderr)
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let (stderr, db) = overlapping_applies("0", edit, &[]);
     assert!(
         stderr.contains(
             "Discovering changes (configuration against the baseline)... 1 block changed"
         ),
         "{stderr}"
     );
-    assert!(stderr.contains("Waiting for lock"), "{stderr}");
-    assert!(
-        stderr.contains("planning again"),
-        "it did not re-plan on the new state: {stderr}"
-    );
     // Both runs' changes landed on each other: team a's generation 2, then
     // the second checkout's configuration (generation 1, its default) on
     // that, and the shared resource's edit.
-    let gens = db.psql(
-        "SELECT string_agg(address || '=' || (attributes->'input'->'value'->>'gen') || '@v' || version, ',' ORDER BY address)
-         FROM instances WHERE name = 'base'",
-    );
     assert_eq!(
-        gens,
+        bases(&db),
         r#"module.team["a"].terraform_data.base=1@v3,module.team["b"].terraform_data.base=1@v1,module.team["c"].terraform_data.base=1@v1"#
     );
     assert_eq!(
         db.psql("SELECT attributes->'input'->>'value' FROM instances WHERE address = 'terraform_data.shared'"),
         "shared-2"
-    );
-    assert_eq!(
-        db.psql("SELECT count(*) FROM transactions WHERE kind = 'apply' AND status = 'committed'"),
-        "3"
     );
 }
