@@ -716,7 +716,8 @@ impl Store {
 
     /// The named state as [`View::Settled`] sees it, its rows without their
     /// content ([`Snapshot::light`]): what discovery and the change set
-    /// need, a fifth of reading every row whole at 100,000 instances. The
+    /// need, in half the time of reading every row whole (0.30 s against
+    /// 0.65 s at 100,001 instances). The
     /// rows a run hands terraform are then read whole by [`Store::hydrate`].
     pub async fn light_snapshot(&self, name: &str) -> Result<Option<Snapshot>, StoreError> {
         let mut client = self.pool.get().await?;

@@ -284,7 +284,7 @@ async fn from_configuration(
 ) -> Result<Vec<String>> {
     let ui = cx.session.ui;
     if found.precise || found.addresses.is_empty() {
-        say_found(cx, found);
+        say_found(cx, found.blocks, found.addresses.len());
         return Ok(found.addresses.clone());
     }
     let blocks = blocks_text(found.blocks);
@@ -321,16 +321,17 @@ fn blocks_text(n: usize) -> String {
     format!("{} block{}", thousands(n), if n == 1 { "" } else { "s" })
 }
 
-/// The step line of what the configuration alone says may change.
-fn say_found(cx: &Context<'_>, found: &baseline::Candidates) {
+/// The step line of what the configuration alone says may change: how
+/// many blocks, how many addresses to plan.
+fn say_found(cx: &Context<'_>, blocks: usize, to_plan: usize) {
     let step = cx
         .session
         .ui
         .step("Discovering changes (configuration against the baseline)");
     step.done(format!(
         "{} changed, {} to plan",
-        blocks_text(found.blocks),
-        thousands(found.addresses.len())
+        blocks_text(blocks),
+        thousands(to_plan)
     ));
 }
 
@@ -381,14 +382,7 @@ pub async fn from_rows(
 
 /// Says what [`from_rows`] found, as discovery from the configuration does.
 pub fn announce(cx: &Context<'_>, found: &Discovered) {
-    say_found(
-        cx,
-        &baseline::Candidates {
-            addresses: found.changed.clone(),
-            blocks: found.blocks,
-            precise: true,
-        },
-    );
+    say_found(cx, found.blocks, found.changed.len());
 }
 
 /// The configuration's edges and outputs: cached by a fingerprint of its
