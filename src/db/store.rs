@@ -838,6 +838,16 @@ impl Store {
             .await?)
     }
 
+    /// Whether the head and outputs of the named state, as
+    /// [`View::Settled`] sees them now, are those `before` read.
+    pub async fn same_head(&self, name: &str, before: &Snapshot) -> Result<bool, StoreError> {
+        let mut client = self.pool.get().await?;
+        let client = consistent_read(&mut client).await?;
+        let now = head_fingerprint(&client, name).await?;
+        client.commit().await?;
+        Ok(matches!((&before.fingerprint, now), (Some(was), Some((_, now))) if *was == now))
+    }
+
     /// The named state as [`View::Settled`] sees it now, unless nothing in
     /// it changed since `before` was read (the same version of every row,
     /// the same head and outputs): then no row's content is read (at

@@ -208,6 +208,32 @@ async fn whole_rows(
     })
 }
 
+/// For a run that read the state light, under its lock: the partial state
+/// of what it read, its rows read whole, if they (the cone's among them),
+/// the state's head and its outputs are still the versions it read; `None`
+/// otherwise, or where terraform is given every row.
+async fn unchanged_under_lock(
+    cx: &Context<'_>,
+    light: &Snapshot,
+    cs: &ChangeSet,
+    found: &Discovered,
+) -> Result<Option<Partial>> {
+    let session = &cx.session;
+    let partial = partial_state(cx, &light.state, cs, &found.info, found.config.as_ref());
+    if partial.is_none() {
+        return Ok(None);
+    }
+    let Some(Whole::Partial(partial)) = whole_rows(cx, light, partial).await? else {
+        return Ok(None);
+    };
+    // After the rows: a write committed before this read is seen by one
+    // of them.
+    match session.store.same_head(&session.name, light).await? {
+        true => Ok(Some(partial)),
+        false => Ok(None),
+    }
+}
+
 /// The snapshot a run goes on with, if it was read light: `snapshot`,
 /// unless the re-check under the lock read the state again (whole).
 fn fresh_light<'a>(snapshot: &'a Snapshot, reread: Option<&'a Snapshot>) -> Option<&'a Snapshot> {
@@ -404,9 +430,19 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
         );
 
         // Re-check under the lock: rows of the cone may have changed between
-        // the snapshot and the lock (the state is read again only if
-        // anything in it did).
-        let reread = session.snapshot_since(&snapshot).await?;
+        // the snapshot and the lock. A run that read the state light goes on
+        // with what it read if the rows it hands terraform (the cone's among
+        // them), the head and the outputs are still the versions it read:
+        // no row is read again. Else the state is read again if anything
+        // in it changed.
+        let early = match snapshot.light {
+            true => unchanged_under_lock(cx, &snapshot, &cs, &found).await?,
+            false => None,
+        };
+        let reread = match early {
+            Some(_) => None,
+            None => session.snapshot_since(&snapshot).await?,
+        };
         let fresh = reread.as_ref().map_or(&snapshot.state, |s| &s.state);
         if reread.is_some() {
             dir.state_changed();
@@ -442,34 +478,39 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
 
         // Terraform plans the cone first: what it plans is checked against
         // the locks before anything is applied.
-        let partial = partial_state(cx, fresh, &cs, &found.info, found.config.as_ref());
-        if settings.discovery_oracle {
-            let whole = reread.as_ref().unwrap_or(&snapshot);
-            light_agrees(cx, whole, (&found, &cs), partial.as_ref()).await?;
-        }
-        // Rows read light: those handed to terraform are read whole now.
         let whole;
-        let (fresh, partial) = match fresh_light(&snapshot, reread.as_ref()) {
-            None => (fresh, partial),
-            Some(light) => match whole_rows(cx, light, partial).await? {
-                Some(Whole::Partial(partial)) => (fresh, Some(partial)),
-                Some(Whole::State(state)) => {
-                    whole = state;
-                    (&whole.state, None)
+        let (fresh, partial) = match early {
+            Some(partial) => (fresh, Some(partial)),
+            None => {
+                let partial = partial_state(cx, fresh, &cs, &found.info, found.config.as_ref());
+                if settings.discovery_oracle {
+                    let whole = reread.as_ref().unwrap_or(&snapshot);
+                    light_agrees(cx, whole, (&found, &cs), partial.as_ref()).await?;
                 }
-                None => {
-                    lease.release().await?;
-                    if out_of_attempts(attempt) {
-                        bail!(
-                            "the state kept changing while this run read it ({attempt} attempts); try again"
-                        );
-                    }
-                    session.ui.info(
-                        "The state changed while this run read it (another run wrote it): reading it again.",
-                    );
-                    continue;
+                // Rows read light: those handed to terraform are read whole now.
+                match fresh_light(&snapshot, reread.as_ref()) {
+                    None => (fresh, partial),
+                    Some(light) => match whole_rows(cx, light, partial).await? {
+                        Some(Whole::Partial(partial)) => (fresh, Some(partial)),
+                        Some(Whole::State(state)) => {
+                            whole = state;
+                            (&whole.state, None)
+                        }
+                        None => {
+                            lease.release().await?;
+                            if out_of_attempts(attempt) {
+                                bail!(
+                                    "the state kept changing while this run read it ({attempt} attempts); try again"
+                                );
+                            }
+                            session.ui.info(
+                                "The state changed while this run read it (another run wrote it): reading it again.",
+                            );
+                            continue;
+                        }
+                    },
                 }
-            },
+            }
         };
         let handed = hand(cx, &dir, partial.as_ref(), fresh)?;
         let done = plan_cone(cx, &dir, handed, &cs, &found.info, &rows).await??;
