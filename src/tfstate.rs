@@ -106,10 +106,10 @@ impl Instance {
     /// row where there is one, else computed. What discovery compares with
     /// its baseline; written with every row, so that discovery need not
     /// read any row's attributes.
-    pub fn digest(&self) -> String {
+    pub fn digest(&self) -> std::borrow::Cow<'_, str> {
         match &self.stored_digest.0 {
-            Some(d) => d.clone(),
-            None => self.content_digest(),
+            Some(d) => std::borrow::Cow::Borrowed(d),
+            None => std::borrow::Cow::Owned(self.content_digest()),
         }
     }
 

@@ -952,8 +952,7 @@ fn object_key(address: &str, deposed: &str) -> String {
 enum Read {
     /// Everything.
     Whole,
-    /// No content (attributes, private data, extra keys), nor the
-    /// configuration address (derived from the address): addresses,
+    /// No content (attributes, private data, extra keys): addresses,
     /// dependencies, versions and stored digests.
     Light,
 }
@@ -963,16 +962,14 @@ enum Read {
 fn snapshot_columns(read: Read) -> &'static str {
     match read {
         Read::Whole => {
-            "address, deposed, config_address, module, mode, type, name, each, provider, \
-             index_key, status, schema_version, attributes, attributes_flat, sensitive_attributes, \
-             private, dependencies, create_before_destroy, extra, resource_extra, version, txn_id, \
-             digest"
+            "address, deposed, module, mode, type, name, each, provider, index_key, status, \
+             schema_version, attributes, attributes_flat, sensitive_attributes, private, \
+             dependencies, create_before_destroy, extra, resource_extra, version, txn_id, digest"
         }
         Read::Light => {
-            "address, deposed, NULL::text, module, mode, type, name, each, provider, \
-             index_key, status, schema_version, NULL::jsonb, NULL::jsonb, NULL::jsonb, \
-             NULL::text, dependencies, create_before_destroy, NULL::jsonb, NULL::jsonb, version, \
-             txn_id, digest"
+            "address, deposed, module, mode, type, name, each, provider, index_key, status, \
+             schema_version, NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::text, dependencies, \
+             create_before_destroy, NULL::jsonb, NULL::jsonb, version, txn_id, digest"
         }
     }
 }
@@ -1003,7 +1000,7 @@ impl Gathered {
             _ => Map::new(),
         };
         let (module, mode, type_, rname): (&str, &str, &str, &str) =
-            (row.get(3), row.get(4), row.get(5), row.get(6));
+            (row.get(2), row.get(3), row.get(4), row.get(5));
         let key = format!("{module}\u{0}{mode}\u{0}{type_}\u{0}{rname}");
         let idx = match &self.last {
             Some((last, idx)) if *last == key => *idx,
@@ -1016,10 +1013,10 @@ impl Gathered {
                             mode: mode.to_owned(),
                             type_: type_.to_owned(),
                             name: rname.to_owned(),
-                            each: row.get(7),
-                            provider: row.get(8),
+                            each: row.get(6),
+                            provider: row.get(7),
                             instances: Vec::new(),
-                            extra: object(jsonb::decode_opt(row.get(19))),
+                            extra: object(jsonb::decode_opt(row.get(18))),
                         });
                         self.by_address
                             .insert(key.clone(), self.resources.len() - 1);
@@ -1032,21 +1029,21 @@ impl Gathered {
         };
         let deposed: String = row.get(1);
         let key = object_key(row.get(0), &deposed);
-        self.versions.push((key, (row.get(20), row.get(21))));
-        let digest: Option<String> = row.get(22);
+        self.versions.push((key, (row.get(19), row.get(20))));
+        let digest: Option<String> = row.get(21);
         self.undigested += usize::from(digest.is_none());
         self.resources[idx].instances.push(Instance {
-            index_key: jsonb::decode_opt(row.get(9)),
-            status: row.get(10),
+            index_key: jsonb::decode_opt(row.get(8)),
+            status: row.get(9),
             deposed: (!deposed.is_empty()).then_some(deposed),
-            schema_version: row.get(11),
-            attributes: jsonb::decode_opt(row.get(12)),
-            attributes_flat: jsonb::decode_opt(row.get(13)),
-            sensitive_attributes: jsonb::decode_opt(row.get(14)),
-            private: row.get(15),
-            dependencies: row.get(16),
-            create_before_destroy: row.get(17),
-            extra: object(jsonb::decode_opt(row.get(18))),
+            schema_version: row.get(10),
+            attributes: jsonb::decode_opt(row.get(11)),
+            attributes_flat: jsonb::decode_opt(row.get(12)),
+            sensitive_attributes: jsonb::decode_opt(row.get(13)),
+            private: row.get(14),
+            dependencies: row.get(15),
+            create_before_destroy: row.get(16),
+            extra: object(jsonb::decode_opt(row.get(17))),
             stored_digest: StoredDigest(digest),
         });
     }
@@ -1054,7 +1051,7 @@ impl Gathered {
     fn finish(self) -> Rows {
         Rows {
             resources: self.resources,
-            // Sorted once and built in bulk: a tenth of inserting each.
+            // Sorted once and built in bulk, not inserted one by one.
             versions: self.versions.into_iter().collect(),
             undigested: self.undigested,
         }
@@ -2551,6 +2548,7 @@ async fn copy_resource(
         let [index_key, attributes, attributes_flat, sensitive_attributes, extra] =
             encoded.each_ref().map(|v| v.as_deref());
         let digest = i.digest();
+        let digest: &str = &digest;
         let mut row: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(20 + suffix.len());
         row.extend_from_slice(&[
             &address,

@@ -82,10 +82,14 @@ pub fn block_of(address: &str) -> String {
     strip_module_keys(crate::address::strip_instance_key(address))
 }
 
-/// Baseline key of a resource (one module instance's part of a block),
-/// for blocks with per-instance hashes ([`crate::terraform::config::Keyed`]).
+/// The prefix of a resource's baseline key (one module instance's part of
+/// a block), for blocks with per-instance hashes
+/// ([`crate::terraform::config::Keyed`]).
+const KEYED: &str = "keyed:";
+
+/// Baseline key of a resource: see [`KEYED`].
 fn keyed_key(resource: &str) -> String {
-    format!("keyed:{resource}")
+    format!("{KEYED}{resource}")
 }
 
 /// The third part of a per-instance entry: the block's text hash and the
@@ -325,7 +329,7 @@ pub fn upgraded(
         .iter()
         .filter(|(_, [_, d, _])| content_format(d))
         .map(|(key, [h, d, text])| {
-            let pair = match key.strip_prefix("keyed:") {
+            let pair = match key.strip_prefix(KEYED) {
                 Some(resource) => (was.resources.get(resource), now.resources.get(resource)),
                 None => (was.blocks.get(key), now.blocks.get(key)),
             };

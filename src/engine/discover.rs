@@ -18,7 +18,7 @@ use anyhow::{bail, Context as _, Result};
 use super::baseline;
 use super::change_set::ChangeSet;
 use super::session::Context;
-use crate::db::store::GraphRow;
+use crate::db::store::{GraphRow, Snapshot};
 use crate::error::Exit;
 use crate::settings::Settings;
 use crate::terraform::config::{Config, Inputs};
@@ -335,6 +335,14 @@ fn say_found(cx: &Context<'_>, blocks: usize, to_plan: usize) {
     ));
 }
 
+/// Whether a run reads the state light first ([`from_rows`] may answer
+/// it): the partial state on, the discovery oracle off (it reads both
+/// ways itself), and flags the configuration alone answers.
+pub fn reads_light(cx: &Context<'_>) -> bool {
+    let settings = cx.session.settings;
+    settings.partial_state && !settings.discovery_oracle && plain(cx)
+}
+
 /// What may change (besides `forced`) according to the configuration and
 /// the rows' stored digests alone, for a state read light ([`crate::db::store::Snapshot::light`]):
 /// `None` where that cannot say (flags the configuration cannot answer,
@@ -345,18 +353,14 @@ fn say_found(cx: &Context<'_>, blocks: usize, to_plan: usize) {
 pub async fn from_rows(
     cx: &Context<'_>,
     dir: &RunDir,
-    state: &State,
+    snapshot: &Snapshot,
     forced: &[String],
 ) -> Result<Option<Discovered>> {
     let session = &cx.session;
-    if !plain(cx)
-        || state
-            .resources
-            .iter()
-            .any(|r| r.instances.iter().any(|i| i.stored_digest.0.is_none()))
-    {
+    if !reads_light(cx) || !snapshot.light || snapshot.undigested > 0 {
         return Ok(None);
     }
+    let state = &snapshot.state;
     let Ok(config) = crate::terraform::config::read(dir.root(), &inputs(cx, dir)) else {
         return Ok(None);
     };

@@ -83,7 +83,7 @@ async fn plan_stored(cx: &Context<'_>) -> Result<Outcome> {
     // `plan -verify` (or its sampled share of plans).
     let verifying = cx.flags.verify || session.settings.sample_verify();
     let settings = session.settings;
-    if !settings.discovery_oracle && settings.partial_state {
+    if super::discover::reads_light(cx) {
         if let Some(outcome) = plan_light(cx, verifying).await? {
             return Ok(outcome);
         }
@@ -144,7 +144,7 @@ async fn plan_light(cx: &Context<'_>, verifying: bool) -> Result<Option<Outcome>
     };
     let dir = run_dir(session.settings, &cx.flags, &light.state)?;
     prepare(&dir, &cx.tf, &session.store).await?;
-    let Some(found) = super::discover::from_rows(cx, &dir, &light.state, &[]).await? else {
+    let Some(found) = super::discover::from_rows(cx, &dir, &light, &[]).await? else {
         return Ok(None);
     };
     super::discover::announce(cx, &found);
@@ -382,7 +382,7 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
         // Snapshot (its rows read light where discovery can do with them,
         // as a plan's: see plan_light), and a private run dir.
         let settings = session.settings;
-        let mut snapshot = match !settings.discovery_oracle && settings.partial_state {
+        let mut snapshot = match super::discover::reads_light(cx) {
             true => session.light_snapshot().await?,
             false => session.snapshot().await?,
         };
@@ -390,10 +390,7 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
         prepare(&dir, &cx.tf, &session.store).await?;
 
         // Discover what changes, and compute the change set on the stored graph.
-        let light = match snapshot.light && snapshot.undigested == 0 {
-            true => super::discover::from_rows(cx, &dir, &snapshot.state, &forced).await?,
-            false => None,
-        };
+        let light = super::discover::from_rows(cx, &dir, &snapshot, &forced).await?;
         let found = match light {
             Some(found) => {
                 super::discover::announce(cx, &found);
