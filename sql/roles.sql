@@ -60,7 +60,8 @@ GRANT SELECT ON
     lock_waiters,
     config_cache,
     discovery_baseline,
-    terraform_costs
+    terraform_costs,
+    resource_digests
 TO stategraph_reader;
 
 -- Querying (stategraph query): the documented views of stategraph_api.
@@ -81,12 +82,14 @@ GRANT INSERT, UPDATE, DELETE ON lock_holders, locks, lock_waiters TO stategraph_
 GRANT UPDATE (status, finished_at, summary) ON transactions TO stategraph_planner;
 GRANT INSERT, UPDATE ON config_cache, discovery_baseline, terraform_costs TO stategraph_planner;
 
--- Applying: the states, their instances and outputs, their history, and
--- the transaction log.
+-- Applying: the states, their instances (and what PostgreSQL keeps of each
+-- resource as they are written) and outputs, their history, and the
+-- transaction log.
 GRANT INSERT, UPDATE, DELETE ON
     states,
     transactions,
     instances,
+    resource_digests,
     instance_history,
     outputs,
     output_history

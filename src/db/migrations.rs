@@ -73,6 +73,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "row_digests",
         sql: include_str!("../../migrations/0011_row_digests.sql"),
     },
+    Migration {
+        version: 12,
+        name: "resource_digests",
+        sql: include_str!("../../migrations/0012_resource_digests.sql"),
+    },
 ];
 
 /// Key of the advisory lock that serializes migrations (ASCII "sgmigrat").

@@ -273,6 +273,30 @@ pub struct Snapshot {
     pub undigested: usize,
 }
 
+/// A state's head and resources as [`Store::resources`] reads them.
+#[derive(Debug, Clone)]
+pub struct Summarized {
+    /// The head and outputs; no resources.
+    pub state: State,
+    pub resources: Vec<Summary>,
+    /// As [`Snapshot::fingerprint`].
+    pub fingerprint: String,
+}
+
+/// One stored resource, without its instances.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// The resource, its instances left out.
+    pub resource: Resource,
+    /// How many objects it has (deposed ones included).
+    pub objects: usize,
+    /// The digest PostgreSQL keeps of its objects' digests; `None` for a
+    /// resource with no objects (kept in the state's head).
+    pub digest: Option<String>,
+    /// What its objects depend on, each once.
+    pub dependencies: Vec<String>,
+}
+
 /// What [`Store::settled_since`] found.
 pub enum Since {
     /// Every row, the head and the outputs are as read before.
@@ -727,6 +751,153 @@ impl Store {
         Ok(snapshot)
     }
 
+    /// The named state's head, outputs and resources without their
+    /// instances, each with what PostgreSQL keeps of it (migration 0012:
+    /// one row per resource, not per instance); a few milliseconds where
+    /// reading every row light takes 0.3 s (100,001 instances in 3,001
+    /// resources). `None` if no such state is stored, or a run is in
+    /// flight on it (its checkpoints are in what is kept, not in what
+    /// [`View::Settled`] sees), or an object has no digest yet.
+    pub async fn resources(&self, name: &str) -> Result<Option<Summarized>, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = consistent_read(&mut client).await?;
+        let Some((state_id, fingerprint)) = head_fingerprint(&tx, name).await? else {
+            return Ok(None);
+        };
+        let busy: bool = tx
+            .query_one(
+                &format!("SELECT EXISTS ({})", in_flight_txns()),
+                &[&state_id],
+            )
+            .await?
+            .get(0);
+        if busy {
+            return Ok(None);
+        }
+        let head = tx
+            .query_one(
+                "SELECT lineage, serial, terraform_version, check_results, extra, husks
+                 FROM states WHERE id = $1",
+                &[&state_id],
+            )
+            .await?;
+        let rows = tx
+            .query(
+                "SELECT module, mode, type, name, each, provider, objects, digest, dependencies
+                 FROM resource_digests WHERE state_id = $1",
+                &[&state_id],
+            )
+            .await?;
+        let mut resources = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let Some(digest) = row.get::<_, Option<String>>(7) else {
+                return Ok(None);
+            };
+            let objects: i64 = row.get(6);
+            resources.push(Summary {
+                resource: Resource {
+                    module: row.get(0),
+                    mode: row.get(1),
+                    type_: row.get(2),
+                    name: row.get(3),
+                    each: row.get(4),
+                    provider: row.get(5),
+                    instances: Vec::new(),
+                    extra: Map::new(),
+                },
+                objects: objects as usize,
+                digest: Some(digest),
+                dependencies: row.get(8),
+            });
+        }
+        for resource in husks(name, jsonb::decode_opt(head.get(5)))? {
+            resources.push(Summary {
+                resource,
+                objects: 0,
+                digest: None,
+                dependencies: Vec::new(),
+            });
+        }
+        let outputs = outputs_of(&tx, state_id, View::Settled).await?;
+        tx.commit().await?;
+        let object = |v: Option<Value>| match v {
+            Some(Value::Object(m)) => m,
+            _ => Map::new(),
+        };
+        let state = State {
+            terraform_version: head.get(2),
+            serial: head.get(1),
+            lineage: head.get(0),
+            outputs,
+            resources: Vec::new(),
+            check_results: jsonb::decode_opt(head.get(3)),
+            extra: object(jsonb::decode_opt(head.get(4))),
+        };
+        Ok(Some(Summarized {
+            state,
+            resources,
+            fingerprint,
+        }))
+    }
+
+    /// The rows of the resources `keys` (module instance, configuration
+    /// address) of the named state, read light ([`Snapshot::light`]), the
+    /// rest of the state as `head` ([`Store::resources`]) read it: a
+    /// snapshot of those resources only. `None` if the state changed since
+    /// `head` was read, or a run is in flight on it.
+    pub async fn light_resources(
+        &self,
+        name: &str,
+        head: &Summarized,
+        keys: &[(String, String)],
+    ) -> Result<Option<Snapshot>, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = consistent_read(&mut client).await?;
+        let Some((state_id, fingerprint)) = head_fingerprint(&tx, name).await? else {
+            return Ok(None);
+        };
+        let busy: bool = tx
+            .query_one(
+                &format!("SELECT EXISTS ({})", in_flight_txns()),
+                &[&state_id],
+            )
+            .await?
+            .get(0);
+        if busy || fingerprint != head.fingerprint {
+            return Ok(None);
+        }
+        let (modules, configs): (Vec<&str>, Vec<&str>) =
+            keys.iter().map(|(m, c)| (m.as_str(), c.as_str())).unzip();
+        let params: [&(dyn ToSql + Sync); 3] = [&state_id, &modules, &configs];
+        let query = format!(
+            "SELECT {} FROM unnest($2::text[], $3::text[]) AS g (m, c)
+             JOIN instances i ON i.state_id = $1 AND i.module COLLATE \"C\" = g.m
+                             AND i.config_address = g.c",
+            snapshot_columns(Read::Light)
+        );
+        let rows = tx.query_raw(&query, params).await?;
+        let mut gathered = Gathered::default();
+        pin_mut!(rows);
+        while let Some(row) = rows.try_next().await? {
+            gathered.push_row(&row);
+        }
+        tx.commit().await?;
+        let Rows {
+            resources,
+            versions,
+            undigested,
+        } = gathered.finish();
+        let mut state = head.state.with_resources(resources);
+        state.sort();
+        Ok(Some(Snapshot {
+            state,
+            versions,
+            fingerprint: Some(fingerprint),
+            light: true,
+            undigested,
+        }))
+    }
+
     /// The resources of `skeleton` (resources of a [`Snapshot::light`]
     /// snapshot, or a part of one) with their rows read whole, as
     /// [`View::Settled`] sees them now; `None` if any of them is no longer
@@ -1058,6 +1229,53 @@ impl Gathered {
     }
 }
 
+/// The root outputs of state `state_id` as `view` sees them.
+async fn outputs_of(
+    client: &tokio_postgres::Transaction<'_>,
+    state_id: i64,
+    view: View,
+) -> Result<Vec<(String, Output)>, StoreError> {
+    let object = |v: Option<Value>| match v {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    Ok(client
+        .query(&output_rows(view), &[&state_id])
+        .await?
+        .into_iter()
+        .map(|r| {
+            (
+                r.get::<_, String>(0),
+                Output {
+                    value: jsonb::decode(r.get(1)),
+                    type_: jsonb::decode(r.get(2)),
+                    sensitive: r.get(3),
+                    extra: object(jsonb::decode_opt(r.get(4))),
+                },
+            )
+        })
+        .collect())
+}
+
+/// The resources a state holds with no instances (`states.husks`).
+fn husks(name: &str, stored: Option<Value>) -> Result<Vec<Resource>, StoreError> {
+    let Some(Value::Array(husks)) = stored else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for h in husks {
+        let mut doc = json!({"version": 4, "serial": 0, "lineage": "", "resources": [h]});
+        doc["terraform_version"] = json!("");
+        let parsed =
+            crate::tfstate::parse(doc.to_string().as_bytes()).map_err(|e| StoreError::Corrupt {
+                name: name.to_owned(),
+                problem: format!("stored empty resource: {e}"),
+            })?;
+        out.extend(parsed.resources);
+    }
+    Ok(out)
+}
+
 /// The named state as `view` sees it, read in `client`'s transaction.
 async fn read_snapshot(
     client: &tokio_postgres::Transaction<'_>,
@@ -1104,10 +1322,6 @@ async fn read_snapshot(
             terraform_version = version;
         }
     }
-    let corrupt = |problem: String| StoreError::Corrupt {
-        name: name.to_owned(),
-        problem,
-    };
     let object = |v: Option<Value>| match v {
         Some(Value::Object(m)) => m,
         _ => Map::new(),
@@ -1130,32 +1344,9 @@ async fn read_snapshot(
         versions,
         undigested,
     } = gathered.finish();
-    if let Some(Value::Array(husks)) = jsonb::decode_opt(head.get(6)) {
-        for h in husks {
-            let mut doc = json!({"version": 4, "serial": 0, "lineage": "", "resources": [h]});
-            doc["terraform_version"] = json!("");
-            let parsed = crate::tfstate::parse(doc.to_string().as_bytes())
-                .map_err(|e| corrupt(format!("stored empty resource: {e}")))?;
-            resources.extend(parsed.resources);
-        }
-    }
+    resources.extend(husks(name, jsonb::decode_opt(head.get(6)))?);
 
-    let outputs = client
-        .query(&output_rows(view), &[&state_id])
-        .await?
-        .into_iter()
-        .map(|r| {
-            (
-                r.get::<_, String>(0),
-                Output {
-                    value: jsonb::decode(r.get(1)),
-                    type_: jsonb::decode(r.get(2)),
-                    sensitive: r.get(3),
-                    extra: object(jsonb::decode_opt(r.get(4))),
-                },
-            )
-        })
-        .collect();
+    let outputs = outputs_of(client, state_id, view).await?;
 
     let mut state = State {
         terraform_version,
@@ -2406,6 +2597,19 @@ async fn diff_staged(
     // sample and no plan here depends on them.
     tx.batch_execute(
         "CREATE UNIQUE INDEX ON incoming (address, deposed); ANALYZE incoming (address, deposed);",
+    )
+    .await?;
+    // The resources this diff may write, locked in one order before any
+    // of its statements does (migration 0012): two merges writing the same
+    // resources take turns instead of deadlocking on their digests' rows.
+    tx.execute(
+        "SELECT resource_digests_lock(array_agg(s), array_agg(m), array_agg(c))
+         FROM (SELECT $1::bigint AS s, module AS m, config_address AS c FROM incoming
+               UNION
+               SELECT state_id, module, config_address FROM instances
+               WHERE state_id = $1 AND ($2::text[] IS NULL OR address = ANY($2))) t
+         HAVING count(*) > 0",
+        &[&state_id, &scope],
     )
     .await?;
 

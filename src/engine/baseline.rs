@@ -99,7 +99,7 @@ fn keyed_text(text: &str, entries: &str) -> String {
 }
 
 /// Digests of a state's stored rows and the rows they depend on.
-struct Digests {
+pub struct Digests {
     /// By block (`module.m.t.n`).
     blocks: HashMap<String, String>,
     /// By managed resource (`module.m["a"].t.n`), for per-instance entries.
@@ -112,29 +112,114 @@ enum Format {
     /// Every object's content hashed together: what baselines recorded
     /// before rows kept their own digest.
     Content,
+    /// The objects' own digests in the state's order, hashed together:
+    /// what baselines recorded before resources kept theirs (`v2:`).
+    Ordered,
     /// The objects' own digests ([`crate::tfstate::Instance::digest`],
-    /// kept with each row) hashed together: computed without reading any
-    /// row's attributes. Recorded with the [`CURRENT`] prefix.
+    /// kept with each row) sorted and hashed together, as PostgreSQL keeps
+    /// it for each resource (`resource_digests`, migration 0012): computed
+    /// without reading any row. Recorded with the [`CURRENT`] prefix.
     Rows,
 }
 
 /// The prefix of digests in the current format ([`Format::Rows`]).
-const CURRENT: &str = "v2:";
+const CURRENT: &str = "v3:";
+
+/// The prefix of digests in the [`Format::Ordered`] format.
+const ORDERED: &str = "v2:";
+
+/// One stored resource as discovery digests it: from its rows, or as
+/// PostgreSQL keeps it ([`crate::db::store::Store::resource_digests`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceDigest {
+    /// `module.m["a"].t.n`.
+    pub address: String,
+    /// The module instance holding it (`module.m["a"]`, or empty).
+    pub module: String,
+    pub managed: bool,
+    /// Its objects (deposed ones included).
+    pub objects: usize,
+    /// The digest of its objects' digests.
+    pub digest: String,
+    /// What its objects depend on, sorted, each once.
+    pub dependencies: Vec<String>,
+}
+
+impl ResourceDigest {
+    /// [`Format::Rows`]'s digest of a resource from its objects' digests.
+    pub fn of_objects<'a>(
+        provider: &str,
+        mode: &str,
+        each: Option<&str>,
+        digests: impl IntoIterator<Item = &'a str>,
+    ) -> String {
+        let mut sorted: Vec<&str> = digests.into_iter().collect();
+        sorted.sort_unstable();
+        let text = format!(
+            "{provider}|{mode}|{}|{}",
+            each.unwrap_or(""),
+            sorted.join("\n")
+        );
+        hash(text.as_bytes())
+    }
+}
+
+impl ResourceDigest {
+    /// The resources of `state`, from their rows.
+    pub fn of_state(state: &State) -> Vec<ResourceDigest> {
+        resource_digests(&state.resources, Format::Rows)
+    }
+
+    /// The resources as PostgreSQL keeps them (a resource with no objects
+    /// digested here, as from its rows).
+    pub fn of_summaries(stored: &[crate::db::store::Summary]) -> Vec<ResourceDigest> {
+        stored
+            .iter()
+            .map(|s| {
+                let r = &s.resource;
+                let digest = match &s.digest {
+                    Some(d) => d.clone(),
+                    None => ResourceDigest::of_objects(&r.provider, &r.mode, r.each.as_deref(), []),
+                };
+                let dependencies: BTreeSet<&String> = s.dependencies.iter().collect();
+                ResourceDigest {
+                    address: r.address(),
+                    module: r.module.clone(),
+                    managed: r.mode == "managed",
+                    objects: s.objects,
+                    digest,
+                    dependencies: dependencies.into_iter().cloned().collect(),
+                }
+            })
+            .collect()
+    }
+}
 
 impl Digests {
-    fn of(state: &State) -> Digests {
+    pub fn of(state: &State) -> Digests {
         Digests::in_format(state, Format::Rows)
     }
 
     fn in_format(state: &State, format: Format) -> Digests {
+        Digests::from_resources(&resource_digests(&state.resources, format), format)
+    }
+
+    /// From the resources' digests alone: those PostgreSQL keeps, and the
+    /// state's resources without objects.
+    pub fn of_resources(resources: &[ResourceDigest]) -> Digests {
+        Digests::from_resources(resources, Format::Rows)
+    }
+
+    fn from_resources(resources: &[ResourceDigest], format: Format) -> Digests {
         let prefix = match format {
             Format::Content => "",
+            Format::Ordered => ORDERED,
             Format::Rows => CURRENT,
         };
         let mut parts: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let mut resources = HashMap::new();
-        for (address, line) in lines(state, format) {
-            resources.insert(
+        let mut by_resource = HashMap::new();
+        for (address, line) in lines(resources) {
+            by_resource.insert(
                 address.clone(),
                 format!("{prefix}{}", hash(line.as_bytes())),
             );
@@ -150,7 +235,10 @@ impl Digests {
                 )
             })
             .collect();
-        Digests { blocks, resources }
+        Digests {
+            blocks,
+            resources: by_resource,
+        }
     }
 
     fn block(&self, key: &str) -> String {
@@ -164,32 +252,29 @@ fn hash(bytes: &[u8]) -> String {
 
 /// One line per managed resource: its rows' digest and those of the rows
 /// its instances depend on.
-fn lines(state: &State, format: Format) -> Vec<(String, String)> {
-    let mut by_resource: HashMap<String, String> = HashMap::new();
+fn lines(resources: &[ResourceDigest]) -> Vec<(String, String)> {
     // Dependencies name resources without module keys: keyless address ->
     // (address, digest) of every resource it may name.
-    let mut by_config: HashMap<String, Vec<(String, String)>> = HashMap::new();
-    for (address, digest) in resource_digests(&state.resources, format) {
+    let mut by_config: HashMap<String, Vec<(&str, &str)>> = HashMap::new();
+    for r in resources {
         by_config
-            .entry(strip_module_keys(&address))
+            .entry(strip_module_keys(&r.address))
             .or_default()
-            .push((address.clone(), digest.clone()));
-        by_resource.insert(address, digest);
+            .push((&r.address, &r.digest));
     }
     // Sorted, so that the resources under one module instance are a run.
     for named in by_config.values_mut() {
         named.sort_unstable();
     }
     let mut out = Vec::new();
-    for r in state.resources.iter().filter(|r| r.mode == "managed") {
-        let address = r.address();
-        let deps: BTreeSet<&String> = r.instances.iter().flat_map(|i| &i.dependencies).collect();
-        let mut line = format!("{address}={}", by_resource[&address]);
-        for d in deps {
+    for r in resources.iter().filter(|r| r.managed) {
+        let address = &r.address;
+        let mut line = format!("{address}={}", r.digest);
+        for d in &r.dependencies {
             // Inside module.m["x"], module.m.t.n is module.m["x"].t.n.
-            let prefix = shared_prefix(&address, d);
+            let prefix = shared_prefix(address, d);
             let all = by_config.get(d.as_str()).map_or(&[][..], Vec::as_slice);
-            let from = all.partition_point(|(a, _)| a.as_str() < prefix);
+            let from = all.partition_point(|(a, _)| *a < prefix);
             let mut named: Vec<String> = all[from..]
                 .iter()
                 .take_while(|(a, _)| a.starts_with(prefix))
@@ -205,31 +290,52 @@ fn lines(state: &State, format: Format) -> Vec<(String, String)> {
                 false => line.push_str(&format!(" {d}=[{}]", named.join(","))),
             }
         }
-        out.push((address, line));
+        out.push((address.clone(), line));
     }
     out
 }
 
-/// Each resource's address and the digest of its rows, hashed on every
-/// core for large states (most of discovery's time at 100,000 instances).
-fn resource_digests(
-    resources: &[crate::tfstate::Resource],
-    format: Format,
-) -> Vec<(String, String)> {
+/// Each resource's digest in `format`, hashed on every core for large
+/// states (most of discovery's time at 100,000 instances).
+fn resource_digests(resources: &[crate::tfstate::Resource], format: Format) -> Vec<ResourceDigest> {
     /// Instances worth a thread of their own.
     const PER_THREAD: usize = 5_000;
     let digest = |r: &crate::tfstate::Resource| {
-        let mut bytes = format!("{}|{}|{:?}|", r.provider, r.mode, r.each).into_bytes();
-        for i in &r.instances {
-            match format {
-                Format::Content => i.write_canonical(&mut bytes),
-                Format::Rows => {
-                    bytes.extend_from_slice(i.digest().as_bytes());
-                    bytes.push(b'\n');
-                }
+        let digest = match format {
+            Format::Rows => {
+                let digests: Vec<std::borrow::Cow<str>> =
+                    r.instances.iter().map(|i| i.digest()).collect();
+                ResourceDigest::of_objects(
+                    &r.provider,
+                    &r.mode,
+                    r.each.as_deref(),
+                    digests.iter().map(|d| d.as_ref()),
+                )
             }
+            Format::Content | Format::Ordered => {
+                let mut bytes = format!("{}|{}|{:?}|", r.provider, r.mode, r.each).into_bytes();
+                for i in &r.instances {
+                    match format {
+                        Format::Content => i.write_canonical(&mut bytes),
+                        _ => {
+                            bytes.extend_from_slice(i.digest().as_bytes());
+                            bytes.push(b'\n');
+                        }
+                    }
+                }
+                hash(&bytes)
+            }
+        };
+        let dependencies: BTreeSet<&String> =
+            r.instances.iter().flat_map(|i| &i.dependencies).collect();
+        ResourceDigest {
+            address: r.address(),
+            module: r.module.clone(),
+            managed: r.mode == "managed",
+            objects: r.instances.len(),
+            digest,
+            dependencies: dependencies.into_iter().cloned().collect(),
         }
-        (r.address(), hash(&bytes))
     };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let instances: usize = resources.iter().map(|r| r.instances.len()).sum();
@@ -297,25 +403,43 @@ fn empty_digest() -> String {
     hash(b"")
 }
 
-/// Whether a recorded digest is in the format before rows kept their own
-/// digest ([`Format::Content`]).
-fn content_format(digest: &str) -> bool {
-    !digest.is_empty() && !digest.starts_with(CURRENT) && digest != empty_digest()
+/// The format a recorded digest is in; `None` for one that is the same
+/// in every format (no rows, or none recorded).
+fn format_of(digest: &str) -> Option<Format> {
+    if digest.is_empty() || digest == empty_digest() {
+        None
+    } else if digest.starts_with(CURRENT) {
+        Some(Format::Rows)
+    } else if digest.starts_with(ORDERED) {
+        Some(Format::Ordered)
+    } else {
+        Some(Format::Content)
+    }
 }
 
 /// Whether every digest `baseline` records is in the current format:
-/// then discovery compares it with the digests kept with the rows, and
-/// needs no row's attributes.
+/// then discovery compares it with the digests PostgreSQL keeps for each
+/// resource, and needs no row.
 pub fn current(baseline: &HashMap<String, [String; 3]>) -> bool {
-    !baseline.values().any(|[_, d, _]| content_format(d))
+    baseline
+        .values()
+        .all(|[_, d, _]| matches!(format_of(d), None | Some(Format::Rows)))
 }
 
-/// The entries of `baseline` recorded in the format before rows kept their
-/// own digest, in the current one: those whose rows in `state` are still
-/// as recorded get the current digest of those rows, the others one that
-/// matches no rows (a candidate, as it was). Checked once, on the first
-/// read of every row after an upgrade, so that no block is planned again
-/// for the change of format.
+/// Whether [`upgraded`] can carry `baseline` over from rows read light
+/// (their digests, not their content).
+pub fn upgradable_light(baseline: &HashMap<String, [String; 3]>) -> bool {
+    !baseline
+        .values()
+        .any(|[_, d, _]| format_of(d) == Some(Format::Content))
+}
+
+/// The entries of `baseline` recorded in an earlier format, in the current
+/// one: those whose rows in `state` are still as recorded get the current
+/// digest of those rows, the others one that matches no rows (a
+/// candidate, as it was). Checked once, on the first read of the rows
+/// after an upgrade, so that no block is planned again for the change of
+/// format.
 pub fn upgraded(
     baseline: &HashMap<String, [String; 3]>,
     state: &State,
@@ -323,23 +447,28 @@ pub fn upgraded(
     if current(baseline) {
         return Vec::new();
     }
-    let was = Digests::in_format(state, Format::Content);
     let now = Digests::of(state);
-    baseline
-        .iter()
-        .filter(|(_, [_, d, _])| content_format(d))
-        .map(|(key, [h, d, text])| {
-            let pair = match key.strip_prefix(KEYED) {
-                Some(resource) => (was.resources.get(resource), now.resources.get(resource)),
-                None => (was.blocks.get(key), now.blocks.get(key)),
-            };
-            let digest = match pair {
-                (Some(was), Some(now)) if was == d => now.clone(),
-                _ => format!("{CURRENT}changed"),
-            };
-            (key.clone(), [h.clone(), digest, text.clone()])
-        })
-        .collect()
+    let mut was: HashMap<bool, Digests> = HashMap::new();
+    let mut out = Vec::new();
+    for (key, [h, d, text]) in baseline {
+        let format = match format_of(d) {
+            Some(f @ (Format::Content | Format::Ordered)) => f,
+            _ => continue,
+        };
+        let was = was
+            .entry(format == Format::Content)
+            .or_insert_with(|| Digests::in_format(state, format));
+        let pair = match key.strip_prefix(KEYED) {
+            Some(resource) => (was.resources.get(resource), now.resources.get(resource)),
+            None => (was.blocks.get(key), now.blocks.get(key)),
+        };
+        let digest = match pair {
+            (Some(was), Some(now)) if was == d => now.clone(),
+            _ => format!("{CURRENT}changed"),
+        };
+        out.push((key.clone(), [h.clone(), digest, text.clone()]));
+    }
+    out
 }
 
 /// What the configuration alone says may change.
@@ -355,6 +484,61 @@ pub struct Candidates {
     /// a value a candidate reads changed, and which of its instances change
     /// takes terraform's plan of the candidates.
     pub precise: bool,
+    /// The stored resources whose instances the candidates name (for a
+    /// [`Stored::summarized`] state, whose instances were not read: those
+    /// to read before the addresses are whole).
+    pub listed: BTreeSet<String>,
+}
+
+impl Candidates {
+    /// Whether nothing at all may change.
+    pub fn is_empty(&self) -> bool {
+        self.addresses.is_empty() && self.listed.is_empty()
+    }
+}
+
+/// The stored rows discovery compares a configuration with.
+pub struct Stored<'a> {
+    state: &'a State,
+    digests: Digests,
+    /// Managed objects in all.
+    total: usize,
+    /// Whether `state` holds every instance, not only its resources.
+    instances: bool,
+}
+
+impl<'a> Stored<'a> {
+    /// A state read with its instances.
+    pub fn of(state: &'a State) -> Stored<'a> {
+        let total = state
+            .resources
+            .iter()
+            .filter(|r| r.mode == "managed")
+            .map(|r| r.instances.len())
+            .sum();
+        Stored {
+            state,
+            digests: Digests::of(state),
+            total,
+            instances: true,
+        }
+    }
+
+    /// A state whose every resource is in `state` without its instances,
+    /// and in `resources` with its digest as PostgreSQL keeps it: what may
+    /// change is known once [`Candidates::listed`]'s instances are read.
+    pub fn summarized(state: &'a State, resources: &[ResourceDigest]) -> Stored<'a> {
+        Stored {
+            state,
+            digests: Digests::of_resources(resources),
+            total: resources
+                .iter()
+                .filter(|r| r.managed)
+                .map(|r| r.objects)
+                .sum(),
+            instances: false,
+        }
+    }
 }
 
 /// Why the first plan of a state plans the whole configuration.
@@ -365,8 +549,9 @@ pub const NO_BASELINE: &str = "no baseline yet for this state";
 pub fn candidates(
     config: &Config,
     baseline: &HashMap<String, [String; 3]>,
-    state: &State,
+    stored_rows: &Stored<'_>,
 ) -> Result<Candidates, Unsupported> {
+    let state = stored_rows.state;
     if baseline.is_empty() {
         return Err(Unsupported(NO_BASELINE.into()));
     }
@@ -401,13 +586,17 @@ pub fn candidates(
                     .is_some_and(|rest| rest.starts_with(['.', '[']))
         })
     };
-    let digests = Digests::of(state);
+    let (digests, total) = (&stored_rows.digests, stored_rows.total);
     let mut stored: BTreeMap<String, Vec<&crate::tfstate::Resource>> = BTreeMap::new();
-    let mut total = 0;
     for r in state.resources.iter().filter(|r| r.mode == "managed") {
-        total += r.instances.len();
         stored.entry(block_of(&r.address())).or_default().push(r);
     }
+    // Every instance of `r`, named (and `r` recorded as listed).
+    let mut listed: BTreeSet<String> = BTreeSet::new();
+    let mut instances_of = |r: &crate::tfstate::Resource, address: &str| -> Vec<String> {
+        listed.insert(address.to_owned());
+        r.instances.iter().map(|i| i.address(address)).collect()
+    };
     // Module instance prefixes seen in the state, by module path.
     let mut prefixes: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
     for r in &state.resources {
@@ -458,7 +647,7 @@ pub fn candidates(
                     if value {
                         precise = false;
                     }
-                    changed.extend(r.instances.iter().map(|i| i.address(&address)));
+                    changed.extend(instances_of(r, &address));
                     if block.expanded {
                         changed.push(address);
                     }
@@ -486,7 +675,7 @@ pub fn candidates(
         }
         for r in resources {
             let address = r.address();
-            out.extend(r.instances.iter().map(|i| i.address(&address)));
+            out.extend(instances_of(r, &address));
         }
         if block.expanded || resources.is_empty() {
             let local = &key[block.module.len()..].trim_start_matches('.');
@@ -540,7 +729,7 @@ pub fn candidates(
             blocks += 1;
             for r in resources {
                 let address = r.address();
-                out.extend(r.instances.iter().map(|i| i.address(&address)));
+                out.extend(instances_of(r, &address));
             }
         }
     }
@@ -568,6 +757,18 @@ pub fn candidates(
                     .is_some_and(|rest| rest.starts_with(['.', '[']))
         };
         let moving: Vec<&String> = held.iter().filter(|a| under(a)).collect();
+        if !stored_rows.instances {
+            // Instances not read: every resource that may hold one.
+            for r in &state.resources {
+                let address = r.address();
+                let holds = from
+                    .strip_prefix(address.as_str())
+                    .is_some_and(|key| key.starts_with('['));
+                if under(&address) || holds {
+                    listed.insert(address);
+                }
+            }
+        }
         if !moving.is_empty() {
             blocks += 1;
             out.extend(moving.into_iter().cloned());
@@ -598,6 +799,7 @@ pub fn candidates(
         addresses: out.into_iter().collect(),
         blocks,
         precise,
+        listed,
     })
 }
 
@@ -832,10 +1034,16 @@ mod tests {
             digests.resources["terraform_data.n"],
             "af50cc6693ab26695dc31d01657f9ac4"
         );
-        let digests = Digests::of(&state);
+        // As baselines recorded it before resources kept their digest.
+        let digests = Digests::in_format(&state, Format::Ordered);
         assert_eq!(
             digests.resources["terraform_data.n"],
             "v2:ad28c58d435345587323b917ce6b4c35"
+        );
+        let digests = Digests::of(&state);
+        assert_eq!(
+            digests.resources["terraform_data.n"],
+            "v3:c814276ee8aad4d37d4180207355b35f"
         );
     }
 
@@ -867,8 +1075,14 @@ mod tests {
             crate::tfstate::parse(text.as_bytes()).unwrap()
         };
         let recorded = state_of("2");
+        for format in [Format::Content, Format::Ordered] {
+            carried_over(&config, &recorded, &state_of("3"), format);
+        }
+    }
+
+    fn carried_over(config: &Config, recorded: &State, now: &State, format: Format) {
         let old_entries: HashMap<String, [String; 3]> = {
-            let digests = Digests::in_format(&recorded, Format::Content);
+            let digests = Digests::in_format(recorded, format);
             config
                 .blocks
                 .iter()
@@ -881,13 +1095,17 @@ mod tests {
                 .collect()
         };
         assert!(!current(&old_entries));
+        assert_eq!(
+            upgradable_light(&old_entries),
+            format == Format::Ordered,
+            "content is needed for the first format only"
+        );
         // b's row changed behind the baseline since.
-        let now = state_of("3");
         let mut baseline = old_entries.clone();
-        baseline.extend(upgraded(&old_entries, &now));
+        baseline.extend(upgraded(&old_entries, now));
         assert!(current(&baseline));
-        assert!(upgraded(&baseline, &now).is_empty(), "upgraded once");
-        let found = candidates(&config, &baseline, &now).unwrap();
+        assert!(upgraded(&baseline, now).is_empty(), "upgraded once");
+        let found = candidates(config, &baseline, &Stored::of(now)).unwrap();
         assert_eq!(found.addresses, ["terraform_data.b"]);
         // The same from the rows' stored digests, with no content read.
         let mut light = now.clone();
@@ -897,7 +1115,35 @@ mod tests {
                 i.attributes = None;
             }
         }
-        let found = candidates(&config, &baseline, &light).unwrap();
+        let found = candidates(config, &baseline, &Stored::of(&light)).unwrap();
         assert_eq!(found.addresses, ["terraform_data.b"]);
+        // And from the resources' digests alone (as PostgreSQL keeps them):
+        // b's instances are to be read.
+        let skeleton = light.with_resources(
+            light
+                .resources
+                .iter()
+                .map(|r| crate::tfstate::Resource {
+                    instances: Vec::new(),
+                    ..r.clone()
+                })
+                .collect(),
+        );
+        let kept = ResourceDigest::of_state(&light);
+        let found = candidates(config, &baseline, &Stored::summarized(&skeleton, &kept)).unwrap();
+        assert!(found.addresses.is_empty());
+        assert_eq!(
+            found.listed.into_iter().collect::<Vec<_>>(),
+            ["terraform_data.b"]
+        );
+        let unchanged = baseline
+            .iter()
+            .map(|(k, [h, _, t])| {
+                let d = Digests::of(now).block(k);
+                (k.clone(), [h.clone(), d, t.clone()])
+            })
+            .collect();
+        let found = candidates(config, &unchanged, &Stored::summarized(&skeleton, &kept)).unwrap();
+        assert!(found.is_empty(), "{:?} {:?}", found.addresses, found.listed);
     }
 }

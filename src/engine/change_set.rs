@@ -109,7 +109,59 @@ impl ChangeSet {
     /// every resource of that module, as terraform's targeted plan does)
     /// and in the state's recorded dependencies, from the cone and from
     /// every root output the run evaluates ([`ChangeSet::evaluated_outputs`]).
-    pub fn cone_state(&self, state: &State, info: &ConfigInfo) -> State {
+    pub fn cone_state(&self, state: &State, info: &ConfigInfo, catalog: Option<&Catalog>) -> State {
+        let config_of =
+            |a: &str| crate::tfstate::strip_module_keys(crate::address::strip_instance_key(a));
+        let of_state;
+        let catalog = match catalog {
+            Some(c) => c,
+            None => {
+                of_state = Catalog::of_state(state);
+                &of_state
+            }
+        };
+        let (kept, whole) = self.kept_and_whole(state, info, catalog);
+        // Only what is kept is copied: cloning the whole state first costs
+        // half a second at 100,000 instances.
+        let mut resources = Vec::new();
+        for r in &state.resources {
+            let address = r.address();
+            let instances: Vec<Instance> = match whole.contains(&config_of(&address)) {
+                true => r.instances.clone(),
+                false => r
+                    .instances
+                    .iter()
+                    .filter(|i| kept.contains(&i.address(&address)))
+                    .cloned()
+                    .collect(),
+            };
+            if !instances.is_empty() {
+                resources.push(crate::tfstate::Resource {
+                    module: r.module.clone(),
+                    mode: r.mode.clone(),
+                    type_: r.type_.clone(),
+                    name: r.name.clone(),
+                    each: r.each.clone(),
+                    provider: r.provider.clone(),
+                    instances,
+                    extra: r.extra.clone(),
+                });
+            }
+        }
+        state.with_resources(resources)
+    }
+
+    /// What [`ChangeSet::cone_state`] keeps of `state`: the instances
+    /// written, read or targeted, by address, and the configuration
+    /// addresses every instance of which it keeps (what terraform
+    /// evaluates besides), followed through `catalog` (every stored
+    /// resource, whether `state` holds its rows or not).
+    fn kept_and_whole(
+        &self,
+        state: &State,
+        info: &ConfigInfo,
+        catalog: &Catalog,
+    ) -> (HashSet<String>, HashSet<String>) {
         let listed = self.touched();
         let targeted = |a: &str| {
             self.targets.iter().any(|t| {
@@ -124,16 +176,7 @@ impl ChangeSet {
         for (from, to) in &info.edges {
             edges.entry(from.as_str()).or_default().push(to.as_str());
         }
-        // Configuration address of each stored resource, and what its
-        // instances recorded as dependencies.
         let evaluated = self.evaluated_outputs(info);
-        let mut by_config: HashMap<String, Vec<usize>> = HashMap::new();
-        for (n, r) in state.resources.iter().enumerate() {
-            by_config
-                .entry(config_of(&r.address()))
-                .or_default()
-                .push(n);
-        }
         let mut kept: HashSet<String> = HashSet::new();
         // Dependencies: configuration addresses (resources, data sources,
         // module outputs) whose every instance is kept.
@@ -174,7 +217,13 @@ impl ChangeSet {
             if let Some((module, _)) = node.split_once(".output.") {
                 // Every resource of the module, nested modules included.
                 let under = format!("{module}.");
-                todo.extend(by_config.keys().filter(|c| c.starts_with(&under)).cloned());
+                todo.extend(
+                    catalog
+                        .by_config
+                        .keys()
+                        .filter(|c| c.starts_with(&under))
+                        .cloned(),
+                );
             }
             todo.extend(
                 edges
@@ -183,40 +232,11 @@ impl ChangeSet {
                     .flatten()
                     .map(|d| (*d).to_owned()),
             );
-            for &n in by_config.get(&node).into_iter().flatten() {
-                for i in &state.resources[n].instances {
-                    todo.extend(i.dependencies.iter().cloned());
-                }
+            for &n in catalog.by_config.get(&node).into_iter().flatten() {
+                todo.extend(catalog.entries[n].dependencies.iter().cloned());
             }
         }
-        // Only what is kept is copied: cloning the whole state first costs
-        // half a second at 100,000 instances.
-        let mut resources = Vec::new();
-        for r in &state.resources {
-            let address = r.address();
-            let instances: Vec<Instance> = match whole.contains(&config_of(&address)) {
-                true => r.instances.clone(),
-                false => r
-                    .instances
-                    .iter()
-                    .filter(|i| kept.contains(&i.address(&address)))
-                    .cloned()
-                    .collect(),
-            };
-            if !instances.is_empty() {
-                resources.push(crate::tfstate::Resource {
-                    module: r.module.clone(),
-                    mode: r.mode.clone(),
-                    type_: r.type_.clone(),
-                    name: r.name.clone(),
-                    each: r.each.clone(),
-                    provider: r.provider.clone(),
-                    instances,
-                    extra: r.extra.clone(),
-                });
-            }
-        }
-        state.with_resources(resources)
+        (kept, whole)
     }
 
     /// Narrows `partial` (this change set's [`ChangeSet::cone_state`]) to
@@ -236,6 +256,33 @@ impl ChangeSet {
         partial: State,
         narrowable: &BTreeMap<String, Narrowable>,
     ) -> (State, Option<Narrowed>) {
+        let Some(calls) = self.narrowed_calls(narrowable) else {
+            return (partial, None);
+        };
+        let resources = partial
+            .resources
+            .iter()
+            .filter(|r| module_kept(&calls, &r.module))
+            .cloned()
+            .collect();
+        let narrowed = Narrowed {
+            calls: calls
+                .into_iter()
+                .map(|(name, keys)| {
+                    let for_each = narrowable[&name].for_each.clone();
+                    (name, (for_each, keys))
+                })
+                .collect(),
+        };
+        (partial.with_resources(resources), Some(narrowed))
+    }
+
+    /// The keys [`ChangeSet::narrow`] keeps, by call; `None` where it
+    /// narrows nothing.
+    fn narrowed_calls(
+        &self,
+        narrowable: &BTreeMap<String, Narrowable>,
+    ) -> Option<BTreeMap<String, BTreeSet<String>>> {
         let mut keys: BTreeMap<&str, Option<BTreeSet<String>>> = narrowable
             .iter()
             .map(|(name, n)| (name.as_str(), Some(n.named.clone())))
@@ -246,7 +293,7 @@ impl ChangeSet {
                 Ok(Target::Resource(r)) => r.module,
                 Ok(Target::Instance(i)) => i.resource.module,
                 // Not an address this reads: narrow nothing.
-                Err(_) => return (partial, None),
+                Err(_) => return None,
             };
             let Some(step) = module.0.first() else {
                 continue;
@@ -266,49 +313,155 @@ impl ChangeSet {
             .into_iter()
             .filter_map(|(name, k)| Some((name.to_owned(), k?)))
             .collect();
-        if calls.is_empty() {
-            return (partial, None);
-        }
-        let kept = |module: &str| -> bool {
-            if module.is_empty() {
-                return true;
-            }
-            let Ok(path) = crate::address::parse_module_path(module) else {
-                return true;
-            };
-            let Some(step) = path.0.first() else {
-                return true;
-            };
-            match (calls.get(&step.name), &step.key) {
-                (None, _) => true,
-                (Some(keys), Some(InstanceKey::Str(k))) => keys.contains(k),
-                (Some(_), _) => false,
+        (!calls.is_empty()).then_some(calls)
+    }
+
+    /// The stored resources (addresses) whose rows this change set and its
+    /// partial state consult, computed on `rows` (all rows of the
+    /// resources in `catalog`'s [`Catalog::read`]): each row it writes or
+    /// reads, what depends on a written one and what each depends on, the
+    /// triggers of written instances, what new instances and the root
+    /// outputs it evaluates read (`stale`: discovery's), what its targets
+    /// cover, and every resource of the blocks terraform evaluates whole
+    /// (of the module instances `narrowable` keeps, where the partial
+    /// state is narrowed). Those outside [`Catalog::read`] are to be read
+    /// before the change set stands: its computation on fewer rows may
+    /// have missed what they add.
+    pub fn needs(
+        &self,
+        rows: &[GraphRow],
+        info: &ConfigInfo,
+        stale: &[String],
+        catalog: &Catalog,
+        partial: Option<(&State, Option<&BTreeMap<String, Narrowable>>)>,
+    ) -> BTreeSet<String> {
+        let config_of =
+            |a: &str| crate::tfstate::strip_module_keys(crate::address::strip_instance_key(a));
+        let mut out: BTreeSet<String> = BTreeSet::new();
+        let with_deps = |e: &CatalogEntry, out: &mut BTreeSet<String>| {
+            out.insert(e.address.clone());
+            for d in &e.dependencies {
+                out.extend(catalog.in_scope(&e.address, d).map(|x| x.address.clone()));
             }
         };
-        let resources = partial
-            .resources
+        let in_write: HashSet<&str> = self.write.iter().map(String::as_str).collect();
+        let touched = self.touched();
+        let stored: HashSet<&str> = rows.iter().map(|r| r.address.as_str()).collect();
+        // The cone on the stored graph: what depends on what it writes,
+        // transitively, and what all of it depends on, transitively
+        // (resource by resource: more than the instances' own edges reach,
+        // never less).
+        let mut down: Vec<(String, String)> = rows
             .iter()
-            .filter(|r| kept(&r.module))
-            .cloned()
+            .filter(|r| in_write.contains(r.address.as_str()))
+            .map(|r| (r.address.clone(), r.config_address.clone()))
             .collect();
-        let narrowed = Narrowed {
-            calls: calls
-                .into_iter()
-                .map(|(name, keys)| {
-                    let for_each = narrowable[&name].for_each.clone();
-                    (name, (for_each, keys))
-                })
-                .collect(),
-        };
-        (partial.with_resources(resources), Some(narrowed))
+        let mut up: Vec<&CatalogEntry> = Vec::new();
+        for r in rows.iter().filter(|r| touched.contains(r.address.as_str())) {
+            for d in &r.dependencies {
+                up.extend(catalog.in_scope(&r.address, d));
+            }
+        }
+        let mut reached: HashSet<String> = HashSet::new();
+        while let Some((address, config)) = down.pop() {
+            for &n in catalog.dependents.get(&config).into_iter().flatten() {
+                let e = &catalog.entries[n];
+                let binds = crate::graph::dependency_scope(&e.address, &config)
+                    .is_none_or(|s| s.holds(&address));
+                if binds && reached.insert(e.address.clone()) {
+                    up.push(e);
+                    down.push((
+                        e.address.clone(),
+                        crate::tfstate::strip_module_keys(&e.address),
+                    ));
+                }
+            }
+        }
+        let mut seen: HashSet<&str> = HashSet::new();
+        while let Some(e) = up.pop() {
+            if !seen.insert(&e.address) {
+                continue;
+            }
+            out.insert(e.address.clone());
+            for d in &e.dependencies {
+                up.extend(catalog.in_scope(&e.address, d));
+            }
+        }
+        // Triggers of written instances.
+        for (block, trigger) in &info.triggers {
+            for w in self.write.iter().filter(|w| config_of(w) == *block) {
+                out.extend(catalog.in_scope(w, trigger).map(|x| x.address.clone()));
+            }
+        }
+        // What new instances read, through module outputs.
+        for n in self.write.iter().filter(|w| !stored.contains(w.as_str())) {
+            let mut todo = vec![config_of(n)];
+            let mut seen: HashSet<String> = HashSet::new();
+            while let Some(node) = todo.pop() {
+                for (_, dep) in info.edges.iter().filter(|(from, _)| *from == node) {
+                    if dep.contains("output.") && !catalog.by_config.contains_key(dep.as_str()) {
+                        if seen.insert(dep.clone()) {
+                            todo.push(dep.clone());
+                        }
+                        continue;
+                    }
+                    for e in catalog.in_scope(n, dep) {
+                        with_deps(e, &mut out);
+                    }
+                }
+            }
+        }
+        // What the root outputs it evaluates read.
+        let written: HashSet<String> = self.write.iter().map(|a| config_of(a)).collect();
+        for (name, deps) in &output_reads(info) {
+            if stale.contains(name) || deps.iter().any(|d| written.contains(d)) {
+                for dep in deps {
+                    for &n in catalog.by_config.get(dep).into_iter().flatten() {
+                        with_deps(&catalog.entries[n], &mut out);
+                    }
+                }
+            }
+        }
+        // What its targets cover.
+        for t in &self.targets {
+            out.extend(
+                catalog
+                    .entries
+                    .iter()
+                    .filter(|e| {
+                        e.address == *t
+                            || e.address
+                                .strip_prefix(t.as_str())
+                                .is_some_and(|rest| rest.starts_with(['.', '[']))
+                    })
+                    .map(|e| e.address.clone()),
+            );
+        }
+        // The blocks terraform evaluates whole, as the partial state keeps them.
+        if let Some((state, narrowable)) = partial {
+            let calls = narrowable.and_then(|n| self.narrowed_calls(n));
+            let (_, whole) = self.kept_and_whole(state, info, catalog);
+            for block in &whole {
+                for &n in catalog.by_config.get(block).into_iter().flatten() {
+                    let e = &catalog.entries[n];
+                    if calls.as_ref().is_none_or(|c| module_kept(c, &e.module)) {
+                        out.insert(e.address.clone());
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// The change set of `changed` on the stored graph `rows`, with the
     /// configuration's edges for instances not stored yet.
+    /// With `catalog` (every stored resource), `rows` may be those of
+    /// some resources only: see [`ChangeSet::needs`].
     pub fn compute(
         rows: &[GraphRow],
         changed: &[String],
         config: &ConfigInfo,
+        catalog: Option<&Catalog>,
     ) -> Result<ChangeSet> {
         let graph = StateGraph::build(rows.iter().map(|r| InstanceInput {
             address: &r.address,
@@ -387,7 +540,7 @@ impl ChangeSet {
             }
         }
         let read: Vec<String> = read.into_iter().filter(|a| !in_write.contains(a)).collect();
-        let targets = targets(rows, &write);
+        let targets = targets(rows, &write, catalog);
         let managed = |a: &str| {
             crate::address::parse_instance(a)
                 .is_ok_and(|i| i.resource.mode == crate::address::Mode::Managed)
@@ -395,7 +548,8 @@ impl ChangeSet {
         let untargeted = rows
             .iter()
             .filter(|r| managed(&r.address))
-            .all(|r| in_write.contains(&r.address));
+            .all(|r| in_write.contains(&r.address))
+            && catalog.is_none_or(Catalog::holds_every_managed);
         Ok(ChangeSet {
             changed: changed.to_vec(),
             new: new.len(),
@@ -418,7 +572,13 @@ impl ChangeSet {
     /// output that reads no resource at all, or one removed from the
     /// configuration, is evaluated only by a run of the whole
     /// configuration: the set is then [`ChangeSet::untargeted`].
-    pub fn cover_outputs(&mut self, rows: &[GraphRow], info: &ConfigInfo, stale: &[String]) {
+    pub fn cover_outputs(
+        &mut self,
+        rows: &[GraphRow],
+        info: &ConfigInfo,
+        stale: &[String],
+        catalog: Option<&Catalog>,
+    ) {
         let outputs_only = self.write.is_empty();
         let reads = output_reads(info);
         if stale.iter().any(|o| !reads.contains_key(o)) {
@@ -489,7 +649,7 @@ impl ChangeSet {
             read = rows.iter().map(|r| r.address.clone()).collect();
         }
         self.read = read.into_iter().filter(|a| !in_write.contains(a)).collect();
-        self.targets = targets(rows, &self.write);
+        self.targets = targets(rows, &self.write, catalog);
     }
 
     /// The root outputs terraform's run of this change set evaluates: a
@@ -608,8 +768,175 @@ fn in_scope<'r>(
         .collect()
 }
 
+/// Whether [`ChangeSet::narrow`] keeps the resources of module instance
+/// `module`, narrowing the calls `calls` to their keys.
+fn module_kept(calls: &BTreeMap<String, BTreeSet<String>>, module: &str) -> bool {
+    if module.is_empty() {
+        return true;
+    }
+    let Ok(path) = crate::address::parse_module_path(module) else {
+        return true;
+    };
+    let Some(step) = path.0.first() else {
+        return true;
+    };
+    match (calls.get(&step.name), &step.key) {
+        (None, _) => true,
+        (Some(keys), Some(InstanceKey::Str(k))) => keys.contains(k),
+        (Some(_), _) => false,
+    }
+}
+
+/// Every stored resource at a glance, its instances aside: what the change
+/// set and the partial state consult beyond the rows a run read (see
+/// [`ChangeSet::needs`]). From a state read whole, or from what PostgreSQL
+/// keeps of each resource ([`crate::db::store::Store::resources`]).
+#[derive(Debug, Default)]
+pub struct Catalog {
+    entries: Vec<CatalogEntry>,
+    /// Configuration address -> its resources.
+    by_config: HashMap<String, Vec<usize>>,
+    /// Configuration address depended on -> the resources depending on it.
+    dependents: HashMap<String, Vec<usize>>,
+    /// The resources whose rows the run read (all of each).
+    pub read: BTreeSet<String>,
+}
+
+/// One resource of a [`Catalog`].
+#[derive(Debug, Clone)]
+pub struct CatalogEntry {
+    /// `module.m["a"].t.n`.
+    pub address: String,
+    /// `module.m["a"]`, or empty.
+    pub module: String,
+    pub managed: bool,
+    /// Its objects, deposed ones included.
+    pub objects: usize,
+    /// What its objects depend on, each once.
+    pub dependencies: Vec<String>,
+}
+
+impl Catalog {
+    pub fn new(entries: Vec<CatalogEntry>) -> Catalog {
+        let mut by_config: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut dependents: HashMap<String, Vec<usize>> = HashMap::new();
+        for (n, e) in entries.iter().enumerate() {
+            by_config
+                .entry(crate::tfstate::strip_module_keys(&e.address))
+                .or_default()
+                .push(n);
+            for d in &e.dependencies {
+                dependents.entry(d.clone()).or_default().push(n);
+            }
+        }
+        Catalog {
+            entries,
+            by_config,
+            dependents,
+            read: BTreeSet::new(),
+        }
+    }
+
+    /// The resources of `state`, every one of them read.
+    pub fn of_state(state: &State) -> Catalog {
+        let mut catalog = Catalog::new(
+            state
+                .resources
+                .iter()
+                .map(|r| {
+                    let deps: BTreeSet<&String> =
+                        r.instances.iter().flat_map(|i| &i.dependencies).collect();
+                    CatalogEntry {
+                        address: r.address(),
+                        module: r.module.clone(),
+                        managed: r.mode == "managed",
+                        objects: r.instances.len(),
+                        dependencies: deps.into_iter().cloned().collect(),
+                    }
+                })
+                .collect(),
+        );
+        catalog.read = catalog.entries.iter().map(|e| e.address.clone()).collect();
+        catalog
+    }
+
+    /// The resources of block `dependency` that `address` may reference
+    /// (as [`in_scope`] binds rows).
+    fn in_scope<'c>(
+        &'c self,
+        address: &'c str,
+        dependency: &str,
+    ) -> impl Iterator<Item = &'c CatalogEntry> + 'c {
+        let scope = crate::graph::dependency_scope(address, dependency);
+        self.by_config
+            .get(dependency)
+            .into_iter()
+            .flatten()
+            .map(|&n| &self.entries[n])
+            .filter(move |e| scope.as_ref().is_none_or(|s| s.holds(&e.address)))
+    }
+
+    /// Whether every managed resource's rows were read.
+    fn holds_every_managed(&self) -> bool {
+        self.entries
+            .iter()
+            .filter(|e| e.managed && e.objects > 0)
+            .all(|e| self.read.contains(&e.address))
+    }
+
+    /// Whether a stored resource with objects lies under the module
+    /// instance `module`.
+    fn holds_under(&self, module: &str) -> bool {
+        let under = format!("{module}.");
+        self.entries
+            .iter()
+            .any(|e| e.objects > 0 && e.address.starts_with(&under))
+    }
+
+    /// Whether `address` is a stored resource's.
+    pub fn holds(&self, address: &str) -> bool {
+        self.by_config
+            .get(&crate::tfstate::strip_module_keys(address))
+            .is_some_and(|n| n.iter().any(|&n| self.entries[n].address == address))
+    }
+
+    /// Objects in all.
+    pub fn objects(&self) -> usize {
+        self.entries.iter().map(|e| e.objects).sum()
+    }
+
+    /// The objects of the resources `addresses`.
+    pub fn objects_of<'a>(&self, addresses: impl IntoIterator<Item = &'a String>) -> usize {
+        let wanted: HashSet<&String> = addresses.into_iter().collect();
+        self.entries
+            .iter()
+            .filter(|e| wanted.contains(&e.address))
+            .map(|e| e.objects)
+            .sum()
+    }
+
+    /// The module instance and configuration address of each of
+    /// `addresses` (resources of this catalog), to read their rows.
+    pub fn keys_of<'a>(
+        &self,
+        addresses: impl IntoIterator<Item = &'a String>,
+    ) -> Vec<(String, String)> {
+        let wanted: HashSet<&String> = addresses.into_iter().collect();
+        self.entries
+            .iter()
+            .filter(|e| wanted.contains(&e.address))
+            .map(|e| {
+                (
+                    e.module.clone(),
+                    crate::tfstate::strip_module_keys(&e.address),
+                )
+            })
+            .collect()
+    }
+}
+
 /// See [`ChangeSet::targets`].
-fn targets(rows: &[GraphRow], write: &[String]) -> Vec<String> {
+fn targets(rows: &[GraphRow], write: &[String], catalog: Option<&Catalog>) -> Vec<String> {
     let resource_of = |a: &str| crate::address::strip_instance_key(a).to_owned();
     let mut total: HashMap<String, usize> = HashMap::new();
     for r in rows {
@@ -628,9 +955,12 @@ fn targets(rows: &[GraphRow], write: &[String]) -> Vec<String> {
         let module = crate::address::parse_instance(a).ok()?.resource.module;
         (1..=module.0.len())
             .map(|k| crate::address::ModulePath(module.0[..k].to_vec()).to_string())
-            .find(|m| {
-                let under = format!("{m}.");
-                !stored.iter().any(|s| s.starts_with(&under))
+            .find(|m| match catalog {
+                Some(c) => !c.holds_under(m),
+                None => {
+                    let under = format!("{m}.");
+                    !stored.iter().any(|s| s.starts_with(&under))
+                }
             })
     };
     let mut out: BTreeSet<String> = BTreeSet::new();
@@ -797,8 +1127,8 @@ mod tests {
         let (rows, info) = fixture();
         let changed: Vec<String> = changed.iter().map(|a| (*a).to_owned()).collect();
         let stale: Vec<String> = stale.iter().map(|a| (*a).to_owned()).collect();
-        let mut cs = ChangeSet::compute(&rows, &changed, &info).unwrap();
-        cs.cover_outputs(&rows, &info, &stale);
+        let mut cs = ChangeSet::compute(&rows, &changed, &info, None).unwrap();
+        cs.cover_outputs(&rows, &info, &stale, None);
         cs
     }
 
@@ -853,7 +1183,7 @@ mod tests {
             r#"module.team["a"].terraform_data.svc"#.to_owned(),
             r#"module.team["a"].terraform_data.svc[0]"#.to_owned(),
         ];
-        let cs = ChangeSet::compute(&rows, &changed, &info).unwrap();
+        let cs = ChangeSet::compute(&rows, &changed, &info, None).unwrap();
         assert_eq!(
             cs.read,
             [
@@ -887,7 +1217,7 @@ mod tests {
             )],
         };
         let changed = [r#"module.team["a"].terraform_data.svc[0]"#.to_owned()];
-        let cs = ChangeSet::compute(&rows, &changed, &info).unwrap();
+        let cs = ChangeSet::compute(&rows, &changed, &info, None).unwrap();
         assert_eq!(
             cs.write,
             [
@@ -908,16 +1238,16 @@ mod tests {
             "terraform_data.subnet[0]",
             "terraform_data.subnet[1]",
         ]);
-        assert_eq!(targets(&rows, &both), ["terraform_data.subnet"]);
+        assert_eq!(targets(&rows, &both, None), ["terraform_data.subnet"]);
         let one = write(&["terraform_data.subnet", "terraform_data.subnet[0]"]);
-        assert_eq!(targets(&rows, &one), ["terraform_data.subnet"]);
+        assert_eq!(targets(&rows, &one, None), ["terraform_data.subnet"]);
         // Every stored instance written: the resource.
         let all = write(&["terraform_data.subnet[0]", "terraform_data.subnet[1]"]);
-        assert_eq!(targets(&rows, &all), ["terraform_data.subnet"]);
+        assert_eq!(targets(&rows, &all, None), ["terraform_data.subnet"]);
         // Some of them: those instances only.
         let some = write(&["terraform_data.subnet[1]", "terraform_data.sg"]);
         assert_eq!(
-            targets(&rows, &some),
+            targets(&rows, &some, None),
             ["terraform_data.sg", "terraform_data.subnet[1]"]
         );
     }
@@ -1007,9 +1337,10 @@ mod tests {
             ("", "other", None, &[]),
         ]);
         let mut cs =
-            ChangeSet::compute(&rows, &["terraform_data.subnet[0]".to_owned()], &info).unwrap();
-        cs.cover_outputs(&rows, &info, &[]);
-        let partial = cs.cone_state(&state, &info);
+            ChangeSet::compute(&rows, &["terraform_data.subnet[0]".to_owned()], &info, None)
+                .unwrap();
+        cs.cover_outputs(&rows, &info, &[], None);
+        let partial = cs.cone_state(&state, &info, None);
         assert_eq!(
             kept(&partial),
             BTreeSet::from([
@@ -1060,8 +1391,8 @@ mod tests {
             ("", "unrelated", None, &[]),
         ]);
         let new = "terraform_data.replication[\"a\"]".to_owned();
-        let cs = ChangeSet::compute(&rows, &[new], &info).unwrap();
-        let partial = cs.cone_state(&state, &info);
+        let cs = ChangeSet::compute(&rows, &[new], &info, None).unwrap();
+        let partial = cs.cone_state(&state, &info, None);
         assert_eq!(
             kept(&partial),
             BTreeSet::from([

@@ -8,7 +8,7 @@
 //! cannot be compared. With the oracle on (the tests), both ways run every
 //! time and must agree.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +18,7 @@ use anyhow::{bail, Context as _, Result};
 use super::baseline;
 use super::change_set::ChangeSet;
 use super::session::Context;
-use crate::db::store::{GraphRow, Snapshot};
+use crate::db::store::{GraphRow, Snapshot, Summarized};
 use crate::error::Exit;
 use crate::settings::Settings;
 use crate::terraform::config::{Config, Inputs};
@@ -89,7 +89,7 @@ pub async fn discover(
                 let _ = store.put_baseline(session.state_id, &upgraded).await;
                 recorded.extend(upgraded);
             }
-            match baseline::candidates(config, &recorded, state) {
+            match baseline::candidates(config, &recorded, &baseline::Stored::of(state)) {
                 Ok(found) => {
                     fast = Some(found);
                     stale = baseline::stale_outputs(config, &recorded, state);
@@ -364,11 +364,20 @@ pub async fn from_rows(
     let Ok(config) = crate::terraform::config::read(dir.root(), &inputs(cx, dir)) else {
         return Ok(None);
     };
-    let recorded = session.store.baseline(session.state_id).await?;
-    if !baseline::current(&recorded) {
+    let mut recorded = session.store.baseline(session.state_id).await?;
+    if !baseline::upgradable_light(&recorded) {
         return Ok(None);
     }
-    let Ok(found) = baseline::candidates(&config, &recorded, state) else {
+    let upgraded = baseline::upgraded(&recorded, state);
+    if !upgraded.is_empty() {
+        // Best effort: without it the next run checks them again.
+        let _ = session
+            .store
+            .put_baseline(session.state_id, &upgraded)
+            .await;
+        recorded.extend(upgraded);
+    }
+    let Ok(found) = baseline::candidates(&config, &recorded, &baseline::Stored::of(state)) else {
         return Ok(None);
     };
     if !(found.precise || found.addresses.is_empty()) {
@@ -382,6 +391,123 @@ pub async fn from_rows(
         outputs,
         blocks: found.blocks,
     }))
+}
+
+/// Whether nothing may change according to the configuration and what
+/// PostgreSQL keeps of each resource ([`crate::db::store::Store::resources`]):
+/// then no row need be read at all, and the step line says so. `false`
+/// where something may change, or where that cannot say (see
+/// [`by_resources`]): the rows are read then.
+pub async fn nothing_changed(cx: &Context<'_>, dir: &RunDir, stored: &Summarized) -> Result<bool> {
+    if !reads_light(cx) {
+        return Ok(false);
+    }
+    match by_resources(cx, dir, stored).await? {
+        Some(by) if by.is_empty() => {
+            say_found(cx, by.found.blocks, 0);
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// Discovery from the configuration and what PostgreSQL keeps of each
+/// resource (see [`by_resources`]).
+pub struct ByResources {
+    config: Config,
+    recorded: HashMap<String, [String; 3]>,
+    digests: Vec<baseline::ResourceDigest>,
+    /// What may change, the candidates' instances not read
+    /// ([`baseline::Stored::summarized`]).
+    pub found: baseline::Candidates,
+    /// Root outputs that may change ([`baseline::stale_outputs`]).
+    pub stale: Vec<String>,
+}
+
+impl ByResources {
+    /// Whether nothing may change.
+    pub fn is_empty(&self) -> bool {
+        self.found.is_empty() && self.stale.is_empty()
+    }
+
+    /// Discovery again on `read` (the rows of some resources, those
+    /// [`baseline::Candidates::listed`] among them): the candidates'
+    /// instances named. `None` where the candidates are not precise (which
+    /// instances change takes terraform's plan), or not all listed were read.
+    pub fn with_rows(self, stored: &Summarized, read: &State) -> Option<Discovered> {
+        let mut by_address: HashMap<String, &crate::tfstate::Resource> =
+            read.resources.iter().map(|r| (r.address(), r)).collect();
+        let skeleton = stored.state.with_resources(
+            stored
+                .resources
+                .iter()
+                .map(|s| match by_address.remove(&s.resource.address()) {
+                    Some(r) => r.clone(),
+                    None => s.resource.clone(),
+                })
+                .collect(),
+        );
+        let summarized = baseline::Stored::summarized(&skeleton, &self.digests);
+        let found = baseline::candidates(&self.config, &self.recorded, &summarized).ok()?;
+        let read: HashSet<String> = read.resources.iter().map(|r| r.address()).collect();
+        if !found.precise || !found.listed.iter().all(|r| read.contains(r)) {
+            return None;
+        }
+        Some(Discovered {
+            info: self.config.info.clone(),
+            changed: found.addresses,
+            config: Some(self.config),
+            outputs: self.stale,
+            blocks: found.blocks,
+        })
+    }
+}
+
+/// What may change according to the configuration and what PostgreSQL
+/// keeps of each resource. `None` where that cannot say: flags the
+/// configuration cannot answer, no configuration read, a baseline missing
+/// or recorded before resources kept their digest.
+pub async fn by_resources(
+    cx: &Context<'_>,
+    dir: &RunDir,
+    stored: &Summarized,
+) -> Result<Option<ByResources>> {
+    let session = &cx.session;
+    if !plain(cx) {
+        return Ok(None);
+    }
+    let Ok(config) = crate::terraform::config::read(dir.root(), &inputs(cx, dir)) else {
+        return Ok(None);
+    };
+    let recorded = session.store.baseline(session.state_id).await?;
+    if !baseline::current(&recorded) {
+        return Ok(None);
+    }
+    let skeleton = stored.state.with_resources(
+        stored
+            .resources
+            .iter()
+            .map(|s| s.resource.clone())
+            .collect(),
+    );
+    let digests = baseline::ResourceDigest::of_summaries(&stored.resources);
+    let summarized = baseline::Stored::summarized(&skeleton, &digests);
+    let Ok(found) = baseline::candidates(&config, &recorded, &summarized) else {
+        return Ok(None);
+    };
+    let stale = baseline::stale_outputs(&config, &recorded, &skeleton);
+    Ok(Some(ByResources {
+        config,
+        recorded,
+        digests,
+        found,
+        stale,
+    }))
+}
+
+/// Says that discovery found nothing to change in `blocks` blocks.
+pub fn announce_nothing(cx: &Context<'_>, blocks: usize) {
+    say_found(cx, blocks, 0);
 }
 
 /// Says what [`from_rows`] found, as discovery from the configuration does.
@@ -445,8 +571,8 @@ fn check_oracle(
     (planned, planned_outputs): (&[String], &[String]),
 ) -> Result<()> {
     let rows = GraphRow::of_state(state);
-    let mut cone = ChangeSet::compute(&rows, candidates, &config.info)?;
-    cone.cover_outputs(&rows, &config.info, stale);
+    let mut cone = ChangeSet::compute(&rows, candidates, &config.info, None)?;
+    cone.cover_outputs(&rows, &config.info, stale, None);
     let evaluated = cone.evaluated_outputs(&config.info);
     let missed_outputs: Vec<&String> = planned_outputs
         .iter()

@@ -2,19 +2,21 @@
 //! of [`super`] in the order they run. Terraform's output reaches the user
 //! live and its exit code is the run's.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::time::Instant;
 
 use anyhow::{bail, Result};
 
-use super::change_set::ChangeSet;
+use super::change_set::{Catalog, CatalogEntry, ChangeSet};
 use super::discover::{self, discover, Discovered};
 use super::lease::Lease;
 use super::record::Recording;
-use super::refresh::{final_plan, partial_state, plan_cone, targeted_for_the_user, Partial};
+use super::refresh::{
+    final_plan, partial_state, partial_state_in, plan_cone, targeted_for_the_user, Partial,
+};
 use super::session::{self, prepare, Context, Session};
 use super::{baseline, migrate, preflight, recovery, revert, saved, verify, Kind, Outcome};
-use crate::db::store::{GraphRow, PushReport, Snapshot, Store};
+use crate::db::store::{GraphRow, PushReport, Snapshot, Store, Summarized};
 use crate::settings::Settings;
 use crate::terraform::{Finished, Rewrite, RunDir, Terraform};
 use crate::tfargs::TfFlags;
@@ -84,6 +86,11 @@ async fn plan_stored(cx: &Context<'_>) -> Result<Outcome> {
     let verifying = cx.flags.verify || session.settings.sample_verify();
     let settings = session.settings;
     if super::discover::reads_light(cx) {
+        if !verifying {
+            if let Some(outcome) = plan_scoped(cx).await? {
+                return Ok(outcome);
+            }
+        }
         if let Some(outcome) = plan_light(cx, verifying).await? {
             return Ok(outcome);
         }
@@ -97,7 +104,18 @@ async fn plan_stored(cx: &Context<'_>) -> Result<Outcome> {
         .await;
     let dir = run_dir(session.settings, &cx.flags, &snapshot.state)?;
     prepare(&dir, &cx.tf, &session.store).await?;
+    let by_resources = match settings.discovery_oracle {
+        true => resources_agree(cx, &dir, &snapshot).await?,
+        false => None,
+    };
     let found = discover(cx, &dir, &snapshot.state, &[]).await?;
+    anyhow::ensure!(
+        by_resources != Some(true) || found.is_empty(),
+        "discovery oracle: what PostgreSQL keeps of each resource says nothing may change, \
+         the rows say {:?} and outputs {:?} may",
+        found.changed,
+        found.outputs
+    );
     if found.is_empty() {
         if verifying {
             verify::against_whole_plan(cx, &dir, &snapshot.state, None).await?;
@@ -110,12 +128,341 @@ async fn plan_stored(cx: &Context<'_>) -> Result<Outcome> {
     let partial = partial_state(cx, &snapshot.state, &cs, &found.info, found.config.as_ref());
     if settings.discovery_oracle && !verifying {
         light_agrees(cx, &snapshot, (&found, &cs), partial.as_ref()).await?;
+        scoped_agrees(cx, &dir, &snapshot, (&found, &cs), partial.as_ref()).await?;
     }
     let handed = hand(cx, &dir, partial.as_ref(), &snapshot.state)?;
     let verify_on = verifying.then_some(&snapshot.state);
     let outcome = plan_handed(cx, &dir, &snapshot, handed, (&cs, &found, &rows), verify_on).await;
     super::discard((snapshot, rows, found, partial));
     outcome
+}
+
+/// A plan that reads only the rows it needs: what PostgreSQL keeps of each
+/// resource ([`Store::resources`]) says what may change
+/// ([`super::discover::by_resources`]); the candidates' rows are read light,
+/// the change set computed on them, and more resources read until they
+/// hold everything it consults ([`ChangeSet::needs`]); the rows handed to
+/// terraform are then read whole. `None` where that cannot be done (see
+/// [`scoped_cone`]), before anything is said: then the state is read light
+/// ([`plan_light`]).
+async fn plan_scoped(cx: &Context<'_>) -> Result<Option<Outcome>> {
+    let session = &cx.session;
+    let (dir, found, scoped) = match start_scoped(cx).await? {
+        None => return Ok(None),
+        Some(Start::Nothing) => return Ok(Some(Outcome::NoChanges { explained: true })),
+        Some(Start::Found(start)) => *start,
+    };
+    let Scoped {
+        snapshot,
+        cs,
+        rows,
+        partial,
+        ..
+    } = scoped;
+    let touched: Vec<String> = cs.write.iter().chain(&cs.read).cloned().collect();
+    session.note_in_flight(&touched).await?;
+    let Some(Whole::Partial(partial)) = whole_rows(cx, &snapshot, Some(partial)).await? else {
+        return Ok(changed_meanwhile(cx));
+    };
+    let handed = hand(cx, &dir, Some(&partial), &snapshot.state)?;
+    let outcome = plan_handed(cx, &dir, &snapshot, handed, (&cs, &found, &rows), None).await;
+    super::discard((snapshot, rows, found, partial));
+    outcome.map(Some)
+}
+
+/// How a run reading rows by resource starts ([`start_scoped`]).
+enum Start {
+    /// Nothing may change (said).
+    Nothing,
+    /// What may change (said), its change set, and the run dir.
+    Found(Box<(RunDir, Discovered, Scoped)>),
+}
+
+/// The start of a plan or apply reading rows by resource (see
+/// [`plan_scoped`]): discovery and the change set, said on their step
+/// lines. `None` where that cannot be done, before anything is said.
+async fn start_scoped(cx: &Context<'_>) -> Result<Option<Start>> {
+    let session = &cx.session;
+    let Some(stored) = session.store.resources(&session.name).await? else {
+        return Ok(None);
+    };
+    let dir = run_dir(session.settings, &cx.flags, &stored.state)?;
+    prepare(&dir, &cx.tf, &session.store).await?;
+    let Some(by) = super::discover::by_resources(cx, &dir, &stored).await? else {
+        return Ok(None);
+    };
+    if by.is_empty() {
+        super::discover::announce_nothing(cx, by.found.blocks);
+        return Ok(Some(Start::Nothing));
+    }
+    let catalog = catalog_of(&stored);
+    let listed = by.found.listed.clone();
+    let Some((snapshot, catalog)) = read_scoped(cx, &stored, catalog, (listed, true)).await? else {
+        return Ok(None);
+    };
+    let Some(found) = by.with_rows(&stored, &snapshot.state) else {
+        return Ok(None);
+    };
+    let Some(scoped) = scoped_cone(cx, (&stored, true), (snapshot, catalog), &found).await? else {
+        return Ok(None);
+    };
+    // Said once it stands (it takes milliseconds), as the light plan says it.
+    super::discover::announce(cx, &found);
+    let step = session.ui.step("Computing change cone");
+    say_cone(step, &scoped.cs, scoped.catalog.objects() + scoped.cs.new);
+    let read = &scoped.catalog.read;
+    session.ui.step("Reading the rows it reaches").done(format!(
+        "{} of {} rows ({} of {} resources)",
+        thousands(scoped.catalog.objects_of(read)),
+        thousands(scoped.catalog.objects()),
+        thousands(read.len()),
+        thousands(stored.resources.len())
+    ));
+    Ok(Some(Start::Found(Box::new((dir, found, scoped)))))
+}
+
+/// The change set of a plan read by [`scoped_cone`], and what it read.
+struct Scoped {
+    /// The rows of the resources read, light.
+    snapshot: Snapshot,
+    /// Every stored resource; those read in [`Catalog::read`].
+    catalog: Catalog,
+    cs: ChangeSet,
+    rows: Vec<GraphRow>,
+    /// Its partial state, from the rows read light.
+    partial: Partial,
+}
+
+/// Every resource of a state as [`Store::resources`] read it.
+fn catalog_of(stored: &Summarized) -> Catalog {
+    Catalog::new(
+        stored
+            .resources
+            .iter()
+            .map(|s| CatalogEntry {
+                address: s.resource.address(),
+                module: s.resource.module.clone(),
+                managed: s.resource.mode == "managed",
+                objects: s.objects,
+                dependencies: s.dependencies.clone(),
+            })
+            .collect(),
+    )
+}
+
+/// The rows of the resources `want`, read light; `None` where they are
+/// half the state or more and `bounded` (reading it all light costs less),
+/// or the state changed since `stored` was read (then it is read again,
+/// light).
+async fn read_scoped(
+    cx: &Context<'_>,
+    stored: &Summarized,
+    mut catalog: Catalog,
+    (want, bounded): (BTreeSet<String>, bool),
+) -> Result<Option<(Snapshot, Catalog)>> {
+    if bounded && catalog.objects_of(&want) * 2 > catalog.objects() {
+        return Ok(None);
+    }
+    let session = &cx.session;
+    let keys = catalog.keys_of(&want);
+    let Some(snapshot) = session
+        .store
+        .light_resources(&session.name, stored, &keys)
+        .await?
+    else {
+        return Ok(None);
+    };
+    if snapshot.undigested > 0 {
+        return Ok(None);
+    }
+    catalog.read = want;
+    Ok(Some((snapshot, catalog)))
+}
+
+/// The change set of `found` on the rows read, more resources read until
+/// they hold all the change set and its partial state consult
+/// ([`ChangeSet::needs`]), a few rounds at most; `None` where it cannot be
+/// done so: terraform plans the whole configuration
+/// ([`ChangeSet::untargeted`]) or is given every row, the rows grow to half
+/// the state, or the state changed meanwhile.
+async fn scoped_cone(
+    cx: &Context<'_>,
+    (stored, bounded): (&Summarized, bool),
+    (mut snapshot, mut catalog): (Snapshot, Catalog),
+    found: &Discovered,
+) -> Result<Option<Scoped>> {
+    /// Rounds of reads after the first.
+    const ROUNDS: usize = 4;
+    let config = found.config.as_ref();
+    for _ in 0..=ROUNDS {
+        let (cs, rows) = change_set_in(cx, &snapshot.state, found, Some(&catalog))?;
+        if cs.untargeted {
+            return Ok(None);
+        }
+        let narrowing = super::refresh::narrowing(cx, config);
+        let need = cs.needs(
+            &rows,
+            &found.info,
+            &found.outputs,
+            &catalog,
+            Some((&snapshot.state, narrowing)),
+        );
+        if need.is_subset(&catalog.read) {
+            let partial = partial_state_in(
+                cx,
+                &snapshot.state,
+                &cs,
+                (&found.info, config),
+                Some(&catalog),
+            );
+            return Ok(partial.map(|partial| Scoped {
+                snapshot,
+                catalog,
+                cs,
+                rows,
+                partial,
+            }));
+        }
+        let want: BTreeSet<String> = catalog.read.union(&need).cloned().collect();
+        match read_scoped(cx, stored, catalog, (want, bounded)).await? {
+            Some(again) => (snapshot, catalog) = again,
+            None => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
+/// With the discovery oracle: a plan reading rows by resource
+/// ([`plan_scoped`]) must find what the plan from every row whole found
+/// (candidates, change set, the state handed to terraform), unless a write
+/// committed in between. Read whatever their number (a plan reads the
+/// whole state light past half of it).
+async fn scoped_agrees(
+    cx: &Context<'_>,
+    dir: &RunDir,
+    whole: &Snapshot,
+    (found, cs): (&Discovered, &ChangeSet),
+    partial: Option<&Partial>,
+) -> Result<()> {
+    let session = &cx.session;
+    let Some(stored) = session.store.resources(&session.name).await? else {
+        return Ok(());
+    };
+    if whole.fingerprint.as_ref() != Some(&stored.fingerprint) {
+        return Ok(());
+    }
+    // Discovery, with the candidates' rows read.
+    if let (Some(by), Some(config)) = (
+        super::discover::by_resources(cx, dir, &stored).await?,
+        &found.config,
+    ) {
+        let recorded = session.store.baseline(session.state_id).await?;
+        let from_rows =
+            baseline::candidates(config, &recorded, &baseline::Stored::of(&whole.state));
+        let listed = (by.found.listed.clone(), false);
+        let read = read_scoped(cx, &stored, catalog_of(&stored), listed).await?;
+        if let (Some((snapshot, _)), Ok(from_rows)) = (read, from_rows) {
+            if let Some(scoped) = by.with_rows(&stored, &snapshot.state) {
+                anyhow::ensure!(
+                    from_rows.precise
+                        && (&scoped.changed, scoped.blocks)
+                            == (&from_rows.addresses, from_rows.blocks),
+                    "discovery oracle: by resource {:?} ({} blocks) may change, by every row {:?} \
+                     ({} blocks, precise: {})",
+                    scoped.changed,
+                    scoped.blocks,
+                    from_rows.addresses,
+                    from_rows.blocks,
+                    from_rows.precise
+                );
+            }
+        }
+    }
+    // The change set and partial state of what discovery found.
+    let catalog = catalog_of(&stored);
+    let resources: BTreeSet<String> = found
+        .changed
+        .iter()
+        .map(|a| crate::address::strip_instance_key(a).to_owned())
+        .filter(|r| catalog.holds(r))
+        .collect();
+    let Some(read) = read_scoped(cx, &stored, catalog, (resources, false)).await? else {
+        return Ok(());
+    };
+    let Some(scoped) = scoped_cone(cx, (&stored, false), read, found).await? else {
+        anyhow::ensure!(
+            cs.untargeted || partial.is_none(),
+            "discovery oracle: no change set from the rows read by resource, \
+             though every row gives one"
+        );
+        return Ok(());
+    };
+    anyhow::ensure!(
+        (
+            &scoped.cs.write,
+            &scoped.cs.read,
+            &scoped.cs.targets,
+            scoped.cs.untargeted
+        ) == (&cs.write, &cs.read, &cs.targets, cs.untargeted),
+        "discovery oracle: the change set of the rows read by resource ({:?} write, {:?} read) \
+         differs from that of every row ({:?} write, {:?} read)",
+        scoped.cs.write,
+        scoped.cs.read,
+        cs.write,
+        cs.read
+    );
+    let Some(whole_partial) = partial else {
+        bail!(
+            "discovery oracle: a partial state from the rows read by resource, none from every row"
+        );
+    };
+    let Some(Whole::Partial(p)) = whole_rows(cx, &scoped.snapshot, Some(scoped.partial)).await?
+    else {
+        return Ok(());
+    };
+    anyhow::ensure!(
+        p.state == whole_partial.state
+            && p.narrowed.as_ref().map(|n| n.describe())
+                == whole_partial.narrowed.as_ref().map(|n| n.describe()),
+        "discovery oracle: the partial state of the rows read by resource differs from that of \
+         every row"
+    );
+    Ok(())
+}
+
+/// With the discovery oracle, before discovery from `whole` (every row
+/// read whole): what PostgreSQL keeps of each resource must be what the
+/// rows say (objects, digest, dependencies), unless a write committed in
+/// between. Returns whether that alone says nothing may change (`None`
+/// where it cannot say), for the caller to check against discovery.
+async fn resources_agree(cx: &Context<'_>, dir: &RunDir, whole: &Snapshot) -> Result<Option<bool>> {
+    let session = &cx.session;
+    let Some(stored) = session.store.resources(&session.name).await? else {
+        return Ok(None);
+    };
+    if whole.fingerprint.as_ref() != Some(&stored.fingerprint) {
+        return Ok(None);
+    }
+    let sorted = |mut v: Vec<super::baseline::ResourceDigest>| {
+        v.sort_by(|a, b| a.address.cmp(&b.address));
+        v
+    };
+    let kept = sorted(super::baseline::ResourceDigest::of_summaries(
+        &stored.resources,
+    ));
+    let rows = sorted(super::baseline::ResourceDigest::of_state(&whole.state));
+    if let Some((k, r)) = kept.iter().zip(&rows).find(|(k, r)| k != r) {
+        bail!("discovery oracle: PostgreSQL keeps {k:?} of a resource whose rows say {r:?}");
+    }
+    anyhow::ensure!(
+        kept.len() == rows.len(),
+        "discovery oracle: PostgreSQL keeps {} resources, the rows hold {}",
+        kept.len(),
+        rows.len()
+    );
+    Ok(super::discover::by_resources(cx, dir, &stored)
+        .await?
+        .map(|by| by.is_empty()))
 }
 
 /// A plan of a stored state from its rows read light
@@ -217,9 +564,11 @@ async fn unchanged_under_lock(
     light: &Snapshot,
     cs: &ChangeSet,
     found: &Discovered,
+    catalog: Option<&Catalog>,
 ) -> Result<Option<Partial>> {
     let session = &cx.session;
-    let partial = partial_state(cx, &light.state, cs, &found.info, found.config.as_ref());
+    let config = found.config.as_ref();
+    let partial = partial_state_in(cx, &light.state, cs, (&found.info, config), catalog);
     if partial.is_none() {
         return Ok(None);
     }
@@ -281,7 +630,7 @@ async fn light_agrees(
     if let Some(config) = &found.config {
         let recorded = session.store.baseline(session.state_id).await?;
         let from = |state| {
-            super::baseline::candidates(config, &recorded, state)
+            super::baseline::candidates(config, &recorded, &super::baseline::Stored::of(state))
                 .map(|c| (c.addresses, c.blocks, c.precise))
                 .map_err(|e| e.0)
         };
@@ -379,39 +728,65 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        // Snapshot (its rows read light where discovery can do with them,
-        // as a plan's: see plan_light), and a private run dir.
-        let settings = session.settings;
-        let mut snapshot = match super::discover::reads_light(cx) {
-            true => session.light_snapshot().await?,
-            false => session.snapshot().await?,
+        // Rows read by resource where that can be done (as a plan: see
+        // plan_scoped), the first time round.
+        let first = attempt == 1 && forced.is_empty();
+        let start = match first && super::discover::reads_light(cx) {
+            true => start_scoped(cx).await?,
+            false => None,
         };
-        let dir = run_dir(session.settings, flags, &snapshot.state)?;
-        prepare(&dir, &cx.tf, &session.store).await?;
-
-        // Discover what changes, and compute the change set on the stored graph.
-        let light = super::discover::from_rows(cx, &dir, &snapshot, &forced).await?;
-        let found = match light {
-            Some(found) => {
-                super::discover::announce(cx, &found);
-                found
+        let settings = session.settings;
+        let (snapshot, dir, found, (cs, rows), catalog) = match start {
+            Some(Start::Nothing) => return Ok(Outcome::NoChanges { explained: true }),
+            Some(Start::Found(start)) => {
+                let (dir, found, scoped) = *start;
+                let Scoped {
+                    snapshot,
+                    catalog,
+                    cs,
+                    rows,
+                    ..
+                } = scoped;
+                (snapshot, dir, found, (cs, rows), Some(catalog))
             }
             None => {
-                if snapshot.light {
-                    snapshot = session.snapshot().await?;
+                // Snapshot (its rows read light where discovery can do
+                // with them, as a plan's: see plan_light), and a private
+                // run dir.
+                let mut snapshot = match super::discover::reads_light(cx) {
+                    true => session.light_snapshot().await?,
+                    false => session.snapshot().await?,
+                };
+                let dir = run_dir(session.settings, flags, &snapshot.state)?;
+                prepare(&dir, &cx.tf, &session.store).await?;
+
+                // Discover what changes, and compute the change set on the
+                // stored graph.
+                let light = super::discover::from_rows(cx, &dir, &snapshot, &forced).await?;
+                let found = match light {
+                    Some(found) => {
+                        super::discover::announce(cx, &found);
+                        found
+                    }
+                    None => {
+                        if snapshot.light {
+                            snapshot = session.snapshot().await?;
+                        }
+                        // As a plan does (see plan_stored).
+                        let _ = session
+                            .store
+                            .fill_digests(session.state_id, &snapshot)
+                            .await;
+                        discover(cx, &dir, &snapshot.state, &forced).await?
+                    }
+                };
+                if found.is_empty() {
+                    return Ok(Outcome::NoChanges { explained: true });
                 }
-                // As a plan does (see plan_stored).
-                let _ = session
-                    .store
-                    .fill_digests(session.state_id, &snapshot)
-                    .await;
-                discover(cx, &dir, &snapshot.state, &forced).await?
+                let change_set = computed_change_set(cx, &snapshot.state, &found)?;
+                (snapshot, dir, found, change_set, None)
             }
         };
-        if found.is_empty() {
-            return Ok(Outcome::NoChanges { explained: true });
-        }
-        let (cs, rows) = computed_change_set(cx, &snapshot.state, &found)?;
 
         // Lock it: exclusive on the write set, shared on the read set.
         let (exclusive, shared) = cs.locks(session.kind);
@@ -433,7 +808,7 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
         // no row is read again. Else the state is read again if anything
         // in it changed.
         let early = match snapshot.light {
-            true => unchanged_under_lock(cx, &snapshot, &cs, &found).await?,
+            true => unchanged_under_lock(cx, &snapshot, &cs, &found, catalog.as_ref()).await?,
             false => None,
         };
         let reread = match early {
@@ -479,7 +854,15 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
         let (fresh, partial) = match early {
             Some(partial) => (fresh, Some(partial)),
             None => {
-                let partial = partial_state(cx, fresh, &cs, &found.info, found.config.as_ref());
+                // The rows read by resource, unless read again (whole).
+                let catalog = catalog.as_ref().filter(|_| reread.is_none());
+                let partial = partial_state_in(
+                    cx,
+                    fresh,
+                    &cs,
+                    (&found.info, found.config.as_ref()),
+                    catalog,
+                );
                 if settings.discovery_oracle {
                     let whole = reread.as_ref().unwrap_or(&snapshot);
                     light_agrees(cx, whole, (&found, &cs), partial.as_ref()).await?;
@@ -601,14 +984,19 @@ fn computed_change_set(
         .map(|r| r.address.as_str())
         .chain(cs.write.iter().chain(&cs.read).map(String::as_str))
         .collect();
+    say_cone(step, &cs, total.len());
+    Ok((cs, rows))
+}
+
+/// The change cone's step line: its counts, of `total` instances.
+fn say_cone(step: crate::ui::Step, cs: &ChangeSet, total: usize) {
     step.done(format!(
         "{} of {} instances ({} write, {} read)",
         thousands(cs.write.len() + cs.read.len()),
-        thousands(total.len()),
+        thousands(total),
         thousands(cs.write.len()),
         thousands(cs.read.len())
     ));
-    Ok((cs, rows))
 }
 
 /// The change set of what discovery found, on the graph of `state` (the
@@ -618,11 +1006,22 @@ fn change_set(
     state: &State,
     found: &Discovered,
 ) -> Result<(ChangeSet, Vec<GraphRow>)> {
+    change_set_in(cx, state, found, None)
+}
+
+/// [`change_set`] of `state`, which may hold the rows of some resources
+/// only: `catalog` names them all (see [`ChangeSet::needs`]).
+fn change_set_in(
+    cx: &Context<'_>,
+    state: &State,
+    found: &Discovered,
+    catalog: Option<&Catalog>,
+) -> Result<(ChangeSet, Vec<GraphRow>)> {
     let rows = GraphRow::of_state(state);
-    let mut cs = ChangeSet::compute(&rows, &found.changed, &found.info)?;
+    let mut cs = ChangeSet::compute(&rows, &found.changed, &found.info, catalog)?;
     if cx.flags.targets.is_empty() {
         // With the user's -target, terraform evaluates the outputs it does.
-        cs.cover_outputs(&rows, &found.info, &found.outputs);
+        cs.cover_outputs(&rows, &found.info, &found.outputs, catalog);
     }
     Ok((cs, rows))
 }

@@ -10,19 +10,19 @@
 //! and a plan on the stored rows run side by side, and that plan stands when
 //! the refresh finds every written object as stored.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
 use anyhow::{anyhow, Context as _, Result};
 
-use super::change_set::{ChangeSet, Narrowed};
+use super::change_set::{Catalog, ChangeSet, Narrowed};
 use super::session::{prepare, Context};
 use super::strategy::{self, Costs};
 use super::Kind;
 use crate::db::store::GraphRow;
 use crate::error::Exit;
 use crate::settings::ScopedRefresh;
-use crate::terraform::config::Config;
+use crate::terraform::config::{Config, Narrowable};
 use crate::terraform::plan::ConfigInfo;
 use crate::terraform::{Finished, Invocation, Output, Rewrite, RunDir, TerraformError};
 use crate::tfstate::{Instance, State};
@@ -120,6 +120,19 @@ pub fn partial_state(
     info: &ConfigInfo,
     config: Option<&Config>,
 ) -> Option<Partial> {
+    partial_state_in(cx, state, cs, (info, config), None)
+}
+
+/// [`partial_state`] of `state`, which may hold the rows of some
+/// resources only: `catalog` names them all (see
+/// [`super::change_set::ChangeSet::needs`]).
+pub fn partial_state_in(
+    cx: &Context<'_>,
+    state: &State,
+    cs: &ChangeSet,
+    (info, config): (&ConfigInfo, Option<&Config>),
+    catalog: Option<&Catalog>,
+) -> Option<Partial> {
     let flags = &cx.flags;
     let whole = !cx.session.settings.partial_state
         || !flags.targets.is_empty()
@@ -128,12 +141,22 @@ pub fn partial_state(
     if whole {
         return None;
     }
-    let partial = cs.cone_state(state, info);
-    let (state, narrowed) = match config.filter(|_| narrowing_flags(cx)) {
-        Some(config) if !config.narrowable.is_empty() => cs.narrow(partial, &config.narrowable),
-        _ => (partial, None),
+    let partial = cs.cone_state(state, info, catalog);
+    let (state, narrowed) = match narrowing(cx, config) {
+        Some(narrowable) => cs.narrow(partial, narrowable),
+        None => (partial, None),
     };
     Some(Partial { state, narrowed })
+}
+
+/// The root module calls [`partial_state`] may narrow, if it narrows any.
+pub fn narrowing<'c>(
+    cx: &Context<'_>,
+    config: Option<&'c Config>,
+) -> Option<&'c BTreeMap<String, Narrowable>> {
+    config
+        .filter(|c| narrowing_flags(cx) && !c.narrowable.is_empty())
+        .map(|c| &c.narrowable)
 }
 
 /// What [`partial_state`] hands terraform.

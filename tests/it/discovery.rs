@@ -579,3 +579,159 @@ fn rows_keep_their_digest_and_a_row_changed_behind_the_baseline_is_planned() {
     );
     assert_eq!(undigested().trim(), "0", "filled in again");
 }
+
+/// A plan or apply that finds nothing to change reads no row of the state:
+/// what PostgreSQL keeps of each resource (migration 0012), moved by every
+/// write, answers discovery. Shown with a login that may read everything
+/// but the rows: it plans and applies nothing to change, and is refused
+/// where there is something.
+#[test]
+fn a_plan_or_apply_with_nothing_to_change_reads_no_row() {
+    let db = test_db();
+    let wd = produce_state("chain");
+    push(&db, "kept", &wd.state_path());
+    let schema = db.psql("SELECT schemaname FROM pg_tables WHERE tablename = 'instances'");
+    let user = format!("{}_norows", db.name);
+    db.psql(&format!(
+        "CREATE ROLE {user} LOGIN;
+         GRANT USAGE ON SCHEMA {schema} TO {user};
+         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {user};
+         GRANT USAGE ON ALL SEQUENCES IN SCHEMA {schema} TO {user};
+         REVOKE ALL ON {schema}.instances, {schema}.instance_history FROM {user}"
+    ));
+    let norows = TestDb {
+        url: db
+            .url
+            .replacen("postgres://postgres@", &format!("postgres://{user}@"), 1),
+        name: db.name.clone(),
+    };
+    let run = |who: &TestDb, args: &[&str]| {
+        sg_tf(who, &wd, "kept", args)
+            .env("STATEGRAPH_DISCOVERY_ORACLE", "0")
+            .output()
+            .unwrap()
+    };
+    let nothing =
+        "Discovering changes (configuration against the baseline)... 0 blocks changed, 0 to plan";
+    // The first plan (the owner's) fills the baseline.
+    assert_ok("first plan", &run(&db, &["plan", "-no-color"]));
+    let (out, err) = assert_ok("plan without rows", &run(&norows, &["plan", "-no-color"]));
+    assert!(
+        err.contains(nothing) && out.contains("No changes."),
+        "{out}{err}"
+    );
+    let (out, err) = assert_ok(
+        "apply without rows",
+        &run(&norows, &["apply", "-auto-approve", "-no-color"]),
+    );
+    assert!(
+        err.contains(nothing) && out.contains("No changes."),
+        "{out}{err}"
+    );
+
+    // Branch a changed: its rows must be read, which this login may not.
+    let gen2 = r#"gen={a="2",b="1",c="1"}"#;
+    let refused = run(&norows, &["plan", "-no-color", "-var", gen2]);
+    let err = text(&refused.stderr);
+    assert!(
+        !refused.status.success() && err.contains("permission denied"),
+        "a plan with changes read no row: {err}"
+    );
+    // Applied by the owner: what is kept of each resource moved with the
+    // rows, and agrees with the baseline the apply recorded.
+    assert_ok(
+        "owner's apply",
+        &run(&db, &["apply", "-auto-approve", "-no-color", "-var", gen2]),
+    );
+    let (out, err) = assert_ok(
+        "plan without rows after the apply",
+        &run(&norows, &["plan", "-no-color", "-var", gen2]),
+    );
+    assert!(
+        err.contains(nothing) && out.contains("No changes."),
+        "{out}{err}"
+    );
+    assert_eq!(
+        db.psql(
+            "SELECT count(*) FROM resource_digests r
+             WHERE objects <> (SELECT count(*) FROM instances i WHERE i.state_id = r.state_id
+                               AND i.module = r.module AND i.config_address = r.config_address)"
+        ),
+        "0",
+        "every resource's objects counted"
+    );
+}
+
+/// A change in one module instance reads the rows it reaches, not every
+/// row of the state: discovery from what PostgreSQL keeps of each resource,
+/// the change cone computed on the rows of the resources it reaches (read
+/// until they hold everything it consults), for a plan and an apply; and
+/// terraform agrees with the result.
+#[test]
+fn a_change_reads_the_rows_it_reaches_not_the_state() {
+    let db = test_db();
+    let wd = TfWorkdir::from_fixture("teams");
+    let run = |args: &[&str], oracle: &str| {
+        let mut all = args.to_vec();
+        all.extend(["-no-color", "-var", "teams=10", "-var", "per_team=20"]);
+        let out = sg_tf(&db, &wd, "teams", &all)
+            .env("STATEGRAPH_DISCOVERY_ORACLE", oracle)
+            .output()
+            .unwrap();
+        assert_ok(&format!("stategraph {args:?}"), &out)
+    };
+    run(&["apply", "-auto-approve"], "1");
+    // The first plan records the baseline.
+    run(&["plan"], "1");
+    // One shared resource and 10 teams of a base and 20 services: 211
+    // instances in 21 resources. Team a's base is replaced (its services
+    // updated): its rows, the shared one it reads and every team's base
+    // (terraform's targeted plan evaluates every instance of the module
+    // call, whose `for_each` cannot be narrowed here) are read, no other
+    // team's services.
+    let gen = r#"gen={a="2"}"#;
+    let reading = "Reading the rows it reaches... 31 of 211 rows (12 of 21 resources)";
+    // With the oracle: the change set and partial state from the rows read
+    // by resource are those from every row.
+    run(&["plan", "-var", gen], "1");
+    let (out, err) = run(&["plan", "-var", gen], "0");
+    assert!(err.contains(reading), "{err}");
+    assert!(
+        out.contains("Plan: 1 to add, 20 to change, 1 to destroy."),
+        "{out}"
+    );
+    let (out, err) = run(&["apply", "-auto-approve", "-var", gen], "0");
+    assert!(err.contains(reading), "{err}");
+    assert!(
+        out.contains("Apply complete! Resources: 1 added, 20 changed, 1 destroyed."),
+        "{out}"
+    );
+    // Nothing left to do, by stategraph and by terraform on the state it keeps.
+    let (out, err) = run(&["plan", "-var", gen], "0");
+    assert!(
+        err.contains("0 blocks changed, 0 to plan") && out.contains("No changes."),
+        "{out}{err}"
+    );
+    let pulled = pull_to(&db, "teams", wd.path());
+    let state_flag = format!("-state={}", pulled.display());
+    wd.terraform(&["init", "-no-color"]);
+    let plain = wd.terraform_allow_fail(&[
+        "plan",
+        "-no-color",
+        "-detailed-exitcode",
+        &state_flag,
+        "-var",
+        "teams=10",
+        "-var",
+        "per_team=20",
+        "-var",
+        gen,
+    ]);
+    assert_eq!(
+        plain.status.code(),
+        Some(0),
+        "terraform plans changes on the state stategraph keeps:\n{}{}",
+        text(&plain.stdout),
+        text(&plain.stderr)
+    );
+}
