@@ -783,6 +783,17 @@ pub fn candidates(
     }
     // An `import` whose target holds no row yet: terraform imports it.
     for to in &config.imports {
+        if !stored_rows.instances {
+            // Instances not read: the resource that may hold it.
+            let resource = crate::address::strip_instance_key(to);
+            listed.extend(
+                state
+                    .resources
+                    .iter()
+                    .map(|r| r.address())
+                    .filter(|a| a == resource),
+            );
+        }
         if !held.contains(to) {
             blocks += 1;
             out.insert(to.clone());

@@ -203,6 +203,11 @@ async fn start_scoped(cx: &Context<'_>) -> Result<Option<Start>> {
     let Some(found) = by.with_rows(&stored, &snapshot.state) else {
         return Ok(None);
     };
+    if found.is_empty() {
+        // What was read (a `moved` or `import` block's resource) holds no change.
+        super::discover::announce(cx, &found);
+        return Ok(Some(Start::Nothing));
+    }
     let Some(scoped) = scoped_cone(cx, (&stored, true), (snapshot, catalog), &found).await? else {
         return Ok(None);
     };
