@@ -49,14 +49,19 @@ BEGIN
 END $$;
 
 CREATE FUNCTION resource_digests_recompute(s bigint[], m text[], c text[]) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- One sort of the resources' rows in memory, not on disk (a push of 100,000).
+SET work_mem = '64MB'
+AS $$
 BEGIN
     PERFORM resource_digests_lock(s, m, c);
+    -- One pass over the objects: their count, digest, and their distinct
+    -- dependency lists (joined by a separator no address holds), split and
+    -- made a set below.
     WITH g AS (
-        SELECT DISTINCT g.s AS state_id, g.m AS module, g.c AS config_address
-        FROM unnest(s, m, c) AS g (s, m, c)
-    ), objects AS (
-        SELECT g.state_id, g.module, g.config_address,
+        SELECT DISTINCT g.s, g.m, g.c FROM unnest(s, m, c) AS g (s, m, c)
+    ), o AS (
+        SELECT g.s, g.m, g.c,
                min(i.mode) AS mode, min(i.type) AS type, min(i.name) AS name,
                min(i.provider) AS provider, min(i.each) AS each, count(*) AS objects,
                CASE WHEN count(i.digest) = count(*) THEN
@@ -64,26 +69,19 @@ BEGIN
                        min(i.provider) || '|' || min(i.mode) || '|' || coalesce(min(i.each), '') || '|'
                        || string_agg(i.digest, E'\n' ORDER BY i.digest COLLATE "C"),
                        'UTF8')), 'hex'), 1, 32)
-               END AS digest
+               END AS digest,
+               string_agg(DISTINCT array_to_string(i.dependencies, E'\x1f'), E'\x1f') AS deps
         FROM g JOIN instances i
-          ON i.state_id = g.state_id AND i.module COLLATE "C" = g.module
-         AND i.config_address = g.config_address
-        GROUP BY g.state_id, g.module, g.config_address
-    ), deps AS (
-        SELECT g.state_id, g.module, g.config_address,
-               array_agg(DISTINCT d ORDER BY d) AS dependencies
-        FROM g JOIN instances i
-          ON i.state_id = g.state_id AND i.module COLLATE "C" = g.module
-         AND i.config_address = g.config_address
-        CROSS JOIN LATERAL unnest(i.dependencies) AS d
-        GROUP BY g.state_id, g.module, g.config_address
+          ON i.state_id = g.s AND i.module COLLATE "C" = g.m AND i.config_address = g.c
+        GROUP BY g.s, g.m, g.c
     )
     UPDATE resource_digests r
     SET mode = o.mode, type = o.type, name = o.name, provider = o.provider, each = o.each,
         objects = o.objects, digest = o.digest,
-        dependencies = coalesce(d.dependencies, '{}')
-    FROM objects o LEFT JOIN deps d USING (state_id, module, config_address)
-    WHERE r.state_id = o.state_id AND r.module = o.module AND r.config_address = o.config_address;
+        dependencies = ARRAY(SELECT DISTINCT d FROM unnest(string_to_array(o.deps, E'\x1f')) AS d
+                             WHERE d <> '' ORDER BY d)
+    FROM o
+    WHERE r.state_id = o.s AND r.module = o.m AND r.config_address = o.c;
     -- Resources left without objects.
     DELETE FROM resource_digests r
     USING unnest(s, m, c) AS g (s, m, c)
