@@ -54,6 +54,11 @@ LANGUAGE plpgsql
 SET work_mem = '64MB'
 AS $$
 BEGIN
+    -- A writer that computes the rows of what it writes itself (stategraph's
+    -- push into an empty state) says so for its transaction.
+    IF current_setting('stategraph.resource_digests', true) = 'by_writer' THEN
+        RETURN;
+    END IF;
     PERFORM resource_digests_lock(s, m, c);
     -- One pass over the objects: their count, digest, and their distinct
     -- dependency lists (joined by a separator no address holds), split and

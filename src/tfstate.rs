@@ -24,6 +24,26 @@ pub fn short_digest(bytes: &[u8]) -> String {
     d[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The digest of a resource's objects, from their own digests
+/// ([`Instance::digest`]): that of `provider|mode|each|` and the digests
+/// sorted bytewise, joined by newlines, as PostgreSQL computes it for
+/// `resource_digests` (migration 0012).
+pub fn resource_digest<'a>(
+    provider: &str,
+    mode: &str,
+    each: Option<&str>,
+    digests: impl IntoIterator<Item = &'a str>,
+) -> String {
+    let mut sorted: Vec<&str> = digests.into_iter().collect();
+    sorted.sort_unstable();
+    let text = format!(
+        "{provider}|{mode}|{}|{}",
+        each.unwrap_or(""),
+        sorted.join("\n")
+    );
+    short_digest(text.as_bytes())
+}
+
 /// A terraform state, format version 4.
 #[derive(Debug, Clone, PartialEq)]
 pub struct State {

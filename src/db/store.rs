@@ -590,7 +590,11 @@ impl Store {
             std::future::ready(rows)
         });
         let staged = if blank {
-            // Straight into the table.
+            // Straight into the table, each resource's row of
+            // `resource_digests` computed here on the way rather than by
+            // the table's triggers (a second aggregate over every row).
+            tx.batch_execute("SET LOCAL stategraph.resource_digests = 'by_writer'")
+                .await?;
             let sink = tx
                 .copy_in(&format!(
                     "COPY instances ({INSTANCE_COLUMNS}, state_id, version, txn_id) FROM STDIN BINARY"
@@ -599,15 +603,21 @@ impl Store {
             let mut types = INSTANCE_TYPES.to_vec();
             types.extend([Type::INT8, Type::INT8, Type::INT8]);
             let writer = BinaryCopyInWriter::new(sink, &types);
+            let mut kept: Vec<KeptResource> = Vec::new();
             pin_mut!(writer);
             pin_mut!(resources);
             while let Some(r) = resources.next().await {
-                copy_resource(writer.as_mut(), &r, &[&state_id, &1i64, &txn_id]).await?;
+                let digests =
+                    copy_resource(writer.as_mut(), &r, &[&state_id, &1i64, &txn_id]).await?;
+                kept.push(KeptResource::of(&r, &digests));
             }
             // A state that could not be read whole writes nothing: the COPY
             // is abandoned (the writer dropped) and the transaction with it.
             let head = head.await?;
             report.added = writer.finish().await?;
+            tx.batch_execute("SET LOCAL stategraph.resource_digests = ''")
+                .await?;
+            copy_kept(&tx, state_id, &kept).await?;
             // The state held no rows: its count is what was copied.
             tx.execute(
                 "UPDATE states SET instance_count =
@@ -2599,20 +2609,6 @@ async fn diff_staged(
         "CREATE UNIQUE INDEX ON incoming (address, deposed); ANALYZE incoming (address, deposed);",
     )
     .await?;
-    // The resources this diff may write, locked in one order before any
-    // of its statements does (migration 0012): two merges writing the same
-    // resources take turns instead of deadlocking on their digests' rows.
-    tx.execute(
-        "SELECT resource_digests_lock(array_agg(s), array_agg(m), array_agg(c))
-         FROM (SELECT $1::bigint AS s, module AS m, config_address AS c FROM incoming
-               UNION
-               SELECT state_id, module, config_address FROM instances
-               WHERE state_id = $1 AND ($2::text[] IS NULL OR address = ANY($2))) t
-         HAVING count(*) > 0",
-        &[&state_id, &scope],
-    )
-    .await?;
-
     let cols = INSTANCE_COLUMNS.split(", ").collect::<Vec<_>>();
     // The digest is the content's: a row is rewritten when its content
     // differs, not when only its digest is missing (filled on a read).
@@ -2636,6 +2632,27 @@ async fn diff_staged(
         .collect::<Vec<_>>()
         .join(", ");
 
+    // The resources this diff writes (rows added, changed or removed),
+    // locked in one order before any of its statements does (migration
+    // 0012): two merges writing the same resources take turns instead of
+    // deadlocking on their rows of `resource_digests`.
+    tx.execute(
+        &format!(
+            "SELECT resource_digests_lock(array_agg(s), array_agg(m), array_agg(c))
+             FROM (SELECT $1::bigint AS s, i.module AS m, i.config_address AS c
+                   FROM incoming i LEFT JOIN instances c
+                     ON c.state_id = $1 AND c.address = i.address AND c.deposed = i.deposed
+                   WHERE c.address IS NULL OR {differs}
+                   UNION
+                   SELECT c.state_id, c.module, c.config_address FROM instances c
+                   WHERE c.state_id = $1 AND ($2::text[] IS NULL OR c.address = ANY($2))
+                     AND NOT EXISTS (SELECT 1 FROM incoming i
+                                     WHERE i.address = c.address AND i.deposed = c.deposed)) t
+             HAVING count(*) > 0"
+        ),
+        &[&state_id, &scope],
+    )
+    .await?;
     let replaced = tx
             .execute(
                 &format!(
@@ -2727,11 +2744,102 @@ async fn diff_staged(
 
 /// Writes the COPY row of every instance object of a resource, each
 /// followed by `suffix` (the columns a direct copy into `instances` adds).
+/// A resource's row of `resource_digests` (migration 0012), computed by
+/// the writer of its objects.
+struct KeptResource {
+    module: String,
+    config_address: String,
+    mode: String,
+    type_: String,
+    name: String,
+    provider: String,
+    each: Option<String>,
+    objects: i64,
+    digest: String,
+    dependencies: Vec<String>,
+}
+
+impl KeptResource {
+    /// Of `r`, whose objects' digests are `digests`.
+    fn of(r: &Resource, digests: &[String]) -> KeptResource {
+        let dependencies: std::collections::BTreeSet<&String> =
+            r.instances.iter().flat_map(|i| &i.dependencies).collect();
+        KeptResource {
+            module: r.module.clone(),
+            config_address: r.config_address(),
+            mode: r.mode.clone(),
+            type_: r.type_.clone(),
+            name: r.name.clone(),
+            provider: r.provider.clone(),
+            each: r.each.clone(),
+            objects: r.instances.len() as i64,
+            digest: tfstate::resource_digest(
+                &r.provider,
+                &r.mode,
+                r.each.as_deref(),
+                digests.iter().map(String::as_str),
+            ),
+            dependencies: dependencies.into_iter().cloned().collect(),
+        }
+    }
+}
+
+/// Copies `kept` into `resource_digests` for state `state_id`.
+async fn copy_kept(
+    tx: &tokio_postgres::Transaction<'_>,
+    state_id: i64,
+    kept: &[KeptResource],
+) -> Result<(), tokio_postgres::Error> {
+    let sink = tx
+        .copy_in(
+            "COPY resource_digests (state_id, module, config_address, mode, type, name, provider, \
+             each, objects, digest, dependencies) FROM STDIN BINARY",
+        )
+        .await?;
+    let types = [
+        Type::INT8,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::INT8,
+        Type::TEXT,
+        Type::TEXT_ARRAY,
+    ];
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    pin_mut!(writer);
+    for k in kept {
+        writer
+            .as_mut()
+            .write(&[
+                &state_id,
+                &k.module,
+                &k.config_address,
+                &k.mode,
+                &k.type_,
+                &k.name,
+                &k.provider,
+                &k.each,
+                &k.objects,
+                &k.digest,
+                &k.dependencies,
+            ])
+            .await?;
+    }
+    writer.finish().await?;
+    Ok(())
+}
+
+/// Copies the rows of `r`'s objects; returns their digests.
 async fn copy_resource(
     mut writer: Pin<&mut BinaryCopyInWriter>,
     r: &Resource,
     suffix: &[&(dyn ToSql + Sync)],
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    let mut digests = Vec::with_capacity(r.instances.len());
     let raddr = r.address();
     let config_address = r.config_address();
     let resource_extra = extra_json(&r.extra);
@@ -2779,8 +2887,9 @@ async fn copy_resource(
         ]);
         row.extend_from_slice(suffix);
         writer.as_mut().write(&row).await?;
+        digests.push(digest.to_owned());
     }
-    Ok(())
+    Ok(digests)
 }
 
 /// Writes root outputs that differ; returns how many were added, changed or removed.

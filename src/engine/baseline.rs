@@ -146,21 +146,15 @@ pub struct ResourceDigest {
 }
 
 impl ResourceDigest {
-    /// [`Format::Rows`]'s digest of a resource from its objects' digests.
+    /// [`Format::Rows`]'s digest of a resource from its objects' digests
+    /// ([`crate::tfstate::resource_digest`]).
     pub fn of_objects<'a>(
         provider: &str,
         mode: &str,
         each: Option<&str>,
         digests: impl IntoIterator<Item = &'a str>,
     ) -> String {
-        let mut sorted: Vec<&str> = digests.into_iter().collect();
-        sorted.sort_unstable();
-        let text = format!(
-            "{provider}|{mode}|{}|{}",
-            each.unwrap_or(""),
-            sorted.join("\n")
-        );
-        hash(text.as_bytes())
+        crate::tfstate::resource_digest(provider, mode, each, digests)
     }
 }
 
