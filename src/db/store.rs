@@ -771,19 +771,9 @@ impl Store {
     pub async fn resources(&self, name: &str) -> Result<Option<Summarized>, StoreError> {
         let mut client = self.pool.get().await?;
         let tx = consistent_read(&mut client).await?;
-        let Some((state_id, fingerprint)) = head_fingerprint(&tx, name).await? else {
+        let Some((state_id, fingerprint)) = settled_head(&tx, name).await? else {
             return Ok(None);
         };
-        let busy: bool = tx
-            .query_one(
-                &format!("SELECT EXISTS ({})", in_flight_txns()),
-                &[&state_id],
-            )
-            .await?
-            .get(0);
-        if busy {
-            return Ok(None);
-        }
         let head = tx
             .query_one(
                 "SELECT lineage, serial, terraform_version, check_results, extra, husks
@@ -863,17 +853,10 @@ impl Store {
     ) -> Result<Option<Snapshot>, StoreError> {
         let mut client = self.pool.get().await?;
         let tx = consistent_read(&mut client).await?;
-        let Some((state_id, fingerprint)) = head_fingerprint(&tx, name).await? else {
+        let Some((state_id, fingerprint)) = settled_head(&tx, name).await? else {
             return Ok(None);
         };
-        let busy: bool = tx
-            .query_one(
-                &format!("SELECT EXISTS ({})", in_flight_txns()),
-                &[&state_id],
-            )
-            .await?
-            .get(0);
-        if busy || fingerprint != head.fingerprint {
+        if fingerprint != head.fingerprint {
             return Ok(None);
         }
         let (modules, configs): (Vec<&str>, Vec<&str>) =
@@ -1088,6 +1071,26 @@ async fn head_fingerprint(
         .query_opt(&query, &[&name])
         .await?
         .map(|r| (r.get(0), r.get(1))))
+}
+
+/// [`head_fingerprint`] of a state no run is in flight on (then the rows
+/// [`View::Settled`] sees are the latest, and what `resource_digests`
+/// keeps is theirs); `None` if it is not stored or a run is in flight.
+async fn settled_head(
+    client: &tokio_postgres::Transaction<'_>,
+    name: &str,
+) -> Result<Option<(i64, String)>, StoreError> {
+    let Some((state_id, fingerprint)) = head_fingerprint(client, name).await? else {
+        return Ok(None);
+    };
+    let busy: bool = client
+        .query_one(
+            &format!("SELECT EXISTS ({})", in_flight_txns()),
+            &[&state_id],
+        )
+        .await?
+        .get(0);
+    Ok((!busy).then_some((state_id, fingerprint)))
 }
 
 /// Whether the rows of state `state_id` as [`View::Settled`] sees them are

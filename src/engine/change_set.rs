@@ -109,6 +109,9 @@ impl ChangeSet {
     /// every resource of that module, as terraform's targeted plan does)
     /// and in the state's recorded dependencies, from the cone and from
     /// every root output the run evaluates ([`ChangeSet::evaluated_outputs`]).
+    /// With `catalog` (every stored resource), `state` may hold the rows of
+    /// some resources only: what is evaluated whole is followed through
+    /// the catalog, and [`ChangeSet::needs`] says which rows must be there.
     pub fn cone_state(&self, state: &State, info: &ConfigInfo, catalog: Option<&Catalog>) -> State {
         let config_of =
             |a: &str| crate::tfstate::strip_module_keys(crate::address::strip_instance_key(a));
@@ -1121,6 +1124,110 @@ mod tests {
             triggers: Vec::new(),
         };
         (rows, info)
+    }
+
+    /// The catalog of `rows`, every resource read where `read` is `None`.
+    fn catalog_of_rows(rows: &[GraphRow], read: Option<&[&str]>) -> Catalog {
+        let mut by_resource: BTreeMap<String, (usize, BTreeSet<String>)> = BTreeMap::new();
+        for r in rows {
+            let e = by_resource
+                .entry(crate::address::strip_instance_key(&r.address).to_owned())
+                .or_default();
+            e.0 += 1;
+            e.1.extend(r.dependencies.iter().cloned());
+        }
+        let mut catalog = Catalog::new(
+            by_resource
+                .into_iter()
+                .map(|(address, (objects, deps))| CatalogEntry {
+                    module: crate::address::parse_target(&address)
+                        .ok()
+                        .and_then(|t| match t {
+                            Target::Resource(r) => Some(r.module.to_string()),
+                            _ => None,
+                        })
+                        .unwrap_or_default(),
+                    address,
+                    managed: true,
+                    objects,
+                    dependencies: deps.into_iter().collect(),
+                })
+                .collect(),
+        );
+        catalog.read = match read {
+            Some(read) => read.iter().map(|r| (*r).to_owned()).collect(),
+            None => catalog.entries.iter().map(|e| e.address.clone()).collect(),
+        };
+        catalog
+    }
+
+    /// The change set of one team's base computed on its rows alone names
+    /// what else it must read: that team's services (they depend on it)
+    /// and the root resource (it depends on it), not the other team's;
+    /// once those are read, nothing more, and the change set is the one
+    /// of every row.
+    #[test]
+    fn a_change_set_on_some_rows_names_the_resources_it_needs() {
+        let base = |t: &str| format!(r#"module.team["{t}"].terraform_data.base"#);
+        let svc = |t: &str, i: usize| format!(r#"module.team["{t}"].terraform_data.svc[{i}]"#);
+        let mut rows = vec![row("terraform_data.org", &[])];
+        for t in ["a", "b"] {
+            rows.push(row(&base(t), &["terraform_data.org"]));
+            for i in 0..2 {
+                rows.push(row(
+                    &svc(t, i),
+                    &["module.team.terraform_data.base", "terraform_data.org"],
+                ));
+            }
+        }
+        let info = fixture().1;
+        let info = ConfigInfo {
+            output_refs: Vec::new(),
+            outputs: Vec::new(),
+            ..info
+        };
+        let changed = vec![base("a")];
+        let whole = ChangeSet::compute(&rows, &changed, &info, None).unwrap();
+
+        let read = [r#"module.team["a"].terraform_data.base"#];
+        let catalog = catalog_of_rows(&rows, Some(&read));
+        let some: Vec<GraphRow> = rows
+            .iter()
+            .filter(|r| r.address == base("a"))
+            .cloned()
+            .collect();
+        let cs = ChangeSet::compute(&some, &changed, &info, Some(&catalog)).unwrap();
+        let needs = cs.needs(&some, &info, &[], &catalog, None);
+        assert_eq!(
+            needs.into_iter().collect::<Vec<_>>(),
+            [
+                r#"module.team["a"].terraform_data.base"#,
+                r#"module.team["a"].terraform_data.svc"#,
+                "terraform_data.org",
+            ]
+        );
+
+        let read = [
+            r#"module.team["a"].terraform_data.base"#,
+            r#"module.team["a"].terraform_data.svc"#,
+            "terraform_data.org",
+        ];
+        let catalog = catalog_of_rows(&rows, Some(&read));
+        let some: Vec<GraphRow> = rows
+            .iter()
+            .filter(|r| !r.address.contains(r#"["b"]"#))
+            .cloned()
+            .collect();
+        let cs = ChangeSet::compute(&some, &changed, &info, Some(&catalog)).unwrap();
+        assert!(cs
+            .needs(&some, &info, &[], &catalog, None)
+            .is_subset(&catalog.read));
+        assert_eq!(
+            (&cs.write, &cs.read, &cs.targets, cs.untargeted),
+            (&whole.write, &whole.read, &whole.targets, whole.untargeted)
+        );
+        // Not every managed resource read: never a run of everything.
+        assert!(!cs.untargeted);
     }
 
     fn cover(changed: &[&str], stale: &[&str]) -> ChangeSet {

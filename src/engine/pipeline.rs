@@ -86,13 +86,18 @@ async fn plan_stored(cx: &Context<'_>) -> Result<Outcome> {
     let verifying = cx.flags.verify || session.settings.sample_verify();
     let settings = session.settings;
     if super::discover::reads_light(cx) {
-        if !verifying {
-            if let Some(outcome) = plan_scoped(cx).await? {
+        let light = match verifying {
+            true => true,
+            false => match plan_scoped(cx).await? {
+                Next::Done(outcome) => return Ok(outcome),
+                Next::ReadLight => true,
+                Next::ReadWhole => false,
+            },
+        };
+        if light {
+            if let Some(outcome) = plan_light(cx, verifying).await? {
                 return Ok(outcome);
             }
-        }
-        if let Some(outcome) = plan_light(cx, verifying).await? {
-            return Ok(outcome);
         }
     }
     let snapshot = session.snapshot().await?;
@@ -142,14 +147,14 @@ async fn plan_stored(cx: &Context<'_>) -> Result<Outcome> {
 /// ([`super::discover::by_resources`]); the candidates' rows are read light,
 /// the change set computed on them, and more resources read until they
 /// hold everything it consults ([`ChangeSet::needs`]); the rows handed to
-/// terraform are then read whole. `None` where that cannot be done (see
-/// [`scoped_cone`]), before anything is said: then the state is read light
-/// ([`plan_light`]).
-async fn plan_scoped(cx: &Context<'_>) -> Result<Option<Outcome>> {
+/// terraform are then read whole. Where that cannot be done (see
+/// [`start_scoped`]), says nothing, and how to read the state instead.
+async fn plan_scoped(cx: &Context<'_>) -> Result<Next> {
     let session = &cx.session;
     let (dir, found, scoped) = match start_scoped(cx).await? {
-        None => return Ok(None),
-        Some(Start::Nothing) => return Ok(Some(Outcome::NoChanges { explained: true })),
+        None => return Ok(Next::ReadLight),
+        Some(Start::Unanswered) => return Ok(Next::ReadWhole),
+        Some(Start::Nothing) => return Ok(Next::Done(Outcome::NoChanges { explained: true })),
         Some(Start::Found(start)) => *start,
     };
     let Scoped {
@@ -162,18 +167,34 @@ async fn plan_scoped(cx: &Context<'_>) -> Result<Option<Outcome>> {
     let touched: Vec<String> = cs.write.iter().chain(&cs.read).cloned().collect();
     session.note_in_flight(&touched).await?;
     let Some(Whole::Partial(partial)) = whole_rows(cx, &snapshot, Some(partial)).await? else {
-        return Ok(changed_meanwhile(cx));
+        changed_meanwhile(cx);
+        return Ok(Next::ReadLight);
     };
     let handed = hand(cx, &dir, Some(&partial), &snapshot.state)?;
     let outcome = plan_handed(cx, &dir, &snapshot, handed, (&cs, &found, &rows), None).await;
     super::discard((snapshot, rows, found, partial));
-    outcome.map(Some)
+    outcome.map(Next::Done)
+}
+
+/// What a plan does after [`plan_scoped`].
+enum Next {
+    /// It is done.
+    Done(Outcome),
+    /// It reads the state light ([`plan_light`]).
+    ReadLight,
+    /// It reads every row whole: the configuration alone cannot say what
+    /// changes (terraform's refresh-less plan of the candidates will).
+    ReadWhole,
 }
 
 /// How a run reading rows by resource starts ([`start_scoped`]).
 enum Start {
     /// Nothing may change (said).
     Nothing,
+    /// Blocks read a value that changed: which of their instances change
+    /// takes terraform's refresh-less plan, of every row whole (nothing
+    /// said yet).
+    Unanswered,
     /// What may change (said), its change set, and the run dir.
     Found(Box<(RunDir, Discovered, Scoped)>),
 }
@@ -194,6 +215,10 @@ async fn start_scoped(cx: &Context<'_>) -> Result<Option<Start>> {
     if by.is_empty() {
         super::discover::announce_nothing(cx, by.found.blocks);
         return Ok(Some(Start::Nothing));
+    }
+    if !by.found.precise {
+        // As the rows read light would say (their discovery is the same).
+        return Ok(Some(Start::Unanswered));
     }
     let catalog = catalog_of(&stored);
     let listed = by.found.listed.clone();
@@ -395,8 +420,11 @@ async fn scoped_agrees(
         return Ok(());
     };
     let Some(scoped) = scoped_cone(cx, (&stored, false), read, found).await? else {
+        // Not for a write committed meanwhile.
+        let now = session.store.resources(&session.name).await?;
+        let unchanged = now.is_some_and(|now| now.fingerprint == stored.fingerprint);
         anyhow::ensure!(
-            cs.untargeted || partial.is_none(),
+            !unchanged || cs.untargeted || partial.is_none(),
             "discovery oracle: no change set from the rows read by resource, \
              though every row gives one"
         );
@@ -741,6 +769,7 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
             false => None,
         };
         let settings = session.settings;
+        let whole_read = matches!(start, Some(Start::Unanswered));
         let (snapshot, dir, found, (cs, rows), catalog) = match start {
             Some(Start::Nothing) => return Ok(Outcome::NoChanges { explained: true }),
             Some(Start::Found(start)) => {
@@ -754,11 +783,11 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
                 } = scoped;
                 (snapshot, dir, found, (cs, rows), Some(catalog))
             }
-            None => {
+            None | Some(Start::Unanswered) => {
                 // Snapshot (its rows read light where discovery can do
                 // with them, as a plan's: see plan_light), and a private
                 // run dir.
-                let mut snapshot = match super::discover::reads_light(cx) {
+                let mut snapshot = match super::discover::reads_light(cx) && !whole_read {
                     true => session.light_snapshot().await?,
                     false => session.snapshot().await?,
                 };
