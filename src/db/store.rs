@@ -868,18 +868,12 @@ impl Store {
                              AND i.config_address = g.c",
             snapshot_columns(Read::Light)
         );
-        let rows = tx.query_raw(&query, params).await?;
-        let mut gathered = Gathered::default();
-        pin_mut!(rows);
-        while let Some(row) = rows.try_next().await? {
-            gathered.push_row(&row);
-        }
-        tx.commit().await?;
         let Rows {
             resources,
             versions,
             undigested,
-        } = gathered.finish();
+        } = gather(&tx, &query, params).await?;
+        tx.commit().await?;
         let mut state = head.state.with_resources(resources);
         state.sort();
         Ok(Some(Snapshot {
@@ -916,14 +910,8 @@ impl Store {
             snapshot_columns(Read::Whole),
             instance_rows(View::Settled)
         );
-        let rows = client.query_raw(&query, params).await?;
-        let mut gathered = Gathered::default();
-        pin_mut!(rows);
-        while let Some(row) = rows.try_next().await? {
-            gathered.push_row(&row);
-        }
+        let gathered = gather(&client, &query, params).await?;
         client.commit().await?;
-        let gathered = gathered.finish();
         let mut whole: HashMap<String, Resource> = gathered
             .resources
             .into_iter()
@@ -1289,6 +1277,22 @@ fn husks(name: &str, stored: Option<Value>) -> Result<Vec<Resource>, StoreError>
     Ok(out)
 }
 
+/// The rows `query` (columns of [`snapshot_columns`]) returns, gathered
+/// into their resources.
+async fn gather<const N: usize>(
+    client: &tokio_postgres::Transaction<'_>,
+    query: &str,
+    params: [&(dyn ToSql + Sync); N],
+) -> Result<Rows, StoreError> {
+    let rows = client.query_raw(query, params).await?;
+    let mut gathered = Gathered::default();
+    pin_mut!(rows);
+    while let Some(row) = rows.try_next().await? {
+        gathered.push_row(&row);
+    }
+    Ok(gathered.finish())
+}
+
 /// The named state as `view` sees it, read in `client`'s transaction.
 async fn read_snapshot(
     client: &tokio_postgres::Transaction<'_>,
@@ -1346,17 +1350,11 @@ async fn read_snapshot(
         snapshot_columns(read),
         instance_rows(view)
     );
-    let rows = client.query_raw(&query, params).await?;
-    let mut gathered = Gathered::default();
-    pin_mut!(rows);
-    while let Some(row) = rows.try_next().await? {
-        gathered.push_row(&row);
-    }
     let Rows {
         mut resources,
         versions,
         undigested,
-    } = gathered.finish();
+    } = gather(client, &query, params).await?;
     resources.extend(husks(name, jsonb::decode_opt(head.get(6)))?);
 
     let outputs = outputs_of(client, state_id, view).await?;
