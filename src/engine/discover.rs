@@ -393,24 +393,6 @@ pub async fn from_rows(
     }))
 }
 
-/// Whether nothing may change according to the configuration and what
-/// PostgreSQL keeps of each resource ([`crate::db::store::Store::resources`]):
-/// then no row need be read at all, and the step line says so. `false`
-/// where something may change, or where that cannot say (see
-/// [`by_resources`]): the rows are read then.
-pub async fn nothing_changed(cx: &Context<'_>, dir: &RunDir, stored: &Summarized) -> Result<bool> {
-    if !reads_light(cx) {
-        return Ok(false);
-    }
-    match by_resources(cx, dir, stored).await? {
-        Some(by) if by.is_empty() => {
-            say_found(cx, by.found.blocks, 0);
-            Ok(true)
-        }
-        _ => Ok(false),
-    }
-}
-
 /// Discovery from the configuration and what PostgreSQL keeps of each
 /// resource (see [`by_resources`]).
 pub struct ByResources {
