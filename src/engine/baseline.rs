@@ -146,19 +146,6 @@ pub struct ResourceDigest {
 }
 
 impl ResourceDigest {
-    /// [`Format::Rows`]'s digest of a resource from its objects' digests
-    /// ([`crate::tfstate::resource_digest`]).
-    pub fn of_objects<'a>(
-        provider: &str,
-        mode: &str,
-        each: Option<&str>,
-        digests: impl IntoIterator<Item = &'a str>,
-    ) -> String {
-        crate::tfstate::resource_digest(provider, mode, each, digests)
-    }
-}
-
-impl ResourceDigest {
     /// The resources of `state`, from their rows.
     pub fn of_state(state: &State) -> Vec<ResourceDigest> {
         resource_digests(&state.resources, Format::Rows)
@@ -173,7 +160,9 @@ impl ResourceDigest {
                 let r = &s.resource;
                 let digest = match &s.digest {
                     Some(d) => d.clone(),
-                    None => ResourceDigest::of_objects(&r.provider, &r.mode, r.each.as_deref(), []),
+                    None => {
+                        crate::tfstate::resource_digest(&r.provider, &r.mode, r.each.as_deref(), [])
+                    }
                 };
                 let dependencies: BTreeSet<&String> = s.dependencies.iter().collect();
                 ResourceDigest {
@@ -299,7 +288,7 @@ fn resource_digests(resources: &[crate::tfstate::Resource], format: Format) -> V
             Format::Rows => {
                 let digests: Vec<std::borrow::Cow<str>> =
                     r.instances.iter().map(|i| i.digest()).collect();
-                ResourceDigest::of_objects(
+                crate::tfstate::resource_digest(
                     &r.provider,
                     &r.mode,
                     r.each.as_deref(),

@@ -819,6 +819,18 @@ pub struct CatalogEntry {
     pub dependencies: Vec<String>,
 }
 
+impl From<&super::baseline::ResourceDigest> for CatalogEntry {
+    fn from(r: &super::baseline::ResourceDigest) -> CatalogEntry {
+        CatalogEntry {
+            address: r.address.clone(),
+            module: r.module.clone(),
+            managed: r.managed,
+            objects: r.objects,
+            dependencies: r.dependencies.clone(),
+        }
+    }
+}
+
 impl Catalog {
     pub fn new(entries: Vec<CatalogEntry>) -> Catalog {
         let mut by_config: HashMap<String, Vec<usize>> = HashMap::new();

@@ -407,6 +407,11 @@ pub struct ByResources {
 }
 
 impl ByResources {
+    /// Every stored resource, as these digests have them.
+    pub fn catalog(&self) -> super::change_set::Catalog {
+        super::change_set::Catalog::new(self.digests.iter().map(Into::into).collect())
+    }
+
     /// Whether nothing may change.
     pub fn is_empty(&self) -> bool {
         self.found.is_empty() && self.stale.is_empty()

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 
-use super::change_set::{Catalog, CatalogEntry, ChangeSet};
+use super::change_set::{Catalog, ChangeSet};
 use super::discover::{self, discover, Discovered};
 use super::lease::Lease;
 use super::record::Recording;
@@ -220,7 +220,7 @@ async fn start_scoped(cx: &Context<'_>) -> Result<Option<Start>> {
         // As the rows read light would say (their discovery is the same).
         return Ok(Some(Start::Unanswered));
     }
-    let catalog = catalog_of(&stored);
+    let catalog = by.catalog();
     let listed = by.found.listed.clone();
     let Some((snapshot, catalog)) = read_scoped(cx, &stored, catalog, (listed, true)).await? else {
         return Ok(None);
@@ -265,19 +265,8 @@ struct Scoped {
 
 /// Every resource of a state as [`Store::resources`] read it.
 fn catalog_of(stored: &Summarized) -> Catalog {
-    Catalog::new(
-        stored
-            .resources
-            .iter()
-            .map(|s| CatalogEntry {
-                address: s.resource.address(),
-                module: s.resource.module.clone(),
-                managed: s.resource.mode == "managed",
-                objects: s.objects,
-                dependencies: s.dependencies.clone(),
-            })
-            .collect(),
-    )
+    let digests = baseline::ResourceDigest::of_summaries(&stored.resources);
+    Catalog::new(digests.iter().map(Into::into).collect())
 }
 
 /// The rows of the resources `want`, read light; `None` where they are
@@ -390,7 +379,7 @@ async fn scoped_agrees(
         let from_rows =
             baseline::candidates(config, &recorded, &baseline::Stored::of(&whole.state));
         let listed = (by.found.listed.clone(), false);
-        let read = read_scoped(cx, &stored, catalog_of(&stored), listed).await?;
+        let read = read_scoped(cx, &stored, by.catalog(), listed).await?;
         if let (Some((snapshot, _)), Ok(from_rows)) = (read, from_rows) {
             if let Some(scoped) = by.with_rows(&stored, &snapshot.state) {
                 anyhow::ensure!(
