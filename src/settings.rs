@@ -86,6 +86,11 @@ pub struct Settings {
     /// terraform (`STATEGRAPH_SPECULATIVE_PLAN`: `1`, the default, or `0`
     /// for one after the other).
     pub speculative_plan: bool,
+    /// Whether terraform's plans are served by one process per provider,
+    /// started by stategraph, where that is the same plan
+    /// (`STATEGRAPH_SHARED_PROVIDERS`: `1`, the default, or `0`: terraform
+    /// starts its providers itself; see [`crate::terraform::providers`]).
+    pub shared_providers: bool,
     /// Whether the plan of the cone runs on a private state holding only
     /// the cone and what terraform evaluates besides it (every instance of
     /// each resource the cone depends on and each evaluated root output
@@ -309,6 +314,12 @@ Name the server with --database-url (STATEGRAPH_DATABASE_URL) or PGHOST, PGPORT,
             Some(other) => anyhow::bail!("STATEGRAPH_SPECULATIVE_PLAN={other:?}: expected 1 or 0"),
         };
 
+        let shared_providers = match get("STATEGRAPH_SHARED_PROVIDERS").as_deref() {
+            None | Some("1") => true,
+            Some("0") => false,
+            Some(other) => anyhow::bail!("STATEGRAPH_SHARED_PROVIDERS={other:?}: expected 1 or 0"),
+        };
+
         let read_session_attrs = match get("STATEGRAPH_READ_TARGET_SESSION_ATTRS").as_deref() {
             None | Some("") => None,
             Some("any") => Some(tokio_postgres::config::TargetSessionAttrs::Any),
@@ -378,6 +389,7 @@ Name the server with --database-url (STATEGRAPH_DATABASE_URL) or PGHOST, PGPORT,
             db_retry,
             scoped_refresh,
             speculative_plan,
+            shared_providers,
             partial_state,
             read_session_attrs,
             actor,

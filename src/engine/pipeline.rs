@@ -18,6 +18,7 @@ use super::session::{self, prepare, Context, Session};
 use super::{baseline, migrate, preflight, recovery, revert, saved, verify, Kind, Outcome};
 use crate::db::store::{GraphRow, PushReport, Snapshot, Store, Summarized};
 use crate::settings::Settings;
+use crate::terraform::config::Config;
 use crate::terraform::{Finished, Rewrite, RunDir, Terraform};
 use crate::tfargs::TfFlags;
 use crate::tfstate::State;
@@ -135,7 +136,12 @@ async fn plan_stored(cx: &Context<'_>) -> Result<Outcome> {
         light_agrees(cx, &snapshot, (&found, &cs), partial.as_ref()).await?;
         scoped_agrees(cx, &dir, &snapshot, (&found, &cs), partial.as_ref()).await?;
     }
-    let handed = hand(cx, &dir, partial.as_ref(), &snapshot.state)?;
+    let handed = hand(
+        cx,
+        &dir,
+        (partial.as_ref(), found.config.as_ref()),
+        &snapshot.state,
+    )?;
     let verify_on = verifying.then_some(&snapshot.state);
     let outcome = plan_handed(cx, &dir, &snapshot, handed, (&cs, &found, &rows), verify_on).await;
     super::discard((snapshot, rows, found, partial));
@@ -170,7 +176,12 @@ async fn plan_scoped(cx: &Context<'_>) -> Result<Next> {
         changed_meanwhile(cx);
         return Ok(Next::ReadLight);
     };
-    let handed = hand(cx, &dir, Some(&partial), &snapshot.state)?;
+    let handed = hand(
+        cx,
+        &dir,
+        (Some(&partial), found.config.as_ref()),
+        &snapshot.state,
+    )?;
     let outcome = plan_handed(cx, &dir, &snapshot, handed, (&cs, &found, &rows), None).await;
     super::discard((snapshot, rows, found, partial));
     outcome.map(Next::Done)
@@ -532,7 +543,12 @@ async fn plan_light(cx: &Context<'_>, verifying: bool) -> Result<Option<Outcome>
         Some(Whole::State(whole)) => (whole, None),
         None => return Ok(changed_meanwhile(cx)),
     };
-    let handed = hand(cx, &dir, partial.as_ref(), &snapshot.state)?;
+    let handed = hand(
+        cx,
+        &dir,
+        (partial.as_ref(), found.config.as_ref()),
+        &snapshot.state,
+    )?;
     let verify_on = whole.as_ref().map(|w| &w.state);
     let outcome = plan_handed(cx, &dir, &snapshot, handed, (&cs, &found, &rows), verify_on).await;
     super::discard((snapshot, whole, rows, found, partial));
@@ -915,7 +931,7 @@ async fn run_stored(cx: &Context<'_>) -> Result<Outcome> {
                 }
             }
         };
-        let handed = hand(cx, &dir, partial.as_ref(), fresh)?;
+        let handed = hand(cx, &dir, (partial.as_ref(), found.config.as_ref()), fresh)?;
         let done = plan_cone(cx, &dir, handed, &cs, &found.info, &rows).await??;
         if !done.success() {
             lease.release().await?;
@@ -1139,7 +1155,7 @@ fn run_dir(settings: &Settings, flags: &TfFlags, snapshot: &State) -> Result<Run
 fn hand<'s>(
     cx: &Context<'_>,
     dir: &RunDir,
-    partial: Option<&'s Partial>,
+    (partial, config): (Option<&'s Partial>, Option<&Config>),
     whole: &'s State,
 ) -> Result<&'s State> {
     let narrowed = partial.and_then(|p| p.narrowed.as_ref());
@@ -1149,6 +1165,11 @@ fn hand<'s>(
             .ui
             .step("Narrowing the module calls terraform expands")
             .done(n.describe());
+    }
+    let settings = cx.session.settings;
+    if let (Some(config), true, false) = (config, settings.shared_providers, cx.tf.is_opentofu()) {
+        let cache = settings.embedded.data_dir.join("providers");
+        dir.share_providers(config, Some(&cache));
     }
     match partial {
         Some(partial) => dir.write_state(&partial.state)?,

@@ -221,6 +221,37 @@ pub struct Config {
     /// Root `for_each` module calls terraform may be handed with only some
     /// of their instances, by call name (see [`Narrowable`]).
     pub narrowable: BTreeMap<String, Narrowable>,
+    /// The provider configurations and requirements every module declares
+    /// (which providers one process can serve a plan for: see
+    /// [`super::providers`]).
+    #[serde(default)]
+    pub providers: Vec<ProviderDecl>,
+}
+
+/// A `provider` block, or an entry of `required_providers`, in one module.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProviderDecl {
+    /// Module path (`""` at the root).
+    pub module: String,
+    /// The provider's local name in that module.
+    pub name: String,
+    /// What it declares.
+    pub kind: ProviderDeclKind,
+}
+
+/// What a [`ProviderDecl`] declares.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ProviderDeclKind {
+    /// A `provider` block; `aliased` when it has an `alias`.
+    Config { aliased: bool },
+    /// A `required_providers` entry: its `source` and `version`, as written;
+    /// `readable` is false when the entry is not a literal this reader
+    /// understands (a string or an object of strings).
+    Required {
+        source: Option<String>,
+        version: Option<String>,
+        readable: bool,
+    },
 }
 
 /// A root module call with `for_each` that the root module reads only by
@@ -404,6 +435,7 @@ pub fn read(root: &Path, inputs: &Inputs) -> Result<Config, Unsupported> {
         global: Vec::new(),
         moved: Vec::new(),
         imports: Vec::new(),
+        providers: Vec::new(),
         located: false,
         root,
     };
@@ -415,6 +447,7 @@ pub fn read(root: &Path, inputs: &Inputs) -> Result<Config, Unsupported> {
         imports,
         cache,
         located,
+        providers,
         ..
     } = loader;
     global.push(inputs.tf_version.clone());
@@ -435,6 +468,7 @@ pub fn read(root: &Path, inputs: &Inputs) -> Result<Config, Unsupported> {
     let mut config = Config {
         moved,
         imports,
+        providers,
         parsed_files: cache.parsed_files,
         narrowable: match located {
             true => BTreeMap::new(),
@@ -900,6 +934,9 @@ struct Parsed {
     imports: Vec<String>,
     /// Text of the blocks that apply to every resource block.
     global: Vec<String>,
+    /// `provider` blocks and `required_providers` entries (module path empty).
+    #[serde(default)]
+    providers: Vec<ProviderDecl>,
 }
 
 /// Parses one file's text; `None` when it does not parse.
@@ -1048,10 +1085,74 @@ fn parse_file(text: &str) -> Option<Parsed> {
             // What a `removed` block names holds rows no block
             // declares: those are planned whatever the block says.
             ("removed", []) => {}
+            ("provider", [n]) => {
+                p.providers.push(ProviderDecl {
+                    module: String::new(),
+                    name: (*n).to_owned(),
+                    kind: ProviderDeclKind::Config {
+                        aliased: b.body.get_attribute("alias").is_some(),
+                    },
+                });
+                p.global.push(text);
+            }
+            ("terraform", []) => {
+                for r in b.body.get_blocks("required_providers") {
+                    p.providers
+                        .extend(r.body.attributes().map(required_provider));
+                }
+                p.global.push(text);
+            }
             _ => p.global.push(text),
         }
     }
     Some(p)
+}
+
+/// One `required_providers` entry: `aws = { source = "...", version = "..." }`
+/// or the older `aws = "~> 5.0"`.
+fn required_provider(a: &hcl_edit::structure::Attribute) -> ProviderDecl {
+    let literal = |e: &Expression| match e {
+        Expression::String(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    };
+    let (mut source, mut version, mut readable) = (None, None, true);
+    match &a.value {
+        Expression::String(s) => version = Some(s.as_str().to_owned()),
+        Expression::Object(o) => {
+            for (k, v) in o.iter() {
+                let key = match k {
+                    ObjectKey::Ident(i) => i.as_str().to_owned(),
+                    ObjectKey::Expression(Expression::String(s)) => s.as_str().to_owned(),
+                    _ => {
+                        readable = false;
+                        continue;
+                    }
+                };
+                match key.as_str() {
+                    "source" => source = literal(v.expr()),
+                    "version" => version = literal(v.expr()),
+                    // Aliases a module expects to be handed: not a
+                    // configuration, and not a requirement.
+                    "configuration_aliases" => continue,
+                    _ => {
+                        readable = false;
+                        continue;
+                    }
+                }
+                readable &= literal(v.expr()).is_some();
+            }
+        }
+        _ => readable = false,
+    }
+    ProviderDecl {
+        module: String::new(),
+        name: a.key.as_str().to_owned(),
+        kind: ProviderDeclKind::Required {
+            source,
+            version,
+            readable,
+        },
+    }
 }
 
 /// Each file's [`Parsed`] declarations kept by the sha256 of its text (and
@@ -1111,7 +1212,7 @@ impl ParseCache {
             hasher.update(concat!(
                 "stategraph ",
                 env!("CARGO_PKG_VERSION"),
-                " parse 1\n"
+                " parse 2\n"
             ));
             hasher.update(text.as_bytes());
             let digest = hasher.finalize();
@@ -1201,6 +1302,8 @@ struct Loader<'a> {
     moved: Vec<(String, String)>,
     /// `import` targets (see [`Config::imports`]).
     imports: Vec<String>,
+    /// See [`Config::providers`].
+    providers: Vec<ProviderDecl>,
     /// Whether a file has [`LOCATED`] text, or a module's directory is
     /// outside the root module's (see [`Narrowable`]).
     located: bool,
@@ -1291,6 +1394,11 @@ impl Loader<'_> {
             self.imports
                 .extend(parsed.imports.into_iter().map(|to| join(path, &to)));
             self.global.extend(parsed.global);
+            self.providers
+                .extend(parsed.providers.into_iter().map(|d| ProviderDecl {
+                    module: path.to_owned(),
+                    ..d
+                }));
         }
         let index = self.modules.len();
         self.modules.push(m);

@@ -41,6 +41,7 @@ pub mod config;
 pub mod fingerprint;
 pub mod plan;
 pub mod planfile;
+pub mod providers;
 pub mod rundir;
 pub mod stream;
 
@@ -292,6 +293,7 @@ impl Terraform {
             stop: None,
             rewrite: None,
             count: None,
+            sharing: None,
         }
     }
 }
@@ -336,6 +338,8 @@ pub struct Invocation {
     rewrite: Option<Rewrite>,
     /// Lines of stdout counted as they arrive (see [`Invocation::count_lines`]).
     count: Option<(&'static str, std::sync::Arc<std::sync::atomic::AtomicUsize>)>,
+    /// Providers served by one process each, for a plan (see [`providers`]).
+    sharing: Option<std::sync::Arc<providers::Sharing>>,
 }
 
 /// How a finished terraform run ended.
@@ -464,6 +468,16 @@ impl Invocation {
         self
     }
 
+    /// Serves the providers `sharing` names from one process each when this
+    /// command is a plan that configures each once (see [`providers`]).
+    pub fn share_providers(
+        mut self,
+        sharing: Option<std::sync::Arc<providers::Sharing>>,
+    ) -> Invocation {
+        self.sharing = sharing;
+        self
+    }
+
     /// `init -input=false ...`, for messages.
     pub fn describe(&self) -> String {
         self.args
@@ -513,6 +527,18 @@ impl Invocation {
                 Some(v) => cmd.env(k, v),
                 None => cmd.env_remove(k),
             };
+        }
+        let served = match &self.sharing {
+            Some(s) if providers::configures_once(&self.args, &self.env) => {
+                Some(s.serve(&self.dir, &self.env).await)
+            }
+            _ => None,
+        };
+        if let Some((reattach, what)) = served.as_ref().and_then(|s| s.reattach()) {
+            cmd.env("TF_REATTACH_PROVIDERS", reattach);
+            self.ui
+                .step("Starting terraform's providers once for its plan")
+                .done(what);
         }
         // Install the handlers before spawning: no window where a signal kills us alone.
         let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("cannot handle SIGINT"))?;
@@ -634,6 +660,9 @@ impl Invocation {
             Some(task) => task.await.ok().and_then(Result::ok).unwrap_or_default(),
             None => Vec::new(),
         };
+        if let Some(served) = served {
+            served.stop(self.ui).await;
+        }
         Ok(Finished {
             code: exit_code(status),
             stdout,

@@ -297,6 +297,8 @@ pub struct RunDir {
     /// The directory terraform plans and applies the cone in, where the
     /// configuration is narrowed (see [`RunDir::narrow`]); else the root.
     cone_root: std::sync::Mutex<Option<PathBuf>>,
+    /// Providers its plans serve from one process each (see [`RunDir::share_providers`]).
+    sharing: std::sync::Mutex<Option<std::sync::Arc<super::providers::Sharing>>>,
     override_guard: OverrideGuard,
 }
 
@@ -355,6 +357,7 @@ impl RunDir {
             state_written: AtomicBool::new(!deferred),
             data_dir,
             cone_root: std::sync::Mutex::new(None),
+            sharing: std::sync::Mutex::new(None),
             override_guard,
         })
     }
@@ -415,10 +418,33 @@ impl RunDir {
     /// [`RunDir::command`] for `init`, which does not read the state.
     fn command_before_state(&self, tf: &Terraform) -> Invocation {
         debug_assert!(self.override_guard.active());
+        let sharing = self
+            .sharing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         tf.command(&self.root)
             .env("TF_DATA_DIR", &self.data_dir)
             .env("TF_IN_AUTOMATION", "1")
             .env_remove("TF_WORKSPACE")
+            .share_providers(sharing)
+    }
+
+    /// From now on, this run's plans serve the providers of `config` that
+    /// one process each may serve from such a process (see
+    /// [`super::providers`]). `cache` keeps the packages' hashes.
+    pub fn share_providers(&self, config: &super::config::Config, cache: Option<&Path>) {
+        let sharing = super::providers::Sharing::of(
+            config,
+            super::providers::Where {
+                root: &self.root,
+                data_dir: &self.data_dir,
+                sockets: self.dir.path().join("plugins"),
+                cache,
+            },
+        )
+        .map(std::sync::Arc::new);
+        *self.sharing.lock().unwrap_or_else(|e| e.into_inner()) = sharing;
     }
 
     /// Where the cone is planned and applied from now on ([`RunDir::cone_command`]):

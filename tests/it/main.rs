@@ -44,6 +44,7 @@ mod outputs;
 mod parity;
 mod passthrough;
 mod properties;
+mod providers;
 mod query;
 mod revert;
 mod saved_plan;
