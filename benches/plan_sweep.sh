@@ -62,6 +62,9 @@
 #   STATEGRAPH_PG_BIN       directory holding initdb/pg_ctl/postgres
 #   STATEGRAPH_TF_PLUGIN_MIRROR   provider mirror holding hashicorp/aws (FLAVOUR=aws)
 #   STATEGRAPH_PYTHON       python with moto[server] (FLAVOUR=aws; default python3)
+#   UNSHARED=0              1: each repetition also runs stategraph with
+#                           STATEGRAPH_SHARED_PROVIDERS=0 (terraform starts its
+#                           providers itself), reported side by side with the default
 #   KEEP_WORK=1             keep the work dir
 #   PG_DURABLE=on           fsync etc. of the bench cluster
 set -euo pipefail
@@ -80,7 +83,7 @@ OUT_DIR=$(realpath -m "${OUT_DIR:-$ROOT/benches/results}")
 PLOT=${PLOT:-1}
 TIME_BIN=/usr/bin/time
 CMDLINE="$0${*:+ $*}"
-ENVLINE=$(env | grep -E '^(FLAVOUR|NS|LATENCIES|LATENCY_MS|REPS|K|CHANGE|TEAM|SEED|BUILD|STATEGRAPH_BIN|PG_DURABLE)=' | sort | tr '\n' ' ' || true)
+ENVLINE=$(env | grep -E '^(FLAVOUR|NS|LATENCIES|LATENCY_MS|REPS|K|CHANGE|TEAM|SEED|BUILD|STATEGRAPH_BIN|STATEGRAPH_SHARED_PROVIDERS|UNSHARED|PG_DURABLE)=' | sort | tr '\n' ' ' || true)
 BENCH_START=$(date +%s)
 
 say() { printf 'plan_sweep.sh: %s\n' "$*" >&2; }
@@ -197,7 +200,9 @@ echo "flavour,n,edges,depth,teams,changed,cone,build_s,push_s,first_plan_s,laten
 ROWS="$WORK/rows.md"
 BROWS="$WORK/build-rows.md"
 PROWS="$WORK/phase-rows.md"
-: >"$ROWS"; : >"$BROWS"; : >"$PROWS"
+UROWS="$WORK/unshared-rows.md"
+: >"$ROWS"; : >"$BROWS"; : >"$PROWS"; : >"$UROWS"
+UNSHARED=${UNSHARED:-0}
 
 for N in $NS; do
     d="$WORK/n$N"
@@ -273,13 +278,17 @@ print(s["edges"], s["depth"], s["teams"], c["changed"], c["cone"], "%s/%s/%s" % 
     echo "| $N | $edges | $depth | $cone | $build_s | $push_s | $first_s |" >>"$BROWS"
 
     for lat in $LATENCIES; do
-        : >"$d/tf-$lat.res"; : >"$d/sg-$lat.res"; : >"$d/tf-$lat.req"; : >"$d/sg-$lat.req"
+        : >"$d/tf-$lat.res"; : >"$d/sg-$lat.res"; : >"$d/tf-$lat.req"; : >"$d/sg-$lat.req"; : >"$d/sg0-$lat.res"
         : >"$d/phases-$lat"; : >"$d/ncmd-$lat"
         mkdir -p "$d/sglogs-$lat"
     done
     for ((rep = 1; rep <= REPS; rep++)); do
         order="tf sg"
         ((rep % 2 == 0)) && order="sg tf"
+        if [[ $UNSHARED == 1 ]]; then
+            order="tf sg sg0"
+            ((rep % 2 == 0)) && order="sg0 sg tf"
+        fi
         for lat in $LATENCIES; do
             set_latency "$lat"
             for who in $order; do
@@ -289,6 +298,10 @@ print(s["edges"], s["depth"], s["teams"], c["changed"], c["cone"], "%s/%s/%s" % 
                         "$TERRAFORM" plan -input=false -no-color "${VARFILE[@]}")
                     echo "$(($(requests) - r0))" >>"$d/tf-$lat.req"
                     check_plan "$d/tf-$lat.log" "$expect" terraform
+                elif [[ $who == sg0 ]]; then
+                    (cd "$d/sg" && STATEGRAPH_SHARED_PROVIDERS=0 run_timed "$d/sg0-$lat.res" "$d/sg0-$lat.log" \
+                        "$STATEGRAPH_BIN" --state "sweep$N" plan -no-color "${VARFILE[@]}")
+                    check_plan "$d/sg0-$lat.log" "$expect" "stategraph (STATEGRAPH_SHARED_PROVIDERS=0)"
                 else
                     tflog="$d/sglogs-$lat/$rep.tflog"
                     (cd "$d/sg" && SG_TF_LOG="$tflog" run_timed "$d/sg-$lat.res" "$d/sg-$lat.log" \
@@ -307,6 +320,7 @@ print(s["edges"], s["depth"], s["teams"], c["changed"], c["cone"], "%s/%s/%s" % 
             [[ $FLAVOUR == aws ]] && line+="/$(tail -n1 "$d/tf-$lat.req") req"
             line+=", stategraph $(tail -n1 "$d/sg-$lat.res" | cut -d' ' -f1)s"
             [[ $FLAVOUR == aws ]] && line+="/$(tail -n1 "$d/sg-$lat.req") req"
+            [[ $UNSHARED == 1 ]] && line+=", unshared $(tail -n1 "$d/sg0-$lat.res" | cut -d' ' -f1)s"
             say "$line (phases: $(tail -n1 "$d/phases-$lat"))"
         done
     done
@@ -327,6 +341,10 @@ print(s["edges"], s["depth"], s["teams"], c["changed"], c["cone"], "%s/%s/%s" % 
             echo "| $N | $lat ms | $cone | $tfw | $sgw | **$(ratio "$sgw" "$tfw")** | $tfc | $sgc | $tfm | $sgm | $tfr | $sgr | $tfq | $sgq | **$reqratio** |" >>"$ROWS"
         else
             echo "| $N | $cone | $tfw | $sgw | **$(ratio "$sgw" "$tfw")** | $(ratio "$tfw" "$sgw") | $tfc | $sgc | $tfm | $sgm | $tfr | $sgr |" >>"$ROWS"
+        fi
+        if [[ $UNSHARED == 1 ]]; then
+            sg0w=$(col "$d/sg0-$lat.res" 1)
+            echo "| $N | $lat ms | $tfw | $sgw | $sg0w | **$(ratio "$sgw" "$tfw")** | $(ratio "$sg0w" "$tfw") | $(ratio "$sgw" "$sg0w") |" >>"$UROWS"
         fi
         floor_part=$(awk -v n="$ncmd" -v f="$FLOOR_S" 'BEGIN { printf "%.2f", n * f }')
         echo "| $N | $lat ms | $sgw | ${ph[0]} | ${ph[1]} | ${ph[2]} | ${ph[3]} | ${ph[4]} | ${ph[5]} | ${ph[6]} | ${ph[7]} | $ncmd | $floor_part | $tfw |" >>"$PROWS"
@@ -368,6 +386,14 @@ done
     echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     cat "$PROWS"
     echo
+    if [[ $UNSHARED == 1 ]]; then
+        echo "stategraph with its providers shared (the default: one process per provider for each plan) and with \\`STATEGRAPH_SHARED_PROVIDERS=0\\` (terraform starts them itself), in the same repetitions (medians):"
+        echo
+        echo "| N | added latency | terraform plan (s) | stategraph plan (s) | unshared (s) | sg / tf | unshared / tf | sg / unshared |"
+        echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
+        cat "$UROWS"
+        echo
+    fi
     echo "Refreshed: \"Refreshing state...\" lines in one plan's output. Total bench time: $(($(date +%s) - BENCH_START)) s."
 } >"$MD"
 cat "$MD"

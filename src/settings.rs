@@ -90,6 +90,10 @@ pub struct Settings {
     /// started by stategraph, where that is the same plan
     /// (`STATEGRAPH_SHARED_PROVIDERS`: `1`, the default, or `0`: terraform
     /// starts its providers itself; see [`crate::terraform::providers`]).
+    /// Off while the user debugs providers (`TF_LOG*`,
+    /// `TF_REATTACH_PROVIDERS`, `dev_overrides` in terraform's CLI
+    /// configuration: `TF_CLI_CONFIG_FILE`, else `~/.terraformrc` and
+    /// `~/.terraform.d/*.tfrc`).
     pub shared_providers: bool,
     /// Whether the plan of the cone runs on a private state holding only
     /// the cone and what terraform evaluates besides it (every instance of
@@ -319,6 +323,29 @@ Name the server with --database-url (STATEGRAPH_DATABASE_URL) or PGHOST, PGPORT,
             Some("0") => false,
             Some(other) => anyhow::bail!("STATEGRAPH_SHARED_PROVIDERS={other:?}: expected 1 or 0"),
         };
+        // Left to terraform while the user debugs providers.
+        let cli_config_files: Vec<PathBuf> =
+            match get("TF_CLI_CONFIG_FILE").or_else(|| get("TERRAFORM_CONFIG")) {
+                Some(f) => vec![PathBuf::from(f)],
+                None => {
+                    let home = get("HOME").map(PathBuf::from).unwrap_or_default();
+                    let mut files = vec![home.join(".terraformrc")];
+                    if let Ok(entries) = std::fs::read_dir(home.join(".terraform.d")) {
+                        files.extend(
+                            entries
+                                .flatten()
+                                .map(|e| e.path())
+                                .filter(|p| p.extension().is_some_and(|x| x == "tfrc")),
+                        );
+                    }
+                    files
+                }
+            };
+        let shared_providers = shared_providers
+            && !crate::terraform::providers::DEBUGGING
+                .iter()
+                .any(|k| get(k).is_some())
+            && !crate::terraform::providers::dev_overrides(&cli_config_files);
 
         let read_session_attrs = match get("STATEGRAPH_READ_TARGET_SESSION_ATTRS").as_deref() {
             None | Some("") => None,

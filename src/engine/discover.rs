@@ -101,6 +101,9 @@ pub async fn discover(
         None => {}
     }
     let config = read.and_then(Result::ok);
+    if let Some(config) = &config {
+        super::session::share_providers(cx, dir, config);
+    }
     // What the configuration's reading says changes, where it can tell.
     let read_changes = match (&fast, &config) {
         (Some(found), Some(config)) => {

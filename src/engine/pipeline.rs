@@ -1166,10 +1166,8 @@ fn hand<'s>(
             .step("Narrowing the module calls terraform expands")
             .done(n.describe());
     }
-    let settings = cx.session.settings;
-    if let (Some(config), true, false) = (config, settings.shared_providers, cx.tf.is_opentofu()) {
-        let cache = settings.embedded.data_dir.join("providers");
-        dir.share_providers(config, Some(&cache));
+    if let Some(config) = config {
+        session::share_providers(cx, dir, config);
     }
     match partial {
         Some(partial) => dir.write_state(&partial.state)?,

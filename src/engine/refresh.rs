@@ -423,6 +423,7 @@ async fn scoped_plan(
     }
 
     let side = dir.layout().run_dir(fresh)?;
+    side.share_providers_of(dir);
     match dir.backend_hash() {
         Some(hash) => side.skip_init(hash)?,
         None => prepare(&side, &cx.tf, &cx.session.store).await?,

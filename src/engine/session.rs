@@ -437,3 +437,20 @@ fn exit_on_terraform_failure(e: TerraformError) -> anyhow::Error {
         None => e.into(),
     }
 }
+
+/// From now on, the plans terraform runs in `dir` serve each provider of
+/// `config` that may be from one process, started by stategraph (see
+/// [`crate::terraform::providers`]), unless settings, the terraform binary
+/// or the user's `TF_CLI_ARGS` say otherwise.
+pub fn share_providers(cx: &Context<'_>, dir: &RunDir, config: &crate::terraform::config::Config) {
+    let settings = cx.session.settings;
+    // `-destroy` in the user's TF_CLI_ARGS: a refresh walk, then the plan.
+    let destroying = settings
+        .tf_cli_args
+        .iter()
+        .any(|(_, v)| v.contains("-destroy"));
+    if settings.shared_providers && !destroying && !cx.tf.is_opentofu() {
+        let cache = settings.embedded.data_dir.join("providers");
+        dir.share_providers(config, Some(&cache));
+    }
+}

@@ -536,9 +536,11 @@ impl Invocation {
         };
         if let Some((reattach, what)) = served.as_ref().and_then(|s| s.reattach()) {
             cmd.env("TF_REATTACH_PROVIDERS", reattach);
-            self.ui
-                .step("Starting terraform's providers once for its plan")
-                .done(what);
+            if !self.quiet {
+                self.ui
+                    .step("Starting terraform's providers once for its plan")
+                    .done(what);
+            }
         }
         // Install the handlers before spawning: no window where a signal kills us alone.
         let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("cannot handle SIGINT"))?;

@@ -56,8 +56,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 const KEEP_STDERR: usize = 64 * 1024;
 
 /// The environment variables that make terraform (or its providers) behave
-/// differently from what one process here would: left to terraform.
-const DEBUGGING: &[&str] = &[
+/// differently from what one process here would: where one is set, the
+/// providers are left to terraform (read by `crate::settings`).
+pub const DEBUGGING: &[&str] = &[
     "TF_REATTACH_PROVIDERS",
     "TF_LOG",
     "TF_LOG_PROVIDER",
@@ -97,15 +98,9 @@ pub struct Where<'a> {
 impl Sharing {
     /// The providers of `config` one process each may serve, checked as
     /// terraform checks them; `None` when there are none (see the module
-    /// docs for when).
+    /// docs for when; the environment is `crate::settings`'
+    /// `shared_providers`).
     pub fn of(config: &Config, at: Where<'_>) -> Option<Sharing> {
-        if DEBUGGING
-            .iter()
-            .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
-            || dev_overrides()
-        {
-            return None;
-        }
         let locks = locks(&std::fs::read_to_string(at.root.join(".terraform.lock.hcl")).ok()?)?;
         let addresses = addresses(config)?;
         let mut packages = Vec::new();
@@ -167,24 +162,20 @@ impl Sharing {
     }
 }
 
-/// Whether terraform's command `args` (with `env` applied to ours)
-/// configures each provider once: `plan`, but not `plan -destroy`.
+/// Whether terraform's command `args`, with the `env` an invocation sets,
+/// configures each provider once: `plan`, but not `plan -destroy` (the
+/// user's own `TF_CLI_ARGS*` are `crate::settings`' to check).
 pub(super) fn configures_once(args: &[OsString], env: &[(OsString, Option<OsString>)]) -> bool {
     let destroy = |a: &str| {
         a.split_whitespace()
             .any(|w| w == "-destroy" || w.starts_with("-destroy="))
     };
-    let var = |k: &str| -> Option<OsString> {
-        match env.iter().rev().find(|(key, _)| key == k) {
-            Some((_, v)) => v.clone(),
-            None => std::env::var_os(k),
-        }
-    };
     args.first().is_some_and(|a| a == "plan")
         && !args.iter().any(|a| destroy(&a.to_string_lossy()))
-        && ["TF_CLI_ARGS", "TF_CLI_ARGS_plan"]
-            .iter()
-            .all(|k| !var(k).is_some_and(|v| destroy(&v.to_string_lossy())))
+        && !env.iter().any(|(k, v)| {
+            k.to_string_lossy().starts_with("TF_CLI_ARGS")
+                && v.as_ref().is_some_and(|v| destroy(&v.to_string_lossy()))
+        })
 }
 
 /// The processes serving one terraform command.
@@ -350,31 +341,10 @@ fn handshake(line: &str) -> Option<(u32, String, String)> {
     }
 }
 
-/// Whether a CLI configuration file terraform reads overrides providers
+/// Whether one of terraform's CLI configuration files overrides providers
 /// (`dev_overrides`): terraform then runs another binary than the one
-/// installed.
-fn dev_overrides() -> bool {
-    let files: Vec<PathBuf> = match std::env::var_os("TF_CLI_CONFIG_FILE")
-        .or_else(|| std::env::var_os("TERRAFORM_CONFIG"))
-        .filter(|v| !v.is_empty())
-    {
-        Some(f) => vec![PathBuf::from(f)],
-        None => {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_default();
-            let mut files = vec![home.join(".terraformrc")];
-            if let Ok(entries) = std::fs::read_dir(home.join(".terraform.d")) {
-                files.extend(
-                    entries
-                        .flatten()
-                        .map(|e| e.path())
-                        .filter(|p| p.extension().is_some_and(|x| x == "tfrc")),
-                );
-            }
-            files
-        }
-    };
+/// installed. `files` as `crate::settings` finds them.
+pub fn dev_overrides(files: &[PathBuf]) -> bool {
     files
         .iter()
         .any(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains("dev_overrides")))

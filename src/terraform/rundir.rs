@@ -447,6 +447,17 @@ impl RunDir {
         *self.sharing.lock().unwrap_or_else(|e| e.into_inner()) = sharing;
     }
 
+    /// This run's plans serve the providers `other`'s do, as it does (a
+    /// refresh run beside the plan of the cone).
+    pub fn share_providers_of(&self, other: &RunDir) {
+        let sharing = other
+            .sharing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        *self.sharing.lock().unwrap_or_else(|e| e.into_inner()) = sharing;
+    }
+
     /// Where the cone is planned and applied from now on ([`RunDir::cone_command`]):
     /// with `modules`, a directory of this run's own (`config/` in the
     /// private dir) holding a link to each entry of the user's root module
