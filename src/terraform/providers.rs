@@ -25,9 +25,11 @@
 //! selects a version, every version constraint of the configuration allows
 //! it, and the installed package matches one of the lock file's `h1:`
 //! hashes (computed as terraform does, kept per file identity so that an
-//! unchanged package is not hashed again). The process lives in the run's
-//! private directory's socket dir (0700), dies with stategraph (no process
-//! is left behind), and is killed when terraform exits.
+//! unchanged package is not hashed again). The process listens in the
+//! run's private directory (0700; one that listens anywhere else is left
+//! to terraform, since nothing like terraform's TLS guards the socket), dies
+//! with stategraph (no process is left behind), and is killed when
+//! terraform exits.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -153,11 +155,15 @@ impl Sharing {
         {
             return served;
         }
-        for p in &self.packages {
-            if let Some(process) = start(p, cwd, env, &self.sockets).await {
-                served.processes.push(process);
-            }
-        }
+        let starts = self
+            .packages
+            .iter()
+            .map(|p| start(p, cwd, env, &self.sockets));
+        served.processes = futures_util::future::join_all(starts)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
         served
     }
 }
@@ -189,7 +195,7 @@ struct Process {
     version: String,
     child: tokio::process::Child,
     reattach: serde_json::Value,
-    socket: Option<PathBuf>,
+    socket: PathBuf,
     stderr: tokio::task::JoinHandle<Vec<u8>>,
 }
 
@@ -228,9 +234,7 @@ impl Served {
             let _ = p.child.start_kill();
             let _ = p.child.wait().await;
             let stderr = p.stderr.await.unwrap_or_default();
-            if let Some(socket) = &p.socket {
-                let _ = std::fs::remove_file(socket);
-            }
+            let _ = std::fs::remove_file(&p.socket);
             if crashed {
                 ui.warn(format!(
                     "the provider {} stopped while terraform ran; it printed:\n{}",
@@ -292,8 +296,12 @@ async fn start(
     });
     let mut line = String::new();
     let read = tokio::time::timeout(HANDSHAKE_TIMEOUT, stdout.read_line(&mut line)).await;
+    // Only on a socket in the private dir: without terraform's TLS
+    // between them, no one else may reach it (a provider whose go-plugin
+    // ignores PLUGIN_UNIX_SOCKET_DIR is left to terraform).
     let handshake = match read {
-        Ok(Ok(n)) if n > 0 => handshake(line.trim_end()),
+        Ok(Ok(n)) if n > 0 => handshake(line.trim_end())
+            .filter(|(_, network, addr)| network == "unix" && Path::new(addr).starts_with(sockets)),
         _ => None,
     };
     let Some((version, network, addr)) = handshake else {
@@ -304,8 +312,7 @@ async fn start(
     // The rest of its stdout (go-plugin forwards its output over gRPC once
     // terraform connects) is read and dropped, so that it never blocks.
     tokio::spawn(async move {
-        let mut sink = Vec::new();
-        let _ = stdout.read_to_end(&mut sink).await;
+        let _ = tokio::io::copy(&mut stdout, &mut tokio::io::sink()).await;
     });
     let pid = child.id()?;
     Some(Process {
@@ -319,7 +326,7 @@ async fn start(
             "Test": true,
             "Addr": { "Network": network, "String": addr },
         }),
-        socket: (network == "unix").then(|| PathBuf::from(&addr)),
+        socket: PathBuf::from(&addr),
         child,
         stderr,
     })
