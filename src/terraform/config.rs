@@ -1268,23 +1268,8 @@ impl ParseCache {
     /// Writes `entry` whole or not at all (private: configuration text may
     /// hold values its authors consider secret).
     fn keep(&self, entry: &Path, parsed: &Parsed) -> std::io::Result<()> {
-        use std::io::Write as _;
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        let dir = entry.parent().unwrap_or(Path::new("."));
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
         let bytes = serde_json::to_vec(parsed).map_err(std::io::Error::other)?;
-        let tmp = dir.join(format!(".{}.tmp", std::process::id()));
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?
-            .write_all(&bytes)?;
-        std::fs::rename(&tmp, entry)
+        super::write_private(entry, &bytes)
     }
 }
 

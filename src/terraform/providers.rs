@@ -34,7 +34,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::Read as _;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -631,28 +631,9 @@ fn package_hash(dir: &Path, cache: Option<&Path>) -> std::io::Result<String> {
     );
     if let Some(entry) = entry {
         // Best effort: a cache that cannot be written costs a hash next time.
-        let _ = keep(&entry, &h1);
+        let _ = super::write_private(&entry, h1.as_bytes());
     }
     Ok(h1)
-}
-
-/// Writes a cache entry whole or not at all.
-fn keep(entry: &Path, h1: &str) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let dir = entry.parent().unwrap_or(Path::new("."));
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    let tmp = dir.join(format!(".{}.tmp", std::process::id()));
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?
-        .write_all(h1.as_bytes())?;
-    std::fs::rename(&tmp, entry)
 }
 
 #[cfg(test)]

@@ -432,8 +432,17 @@ impl RunDir {
 
     /// From now on, this run's plans serve the providers of `config` that
     /// one process each may serve from such a process (see
-    /// [`super::providers`]). `cache` keeps the packages' hashes.
+    /// [`super::providers`]). `cache` keeps the packages' hashes. Once
+    /// found, kept: the run's configuration does not change.
     pub fn share_providers(&self, config: &super::config::Config, cache: Option<&Path>) {
+        if self
+            .sharing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+        {
+            return;
+        }
         let sharing = super::providers::Sharing::of(
             config,
             super::providers::Where {

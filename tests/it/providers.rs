@@ -4,15 +4,6 @@
 
 use crate::common::*;
 
-/// The plan in terraform's output: each resource's heading and the summary.
-fn plan_of(stdout: &str) -> Vec<String> {
-    stdout
-        .lines()
-        .filter(|l| l.trim_start().starts_with("# ") || l.starts_with("Plan:"))
-        .map(str::to_owned)
-        .collect()
-}
-
 /// Processes whose working directory is `dir` or below and whose program is
 /// the aws provider: none may outlive the run.
 fn providers_running_in(dir: &std::path::Path) -> Vec<String> {
@@ -90,6 +81,23 @@ fn a_plan_is_served_by_one_aws_process_and_the_lock_file_still_holds() {
     assert_eq!(code, Some(2), "{own}{err}");
     assert!(!err.contains("Starting terraform's providers"), "{err}");
     assert_eq!(plan_of(&shared), plan_of(&own));
+
+    // A second configuration of aws (an alias): one process would be
+    // configured twice, so terraform starts its own, and plans the same.
+    let alias = wd.path().join("alias.tf");
+    std::fs::write(
+        &alias,
+        moto.provider_block().replace(
+            "provider \"aws\" {",
+            "provider \"aws\" {\n  alias = \"second\"",
+        ),
+    )
+    .unwrap();
+    let (code, aliased, err) = run("1");
+    assert_eq!(code, Some(2), "{aliased}{err}");
+    assert!(!err.contains("Starting terraform's providers"), "{err}");
+    assert_eq!(plan_of(&shared), plan_of(&aliased));
+    std::fs::remove_file(&alias).unwrap();
 
     // A package the lock file does not list: refused as terraform refuses it.
     let lock_path = wd.path().join(".terraform.lock.hcl");

@@ -15,15 +15,6 @@ fn refreshed(stdout: &str) -> Vec<String> {
     lines
 }
 
-/// The plan in terraform's output: each resource's heading and the summary.
-fn plan_of(stdout: &str) -> Vec<String> {
-    stdout
-        .lines()
-        .filter(|l| l.trim_start().starts_with("# ") || l.starts_with("Plan:"))
-        .map(str::to_owned)
-        .collect()
-}
-
 const CONFIG: &str = r#"
 variable "gen" {
   type    = string

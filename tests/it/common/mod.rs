@@ -56,6 +56,15 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// The plan in terraform's output: each resource's heading and the summary.
+pub fn plan_of(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("# ") || l.starts_with("Plan:"))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Asserts that the run `what` succeeded, showing its status and output if
 /// not; returns its stdout and stderr.
 #[track_caller]
