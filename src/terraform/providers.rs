@@ -233,7 +233,14 @@ impl Served {
             let crashed = matches!(p.child.try_wait(), Ok(Some(_)));
             let _ = p.child.start_kill();
             let _ = p.child.wait().await;
-            let stderr = p.stderr.await.unwrap_or_default();
+            // A process it started may still hold the pipe: not waited for long.
+            let stderr = match tokio::time::timeout(Duration::from_secs(2), &mut p.stderr).await {
+                Ok(Ok(kept)) => kept,
+                _ => {
+                    p.stderr.abort();
+                    Vec::new()
+                }
+            };
             let _ = std::fs::remove_file(&p.socket);
             if crashed {
                 ui.warn(format!(
