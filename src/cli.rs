@@ -112,13 +112,17 @@ pub enum Command {
     /// -target, -replace, -destroy, -refresh-only), terraform's refresh-less
     /// plan of the whole configuration decides; the step line says why.
     ///
-    /// Then the change cone (the changed instances and everything
-    /// downstream) is locked shared in PostgreSQL, and terraform plans it
-    /// with -target on a private copy of the state: only the cone and what
-    /// it reads are refreshed, or only the written instances beside a
+    /// Then terraform plans the change cone (the changed instances and
+    /// everything downstream) with -target on a private copy of the state
+    /// read as a snapshot (a plan takes no locks): only the cone and what it
+    /// reads are refreshed, or only the written instances beside a
     /// refresh-less plan where that is estimated faster
-    /// (STATEGRAPH_SCOPED_REFRESH=auto, the default; always; never). -out=FILE writes a saved plan that
-    /// `stategraph apply FILE` applies if nothing it read changed since.
+    /// (STATEGRAPH_SCOPED_REFRESH=auto, the default; always; never). Each
+    /// provider with one configuration is started once for the plan, by
+    /// stategraph, where terraform would start it three times
+    /// (STATEGRAPH_SHARED_PROVIDERS=0: terraform starts its own). -out=FILE
+    /// writes a saved plan that `stategraph apply FILE` applies if nothing it
+    /// read changed since.
     ///
     /// -verify (stategraph's own) also runs terraform's refresh-less plan of
     /// the whole configuration and checks that the plan of the cone equals
