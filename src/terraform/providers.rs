@@ -74,6 +74,8 @@ pub struct Sharing {
     packages: Vec<Package>,
     /// Where the processes listen (a directory of the private run dir).
     sockets: PathBuf,
+    /// Where package hashes are kept (see [`Where::cache`]).
+    cache: Option<PathBuf>,
 }
 
 /// One installed provider package, checked against the lock file.
@@ -83,6 +85,32 @@ struct Package {
     address: String,
     version: String,
     exe: PathBuf,
+    /// The package's directory and the lock file's `h1:` hashes, checked
+    /// before its first start (not before: a run that starts no plan
+    /// hashes nothing).
+    dir: PathBuf,
+    h1: Vec<String>,
+    /// Whether the package matched one of them, once checked.
+    verified: std::sync::Arc<std::sync::OnceLock<bool>>,
+}
+
+impl Package {
+    /// Whether the installed package is the one the lock file lists
+    /// (always, where it lists no hash: terraform checks none then).
+    async fn verified(&self, cache: Option<PathBuf>) -> bool {
+        if let Some(v) = self.verified.get() {
+            return *v;
+        }
+        let (dir, h1, all) = (self.dir.clone(), self.h1.clone(), self.verified.clone());
+        // Hashing the package reads hundreds of MB: off the async threads.
+        tokio::task::spawn_blocking(move || {
+            *all.get_or_init(|| {
+                h1.is_empty() || package_hash(&dir, cache.as_deref()).is_ok_and(|h| h1.contains(&h))
+            })
+        })
+        .await
+        .unwrap_or(false)
+    }
 }
 
 /// Where a run's terraform finds its files.
@@ -99,9 +127,9 @@ pub struct Where<'a> {
 
 impl Sharing {
     /// The providers of `config` one process each may serve, checked as
-    /// terraform checks them; `None` when there are none (see the module
-    /// docs for when; the environment is `crate::settings`'
-    /// `shared_providers`).
+    /// terraform checks them (the package's hash when it is first started);
+    /// `None` when there are none (see the module docs for when; the
+    /// environment is `crate::settings`' `shared_providers`).
     pub fn of(config: &Config, at: Where<'_>) -> Option<Sharing> {
         let locks = locks(&std::fs::read_to_string(at.root.join(".terraform.lock.hcl")).ok()?)?;
         let addresses = addresses(config)?;
@@ -118,27 +146,30 @@ impl Sharing {
             let Some(exe) = executable(&dir, address) else {
                 continue;
             };
-            if !lock.hashes.is_empty() {
-                let h1: Vec<&String> = lock
-                    .hashes
-                    .iter()
-                    .filter(|h| h.starts_with("h1:"))
-                    .collect();
-                let matches = !h1.is_empty()
-                    && package_hash(&dir, at.cache).is_ok_and(|h| h1.iter().any(|x| **x == h));
-                if !matches {
-                    continue;
-                }
+            let h1: Vec<String> = lock
+                .hashes
+                .iter()
+                .filter(|h| h.starts_with("h1:"))
+                .cloned()
+                .collect();
+            // Hashes listed, none of them `h1:`: nothing to check a
+            // directory against (terraform refuses it then).
+            if h1.is_empty() && !lock.hashes.is_empty() {
+                continue;
             }
             packages.push(Package {
                 address: address.clone(),
                 version: lock.version.clone(),
                 exe,
+                dir,
+                h1,
+                verified: Default::default(),
             });
         }
         (!packages.is_empty()).then_some(Sharing {
             packages,
             sockets: at.sockets,
+            cache: at.cache.map(Path::to_path_buf),
         })
     }
 
@@ -155,10 +186,12 @@ impl Sharing {
         {
             return served;
         }
-        let starts = self
-            .packages
-            .iter()
-            .map(|p| start(p, cwd, env, &self.sockets));
+        let starts = self.packages.iter().map(|p| async move {
+            match p.verified(self.cache.clone()).await {
+                true => start(p, cwd, env, &self.sockets).await,
+                false => None,
+            }
+        });
         served.processes = futures_util::future::join_all(starts)
             .await
             .into_iter()
@@ -564,7 +597,7 @@ fn files(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
                 walk(base, &path, out)?;
             } else {
                 let rel = path.strip_prefix(base).map_err(std::io::Error::other)?;
-                out.push((rel.to_string_lossy().replace('\\', "/"), path));
+                out.push((rel.to_string_lossy().into_owned(), path));
             }
         }
         Ok(())

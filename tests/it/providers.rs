@@ -50,6 +50,26 @@ fn a_plan_is_served_by_one_aws_process_and_the_lock_file_still_holds() {
     // The first plan after the push records the discovery baseline.
     let (code, out, err) = run("1");
     assert_eq!(code, Some(0), "{out}{err}");
+    // A plan with nothing to change starts no provider, so hashes nothing.
+    let fresh = wd.path().join(".sg-data-fresh");
+    let out = sg_tf(
+        &db,
+        &wd,
+        "aws",
+        &["plan", "-no-color", "-detailed-exitcode"],
+    )
+    .env("STATEGRAPH_DATA_DIR", &fresh)
+    .env_remove("STATEGRAPH_DISCOVERY_ORACLE")
+    .output()
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(!fresh.join("providers").exists());
 
     let main = wd.path().join("main.tf");
     let text_of = std::fs::read_to_string(&main).unwrap();
